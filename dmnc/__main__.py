@@ -1,0 +1,3 @@
+from dmnc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,32 @@
+"""Shared test configuration.
+
+Lab prerequisites (root, tools, kernel features) are checked with `require_lab`: outside CI a missing one skips the
+test with the reason; in CI (CI=true) it fails the run, so a green CI always means the lab tests really ran.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require_lab(condition: bool, what: str) -> None:
+    """Skip (locally) or fail (in CI) when a lab prerequisite named by `what` is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"lab prerequisite missing in CI: {what}")
+    pytest.skip(f"lab prerequisite missing: {what}")
+
+
+def require_root() -> None:
+    require_lab(os.geteuid() == 0, "root (run tests/run as root)")
+
+
+def require_tools(*tools: str) -> None:
+    for tool in tools:
+        require_lab(shutil.which(tool) is not None, f"the `{tool}` command (tests/lab/install.sh installs it)")

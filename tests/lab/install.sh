@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the lab prerequisites of the integration tests (Debian/Ubuntu, root). Idempotent and quick when done.
+set -euo pipefail
+
+packages=(
+    python3-venv iproute2 iputils-ping procps kmod iptables netcat-openbsd
+    wireguard-tools wireguard-go iperf3
+    docker.io podman
+    qemu-system-x86 busybox-static cpio xz-utils
+)
+
+missing=()
+for pkg in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$pkg")
+    fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing lab packages (${missing[*]}); run tests/run as root to install them" >&2
+        exit 1
+    fi
+    echo "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
