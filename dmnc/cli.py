@@ -1,12 +1,14 @@
 """Command-line entry point.
 
-Every user-facing failure ends here as one readable line on stderr and a non-zero exit code; tracebacks are
-reserved for bugs.
+Each subcommand lives in its own module under `dmnc.commands` exposing `register(subparsers)`, which adds its
+parser and sets `handler` (a function taking the parsed namespace and returning an exit code). Every user-facing
+failure ends as one readable line on stderr and a non-zero exit code; tracebacks are reserved for bugs.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -14,6 +16,9 @@ from dmnc import __version__
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+
+# One line per subcommand module; each module owns its parser and handler.
+COMMAND_MODULES = ("dmnc.commands.version",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,15 +28,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dmnc {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("version", help="print the version and exit")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "version":
-        print(f"dmnc {__version__}")
-        return EXIT_OK
-    parser.print_help(sys.stderr)
-    return EXIT_USAGE
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        exit_code: int = handler(args)
+    except KeyboardInterrupt:
+        return 130
+    return exit_code

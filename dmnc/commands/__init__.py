@@ -1,0 +1,1 @@
+"""Subcommands of the `dmnc` CLI, one module each (see dmnc.cli)."""

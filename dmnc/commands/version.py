@@ -1,0 +1,17 @@
+"""`dmnc version`."""
+
+from __future__ import annotations
+
+import argparse
+
+from dmnc import __version__
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("version", help="print the version and exit")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    print(f"dmnc {__version__}")
+    return 0
