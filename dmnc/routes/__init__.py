@@ -1,0 +1,55 @@
+"""Host routes through the tunnel: one per Docker subnet, reconciled and defended.
+
+The platform's manager is chosen once, by `sys.platform`, in `open_route_manager`; everything above it works with
+the `RouteManager` protocol (and `fake.FakeRouteManager` in tests).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from dmnc.routes.manager import (
+    Address,
+    Destination,
+    InstalledRoute,
+    InterfaceNotFoundError,
+    RouteError,
+    RouteEvent,
+    RouteEventKind,
+    RouteExistsError,
+    RouteManager,
+    RouteOperationError,
+)
+
+
+@asynccontextmanager
+async def open_route_manager(interface: str) -> AsyncIterator[RouteManager]:
+    """The route manager of this platform for `interface`, closed on exit (routes stay; see RouteReconciler)."""
+    manager: RouteManager
+    if sys.platform == "linux":
+        from dmnc.routes.linux import LinuxRouteManager  # noqa: PLC0415 (platform backends load only where they run)
+
+        manager = LinuxRouteManager(interface)
+    else:
+        raise RouteError(f"routes are not supported on {sys.platform}")
+    try:
+        yield manager
+    finally:
+        await manager.aclose()
+
+
+__all__ = [
+    "Address",
+    "Destination",
+    "InstalledRoute",
+    "InterfaceNotFoundError",
+    "RouteError",
+    "RouteEvent",
+    "RouteEventKind",
+    "RouteExistsError",
+    "RouteManager",
+    "RouteOperationError",
+    "open_route_manager",
+]

@@ -1,0 +1,309 @@
+"""Linux route manager: rtnetlink over a non-blocking AF_NETLINK socket, driven by trio.
+
+No subprocess per route: requests are netlink messages (see `netlink.py`), sent in batches and acknowledged one
+by one. dmnc's routes carry `rtm_protocol = RTPROT_DMNC` and go through the tunnel's interface index; deletes
+carry both, so the kernel itself refuses to remove any route that is not ours.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+from dmnc.routes import netlink
+from dmnc.routes.manager import (
+    Destination,
+    InstalledRoute,
+    InterfaceNotFoundError,
+    RouteEvent,
+    RouteEventKind,
+    RouteExistsError,
+    RouteOperationError,
+)
+
+logger = logging.getLogger(__name__)
+
+# Enough for a full 64 KiB datagram: the kernel sizes dump datagrams up to a page or more (netlink_dump).
+RECEIVE_BUFFER_BYTES = 65536
+# Requests sent before reading their acknowledgements; keeps the worst-case backlog of ACKs (36 B each with
+# NETLINK_CAP_ACK) far below the socket's receive buffer, so the kernel never has to drop one.
+REQUESTS_PER_BATCH = 64
+# A dump interrupted by a concurrent change (NLM_F_DUMP_INTR) is retried this many times before it is used as is.
+DUMP_ATTEMPTS = 3
+# linux/rtnetlink.h: "this route is cloned" (IPv6 route cache entries in dumps).
+RTM_F_CLONED = 0x200
+
+
+def _socket_error(operation: str, error: OSError) -> RouteOperationError:
+    code = error.errno or 0
+    return RouteOperationError(operation, None, code, os.strerror(code) if code else str(error))
+
+
+class NetlinkSocket:
+    """One AF_NETLINK/NETLINK_ROUTE socket, non-blocking, optionally subscribed to multicast groups."""
+
+    def __init__(self, groups: int = 0) -> None:
+        try:
+            self._socket = socket.socket(
+                socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, netlink.NETLINK_ROUTE
+            )
+        except OSError as error:
+            raise _socket_error("opening a netlink socket", error) from error
+        try:
+            self._socket.setsockopt(netlink.SOL_NETLINK, netlink.NETLINK_CAP_ACK, 1)
+            self._socket.bind((0, groups))
+            self.port_id: int = self._socket.getsockname()[0]
+        except OSError as error:
+            self._socket.close()
+            raise _socket_error("binding a netlink socket", error) from error
+
+    def close(self) -> None:
+        self._socket.close()
+
+    async def send(self, data: bytes) -> None:
+        while True:
+            try:
+                self._socket.send(data)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self._socket)
+            except OSError as error:
+                raise _socket_error("netlink send", error) from error
+            else:
+                return
+
+    async def receive(self) -> list[netlink.NetlinkMessage]:
+        """The messages of the next datagram. ENOBUFS (the kernel dropped messages for us) becomes an overrun."""
+        while True:
+            try:
+                data = self._socket.recv(RECEIVE_BUFFER_BYTES)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self._socket)
+            except OSError as error:
+                if error.errno == errno.ENOBUFS:
+                    return [netlink.OverrunMessage(seq=0, port_id=0)]
+                raise _socket_error("netlink receive", error) from error
+            else:
+                return netlink.decode_messages_untrusted(data)
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    destination: Destination
+    operation: str
+    data: bytes
+    seq: int
+
+
+class LinuxRouteManager:
+    """RouteManager on rtnetlink for the interface named `interface`."""
+
+    def __init__(self, interface: str) -> None:
+        try:
+            self._interface_index = socket.if_nametoindex(interface)
+        except OSError as error:
+            raise InterfaceNotFoundError(interface) from error
+        self._interface = interface
+        self._socket = NetlinkSocket()
+        self._lock = trio.Lock()  # one transaction at a time: replies are matched to requests by order and seq
+        self._next_seq = 1
+
+    @property
+    def interface(self) -> str:
+        return self._interface
+
+    @property
+    def interface_index(self) -> int:
+        return self._interface_index
+
+    @property
+    def request_port_id(self) -> int:
+        """The netlink port of dmnc's requests: notifications carrying it are echoes of our own changes."""
+        return self._socket.port_id
+
+    async def aclose(self) -> None:
+        self._socket.close()
+
+    def _seq(self) -> int:
+        seq = self._next_seq
+        self._next_seq = self._next_seq % 0xFFFFFFFF + 1
+        return seq
+
+    def _route_request(self, kind: netlink.RouteMessageKind, destination: Destination, flags: int) -> _Request:
+        family = socket.AF_INET if destination.version == 4 else socket.AF_INET6
+        # iproute2 gives a device route without gateway link scope; IPv6 has no route scopes (always universe).
+        scope = netlink.RT_SCOPE_LINK if destination.version == 4 else netlink.RT_SCOPE_UNIVERSE
+        seq = self._seq()
+        message = netlink.RouteMessage(
+            kind=kind,
+            family=family,
+            destination=destination,
+            flags=netlink.NLM_F_REQUEST | netlink.NLM_F_ACK | flags,
+            seq=seq,
+            protocol=netlink.RTPROT_DMNC,
+            scope=scope,
+            output_interface=self._interface_index,
+        )
+        operation = "add route" if kind is netlink.RouteMessageKind.NEW else "delete route"
+        return _Request(destination, operation, netlink.encode_route_message(message), seq)
+
+    async def _transact(self, requests: Sequence[_Request]) -> dict[int, int]:
+        """Send `requests` in batches; the errno (0 = success) of each, by seq."""
+        results: dict[int, int] = {}
+        async with self._lock:
+            for start in range(0, len(requests), REQUESTS_PER_BATCH):
+                batch = requests[start : start + REQUESTS_PER_BATCH]
+                for request in batch:
+                    await self._socket.send(request.data)
+                pending = {request.seq for request in batch}
+                while pending:
+                    for message in await self._socket.receive():
+                        if isinstance(message, netlink.ErrorMessage) and message.seq in pending:
+                            pending.discard(message.seq)
+                            results[message.seq] = -message.error
+                        elif isinstance(message, netlink.OverrunMessage):
+                            raise RouteOperationError("netlink request", None, errno.ENOBUFS, "replies were lost")
+        return results
+
+    async def add_many(self, destinations: Iterable[Destination], *, replace: bool = False) -> None:
+        """Add several routes in as few system calls as the kernel allows; raises the first failure after trying
+        all of them."""
+        flags = netlink.NLM_F_CREATE | (netlink.NLM_F_REPLACE if replace else netlink.NLM_F_EXCL)
+        requests = [self._route_request(netlink.RouteMessageKind.NEW, d, flags) for d in destinations]
+        results = await self._transact(requests)
+        for request in requests:
+            code = results[request.seq]
+            if code == errno.EEXIST:
+                raise RouteExistsError(request.destination)
+            if code:
+                raise RouteOperationError(request.operation, request.destination, code, os.strerror(code))
+
+    async def add(self, destination: Destination, *, replace: bool = False) -> None:
+        await self.add_many([destination], replace=replace)
+
+    async def delete_many(self, destinations: Iterable[Destination]) -> set[Destination]:
+        """Delete several of our routes; returns the ones that were there."""
+        requests = [self._route_request(netlink.RouteMessageKind.DELETE, d, 0) for d in destinations]
+        results = await self._transact(requests)
+        deleted: set[Destination] = set()
+        for request in requests:
+            code = results[request.seq]
+            if code == 0:
+                deleted.add(request.destination)
+            elif code != errno.ESRCH:  # ESRCH: no such route of ours, which is what delete wants
+                raise RouteOperationError(request.operation, request.destination, code, os.strerror(code))
+        return deleted
+
+    async def delete(self, destination: Destination) -> bool:
+        return bool(await self.delete_many([destination]))
+
+    async def _dump(self) -> list[netlink.RouteMessage]:
+        async with self._lock:
+            for attempt in range(1, DUMP_ATTEMPTS + 1):
+                seq = self._seq()
+                await self._socket.send(netlink.encode_dump_request(seq))
+                routes: list[netlink.RouteMessage] = []
+                interrupted = False
+                done = False
+                while not done:
+                    for message in await self._socket.receive():
+                        if message.seq != seq:
+                            continue
+                        if isinstance(message, netlink.RouteMessage):
+                            routes.append(message)
+                            interrupted |= bool(message.flags & netlink.NLM_F_DUMP_INTR)
+                        elif isinstance(message, netlink.DoneMessage):
+                            interrupted |= bool(message.flags & netlink.NLM_F_DUMP_INTR)
+                            done = True
+                        elif isinstance(message, netlink.ErrorMessage):
+                            code = -message.error
+                            raise RouteOperationError("dump routes", None, code, os.strerror(code))
+                if not interrupted or attempt == DUMP_ATTEMPTS:
+                    return routes
+                logger.debug("route dump interrupted by a concurrent change; dumping again")
+        raise AssertionError("unreachable: the last attempt returns")
+
+    def installed_route(self, message: netlink.RouteMessage) -> InstalledRoute | None:
+        """The InstalledRoute a kernel route message describes, or None for what dmnc does not track (other
+        tables, local/broadcast/multicast types, IPv6 cache clones)."""
+        if (
+            message.destination is None
+            or message.table != netlink.RT_TABLE_MAIN
+            or message.route_type != netlink.RTN_UNICAST
+            or message.route_flags & RTM_F_CLONED
+        ):
+            return None
+        index = message.output_interface or 0
+        return InstalledRoute(
+            destination=message.destination,
+            interface=_interface_name(index),
+            interface_index=index,
+            ours=message.protocol == netlink.RTPROT_DMNC and index == self._interface_index,
+            gateway=message.gateway,
+        )
+
+    async def list_routes(self) -> list[InstalledRoute]:
+        routes = (self.installed_route(message) for message in await self._dump())
+        return [route for route in routes if route is not None]
+
+    async def list_ours(self) -> list[InstalledRoute]:
+        return [route for route in await self.list_routes() if route.ours]
+
+    @asynccontextmanager
+    async def monitor(self) -> AsyncIterator[AsyncIterator[RouteEvent]]:
+        subscription = NetlinkSocket(netlink.group_mask(netlink.RTNLGRP_IPV4_ROUTE, netlink.RTNLGRP_IPV6_ROUTE))
+        try:
+            yield _RouteEventStream(self, subscription)
+        finally:
+            subscription.close()
+
+
+class _RouteEventStream:
+    """Route notifications as RouteEvents; an iterator class rather than an async generator, so leaving the
+    monitor context never leaves a half-run generator for the garbage collector to finalize."""
+
+    def __init__(self, manager: LinuxRouteManager, subscription: NetlinkSocket) -> None:
+        self._manager = manager
+        self._subscription = subscription
+        self._ready: list[RouteEvent] = []
+
+    def __aiter__(self) -> _RouteEventStream:
+        return self
+
+    async def __anext__(self) -> RouteEvent:
+        while not self._ready:
+            self._ready = [event for m in await self._subscription.receive() if (event := self._event(m))]
+        return self._ready.pop(0)
+
+    def _event(self, message: netlink.NetlinkMessage) -> RouteEvent | None:
+        if isinstance(message, netlink.OverrunMessage):
+            return RouteEvent(RouteEventKind.RESYNC_NEEDED, None)
+        if not isinstance(message, netlink.RouteMessage):
+            return None
+        route = self._manager.installed_route(message)
+        if route is None:
+            return None
+        kind = RouteEventKind.ADDED if message.kind is netlink.RouteMessageKind.NEW else RouteEventKind.REMOVED
+        # nlmsg_pid of a notification is the netlink port of the request that caused it (0: the kernel itself);
+        # a process's first netlink socket gets the process id as its port, which is what `ip` does.
+        return RouteEvent(
+            kind,
+            route,
+            sender_pid=message.port_id or None,
+            caused_by_us=message.port_id == self._manager.request_port_id,
+        )
+
+
+def _interface_name(index: int) -> str:
+    if index == 0:
+        return "(multipath)"
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return f"if#{index}"

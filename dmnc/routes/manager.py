@@ -1,0 +1,108 @@
+"""What every route manager offers, and the values that cross its boundary.
+
+A manager is bound to one interface (the tunnel). It adds and deletes routes through that interface marked as
+dmnc's own, lists routes (its own and everybody else's, for overlap checks), and reports changes to the routing
+table as they happen so the reconciler can put back what another program took away.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+Destination = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class InstalledRoute:
+    """One route in the main routing table, as the OS reports it."""
+
+    destination: Destination
+    interface: str  # name, or "if#N" when the index no longer resolves
+    interface_index: int
+    ours: bool  # carries dmnc's marker and goes through the manager's interface
+    gateway: Address | None = None
+
+    def describe(self) -> str:
+        via = f" via {self.gateway}" if self.gateway is not None else ""
+        return f"{self.destination}{via} dev {self.interface}"
+
+
+class RouteEventKind(enum.Enum):
+    ADDED = "added"
+    REMOVED = "removed"
+    RESYNC_NEEDED = "resync-needed"  # the OS dropped notifications (buffer overrun): re-read the table
+
+
+@dataclass(frozen=True, slots=True)
+class RouteEvent:
+    """A change seen by the monitor. `sender_pid` is the process that caused it when the OS says so."""
+
+    kind: RouteEventKind
+    route: InstalledRoute | None
+    sender_pid: int | None = None
+    caused_by_us: bool = False
+
+
+class RouteError(Exception):
+    """Base of every error a route manager raises."""
+
+
+class RouteExistsError(RouteError):
+    """A route to the same destination (same metric) exists already and was not replaced."""
+
+    def __init__(self, destination: Destination) -> None:
+        super().__init__(f"a route to {destination} exists already")
+        self.destination = destination
+
+
+class RouteOperationError(RouteError):
+    """The OS refused a route operation."""
+
+    def __init__(self, operation: str, destination: Destination | None, errno: int, reason: str) -> None:
+        target = f" {destination}" if destination is not None else ""
+        super().__init__(f"{operation}{target} failed: {reason} (errno {errno})")
+        self.operation = operation
+        self.destination = destination
+        self.errno = errno
+
+
+class InterfaceNotFoundError(RouteError):
+    def __init__(self, interface: str) -> None:
+        super().__init__(f"no network interface named {interface!r}")
+        self.interface = interface
+
+
+class RouteManager(Protocol):
+    """Routes through one interface, marked as dmnc's own so no other route is ever touched."""
+
+    @property
+    def interface(self) -> str: ...
+
+    async def add(self, destination: Destination, *, replace: bool = False) -> None:
+        """Route `destination` through the interface. With `replace`, take over an existing route to the same
+        destination (used only to restore a route another program redirected); otherwise raise RouteExistsError."""
+        ...
+
+    async def delete(self, destination: Destination) -> bool:
+        """Remove dmnc's route to `destination`; False when there was none. Never removes another route."""
+        ...
+
+    async def list_routes(self) -> list[InstalledRoute]:
+        """Every unicast route of the main table, IPv4 and IPv6, ours marked by `ours`."""
+        ...
+
+    async def list_ours(self) -> list[InstalledRoute]:
+        """The routes dmnc installed through this interface."""
+        ...
+
+    def monitor(self) -> AbstractAsyncContextManager[AsyncIterator[RouteEvent]]:
+        """Subscribe to routing table changes; subscribed as soon as the context is entered."""
+        ...
+
+    async def aclose(self) -> None: ...
