@@ -18,7 +18,10 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 
 # One line per subcommand module; each module owns its parser and handler.
-COMMAND_MODULES = ("dmnc.commands.version",)
+COMMAND_MODULES = (
+    "dmnc.commands.version",
+    "dmnc.commands.service",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,316 @@
+"""Run dmnc as a system service: a systemd unit on Linux, a launchd daemon on macOS.
+
+Generation is pure (`systemd_unit`, `launchd_plist`); installing and removing are planned as a list of `Action`
+values (`plan_install`, `plan_uninstall`) and only then carried out by `apply`, which reports exactly what it
+wrote, removed and ran. A staging `root` directory lets tests (and packagers) install into a temp dir: paths are
+joined under it and the service manager is not touched.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import plistlib
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+SERVICE_NAME = "dmnc"
+DESCRIPTION = "dmnc: reach Docker containers by IP through a WireGuard tunnel into the Docker VM"
+
+SYSTEMD_UNIT_PATH = PurePosixPath("/etc/systemd/system/dmnc.service")
+# Reverse-DNS label; Homebrew's own service uses `homebrew.mxcl.dmnc`, so both can be told apart (MACOS.md section 4).
+LAUNCHD_LABEL = "io.github.dmnc"
+# Root daemons live in /Library/LaunchDaemons and are loaded into launchd's "system" domain (MACOS.md section 4).
+LAUNCHD_PLIST_PATH = PurePosixPath(f"/Library/LaunchDaemons/{LAUNCHD_LABEL}.plist")
+LAUNCHD_LOG_PATH = PurePosixPath("/var/log/dmnc.log")
+
+SERVICE_FILE_MODE = 0o644
+# launchd refuses daemon plists that are group/world-writable or not owned by root:wheel (wheel is gid 0).
+ROOT_UID = 0
+ROOT_GID = 0
+
+# systemd.service(5): stop gives the process this long after SIGTERM before SIGKILL; dmnc's orderly shutdown
+# (routes removed, VM side torn down) is specified to take under 5 s, so twice that leaves margin.
+SYSTEMD_STOP_TIMEOUT_S = 10
+SYSTEMD_RESTART_DELAY_S = 2
+
+# Characters that never need quoting in a systemd command line (systemd.service(5), "Command lines").
+_SYSTEMD_PLAIN_WORD = re.compile(r"[A-Za-z0-9_./:=@+,-]+")
+# systemd unit files are line based: control characters cannot be carried by any quoting.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class ServiceError(Exception):
+    """A service file cannot be generated, written or removed; the message says which and why."""
+
+
+class ServiceManager(enum.Enum):
+    """The init system a service file is written for."""
+
+    SYSTEMD = "systemd"
+    LAUNCHD = "launchd"
+
+    @classmethod
+    def for_platform(cls, platform: str | None = None) -> ServiceManager:
+        platform = sys.platform if platform is None else platform
+        if platform.startswith("linux"):
+            return cls.SYSTEMD
+        if platform == "darwin":
+            return cls.LAUNCHD
+        raise ServiceError(f"no service manager support for platform {platform!r} (supported: linux, darwin)")
+
+    @property
+    def service_path(self) -> PurePosixPath:
+        return SYSTEMD_UNIT_PATH if self is ServiceManager.SYSTEMD else LAUNCHD_PLIST_PATH
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """What the service runs: the full command line of the dmnc daemon (`dmnc` with no subcommand runs it)."""
+
+    program_arguments: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.program_arguments:
+            raise ServiceError("the service command line is empty")
+        if not PurePosixPath(self.program_arguments[0]).is_absolute():
+            raise ServiceError(f"the service executable must be an absolute path, got {self.program_arguments[0]!r}")
+        for argument in self.program_arguments:
+            if _CONTROL_CHARACTER.search(argument):
+                raise ServiceError(f"service argument {argument!r} contains a control character")
+
+
+def current_command(argv0: str = sys.argv[0], *, frozen: bool | None = None) -> tuple[str, ...]:
+    """The command that runs this very dmnc: the frozen binary, the `dmnc` script, or `python -m dmnc`.
+
+    The script path is made absolute but symlinks are kept: Homebrew's `bin/dmnc` is a symlink into a versioned
+    Cellar directory, and the service must keep working after an upgrade.
+    """
+    if frozen if frozen is not None else bool(getattr(sys, "frozen", False)):
+        return (str(Path(sys.executable).absolute()),)
+    script = Path(argv0)
+    if script.name == SERVICE_NAME and script.is_file():
+        return (str(script.absolute()),)
+    return (str(Path(sys.executable).absolute()), "-m", SERVICE_NAME)
+
+
+def systemd_quote(argument: str) -> str:
+    """Quote one argument for a systemd `ExecStart=` line so systemd hands it to dmnc unchanged.
+
+    Inside and outside quotes systemd expands `%` specifiers and `$VAR` (systemd.service(5) "Command lines",
+    systemd.unit(5) "Specifiers"): those are doubled. Anything beyond plain characters is double-quoted with C-style
+    escapes for backslash and the quote itself.
+    """
+    if _CONTROL_CHARACTER.search(argument):
+        raise ServiceError(f"service argument {argument!r} contains a control character")
+    escaped = argument.replace("%", "%%").replace("$", "$$")
+    if escaped and _SYSTEMD_PLAIN_WORD.fullmatch(escaped):
+        return escaped
+    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def systemd_unit(spec: ServiceSpec) -> str:
+    """The text of /etc/systemd/system/dmnc.service."""
+    exec_start = " ".join(systemd_quote(argument) for argument in spec.program_arguments)
+    return f"""\
+[Unit]
+Description={DESCRIPTION}
+# The tunnel needs the network; Docker may start later or restart: dmnc waits and reconnects by itself.
+Wants=network-online.target
+After=network-online.target docker.service
+
+[Service]
+Type=exec
+ExecStart={exec_start}
+# dmnc reloads its config file on SIGHUP.
+ExecReload=kill -HUP $MAINPID
+# SIGTERM makes dmnc remove its routes and the VM-side interface before exiting.
+KillMode=mixed
+TimeoutStopSec={SYSTEMD_STOP_TIMEOUT_S}
+Restart=on-failure
+RestartSec={SYSTEMD_RESTART_DELAY_S}
+# dmnc needs root for the TUN device and routes, but never new privileges, a writable /usr or a shared /tmp.
+NoNewPrivileges=yes
+ProtectSystem=full
+PrivateTmp=yes
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def launchd_plist(spec: ServiceSpec) -> bytes:
+    """The bytes of /Library/LaunchDaemons/<LAUNCHD_LABEL>.plist (XML plist, launchd.plist(5))."""
+    document: dict[str, object] = {
+        "Label": LAUNCHD_LABEL,
+        "ProgramArguments": list(spec.program_arguments),
+        "RunAtLoad": True,
+        # dmnc runs in the foreground and handles SIGTERM itself, as launchd.plist(5) asks of daemons.
+        "KeepAlive": True,
+        "StandardOutPath": str(LAUNCHD_LOG_PATH),
+        "StandardErrorPath": str(LAUNCHD_LOG_PATH),
+    }
+    return plistlib.dumps(document, fmt=plistlib.FMT_XML, sort_keys=False)
+
+
+def service_file(manager: ServiceManager, spec: ServiceSpec) -> bytes:
+    if manager is ServiceManager.SYSTEMD:
+        return systemd_unit(spec).encode()
+    return launchd_plist(spec)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteFile:
+    path: Path
+    content: bytes
+    mode: int
+    owner: tuple[int, int] | None  # (uid, gid) to chown to, None to keep the writer's
+
+    def describe(self) -> str:
+        owner = "" if self.owner is None else f" owner {self.owner[0]}:{self.owner[1]}"
+        return f"write {self.path} (mode {self.mode:04o}{owner}, {len(self.content)} bytes)"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveFile:
+    path: Path
+
+    def describe(self) -> str:
+        return f"remove {self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class RunCommand:
+    argv: tuple[str, ...]
+    # Stopping a service that is not loaded fails; that must not prevent removing its file.
+    may_fail: bool = False
+
+    def describe(self) -> str:
+        return "run " + " ".join(self.argv)
+
+
+Action = WriteFile | RemoveFile | RunCommand
+
+
+def staged_path(root: Path, path: PurePosixPath) -> Path:
+    """`path` (absolute) placed under the staging `root` ("/" for a real install)."""
+    return root.joinpath(*path.parts[1:])
+
+
+def plan_install(
+    manager: ServiceManager, spec: ServiceSpec, *, root: Path, activate: bool, chown: bool = True
+) -> list[Action]:
+    """Write the service file and, when `activate`, register and start it with the service manager.
+
+    `chown` gives a launchd plist to root:wheel; only root can, so an unprivileged staging install passes False.
+    """
+    actions: list[Action] = [
+        WriteFile(
+            path=staged_path(root, manager.service_path),
+            content=service_file(manager, spec),
+            mode=SERVICE_FILE_MODE,
+            owner=(ROOT_UID, ROOT_GID) if chown and manager is ServiceManager.LAUNCHD else None,
+        )
+    ]
+    if not activate:
+        return actions
+    if manager is ServiceManager.SYSTEMD:
+        actions += [
+            RunCommand(("systemctl", "daemon-reload")),
+            RunCommand(("systemctl", "enable", "--now", SYSTEMD_UNIT_PATH.name)),
+        ]
+    else:
+        # Same sequence as `brew services start` for a root service (MACOS.md section 4). A service that is already
+        # loaded must be booted out first, or bootstrap fails and the old plist keeps running.
+        actions += [
+            RunCommand(("launchctl", "bootout", f"system/{LAUNCHD_LABEL}"), may_fail=True),
+            RunCommand(("launchctl", "enable", f"system/{LAUNCHD_LABEL}")),
+            RunCommand(("launchctl", "bootstrap", "system", str(LAUNCHD_PLIST_PATH))),
+        ]
+    return actions
+
+
+def plan_uninstall(manager: ServiceManager, *, root: Path, activate: bool) -> list[Action]:
+    """Stop and unregister the service (when `activate`), then remove its file."""
+    actions: list[Action] = []
+    if activate and manager is ServiceManager.SYSTEMD:
+        actions.append(RunCommand(("systemctl", "disable", "--now", SYSTEMD_UNIT_PATH.name), may_fail=True))
+    elif activate:
+        actions.append(RunCommand(("launchctl", "bootout", f"system/{LAUNCHD_LABEL}"), may_fail=True))
+    actions.append(RemoveFile(staged_path(root, manager.service_path)))
+    if activate and manager is ServiceManager.SYSTEMD:
+        actions.append(RunCommand(("systemctl", "daemon-reload")))
+    return actions
+
+
+CommandRunner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
+
+
+def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=False)
+
+
+def apply(actions: Sequence[Action], *, runner: CommandRunner = run_command) -> list[str]:
+    """Carry out `actions` in order; returns one line per action saying what was actually done.
+
+    Stops at the first failure with a `ServiceError` naming the action; what was done before is in its message.
+    """
+    report: list[str] = []
+    for action in actions:
+        try:
+            report.append(_apply_one(action, runner))
+        except ServiceError as error:
+            done = "; ".join(report) if report else "nothing"
+            raise ServiceError(f"{error} (done before the failure: {done})") from error
+    return report
+
+
+def _apply_one(action: Action, runner: CommandRunner) -> str:
+    if isinstance(action, WriteFile):
+        return _write_file(action)
+    if isinstance(action, RemoveFile):
+        try:
+            action.path.unlink()
+        except FileNotFoundError:
+            return f"{action.path} was not installed: nothing to remove"
+        except OSError as error:
+            raise ServiceError(f"cannot remove {action.path}: {error.strerror}") from error
+        return f"removed {action.path}"
+    try:
+        completed = runner(action.argv)
+    except OSError as error:
+        raise ServiceError(f"cannot run {action.argv[0]}: {error.strerror}") from error
+    command = " ".join(action.argv)
+    if completed.returncode == 0:
+        return f"ran {command}"
+    detail = (completed.stderr or completed.stdout).strip().splitlines()
+    reason = detail[-1] if detail else "no output"
+    if action.may_fail:
+        return f"ran {command} (exit {completed.returncode}, ignored: {reason})"
+    raise ServiceError(f"{command} failed with exit {completed.returncode}: {reason}")
+
+
+def _write_file(action: WriteFile) -> str:
+    temporary: Path | None = None
+    try:
+        action.path.parent.mkdir(parents=True, exist_ok=True)
+        # Write beside the target and rename: the service manager never sees a half-written file. mkstemp creates
+        # a fresh name exclusively, so nothing planted in the directory can redirect the write.
+        descriptor, name = tempfile.mkstemp(dir=action.path.parent, prefix=f".{action.path.name}.")
+        temporary = Path(name)
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(action.content)
+        os.chmod(temporary, action.mode)
+        if action.owner is not None:
+            os.chown(temporary, *action.owner)
+        os.replace(temporary, action.path)
+    except OSError as error:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        raise ServiceError(f"cannot write {action.path}: {error.strerror or error}") from error
+    return f"wrote {action.path} ({len(action.content)} bytes, mode {action.mode:04o})"
