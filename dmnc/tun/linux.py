@@ -1,0 +1,148 @@
+"""Linux TUN: /dev/net/tun (IFF_TUN | IFF_NO_PI), configured over rtnetlink.
+
+Numbers from `linux/if_tun.h` (TUNSETIFF = _IOW('T', 202, int), IFF_TUN, IFF_NO_PI) and `linux/if.h` (struct ifreq:
+16-byte name then a union whose first member, ifr_flags, is a short; 40 bytes on 64-bit).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import itertools
+import os
+import socket
+import struct
+from collections.abc import Sequence
+
+from dmnc.tun._device import DEFAULT_MTU, TunAddress, TunError
+from dmnc.tun.rtnetlink import (
+    NetlinkError,
+    encode_add_address,
+    encode_link_settings,
+    parse_acknowledgements_untrusted,
+)
+
+TUN_CLONE_DEVICE = "/dev/net/tun"
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000  # no 4-byte packet information header: reads and writes are bare IP packets
+IFREQ = struct.Struct("16sH22x")
+IFNAMSIZ = 16
+NETLINK_ROUTE = 0
+# A TUN read returns one whole packet; a buffer of the largest IP packet means no MTU change can truncate one.
+MAX_PACKET = 65535
+_NETLINK_TIMEOUT_SECONDS = 5.0
+
+
+class LinuxTun:
+    """An open /dev/net/tun queue attached to interface `name`; closing it deletes the interface."""
+
+    def __init__(self, fd: int, name: str, mtu: int) -> None:
+        self._fd = fd
+        self._name = name
+        self._mtu = mtu
+        self._buffer = bytearray(MAX_PACKET)
+        self._view = memoryview(self._buffer)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def mtu(self) -> int:
+        return self._mtu
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def read_packet(self) -> bytes | None:
+        try:
+            length = os.readv(self._fd, (self._buffer,))
+        except BlockingIOError:
+            return None
+        except OSError as error:
+            raise TunError(f"reading from {self._name}: {error.strerror}") from error
+        return bytes(self._view[:length])
+
+    def write_packet(self, packet: bytes) -> bool:
+        try:
+            os.write(self._fd, packet)
+        except BlockingIOError:
+            return False
+        except OSError as error:
+            if error.errno == errno.EINVAL:
+                # The kernel rejects a malformed IP packet (bad version nibble, short header): a counted drop upstream.
+                return False
+            raise TunError(f"writing to {self._name}: {error.strerror}") from error
+        return True
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def open_linux_tun(name: str | None, *, mtu: int = DEFAULT_MTU, addresses: Sequence[TunAddress] = ()) -> LinuxTun:
+    """Create (or attach to) TUN interface `name` (default `dmnc%d`), set addresses and MTU, bring it up."""
+    requested = (name or "dmnc%d").encode()
+    if len(requested) >= IFNAMSIZ:
+        raise TunError(f"interface name {name!r} is longer than {IFNAMSIZ - 1} characters")
+    try:
+        fd = os.open(TUN_CLONE_DEVICE, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise TunError(f"opening {TUN_CLONE_DEVICE}: {error.strerror}") from error
+    try:
+        request = bytearray(IFREQ.pack(requested, IFF_TUN | IFF_NO_PI))
+        fcntl.ioctl(fd, TUNSETIFF, request)
+        actual_name = IFREQ.unpack(request)[0].rstrip(b"\0").decode()
+        configure_interface(actual_name, mtu=mtu, addresses=addresses)
+    except OSError as error:
+        os.close(fd)
+        raise TunError(f"creating TUN interface {requested.decode()!r}: {error.strerror}") from error
+    except TunError:
+        os.close(fd)
+        raise
+    return LinuxTun(fd, actual_name, mtu)
+
+
+def configure_interface(name: str, *, mtu: int, addresses: Sequence[TunAddress]) -> None:
+    """Addresses, MTU and IFF_UP for interface `name` in the current network namespace, over rtnetlink."""
+    try:
+        index = socket.if_nametoindex(name)
+    except OSError as error:
+        raise TunError(f"interface {name} vanished before it was configured: {error.strerror}") from error
+    sequence = itertools.count(1)
+    requests = [
+        (
+            f"adding address {address.local} to {name}",
+            encode_add_address(index, next(sequence), address.local, address.peer),
+        )
+        for address in addresses
+    ]
+    requests.append(
+        (f"setting MTU {mtu} and link up on {name}", encode_link_settings(index, next(sequence), mtu=mtu, up=True))
+    )
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE) as netlink:
+            netlink.settimeout(_NETLINK_TIMEOUT_SECONDS)
+            for what, message in requests:
+                _request_acknowledged(netlink, message, what)
+    except OSError as error:
+        raise TunError(f"configuring {name} over rtnetlink: {error.strerror or error}") from error
+
+
+def _request_acknowledged(netlink: socket.socket, message: bytes, what: str) -> None:
+    seq = struct.unpack_from("=I", message, 8)[0]
+    netlink.send(message)
+    while True:
+        reply = netlink.recv(65536)
+        try:
+            acknowledgements = parse_acknowledgements_untrusted(reply)
+        except NetlinkError as error:
+            raise TunError(f"{what}: {error}") from error
+        for acknowledgement in acknowledgements:
+            if acknowledgement.seq != seq:
+                continue
+            if acknowledgement.errno:
+                raise TunError(f"{what}: {os.strerror(acknowledgement.errno)}")
+            return

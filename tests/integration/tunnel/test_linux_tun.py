@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_root
+from tests.lab.netns import netns, unique_name
+
+pytestmark = pytest.mark.lab
+
+REPOSITORY = Path(__file__).resolve().parents[3]
+
+
+def test_linux_tun_is_configured_over_rtnetlink_and_carries_packets_both_ways() -> None:
+    require_root()
+    with netns() as namespace:
+        name = unique_name("dt")
+        probe = namespace.popen(
+            [sys.executable, "-m", "tests.integration.tunnel.tun_probe", name],
+            cwd=REPOSITORY,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert probe.stdout is not None
+        assert probe.stdin is not None
+        assert probe.stdout.readline().decode().split() == ["ready", name]
+
+        (link,) = json.loads(namespace.run(["ip", "-j", "addr", "show", "dev", name]).stdout)
+        assert link["mtu"] == 1400
+        assert "UP" in link["flags"]
+        addresses = {(entry["local"], entry.get("address"), entry["prefixlen"]) for entry in link["addr_info"]}
+        assert ("10.77.0.1", "10.77.0.2", 32) in addresses
+        assert ("fd00:77::1", None, 64) in addresses
+
+        probe.stdin.write(b"go\n")
+        probe.stdin.flush()
+        assert probe.stdout.readline().decode().split() == ["reply", "through", "the", "tun", "10.77.0.2", "9999"]
+        assert probe.wait(timeout=10) == 0
