@@ -1,0 +1,118 @@
+"""An in-memory route manager for tests of the layers above, with hooks to play "another program"."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+from dmnc.routes.manager import (
+    Address,
+    Destination,
+    InstalledRoute,
+    RouteEvent,
+    RouteEventKind,
+    RouteExistsError,
+    RouteOperationError,
+)
+
+# The fake's own "pid" in events it causes, like the netlink port of dmnc's request socket.
+OWN_SENDER_PID = 1
+MONITOR_BUFFER = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One call that changed the fake's table, recorded so tests can assert minimal changes."""
+
+    action: str  # "add", "replace" or "delete"
+    destination: Destination
+
+
+class FakeRouteManager:
+    """A routing table in memory. One route per destination, like a kernel table with a single metric."""
+
+    def __init__(self, interface: str = "utun7", interface_index: int = 7) -> None:
+        self._interface = interface
+        self._interface_index = interface_index
+        self._routes: dict[Destination, InstalledRoute] = {}
+        self._subscribers: list[trio.MemorySendChannel[RouteEvent]] = []
+        self.operations: list[Operation] = []
+        self.refuse: dict[Destination, int] = {}  # destination -> errno that add() fails with
+        self.closed = False
+
+    @property
+    def interface(self) -> str:
+        return self._interface
+
+    def _publish(self, event: RouteEvent) -> None:
+        for channel in self._subscribers:
+            channel.send_nowait(event)
+
+    async def add(self, destination: Destination, *, replace: bool = False) -> None:
+        await trio.lowlevel.checkpoint()
+        if destination in self.refuse:
+            raise RouteOperationError("add route", destination, self.refuse[destination], "refused by the test")
+        if destination in self._routes and not replace:
+            raise RouteExistsError(destination)
+        route = InstalledRoute(destination, self._interface, self._interface_index, ours=True)
+        self._routes[destination] = route
+        self.operations.append(Operation("replace" if replace else "add", destination))
+        self._publish(RouteEvent(RouteEventKind.ADDED, route, OWN_SENDER_PID, caused_by_us=True))
+
+    async def delete(self, destination: Destination) -> bool:
+        await trio.lowlevel.checkpoint()
+        route = self._routes.get(destination)
+        if route is None or not route.ours:
+            return False
+        del self._routes[destination]
+        self.operations.append(Operation("delete", destination))
+        self._publish(RouteEvent(RouteEventKind.REMOVED, route, OWN_SENDER_PID, caused_by_us=True))
+        return True
+
+    async def list_routes(self) -> list[InstalledRoute]:
+        await trio.lowlevel.checkpoint()
+        return list(self._routes.values())
+
+    async def list_ours(self) -> list[InstalledRoute]:
+        return [route for route in await self.list_routes() if route.ours]
+
+    @asynccontextmanager
+    async def monitor(self) -> AsyncIterator[AsyncIterator[RouteEvent]]:
+        send, receive = trio.open_memory_channel[RouteEvent](MONITOR_BUFFER)
+        self._subscribers.append(send)
+        try:
+            yield receive
+        finally:
+            self._subscribers.remove(send)
+            send.close()
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+    # Another program's actions (a VPN client, an administrator with `ip route`).
+
+    def install_other(
+        self,
+        destination: Destination,
+        interface: str = "en0",
+        interface_index: int = 4,
+        gateway: Address | None = None,
+        sender_pid: int = 4242,
+    ) -> InstalledRoute:
+        """Install a route dmnc does not own, replacing whatever went to the same destination."""
+        route = InstalledRoute(destination, interface, interface_index, ours=False, gateway=gateway)
+        self._routes[destination] = route
+        self._publish(RouteEvent(RouteEventKind.ADDED, route, sender_pid))
+        return route
+
+    def remove_other(self, destination: Destination, sender_pid: int = 4242) -> None:
+        """Delete the route to `destination`, whoever owns it."""
+        route = self._routes.pop(destination)
+        self._publish(RouteEvent(RouteEventKind.REMOVED, route, sender_pid))
+
+    def overrun(self) -> None:
+        """Lose notifications, as a kernel does when the monitor's buffer overflows."""
+        self._publish(RouteEvent(RouteEventKind.RESYNC_NEEDED, None))

@@ -1,0 +1,251 @@
+"""Keep the installed routes equal to the routes the policy wants.
+
+`plan_changes` is the pure part: desired set vs installed set -> the minimal adds and deletes. `RouteReconciler`
+is the one trio task around it. A pass runs on every trigger (network event, full resync after a reconnect, a
+route change seen by the monitor), triggers that arrive during a pass coalesce into one more pass, and each pass
+re-reads the routing table, so a lost notification costs at most one pass of delay and never a wrong table.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Set
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from dmnc.routes.manager import Destination, InstalledRoute, RouteError, RouteEvent, RouteEventKind, RouteManager
+from dmnc.routes.policy import NetworkInfo, OverlapFinding, PolicyConfig, PolicyResult, evaluate
+
+logger = logging.getLogger(__name__)
+
+# A pass that failed (the OS refused a change) is retried after this many seconds even without a new trigger.
+RETRY_AFTER_FAILURE_SECONDS = 2.0
+# A program that keeps taking one of our routes (some VPN clients re-assert theirs at once) would otherwise make
+# both sides fight forever: after this many restores of one destination within the window, dmnc stops restoring
+# it and says so; a network event or resync for it starts over.
+MAX_RESTORES = 5
+RESTORE_WINDOW_SECONDS = 60.0
+
+
+def _sort_key(destination: Destination) -> tuple[int, Destination]:
+    return destination.version, destination
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    """The minimal changes that turn the installed set into the desired set, in a stable order."""
+
+    add: tuple[Destination, ...]
+    delete: tuple[Destination, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not self.add and not self.delete
+
+
+def plan_changes(desired: Set[Destination], installed: Set[Destination]) -> RoutePlan:
+    return RoutePlan(
+        add=tuple(sorted(desired - installed, key=_sort_key)),
+        delete=tuple(sorted(installed - desired, key=_sort_key)),
+    )
+
+
+def describe_sender(pid: int | None) -> str:
+    """Who changed a route, as far as the OS tells: "pid 123 (openconnect)", or "the kernel"."""
+    if pid is None:
+        return "the kernel or an unknown process"
+    try:
+        command = Path(f"/proc/{pid}/comm").read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return f"pid {pid}"
+    return f"pid {pid} ({command})"
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcilerStatus:
+    routed: frozenset[Destination]
+    overlaps: tuple[OverlapFinding, ...]
+    passes: int
+    last_error: str | None
+
+
+class RouteReconciler:
+    """Routes for the networks it is told about, through `manager`, defended against other programs.
+
+    Until `set_networks` is called the wanted set is unknown and nothing is touched. Routes are not removed when
+    the task ends (losing Docker must not cut off reachable containers); `withdraw` removes them on clean shutdown.
+    """
+
+    def __init__(self, manager: RouteManager, config: PolicyConfig, *, resync_interval: float = 300.0) -> None:
+        self._manager = manager
+        self._config = config
+        self._resync_interval = resync_interval
+        self._networks: dict[str, NetworkInfo] | None = None
+        self._wake = trio.Event()
+        self._requested = 0  # triggers so far; a pass serves every trigger that came before it started
+        self._served = 0
+        self._served_changed = trio.Event()
+        self._routed: set[Destination] = set()  # what dmnc installed and still stands behind
+        self._restores: dict[Destination, deque[float]] = {}
+        self._given_up: set[Destination] = set()
+        self._overlaps: tuple[OverlapFinding, ...] = ()
+        self._passes = 0
+        self._last_error: str | None = None
+
+    # Inputs from the Docker side.
+
+    def set_networks(self, networks: Iterable[NetworkInfo]) -> None:
+        """All networks, after connecting or reconnecting to Docker: anything not in here loses its route."""
+        self._networks = {network.id: network for network in networks}
+        self._given_up.clear()
+        self._restores.clear()
+        self.trigger()
+
+    def update_network(self, network: NetworkInfo) -> None:
+        """A network was created or changed."""
+        if self._networks is None:
+            self._networks = {}
+        self._networks[network.id] = network
+        for subnet in network.subnets:
+            self._given_up.discard(subnet)
+            self._restores.pop(subnet, None)
+        self.trigger()
+
+    def remove_network(self, network_id: str) -> None:
+        if self._networks is not None and self._networks.pop(network_id, None) is not None:
+            self.trigger()
+
+    def trigger(self) -> None:
+        self._requested += 1
+        self._wake.set()
+
+    def status(self) -> ReconcilerStatus:
+        return ReconcilerStatus(frozenset(self._routed), self._overlaps, self._passes, self._last_error)
+
+    async def settled(self) -> None:
+        """Return once a pass that started after this call's triggers has finished."""
+        wanted = self._requested
+        while self._served < wanted:
+            await self._served_changed.wait()
+
+    # The task.
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Reconcile until cancelled; ready (started) once the monitor is subscribed."""
+        async with self._manager.monitor() as events, trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch, events)
+            task_status.started()
+            while True:
+                timeout = RETRY_AFTER_FAILURE_SECONDS if self._last_error else self._resync_interval
+                with trio.move_on_after(timeout):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+                serving = self._requested
+                await self._pass()
+                self._served = serving
+                self._served_changed.set()
+                self._served_changed = trio.Event()
+
+    async def withdraw(self) -> None:
+        """Remove every route dmnc installed through the interface (clean shutdown)."""
+        for route in await self._manager.list_ours():
+            await self._manager.delete(route.destination)
+        self._routed.clear()
+
+    async def _watch(self, events: AsyncIterator[RouteEvent]) -> None:
+        async for event in events:
+            if event.caused_by_us:
+                continue
+            route = event.route
+            if route is not None and route.destination in self._routed:
+                who = describe_sender(event.sender_pid)
+                if event.kind is RouteEventKind.REMOVED and route.ours:
+                    logger.warning("route %s was deleted by %s; putting it back", route.describe(), who)
+                elif event.kind is RouteEventKind.ADDED and not route.ours:
+                    logger.warning(
+                        "route to %s was taken over by %s (now %s); putting dmnc's back",
+                        route.destination,
+                        who,
+                        route.describe(),
+                    )
+            self.trigger()
+
+    async def _pass(self) -> None:
+        self._passes += 1
+        if self._networks is None:
+            return
+        failure: RouteError | None = None
+        try:
+            routes = await self._manager.list_routes()
+            result = self._evaluate(self._networks.values(), routes)
+            await self._apply(result, routes)
+        except RouteError as error:
+            failure = error
+        self._last_error = None if failure is None else str(failure)
+        if failure is not None:
+            logger.error("route reconciliation failed, retrying in %.0f s: %s", RETRY_AFTER_FAILURE_SECONDS, failure)
+
+    def _evaluate(self, networks: Iterable[NetworkInfo], routes: list[InstalledRoute]) -> PolicyResult:
+        # Routes through our own interface lead where ours would; only other interfaces can conflict.
+        others = [route for route in routes if not route.ours and route.interface != self._manager.interface]
+        result = evaluate(networks, self._config, others, already_routed=self._routed)
+        previous = set(self._overlaps)
+        for finding in result.overlaps:
+            if finding not in previous:
+                logger.warning("%s", finding.describe())
+        for finding in previous - set(result.overlaps):
+            logger.info("overlap resolved: %s", finding.describe())
+        self._overlaps = result.overlaps
+        return result
+
+    def _may_restore(self, destination: Destination) -> bool:
+        now = trio.current_time()
+        history = self._restores.setdefault(destination, deque())
+        while history and now - history[0] > RESTORE_WINDOW_SECONDS:
+            history.popleft()
+        if len(history) >= MAX_RESTORES:
+            if destination not in self._given_up:
+                logger.error(
+                    "route to %s was taken away %d times in %.0f s; no longer restoring it until the network changes",
+                    destination,
+                    MAX_RESTORES,
+                    RESTORE_WINDOW_SECONDS,
+                )
+                self._given_up.add(destination)
+            return False
+        history.append(now)
+        return True
+
+    async def _apply(self, result: PolicyResult, routes: list[InstalledRoute]) -> None:
+        ours = {route.destination for route in routes if route.ours}
+        desired = set(result.desired) - self._given_up
+        plan = plan_changes(desired, ours)
+        self._routed.intersection_update(desired)
+        failures: list[RouteError] = []
+        for destination in plan.delete:
+            try:
+                await self._manager.delete(destination)
+            except RouteError as error:
+                failures.append(error)
+            else:
+                logger.info("removed route %s dev %s", destination, self._manager.interface)
+        for destination in plan.add:
+            restoring = destination in self._routed
+            if restoring and not self._may_restore(destination):
+                self._routed.discard(destination)
+                continue
+            try:
+                # A restore replaces, as the destination may now be routed elsewhere by the program that took ours.
+                await self._manager.add(destination, replace=restoring)
+            except RouteError as error:
+                failures.append(error)
+                continue
+            self._routed.add(destination)
+            action = "restored" if restoring else "added"
+            logger.info("%s route %s dev %s", action, destination, self._manager.interface)
+        self._routed.update(desired & ours)
+        if failures:
+            raise failures[0] if len(failures) == 1 else RouteError("; ".join(str(error) for error in failures))
