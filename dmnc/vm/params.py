@@ -1,0 +1,167 @@
+"""Inputs of the VM-side setup and the container command that carries them.
+
+`SetupParams` holds only public values (the host's public key, where the VM can reach the host, the tunnel
+addresses): the VM private key is generated inside the VM by the script. `script_command` turns them into the
+container's argv: `sh -c SCRIPT dmnc-setup MODE --option value ...`, each value its own argv item, so no input is
+ever interpolated into shell code (and every value is validated here first anyway).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from dmnc.vm.assets import setup_script
+from dmnc.vm.errors import SetupParamsError
+
+# Names the Docker VMs give the host: Docker Desktop, Lima (Colima, Rancher Desktop), Podman machine.
+DEFAULT_ENDPOINT_CANDIDATES = ("host.docker.internal", "host.lima.internal", "host.containers.internal")
+DEFAULT_INTERFACE = "chip0"
+# The point-to-point pair docker-mac-net-connect uses; the IPv6 pair is a ULA (RFC 4193) in fd33:33:33::/48.
+DEFAULT_HOST_ADDRESS = ipaddress.IPv4Address("10.33.33.1")
+DEFAULT_VM_ADDRESS = ipaddress.IPv4Address("10.33.33.2")
+DEFAULT_HOST_ADDRESS6 = ipaddress.IPv6Address("fd33:33:33::1")
+DEFAULT_VM_ADDRESS6 = ipaddress.IPv6Address("fd33:33:33::2")
+# WireGuard's usual MTU: 1500 minus 80 bytes of IPv6 + UDP + WireGuard overhead (wg-quick's default).
+DEFAULT_MTU = 1420
+# IPv4 hosts must accept 576-byte datagrams (RFC 791); IPv6 links need at least 1280 (RFC 8200 section 5).
+MIN_MTU_IPV4 = 576
+MIN_MTU_IPV6 = 1280
+MAX_MTU = 65535
+WIREGUARD_KEY_LENGTH = 32
+# argv[0] of the script inside `sh -c`: what `$0` and error messages show.
+SCRIPT_NAME = "dmnc-setup"
+
+# Linux IFNAMSIZ is 16 including the NUL (include/uapi/linux/if.h); no leading '-' so it is never an option.
+_INTERFACE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
+# RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens, at most 63 characters each.
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_MAX_HOST_NAME = 253
+
+
+class ScriptMode(enum.Enum):
+    """The setup script's entry points (see the header of dmnc/vm/setup.sh)."""
+
+    SETUP = "setup"
+    USERSPACE = "userspace"
+    TEARDOWN = "teardown"
+
+
+class IptablesBackend(enum.Enum):
+    """Which iptables the script edits; AUTO picks the one holding Docker's chains."""
+
+    AUTO = "auto"
+    LEGACY = "legacy"
+    NFT = "nft"
+
+
+def is_host_name(text: str) -> bool:
+    """True for an RFC 1123 host name (not an IP literal check: call ipaddress for that)."""
+    if not text or len(text) > _MAX_HOST_NAME:
+        return False
+    return all(_HOST_LABEL.fullmatch(label) for label in text.removesuffix(".").split("."))
+
+
+def _check_endpoint_host(text: str, what: str) -> None:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        if not is_host_name(text):
+            raise SetupParamsError(f"{what} {text!r} is neither an IP address nor a host name") from None
+
+
+@dataclass(frozen=True, slots=True)
+class SetupParams:
+    """Everything the setup script needs, all public. Validated on construction (SetupParamsError)."""
+
+    host_public_key: bytes
+    port: int
+    endpoint: str | None = None
+    """An explicit host address (or name) as the VM sees it; None tries `endpoint_candidates` in order."""
+    endpoint_candidates: tuple[str, ...] = DEFAULT_ENDPOINT_CANDIDATES
+    host_address: ipaddress.IPv4Address = DEFAULT_HOST_ADDRESS
+    vm_address: ipaddress.IPv4Address = DEFAULT_VM_ADDRESS
+    host_address6: ipaddress.IPv6Address | None = DEFAULT_HOST_ADDRESS6
+    vm_address6: ipaddress.IPv6Address | None = DEFAULT_VM_ADDRESS6
+    mtu: int = DEFAULT_MTU
+    interface: str = DEFAULT_INTERFACE
+    iptables: IptablesBackend = IptablesBackend.AUTO
+
+    def __post_init__(self) -> None:
+        if len(self.host_public_key) != WIREGUARD_KEY_LENGTH:
+            raise SetupParamsError(
+                f"host public key must be {WIREGUARD_KEY_LENGTH} bytes, got {len(self.host_public_key)}"
+            )
+        if not 1 <= self.port <= 65535:
+            raise SetupParamsError(f"port {self.port} is outside 1-65535")
+        if self.endpoint is not None:
+            _check_endpoint_host(self.endpoint, "endpoint")
+        elif not self.endpoint_candidates:
+            raise SetupParamsError("no endpoint and no endpoint candidates: the VM could not find the host")
+        for candidate in self.endpoint_candidates:
+            _check_endpoint_host(candidate, "endpoint candidate")
+        if (self.host_address6 is None) != (self.vm_address6 is None):
+            raise SetupParamsError("give both IPv6 tunnel addresses or neither")
+        if self.host_address == self.vm_address or (
+            self.host_address6 is not None and self.host_address6 == self.vm_address6
+        ):
+            raise SetupParamsError("the host and VM tunnel addresses must differ")
+        minimum_mtu = MIN_MTU_IPV4 if self.host_address6 is None else MIN_MTU_IPV6
+        if not minimum_mtu <= self.mtu <= MAX_MTU:
+            raise SetupParamsError(f"MTU {self.mtu} is outside {minimum_mtu}-{MAX_MTU}")
+        if not _INTERFACE_NAME.fullmatch(self.interface):
+            raise SetupParamsError(
+                f"interface name {self.interface!r} must be 1-15 letters, digits, '_', '.' or '-' (not first)"
+            )
+
+    @property
+    def host_public_key_base64(self) -> str:
+        return base64.b64encode(self.host_public_key).decode("ascii")
+
+
+def decode_public_key(text: str) -> bytes:
+    """Decode a WireGuard base64 key (44 characters, 32 bytes); raises SetupParamsError when it is not one."""
+    try:
+        key = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise SetupParamsError(f"{text!r} is not base64") from None
+    if len(key) != WIREGUARD_KEY_LENGTH or len(text) != 44:
+        raise SetupParamsError(f"{text!r} is not a {WIREGUARD_KEY_LENGTH}-byte WireGuard key")
+    return key
+
+
+def script_arguments(params: SetupParams, mode: ScriptMode) -> list[str]:
+    """The script's arguments after `sh -c SCRIPT NAME`: the mode, then one `--option value` pair per input."""
+    arguments = [
+        mode.value,
+        "--interface", params.interface,
+        "--iptables", params.iptables.value,
+        "--host-address", str(params.host_address),
+    ]  # fmt: skip
+    if params.host_address6 is not None:
+        arguments += ["--host-address6", str(params.host_address6)]
+    if mode is ScriptMode.TEARDOWN:
+        return arguments
+    arguments += [
+        "--host-public-key", params.host_public_key_base64,
+        "--port", str(params.port),
+        "--vm-address", str(params.vm_address),
+        "--mtu", str(params.mtu),
+    ]  # fmt: skip
+    if params.vm_address6 is not None:
+        arguments += ["--vm-address6", str(params.vm_address6)]
+    if params.endpoint is not None:
+        arguments += ["--endpoint", params.endpoint]
+    else:
+        for candidate in params.endpoint_candidates:
+            arguments += ["--endpoint-candidate", candidate]
+    return arguments
+
+
+def script_command(params: SetupParams, mode: ScriptMode) -> list[str]:
+    """The container command running the embedded script in `mode`: `/bin/sh -c SCRIPT dmnc-setup ARGS...`."""
+    return ["/bin/sh", "-c", setup_script(), SCRIPT_NAME, *script_arguments(params, mode)]

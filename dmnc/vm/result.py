@@ -1,0 +1,183 @@
+"""The setup script's machine-readable result line, parsed from untrusted container output.
+
+Format (documented in dmnc/vm/setup.sh; one line, space-separated `key=value` fields, no spaces inside values):
+
+    dmnc-setup-result v1 mode=kernel public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME kernel=RELEASE
+    dmnc-setup-result v1 mode=userspace public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME kernel=RELEASE
+    dmnc-setup-result v1 mode=kernel-missing kernel=RELEASE
+    dmnc-setup-result v1 mode=removed kernel=RELEASE
+
+IPv6 endpoints are written `[ADDR]:PORT`. Failures are a line `dmnc-setup: error: REASON` instead. Functions
+ending in `_untrusted` take bytes from the container and raise only SetupResultError / SetupScriptError.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from dmnc.vm.errors import SetupParamsError, SetupResultError, SetupScriptError
+from dmnc.vm.params import decode_public_key, is_host_name
+
+RESULT_PREFIX = "dmnc-setup-result"
+RESULT_VERSION = "v1"
+ERROR_PREFIX = "dmnc-setup: error: "
+# A result line is ~200 characters; anything far longer is not one of ours.
+MAX_RESULT_LINE = 1024
+MAX_REASON_LENGTH = 500
+# uname -r: release strings are letters, digits and ._+~- (e.g. "6.1.0-18-cloud-amd64", "6.10.14-linuxkit").
+_KERNEL_RELEASE = re.compile(r"[A-Za-z0-9._+~-]{1,128}")
+_PORT = re.compile(r"[1-9][0-9]{0,4}")
+
+Endpoint = tuple[str, int]
+"""(IP address string, UDP port), as in dmnc.wireguard."""
+
+
+class VmMode(enum.Enum):
+    """How the VM end of the tunnel runs."""
+
+    KERNEL = "kernel"
+    USERSPACE = "userspace"
+
+
+@dataclass(frozen=True, slots=True)
+class SetupResult:
+    """chip0 is configured: its public key, the host endpoint it sends to, and what runs it."""
+
+    mode: VmMode
+    vm_public_key: bytes
+    endpoint: Endpoint
+    endpoint_name: str
+    kernel_release: str
+
+
+@dataclass(frozen=True, slots=True)
+class KernelWireGuardMissing:
+    """The VM kernel cannot create WireGuard interfaces: the userspace fallback container is needed."""
+
+    kernel_release: str
+
+
+@dataclass(frozen=True, slots=True)
+class TeardownDone:
+    """chip0 and the rules are gone."""
+
+    kernel_release: str
+
+
+ScriptOutcome = SetupResult | KernelWireGuardMissing | TeardownDone
+
+_FIELDS_BY_MODE: dict[str, frozenset[str]] = {
+    "kernel": frozenset({"mode", "public-key", "endpoint", "endpoint-name", "kernel"}),
+    "userspace": frozenset({"mode", "public-key", "endpoint", "endpoint-name", "kernel"}),
+    "kernel-missing": frozenset({"mode", "kernel"}),
+    "removed": frozenset({"mode", "kernel"}),
+}
+
+
+def _parse_endpoint_untrusted(text: str) -> Endpoint:
+    if text.startswith("["):
+        address_text, separator, port_text = text[1:].partition("]:")
+        version = 6
+    else:
+        address_text, separator, port_text = text.rpartition(":")
+        version = 4
+    if not separator or not _PORT.fullmatch(port_text) or int(port_text) > 65535:
+        raise SetupResultError(f"result endpoint {text!r} is not ADDRESS:PORT")
+    try:
+        address = ipaddress.ip_address(address_text)
+    except ValueError:
+        raise SetupResultError(f"result endpoint {text!r} has no valid IP address") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        raise SetupResultError(f"result endpoint {text!r} has a scope id: not reachable from the host")
+    if address.version != version:
+        raise SetupResultError(f"result endpoint {text!r}: IPv6 must be bracketed, IPv4 must not")
+    return (str(address), int(port_text))
+
+
+def _parse_fields_untrusted(tokens: list[str]) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for token in tokens:
+        key, separator, value = token.partition("=")
+        if not separator or not key or not value:
+            raise SetupResultError(f"result field {token[:80]!r} is not key=value")
+        if key in fields:
+            raise SetupResultError(f"result field {key[:40]!r} appears twice")
+        fields[key] = value
+    return fields
+
+
+def _is_address_or_host_name(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return is_host_name(text)
+    return True
+
+
+def parse_result_line_untrusted(line: str) -> ScriptOutcome:
+    """Parse one result line; SetupResultError names what is wrong with it."""
+    if len(line) > MAX_RESULT_LINE:
+        raise SetupResultError(f"result line is {len(line)} characters long, more than {MAX_RESULT_LINE}")
+    tokens = line.strip().split(" ")
+    if len(tokens) < 2 or tokens[0] != RESULT_PREFIX:
+        raise SetupResultError(f"not a result line: {line[:80]!r}")
+    if tokens[1] != RESULT_VERSION:
+        raise SetupResultError(f"result line version {tokens[1][:20]!r}, expected {RESULT_VERSION} (image mismatch?)")
+    fields = _parse_fields_untrusted(tokens[2:])
+    mode = fields.get("mode")
+    if mode not in _FIELDS_BY_MODE:
+        raise SetupResultError(f"result mode {str(mode)[:40]!r} is unknown")
+    expected = _FIELDS_BY_MODE[mode]
+    if fields.keys() != expected:
+        missing = sorted(expected - fields.keys())
+        unexpected = sorted(fields.keys() - expected)
+        raise SetupResultError(f"result line for mode {mode}: missing {missing}, unexpected {unexpected}")
+    kernel_release = fields["kernel"]
+    if not _KERNEL_RELEASE.fullmatch(kernel_release):
+        raise SetupResultError(f"result kernel release {kernel_release[:80]!r} is malformed")
+    if mode == "kernel-missing":
+        return KernelWireGuardMissing(kernel_release)
+    if mode == "removed":
+        return TeardownDone(kernel_release)
+    try:
+        vm_public_key = decode_public_key(fields["public-key"])
+    except SetupParamsError as error:
+        raise SetupResultError(f"result public key: {error}") from None
+    endpoint_name = fields["endpoint-name"]
+    if not _is_address_or_host_name(endpoint_name):
+        raise SetupResultError(f"result endpoint name {endpoint_name[:80]!r} is malformed")
+    return SetupResult(
+        mode=VmMode(mode),
+        vm_public_key=vm_public_key,
+        endpoint=_parse_endpoint_untrusted(fields["endpoint"]),
+        endpoint_name=endpoint_name,
+        kernel_release=kernel_release,
+    )
+
+
+def _printable(text: str) -> str:
+    cleaned = "".join(character if character.isprintable() else "?" for character in text)
+    return cleaned[:MAX_REASON_LENGTH]
+
+
+def outcome_from_output_untrusted(output: bytes | str, exit_code: int | None = None) -> ScriptOutcome:
+    """The outcome of a script run from its whole output (stdout and stderr, merged or not).
+
+    The script's own error line wins (SetupScriptError with its reason); a non-zero exit without one is reported
+    with the output's last line; otherwise the last result line is parsed (SetupResultError when there is none).
+    """
+    text = output.decode("utf-8", errors="replace") if isinstance(output, bytes) else output
+    lines = text.splitlines()
+    error_lines = [line for line in lines if line.startswith(ERROR_PREFIX)]
+    if error_lines:
+        raise SetupScriptError(_printable(error_lines[-1].removeprefix(ERROR_PREFIX)), exit_code)
+    if exit_code not in (None, 0):
+        last_line = next((line for line in reversed(lines) if line.strip()), "no output")
+        raise SetupScriptError(_printable(last_line.strip()), exit_code)
+    result_lines = [line for line in lines if line.startswith(RESULT_PREFIX + " ")]
+    if not result_lines:
+        raise SetupResultError("the setup script printed no result line")
+    return parse_result_line_untrusted(result_lines[-1])

@@ -1,0 +1,470 @@
+# dmnc VM-side setup (POSIX sh). Runs inside the Docker VM, in a container with --net=host and NET_ADMIN,
+# and configures the VM end of dmnc's WireGuard tunnel: the `chip0` interface and the iptables rules Docker needs.
+#
+# dmnc passes this text as `sh -c SCRIPT dmnc-setup MODE OPTIONS...`: every value arrives as its own argv item and
+# is never interpolated into shell code. Only public values come in; the VM private key is generated here and
+# never printed (it lives in the kernel, or for the userspace fallback in a 0600 file inside the container).
+#
+# Modes:
+#   setup      kernel WireGuard: (re)create chip0 idempotently, configure it and the rules, print the result, exit.
+#              When the VM kernel has no WireGuard, print a `mode=kernel-missing` result and exit 0: dmnc then
+#              starts the userspace fallback container.
+#   userspace  the fallback container's command: run wireguard-go for chip0 in the foreground, configure it and
+#              the rules, print the result, then wait for wireguard-go.
+#   teardown   remove chip0 and every rule setup added (from both iptables backends), print the result, exit.
+#
+# Options (setup/userspace; teardown needs only the addresses, interface and iptables choice):
+#   --host-public-key KEY        the host peer's WireGuard public key (base64)
+#   --port PORT                  the host peer's UDP port
+#   --endpoint ADDR              explicit host address or name (skips the candidates)
+#   --endpoint-candidate NAME    repeatable; the first that resolves inside the VM wins. Default:
+#                                host.docker.internal host.lima.internal host.containers.internal
+#   --host-address IP --vm-address IP        IPv4 tunnel addresses (default 10.33.33.1 / 10.33.33.2)
+#   --host-address6 IP --vm-address6 IP      IPv6 tunnel addresses (optional, both or neither)
+#   --mtu N                      default 1420
+#   --interface NAME             default chip0
+#   --iptables auto|legacy|nft   default auto: the backend that holds Docker's chains
+#   --state-dir DIR              userspace mode only: where the fallback keeps its private key (default
+#                                /var/lib/dmnc-setup, inside the container, so a restart keeps the same key)
+#
+# Output, the last line on stdout on success (one line, space-separated key=value fields, no spaces in values):
+#   dmnc-setup-result v1 mode=kernel public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME kernel=RELEASE
+#   dmnc-setup-result v1 mode=userspace public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME kernel=RELEASE
+#   dmnc-setup-result v1 mode=kernel-missing kernel=RELEASE
+#   dmnc-setup-result v1 mode=removed kernel=RELEASE
+# IPv6 endpoints are written [ADDR]:PORT. Every failure prints one line `dmnc-setup: error: ...` on stderr and
+# exits 1 (2 for bad arguments).
+
+RESULT_PREFIX='dmnc-setup-result v1'
+DEFAULT_CANDIDATES='host.docker.internal host.lima.internal host.containers.internal'
+# Keeps NAT mappings and the host's knowledge of our endpoint alive (wg(8) suggests 25 s behind NAT).
+PERSISTENT_KEEPALIVE=25
+# Bounds every delete loop in teardown: a rule that survives this many deletes means iptables is misbehaving.
+MAX_RULE_COPIES=100
+
+die() {
+    printf 'dmnc-setup: error: %s\n' "$(one_line "$*")" >&2
+    exit 1
+}
+
+usage_error() {
+    printf 'dmnc-setup: error: %s\n' "$(one_line "$*")" >&2
+    exit 2
+}
+
+note() {
+    printf 'dmnc-setup: %s\n' "$(one_line "$*")" >&2
+}
+
+# Collapses any whitespace (newlines included) to single spaces, so every message stays one line.
+one_line() (
+    set -f
+    IFS=' 	
+'
+    # shellcheck disable=SC2086 # word splitting is the point here
+    set -- $1
+    printf '%s' "$*"
+)
+
+# must WHAT CMD [ARGS...]: runs CMD, and on failure dies naming WHAT and the command's own error output.
+must() {
+    must_what=$1
+    shift
+    must_err=$("$@" 2>&1 >/dev/null) && return 0
+    must_status=$?
+    die "$must_what failed (exit $must_status): ${must_err:-no error output}"
+}
+
+require_tool() {
+    command -v "$1" >/dev/null 2>&1 || die "the \`$1\` command is missing from the setup image"
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Arguments
+
+MODE=${1:-}
+[ $# -gt 0 ] && shift
+case $MODE in
+    setup | userspace | teardown) ;;
+    '') usage_error "missing mode: setup, userspace or teardown" ;;
+    *) usage_error "unknown mode '$MODE': expected setup, userspace or teardown" ;;
+esac
+
+HOST_PUBLIC_KEY=''
+PORT=''
+ENDPOINT=''
+CANDIDATES=''
+HOST_ADDRESS='10.33.33.1'
+VM_ADDRESS='10.33.33.2'
+HOST_ADDRESS6=''
+VM_ADDRESS6=''
+MTU='1420'
+IFACE='chip0'
+IPTABLES_CHOICE='auto'
+STATE_DIR='/var/lib/dmnc-setup'
+
+while [ $# -gt 0 ]; do
+    [ $# -ge 2 ] || usage_error "option $1 needs a value"
+    case $1 in
+        --host-public-key) HOST_PUBLIC_KEY=$2 ;;
+        --port) PORT=$2 ;;
+        --endpoint) ENDPOINT=$2 ;;
+        --endpoint-candidate) CANDIDATES="$CANDIDATES $2" ;;
+        --host-address) HOST_ADDRESS=$2 ;;
+        --vm-address) VM_ADDRESS=$2 ;;
+        --host-address6) HOST_ADDRESS6=$2 ;;
+        --vm-address6) VM_ADDRESS6=$2 ;;
+        --mtu) MTU=$2 ;;
+        --interface) IFACE=$2 ;;
+        --iptables) IPTABLES_CHOICE=$2 ;;
+        --state-dir) STATE_DIR=$2 ;;
+        *) usage_error "unknown option '$1'" ;;
+    esac
+    shift 2
+done
+
+is_decimal() {
+    case $1 in
+        '' | *[!0-9]*) return 1 ;;
+    esac
+    # Leading zeros and absurd lengths are rejected before arithmetic sees them.
+    [ "${#1}" -le 5 ] && [ "$1" = "${1#0}" ]
+}
+
+# in_range VALUE MIN MAX: VALUE is a plain decimal number within [MIN, MAX].
+in_range() {
+    is_decimal "$1" || return 1
+    [ "$1" -ge "$2" ] && [ "$1" -le "$3" ]
+}
+
+is_ip_literal() {
+    case $1 in
+        *:*)
+            case $1 in
+                *[!0-9A-Fa-f.:]*) return 1 ;;
+            esac
+            return 0
+            ;;
+        *.*.*.*)
+            case $1 in
+                *[!0-9.]*) return 1 ;;
+            esac
+            return 0
+            ;;
+    esac
+    return 1
+}
+
+case $IFACE in
+    '' | *[!A-Za-z0-9_.-]* | [.-]*) usage_error "invalid interface name '$IFACE'" ;;
+esac
+# IFNAMSIZ is 16 including the terminating NUL (linux/if.h).
+[ "${#IFACE}" -le 15 ] || usage_error "interface name '$IFACE' is longer than 15 characters"
+case $IPTABLES_CHOICE in
+    auto | legacy | nft) ;;
+    *) usage_error "invalid --iptables '$IPTABLES_CHOICE': expected auto, legacy or nft" ;;
+esac
+is_ip_literal "$HOST_ADDRESS" || usage_error "invalid --host-address '$HOST_ADDRESS'"
+if [ -n "$HOST_ADDRESS6" ]; then
+    is_ip_literal "$HOST_ADDRESS6" || usage_error "invalid --host-address6 '$HOST_ADDRESS6'"
+fi
+
+if [ "$MODE" != teardown ]; then
+    # A WireGuard key is 32 bytes: 44 base64 characters ending in one '=' (RFC 4648 section 4).
+    case $HOST_PUBLIC_KEY in
+        *[!A-Za-z0-9+/=]* | *=?* | '') usage_error "invalid --host-public-key: expected 44 base64 characters" ;;
+    esac
+    [ "${#HOST_PUBLIC_KEY}" -eq 44 ] || usage_error "invalid --host-public-key: expected 44 base64 characters"
+    in_range "$PORT" 1 65535 || usage_error "invalid --port '$PORT': expected 1-65535"
+    # 576 is the IPv4 minimum datagram size every host must accept (RFC 791); IPv6 needs 1280 (RFC 8200 section 5).
+    in_range "$MTU" 576 65535 || usage_error "invalid --mtu '$MTU': expected 576-65535"
+    if [ -n "$HOST_ADDRESS6$VM_ADDRESS6" ] && [ "$MTU" -lt 1280 ]; then
+        usage_error "--mtu $MTU is below the IPv6 minimum of 1280"
+    fi
+    is_ip_literal "$VM_ADDRESS" || usage_error "invalid --vm-address '$VM_ADDRESS'"
+    if [ -n "$HOST_ADDRESS6" ] || [ -n "$VM_ADDRESS6" ]; then
+        is_ip_literal "$VM_ADDRESS6" || usage_error "invalid --vm-address6 '$VM_ADDRESS6'"
+        [ -n "$HOST_ADDRESS6" ] || usage_error "--vm-address6 given without --host-address6"
+    fi
+    case $ENDPOINT in
+        -*) usage_error "invalid --endpoint '$ENDPOINT'" ;;
+    esac
+    [ -n "$CANDIDATES" ] || CANDIDATES=$DEFAULT_CANDIDATES
+fi
+
+KERNEL_RELEASE=$(uname -r 2>/dev/null) || KERNEL_RELEASE=''
+case $KERNEL_RELEASE in
+    '' | *[!A-Za-z0-9._+~-]*) KERNEL_RELEASE=unknown ;;
+esac
+
+# ---------------------------------------------------------------------------------------------------------------
+# Endpoint
+
+# Prints the first address NAME resolves to inside the VM, IPv4 preferred (the host peer listens on IPv4 first).
+resolve() {
+    command -v getent >/dev/null 2>&1 || return 1
+    resolve_out=$(getent ahostsv4 "$1" 2>/dev/null) || resolve_out=$(getent hosts "$1" 2>/dev/null) || return 1
+    set -f
+    # shellcheck disable=SC2086 # splitting getent's columns
+    set -- $resolve_out
+    set +f
+    is_ip_literal "${1:-}" || return 1
+    printf '%s' "$1"
+}
+
+choose_endpoint() {
+    if [ -n "$ENDPOINT" ]; then
+        ENDPOINT_NAME=$ENDPOINT
+        if is_ip_literal "$ENDPOINT"; then
+            ENDPOINT_ADDRESS=$ENDPOINT
+        else
+            ENDPOINT_ADDRESS=$(resolve "$ENDPOINT") || die "the endpoint '$ENDPOINT' does not resolve inside the VM"
+        fi
+    else
+        for candidate in $CANDIDATES; do
+            if ENDPOINT_ADDRESS=$(resolve "$candidate"); then
+                ENDPOINT_NAME=$candidate
+                break
+            fi
+            ENDPOINT_ADDRESS=''
+        done
+        [ -n "$ENDPOINT_ADDRESS" ] ||
+            die "none of the endpoint candidates resolves inside the VM ($(one_line "$CANDIDATES")): pass dmnc --endpoint with the host's address as the VM sees it"
+    fi
+    case $ENDPOINT_ADDRESS in
+        *:*) WG_ENDPOINT="[$ENDPOINT_ADDRESS]:$PORT" ;;
+        *) WG_ENDPOINT="$ENDPOINT_ADDRESS:$PORT" ;;
+    esac
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# iptables
+
+# The backend Docker uses holds its DOCKER chain; rules in the other backend would never see Docker's traffic.
+choose_iptables() {
+    case $IPTABLES_CHOICE in
+        legacy | nft)
+            IPT="iptables-$IPTABLES_CHOICE"
+            IPT6="ip6tables-$IPTABLES_CHOICE"
+            ;;
+        auto)
+            IPT=''
+            for backend in nft legacy; do
+                if command -v "iptables-$backend" >/dev/null 2>&1 &&
+                    "iptables-$backend" -t filter -S DOCKER >/dev/null 2>&1; then
+                    IPT="iptables-$backend"
+                    IPT6="ip6tables-$backend"
+                    break
+                fi
+            done
+            if [ -z "$IPT" ]; then
+                # No Docker chains anywhere (yet): the image's default `iptables` is the distribution's choice.
+                IPT=iptables
+                IPT6=ip6tables
+            fi
+            ;;
+    esac
+    require_tool "$IPT"
+    if [ -n "$HOST_ADDRESS6" ]; then
+        require_tool "$IPT6"
+    fi
+}
+
+# ensure_rule TOOL TABLE CHAIN RULE...: inserts RULE at the top of CHAIN unless an identical rule exists.
+ensure_rule() {
+    er_tool=$1 er_table=$2 er_chain=$3
+    shift 3
+    "$er_tool" -w -t "$er_table" -C "$er_chain" "$@" >/dev/null 2>&1 && return 0
+    must "$er_tool -t $er_table -I $er_chain $*" "$er_tool" -w -t "$er_table" -I "$er_chain" 1 "$@"
+}
+
+# remove_rule TOOL TABLE CHAIN RULE...: deletes every copy of RULE from CHAIN.
+remove_rule() {
+    rr_tool=$1 rr_table=$2 rr_chain=$3
+    shift 3
+    rr_count=0
+    while "$rr_tool" -w -t "$rr_table" -C "$rr_chain" "$@" >/dev/null 2>&1; do
+        must "$rr_tool -t $rr_table -D $rr_chain $*" "$rr_tool" -w -t "$rr_table" -D "$rr_chain" "$@"
+        rr_count=$((rr_count + 1))
+        [ "$rr_count" -lt "$MAX_RULE_COPIES" ] || die "$rr_tool keeps reporting the rule '$*' after $rr_count deletes"
+    done
+}
+
+# apply_rules ACTION TOOL HOST_ADDRESS: ACTION is ensure_rule or remove_rule; the rule list lives only here so
+# setup and teardown cannot drift apart.
+apply_rules() {
+    ar_action=$1 ar_tool=$2 ar_host=$3
+    if [ "$ar_action" = ensure_rule ] && ! "$ar_tool" -w -t filter -S DOCKER-USER >/dev/null 2>&1; then
+        # Docker creates DOCKER-USER and jumps to it from FORWARD; creating it first is harmless and lets
+        # Docker (which keeps an existing DOCKER-USER) pick our rules up when it starts.
+        must "$ar_tool -t filter -N DOCKER-USER" "$ar_tool" -w -t filter -N DOCKER-USER
+    fi
+    # Docker >= 28 drops packets to container addresses arriving on any other interface in raw PREROUTING.
+    "$ar_action" "$ar_tool" raw PREROUTING -i "$IFACE" -j ACCEPT
+    # Docker Desktop >= 4.39 (and Docker's FORWARD policy DROP) drop forwarded traffic unless DOCKER-USER accepts it.
+    "$ar_action" "$ar_tool" filter DOCKER-USER -i "$IFACE" -j ACCEPT
+    "$ar_action" "$ar_tool" filter DOCKER-USER -o "$IFACE" -j ACCEPT
+    # Containers on --internal networks have no route back to the host's tunnel address: answer via the bridge.
+    "$ar_action" "$ar_tool" nat POSTROUTING -s "$ar_host" -j MASQUERADE
+    if [ "$ar_action" = remove_rule ]; then
+        # Only succeeds when the chain is empty and nothing jumps to it, i.e. when we created it and Docker never
+        # took it over; Docker's own chain stays.
+        "$ar_tool" -w -t filter -X DOCKER-USER >/dev/null 2>&1 || true
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Interface
+
+link_details() {
+    ip -d link show dev "$IFACE" 2>/dev/null
+}
+
+configure_interface() {
+    # Peers other than the current host key are stale (the host restarted with a new key): remove them.
+    peers=$(wg show "$IFACE" peers 2>/dev/null) || die "cannot read the peers of $IFACE"
+    for peer in $peers; do
+        if [ "$peer" != "$HOST_PUBLIC_KEY" ]; then
+            must "removing stale peer from $IFACE" wg set "$IFACE" peer "$peer" remove
+        fi
+    done
+    allowed_ips="$HOST_ADDRESS/32"
+    if [ -n "$HOST_ADDRESS6" ]; then
+        allowed_ips="$allowed_ips,$HOST_ADDRESS6/128"
+    fi
+    must "configuring the host peer on $IFACE" wg set "$IFACE" peer "$HOST_PUBLIC_KEY" endpoint "$WG_ENDPOINT" \
+        persistent-keepalive "$PERSISTENT_KEEPALIVE" allowed-ips "$allowed_ips"
+    must "flushing the addresses of $IFACE" ip addr flush dev "$IFACE"
+    must "adding $VM_ADDRESS peer $HOST_ADDRESS to $IFACE" \
+        ip addr add "$VM_ADDRESS" peer "$HOST_ADDRESS" dev "$IFACE"
+    if [ -n "$HOST_ADDRESS6" ]; then
+        # nodad: the point-to-point pair is ours alone; duplicate address detection would only delay use.
+        must "adding $VM_ADDRESS6 peer $HOST_ADDRESS6 to $IFACE" \
+            ip -6 addr add "$VM_ADDRESS6" peer "$HOST_ADDRESS6" dev "$IFACE" nodad
+    fi
+    must "setting $IFACE mtu $MTU and up" ip link set dev "$IFACE" mtu "$MTU" up
+}
+
+apply_all_rules() {
+    apply_rules ensure_rule "$IPT" "$HOST_ADDRESS"
+    if [ -n "$HOST_ADDRESS6" ]; then
+        apply_rules ensure_rule "$IPT6" "$HOST_ADDRESS6"
+    fi
+}
+
+print_result() {
+    public_key=$(wg show "$IFACE" public-key 2>/dev/null) || die "cannot read the public key of $IFACE"
+    printf '%s mode=%s public-key=%s endpoint=%s endpoint-name=%s kernel=%s\n' "$RESULT_PREFIX" "$1" \
+        "$public_key" "$WG_ENDPOINT" "$ENDPOINT_NAME" "$KERNEL_RELEASE"
+}
+
+run_setup() {
+    require_tool ip
+    require_tool wg
+    choose_endpoint
+    choose_iptables
+    details=$(link_details)
+    if [ -n "$details" ]; then
+        case $details in
+            *wireguard*) ;;
+            *) die "$IFACE exists and is not a kernel WireGuard interface (a userspace fallback still running?): run dmnc's teardown first" ;;
+        esac
+    else
+        add_err=$(ip link add dev "$IFACE" type wireguard 2>&1) || {
+            case $add_err in
+                *'not permitted'*) die "creating $IFACE: $add_err (the setup container needs NET_ADMIN)" ;;
+            esac
+            note "no kernel WireGuard in this VM ($add_err): the userspace fallback is needed"
+            printf '%s mode=kernel-missing kernel=%s\n' "$RESULT_PREFIX" "$KERNEL_RELEASE"
+            exit 0
+        }
+    fi
+    current_key=$(wg show "$IFACE" private-key 2>/dev/null) || die "cannot read the state of $IFACE"
+    case $current_key in
+        '' | '(none)')
+            # The key goes from `wg genkey` straight into the kernel through a pipe: never to disk or stdout.
+            # shellcheck disable=SC2016 # $1 belongs to the inner shell
+            must "setting the private key of $IFACE" sh -c 'umask 077; wg genkey | wg set "$1" private-key /proc/self/fd/0' \
+                set-key "$IFACE"
+            ;;
+    esac
+    configure_interface
+    apply_all_rules
+    print_result kernel
+}
+
+run_userspace() {
+    require_tool ip
+    require_tool wg
+    require_tool wireguard-go
+    choose_endpoint
+    choose_iptables
+    if [ -n "$(link_details)" ]; then
+        # A TUN left by a previous wireguard-go of this container (or of a crashed one): start afresh.
+        must "removing the stale $IFACE" ip link del dev "$IFACE"
+    fi
+    umask 077
+    key_file="$STATE_DIR/private.key"
+    if [ ! -s "$key_file" ]; then
+        must "creating $STATE_DIR" mkdir -p "$STATE_DIR"
+        # shellcheck disable=SC2016 # $1 belongs to the inner shell
+        must "generating the VM private key" sh -c 'umask 077; wg genkey > "$1"' gen-key "$key_file"
+    fi
+    # -f: stay in the foreground so this script can supervise it and the container lives as long as it does.
+    WG_PROCESS_FOREGROUND=1 wireguard-go -f "$IFACE" &
+    wg_pid=$!
+    trap 'kill "$wg_pid" 2>/dev/null; wait "$wg_pid"; exit 0' TERM INT
+    tries=0
+    until wg show "$IFACE" >/dev/null 2>&1; do
+        kill -0 "$wg_pid" 2>/dev/null || die "wireguard-go exited before creating $IFACE (needs NET_ADMIN and /dev/net/tun)"
+        tries=$((tries + 1))
+        # 100 x 0.1 s: wireguard-go is up in well under a second; ten seconds means it is stuck.
+        [ "$tries" -le 100 ] || {
+            kill "$wg_pid" 2>/dev/null
+            die "wireguard-go did not create $IFACE within 10 s"
+        }
+        sleep 0.1
+    done
+    must "setting the private key of $IFACE" wg set "$IFACE" private-key "$key_file"
+    configure_interface
+    apply_all_rules
+    print_result userspace
+    wait "$wg_pid"
+    wg_status=$?
+    die "wireguard-go exited with status $wg_status"
+}
+
+run_teardown() {
+    require_tool ip
+    if [ -n "$(link_details)" ]; then
+        must "deleting $IFACE" ip link del dev "$IFACE"
+    fi
+    if [ "$IPTABLES_CHOICE" = auto ]; then
+        backends='nft legacy'
+    else
+        backends=$IPTABLES_CHOICE
+    fi
+    for backend in $backends; do
+        teardown_family "iptables-$backend" "$HOST_ADDRESS"
+        if [ -n "$HOST_ADDRESS6" ]; then
+            teardown_family "ip6tables-$backend" "$HOST_ADDRESS6"
+        fi
+    done
+    printf '%s mode=removed kernel=%s\n' "$RESULT_PREFIX" "$KERNEL_RELEASE"
+}
+
+# Touches a backend only when its ruleset mentions our interface or host address: querying an unused legacy
+# table would otherwise load its kernel module and create the table as a side effect.
+teardown_family() {
+    command -v "$1" >/dev/null 2>&1 || return 0
+    saved=$("$1-save" 2>/dev/null) || return 0
+    case $saved in
+        *"-i $IFACE "* | *"-o $IFACE "* | *"-s $2/"*) apply_rules remove_rule "$1" "$2" ;;
+    esac
+}
+
+case $MODE in
+    setup) run_setup ;;
+    userspace) run_userspace ;;
+    teardown) run_teardown ;;
+esac

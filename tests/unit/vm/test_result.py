@@ -1,0 +1,152 @@
+"""Parsing the setup script's result line and whole output (untrusted bytes from a container)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dmnc.vm import (
+    KernelWireGuardMissing,
+    SetupResult,
+    SetupResultError,
+    SetupScriptError,
+    TeardownDone,
+    VmMode,
+    outcome_from_output_untrusted,
+    parse_result_line_untrusted,
+)
+
+VM_KEY = bytes(range(100, 132))
+VM_KEY_BASE64 = base64.b64encode(VM_KEY).decode()
+KERNEL_LINE = (
+    f"dmnc-setup-result v1 mode=kernel public-key={VM_KEY_BASE64} endpoint=192.168.65.254:51820 "
+    "endpoint-name=host.docker.internal kernel=6.10.14-linuxkit"
+)
+
+
+def test_kernel_result_line_parses_into_typed_fields() -> None:
+    assert parse_result_line_untrusted(KERNEL_LINE) == SetupResult(
+        mode=VmMode.KERNEL,
+        vm_public_key=VM_KEY,
+        endpoint=("192.168.65.254", 51820),
+        endpoint_name="host.docker.internal",
+        kernel_release="6.10.14-linuxkit",
+    )
+
+
+def test_userspace_result_with_bracketed_ipv6_endpoint() -> None:
+    line = KERNEL_LINE.replace("mode=kernel", "mode=userspace").replace(
+        "endpoint=192.168.65.254:51820", "endpoint=[fd00::1]:4000"
+    )
+    result = parse_result_line_untrusted(line)
+    assert isinstance(result, SetupResult)
+    assert result.mode is VmMode.USERSPACE
+    assert result.endpoint == ("fd00::1", 4000)
+
+
+def test_kernel_missing_and_removed_lines() -> None:
+    assert parse_result_line_untrusted("dmnc-setup-result v1 mode=kernel-missing kernel=6.1.0-18-cloud-amd64") == (
+        KernelWireGuardMissing("6.1.0-18-cloud-amd64")
+    )
+    assert parse_result_line_untrusted("dmnc-setup-result v1 mode=removed kernel=unknown") == TeardownDone("unknown")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("something else", "not a result line"),
+        ("dmnc-setup-result v2 mode=removed kernel=x", "version"),
+        ("dmnc-setup-result v1 mode=removed kernel=x kernel=y", "twice"),
+        ("dmnc-setup-result v1 mode=removed kernel=", "key=value"),
+        ("dmnc-setup-result v1 mode=removed", "missing"),
+        ("dmnc-setup-result v1 mode=removed kernel=x extra=1", "unexpected"),
+        ("dmnc-setup-result v1 mode=magic kernel=x", "mode"),
+        ("dmnc-setup-result v1 mode=removed kernel=a/b", "kernel release"),
+        (KERNEL_LINE.replace(VM_KEY_BASE64, "AAAA"), "public key"),
+        (KERNEL_LINE.replace("192.168.65.254:51820", "192.168.65.254"), "ADDRESS:PORT"),
+        (KERNEL_LINE.replace("192.168.65.254:51820", "192.168.65.254:0"), "ADDRESS:PORT"),
+        (KERNEL_LINE.replace("192.168.65.254:51820", "192.168.65.254:65536"), "ADDRESS:PORT"),
+        (KERNEL_LINE.replace("192.168.65.254:51820", "300.1.1.1:1"), "valid IP"),
+        (KERNEL_LINE.replace("192.168.65.254:51820", "fd00::1:1"), "bracketed"),
+        (KERNEL_LINE.replace("192.168.65.254:51820", "[fe80::1%eth0]:1"), "scope"),
+        (KERNEL_LINE.replace("host.docker.internal", "bad_name!"), "endpoint name"),
+        (KERNEL_LINE + " " + "x" * 2000, "characters long"),
+    ],
+)
+def test_malformed_result_lines_raise_a_typed_error(line: str, message: str) -> None:
+    with pytest.raises(SetupResultError, match=message):
+        parse_result_line_untrusted(line)
+
+
+def test_output_takes_the_last_result_line_among_other_output() -> None:
+    output = f"wireguard-go banner\n{KERNEL_LINE.replace('mode=kernel', 'mode=userspace')}\nnoise\n{KERNEL_LINE}\n"
+    result = outcome_from_output_untrusted(output.encode())
+    assert isinstance(result, SetupResult)
+    assert result.mode is VmMode.KERNEL
+
+
+def test_script_error_line_becomes_setup_script_error_with_its_reason() -> None:
+    output = b"dmnc-setup: note\ndmnc-setup: error: the endpoint 'x' does not resolve inside the VM\n"
+    with pytest.raises(SetupScriptError, match="does not resolve") as caught:
+        outcome_from_output_untrusted(output, exit_code=1)
+    assert caught.value.exit_code == 1
+    assert caught.value.reason == "the endpoint 'x' does not resolve inside the VM"
+
+
+def test_nonzero_exit_without_error_line_reports_the_last_output_line() -> None:
+    with pytest.raises(SetupScriptError, match=r"exit 127.*sh: not found"):
+        outcome_from_output_untrusted(b"sh: not found\n\n", exit_code=127)
+
+
+def test_output_without_result_line_is_a_result_error() -> None:
+    with pytest.raises(SetupResultError, match="no result line"):
+        outcome_from_output_untrusted(b"", exit_code=0)
+
+
+def test_error_reason_is_printable_and_bounded() -> None:
+    with pytest.raises(SetupScriptError) as caught:
+        outcome_from_output_untrusted(b"dmnc-setup: error: \x1b[31m" + b"x" * 5000, exit_code=1)
+    assert caught.value.reason.isprintable()
+    assert len(caught.value.reason) <= 500
+
+
+@given(st.text(max_size=400))
+def test_any_text_line_parses_or_raises_result_error(line: str) -> None:
+    try:
+        outcome = parse_result_line_untrusted(line)
+    except SetupResultError:
+        return
+    assert isinstance(outcome, SetupResult | KernelWireGuardMissing | TeardownDone)
+
+
+@given(st.binary(max_size=600), st.one_of(st.none(), st.integers(-300, 300)))
+def test_any_output_bytes_parse_or_raise_only_typed_errors(output: bytes, exit_code: int | None) -> None:
+    with contextlib.suppress(SetupResultError, SetupScriptError):
+        outcome_from_output_untrusted(output, exit_code)
+
+
+@given(
+    st.sampled_from(["kernel", "userspace"]),
+    st.binary(min_size=32, max_size=32),
+    st.ip_addresses(),
+    st.integers(1, 65535),
+    st.from_regex(r"[A-Za-z0-9._+~-]{1,40}", fullmatch=True),
+)
+def test_every_well_formed_line_round_trips(mode: str, key: bytes, address: object, port: int, release: str) -> None:
+    address_text = f"[{address}]" if ":" in str(address) else str(address)
+    line = (
+        f"dmnc-setup-result v1 mode={mode} public-key={base64.b64encode(key).decode()} "
+        f"endpoint={address_text}:{port} endpoint-name=host.lima.internal kernel={release}"
+    )
+    result = parse_result_line_untrusted(line)
+    assert isinstance(result, SetupResult)
+    assert (result.mode.value, result.vm_public_key, result.endpoint, result.kernel_release) == (
+        mode,
+        key,
+        (str(address), port),
+        release,
+    )
