@@ -1,0 +1,654 @@
+"""dmnc's configuration: one typed, validated `Config` built from flags, environment and a TOML file.
+
+Precedence, per option: command-line flag > environment variable > config file > built-in default.
+
+| option          | flag                    | environment                      | TOML key           |
+|-----------------|-------------------------|----------------------------------|--------------------|
+| docker_host     | --docker-host URL       | DMNC_DOCKER_HOST                 | docker_host        |
+| listen          | --listen ADDR[:PORT]    | DMNC_LISTEN                      | listen             |
+| endpoint        | --endpoint HOST[:PORT]  | DMNC_ENDPOINT                    | endpoint           |
+| setup_image     | --setup-image REF       | DMNC_SETUP_IMAGE                 | setup_image        |
+| control_socket  | --control-socket PATH   | DMNC_CONTROL_SOCKET              | control_socket     |
+| keep_vm_config  | --keep-vm-config        | DMNC_KEEP_VM_CONFIG              | keep_vm_config     |
+| log_level       | -v/--log-level LEVEL    | DMNC_LOG_LEVEL, then LOG_LEVEL   | log_level          |
+| force_routes    | --force-routes          | DMNC_FORCE_ROUTES                | force_routes       |
+| routes include  | --route-include PATTERN | DMNC_ROUTES_INCLUDE (a,b,...)    | [routes] include   |
+| routes exclude  | --route-exclude PATTERN | DMNC_ROUTES_EXCLUDE (a,b,...)    | [routes] exclude   |
+
+The config file is /etc/dmnc/config.toml unless `--config PATH` or DMNC_CONFIG names another one. A missing default
+file is normal (every option has a default); a missing file that was named explicitly is an error. LOG_LEVEL is read
+for compatibility with docker-mac-net-connect. Empty environment variables count as unset, as in Docker's own CLI.
+
+Every bad value raises `ConfigError`, whose message names where the value came from (flag, environment variable,
+or file:line and key) and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import ipaddress
+import logging
+import os
+import re
+import sys
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+from urllib.parse import urlsplit
+
+DEFAULT_CONFIG_PATH = Path("/etc/dmnc/config.toml")
+DEFAULT_CONTROL_SOCKET = Path("/var/run/dmnc.sock")
+# docker-mac-net-connect's UDP port; the VM side dials it unless told otherwise.
+DEFAULT_LISTEN_PORT = 3333
+# Every address: the VM reaches the host through an address dmnc cannot know in advance (host.docker.internal).
+DEFAULT_LISTEN_HOST = ipaddress.IPv4Address("0.0.0.0")  # noqa: S104
+
+# sockaddr_un.sun_path is 108 bytes on Linux (<linux/un.h> UNIX_PATH_MAX) and 104 on macOS (<sys/un.h>), NUL included.
+MAX_UNIX_SOCKET_PATH_BYTES = 103 if sys.platform == "darwin" else 107
+
+_T = TypeVar("_T")
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or invalid. `source` names where it came from, `reason` what is wrong."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+class ValueProblem(ValueError):
+    """Raised by the value parsers; `load_config` turns it into a ConfigError naming the value's source."""
+
+
+class LogLevel(enum.StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    SILENT = "silent"
+
+    @property
+    def logging_level(self) -> int:
+        """The `logging` module's level for this setting; SILENT is above every level that is ever logged."""
+        return _LOGGING_LEVELS[self]
+
+
+_LOGGING_LEVELS = {
+    LogLevel.DEBUG: logging.DEBUG,
+    LogLevel.INFO: logging.INFO,
+    LogLevel.WARNING: logging.WARNING,
+    LogLevel.ERROR: logging.ERROR,
+    LogLevel.SILENT: logging.CRITICAL + 1,
+}
+# Spellings accepted besides the canonical names: "verbose" is docker-mac-net-connect's (wireguard-go's) name for
+# its debug level, "warn" is common in Go tools.
+_LOG_LEVEL_ALIASES = {"verbose": LogLevel.DEBUG, "warn": LogLevel.WARNING}
+
+
+@dataclass(frozen=True)
+class DockerHost:
+    """The Docker Engine API socket to use instead of auto-detection (`unix:///path/to/docker.sock`)."""
+
+    socket_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    def __str__(self) -> str:
+        return self.url
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """The local UDP address of the host's WireGuard peer.
+
+    `port_explicit` is False when the port is the default: only then may the service fall back to a free port when
+    the default one is taken; an explicitly requested port that is taken is an error.
+    """
+
+    host: IPAddress
+    port: int
+    port_explicit: bool
+
+    def __str__(self) -> str:
+        return _join_host_port(str(self.host), self.port)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What the VM dials to reach the host. `port` None means "the port dmnc actually listens on"."""
+
+    host: str
+    port: int | None
+
+    def __str__(self) -> str:
+        return self.host if self.port is None else _join_host_port(self.host, self.port)
+
+
+@dataclass(frozen=True)
+class RoutePattern:
+    """Selects Docker networks: a CIDR (`10.0.0.0/8`, matches subnets inside it) or a name glob (`proj_*`)."""
+
+    text: str
+    subnet: IPNetwork | None
+
+    def matches(self, network_name: str, subnet: IPNetwork) -> bool:
+        if self.subnet is None:
+            return fnmatch.fnmatchcase(network_name, self.text)
+        return subnet.version == self.subnet.version and subnet.subnet_of(self.subnet)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RouteFilter:
+    """Which Docker network subnets get a host route: all unless excluded; only included ones once any include."""
+
+    include: tuple[RoutePattern, ...] = ()
+    exclude: tuple[RoutePattern, ...] = ()
+
+    def allows(self, network_name: str, subnet: IPNetwork) -> bool:
+        if any(pattern.matches(network_name, subnet) for pattern in self.exclude):
+            return False
+        return not self.include or any(pattern.matches(network_name, subnet) for pattern in self.include)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the service needs to know before it starts. None means "detect it" where documented."""
+
+    docker_host: DockerHost | None = None
+    listen: ListenAddress = ListenAddress(DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, port_explicit=False)
+    endpoint: Endpoint | None = None
+    # None: the setup image dmnc builds from its embedded recipe.
+    setup_image: str | None = None
+    control_socket: Path = DEFAULT_CONTROL_SOCKET
+    keep_vm_config: bool = False
+    log_level: LogLevel = LogLevel.INFO
+    routes: RouteFilter = field(default_factory=RouteFilter)
+    force_routes: bool = False
+    # The file the values were read from, if one was read: SIGHUP reloads it.
+    config_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class ConfigFlags:
+    """The configuration as given on the command line, unparsed; None means the flag was not given."""
+
+    config_file: str | None = None
+    docker_host: str | None = None
+    listen: str | None = None
+    endpoint: str | None = None
+    setup_image: str | None = None
+    control_socket: str | None = None
+    keep_vm_config: bool | None = None
+    log_level: str | None = None
+    force_routes: bool | None = None
+    route_include: tuple[str, ...] | None = None
+    route_exclude: tuple[str, ...] | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Value parsers: text in, typed value out, ValueProblem on anything else.
+
+_PORT_TEXT = re.compile(r"[0-9]{1,5}")
+# RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens, 1-63 characters each.
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_MAX_HOSTNAME_LENGTH = 253
+
+
+def _join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def split_host_port(text: str) -> tuple[str, str | None]:
+    """Split `HOST`, `HOST:PORT`, `[IPV6]` or `[IPV6]:PORT` into host text and port text (None when absent).
+
+    A bare IPv6 address without brackets is accepted only without a port, since `::1:3333` is itself an address.
+    """
+    if text.startswith("["):
+        closing = text.find("]")
+        if closing < 0:
+            raise ValueProblem(f"{text!r} opens '[' without a closing ']'")
+        host, rest = text[1:closing], text[closing + 1 :]
+        if not host:
+            raise ValueProblem(f"{text!r} has an empty address between '[' and ']'")
+        if not rest:
+            return host, None
+        if not rest.startswith(":"):
+            raise ValueProblem(f"{text!r} has {rest!r} after ']' where ':PORT' or nothing was expected")
+        return host, rest[1:]
+    if text.count(":") > 1:
+        return text, None
+    host, colon, port = text.partition(":")
+    return host, (port if colon else None)
+
+
+def parse_port(text: str, *, allow_zero: bool) -> int:
+    if not _PORT_TEXT.fullmatch(text):
+        raise ValueProblem(f"port {text!r} is not a number")
+    port = int(text)
+    lowest = 0 if allow_zero else 1
+    if not lowest <= port <= 65535:
+        raise ValueProblem(f"port {port} is not in {lowest}-65535")
+    return port
+
+
+def parse_ip_address(text: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueProblem(f"{text!r} is not an IP address") from None
+
+
+def parse_listen(text: str) -> ListenAddress:
+    """`ADDR[:PORT]`: a local IP address (IPv6 in brackets when a port follows), port 0 meaning any free port."""
+    host_text, port_text = split_host_port(text.strip())
+    if not host_text:
+        raise ValueProblem(f"{text!r} has no address (use 0.0.0.0:PORT to listen on every address)")
+    host = parse_ip_address(host_text)
+    if port_text is None:
+        return ListenAddress(host, DEFAULT_LISTEN_PORT, port_explicit=False)
+    return ListenAddress(host, parse_port(port_text, allow_zero=True), port_explicit=True)
+
+
+def parse_hostname(text: str) -> str:
+    if len(text) > _MAX_HOSTNAME_LENGTH or not all(_HOST_LABEL.fullmatch(label) for label in text.split(".")):
+        raise ValueProblem(f"{text!r} is neither an IP address nor a valid host name")
+    return text
+
+
+def parse_endpoint(text: str) -> Endpoint:
+    """`HOST[:PORT]`: a host name or IP address the VM can reach (IPv6 in brackets when a port follows)."""
+    host_text, port_text = split_host_port(text.strip())
+    if not host_text:
+        raise ValueProblem(f"{text!r} has no host")
+    try:
+        host = str(ipaddress.ip_address(host_text))
+    except ValueError:
+        host = parse_hostname(host_text)
+    return Endpoint(host, None if port_text is None else parse_port(port_text, allow_zero=False))
+
+
+def parse_unix_socket_path(text: str) -> Path:
+    if not text:
+        raise ValueProblem("the socket path is empty")
+    if "\0" in text:
+        raise ValueProblem("the socket path contains a NUL byte")
+    path = Path(os.path.abspath(text))
+    if len(os.fsencode(path)) > MAX_UNIX_SOCKET_PATH_BYTES:
+        raise ValueProblem(f"{str(path)!r} is longer than the {MAX_UNIX_SOCKET_PATH_BYTES} bytes a Unix socket allows")
+    return path
+
+
+def parse_docker_host(text: str) -> DockerHost:
+    """`unix:///path/docker.sock`: dmnc speaks to the Docker Engine API over its Unix socket only."""
+    parts = urlsplit(text.strip())
+    if parts.scheme != "unix":
+        what = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+        raise ValueProblem(f"{text!r} has {what}; expected unix:///path/to/docker.sock")
+    if parts.netloc or not parts.path.startswith("/") or parts.query or parts.fragment:
+        raise ValueProblem(f"{text!r} is not unix:// followed by an absolute socket path")
+    return DockerHost(parse_unix_socket_path(parts.path))
+
+
+# Image reference grammar of distribution/reference (reference/regexp.go): [domain[:port]/]path[:tag][@digest].
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+_IMAGE_REFERENCE = re.compile(
+    rf"(?P<name>(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)(?::{_TAG})?(?:@{_DIGEST})?", re.ASCII
+)
+_MAX_IMAGE_NAME_LENGTH = 255
+
+
+def parse_image_reference(text: str) -> str:
+    match = _IMAGE_REFERENCE.fullmatch(text.strip())
+    if match is None:
+        raise ValueProblem(f"{text!r} is not an image reference like registry.example/name:tag")
+    if len(match["name"]) > _MAX_IMAGE_NAME_LENGTH:
+        raise ValueProblem(f"the image name in {text!r} is longer than {_MAX_IMAGE_NAME_LENGTH} characters")
+    return match.string
+
+
+def parse_log_level(text: str) -> LogLevel:
+    name = text.strip().lower()
+    if name in _LOG_LEVEL_ALIASES:
+        return _LOG_LEVEL_ALIASES[name]
+    try:
+        return LogLevel(name)
+    except ValueError:
+        choices = ", ".join([*LogLevel, *_LOG_LEVEL_ALIASES])
+        raise ValueProblem(f"unknown log level {text!r}; expected one of {choices}") from None
+
+
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def parse_bool_word(text: str) -> bool:
+    word = text.strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise ValueProblem(f"{text!r} is not a yes/no value; expected one of 1, true, yes, on, 0, false, no, off")
+
+
+# Docker network names: [a-zA-Z0-9][a-zA-Z0-9_.-]* (daemon/network); globs add * ? [ ] !.
+_NETWORK_NAME_GLOB = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+")
+
+
+def parse_route_pattern(text: str) -> RoutePattern:
+    pattern = text.strip()
+    if "/" in pattern:
+        try:
+            return RoutePattern(pattern, ipaddress.ip_network(pattern, strict=True))
+        except ValueError as error:
+            raise ValueProblem(f"{text!r} is not a subnet in CIDR notation ({error})") from None
+    if not _NETWORK_NAME_GLOB.fullmatch(pattern):
+        raise ValueProblem(f"{text!r} is neither a subnet (CIDR) nor a Docker network name pattern")
+    return RoutePattern(pattern, None)
+
+
+def parse_route_patterns(texts: Sequence[str]) -> tuple[RoutePattern, ...]:
+    return tuple(parse_route_pattern(text) for text in texts)
+
+
+def _split_list(text: str) -> list[str]:
+    return [item for item in (part.strip() for part in text.split(",")) if item]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Sources
+
+
+class _Kind(enum.Enum):
+    TEXT = "a string"
+    SWITCH = "true or false"
+    LIST = "an array of strings"
+
+
+@dataclass(frozen=True)
+class _Option:
+    """One option and how each layer spells it."""
+
+    name: str
+    kind: _Kind
+    flag: str
+    env: tuple[str, ...]
+    toml_key: tuple[str, ...]
+
+
+_DOCKER_HOST = _Option("docker_host", _Kind.TEXT, "--docker-host", ("DMNC_DOCKER_HOST",), ("docker_host",))
+_LISTEN = _Option("listen", _Kind.TEXT, "--listen", ("DMNC_LISTEN",), ("listen",))
+_ENDPOINT = _Option("endpoint", _Kind.TEXT, "--endpoint", ("DMNC_ENDPOINT",), ("endpoint",))
+_SETUP_IMAGE = _Option("setup_image", _Kind.TEXT, "--setup-image", ("DMNC_SETUP_IMAGE",), ("setup_image",))
+_CONTROL_SOCKET = _Option(
+    "control_socket", _Kind.TEXT, "--control-socket", ("DMNC_CONTROL_SOCKET",), ("control_socket",)
+)
+_KEEP_VM_CONFIG = _Option(
+    "keep_vm_config", _Kind.SWITCH, "--keep-vm-config", ("DMNC_KEEP_VM_CONFIG",), ("keep_vm_config",)
+)
+_LOG_LEVEL = _Option("log_level", _Kind.TEXT, "--log-level", ("DMNC_LOG_LEVEL", "LOG_LEVEL"), ("log_level",))
+_FORCE_ROUTES = _Option("force_routes", _Kind.SWITCH, "--force-routes", ("DMNC_FORCE_ROUTES",), ("force_routes",))
+_ROUTE_INCLUDE = _Option(
+    "route_include", _Kind.LIST, "--route-include", ("DMNC_ROUTES_INCLUDE",), ("routes", "include")
+)
+_ROUTE_EXCLUDE = _Option(
+    "route_exclude", _Kind.LIST, "--route-exclude", ("DMNC_ROUTES_EXCLUDE",), ("routes", "exclude")
+)
+_OPTIONS = (
+    _DOCKER_HOST,
+    _LISTEN,
+    _ENDPOINT,
+    _SETUP_IMAGE,
+    _CONTROL_SOCKET,
+    _KEEP_VM_CONFIG,
+    _LOG_LEVEL,
+    _FORCE_ROUTES,
+    _ROUTE_INCLUDE,
+    _ROUTE_EXCLUDE,
+)
+_TOML_TABLES = {"routes": frozenset({"include", "exclude"})}
+_TOML_TOP_LEVEL_KEYS = frozenset(option.toml_key[0] for option in _OPTIONS if len(option.toml_key) == 1)
+
+
+class _ConfigFile:
+    """A parsed TOML config file that can say on which line a key was set, for error messages."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self._lines = text.splitlines()
+        try:
+            self._data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(str(path), f"not valid TOML: {error}") from None
+        self._check_structure()
+
+    @classmethod
+    def read(cls, path: Path, named_by: str | None, *, skip_unreadable: bool = False) -> _ConfigFile | None:
+        """Read `path`; a missing file is an error only when a flag or variable (`named_by`) asked for it.
+
+        `skip_unreadable` treats a file this user has no permission to read as absent.
+        """
+        blame = named_by or str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            if named_by is None:
+                return None
+            raise ConfigError(named_by, f"config file {str(path)!r} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigError(blame, f"config file {str(path)!r} is a directory") from None
+        except PermissionError:
+            if skip_unreadable:
+                return None
+            raise ConfigError(blame, f"no permission to read config file {str(path)!r}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(str(path), f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+        except OSError as error:
+            raise ConfigError(blame, f"cannot read config file {str(path)!r}: {error.strerror}") from None
+        return cls(path, text)
+
+    def source(self, key: tuple[str, ...]) -> str:
+        """`path:line (key)` where the line that sets `key` can be found, else `path (key)`."""
+        line = self._line_of(key)
+        where = f"{self.path}:{line}" if line is not None else str(self.path)
+        return f"{where} ({'.'.join(key)})"
+
+    def _line_of(self, key: tuple[str, ...]) -> int | None:
+        *tables, name = key
+        wanted_table = ".".join(tables)
+        current_table = ""
+        quoted = re.escape(name)
+        assignment = re.compile(rf"""\s*(?:{quoted}|"{quoted}"|'{quoted}')\s*=""")
+        header = re.compile(r"\s*\[\s*([A-Za-z0-9_.-]+)\s*\]")
+        for number, line in enumerate(self._lines, start=1):
+            if table := header.match(line):
+                current_table = table[1]
+            elif current_table == wanted_table and assignment.match(line):
+                return number
+        return None
+
+    def _check_structure(self) -> None:
+        for key, value in self._data.items():
+            if key in _TOML_TABLES:
+                if not isinstance(value, dict):
+                    raise ConfigError(self.source((key,)), f"expected a table [{key}], got {_toml_type(value)}")
+                for sub_key in value:
+                    if sub_key not in _TOML_TABLES[key]:
+                        known = ", ".join(sorted(_TOML_TABLES[key]))
+                        raise ConfigError(self.source((key, sub_key)), f"unknown key (known in [{key}]: {known})")
+            elif key not in _TOML_TOP_LEVEL_KEYS:
+                known = ", ".join(sorted(_TOML_TOP_LEVEL_KEYS | _TOML_TABLES.keys()))
+                raise ConfigError(self.source((key,)), f"unknown key (known keys: {known})")
+        for option in _OPTIONS:
+            value = self.get(option.toml_key)
+            if value is not None and not _has_kind(value, option.kind):
+                raise ConfigError(
+                    self.source(option.toml_key), f"expected {option.kind.value}, got {_toml_type(value)}"
+                )
+
+    def get(self, key: tuple[str, ...]) -> object | None:
+        node: object = self._data
+        for part in key:
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+
+def _has_kind(value: object, kind: _Kind) -> bool:
+    if kind is _Kind.TEXT:
+        return isinstance(value, str)
+    if kind is _Kind.SWITCH:
+        return isinstance(value, bool)
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _toml_type(value: object) -> str:
+    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a float", list: "an array", dict: "a table"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class _Given(Generic[_T]):
+    """The winning value of one option, as its layer gave it, with the name of that source for error messages."""
+
+    value: _T
+    source: str
+
+
+class _Layers:
+    """Flags, environment and config file; each lookup returns the value of the first layer that has the option.
+
+    Lower layers are not parsed when a higher one wins: a LOG_LEVEL meant for another program does not matter when
+    --log-level is given. The file's structure and value types were checked when it was read.
+    """
+
+    def __init__(self, flags: ConfigFlags, environ: Mapping[str, str], config_file: _ConfigFile | None) -> None:
+        self._flags = flags
+        self._environ = environ
+        self._file = config_file
+
+    def _environment(self, option: _Option) -> _Given[str] | None:
+        for name in option.env:
+            if text := self._environ.get(name, ""):
+                return _Given(text, name)
+        return None
+
+    def _file_value(self, option: _Option) -> _Given[object] | None:
+        if self._file is None or (value := self._file.get(option.toml_key)) is None:
+            return None
+        return _Given(value, self._file.source(option.toml_key))
+
+    def text(self, option: _Option) -> _Given[str] | None:
+        flag_value = getattr(self._flags, option.name)
+        if isinstance(flag_value, str):
+            return _Given(flag_value, option.flag)
+        if given := self._environment(option):
+            return given
+        if (in_file := self._file_value(option)) and isinstance(in_file.value, str):
+            return _Given(in_file.value, in_file.source)
+        return None
+
+    def switch(self, option: _Option) -> bool:
+        if getattr(self._flags, option.name) is True:
+            return True
+        if given := self._environment(option):
+            return _parse_given(given, parse_bool_word)
+        in_file = self._file_value(option)
+        return in_file is not None and in_file.value is True
+
+    def patterns(self, option: _Option) -> tuple[RoutePattern, ...]:
+        flag_value = getattr(self._flags, option.name)
+        given: _Given[list[str]] | None = None
+        if isinstance(flag_value, tuple):
+            given = _Given(list(flag_value), option.flag)
+        elif in_environment := self._environment(option):
+            given = _Given(_split_list(in_environment.value), in_environment.source)
+        elif (in_file := self._file_value(option)) and isinstance(in_file.value, list):
+            given = _Given([str(item) for item in in_file.value], in_file.source)
+        return () if given is None else _parse_given(given, parse_route_patterns)
+
+    def parsed(self, option: _Option, parse: Callable[[str], _T]) -> _T | None:
+        given = self.text(option)
+        return None if given is None else _parse_given(given, parse)
+
+
+_V = TypeVar("_V")
+
+
+def _parse_given(given: _Given[_V], parse: Callable[[_V], _T]) -> _T:
+    try:
+        return parse(given.value)
+    except ValueProblem as problem:
+        raise ConfigError(given.source, str(problem)) from None
+
+
+def _config_file_path(flags: ConfigFlags, environ: Mapping[str, str]) -> tuple[Path, str | None]:
+    """The config file to read and the flag or variable that named it (None for the default path)."""
+    if flags.config_file is not None:
+        if not flags.config_file:
+            raise ConfigError("--config", "the path is empty")
+        return Path(flags.config_file), "--config"
+    if environ.get("DMNC_CONFIG"):
+        return Path(environ["DMNC_CONFIG"]), "DMNC_CONFIG"
+    return DEFAULT_CONFIG_PATH, None
+
+
+def _check_file_socket_path(config_file: _ConfigFile | None) -> None:
+    value = config_file.get(_CONTROL_SOCKET.toml_key) if config_file is not None else None
+    if config_file is not None and isinstance(value, str) and not value.startswith("/"):
+        # Relative to what? The directory dmnc happens to start in is no answer for a file.
+        raise ConfigError(
+            config_file.source(_CONTROL_SOCKET.toml_key),
+            f"the control socket path {value!r} must be absolute in a config file",
+        )
+
+
+def load_config(flags: ConfigFlags, environ: Mapping[str, str]) -> Config:
+    """Build the Config from flags > environment > config file > defaults. Raises ConfigError on any bad value."""
+    path, named_by = _config_file_path(flags, environ)
+    config_file = _ConfigFile.read(path, named_by)
+    _check_file_socket_path(config_file)
+    layers = _Layers(flags, environ, config_file)
+    defaults = Config()
+    return Config(
+        docker_host=layers.parsed(_DOCKER_HOST, parse_docker_host),
+        listen=layers.parsed(_LISTEN, parse_listen) or defaults.listen,
+        endpoint=layers.parsed(_ENDPOINT, parse_endpoint),
+        setup_image=layers.parsed(_SETUP_IMAGE, parse_image_reference),
+        control_socket=layers.parsed(_CONTROL_SOCKET, parse_unix_socket_path) or defaults.control_socket,
+        keep_vm_config=layers.switch(_KEEP_VM_CONFIG),
+        log_level=layers.parsed(_LOG_LEVEL, parse_log_level) or defaults.log_level,
+        routes=RouteFilter(include=layers.patterns(_ROUTE_INCLUDE), exclude=layers.patterns(_ROUTE_EXCLUDE)),
+        force_routes=layers.switch(_FORCE_ROUTES),
+        config_file=config_file.path if config_file is not None else None,
+    )
+
+
+def load_control_socket_path(flag: str | None, environ: Mapping[str, str]) -> Path:
+    """The control socket for clients (`dmnc status`): flag > DMNC_CONTROL_SOCKET > config file > default.
+
+    Only that one option is looked at. Clients run without root: a config file they may not read is skipped, since
+    the default socket path is then the best guess left.
+    """
+    flags = ConfigFlags(control_socket=flag)
+    config_file: _ConfigFile | None = None
+    if flag is None and not environ.get("DMNC_CONTROL_SOCKET"):
+        path, named_by = _config_file_path(flags, environ)
+        config_file = _ConfigFile.read(path, named_by, skip_unreadable=True)
+        _check_file_socket_path(config_file)
+    return _Layers(flags, environ, config_file).parsed(_CONTROL_SOCKET, parse_unix_socket_path) or (
+        DEFAULT_CONTROL_SOCKET
+    )
