@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 RETRY_AFTER_FAILURE_SECONDS = 2.0
 # A program that keeps taking one of our routes (some VPN clients re-assert theirs at once) would otherwise make
 # both sides fight forever: after this many restores of one destination within the window, dmnc stops restoring
-# it and says so; a network event or resync for it starts over.
+# it and says so. A network event or resync evaluates it afresh, as a subnet dmnc never routed: with the other
+# program's route in place, the overlap rule (and --force-routes) decides.
 MAX_RESTORES = 5
 RESTORE_WINDOW_SECONDS = 60.0
 

@@ -1,0 +1,257 @@
+"""Reconciliation: the pure plan, and the RouteReconciler task against the in-memory manager."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+
+import pytest
+import trio
+import trio.testing
+
+from dmnc.routes.fake import FakeRouteManager, Operation
+from dmnc.routes.policy import NetworkInfo, PolicyConfig
+from dmnc.routes.reconcile import (
+    MAX_RESTORES,
+    RETRY_AFTER_FAILURE_SECONDS,
+    RouteReconciler,
+    plan_changes,
+)
+
+net = ipaddress.ip_network
+
+
+def network(name: str, *subnets: str, labels: dict[str, str] | None = None) -> NetworkInfo:
+    return NetworkInfo(
+        name=name,
+        id=f"id-{name}",
+        driver="bridge",
+        scope="local",
+        internal=False,
+        labels=labels or {},
+        subnets=tuple(net(subnet) for subnet in subnets),
+    )
+
+
+def test_plan_adds_missing_and_deletes_unwanted_only() -> None:
+    plan = plan_changes(
+        {net("10.1.0.0/24"), net("10.2.0.0/24"), net("fd00::/64")}, {net("10.2.0.0/24"), net("10.3.0.0/24")}
+    )
+    assert plan.add == (net("10.1.0.0/24"), net("fd00::/64"))
+    assert plan.delete == (net("10.3.0.0/24"),)
+
+
+def test_plan_of_equal_sets_is_empty() -> None:
+    routes = {net("10.1.0.0/24"), net("fd00::/64")}
+    assert plan_changes(routes, set(routes)).empty
+
+
+def test_plan_orders_ipv4_before_ipv6_and_by_address() -> None:
+    desired = {net("fd00::/64"), net("10.9.0.0/24"), net("10.1.0.0/24")}
+    assert plan_changes(desired, set()).add == (net("10.1.0.0/24"), net("10.9.0.0/24"), net("fd00::/64"))
+
+
+@pytest.fixture
+async def fake() -> FakeRouteManager:
+    return FakeRouteManager()
+
+
+@pytest.fixture
+async def reconciler(fake: FakeRouteManager, nursery: trio.Nursery) -> RouteReconciler:
+    reconciler = RouteReconciler(fake, PolicyConfig())
+    await nursery.start(reconciler.run)
+    return reconciler
+
+
+async def ours(fake: FakeRouteManager) -> set[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return {route.destination for route in await fake.list_ours()}
+
+
+async def test_nothing_is_touched_before_the_networks_are_known(
+    fake: FakeRouteManager, reconciler: RouteReconciler
+) -> None:
+    fake.install_other(net("172.20.0.0/16"), "en0")
+    reconciler.trigger()
+    await reconciler.settled()
+    assert fake.operations == []
+
+
+async def test_networks_get_routes_and_removed_networks_lose_them(
+    fake: FakeRouteManager, reconciler: RouteReconciler
+) -> None:
+    reconciler.set_networks([network("a", "172.20.0.0/16", "fd00:a::/64"), network("b", "172.21.0.0/16")])
+    await reconciler.settled()
+    assert await ours(fake) == {net("172.20.0.0/16"), net("fd00:a::/64"), net("172.21.0.0/16")}
+    reconciler.remove_network("id-a")
+    await reconciler.settled()
+    assert await ours(fake) == {net("172.21.0.0/16")}
+    assert reconciler.status().routed == {net("172.21.0.0/16")}
+
+
+async def test_network_event_changes_only_what_changed(fake: FakeRouteManager, reconciler: RouteReconciler) -> None:
+    reconciler.set_networks([network("a", "172.20.0.0/16")])
+    await reconciler.settled()
+    fake.operations.clear()
+    reconciler.update_network(network("b", "172.21.0.0/16"))
+    await reconciler.settled()
+    assert fake.operations == [Operation("add", net("172.21.0.0/16"))]
+
+
+async def test_full_resync_after_reconnect_handles_networks_changed_while_away(
+    fake: FakeRouteManager, reconciler: RouteReconciler
+) -> None:
+    reconciler.set_networks([network("a", "172.20.0.0/16"), network("b", "172.21.0.0/16")])
+    await reconciler.settled()
+    fake.operations.clear()
+    # Docker was away: b was removed and c created meanwhile; the resync lists a and c.
+    reconciler.set_networks([network("a", "172.20.0.0/16"), network("c", "172.22.0.0/16")])
+    await reconciler.settled()
+    assert fake.operations == [Operation("delete", net("172.21.0.0/16")), Operation("add", net("172.22.0.0/16"))]
+
+
+async def test_burst_of_fifty_network_events_coalesces(fake: FakeRouteManager, reconciler: RouteReconciler) -> None:
+    reconciler.set_networks([])
+    await reconciler.settled()
+    passes_before = reconciler.status().passes
+    for index in range(50):
+        reconciler.update_network(network(f"n{index}", f"10.{index}.0.0/24"))
+    await reconciler.settled()
+    assert await ours(fake) == {net(f"10.{index}.0.0/24") for index in range(50)}
+    assert len(fake.operations) == 50
+    assert reconciler.status().passes - passes_before <= 2
+
+
+async def test_route_deleted_by_another_program_is_restored_and_the_culprit_logged(
+    fake: FakeRouteManager, reconciler: RouteReconciler, caplog: pytest.LogCaptureFixture
+) -> None:
+    reconciler.set_networks([network("a", "172.20.0.0/16")])
+    await reconciler.settled()
+    with caplog.at_level(logging.WARNING, logger="dmnc.routes.reconcile"):
+        fake.remove_other(net("172.20.0.0/16"), sender_pid=999999999)
+        await trio.testing.wait_all_tasks_blocked()
+        await reconciler.settled()
+    assert await ours(fake) == {net("172.20.0.0/16")}
+    assert fake.operations[-1] == Operation("replace", net("172.20.0.0/16"))
+    assert any("deleted by pid 999999999" in record.message for record in caplog.records)
+
+
+async def test_route_taken_over_by_another_program_is_put_back(
+    fake: FakeRouteManager, reconciler: RouteReconciler, caplog: pytest.LogCaptureFixture
+) -> None:
+    reconciler.set_networks([network("a", "172.20.0.0/16")])
+    await reconciler.settled()
+    with caplog.at_level(logging.WARNING, logger="dmnc.routes.reconcile"):
+        fake.install_other(net("172.20.0.0/16"), "utun4", sender_pid=999999998)
+        await trio.testing.wait_all_tasks_blocked()
+        await reconciler.settled()
+    assert await ours(fake) == {net("172.20.0.0/16")}
+    assert any("taken over by pid 999999998" in record.message for record in caplog.records)
+
+
+async def test_overlapping_route_of_another_program_is_reported_and_left_alone(
+    fake: FakeRouteManager, reconciler: RouteReconciler, caplog: pytest.LogCaptureFixture
+) -> None:
+    lan = fake.install_other(net("172.20.0.0/16"), "en0", gateway=ipaddress.ip_address("192.168.1.1"))
+    with caplog.at_level(logging.WARNING, logger="dmnc.routes.reconcile"):
+        reconciler.set_networks([network("a", "172.20.0.0/16")])
+        await reconciler.settled()
+    assert fake.operations == []
+    assert await fake.list_routes() == [lan]
+    [warning] = [record.message for record in caplog.records]
+    assert "172.20.0.0/16 via 192.168.1.1 dev en0" in warning
+    assert "network 'a' subnet 172.20.0.0/16" in warning
+
+
+async def test_overlap_warning_is_logged_once_not_every_pass(
+    fake: FakeRouteManager, reconciler: RouteReconciler, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.install_other(net("172.16.0.0/12"), "utun4")
+    with caplog.at_level(logging.WARNING, logger="dmnc.routes.reconcile"):
+        reconciler.set_networks([network("a", "172.20.0.0/16")])
+        await reconciler.settled()
+        reconciler.trigger()
+        await reconciler.settled()
+    assert len(caplog.records) == 1
+    assert len(reconciler.status().overlaps) == 1
+
+
+async def test_forced_overlap_is_routed(fake: FakeRouteManager, nursery: trio.Nursery) -> None:
+    fake.install_other(net("172.16.0.0/12"), "utun4")
+    reconciler = RouteReconciler(fake, PolicyConfig(force=True))
+    await nursery.start(reconciler.run)
+    reconciler.set_networks([network("a", "172.20.0.0/16")])
+    await reconciler.settled()
+    assert await ours(fake) == {net("172.20.0.0/16")}
+
+
+async def test_vpn_connecting_later_does_not_unroute_an_existing_subnet(
+    fake: FakeRouteManager, reconciler: RouteReconciler
+) -> None:
+    reconciler.set_networks([network("a", "172.20.0.0/16")])
+    await reconciler.settled()
+    fake.install_other(net("172.16.0.0/12"), "utun4")
+    await trio.testing.wait_all_tasks_blocked()
+    await reconciler.settled()
+    assert await ours(fake) == {net("172.20.0.0/16")}
+    assert len(reconciler.status().overlaps) == 1
+
+
+async def test_opt_out_label_added_later_removes_the_route(fake: FakeRouteManager, reconciler: RouteReconciler) -> None:
+    reconciler.set_networks([network("a", "172.20.0.0/16")])
+    await reconciler.settled()
+    reconciler.update_network(network("a", "172.20.0.0/16", labels={"dmnc.route": "false"}))
+    await reconciler.settled()
+    assert await ours(fake) == set()
+
+
+async def test_a_program_fighting_for_a_route_wins_after_the_restore_limit(
+    fake: FakeRouteManager, reconciler: RouteReconciler, caplog: pytest.LogCaptureFixture
+) -> None:
+    reconciler.set_networks([network("a", "172.20.0.0/16")])
+    await reconciler.settled()
+    with caplog.at_level(logging.ERROR, logger="dmnc.routes.reconcile"):
+        for _ in range(MAX_RESTORES + 1):
+            fake.install_other(net("172.20.0.0/16"), "utun4")
+            await trio.testing.wait_all_tasks_blocked()
+            await reconciler.settled()
+    assert [route.ours for route in await fake.list_routes()] == [False]
+    assert any("no longer restoring" in record.message for record in caplog.records)
+    # A network event evaluates it afresh, as a new subnet: the other program's route now decides (overlap rule).
+    reconciler.update_network(network("a", "172.20.0.0/16"))
+    await reconciler.settled()
+    assert [route.interface for route in await fake.list_routes()] == ["utun4"]
+    assert [finding.routed for finding in reconciler.status().overlaps] == [False]
+
+
+async def test_refused_route_is_retried_without_a_new_trigger(
+    fake: FakeRouteManager, reconciler: RouteReconciler, autojump_clock: trio.testing.MockClock
+) -> None:
+    fake.refuse[net("172.20.0.0/16")] = errno.ENETDOWN
+    reconciler.set_networks([network("a", "172.20.0.0/16"), network("b", "172.21.0.0/16")])
+    await reconciler.settled()
+    assert await ours(fake) == {net("172.21.0.0/16")}
+    assert "172.20.0.0/16" in (reconciler.status().last_error or "")
+    del fake.refuse[net("172.20.0.0/16")]
+    await trio.sleep(RETRY_AFTER_FAILURE_SECONDS + 0.1)
+    assert await ours(fake) == {net("172.20.0.0/16"), net("172.21.0.0/16")}
+    assert reconciler.status().last_error is None
+
+
+async def test_lost_notifications_cause_a_resync(fake: FakeRouteManager, reconciler: RouteReconciler) -> None:
+    reconciler.set_networks([network("a", "172.20.0.0/16")])
+    await reconciler.settled()
+    passes = reconciler.status().passes
+    fake.overrun()
+    await trio.testing.wait_all_tasks_blocked()
+    await reconciler.settled()
+    assert reconciler.status().passes == passes + 1
+
+
+async def test_withdraw_removes_only_our_routes(fake: FakeRouteManager, reconciler: RouteReconciler) -> None:
+    lan = fake.install_other(net("192.168.1.0/24"), "en0")
+    reconciler.set_networks([network("a", "172.20.0.0/16"), network("b", "fd00:b::/64")])
+    await reconciler.settled()
+    await reconciler.withdraw()
+    assert await fake.list_routes() == [lan]
+    assert reconciler.status().routed == frozenset()
