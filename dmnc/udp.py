@@ -1,0 +1,160 @@
+"""The tunnel's UDP endpoint: listening sockets (IPv4 and/or IPv6) on one port, plus connected sockets per peer.
+
+Sending on a connected socket skips CPython's address parsing and the kernel's route lookup per packet (~1.6 us of
+a ~10 us budget, DESIGN.md). Every socket is bound with SO_REUSEPORT to the same address and port, so a socket
+connected to a peer's endpoint shares the port with the listener; both Linux (udp4_lib_lookup2 scoring) and the
+BSDs (in_pcblookup: exact match first) deliver that peer's datagrams to the connected socket, everything else to
+the listener. Every socket is non-blocking.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+Endpoint = tuple[str, int]
+
+# The VM reaches the host through the VM's NAT, from an address dmnc cannot know in advance: listen on all.
+DEFAULT_LISTEN_ADDRESSES = ("0.0.0.0", "::")  # noqa: S104
+# Errors a datagram socket reports for one datagram (ICMP unreachable answers, a route that is briefly gone, a full
+# queue): the datagram is dropped and counted; the socket stays usable.
+TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.EHOSTDOWN,
+        errno.ENETDOWN,
+        errno.EAGAIN,
+        errno.ENOBUFS,
+        errno.EADDRNOTAVAIL,
+        errno.EPERM,  # a firewall rule rejected the datagram
+        errno.EMSGSIZE,
+    }
+)
+
+
+class UdpError(Exception):
+    """A UDP socket cannot be opened, bound or used; the message names the address and the cause."""
+
+
+def is_transient(error: OSError) -> bool:
+    return error.errno in TRANSIENT_ERRNOS
+
+
+def normalize_endpoint(address: tuple[Any, ...]) -> Endpoint:
+    """(host, port) from a socket address; IPv6 scope ids and flow info dropped, as the core's Endpoint wants."""
+    host: str = address[0]
+    port: int = address[1]
+    return host.split("%", 1)[0], port
+
+
+def family_of(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _new_socket(family: socket.AddressFamily, bind_address: Endpoint) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            # One socket per family, as wireguard-go does: dual-stack would report IPv4 peers as ::ffff:a.b.c.d.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(bind_address)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class UdpEndpoint:
+    """Listening sockets on one port (`port`), and sockets connected to known peer endpoints."""
+
+    def __init__(self, listeners: Sequence[socket.socket], port: int) -> None:
+        self.listeners = tuple(listeners)
+        self.port = port
+        self._listener_by_family = {sock.family: sock for sock in self.listeners}
+        self.connected: dict[Endpoint, socket.socket] = {}
+
+    @classmethod
+    def open(cls, port: int = 0, addresses: Sequence[str] = DEFAULT_LISTEN_ADDRESSES) -> UdpEndpoint:
+        """Bind every address in `addresses` on `port`; port 0 picks one free port shared by all of them.
+
+        An address family the host lacks (no IPv6) is skipped when other addresses were bound. Raises UdpError.
+        """
+        if not addresses:
+            raise UdpError("no listen address given")
+        listeners: list[socket.socket] = []
+        chosen_port = port
+        failures: list[str] = []
+        try:
+            for host in addresses:
+                try:
+                    ipaddress.ip_address(host)
+                except ValueError as error:
+                    raise UdpError(f"listen address {host!r} is not an IP address") from error
+                try:
+                    sock = _new_socket(family_of(host), (host, chosen_port))
+                except OSError as error:
+                    if error.errno == errno.EAFNOSUPPORT:
+                        failures.append(f"{host}: {error.strerror}")
+                        continue
+                    raise UdpError(f"binding UDP {host} port {chosen_port}: {error.strerror}") from error
+                listeners.append(sock)
+                chosen_port = sock.getsockname()[1]
+        except UdpError:
+            for sock in listeners:
+                sock.close()
+            raise
+        if not listeners:
+            raise UdpError(f"no UDP listen address could be bound: {'; '.join(failures)}")
+        return cls(listeners, chosen_port)
+
+    def listener_for(self, endpoint: Endpoint) -> socket.socket | None:
+        return self._listener_by_family.get(family_of(endpoint[0]))
+
+    def send_unconnected(self, data: bytes, endpoint: Endpoint) -> bool:
+        """sendto on the listener of `endpoint`'s family; False if the datagram was dropped. Raises UdpError."""
+        listener = self.listener_for(endpoint)
+        if listener is None:
+            return False
+        try:
+            listener.sendto(data, endpoint)
+        except OSError as error:
+            if is_transient(error) or isinstance(error, socket.gaierror):
+                return False
+            raise UdpError(f"sending to {endpoint[0]} port {endpoint[1]}: {error.strerror}") from error
+        return True
+
+    def connect(self, endpoint: Endpoint) -> socket.socket | None:
+        """A socket on our port connected to `endpoint` (created once); None if the system refuses one."""
+        existing = self.connected.get(endpoint)
+        if existing is not None:
+            return existing
+        listener = self.listener_for(endpoint)
+        if listener is None:
+            return None
+        try:
+            sock = _new_socket(listener.family, listener.getsockname()[:2])
+        except OSError:
+            return None
+        try:
+            sock.connect(endpoint)
+        except OSError:
+            sock.close()
+            return None
+        self.connected[endpoint] = sock
+        return sock
+
+    def disconnect(self, endpoint: Endpoint) -> socket.socket | None:
+        """Forget the socket connected to `endpoint` and return it; the caller closes it after waking its reader."""
+        return self.connected.pop(endpoint, None)
+
+    def close(self) -> None:
+        for sock in (*self.listeners, *self.connected.values()):
+            sock.close()
+        self.connected.clear()

@@ -1,0 +1,76 @@
+"""UDP endpoint on loopback: shared port across families, connected-socket delivery, transient errors."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from dmnc.udp import UdpEndpoint, UdpError, normalize_endpoint
+
+
+def receive_all(sock: socket.socket) -> list[bytes]:
+    time.sleep(0.05)
+    datagrams = []
+    while True:
+        try:
+            datagrams.append(sock.recv(2048))
+        except BlockingIOError:
+            return datagrams
+
+
+def test_port_zero_picks_one_free_port_for_both_families() -> None:
+    endpoint = UdpEndpoint.open(0, ["127.0.0.1", "::1"])
+    try:
+        assert endpoint.port > 0
+        assert [sock.getsockname()[1] for sock in endpoint.listeners] == [endpoint.port, endpoint.port]
+        assert [sock.family for sock in endpoint.listeners] == [socket.AF_INET, socket.AF_INET6]
+    finally:
+        endpoint.close()
+
+
+def test_busy_port_and_bad_address_are_udp_errors() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        with pytest.raises(UdpError, match=r"binding UDP 127\.0\.0\.1"):
+            UdpEndpoint.open(squatter.getsockname()[1], ["127.0.0.1"])
+    with pytest.raises(UdpError, match="not an IP address"):
+        UdpEndpoint.open(0, ["localhost"])
+
+
+def test_connected_socket_gets_its_peers_datagrams_and_listener_the_rest() -> None:
+    endpoint = UdpEndpoint.open(0, ["127.0.0.1"])
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger,
+    ):
+        try:
+            peer.bind(("127.0.0.1", 0))
+            peer_endpoint = normalize_endpoint(peer.getsockname())
+            connected = endpoint.connect(peer_endpoint)
+            assert connected is not None
+            assert endpoint.connect(peer_endpoint) is connected
+            connected.send(b"hello peer")
+            assert peer.recvfrom(100) == (b"hello peer", ("127.0.0.1", endpoint.port))
+            peer.sendto(b"from peer", ("127.0.0.1", endpoint.port))
+            stranger.sendto(b"from stranger", ("127.0.0.1", endpoint.port))
+            assert receive_all(connected) == [b"from peer"]
+            assert receive_all(endpoint.listeners[0]) == [b"from stranger"]
+            assert endpoint.disconnect(peer_endpoint) is connected
+        finally:
+            endpoint.close()
+
+
+def test_unconnected_send_to_a_missing_family_or_refused_port_is_a_drop_not_an_error() -> None:
+    endpoint = UdpEndpoint.open(0, ["127.0.0.1"])
+    try:
+        assert not endpoint.send_unconnected(b"x", ("::1", 9))
+        assert endpoint.send_unconnected(b"x", ("127.0.0.1", 9))
+    finally:
+        endpoint.close()
+
+
+def test_ipv6_scope_is_dropped_from_endpoints() -> None:
+    assert normalize_endpoint(("fe80::1%eth0", 51820, 0, 2)) == ("fe80::1", 51820)
+    assert normalize_endpoint(("10.0.0.1", 1)) == ("10.0.0.1", 1)
