@@ -1,0 +1,330 @@
+"""What `dmnc status` shows: the typed status snapshot and the events of the live feed, with their JSON form.
+
+The JSON of a snapshot (one object, `dmnc status --json`) is a contract users and tests rely on:
+
+    {"version": "0.1.0",
+     "tunnel": {"interface": "utun4", "listen": "0.0.0.0:3333", "last_handshake_age_s": 12.5,
+                "endpoint": "192.168.65.3:51820", "rx_bytes": 1024, "tx_bytes": 2048, "drops": {"replay": 1}},
+     "docker": {"host": "unix:///var/run/docker.sock", "runtime": "Docker Desktop", "api_version": "1.41",
+                "connected": true},
+     "vm": {"mode": "kernel", "public_key": "<base64 of 32 bytes>"},
+     "routes": [{"subnet": "172.17.0.0/16", "network": "bridge", "installed": true}]}
+
+null means "not known yet" (no handshake so far, Docker not reached, VM not set up). An event is one object:
+
+    {"time": 1795000000.25, "kind": "docker.connected", "message": "connected to Docker Desktop (API 1.41)",
+     "details": {"api_version": "1.41"}}
+
+Decoding treats the bytes as untrusted: every `*_untrusted` function raises only `StatusFormatError`, naming the
+field and what is wrong. Unknown keys are ignored, so an older `dmnc status` can read a newer service's snapshot.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+DetailValue = str | int | float | bool | None
+
+# A WireGuard public key is a Curve25519 point, 32 bytes (whitepaper section 5.4), shown in base64 as wg(8) does.
+PUBLIC_KEY_BYTES = 32
+# "area.what", e.g. "tunnel.handshake", "docker.disconnected", "route.installed".
+_EVENT_KIND = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+")
+
+
+class StatusFormatError(ValueError):
+    """A snapshot or event in JSON form is malformed; `where` is the dotted path of the offending field."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}" if where else reason)
+        self.where = where
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TunnelStatus:
+    """The host's WireGuard peer. `drops` counts discarded packets by reason (e.g. "replay", "invalid_mac")."""
+
+    interface: str | None = None
+    listen: str | None = None
+    last_handshake_age_s: float | None = None
+    endpoint: str | None = None
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    drops: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DockerStatus:
+    """The Docker Engine dmnc talks to: its socket URL, the runtime behind it (Docker Desktop, Colima...)."""
+
+    host: str | None = None
+    runtime: str | None = None
+    api_version: str | None = None
+    connected: bool = False
+
+
+@dataclass(frozen=True)
+class VmStatus:
+    """The VM side of the tunnel: how it was set up ("kernel", "userspace") and its WireGuard public key."""
+
+    mode: str | None = None
+    public_key: str | None = None
+
+
+@dataclass(frozen=True)
+class RouteStatus:
+    """One Docker network subnet and whether its host route through the tunnel is in place."""
+
+    subnet: IPNetwork
+    network: str
+    installed: bool
+
+
+@dataclass(frozen=True)
+class StatusSnapshot:
+    """The whole service state at one moment, as `dmnc status` shows it."""
+
+    version: str
+    tunnel: TunnelStatus = TunnelStatus()
+    docker: DockerStatus = DockerStatus()
+    vm: VmStatus = VmStatus()
+    routes: tuple[RouteStatus, ...] = ()
+
+    def to_json_object(self) -> dict[str, object]:
+        tunnel, docker, vm = self.tunnel, self.docker, self.vm
+        return {
+            "version": self.version,
+            "tunnel": {
+                "interface": tunnel.interface,
+                "listen": tunnel.listen,
+                "last_handshake_age_s": tunnel.last_handshake_age_s,
+                "endpoint": tunnel.endpoint,
+                "rx_bytes": tunnel.rx_bytes,
+                "tx_bytes": tunnel.tx_bytes,
+                "drops": dict(tunnel.drops),
+            },
+            "docker": {
+                "host": docker.host,
+                "runtime": docker.runtime,
+                "api_version": docker.api_version,
+                "connected": docker.connected,
+            },
+            "vm": {"mode": vm.mode, "public_key": vm.public_key},
+            "routes": [
+                {"subnet": str(route.subnet), "network": route.network, "installed": route.installed}
+                for route in self.routes
+            ],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_json_object(), allow_nan=False)
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """Something that happened, for the live feed: when (Unix time), what kind, a readable line, details."""
+
+    time: float
+    kind: str
+    message: str
+    details: Mapping[str, DetailValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _EVENT_KIND.fullmatch(self.kind):
+            raise ValueError(f"event kind {self.kind!r} is not 'area.what' in lower case")
+
+    def to_json_object(self) -> dict[str, object]:
+        return {"time": self.time, "kind": self.kind, "message": self.message, "details": dict(self.details)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_json_object(), allow_nan=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Decoding untrusted JSON
+
+
+def _reject_constant(name: str) -> object:
+    raise StatusFormatError("", f"{name} is not a number JSON allows")
+
+
+def _load_json_untrusted(text: str | bytes) -> object:
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except StatusFormatError:
+        raise
+    except UnicodeDecodeError as error:
+        raise StatusFormatError("", f"not UTF-8 ({error.reason})") from None
+    except json.JSONDecodeError as error:
+        raise StatusFormatError("", f"not JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
+    except RecursionError:
+        raise StatusFormatError("", "JSON nested too deeply") from None
+    except ValueError as error:  # e.g. an integer longer than Python's int parsing limit
+        raise StatusFormatError("", f"unreadable JSON value ({error})") from None
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "null"
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+class _Object:
+    """Typed access to the fields of one JSON object, each failure naming the field's dotted path."""
+
+    def __init__(self, value: object, where: str) -> None:
+        if not isinstance(value, dict):
+            raise StatusFormatError(where, f"expected an object, got {_describe(value)}")
+        self._fields: dict[str, object] = value
+        self._where = where
+
+    def field_names(self) -> list[str]:
+        return list(self._fields)
+
+    def path(self, key: str) -> str:
+        return f"{self._where}.{key}" if self._where else key
+
+    def raw(self, key: str) -> object:
+        if key not in self._fields:
+            raise StatusFormatError(self.path(key), "missing")
+        return self._fields[key]
+
+    def text(self, key: str) -> str:
+        value = self.raw(key)
+        if not isinstance(value, str):
+            raise StatusFormatError(self.path(key), f"expected a string, got {_describe(value)}")
+        return value
+
+    def optional_text(self, key: str) -> str | None:
+        return None if self.raw(key) is None else self.text(key)
+
+    def flag(self, key: str) -> bool:
+        value = self.raw(key)
+        if not isinstance(value, bool):
+            raise StatusFormatError(self.path(key), f"expected true or false, got {_describe(value)}")
+        return value
+
+    def count(self, key: str) -> int:
+        return _count(self.raw(key), self.path(key))
+
+    def optional_seconds(self, key: str) -> float | None:
+        value = self.raw(key)
+        if value is None:
+            return None
+        return _seconds(value, self.path(key))
+
+    def counts(self, key: str) -> dict[str, int]:
+        table = _Object(self.raw(key), self.path(key))
+        return {name: table.count(name) for name in table.field_names()}
+
+    def nested(self, key: str) -> _Object:
+        return _Object(self.raw(key), self.path(key))
+
+    def array(self, key: str) -> list[object]:
+        value = self.raw(key)
+        if not isinstance(value, list):
+            raise StatusFormatError(self.path(key), f"expected an array, got {_describe(value)}")
+        return value
+
+
+def _count(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise StatusFormatError(where, f"expected a non-negative integer, got {_describe(value)} {value!r}")
+    return value
+
+
+def _seconds(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise StatusFormatError(where, f"expected a non-negative number of seconds, got {_describe(value)} {value!r}")
+    return float(value)
+
+
+def _public_key(value: str | None, where: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except binascii.Error:
+        decoded = b""
+    if len(decoded) != PUBLIC_KEY_BYTES:
+        raise StatusFormatError(where, f"{value!r} is not the base64 of a {PUBLIC_KEY_BYTES}-byte public key")
+    return value
+
+
+def _route(value: object, where: str) -> RouteStatus:
+    fields = _Object(value, where)
+    subnet_text = fields.text("subnet")
+    try:
+        subnet = ipaddress.ip_network(subnet_text)
+    except ValueError:
+        raise StatusFormatError(fields.path("subnet"), f"{subnet_text!r} is not a subnet in CIDR notation") from None
+    return RouteStatus(subnet=subnet, network=fields.text("network"), installed=fields.flag("installed"))
+
+
+def decode_snapshot_untrusted(text: str | bytes) -> StatusSnapshot:
+    """Parse and check the JSON form of a snapshot; raises StatusFormatError naming the bad field."""
+    top = _Object(_load_json_untrusted(text), "")
+    tunnel = top.nested("tunnel")
+    docker = top.nested("docker")
+    vm = top.nested("vm")
+    return StatusSnapshot(
+        version=top.text("version"),
+        tunnel=TunnelStatus(
+            interface=tunnel.optional_text("interface"),
+            listen=tunnel.optional_text("listen"),
+            last_handshake_age_s=tunnel.optional_seconds("last_handshake_age_s"),
+            endpoint=tunnel.optional_text("endpoint"),
+            rx_bytes=tunnel.count("rx_bytes"),
+            tx_bytes=tunnel.count("tx_bytes"),
+            drops=tunnel.counts("drops"),
+        ),
+        docker=DockerStatus(
+            host=docker.optional_text("host"),
+            runtime=docker.optional_text("runtime"),
+            api_version=docker.optional_text("api_version"),
+            connected=docker.flag("connected"),
+        ),
+        vm=VmStatus(
+            mode=vm.optional_text("mode"),
+            public_key=_public_key(vm.optional_text("public_key"), vm.path("public_key")),
+        ),
+        routes=tuple(_route(route, f"routes[{index}]") for index, route in enumerate(top.array("routes"))),
+    )
+
+
+def decode_event_untrusted(text: str | bytes) -> StatusEvent:
+    """Parse and check the JSON form of an event; raises StatusFormatError naming the bad field."""
+    fields = _Object(_load_json_untrusted(text), "")
+    kind = fields.text("kind")
+    if not _EVENT_KIND.fullmatch(kind):
+        raise StatusFormatError("kind", f"{kind!r} is not 'area.what' in lower case")
+    details = fields.nested("details")
+    detail_values: dict[str, DetailValue] = {}
+    for name in details.field_names():
+        value = details.raw(name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise StatusFormatError(details.path(name), "not a finite number")
+        if not isinstance(value, str | int | float | bool | None):
+            raise StatusFormatError(
+                details.path(name), f"expected a string, number, boolean or null, got {_describe(value)}"
+            )
+        detail_values[name] = value
+    return StatusEvent(
+        time=_seconds(fields.raw("time"), "time"), kind=kind, message=fields.text("message"), details=detail_values
+    )

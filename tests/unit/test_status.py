@@ -1,0 +1,259 @@
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dmnc.status import (
+    DockerStatus,
+    RouteStatus,
+    StatusEvent,
+    StatusFormatError,
+    StatusSnapshot,
+    TunnelStatus,
+    VmStatus,
+    decode_event_untrusted,
+    decode_snapshot_untrusted,
+)
+
+PUBLIC_KEY = base64.b64encode(bytes(range(32))).decode()
+
+
+def full_snapshot() -> StatusSnapshot:
+    return StatusSnapshot(
+        version="0.1.0",
+        tunnel=TunnelStatus(
+            interface="utun4",
+            listen="0.0.0.0:3333",
+            last_handshake_age_s=12.5,
+            endpoint="192.168.65.3:51820",
+            rx_bytes=1024,
+            tx_bytes=2048,
+            drops={"replay": 1, "invalid_mac": 3},
+        ),
+        docker=DockerStatus(
+            host="unix:///var/run/docker.sock", runtime="Docker Desktop", api_version="1.41", connected=True
+        ),
+        vm=VmStatus(mode="kernel", public_key=PUBLIC_KEY),
+        routes=(
+            RouteStatus(ipaddress.ip_network("172.17.0.0/16"), "bridge", installed=True),
+            RouteStatus(ipaddress.ip_network("fd00:5::/64"), "proj_v6", installed=False),
+        ),
+    )
+
+
+def snapshot_object() -> dict[str, Any]:
+    return full_snapshot().to_json_object()
+
+
+def test_snapshot_json_has_the_contract_fields() -> None:
+    encoded = json.loads(full_snapshot().to_json())
+    assert set(encoded) >= {"tunnel", "docker", "vm", "routes"}
+    assert set(encoded["tunnel"]) == {
+        "interface",
+        "listen",
+        "last_handshake_age_s",
+        "endpoint",
+        "rx_bytes",
+        "tx_bytes",
+        "drops",
+    }
+    assert set(encoded["docker"]) == {"host", "runtime", "api_version", "connected"}
+    assert set(encoded["vm"]) == {"mode", "public_key"}
+    assert encoded["routes"][0] == {"subnet": "172.17.0.0/16", "network": "bridge", "installed": True}
+    assert encoded["tunnel"]["drops"] == {"replay": 1, "invalid_mac": 3}
+
+
+def test_snapshot_round_trips() -> None:
+    assert decode_snapshot_untrusted(full_snapshot().to_json()) == full_snapshot()
+    assert decode_snapshot_untrusted(full_snapshot().to_json().encode()) == full_snapshot()
+
+
+def test_fresh_snapshot_uses_null_for_unknown_values() -> None:
+    encoded = json.loads(StatusSnapshot(version="0.1.0").to_json())
+    assert encoded["tunnel"]["last_handshake_age_s"] is None
+    assert encoded["vm"] == {"mode": None, "public_key": None}
+    assert encoded["docker"]["connected"] is False
+    assert decode_snapshot_untrusted(json.dumps(encoded)) == StatusSnapshot(version="0.1.0")
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
+    encoded = snapshot_object()
+    encoded["uptime_s"] = 5
+    encoded["tunnel"]["mtu"] = 1420
+    assert decode_snapshot_untrusted(json.dumps(encoded)) == full_snapshot()
+
+
+def mutate(path: str, value: object) -> str:
+    encoded = snapshot_object()
+    *parents, last = path.split(".")
+    node: Any = encoded
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return json.dumps(encoded)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "not JSON (Expecting value at line 1 column 1)"),
+        ("[]", "expected an object, got an array"),
+        (b"\xff\xfe{", "not"),
+        ('{"version": NaN}', "NaN is not a number JSON allows"),
+        ("[" * 100_000, "JSON nested too deeply"),
+        ('{"version": ' + "9" * 5000 + "}", "unreadable JSON value"),
+        (mutate("version", KeyError), "version: missing"),
+        (mutate("tunnel", "up"), "tunnel: expected an object, got a string"),
+        (mutate("tunnel.rx_bytes", -1), "tunnel.rx_bytes: expected a non-negative integer, got an integer -1"),
+        (mutate("tunnel.tx_bytes", 1.5), "tunnel.tx_bytes: expected a non-negative integer, got a number 1.5"),
+        (mutate("tunnel.tx_bytes", True), "tunnel.tx_bytes: expected a non-negative integer, got a boolean True"),
+        (mutate("tunnel.drops", {"replay": "1"}), "tunnel.drops.replay: expected a non-negative integer"),
+        (mutate("tunnel.last_handshake_age_s", -2), "tunnel.last_handshake_age_s: expected a non-negative number"),
+        (
+            mutate("tunnel.last_handshake_age_s", 0.125).replace("0.125", "1e400"),
+            "tunnel.last_handshake_age_s: expected a non-negative number",
+        ),
+        (mutate("tunnel.interface", 7), "tunnel.interface: expected a string, got an integer"),
+        (mutate("docker.connected", "yes"), "docker.connected: expected true or false, got a string"),
+        (mutate("vm.public_key", "abc"), "vm.public_key: 'abc' is not the base64 of a 32-byte public key"),
+        (mutate("vm.public_key", "!" * 44), "vm.public_key: '" + "!" * 44 + "' is not the base64"),
+        (mutate("routes", {}), "routes: expected an array, got an object"),
+        (mutate("routes.1.subnet", "10.0.0.1/8"), "routes[1].subnet: '10.0.0.1/8' is not a subnet in CIDR notation"),
+        (mutate("routes.0.installed", KeyError), "routes[0].installed: missing"),
+    ],
+)
+def test_malformed_snapshots_name_the_field(text: str | bytes, message: str) -> None:
+    with pytest.raises(StatusFormatError) as raised:
+        decode_snapshot_untrusted(text)
+    assert message in str(raised.value)
+
+
+def test_event_round_trips() -> None:
+    event = StatusEvent(1795000000.25, "docker.connected", "connected (API 1.41)", {"api_version": "1.41", "n": 2})
+    assert json.loads(event.to_json()) == {
+        "time": 1795000000.25,
+        "kind": "docker.connected",
+        "message": "connected (API 1.41)",
+        "details": {"api_version": "1.41", "n": 2},
+    }
+    assert decode_event_untrusted(event.to_json()) == event
+
+
+def test_event_kind_must_be_area_dot_what() -> None:
+    with pytest.raises(ValueError, match=r"is not 'area\.what'"):
+        StatusEvent(0.0, "Connected", "x")
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({"time": 1, "kind": "docker", "message": "", "details": {}}, "kind: 'docker' is not 'area.what'"),
+        ({"time": -1, "kind": "a.b", "message": "", "details": {}}, "time: expected a non-negative number"),
+        ({"time": 1, "kind": "a.b", "message": None, "details": {}}, "message: expected a string, got null"),
+        ({"time": 1, "kind": "a.b", "message": "", "details": {"x": [1]}}, "details.x: expected a string, number"),
+        ({"time": 1, "kind": "a.b", "message": ""}, "details: missing"),
+    ],
+)
+def test_malformed_events_name_the_field(event: dict[str, object], message: str) -> None:
+    with pytest.raises(StatusFormatError) as raised:
+        decode_event_untrusted(json.dumps(event))
+    assert message in str(raised.value)
+
+
+def test_event_details_must_be_finite() -> None:
+    text = '{"time": 1, "kind": "a.b", "message": "", "details": {"x": 1e400}}'
+    with pytest.raises(StatusFormatError, match=r"details\.x: not a finite number"):
+        decode_event_untrusted(text)
+
+
+# --- property tests ---------------------------------------------------------------------------------------------------
+
+optional_text = st.one_of(st.none(), st.text(max_size=20))
+counts = st.integers(min_value=0, max_value=2**64)
+seconds = st.floats(min_value=0, max_value=1e9, allow_nan=False, allow_infinity=False)
+networks = st.one_of(
+    st.builds(
+        lambda address, prefix: ipaddress.ip_network(f"{address}/{prefix}", strict=False),
+        st.ip_addresses(v=4),
+        st.integers(0, 32),
+    ),
+    st.builds(
+        lambda address, prefix: ipaddress.ip_network(f"{address}/{prefix}", strict=False),
+        st.ip_addresses(v=6),
+        st.integers(0, 128),
+    ),
+)
+snapshots = st.builds(
+    StatusSnapshot,
+    version=st.text(max_size=10),
+    tunnel=st.builds(
+        TunnelStatus,
+        interface=optional_text,
+        listen=optional_text,
+        last_handshake_age_s=st.one_of(st.none(), seconds),
+        endpoint=optional_text,
+        rx_bytes=counts,
+        tx_bytes=counts,
+        drops=st.dictionaries(st.text(max_size=10), counts, max_size=4),
+    ),
+    docker=st.builds(
+        DockerStatus, host=optional_text, runtime=optional_text, api_version=optional_text, connected=st.booleans()
+    ),
+    vm=st.builds(
+        VmStatus,
+        mode=optional_text,
+        public_key=st.one_of(
+            st.none(), st.binary(min_size=32, max_size=32).map(lambda key: base64.b64encode(key).decode())
+        ),
+    ),
+    routes=st.lists(
+        st.builds(RouteStatus, subnet=networks, network=st.text(max_size=10), installed=st.booleans()), max_size=5
+    ).map(tuple),
+)
+
+
+@given(snapshots)
+def test_any_snapshot_round_trips(snapshot: StatusSnapshot) -> None:
+    assert decode_snapshot_untrusted(snapshot.to_json()) == snapshot
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=10)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(st.one_of(st.binary(max_size=100), st.text(max_size=100), json_values.map(json.dumps)))
+def test_decoders_raise_only_status_format_error(data: str | bytes) -> None:
+    for decode in (decode_snapshot_untrusted, decode_event_untrusted):
+        try:
+            decode(data)
+        except StatusFormatError:
+            continue
+
+
+@given(snapshots, st.sampled_from(["tunnel", "docker", "vm", "routes", "version"]), json_values)
+def test_snapshot_with_any_section_replaced_decodes_or_names_a_field(
+    snapshot: StatusSnapshot, section: str, replacement: object
+) -> None:
+    encoded = snapshot.to_json_object()
+    encoded[section] = replacement
+    try:
+        decode_snapshot_untrusted(json.dumps(encoded))
+    except StatusFormatError as error:
+        blamed = error.where
+    else:
+        blamed = section
+    assert blamed.startswith(section)
