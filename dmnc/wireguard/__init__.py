@@ -1,0 +1,27 @@
+"""WireGuard protocol core, sans-I/O: no sockets, no clock, no global randomness (see DESIGN.md)."""
+
+from dmnc.wireguard.config import PeerConfig, PeerStats, Timing
+from dmnc.wireguard.device import ConfigError, Device
+from dmnc.wireguard.keys import KeyFormatError, decode_key, encode_key, generate_private_key, public_key
+from dmnc.wireguard.messages import MessageError
+from dmnc.wireguard.outputs import Drop, DropReason, Endpoint, Output, SendDatagram, WriteTunnel
+
+__all__ = [
+    "ConfigError",
+    "Device",
+    "Drop",
+    "DropReason",
+    "Endpoint",
+    "KeyFormatError",
+    "MessageError",
+    "Output",
+    "PeerConfig",
+    "PeerStats",
+    "SendDatagram",
+    "Timing",
+    "WriteTunnel",
+    "decode_key",
+    "encode_key",
+    "generate_private_key",
+    "public_key",
+]

@@ -1,0 +1,495 @@
+"""The WireGuard device: our static identity, the peers, cryptokey routing and every protocol decision.
+
+Sans-I/O in the style of boringtun's `Tunn` and aioquic's connection: the I/O layer feeds IP packets from the TUN
+to `encapsulate`, every UDP datagram to `decapsulate`, calls `tick` at `next_deadline()`, and carries out the
+returned `Output` values. `now` is a monotonic float supplied by the caller; randomness comes from `rng`.
+"""
+
+from __future__ import annotations
+
+import collections
+import struct
+from collections.abc import Callable
+from typing import Final
+
+from dmnc.wireguard import constants, crypto, keys, messages, noise
+from dmnc.wireguard.allowedips import AllowedIPs
+from dmnc.wireguard.config import PeerConfig, PeerStats, Timing
+from dmnc.wireguard.cookie import CookieChecker, CookieError
+from dmnc.wireguard.messages import CookieReply, Initiation, MessageError, Response
+from dmnc.wireguard.outputs import DROPS, Drop, DropReason, Endpoint, Output, SendDatagram, WriteTunnel
+from dmnc.wireguard.peer import Peer
+from dmnc.wireguard.ratelimit import RateLimiter
+from dmnc.wireguard.session import Keypair
+from dmnc.wireguard.timers import PeerTimers, TimerEvent
+from dmnc.wireguard.transport import MAX_PACKET_SIZE, TransportCipher
+
+_TRANSPORT_HEADER: Final = messages.TRANSPORT_HEADER
+_TRANSPORT_PREFIX: Final = struct.pack("<I", constants.MESSAGE_TRANSPORT)
+_HANDSHAKE_PREFIXES: Final = frozenset(
+    struct.pack("<I", kind)
+    for kind in (constants.MESSAGE_INITIATION, constants.MESSAGE_RESPONSE, constants.MESSAGE_COOKIE_REPLY)
+)
+_IPV4_HEADER_SIZE: Final = 20  # RFC 791 minimum header
+_IPV6_HEADER_SIZE: Final = 40  # RFC 8200 fixed header
+_IP_LENGTH: Final = struct.Struct(">H")
+_KEEPALIVE: Final = b""
+
+
+class ConfigError(ValueError):
+    """A peer configuration the device cannot accept (wrong key sizes, duplicate or own key)."""
+
+
+class Device:
+    """A WireGuard interface without I/O. Methods never raise on network input; drops are counted and returned."""
+
+    def __init__(
+        self,
+        private_key: bytes,
+        *,
+        rng: Callable[[int], bytes],
+        wall_offset: float,
+        timing: Timing = Timing(),  # noqa: B008  # frozen dataclass, a shared default is safe
+        mtu: int = constants.DEFAULT_MTU,
+    ) -> None:
+        """`now + wall_offset` must be UNIX time (it dates initiations); `mtu` caps the padding of data packets."""
+        if len(private_key) != constants.KEY_SIZE:
+            raise ConfigError(f"private key must be {constants.KEY_SIZE} bytes, got {len(private_key)}")
+        self.public_key = keys.public_key(private_key)
+        self.drops: collections.Counter[DropReason] = collections.Counter()
+        self._local = noise.LocalIdentity(private_key, self.public_key)
+        self._rng = rng
+        self._wall_offset = wall_offset
+        self._timing = timing
+        self._peers: dict[bytes, Peer] = {}
+        self._routes: AllowedIPs[Peer] = AllowedIPs()
+        # Local indices (whitepaper 5.4.1) of handshakes in flight and of live sessions; one shared index space.
+        self._handshake_indices: dict[int, Peer] = {}
+        self._keypair_indices: dict[int, tuple[Peer, Keypair]] = {}
+        self._cipher = TransportCipher(mtu)
+        self._cookie_checker = CookieChecker(self.public_key, rng)
+        self._ratelimiter = RateLimiter()
+
+    # Configuration
+
+    def add_peer(self, config: PeerConfig) -> PeerStats:
+        if len(config.public_key) != constants.KEY_SIZE:
+            raise ConfigError(f"peer public key must be {constants.KEY_SIZE} bytes, got {len(config.public_key)}")
+        if config.preshared_key is not None and len(config.preshared_key) != constants.KEY_SIZE:
+            raise ConfigError(f"preshared key must be {constants.KEY_SIZE} bytes, got {len(config.preshared_key)}")
+        if config.public_key == self.public_key:
+            raise ConfigError("a peer cannot have the device's own public key")
+        if config.public_key in self._peers:
+            raise ConfigError(f"peer {keys.encode_key(config.public_key)} is already configured")
+        if config.persistent_keepalive < 0:
+            raise ConfigError("persistent keepalive must be >= 0 seconds")
+        handshake = noise.Handshake.for_peer(self._local, config.public_key, config.preshared_key)
+        timers = PeerTimers(self._timing, self._jitter, config.persistent_keepalive)
+        peer = Peer(config, handshake, timers)
+        if config.endpoint is not None and config.persistent_keepalive > 0:
+            # Like wireguard-go on configuration: a peer with an endpoint and persistent keepalive is contacted
+            # at once, so the tunnel comes up without waiting for traffic (the I/O layer ticks a past deadline now).
+            timers.persistent_keepalive = float("-inf")
+        self._peers[config.public_key] = peer
+        for network in config.allowed_ips:
+            self._routes.insert(network, peer)
+        return peer.stats
+
+    def remove_peer(self, public_key: bytes) -> None:
+        peer = self._peers.pop(public_key, None)
+        if peer is None:
+            raise ConfigError(f"no peer {keys.encode_key(public_key) if len(public_key) == 32 else public_key!r}")
+        self._zero_key_material(peer)
+        peer.timers.stop()
+        self._routes.remove_value(peer)
+
+    def peer_stats(self) -> dict[bytes, PeerStats]:
+        return {key: peer.stats for key, peer in self._peers.items()}
+
+    # TUN -> network
+
+    def encapsulate(self, packet: bytes, now: float) -> list[Output]:
+        """Route an IP packet from the TUN by destination to its peer and encrypt it, or queue it and handshake."""
+        length = len(packet)
+        if length >= _IPV4_HEADER_SIZE and packet[0] >> 4 == 4:
+            peer = self._routes.lookup_v4(packet[16:20])
+        elif length >= _IPV6_HEADER_SIZE and packet[0] >> 4 == 6:
+            peer = self._routes.lookup_v6(packet[24:40])
+        else:
+            return [self._device_drop(DropReason.INVALID_IP_PACKET)]
+        if length > MAX_PACKET_SIZE:
+            return [self._device_drop(DropReason.INVALID_IP_PACKET)]
+        if peer is None:
+            return [self._device_drop(DropReason.NO_ROUTE_TO_PEER)]
+        keypair = peer.keypairs.current
+        if (
+            keypair is None
+            or peer.staged
+            or keypair.send_counter >= self._timing.reject_after_messages
+            or now - keypair.created >= self._timing.reject_after_time
+        ):
+            outputs: list[Output] = []
+            if not peer.stage(packet):
+                outputs.append(self._peer_drop(peer, DropReason.QUEUE_FULL))
+            outputs.extend(self._send_staged(peer, now))
+            return outputs
+        return self._send_data(peer, keypair, packet, now)
+
+    def _send_data(self, peer: Peer, keypair: Keypair, packet: bytes, now: float) -> list[Output]:
+        """Encrypt one packet (b"" = keepalive) with a keypair known to be usable, then keep the key fresh."""
+        endpoint = peer.stats.endpoint
+        if endpoint is None:
+            return [self._peer_drop(peer, DropReason.NO_ENDPOINT)]
+        counter = keypair.send_counter
+        keypair.send_counter = counter + 1
+        datagram = self._cipher.seal(keypair, counter, packet)
+        stats = peer.stats
+        stats.tx_bytes += len(datagram)
+        stats.tx_packets += 1
+        timers = peer.timers
+        timers.any_authenticated_packet_traversal(now)
+        timers.any_authenticated_packet_sent()
+        if packet:
+            timers.data_sent(now)
+        outputs: list[Output] = [SendDatagram(endpoint, datagram)]
+        # Whitepaper 6.2: the initiator of a session starts the next handshake once it is old or well used.
+        if counter >= self._timing.rekey_after_messages or (
+            keypair.is_initiator and now - keypair.created >= self._timing.rekey_after_time
+        ):
+            outputs.extend(self._initiate(peer, now, retry=False))
+        return outputs
+
+    def _send_staged(self, peer: Peer, now: float) -> list[Output]:
+        """Send the queued packets with the current session, or start a handshake to get one."""
+        outputs: list[Output] = []
+        while peer.staged:
+            keypair = peer.keypairs.current
+            if (
+                keypair is None
+                or keypair.send_counter >= self._timing.reject_after_messages
+                or now - keypair.created >= self._timing.reject_after_time
+            ):
+                outputs.extend(self._initiate(peer, now, retry=False))
+                break
+            if peer.stats.endpoint is None:
+                outputs.append(self._peer_drop(peer, DropReason.NO_ENDPOINT))
+                break
+            outputs.extend(self._send_data(peer, keypair, peer.staged.popleft(), now))
+        return outputs
+
+    def _send_keepalive(self, peer: Peer, now: float) -> list[Output]:
+        """An empty data packet, unless real packets are waiting anyway (they serve the same purpose)."""
+        if not peer.staged:
+            peer.staged.append(_KEEPALIVE)
+        return self._send_staged(peer, now)
+
+    # Handshake, sending side
+
+    def _initiate(self, peer: Peer, now: float, *, retry: bool) -> list[Output]:
+        """Send a handshake initiation unless one went out less than REKEY_TIMEOUT ago (whitepaper 6.4)."""
+        if not retry:
+            peer.timers.handshake_initiation_requested()
+        if now - peer.last_sent_handshake < self._timing.rekey_timeout:
+            return []
+        peer.last_sent_handshake = now
+        endpoint = peer.stats.endpoint
+        if endpoint is None:
+            # The host learns the VM's endpoint from the VM's first handshake; until then, keep retrying on the
+            # normal schedule so the wait ends with the usual give-up if that never happens.
+            peer.timers.handshake_initiated(now)
+            return [self._peer_drop(peer, DropReason.NO_ENDPOINT)]
+        self._release_handshake_index(peer)
+        index = self._allocate_index()
+        timestamp = crypto.tai64n(now + self._wall_offset)
+        try:
+            initiation = noise.create_initiation(
+                peer.handshake, self._local, keys.generate_private_key(self._rng), timestamp, index
+            )
+        except noise.HandshakeError as error:
+            return [self._peer_drop(peer, error.reason)]
+        self._handshake_indices[index] = peer
+        datagram = peer.cookies.seal(initiation.pack(), now)
+        peer.stats.tx_bytes += len(datagram)
+        peer.stats.tx_packets += 1
+        peer.timers.any_authenticated_packet_traversal(now)
+        peer.timers.any_authenticated_packet_sent()
+        peer.timers.handshake_initiated(now)
+        return [SendDatagram(endpoint, datagram)]
+
+    # Network -> TUN
+
+    def decapsulate(self, datagram: bytes, source: Endpoint, now: float, *, under_load: bool = False) -> list[Output]:
+        """Handle any UDP datagram from `source`. Never raises on any input bytes."""
+        if datagram[:4] == _TRANSPORT_PREFIX:
+            return self._receive_transport(datagram, source, now)
+        try:
+            kind = messages.message_type_untrusted(datagram)
+            if kind == constants.MESSAGE_INITIATION:
+                return self._receive_initiation(datagram, source, now, under_load)
+            if kind == constants.MESSAGE_RESPONSE:
+                return self._receive_response(datagram, source, now, under_load)
+            return self._receive_cookie_reply(datagram, now)
+        except MessageError as error:
+            return [self._device_drop(error.reason)]
+
+    def _receive_transport(self, datagram: bytes, source: Endpoint, now: float) -> list[Output]:  # noqa: PLR0911  # one early return per drop reason
+        if len(datagram) < constants.TRANSPORT_MIN_SIZE:
+            return [self._device_drop(DropReason.TOO_SHORT)]
+        _, receiver, counter = _TRANSPORT_HEADER.unpack_from(datagram)
+        entry = self._keypair_indices.get(receiver)
+        if entry is None:
+            return [self._device_drop(DropReason.UNKNOWN_RECEIVER_INDEX)]
+        peer, keypair = entry
+        if counter >= self._timing.reject_after_messages or now - keypair.created >= self._timing.reject_after_time:
+            return [self._peer_drop(peer, DropReason.EXPIRED_KEYPAIR)]
+        plaintext = self._cipher.open(keypair, counter, datagram)
+        if plaintext is None:
+            return [self._peer_drop(peer, DropReason.DECRYPT_FAILED)]
+        if not keypair.replay.accept(counter):
+            return [self._peer_drop(peer, DropReason.REPLAYED_COUNTER)]
+
+        stats = peer.stats
+        stats.rx_bytes += len(datagram)
+        stats.rx_packets += 1
+        stats.endpoint = source  # roaming (whitepaper 2.1): reply to where authenticated packets come from
+        timers = peer.timers
+        outputs: list[Output] = []
+        if keypair is peer.keypairs.next:
+            # The initiator used the session we answered: it is confirmed and may now send (whitepaper 5.4.5).
+            retired = peer.keypairs.confirm_next()
+            if retired is not None:
+                self._retire(retired)
+            self._handshake_completed(peer, now)
+            outputs.extend(self._send_staged(peer, now))
+        current = peer.keypairs.current
+        if (
+            not timers.sent_last_minute_handshake
+            and current is not None
+            and current.is_initiator
+            and now - current.created
+            >= self._timing.reject_after_time - self._timing.keepalive_timeout - self._timing.rekey_timeout
+        ):
+            # Whitepaper 6.2: an initiator that still only receives rekeys shortly before the session dies.
+            timers.sent_last_minute_handshake = True
+            outputs.extend(self._initiate(peer, now, retry=False))
+        timers.any_authenticated_packet_traversal(now)
+        timers.any_authenticated_packet_received()
+        if len(plaintext) == 0:
+            return outputs  # keepalive
+        timers.data_received(now)
+
+        packet = self._checked_inner_packet(peer, plaintext)
+        if isinstance(packet, Drop):
+            outputs.append(packet)
+        else:
+            outputs.append(WriteTunnel(packet))
+        return outputs
+
+    def _checked_inner_packet(self, peer: Peer, plaintext: bytes) -> bytes | Drop:
+        """The inner IP packet without padding, if well-formed and from an address the peer may use."""
+        version = plaintext[0] >> 4
+        if version == 4 and len(plaintext) >= _IPV4_HEADER_SIZE:
+            length = _IP_LENGTH.unpack_from(plaintext, 2)[0]
+            owner = self._routes.lookup_v4(plaintext[12:16])
+            minimum = _IPV4_HEADER_SIZE
+        elif version == 6 and len(plaintext) >= _IPV6_HEADER_SIZE:
+            length = _IPV6_HEADER_SIZE + _IP_LENGTH.unpack_from(plaintext, 4)[0]
+            owner = self._routes.lookup_v6(plaintext[8:24])
+            minimum = _IPV6_HEADER_SIZE
+        else:
+            return self._peer_drop(peer, DropReason.INVALID_IP_PACKET)
+        if length < minimum or length > len(plaintext):
+            return self._peer_drop(peer, DropReason.INVALID_IP_PACKET)
+        if owner is not peer:
+            return self._peer_drop(peer, DropReason.DISALLOWED_SOURCE_IP)
+        return plaintext if length == len(plaintext) else plaintext[:length]
+
+    # Handshake, receiving side
+
+    def _admit_handshake(
+        self, datagram: bytes, sender: int, source: Endpoint, now: float, under_load: bool
+    ) -> list[Output] | None:
+        """mac1 always; under load also mac2 (else a cookie reply) and the per-source rate limit (whitepaper 5.3)."""
+        if not self._cookie_checker.check_mac1(datagram):
+            return [self._device_drop(DropReason.INVALID_MAC1)]
+        if under_load:
+            if not self._cookie_checker.check_mac2(datagram, source, now):
+                reply = self._cookie_checker.create_reply(datagram, sender, source, now)
+                return [SendDatagram(source, reply.pack()), self._device_drop(DropReason.COOKIE_REQUIRED)]
+            if not self._ratelimiter.allow(source[0], now):
+                return [self._device_drop(DropReason.RATE_LIMITED)]
+        return None
+
+    def _receive_initiation(self, datagram: bytes, source: Endpoint, now: float, under_load: bool) -> list[Output]:
+        message = Initiation.parse_untrusted(datagram)
+        rejected = self._admit_handshake(datagram, message.sender, source, now, under_load)
+        if rejected is not None:
+            return rejected
+        try:
+            opened = noise.open_initiation(self._local, message)
+        except noise.HandshakeError as error:
+            return [self._device_drop(error.reason)]
+        peer = self._peers.get(opened.remote_static)
+        if peer is None:
+            return [self._device_drop(DropReason.UNKNOWN_PEER)]
+        try:
+            noise.consume_initiation(peer.handshake, opened, now)
+        except noise.HandshakeError as error:
+            return [self._peer_drop(peer, error.reason)]
+        self._authenticated_handshake_received(peer, datagram, source, now)
+
+        # Our own initiation in flight (if any) is superseded: its state was just overwritten.
+        self._release_handshake_index(peer)
+        index = self._allocate_index()
+        try:
+            response = noise.create_response(peer.handshake, keys.generate_private_key(self._rng), index)
+        except noise.HandshakeError as error:
+            peer.handshake.zero()
+            return [self._peer_drop(peer, error.reason)]
+        self._begin_session(peer, now)
+        response_datagram = peer.cookies.seal(response.pack(), now)
+        peer.stats.tx_bytes += len(response_datagram)
+        peer.stats.tx_packets += 1
+        peer.timers.any_authenticated_packet_traversal(now)
+        peer.timers.any_authenticated_packet_sent()
+        return [SendDatagram(source, response_datagram)]
+
+    def _receive_response(self, datagram: bytes, source: Endpoint, now: float, under_load: bool) -> list[Output]:
+        message = Response.parse_untrusted(datagram)
+        rejected = self._admit_handshake(datagram, message.sender, source, now, under_load)
+        if rejected is not None:
+            return rejected
+        peer = self._handshake_indices.get(message.receiver)
+        if peer is None:
+            return [self._device_drop(DropReason.UNKNOWN_RECEIVER_INDEX)]
+        try:
+            noise.consume_response(peer.handshake, self._local, message)
+        except noise.HandshakeError as error:
+            return [self._peer_drop(peer, error.reason)]
+        self._authenticated_handshake_received(peer, datagram, source, now)
+        del self._handshake_indices[message.receiver]
+        self._begin_session(peer, now)
+        self._handshake_completed(peer, now)
+        # Confirm the session to the responder right away: with waiting packets, or with a keepalive.
+        return self._send_keepalive(peer, now)
+
+    def _receive_cookie_reply(self, datagram: bytes, now: float) -> list[Output]:
+        reply = CookieReply.parse_untrusted(datagram)
+        peer = self._handshake_indices.get(reply.receiver)
+        if peer is None:
+            entry = self._keypair_indices.get(reply.receiver)
+            if entry is None:
+                return [self._device_drop(DropReason.UNKNOWN_RECEIVER_INDEX)]
+            peer = entry[0]
+        try:
+            peer.cookies.consume_reply(reply, now)
+        except CookieError as error:
+            return [self._peer_drop(peer, error.reason)]
+        # The cookie is used from the next retransmission on (whitepaper 5.3): nothing is sent now.
+        return []
+
+    def _authenticated_handshake_received(self, peer: Peer, datagram: bytes, source: Endpoint, now: float) -> None:
+        peer.stats.rx_bytes += len(datagram)
+        peer.stats.rx_packets += 1
+        peer.stats.endpoint = source
+        peer.timers.any_authenticated_packet_traversal(now)
+        peer.timers.any_authenticated_packet_received()
+
+    def _begin_session(self, peer: Peer, now: float) -> None:
+        """Turn the completed handshake into a keypair and install it (wireguard-go BeginSymmetricSession)."""
+        session = noise.derive_session(peer.handshake)
+        keypair = Keypair(
+            session.send_key,
+            session.receive_key,
+            is_initiator=session.is_initiator,
+            local_index=session.local_index,
+            remote_index=session.remote_index,
+            created=now,
+            reject_after_messages=self._timing.reject_after_messages,
+        )
+        self._keypair_indices[keypair.local_index] = (peer, keypair)
+        for retired in peer.keypairs.install(keypair):
+            self._retire(retired)
+        peer.timers.session_derived(now)
+
+    def _handshake_completed(self, peer: Peer, now: float) -> None:
+        peer.timers.handshake_complete()
+        peer.stats.handshakes += 1
+        peer.stats.last_handshake = now
+
+    # Timers
+
+    def tick(self, now: float) -> list[Output]:
+        """Run every timer that is due: retransmits, rekeys, keepalives, give-ups, erasing old keys."""
+        outputs: list[Output] = []
+        for peer in list(self._peers.values()):
+            for event in peer.timers.due(now):
+                if event is TimerEvent.RETRANSMIT_HANDSHAKE:
+                    outputs.extend(self._initiate(peer, now, retry=True))
+                elif event is TimerEvent.HANDSHAKE_GAVE_UP:
+                    outputs.extend(self._flush_staged(peer, DropReason.HANDSHAKE_GAVE_UP))
+                elif event is TimerEvent.NEW_HANDSHAKE:
+                    outputs.extend(self._initiate(peer, now, retry=False))
+                elif event is TimerEvent.ZERO_KEY_MATERIAL:
+                    outputs.extend(self._zero_key_material(peer))
+                else:  # SEND_KEEPALIVE or PERSISTENT_KEEPALIVE
+                    outputs.extend(self._send_keepalive(peer, now))
+        return outputs
+
+    def next_deadline(self) -> float | None:
+        """Earliest `now` at which `tick` has work (may lie in the past: tick at once); None when idle.
+
+        Any encapsulate/decapsulate/tick call may move it, never to less than one second after that call's `now`
+        except for a newly added peer with persistent keepalive.
+        """
+        deadlines = [d for d in (peer.timers.next_deadline() for peer in self._peers.values()) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def _zero_key_material(self, peer: Peer) -> list[Output]:
+        """Whitepaper 6.3: erase every session and the handshake in flight, and discard what waited for them."""
+        for keypair in peer.keypairs.clear():
+            self._retire(keypair)
+        self._release_handshake_index(peer)
+        peer.handshake.zero()
+        peer.timers.key_material_zeroed()
+        return self._flush_staged(peer, DropReason.KEY_MATERIAL_ZEROED)
+
+    def _flush_staged(self, peer: Peer, reason: DropReason) -> list[Output]:
+        dropped: list[Output] = [self._peer_drop(peer, reason) for packet in peer.staged if packet]
+        peer.staged.clear()
+        return dropped
+
+    # Helpers
+
+    @staticmethod
+    def is_handshake_message(datagram: bytes) -> bool:
+        """Cheap classification for the I/O layer: initiation, response or cookie reply (types 1, 2, 3)."""
+        return datagram[:4] in _HANDSHAKE_PREFIXES
+
+    def _jitter(self) -> float:
+        """Random retransmit jitter in [0, REKEY_TIMEOUT_JITTER_MAX_MS) ms, in seconds (whitepaper 6.1)."""
+        return int.from_bytes(self._rng(2), "little") % constants.REKEY_TIMEOUT_JITTER_MAX_MS / 1000
+
+    def _allocate_index(self) -> int:
+        """A random local index not in use by any handshake or session (whitepaper 5.4.1)."""
+        while True:
+            index = int.from_bytes(self._rng(4), "little")
+            if index not in self._handshake_indices and index not in self._keypair_indices:
+                return index
+
+    def _release_handshake_index(self, peer: Peer) -> None:
+        index = peer.handshake.local_index
+        if self._handshake_indices.get(index) is peer:
+            del self._handshake_indices[index]
+
+    def _retire(self, keypair: Keypair) -> None:
+        self._keypair_indices.pop(keypair.local_index, None)
+        keypair.zero()
+
+    def _device_drop(self, reason: DropReason) -> Drop:
+        self.drops[reason] += 1
+        return DROPS[reason]
+
+    def _peer_drop(self, peer: Peer, reason: DropReason) -> Drop:
+        peer.stats.drops[reason] += 1
+        return DROPS[reason]

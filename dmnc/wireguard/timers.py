@@ -1,0 +1,157 @@
+"""The five timers of one peer as a pure state machine (whitepaper 6; wireguard-go device/timers.go).
+
+Rule: every decision about when a timer is armed, re-armed, cancelled or given up lives in this file. Timers are
+absolute deadlines on the caller's monotonic clock; hooks are named after the event that calls them, and `due(now)`
+returns the events whose deadline has passed. The peer turns events into messages.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable
+
+from dmnc.wireguard import constants
+from dmnc.wireguard.config import Timing
+
+
+class TimerEvent(enum.Enum):
+    RETRANSMIT_HANDSHAKE = enum.auto()  # resend the initiation: no response within REKEY_TIMEOUT
+    HANDSHAKE_GAVE_UP = enum.auto()  # REKEY_ATTEMPT_TIME of retransmits without a response: stop, drop the queue
+    SEND_KEEPALIVE = enum.auto()  # we received data but sent nothing back for KEEPALIVE_TIMEOUT
+    NEW_HANDSHAKE = enum.auto()  # we sent data but heard nothing for KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
+    ZERO_KEY_MATERIAL = enum.auto()  # no new session for 3 x REJECT_AFTER_TIME: erase all keys
+    PERSISTENT_KEEPALIVE = enum.auto()  # nothing authenticated crossed the tunnel for the configured interval
+
+
+class PeerTimers:
+    """Deadlines of one peer's timers (None = not armed) and the counters that decide between events."""
+
+    __slots__ = (
+        "_jitter",
+        "_max_handshake_attempts",
+        "_timing",
+        "handshake_attempts",
+        "new_handshake",
+        "persistent_keepalive",
+        "persistent_keepalive_interval",
+        "retransmit_handshake",
+        "send_keepalive",
+        "sent_last_minute_handshake",
+        "zero_key_material",
+    )
+
+    def __init__(self, timing: Timing, jitter: Callable[[], float], persistent_keepalive_interval: int) -> None:
+        """`jitter()` returns a fresh random delay in [0, REKEY_TIMEOUT_JITTER_MAX_MS) ms, in seconds."""
+        self._timing = timing
+        self._jitter = jitter
+        # Whitepaper 6.4: retransmits continue for REKEY_ATTEMPT_TIME, i.e. this many initiations in total.
+        self._max_handshake_attempts = max(1, math.ceil(timing.rekey_attempt_time / timing.rekey_timeout))
+        self.persistent_keepalive_interval = persistent_keepalive_interval
+        self.retransmit_handshake: float | None = None
+        self.send_keepalive: float | None = None
+        self.new_handshake: float | None = None
+        self.zero_key_material: float | None = None
+        self.persistent_keepalive: float | None = None
+        self.handshake_attempts = 0
+        self.sent_last_minute_handshake = False
+
+    # Hooks. Each "Should be called after ..." names the event, as in wireguard-go.
+
+    def data_sent(self, now: float) -> None:
+        """Should be called after an authenticated data packet (not a keepalive) is sent."""
+        if self.new_handshake is None:
+            self.new_handshake = now + self._timing.keepalive_timeout + self._timing.rekey_timeout + self._jitter()
+
+    def data_received(self, now: float) -> None:
+        """Should be called after an authenticated data packet (not a keepalive) is received."""
+        # wireguard-go also notes "need another keepalive" when this timer is already armed, but the keepalive it
+        # then sends disarms the re-armed timer again (any_authenticated_packet_sent), so the note changes nothing.
+        if self.send_keepalive is None:
+            self.send_keepalive = now + self._timing.keepalive_timeout
+
+    def any_authenticated_packet_sent(self) -> None:
+        """Should be called after any authenticated packet (handshake, keepalive, data) is sent."""
+        self.send_keepalive = None
+
+    def any_authenticated_packet_received(self) -> None:
+        """Should be called after any authenticated packet (handshake, keepalive, data) is received."""
+        self.new_handshake = None
+
+    def any_authenticated_packet_traversal(self, now: float) -> None:
+        """Should be called after any authenticated packet is sent or received."""
+        if self.persistent_keepalive_interval > 0:
+            self.persistent_keepalive = now + self.persistent_keepalive_interval
+
+    def handshake_initiated(self, now: float) -> None:
+        """Should be called after a handshake initiation is sent."""
+        self.retransmit_handshake = now + self._timing.rekey_timeout + self._jitter()
+
+    def handshake_initiation_requested(self) -> None:
+        """Should be called when a new (not retransmitted) handshake is wanted: the attempt budget starts over."""
+        self.handshake_attempts = 0
+
+    def handshake_complete(self) -> None:
+        """Should be called after a handshake response is consumed, or a responder session is confirmed by data."""
+        self.retransmit_handshake = None
+        self.handshake_attempts = 0
+        self.sent_last_minute_handshake = False
+
+    def session_derived(self, now: float) -> None:
+        """Should be called after transport keys are derived (as initiator or responder)."""
+        self.zero_key_material = now + constants.ZERO_KEY_MATERIAL_AFTER_REJECTS * self._timing.reject_after_time
+
+    def key_material_zeroed(self) -> None:
+        """Should be called after all keys of the peer were erased: nothing is left to retransmit or keep alive."""
+        self.retransmit_handshake = None
+        self.send_keepalive = None
+        self.new_handshake = None
+        self.zero_key_material = None
+
+    def stop(self) -> None:
+        """Disarm everything (the peer is being removed)."""
+        self.key_material_zeroed()
+        self.persistent_keepalive = None
+
+    def next_deadline(self) -> float | None:
+        deadlines = [
+            deadline
+            for deadline in (
+                self.retransmit_handshake,
+                self.send_keepalive,
+                self.new_handshake,
+                self.zero_key_material,
+                self.persistent_keepalive,
+            )
+            if deadline is not None
+        ]
+        return min(deadlines) if deadlines else None
+
+    def due(self, now: float) -> list[TimerEvent]:
+        """Fire every timer whose deadline is <= now, in a fixed order, updating state as firing implies."""
+        events: list[TimerEvent] = []
+        if self.retransmit_handshake is not None and self.retransmit_handshake <= now:
+            self.retransmit_handshake = None
+            if self.handshake_attempts + 1 >= self._max_handshake_attempts:
+                events.append(TimerEvent.HANDSHAKE_GAVE_UP)
+                self.send_keepalive = None
+                if self.zero_key_material is None:
+                    self.zero_key_material = (
+                        now + constants.ZERO_KEY_MATERIAL_AFTER_REJECTS * self._timing.reject_after_time
+                    )
+            else:
+                self.handshake_attempts += 1
+                events.append(TimerEvent.RETRANSMIT_HANDSHAKE)
+        if self.send_keepalive is not None and self.send_keepalive <= now:
+            self.send_keepalive = None
+            events.append(TimerEvent.SEND_KEEPALIVE)
+        if self.new_handshake is not None and self.new_handshake <= now:
+            self.new_handshake = None
+            events.append(TimerEvent.NEW_HANDSHAKE)
+        if self.zero_key_material is not None and self.zero_key_material <= now:
+            self.zero_key_material = None
+            events.append(TimerEvent.ZERO_KEY_MATERIAL)
+        if self.persistent_keepalive is not None and self.persistent_keepalive <= now:
+            self.persistent_keepalive = None
+            events.append(TimerEvent.PERSISTENT_KEEPALIVE)
+        return events
