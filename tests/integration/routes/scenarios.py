@@ -1,0 +1,187 @@
+"""Route scenarios that run INSIDE a test's network namespace, one per process.
+
+    ip netns exec NS python -m tests.integration.routes.scenarios SCENARIO INTERFACE OTHER_INTERFACE
+
+The pytest process never enters a namespace itself; it starts this module there and asserts on the one JSON object
+this prints on stdout (facts observed, log lines, timings). Every scenario has a hard deadline so a bug ends as a
+failed test, not a hung suite.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import json
+import logging
+import os
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from dmnc.routes import Destination, RouteExistsError
+from dmnc.routes.linux import LinuxRouteManager
+from dmnc.routes.policy import NetworkInfo, PolicyConfig
+from dmnc.routes.reconcile import RouteReconciler
+
+# linux/if_tun.h
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+SCENARIO_DEADLINE_SECONDS = 10.0
+RESTORE_DEADLINE_SECONDS = 1.0  # issue 6: "a route deleted with `ip route del` -> restored within a second"
+
+Facts = dict[str, Any]
+net = ipaddress.ip_network
+
+
+class LogCollector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname} {record.getMessage()}")
+
+
+def open_tun(name: str) -> int:
+    """A TUN interface named `name`, up; it lives as long as the returned descriptor."""
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+    subprocess.run(["ip", "link", "set", name, "up"], check=True)
+    return fd
+
+
+def kernel_routes(*selector: str, families: tuple[str, ...] = ("-4", "-6")) -> list[str]:
+    """`ip route show` lines, as another program sees the table."""
+    lines: list[str] = []
+    for family in families:
+        output = subprocess.run(["ip", family, "route", "show", *selector], capture_output=True, text=True, check=True)
+        lines += [" ".join(line.split()) for line in output.stdout.splitlines()]
+    return lines
+
+
+def bridge_network(index: int, *subnets: str) -> NetworkInfo:
+    return NetworkInfo(f"net{index}", f"id{index}", "bridge", "local", False, {}, tuple(net(s) for s in subnets))
+
+
+async def crud(interface: str, other_interface: str) -> Facts:
+    tun = f"{interface[:11]}tun"
+    fd = open_tun(tun)
+    try:
+        manager = LinuxRouteManager(tun)
+        subnets = [net("172.30.1.0/24"), net("172.30.2.0/24"), net("fd00:30:1::/64"), net("fd00:30:2::/64")]
+        for subnet in subnets:
+            await manager.add(subnet)
+        facts: Facts = {"after_add": kernel_routes("proto", "220")}
+        facts["listed_ours"] = sorted(str(route.destination) for route in await manager.list_ours())
+        try:
+            await manager.add(subnets[0])
+            facts["duplicate_add"] = "accepted"
+        except RouteExistsError as error:
+            facts["duplicate_add"] = str(error)
+        # Another program's route to the same destination through another interface is never ours to delete.
+        subprocess.run(["ip", "route", "add", "172.30.9.0/24", "dev", other_interface], check=True)
+        facts["delete_foreign"] = await manager.delete(net("172.30.9.0/24"))
+        facts["foreign_still_there"] = kernel_routes("172.30.9.0/24", families=("-4",))
+        facts["deleted"] = [await manager.delete(subnet) for subnet in subnets]
+        facts["deleted_again"] = await manager.delete(subnets[0])
+        facts["after_delete"] = kernel_routes("proto", "220")
+        await manager.aclose()
+        return facts
+    finally:
+        os.close(fd)
+
+
+async def run_reconciler(
+    interface: str, body: Callable[[LinuxRouteManager, RouteReconciler], Awaitable[Facts]]
+) -> Facts:
+    manager = LinuxRouteManager(interface)
+    reconciler = RouteReconciler(manager, PolicyConfig())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reconciler.run)
+        facts = await body(manager, reconciler)
+        nursery.cancel_scope.cancel()
+    await manager.aclose()
+    return facts
+
+
+async def burst(interface: str, other_interface: str) -> Facts:
+    async def body(manager: LinuxRouteManager, reconciler: RouteReconciler) -> Facts:
+        reconciler.set_networks([])
+        await reconciler.settled()
+        started = time.perf_counter()
+        for index in range(50):
+            reconciler.update_network(bridge_network(index, f"172.31.{index}.0/24", f"fd00:31:{index:x}::/64"))
+        await reconciler.settled()
+        elapsed = time.perf_counter() - started
+        routes = kernel_routes("proto", "220")
+        for index in range(25):
+            reconciler.remove_network(f"id{index}")
+        await reconciler.settled()
+        return {"seconds": elapsed, "routes": routes, "after_removal": kernel_routes("proto", "220")}
+
+    return await run_reconciler(interface, body)
+
+
+async def wait_until_ours(manager: LinuxRouteManager, destination: Destination) -> float:
+    started = time.perf_counter()
+    with trio.fail_after(RESTORE_DEADLINE_SECONDS):
+        while destination not in {route.destination for route in await manager.list_ours()}:
+            await trio.sleep(0.005)
+    return time.perf_counter() - started
+
+
+async def restore(interface: str, other_interface: str) -> Facts:
+    async def body(manager: LinuxRouteManager, reconciler: RouteReconciler) -> Facts:
+        reconciler.set_networks([bridge_network(1, "172.29.1.0/24"), bridge_network(2, "172.29.2.0/24")])
+        await reconciler.settled()
+        deleter = subprocess.Popen(["ip", "route", "del", "172.29.1.0/24", "dev", interface])
+        deleter.wait()
+        del_seconds = await wait_until_ours(manager, net("172.29.1.0/24"))
+        replacer = subprocess.Popen(["ip", "route", "replace", "172.29.2.0/24", "dev", other_interface])
+        replacer.wait()
+        replace_seconds = await wait_until_ours(manager, net("172.29.2.0/24"))
+        return {
+            "deleter_pid": deleter.pid,
+            "replacer_pid": replacer.pid,
+            "delete_restored_seconds": del_seconds,
+            "replace_restored_seconds": replace_seconds,
+            "routes": kernel_routes("root", "172.29.0.0/16", families=("-4",)),
+        }
+
+    return await run_reconciler(interface, body)
+
+
+async def overlap(interface: str, other_interface: str) -> Facts:
+    subprocess.run(["ip", "route", "add", "172.28.0.0/16", "dev", other_interface], check=True)
+
+    async def body(manager: LinuxRouteManager, reconciler: RouteReconciler) -> Facts:
+        before = kernel_routes()
+        reconciler.set_networks([bridge_network(1, "172.28.5.0/24"), bridge_network(2, "172.27.0.0/24")])
+        await reconciler.settled()
+        return {"before": before, "after": kernel_routes(), "findings": len(reconciler.status().overlaps)}
+
+    return await run_reconciler(interface, body)
+
+
+SCENARIOS = {"crud": crud, "burst": burst, "restore": restore, "overlap": overlap}
+
+
+async def main(arguments: list[str]) -> Facts:
+    scenario, interface, other_interface = arguments
+    with trio.fail_after(SCENARIO_DEADLINE_SECONDS):
+        return await SCENARIOS[scenario](interface, other_interface)
+
+
+if __name__ == "__main__":
+    collector = LogCollector()
+    logging.getLogger("dmnc").addHandler(collector)
+    logging.getLogger("dmnc").setLevel(logging.INFO)
+    result = trio.run(main, sys.argv[1:])
+    result["log"] = collector.lines
+    print(json.dumps(result))

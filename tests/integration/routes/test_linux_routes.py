@@ -1,0 +1,113 @@
+"""Linux route manager and reconciler against the real kernel, inside a namespace this test creates.
+
+Each test starts `scenarios.py` inside the namespace (the pytest process never changes namespace) and asserts on
+the facts it reports. The namespace holds a veth pair: one end plays the tunnel, the other "another program's"
+interface (a LAN or a VPN).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import require_lab, require_root, require_tools
+from tests.lab.netns import Netns, netns, unique_suffix
+
+pytestmark = pytest.mark.lab
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def lab() -> Iterator[tuple[Netns, str, str]]:
+    require_root()
+    require_tools("ip")
+    require_lab(Path("/dev/net/tun").exists(), "/dev/net/tun")
+    with netns("dmncrt") as namespace:
+        suffix = unique_suffix()
+        tunnel, other = f"rt{suffix}", f"ro{suffix}"
+        namespace.run(["ip", "link", "add", tunnel, "type", "veth", "peer", "name", other])
+        namespace.run(["ip", "link", "set", tunnel, "up"])
+        namespace.run(["ip", "link", "set", other, "up"])
+        yield namespace, tunnel, other
+
+
+def run_scenario(lab: tuple[Netns, str, str], scenario: str) -> dict[str, Any]:
+    namespace, tunnel, other = lab
+    argv = namespace.command([sys.executable, "-m", "tests.integration.routes.scenarios", scenario, tunnel, other])
+    result = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    facts: dict[str, Any] = json.loads(result.stdout)
+    return facts
+
+
+def test_add_list_delete_ipv4_and_ipv6_routes_through_a_tun(lab: tuple[Netns, str, str]) -> None:
+    facts = run_scenario(lab, "crud")
+    tun = f"{lab[1][:11]}tun"
+    assert facts["after_add"] == [
+        f"172.30.1.0/24 dev {tun} scope link",
+        f"172.30.2.0/24 dev {tun} scope link",
+        f"fd00:30:1::/64 dev {tun} metric 1024 pref medium",
+        f"fd00:30:2::/64 dev {tun} metric 1024 pref medium",
+    ]
+    assert facts["listed_ours"] == ["172.30.1.0/24", "172.30.2.0/24", "fd00:30:1::/64", "fd00:30:2::/64"]
+    assert facts["duplicate_add"] == "a route to 172.30.1.0/24 exists already"
+    assert facts["delete_foreign"] is False
+    assert facts["foreign_still_there"] == [f"172.30.9.0/24 dev {lab[2]} scope link"]
+    assert facts["deleted"] == [True, True, True, True]
+    assert facts["deleted_again"] is False
+    assert facts["after_delete"] == []
+
+
+def test_reconciler_routes_a_burst_of_fifty_networks_and_removes_them(lab: tuple[Netns, str, str]) -> None:
+    facts = run_scenario(lab, "burst")
+    tunnel = lab[1]
+
+    def routes_of(index: int) -> set[str]:
+        return {
+            f"172.31.{index}.0/24 dev {tunnel} scope link",
+            f"{ipaddress.ip_network(f'fd00:31:{index:x}::/64')} dev {tunnel} metric 1024 pref medium",
+        }
+
+    assert set(facts["routes"]) == set().union(*(routes_of(index) for index in range(50)))
+    assert set(facts["after_removal"]) == set().union(*(routes_of(index) for index in range(25, 50)))
+    print(f"50 networks (100 routes) routed in {facts['seconds'] * 1000:.1f} ms")
+
+
+def test_route_deleted_or_replaced_by_another_process_is_restored_within_a_second(lab: tuple[Netns, str, str]) -> None:
+    facts = run_scenario(lab, "restore")  # the scenario fails if a restore takes longer than a second
+    tunnel, other = lab[1], lab[2]
+    assert facts["routes"] == [
+        f"172.29.1.0/24 dev {tunnel} proto 220 scope link",
+        f"172.29.2.0/24 dev {tunnel} proto 220 scope link",
+    ]
+    assert (
+        f"WARNING route 172.29.1.0/24 dev {tunnel} was deleted by pid {facts['deleter_pid']}; putting it back"
+        in facts["log"]
+    )
+    taken = [line for line in facts["log"] if "taken over" in line]
+    replacer = f"pid {facts['replacer_pid']} (now 172.29.2.0/24 dev {other})"
+    assert taken == [f"WARNING route to 172.29.2.0/24 was taken over by {replacer}; putting dmnc's back"]
+    print(
+        f"restored after ip route del in {facts['delete_restored_seconds'] * 1000:.1f} ms, "
+        f"after ip route replace in {facts['replace_restored_seconds'] * 1000:.1f} ms"
+    )
+
+
+def test_overlapping_route_to_another_interface_is_reported_and_not_touched(lab: tuple[Netns, str, str]) -> None:
+    facts = run_scenario(lab, "overlap")
+    tunnel, other = lab[1], lab[2]
+    assert facts["findings"] == 1
+    assert f"172.28.0.0/16 dev {other} scope link" in facts["after"]
+    assert not [line for line in facts["after"] if line.startswith("172.28.5.")]
+    assert set(facts["after"]) - set(facts["before"]) == {f"172.27.0.0/24 dev {tunnel} proto 220 scope link"}
+    [warning] = [line for line in facts["log"] if line.startswith("WARNING")]
+    assert "network 'net1' subnet 172.28.5.0/24" in warning
+    assert f"the route 172.28.0.0/16 dev {other}" in warning
