@@ -1,0 +1,122 @@
+"""Benchmark: installing 200 routes through rtnetlink vs one `ip route` process per route (the original tool's
+method, which runs `route`/`ip` per subnet), in the same run, inside a throwaway network namespace.
+
+Run as root: .venv/bin/python tests/bench/bench_routes.py   (not collected by pytest)
+
+Also measures the reconciler's latency from a network event to its route being in the kernel.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import trio
+
+from dmnc.routes import Destination
+from dmnc.routes.linux import LinuxRouteManager
+from dmnc.routes.policy import NetworkInfo, PolicyConfig
+from dmnc.routes.reconcile import RouteReconciler
+
+ROUTES = 200
+ROUNDS = 3
+EVENT_SAMPLES = 50
+
+
+def subnets() -> list[Destination]:
+    return [ipaddress.ip_network(f"10.{64 + index // 256}.{index % 256}.0/24") for index in range(ROUTES)]
+
+
+def flush(interface: str) -> None:
+    subprocess.run(["ip", "route", "flush", "dev", interface], check=True)
+
+
+async def netlink_one_by_one(manager: LinuxRouteManager, destinations: list[Destination]) -> float:
+    started = time.perf_counter()
+    for destination in destinations:
+        await manager.add(destination)
+    return time.perf_counter() - started
+
+
+async def netlink_batched(manager: LinuxRouteManager, destinations: list[Destination]) -> float:
+    started = time.perf_counter()
+    await manager.add_many(destinations)
+    return time.perf_counter() - started
+
+
+def ip_process_per_route(interface: str, destinations: list[Destination]) -> float:
+    started = time.perf_counter()
+    for destination in destinations:
+        subprocess.run(["ip", "route", "add", str(destination), "dev", interface], check=True)
+    return time.perf_counter() - started
+
+
+async def event_to_route_latencies(manager: LinuxRouteManager) -> list[float]:
+    reconciler = RouteReconciler(manager, PolicyConfig())
+    latencies: list[float] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reconciler.run)
+        reconciler.set_networks([])
+        await reconciler.settled()
+        for index in range(EVENT_SAMPLES):
+            subnet = ipaddress.ip_network(f"10.99.{index}.0/24")
+            started = time.perf_counter()
+            reconciler.update_network(NetworkInfo(f"n{index}", f"id{index}", "bridge", "local", False, {}, (subnet,)))
+            await reconciler.settled()
+            latencies.append(time.perf_counter() - started)
+        nursery.cancel_scope.cancel()
+    return latencies
+
+
+async def inside(interface: str) -> dict[str, float]:
+    manager = LinuxRouteManager(interface)
+    destinations = subnets()
+    results: dict[str, list[float]] = {"netlink_sequential": [], "netlink_batched": [], "ip_process": []}
+    for _ in range(ROUNDS):
+        results["netlink_sequential"].append(await netlink_one_by_one(manager, destinations))
+        flush(interface)
+        results["netlink_batched"].append(await netlink_batched(manager, destinations))
+        flush(interface)
+        results["ip_process"].append(ip_process_per_route(interface, destinations))
+        flush(interface)
+    latencies = await event_to_route_latencies(manager)
+    flush(interface)
+    await manager.aclose()
+    best = {name: min(times) for name, times in results.items()}
+    return {**best, "event_latency_median": statistics.median(latencies), "event_latency_max": max(latencies)}
+
+
+def outside() -> None:
+    from tests.lab.netns import netns, unique_suffix  # noqa: PLC0415 (lab helpers only for the outer process)
+
+    with netns("dmncrb") as namespace:
+        interface, peer = f"rb{unique_suffix()}", f"rp{unique_suffix()}"
+        namespace.run(["ip", "link", "add", interface, "type", "veth", "peer", "name", peer])
+        namespace.run(["ip", "link", "set", interface, "up"])
+        namespace.run(["ip", "link", "set", peer, "up"])
+        output = namespace.run([sys.executable, __file__, "--inside", interface], timeout=600).stdout
+    result = json.loads(output)
+    print(f"{ROUTES} routes, best of {ROUNDS} rounds:")
+    for name in ("netlink_batched", "netlink_sequential", "ip_process"):
+        seconds = result[name]
+        print(f"  {name:20s} {seconds * 1000:8.1f} ms  ({seconds / ROUTES * 1e6:7.1f} us/route)")
+    print(f"  ip process per route / netlink sequential: {result['ip_process'] / result['netlink_sequential']:.0f}x")
+    print(f"  ip process per route / netlink batched:    {result['ip_process'] / result['netlink_batched']:.0f}x")
+    print(
+        f"network event -> route in kernel (reconciler, {EVENT_SAMPLES} samples): "
+        f"median {result['event_latency_median'] * 1000:.2f} ms, max {result['event_latency_max'] * 1000:.2f} ms"
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--inside":
+        print(json.dumps(trio.run(inside, sys.argv[2])))
+    else:
+        outside()
