@@ -1,7 +1,8 @@
 """Cryptokey routing table (whitepaper 2): longest-prefix match of IPv4 and IPv6 addresses to peers.
 
 One hash table per prefix length, probed from the longest present length down: few distinct lengths exist in
-practice, so a lookup is a handful of dict probes on integers.
+practice, so a lookup is a handful of dict probes on integers. Results are cached per address (the data path looks
+up the same few addresses for every packet), and the cache is emptied whenever the table changes.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import ipaddress
 from typing import Generic, TypeVar
 
 Value = TypeVar("Value")
+# Bound on cached addresses, so a scan of many destinations cannot grow memory without limit.
+_CACHE_LIMIT = 4096
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -54,22 +57,41 @@ class AllowedIPs(Generic[Value]):
     def __init__(self) -> None:
         self._v4: _FamilyTable[Value] = _FamilyTable(32)
         self._v6: _FamilyTable[Value] = _FamilyTable(128)
+        self._cache_v4: dict[bytes, Value | None] = {}
+        self._cache_v6: dict[bytes, Value | None] = {}
 
     def insert(self, network: IPNetwork, value: Value) -> None:
         table = self._v4 if network.version == 4 else self._v6
         table.insert(int(network.network_address), network.prefixlen, value)
+        self._cache_v4.clear()
+        self._cache_v6.clear()
 
     def lookup_v4(self, address: bytes) -> Value | None:
         """Longest match for a 4-byte address (as found in an IPv4 header)."""
-        return self._v4.lookup(int.from_bytes(address, "big"))
+        try:
+            return self._cache_v4[address]
+        except KeyError:
+            return self._remember(self._cache_v4, address, self._v4.lookup(int.from_bytes(address, "big")))
 
     def lookup_v6(self, address: bytes) -> Value | None:
         """Longest match for a 16-byte address (as found in an IPv6 header)."""
-        return self._v6.lookup(int.from_bytes(address, "big"))
+        try:
+            return self._cache_v6[address]
+        except KeyError:
+            return self._remember(self._cache_v6, address, self._v6.lookup(int.from_bytes(address, "big")))
+
+    @staticmethod
+    def _remember(cache: dict[bytes, Value | None], address: bytes, value: Value | None) -> Value | None:
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[bytes(address)] = value
+        return value
 
     def remove_value(self, value: Value) -> None:
         self._v4.remove_value(value)
         self._v6.remove_value(value)
+        self._cache_v4.clear()
+        self._cache_v6.clear()
 
     def networks_of(self, value: Value) -> list[IPNetwork]:
         found: list[IPNetwork] = [

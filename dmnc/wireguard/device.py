@@ -61,6 +61,8 @@ class Device:
         self._rng = rng
         self._wall_offset = wall_offset
         self._timing = timing
+        self._reject_after_messages = timing.reject_after_messages
+        self._rekey_after_messages = timing.rekey_after_messages
         self._peers: dict[bytes, Peer] = {}
         self._routes: AllowedIPs[Peer] = AllowedIPs()
         # Local indices (whitepaper 5.4.1) of handshakes in flight and of live sessions; one shared index space.
@@ -125,8 +127,8 @@ class Device:
         if (
             keypair is None
             or peer.staged
-            or keypair.send_counter >= self._timing.reject_after_messages
-            or now - keypair.created >= self._timing.reject_after_time
+            or keypair.send_counter >= self._reject_after_messages
+            or now >= keypair.usable_until
         ):
             outputs: list[Output] = []
             if not peer.stage(packet):
@@ -146,16 +148,10 @@ class Device:
         stats = peer.stats
         stats.tx_bytes += len(datagram)
         stats.tx_packets += 1
-        timers = peer.timers
-        timers.any_authenticated_packet_traversal(now)
-        timers.any_authenticated_packet_sent()
-        if packet:
-            timers.data_sent(now)
+        peer.timers.packet_sent(now, carries_data=bool(packet))
         outputs: list[Output] = [SendDatagram(endpoint, datagram)]
         # Whitepaper 6.2: the initiator of a session starts the next handshake once it is old or well used.
-        if counter >= self._timing.rekey_after_messages or (
-            keypair.is_initiator and now - keypair.created >= self._timing.rekey_after_time
-        ):
+        if counter >= self._rekey_after_messages or now >= keypair.rekey_at:
             outputs.extend(self._initiate(peer, now, retry=False))
         return outputs
 
@@ -164,11 +160,7 @@ class Device:
         outputs: list[Output] = []
         while peer.staged:
             keypair = peer.keypairs.current
-            if (
-                keypair is None
-                or keypair.send_counter >= self._timing.reject_after_messages
-                or now - keypair.created >= self._timing.reject_after_time
-            ):
+            if keypair is None or keypair.send_counter >= self._reject_after_messages or now >= keypair.usable_until:
                 outputs.extend(self._initiate(peer, now, retry=False))
                 break
             if peer.stats.endpoint is None:
@@ -211,8 +203,7 @@ class Device:
         datagram = peer.cookies.seal(initiation.pack(), now)
         peer.stats.tx_bytes += len(datagram)
         peer.stats.tx_packets += 1
-        peer.timers.any_authenticated_packet_traversal(now)
-        peer.timers.any_authenticated_packet_sent()
+        peer.timers.packet_sent(now, carries_data=False)
         peer.timers.handshake_initiated(now)
         return [SendDatagram(endpoint, datagram)]
 
@@ -240,7 +231,7 @@ class Device:
         if entry is None:
             return [self._device_drop(DropReason.UNKNOWN_RECEIVER_INDEX)]
         peer, keypair = entry
-        if counter >= self._timing.reject_after_messages or now - keypair.created >= self._timing.reject_after_time:
+        if counter >= self._reject_after_messages or now >= keypair.usable_until:
             return [self._peer_drop(peer, DropReason.EXPIRED_KEYPAIR)]
         plaintext = self._cipher.open(keypair, counter, datagram)
         if plaintext is None:
@@ -262,21 +253,14 @@ class Device:
             self._handshake_completed(peer, now)
             outputs.extend(self._send_staged(peer, now))
         current = peer.keypairs.current
-        if (
-            not timers.sent_last_minute_handshake
-            and current is not None
-            and current.is_initiator
-            and now - current.created
-            >= self._timing.reject_after_time - self._timing.keepalive_timeout - self._timing.rekey_timeout
-        ):
+        if current is not None and now >= current.last_minute_rekey_at and not timers.sent_last_minute_handshake:
             # Whitepaper 6.2: an initiator that still only receives rekeys shortly before the session dies.
             timers.sent_last_minute_handshake = True
             outputs.extend(self._initiate(peer, now, retry=False))
-        timers.any_authenticated_packet_traversal(now)
-        timers.any_authenticated_packet_received()
-        if len(plaintext) == 0:
+        if not plaintext:
+            timers.packet_received(now, carries_data=False)
             return outputs  # keepalive
-        timers.data_received(now)
+        timers.packet_received(now, carries_data=True)
 
         packet = self._checked_inner_packet(peer, plaintext)
         if isinstance(packet, Drop):
@@ -350,8 +334,7 @@ class Device:
         response_datagram = peer.cookies.seal(response.pack(), now)
         peer.stats.tx_bytes += len(response_datagram)
         peer.stats.tx_packets += 1
-        peer.timers.any_authenticated_packet_traversal(now)
-        peer.timers.any_authenticated_packet_sent()
+        peer.timers.packet_sent(now, carries_data=False)
         return [SendDatagram(source, response_datagram)]
 
     def _receive_response(self, datagram: bytes, source: Endpoint, now: float, under_load: bool) -> list[Output]:
@@ -392,8 +375,7 @@ class Device:
         peer.stats.rx_bytes += len(datagram)
         peer.stats.rx_packets += 1
         peer.stats.endpoint = source
-        peer.timers.any_authenticated_packet_traversal(now)
-        peer.timers.any_authenticated_packet_received()
+        peer.timers.packet_received(now, carries_data=False)
 
     def _begin_session(self, peer: Peer, now: float) -> None:
         """Turn the completed handshake into a keypair and install it (wireguard-go BeginSymmetricSession)."""
@@ -405,7 +387,7 @@ class Device:
             local_index=session.local_index,
             remote_index=session.remote_index,
             created=now,
-            reject_after_messages=self._timing.reject_after_messages,
+            timing=self._timing,
         )
         self._keypair_indices[keypair.local_index] = (peer, keypair)
         for retired in peer.keypairs.install(keypair):

@@ -8,6 +8,7 @@ from typing import Any
 
 from nacl._sodium import ffi
 
+from dmnc.wireguard.config import Timing
 from dmnc.wireguard.replay import ReplayWindow
 
 
@@ -21,14 +22,17 @@ class Keypair:
     __slots__ = (
         "created",
         "is_initiator",
+        "last_minute_rekey_at",
         "local_index",
         "receive_key",
         "receive_key_pointer",
+        "rekey_at",
         "remote_index",
         "replay",
         "send_counter",
         "send_key",
         "send_key_pointer",
+        "usable_until",
     )
 
     def __init__(
@@ -40,7 +44,7 @@ class Keypair:
         local_index: int,
         remote_index: int,
         created: float,
-        reject_after_messages: int,
+        timing: Timing,
     ) -> None:
         self.send_key = bytearray(send_key)
         self.receive_key = bytearray(receive_key)
@@ -51,7 +55,18 @@ class Keypair:
         self.remote_index = remote_index
         self.created = created
         self.send_counter = 0
-        self.replay = ReplayWindow(reject_after_messages)
+        self.replay = ReplayWindow(timing.reject_after_messages)
+        # The session's time limits as absolute deadlines, so the data path compares one float per check.
+        # Whitepaper 6.1/6.2: nothing is sent or accepted after REJECT_AFTER_TIME; the initiator rekeys when
+        # sending after REKEY_AFTER_TIME, and when still receiving REKEY_TIMEOUT + KEEPALIVE_TIMEOUT before the end.
+        self.usable_until = created + timing.reject_after_time
+        never = float("inf")
+        self.rekey_at = created + timing.rekey_after_time if is_initiator else never
+        self.last_minute_rekey_at = (
+            created + timing.reject_after_time - timing.keepalive_timeout - timing.rekey_timeout
+            if is_initiator
+            else never
+        )
 
     def zero(self) -> None:
         """Overwrite the key bytes in place, so nothing can encrypt or decrypt with this keypair again."""

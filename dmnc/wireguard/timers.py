@@ -58,30 +58,33 @@ class PeerTimers:
 
     # Hooks. Each "Should be called after ..." names the event, as in wireguard-go.
 
-    def data_sent(self, now: float) -> None:
-        """Should be called after an authenticated data packet (not a keepalive) is sent."""
-        if self.new_handshake is None:
-            self.new_handshake = now + self._timing.keepalive_timeout + self._timing.rekey_timeout + self._jitter()
+    def packet_sent(self, now: float, *, carries_data: bool) -> None:
+        """Should be called after any authenticated packet (handshake, keepalive, data) is sent.
 
-    def data_received(self, now: float) -> None:
-        """Should be called after an authenticated data packet (not a keepalive) is received."""
-        # wireguard-go also notes "need another keepalive" when this timer is already armed, but the keepalive it
-        # then sends disarms the re-armed timer again (any_authenticated_packet_sent), so the note changes nothing.
-        if self.send_keepalive is None:
-            self.send_keepalive = now + self._timing.keepalive_timeout
-
-    def any_authenticated_packet_sent(self) -> None:
-        """Should be called after any authenticated packet (handshake, keepalive, data) is sent."""
-        self.send_keepalive = None
-
-    def any_authenticated_packet_received(self) -> None:
-        """Should be called after any authenticated packet (handshake, keepalive, data) is received."""
-        self.new_handshake = None
-
-    def any_authenticated_packet_traversal(self, now: float) -> None:
-        """Should be called after any authenticated packet is sent or received."""
+        wireguard-go's timersAnyAuthenticatedPacketTraversal + timersAnyAuthenticatedPacketSent, and timersDataSent
+        when `carries_data` (a data packet that is not a keepalive), in one call for the data path.
+        """
         if self.persistent_keepalive_interval > 0:
             self.persistent_keepalive = now + self.persistent_keepalive_interval
+        self.send_keepalive = None  # whatever we sent already tells the peer we are alive
+        if carries_data and self.new_handshake is None:
+            # Expect an answer within KEEPALIVE_TIMEOUT + REKEY_TIMEOUT, else assume the session is dead.
+            self.new_handshake = now + self._timing.keepalive_timeout + self._timing.rekey_timeout + self._jitter()
+
+    def packet_received(self, now: float, *, carries_data: bool) -> None:
+        """Should be called after any authenticated packet (handshake, keepalive, data) is received.
+
+        wireguard-go's timersAnyAuthenticatedPacketTraversal + timersAnyAuthenticatedPacketReceived, and
+        timersDataReceived when `carries_data`.
+        """
+        if self.persistent_keepalive_interval > 0:
+            self.persistent_keepalive = now + self.persistent_keepalive_interval
+        self.new_handshake = None  # the peer is alive
+        if carries_data and self.send_keepalive is None:
+            # Answer within KEEPALIVE_TIMEOUT, with a keepalive if we have nothing else to send. (wireguard-go also
+            # notes "need another keepalive" when this is armed already, but the keepalive it then sends disarms the
+            # re-armed timer again, so the note changes nothing.)
+            self.send_keepalive = now + self._timing.keepalive_timeout
 
     def handshake_initiated(self, now: float) -> None:
         """Should be called after a handshake initiation is sent."""

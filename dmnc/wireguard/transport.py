@@ -25,11 +25,9 @@ _HEADER_SIZE: Final = constants.TRANSPORT_HEADER_SIZE
 _TAG_SIZE: Final = constants.AEAD_TAG_SIZE
 
 
-def padded_length(packet_length: int, mtu: int) -> int:
-    """Plaintext length after zero padding to a multiple of 16, never past the MTU (wireguard-go send.go)."""
-    if packet_length >= mtu:
-        return packet_length
-    return min((packet_length + constants.PADDING_MULTIPLE - 1) & -constants.PADDING_MULTIPLE, mtu)
+_NULL: Final = ffi.NULL
+_encrypt: Final = lib.crypto_aead_chacha20poly1305_ietf_encrypt
+_decrypt: Final = lib.crypto_aead_chacha20poly1305_ietf_decrypt
 
 
 class TransportCipher:
@@ -39,11 +37,10 @@ class TransportCipher:
         "_mtu",
         "_nonce",
         "_nonce_pointer",
-        "_opened",
         "_opened_pointer",
         "_opened_view",
+        "_payload_pointer",
         "_sealed",
-        "_sealed_pointer",
         "_sealed_view",
     )
 
@@ -51,28 +48,31 @@ class TransportCipher:
         self._mtu = mtu
         self._sealed = bytearray(_HEADER_SIZE + MAX_PACKET_SIZE + constants.PADDING_MULTIPLE + _TAG_SIZE)
         self._sealed_view = memoryview(self._sealed)
-        self._sealed_pointer: Any = ffi.from_buffer(self._sealed)
-        self._opened = bytearray(MAX_PACKET_SIZE + constants.PADDING_MULTIPLE)
-        self._opened_view = memoryview(self._opened)
-        self._opened_pointer: Any = ffi.from_buffer(self._opened)
+        self._payload_pointer: Any = ffi.from_buffer(self._sealed) + _HEADER_SIZE
+        opened = bytearray(MAX_PACKET_SIZE + constants.PADDING_MULTIPLE)
+        self._opened_view = memoryview(opened)
+        self._opened_pointer: Any = ffi.from_buffer(opened)
         self._nonce = bytearray(12)
         self._nonce_pointer: Any = ffi.from_buffer(self._nonce)
 
     def seal(self, keypair: Keypair, counter: int, packet: bytes) -> bytes:
         """The complete transport message carrying `packet` (len <= MAX_PACKET_SIZE) under `counter`."""
         length = len(packet)
-        padded = padded_length(length, self._mtu)
+        mtu = self._mtu
+        # Zero padding to a multiple of 16, never past the MTU (whitepaper 5.4.6, wireguard-go send.go).
+        padded = length if length >= mtu else min((length + 15) & -16, mtu)
         buffer = self._sealed_view
         _HEADER.pack_into(self._sealed, 0, constants.MESSAGE_TRANSPORT, keypair.remote_index, counter)
-        buffer[_HEADER_SIZE : _HEADER_SIZE + length] = packet
-        if padded != length:
-            buffer[_HEADER_SIZE + length : _HEADER_SIZE + padded] = _ZERO_PADDING[: padded - length]
         _NONCE_COUNTER.pack_into(self._nonce, _NONCE_COUNTER_OFFSET, counter)
-        payload = self._sealed_pointer + _HEADER_SIZE
-        # In-place encryption (message and ciphertext at the same address) is supported by libsodium.
-        lib.crypto_aead_chacha20poly1305_ietf_encrypt(
-            payload, ffi.NULL, payload, padded, ffi.NULL, 0, ffi.NULL, self._nonce_pointer, keypair.send_key_pointer
-        )
+        payload = self._payload_pointer
+        if padded == length:
+            # cffi hands libsodium a pointer to the bytes' own data: no copy of the plaintext.
+            _encrypt(payload, _NULL, packet, length, _NULL, 0, _NULL, self._nonce_pointer, keypair.send_key_pointer)
+        else:
+            buffer[_HEADER_SIZE : _HEADER_SIZE + length] = packet
+            buffer[_HEADER_SIZE + length : _HEADER_SIZE + padded] = _ZERO_PADDING[: padded - length]
+            # In-place encryption (message and ciphertext at the same address) is supported by libsodium.
+            _encrypt(payload, _NULL, payload, padded, _NULL, 0, _NULL, self._nonce_pointer, keypair.send_key_pointer)
         return bytes(buffer[: _HEADER_SIZE + padded + _TAG_SIZE])
 
     def open(self, keypair: Keypair, counter: int, message: bytes) -> bytes | None:
@@ -81,13 +81,15 @@ class TransportCipher:
         if ciphertext_length > MAX_PACKET_SIZE + _TAG_SIZE:
             return None
         _NONCE_COUNTER.pack_into(self._nonce, _NONCE_COUNTER_OFFSET, counter)
-        status = lib.crypto_aead_chacha20poly1305_ietf_decrypt(
+        # cffi passes a bytes argument to libsodium as a pointer to its data; slicing off the header is one memcpy,
+        # measured cheaper than wrapping the message with ffi.from_buffer.
+        status = _decrypt(
             self._opened_pointer,
-            ffi.NULL,
-            ffi.NULL,
-            ffi.from_buffer(message) + _HEADER_SIZE,
+            _NULL,
+            _NULL,
+            message[_HEADER_SIZE:],
             ciphertext_length,
-            ffi.NULL,
+            _NULL,
             0,
             self._nonce_pointer,
             keypair.receive_key_pointer,

@@ -1,0 +1,92 @@
+"""Micro-benchmark of the protocol core's data path: us per 1420-byte packet for encapsulate and decapsulate.
+
+Run: .venv/bin/python tests/bench/bench_core.py   (not collected by pytest; the target is well under 10 us each)
+
+Shared machines are noisy, so each figure is the best of several batches, printed next to the cost of the bare
+libsodium AEAD call on the same buffer size (the floor no Python code can beat).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import nacl.bindings  # noqa: F401  # runs sodium_init()
+from nacl._sodium import ffi, lib
+
+from dmnc.wireguard import SendDatagram
+from tests.unit.wireguard.inmemory import Network, ip4
+
+PACKET_SIZE = 1420
+BATCH = 5000
+BATCHES = 7
+
+
+def best_us_per_call(run_batch: Callable[[], None]) -> float:
+    timings = []
+    for _ in range(BATCHES):
+        start = time.perf_counter()
+        run_batch()
+        timings.append(time.perf_counter() - start)
+    return min(timings) / BATCH * 1e6
+
+
+def main() -> None:
+    net = Network(seed=int.from_bytes(os.urandom(4), "little"))
+    a, b = net.pair()
+    net.send(a, ip4("10.0.0.1", "10.0.0.2"))
+    net.deliver_all()
+    packet = ip4("10.0.0.1", "10.0.0.2", bytes(PACKET_SIZE - 20))
+    source = a.endpoint
+    now = net.now
+    encapsulate = a.device.encapsulate
+    decapsulate = b.device.decapsulate
+
+    datagrams: list[bytes] = []
+
+    def encapsulate_batch() -> None:
+        datagrams.clear()
+        for _ in range(BATCH):
+            datagrams.append(encapsulate(packet, now)[0].data)  # type: ignore[union-attr]
+
+    encapsulate_us = best_us_per_call(encapsulate_batch)
+    assert isinstance(encapsulate(packet, now)[0], SendDatagram)
+    # Decapsulate needs fresh counters each batch (replayed ones are dropped), so seal them beforehand.
+    batches = []
+    for _ in range(BATCHES):
+        encapsulate_batch()
+        batches.append(list(datagrams))
+    batch_iter = iter(batches)
+
+    def decapsulate_batch() -> None:
+        for datagram in next(batch_iter):
+            decapsulate(datagram, source, now)
+
+    decapsulate_us = best_us_per_call(decapsulate_batch)
+    assert not b.device.peer_stats()[a.device.public_key].drops
+
+    buffer = ffi.new("unsigned char[]", PACKET_SIZE + 16)
+    key = ffi.new("unsigned char[]", 32)
+    nonce = ffi.new("unsigned char[]", 12)
+    aead = lib.crypto_aead_chacha20poly1305_ietf_encrypt
+
+    def raw_batch() -> None:
+        for _ in range(BATCH):
+            aead(buffer, ffi.NULL, buffer, PACKET_SIZE, ffi.NULL, 0, ffi.NULL, nonce, key)
+
+    raw_us = best_us_per_call(raw_batch)
+
+    print(f"bare libsodium ChaCha20-Poly1305 {PACKET_SIZE} B: {raw_us:.2f} us/call")
+    print(f"encapsulate {PACKET_SIZE} B: {encapsulate_us:.2f} us/packet")
+    print(f"decapsulate {PACKET_SIZE} B: {decapsulate_us:.2f} us/packet")
+    per_packet = max(encapsulate_us, decapsulate_us)
+    print(f"one core, crypto path only: {PACKET_SIZE * 8 / per_packet / 1000:.2f} Gbit/s")
+
+
+if __name__ == "__main__":
+    main()
