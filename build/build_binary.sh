@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Builds the self-contained dmnc executable for this OS/arch with PyInstaller (build/dmnc.spec).
+#
+#   build/build_binary.sh [onefile|onedir]
+#
+# Reproducible: the exact versions of build/requirements.txt in a venv of their own (rebuilt when that file or the
+# Python version changes), SOURCE_DATE_EPOCH = the last commit's time, PYTHONHASHSEED fixed. Everything goes under
+# build/out/ (gitignored):
+#   build/out/dist-onefile/dmnc                 onefile executable
+#   build/out/dist-onedir/dmnc/dmnc             onedir executable (with its libraries beside it)
+#   build/out/release/dmnc-VERSION-OS-ARCH      (onefile only) the release artifact, plus its .sha256 file
+# PYTHON selects the interpreter the venv is made from (default python3; must be >= 3.11).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode="${1:-onefile}"
+case "$mode" in
+    onefile | onedir) ;;
+    *)
+        echo "usage: $0 [onefile|onedir]" >&2
+        exit 2
+        ;;
+esac
+
+python="${PYTHON:-python3}"
+out="build/out"
+os_name="$(uname -s | tr '[:upper:]' '[:lower:]')"
+arch="$(uname -m)"
+venv="$out/venv-$os_name-$arch"
+lock="build/requirements.txt"
+
+# macOS ships shasum; Linux coreutils sha256sum. Same output format.
+sha256() {
+    if command -v sha256sum >/dev/null; then sha256sum "$@"; else shasum -a 256 "$@"; fi
+}
+
+want="$({ cat "$lock"; "$python" -c 'import sys; print(sys.version)'; } | sha256)"
+want="${want%% *}"
+if [ "$(cat "$venv/.dmnc-lock" 2>/dev/null)" != "$want" ]; then
+    echo "== build venv $venv from $lock"
+    rm -rf "$venv"
+    "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    # --no-deps: only what the lock names gets in; `pip check` then proves the lock is complete.
+    "$venv/bin/python" -m pip install -q --no-deps -r "$lock"
+    "$venv/bin/python" -m pip check
+    echo "$want" > "$venv/.dmnc-lock"
+fi
+
+version="$("$venv/bin/python" -c 'import sys; sys.path.insert(0, "."); import dmnc; print(dmnc.__version__)')"
+SOURCE_DATE_EPOCH="$(git log -1 --format=%ct 2>/dev/null || echo 0)"
+export SOURCE_DATE_EPOCH
+# PyInstaller's bytecode and archive order depend on string hashing; a fixed seed makes them repeatable.
+export PYTHONHASHSEED=0
+export DMNC_BUILD_MODE="$mode"
+
+echo "== dmnc $version, $mode, $os_name/$arch, SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH"
+"$venv/bin/python" -m PyInstaller --noconfirm --clean --log-level WARN \
+    --distpath "$out/dist-$mode" --workpath "$out/work-$mode" build/dmnc.spec
+
+if [ "$mode" = onefile ]; then
+    executable="$out/dist-onefile/dmnc"
+    mkdir -p "$out/release"
+    artifact="dmnc-$version-$os_name-$arch"
+    cp "$executable" "$out/release/$artifact"
+    (cd "$out/release" && sha256 "$artifact" > "$artifact.sha256")
+    echo "== $out/release/$artifact"
+else
+    executable="$out/dist-onedir/dmnc/dmnc"
+fi
+
+# The build is only done when the frozen program runs and reports the version it was stamped with.
+reported="$("$executable" --version)"
+if [ "$reported" != "dmnc $version" ]; then
+    echo "frozen $executable reports '$reported', expected 'dmnc $version'" >&2
+    exit 1
+fi
+echo "== $executable: $reported"
