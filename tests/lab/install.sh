@@ -7,6 +7,8 @@ packages=(
     wireguard-tools wireguard-go iperf3
     docker.io podman
     qemu-system-x86 busybox-static cpio xz-utils
+    # packaging tests (tests/integration/packaging): systemd-analyze verify, xmllint --dtdvalid, ruby -c
+    systemd libxml2-utils ruby
 )
 
 missing=()
