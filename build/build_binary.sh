@@ -5,7 +5,7 @@
 #
 # Reproducible: the exact versions of build/requirements.txt in a venv of their own (rebuilt when that file or the
 # Python version changes), SOURCE_DATE_EPOCH = the last commit's time, PYTHONHASHSEED fixed. Everything goes under
-# build/out/ (gitignored):
+# build/out/ (gitignored; DMNC_BUILD_OUT=DIR puts it all, venv included, under DIR instead):
 #   build/out/dist-onefile/dmnc                 onefile executable
 #   build/out/dist-onedir/dmnc/dmnc             onedir executable (with its libraries beside it)
 #   build/out/release/dmnc-VERSION-OS-ARCH      (onefile only) the release artifact, plus its .sha256 file
@@ -23,7 +23,7 @@ case "$mode" in
 esac
 
 python="${PYTHON:-python3}"
-out="build/out"
+out="${DMNC_BUILD_OUT:-build/out}"
 os_name="$(uname -s | tr '[:upper:]' '[:lower:]')"
 arch="$(uname -m)"
 venv="$out/venv-$os_name-$arch"
