@@ -1,0 +1,188 @@
+"""`dmnc wg up CONFIG`, `dmnc wg genkey`, `dmnc wg pubkey`: dmnc's WireGuard peer on its own, like wireguard-go.
+
+`wg up` runs the tunnel from a standard WireGuard config file (see dmnc.wgconfig) until SIGTERM/SIGINT, so dmnc can
+be checked against any WireGuard peer and benchmarked with identical configs. It prints one `ready` line once the
+interface is up and the UDP port bound; SIGUSR1 prints the per-peer counters as one JSON line.
+`genkey` and `pubkey` behave like wg(8): pubkey reads a private key on stdin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from dmnc.tun import DEFAULT_MTU, TunAddress, TunDevice, TunError, open_tun
+from dmnc.tunnel import Tunnel
+from dmnc.udp import UdpEndpoint, UdpError
+from dmnc.wgconfig import ConfigError, PeerSection, WireGuardConfig, load_config
+from dmnc.wireguard import ConfigError as DeviceConfigError
+from dmnc.wireguard import (
+    Device,
+    KeyFormatError,
+    PeerConfig,
+    Timing,
+    decode_key,
+    encode_key,
+    generate_private_key,
+    public_key,
+)
+
+EXIT_FAILURE = 1
+# Test hook: shortens REKEY_AFTER_TIME (seconds) so a rekey can be observed in seconds, not minutes.
+REKEY_AFTER_TIME_VARIABLE = "DMNC_WG_REKEY_AFTER_TIME"
+
+
+class WgUpError(Exception):
+    """`wg up` cannot start; the message is the one line shown to the user."""
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("wg", help="run dmnc's WireGuard peer from a standard config file; key tools")
+    actions = parser.add_subparsers(dest="wg_command", metavar="ACTION", required=True)
+    up = actions.add_parser("up", help="bring up a tunnel from a WireGuard config file and run until stopped")
+    up.add_argument("config", help="WireGuard config file ([Interface] and [Peer] sections)")
+    up.add_argument("--interface", help="TUN interface name (Linux: may contain %%d; macOS: utunN)")
+    up.set_defaults(handler=run_up)
+    genkey = actions.add_parser("genkey", help="print a new private key (base64)")
+    genkey.set_defaults(handler=run_genkey)
+    pubkey = actions.add_parser("pubkey", help="read a private key on stdin, print its public key")
+    pubkey.set_defaults(handler=run_pubkey)
+
+
+def run_genkey(args: argparse.Namespace) -> int:
+    print(encode_key(generate_private_key(os.urandom)))
+    return 0
+
+
+def run_pubkey(args: argparse.Namespace) -> int:
+    try:
+        private_key = decode_key(sys.stdin.read())
+    except KeyFormatError as error:
+        print(f"dmnc wg pubkey: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(encode_key(public_key(private_key)))
+    return 0
+
+
+def run_up(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+        timing = timing_from_environment(os.environ)
+        peers = [peer_config(peer, args.config) for peer in config.peers]
+    except (ConfigError, WgUpError) as error:
+        print(f"dmnc wg up: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    for key in config.ignored_keys:
+        print(f"dmnc wg up: ignoring wg-quick setting `{key}`", file=sys.stderr)
+    try:
+        trio.run(_serve, config, peers, timing, args.interface)
+    except (TunError, UdpError, WgUpError) as error:
+        print(f"dmnc wg up: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    return 0
+
+
+def timing_from_environment(environment: dict[str, str] | os._Environ[str]) -> Timing:
+    value = environment.get(REKEY_AFTER_TIME_VARIABLE)
+    if value is None:
+        return Timing()
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise WgUpError(f"{REKEY_AFTER_TIME_VARIABLE}={value!r} is not a number of seconds") from None
+    if not 0 < seconds <= Timing().reject_after_time:
+        raise WgUpError(f"{REKEY_AFTER_TIME_VARIABLE} must be in (0, {Timing().reject_after_time}] seconds")
+    return Timing(rekey_after_time=seconds)
+
+
+def peer_config(peer: PeerSection, filename: str) -> PeerConfig:
+    """The core's PeerConfig for a [Peer] section, its Endpoint host resolved (the first address, like wg(8))."""
+    endpoint = None
+    if peer.endpoint is not None:
+        host, port = peer.endpoint
+        try:
+            resolved = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except socket.gaierror as error:
+            raise ConfigError(filename, peer.line, f"Endpoint {host!r} does not resolve: {error.strerror}") from None
+        address = ipaddress.ip_address(str(resolved[0][4][0]).split("%", 1)[0])
+        endpoint = (str(address), port)
+    return PeerConfig(
+        public_key=peer.public_key,
+        preshared_key=peer.preshared_key,
+        allowed_ips=peer.allowed_ips,
+        endpoint=endpoint,
+        persistent_keepalive=peer.persistent_keepalive,
+    )
+
+
+def status_line(tunnel: Tunnel, tun: TunDevice) -> str:
+    """Per-peer counters as one JSON object (keys base64), for SIGUSR1 and tests."""
+    peers = {
+        encode_key(key): {
+            "endpoint": list(stats.endpoint) if stats.endpoint is not None else None,
+            "rx_bytes": stats.rx_bytes,
+            "tx_bytes": stats.tx_bytes,
+            "rx_packets": stats.rx_packets,
+            "tx_packets": stats.tx_packets,
+            "handshakes": stats.handshakes,
+            "last_handshake_age": (
+                None if stats.last_handshake is None else round(trio.current_time() - stats.last_handshake, 3)
+            ),
+            "drops": {reason.name: count for reason, count in stats.drops.items()},
+        }
+        for key, stats in tunnel.device.peer_stats().items()
+    }
+    counters = tunnel.counters
+    return json.dumps(
+        {
+            "interface": tun.name,
+            "port": tunnel.udp.port,
+            "peers": peers,
+            "device_drops": {reason.name: count for reason, count in tunnel.device.drops.items()},
+            "io_drops": {
+                "udp_send_failed": counters.udp_send_failed,
+                "udp_receive_errors": counters.udp_receive_errors,
+                "tun_write_failed": counters.tun_write_failed,
+                "handshake_queue_full": counters.handshake_queue_full,
+            },
+        }
+    )
+
+
+async def _serve(config: WireGuardConfig, peers: Sequence[PeerConfig], timing: Timing, name: str | None) -> None:
+    mtu = config.interface.mtu or DEFAULT_MTU
+    device = Device(
+        config.interface.private_key, rng=os.urandom, wall_offset=Tunnel.wall_offset(), timing=timing, mtu=mtu
+    )
+    try:
+        for peer in peers:
+            device.add_peer(peer)
+    except DeviceConfigError as error:
+        raise WgUpError(str(error)) from None
+    tun = open_tun(name, mtu=mtu, addresses=[TunAddress(address) for address in config.interface.addresses])
+    try:
+        udp = UdpEndpoint.open(config.interface.listen_port or 0)
+        try:
+            tunnel = Tunnel(device, tun, udp)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(tunnel.run)
+                    print(f"ready interface={tun.name} port={udp.port}", flush=True)
+                    async for signal_number in signals:
+                        if signal_number == signal.SIGUSR1:
+                            print(status_line(tunnel, tun), flush=True)
+                        else:
+                            nursery.cancel_scope.cancel()
+                            break
+        finally:
+            udp.close()
+    finally:
+        tun.close()

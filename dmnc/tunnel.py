@@ -1,0 +1,224 @@
+"""The data path: the protocol core (`dmnc.wireguard.Device`) pumped between a TUN device and UDP sockets by trio.
+
+Tasks in one nursery (DESIGN.md, "Process shape"):
+- tun->udp: read IP packets from the TUN, encapsulate, send.
+- udp->tun: one receiver per UDP socket (the listeners and each socket connected to a peer); data messages are
+  decapsulated in place, handshake messages go to a bounded queue.
+- handshake: decapsulates handshake and cookie messages from that queue. X25519 costs ~100 data packets, so a flood
+  of initiations must never stall the data path: when the queue is full, or at least an eighth full (wireguard-go's
+  threshold, device/receive.go), the core is told it is under load and answers without a valid mac2 with cookies.
+- timers: sleeps until `device.next_deadline()`, then ticks. The pumps pull its wakeup earlier when their work made
+  a deadline appear (a handshake started, a session came up).
+
+Per wakeup each pump drains at most `batch` packets from its non-blocking fd, then yields with a checkpoint (more
+data queued) or `wait_readable` (fd empty): never an await per packet (one checkpoint costs ~10 us, the budget of a
+whole packet), never an unbounded drain that would starve the timers and the other direction.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from dataclasses import dataclass
+
+import trio
+
+from dmnc.tun import TunDevice
+from dmnc.udp import Endpoint, UdpEndpoint, UdpError, is_transient, normalize_endpoint
+from dmnc.wireguard import Device, SendDatagram, WriteTunnel
+from dmnc.wireguard.outputs import Output
+
+DEFAULT_BATCH = 128
+DEFAULT_HANDSHAKE_QUEUE = 256
+# wireguard-go device/receive.go: under load once the handshake queue is an eighth full.
+UNDER_LOAD_FRACTION = 8
+MAX_DATAGRAM = 65535
+
+
+@dataclass(slots=True)
+class TunnelCounters:
+    """Drops the I/O layer itself makes (the core counts its own in PeerStats and Device.drops)."""
+
+    udp_send_failed: int = 0
+    udp_receive_errors: int = 0
+    tun_write_failed: int = 0
+    handshake_queue_full: int = 0
+
+
+class Tunnel:
+    """Runs `device` between `tun` and `udp` until cancelled. Start with `await nursery.start(tunnel.run)`."""
+
+    def __init__(
+        self,
+        device: Device,
+        tun: TunDevice,
+        udp: UdpEndpoint,
+        *,
+        batch: int = DEFAULT_BATCH,
+        handshake_queue: int = DEFAULT_HANDSHAKE_QUEUE,
+    ) -> None:
+        self.device = device
+        self.tun = tun
+        self.udp = udp
+        self.batch = batch
+        self.counters = TunnelCounters()
+        self._handshake_capacity = handshake_queue
+        self._handshake_send, self._handshake_receive = trio.open_memory_channel[tuple[bytes, Endpoint]](
+            handshake_queue
+        )
+        self._timer_scope = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
+
+    @staticmethod
+    def wall_offset() -> float:
+        """What to add to `trio.current_time()` to get UNIX time: the core's `wall_offset`."""
+        return time.time() - trio.current_time()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._tun_to_udp)
+            for listener in self.udp.listeners:
+                nursery.start_soon(self._udp_to_tun, listener, None)
+            nursery.start_soon(self._handshakes)
+            nursery.start_soon(self._timers)
+            task_status.started()
+
+    # -- outputs ---------------------------------------------------------------------------------------------------
+
+    def _dispatch(self, outputs: list[Output]) -> None:
+        for output in outputs:
+            if type(output) is SendDatagram:
+                self._send(output.data, output.endpoint)
+            elif type(output) is WriteTunnel and not self.tun.write_packet(output.packet):
+                self.counters.tun_write_failed += 1
+            # Drop: already counted by the core.
+
+    def _send(self, data: bytes, endpoint: Endpoint) -> None:
+        connected = self.udp.connected.get(endpoint)
+        if connected is not None:
+            try:
+                connected.send(data)
+            except OSError as error:
+                if not is_transient(error):
+                    raise UdpError(f"sending to {endpoint[0]} port {endpoint[1]}: {error.strerror}") from error
+                self.counters.udp_send_failed += 1
+            return
+        if not self.udp.send_unconnected(data, endpoint):
+            self.counters.udp_send_failed += 1
+        self._connect_if_peer(endpoint)
+
+    def _connect_if_peer(self, endpoint: Endpoint) -> None:
+        """Connect a socket to `endpoint` if it is a peer's current endpoint, and retire sockets of old endpoints.
+
+        Only peers' authenticated endpoints get one: cookie replies go to unauthenticated sources, and a socket per
+        such source would let anyone make us open sockets.
+        """
+        current = {stats.endpoint for stats in self.device.peer_stats().values() if stats.endpoint is not None}
+        if endpoint not in current or self._nursery is None:
+            return
+        for stale in [known for known in self.udp.connected if known not in current]:
+            sock = self.udp.disconnect(stale)
+            if sock is not None:
+                trio.lowlevel.notify_closing(sock)
+                sock.close()
+        sock = self.udp.connect(endpoint)
+        if sock is not None:
+            self._nursery.start_soon(self._udp_to_tun, sock, endpoint)
+
+    def _reschedule_timers(self) -> None:
+        deadline = self.device.next_deadline()
+        if deadline is not None and deadline < self._timer_scope.deadline:
+            self._timer_scope.deadline = deadline
+
+    # -- tasks -----------------------------------------------------------------------------------------------------
+
+    async def _tun_to_udp(self) -> None:
+        tun, device, batch = self.tun, self.device, self.batch
+        while True:
+            await trio.lowlevel.wait_readable(tun.fileno())
+            drained = False
+            while not drained:
+                now = trio.current_time()
+                for _ in range(batch):
+                    packet = tun.read_packet()
+                    if packet is None:
+                        drained = True
+                        break
+                    self._dispatch(device.encapsulate(packet, now))
+                self._reschedule_timers()
+                if not drained:
+                    await trio.lowlevel.checkpoint()
+
+    async def _udp_to_tun(self, sock: socket.socket, connected_to: Endpoint | None) -> None:
+        """Receive on one socket; `connected_to` is its peer when the socket is connected (source known)."""
+        buffer = bytearray(MAX_DATAGRAM)
+        while True:
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except trio.ClosedResourceError:
+                return  # retired by _connect_if_peer after its peer roamed
+            while True:
+                drained = self._receive_batch(sock, buffer, connected_to)
+                self._reschedule_timers()
+                if drained or sock.fileno() < 0:
+                    break
+                await trio.lowlevel.checkpoint()
+            if sock.fileno() < 0:
+                return
+
+    def _receive_batch(self, sock: socket.socket, buffer: bytearray, connected_to: Endpoint | None) -> bool:
+        """Handle up to `batch` datagrams waiting on `sock`; True when the socket ran empty (or was closed)."""
+        device = self.device
+        is_handshake_message = Device.is_handshake_message
+        view = memoryview(buffer)
+        now = trio.current_time()
+        source: Endpoint
+        for _ in range(self.batch):
+            try:
+                if connected_to is None:
+                    length, address = sock.recvfrom_into(buffer)
+                    source = normalize_endpoint(address)
+                else:
+                    length = sock.recv_into(buffer)
+                    source = connected_to
+            except BlockingIOError:
+                return True
+            except OSError as error:
+                if sock.fileno() < 0:
+                    return True  # closed under us by _connect_if_peer, from this very batch
+                if not is_transient(error):
+                    raise UdpError(f"receiving on UDP port {self.udp.port}: {error.strerror}") from error
+                # An ICMP error queued on the socket (e.g. the peer's port was closed): not a datagram.
+                self.counters.udp_receive_errors += 1
+                continue
+            datagram = bytes(view[:length])
+            if is_handshake_message(datagram):
+                self._enqueue_handshake(datagram, source, now)
+            else:
+                self._dispatch(device.decapsulate(datagram, source, now))
+        return False
+
+    def _enqueue_handshake(self, datagram: bytes, source: Endpoint, now: float) -> None:
+        try:
+            self._handshake_send.send_nowait((datagram, source))
+        except trio.WouldBlock:
+            # Queue full: answer here, cheaply, as the core does under load (a cookie reply unless mac2 is valid).
+            self.counters.handshake_queue_full += 1
+            self._dispatch(self.device.decapsulate(datagram, source, now, under_load=True))
+
+    async def _handshakes(self) -> None:
+        threshold = max(1, self._handshake_capacity // UNDER_LOAD_FRACTION)
+        async for datagram, source in self._handshake_receive:
+            under_load = self._handshake_receive.statistics().current_buffer_used >= threshold
+            self._dispatch(self.device.decapsulate(datagram, source, trio.current_time(), under_load=under_load))
+            self._reschedule_timers()
+
+    async def _timers(self) -> None:
+        while True:
+            deadline = self.device.next_deadline()
+            with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
+                self._timer_scope = scope
+                await trio.sleep_forever()
+            self._dispatch(self.device.tick(trio.current_time()))

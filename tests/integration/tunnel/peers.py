@@ -1,0 +1,180 @@
+"""`dmnc wg up` as a real subprocess in a test namespace, and the dmnc <-> wireguard-go topology built on it.
+
+Shared by the interop tests and the benchmark (tests/bench/bench_tunnel.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.lab.netns import Netns, VethLink, stop_process, two_namespaces, unique_name
+from tests.lab.wggo import WgPeer, WireGuardGo, wg_genkey, wg_pubkey, wireguard_go
+
+REPOSITORY = Path(__file__).resolve().parents[3]
+DMNC_PORT = 51820
+WGGO_PORT = 51821
+DMNC_ADDRESS = "10.44.0.1"
+WGGO_ADDRESS = "10.44.0.2"
+_LINE_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class DmncPeer:
+    public_key: str
+    allowed_ips: Sequence[str]
+    endpoint: str | None = None
+    persistent_keepalive: int = 0
+
+
+def render_dmnc_config(private_key: str, address: str, port: int, peers: Sequence[DmncPeer], mtu: int = 1420) -> str:
+    lines = ["[Interface]", f"PrivateKey = {private_key}", f"ListenPort = {port}", f"Address = {address}"]
+    lines.append(f"MTU = {mtu}")
+    for peer in peers:
+        lines += ["", "[Peer]", f"PublicKey = {peer.public_key}", f"AllowedIPs = {', '.join(peer.allowed_ips)}"]
+        if peer.endpoint is not None:
+            lines.append(f"Endpoint = {peer.endpoint}")
+        if peer.persistent_keepalive:
+            lines.append(f"PersistentKeepalive = {peer.persistent_keepalive}")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class DmncWg:
+    """`python -m dmnc wg up CONFIG` in `namespace`; `status()` asks it for its counters (SIGUSR1)."""
+
+    namespace: Netns
+    config_text: str
+    environment: Mapping[str, str] = field(default_factory=dict)
+    interface: str = field(default_factory=lambda: unique_name("dm"))
+    process: subprocess.Popen[bytes] | None = None
+    port: int = 0
+    _config_directory: tempfile.TemporaryDirectory[str] = field(default_factory=tempfile.TemporaryDirectory)
+
+    def start(self) -> None:
+        config_path = Path(self._config_directory.name) / "dmnc.conf"
+        config_path.write_text(self.config_text)
+        environment = {**os.environ, **self.environment}
+        self.process = self.namespace.popen(
+            [sys.executable, "-m", "dmnc", "wg", "up", str(config_path), "--interface", self.interface],
+            cwd=REPOSITORY,
+            env=environment,
+            stdout=subprocess.PIPE,
+        )
+        ready = self._read_line()
+        if not ready.startswith("ready "):
+            raise RuntimeError(f"dmnc wg up did not get ready: {ready!r}")
+        fields = dict(item.split("=", 1) for item in ready.split()[1:])
+        self.port = int(fields["port"])
+
+    def _read_line(self) -> str:
+        assert self.process is not None
+        assert self.process.stdout is not None
+        readable, _, _ = select.select([self.process.stdout], [], [], _LINE_TIMEOUT_SECONDS)
+        if not readable:
+            raise RuntimeError("dmnc wg up printed nothing in time")
+        return self.process.stdout.readline().decode()
+
+    def status(self) -> dict[str, Any]:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGUSR1)
+        status: dict[str, Any] = json.loads(self._read_line())
+        return status
+
+    def peer_status(self, public_key: str) -> dict[str, Any]:
+        peer: dict[str, Any] = self.status()["peers"][public_key]
+        return peer
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        stop_process(self.process)
+        if self.process in self.namespace.processes:
+            self.namespace.processes.remove(self.process)
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def restart(self, config_text: str | None = None) -> None:
+        self.stop()
+        if config_text is not None:
+            self.config_text = config_text
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        self._config_directory.cleanup()
+
+
+@contextlib.contextmanager
+def dmnc_wg(namespace: Netns, config_text: str, environment: Mapping[str, str] | None = None) -> Iterator[DmncWg]:
+    peer = DmncWg(namespace, config_text, dict(environment or {}))
+    try:
+        peer.start()
+        yield peer
+    finally:
+        peer.close()
+
+
+@dataclass
+class Topology:
+    """dmnc in `left`, wireguard-go in `right`, one veth between them; tunnel addresses 10.44.0.1 / 10.44.0.2."""
+
+    left: Netns
+    right: Netns
+    link: VethLink
+    dmnc: DmncWg
+    wggo: WireGuardGo
+    dmnc_key: str
+    wggo_key: str
+
+    @property
+    def dmnc_public_key(self) -> str:
+        return wg_pubkey(self.dmnc_key)
+
+    @property
+    def wggo_public_key(self) -> str:
+        return wg_pubkey(self.wggo_key)
+
+    def dmnc_config(self, wggo_public_key: str, *, with_endpoint: bool) -> str:
+        endpoint = f"{self.link.right_address.ip}:{WGGO_PORT}" if with_endpoint else None
+        peer = DmncPeer(wggo_public_key, [f"{WGGO_ADDRESS}/32"], endpoint)
+        return render_dmnc_config(self.dmnc_key, f"{DMNC_ADDRESS}/24", DMNC_PORT, [peer])
+
+
+@contextlib.contextmanager
+def dmnc_and_wireguard_go(
+    *,
+    dmnc_knows_endpoint: bool = True,
+    wggo_knows_endpoint: bool = True,
+    dmnc_environment: Mapping[str, str] | None = None,
+) -> Iterator[Topology]:
+    """Both peers up and configured for each other; whoever knows the other's endpoint can start the handshake."""
+    dmnc_key, wggo_key = wg_genkey(), wg_genkey()
+    with two_namespaces() as (left, right, link):
+        wggo_peer = WgPeer(
+            wg_pubkey(dmnc_key),
+            [f"{DMNC_ADDRESS}/32"],
+            f"{link.left_address.ip}:{DMNC_PORT}" if wggo_knows_endpoint else None,
+        )
+        endpoint = f"{link.right_address.ip}:{WGGO_PORT}" if dmnc_knows_endpoint else None
+        config = render_dmnc_config(
+            dmnc_key, f"{DMNC_ADDRESS}/24", DMNC_PORT, [DmncPeer(wg_pubkey(wggo_key), [f"{WGGO_ADDRESS}/32"], endpoint)]
+        )
+        with (
+            wireguard_go(
+                right, address=f"{WGGO_ADDRESS}/24", listen_port=WGGO_PORT, peers=[wggo_peer], private_key=wggo_key
+            ) as wggo,
+            dmnc_wg(left, config, dmnc_environment) as dmnc,
+        ):
+            yield Topology(left, right, link, dmnc, wggo, dmnc_key, wggo_key)

@@ -1,0 +1,145 @@
+"""dmnc (`dmnc wg up`, a real subprocess) against wireguard-go (apt), each in its own namespace over a veth."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import require_root, require_tools
+from tests.integration.tunnel.peers import (
+    DMNC_ADDRESS,
+    REPOSITORY,
+    WGGO_ADDRESS,
+    Topology,
+    dmnc_and_wireguard_go,
+)
+from tests.lab.netns import wait_for_ping
+from tests.lab.wggo import WgPeer, wg_genkey, wg_pubkey
+
+pytestmark = pytest.mark.lab
+
+TRANSFER_BYTES = 100 * 1024 * 1024
+TRANSFER_PORT = 5201
+
+
+@pytest.fixture(autouse=True)
+def lab() -> None:
+    require_root()
+    require_tools("ip", "ping", "wg", "wireguard-go")
+
+
+def ping_count(topology: Topology, from_dmnc: bool, count: int, interval: float = 0.2) -> int:
+    """Replies received out of `count` pings."""
+    namespace, target = (topology.left, WGGO_ADDRESS) if from_dmnc else (topology.right, DMNC_ADDRESS)
+    result = namespace.run(
+        ["ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", "1", target], check=False, timeout=60
+    )
+    for line in result.stdout.splitlines():
+        if "received" in line:
+            return int(line.split(",")[1].split()[0])
+    raise AssertionError(f"no ping summary in {result.stdout!r}")
+
+
+def test_dmnc_initiates_the_handshake_and_ping_works_both_ways() -> None:
+    with dmnc_and_wireguard_go(wggo_knows_endpoint=False) as topology:
+        assert wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5)
+        assert wait_for_ping(topology.right, DMNC_ADDRESS, timeout=5)
+        peer = topology.dmnc.peer_status(topology.wggo_public_key)
+        assert peer["handshakes"] == 1
+        assert peer["rx_packets"] >= 2
+        assert peer["tx_packets"] >= 2
+        assert peer["endpoint"] == [str(topology.link.right_address.ip), 51821]
+
+
+def test_wireguard_go_initiates_the_handshake_and_ping_works_both_ways() -> None:
+    # dmnc does not know wireguard-go's endpoint: the production direction, where the VM contacts the host.
+    with dmnc_and_wireguard_go(dmnc_knows_endpoint=False) as topology:
+        assert wait_for_ping(topology.right, DMNC_ADDRESS, timeout=5)
+        assert wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5)
+        peer = topology.dmnc.peer_status(topology.wggo_public_key)
+        assert peer["handshakes"] == 1
+        assert peer["endpoint"] == [str(topology.link.right_address.ip), 51821]
+
+
+def test_100_megabyte_tcp_transfer_arrives_intact() -> None:
+    with dmnc_and_wireguard_go() as topology:
+        assert wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5)
+        receiver = topology.right.popen(
+            [sys.executable, "-m", "tests.integration.tunnel.tcp_transfer", "receive", str(TRANSFER_PORT)],
+            cwd=REPOSITORY,
+            stdout=subprocess.PIPE,
+        )
+        assert receiver.stdout is not None
+        assert receiver.stdout.readline().strip() == b"listening"
+        sender = topology.left.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.integration.tunnel.tcp_transfer",
+                "send",
+                WGGO_ADDRESS,
+                str(TRANSFER_PORT),
+                str(TRANSFER_BYTES),
+            ],
+            timeout=120,
+        )
+        received = receiver.stdout.readline().decode().split()
+        assert sender.stdout.split() == [str(TRANSFER_BYTES), received[1]]
+        assert received[0] == str(TRANSFER_BYTES)
+
+
+def test_dmnc_rekeys_after_a_shortened_rekey_after_time_without_losing_pings() -> None:
+    rekey_seconds = 2
+    with dmnc_and_wireguard_go(
+        wggo_knows_endpoint=False, dmnc_environment={"DMNC_WG_REKEY_AFTER_TIME": str(rekey_seconds)}
+    ) as topology:
+        assert wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5)
+        first_handshake = topology.wggo.peer_status()[0].latest_handshake
+        # 7 s of pings from dmnc's side: dmnc, the initiator, rekeys on send once the session is 2 s old, but
+        # never sooner than REKEY_TIMEOUT (5 s) after its previous initiation (whitepaper 6.4): one rekey.
+        assert ping_count(topology, from_dmnc=True, count=35) == 35
+        peer = topology.dmnc.peer_status(topology.wggo_public_key)
+        assert peer["handshakes"] >= 2
+        assert topology.wggo.peer_status()[0].latest_handshake > first_handshake
+
+
+def test_recovery_after_wireguard_go_restarts_with_the_same_key() -> None:
+    with dmnc_and_wireguard_go() as topology:
+        assert wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5)
+        topology.wggo.restart()
+        # wireguard-go forgot the session; it knows dmnc's endpoint and handshakes as soon as it has a packet.
+        assert wait_for_ping(topology.right, DMNC_ADDRESS, timeout=5)
+        assert wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5)
+        assert topology.dmnc.peer_status(topology.wggo_public_key)["handshakes"] == 2
+
+
+def test_recovery_driven_by_dmnc_when_restarted_wireguard_go_does_not_know_its_endpoint() -> None:
+    with dmnc_and_wireguard_go(wggo_knows_endpoint=False) as topology:
+        assert wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5)
+        topology.wggo.restart()
+        # dmnc keeps sending on its old session, which wireguard-go no longer knows. With no reply for
+        # KEEPALIVE_TIMEOUT + REKEY_TIMEOUT (15 s, whitepaper 6.5) dmnc starts a new handshake by itself.
+        started = time.monotonic()
+        assert wait_for_ping(topology.left, WGGO_ADDRESS, timeout=25)
+        assert time.monotonic() - started < 20
+        assert topology.dmnc.peer_status(topology.wggo_public_key)["handshakes"] == 2
+
+
+def test_recovery_after_wireguard_go_restarts_with_a_new_key() -> None:
+    # A new key is a new peer identity: dmnc learns it from a new config and restarts (like wg-quick down/up);
+    # wireguard-go is reconfigured for nothing, it kept dmnc's public key.
+    with dmnc_and_wireguard_go() as topology:
+        assert wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5)
+        new_key = wg_genkey()
+        topology.wggo.restart(private_key=new_key)
+        topology.wggo.peers = [
+            WgPeer(topology.dmnc_public_key, [f"{DMNC_ADDRESS}/32"], f"{topology.link.left_address.ip}:51820")
+        ]
+        # Until dmnc knows the new key, wireguard-go's initiations are refused (unknown static key).
+        assert not wait_for_ping(topology.right, DMNC_ADDRESS, timeout=2)
+        topology.dmnc.restart(topology.dmnc_config(wg_pubkey(new_key), with_endpoint=True))
+        assert wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5)
+        assert wait_for_ping(topology.right, DMNC_ADDRESS, timeout=5)
