@@ -1,0 +1,465 @@
+"""The control socket: `dmnc status` talks to the running service over a websocket on a local Unix socket.
+
+Access. The socket file is created owned by root (the service's user) with mode 0660 and the group of the first of
+`ADMIN_GROUPS` that exists on the machine: `admin` (macOS administrators), `wheel` (Fedora, Arch), `sudo` (Debian,
+Ubuntu). Members of that group run `dmnc status` without sudo; everyone else gets "permission denied". Without any
+of those groups only root can connect. The file is bound in a private 0700 directory, given its mode and group, and
+only then renamed into place, so there is no moment where it is reachable with looser permissions.
+
+Protocol (websocket over the Unix socket, text messages of JSON, see dmnc.status for the objects):
+- `GET /v1/status`: the server sends one snapshot and closes (1000).
+- `GET /v1/events`: the server sends one event per message as they happen. It closes with 1001 when dmnc stops,
+  and with `FEED_OVERFLOW_CLOSE_CODE` when the client reads so slowly that `EVENT_BUFFER` events piled up.
+
+Server side: `serve_control_socket(path, source)` under `nursery.start()`, fed by any `StatusSource` (a
+`snapshot()` callable and an `EventBroadcaster` the service publishes to). Client side: `fetch_snapshot(path)`
+and `open_event_feed(path)`. Both sides raise only `ControlError` subclasses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import grp
+import logging
+import os
+import shutil
+import socket
+import stat
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn, Protocol
+
+import trio
+import trio_websocket
+
+from dmnc.status import (
+    DetailValue,
+    StatusEvent,
+    StatusFormatError,
+    StatusSnapshot,
+    decode_event_untrusted,
+    decode_snapshot_untrusted,
+)
+
+logger = logging.getLogger("dmnc.control")
+
+CONTROL_SOCKET_MODE = 0o660
+# Administrators' groups, first existing wins: macOS, then Fedora/Arch, then Debian/Ubuntu.
+ADMIN_GROUPS = ("admin", "wheel", "sudo")
+STATUS_PATH = "/v1/status"
+EVENTS_PATH = "/v1/events"
+# Events a follower may lag behind before it is dropped; the service never waits for a slow reader.
+EVENT_BUFFER = 256
+# RFC 6455 section 7.4.2: 4000-4999 are for private use.
+FEED_OVERFLOW_CLOSE_CODE = 4000
+# RFC 6455 section 7.4.1: 1000 normal closure, 1001 "going away" (the server shuts down).
+_NORMAL_CLOSE_CODES = frozenset({1000, 1001})
+DEFAULT_TIMEOUT_S = 5.0
+_LISTEN_BACKLOG = 16
+
+
+class ControlError(Exception):
+    """Any failure of the control socket, server or client side; the message is meant for the user."""
+
+
+class ControlSocketBusy(ControlError):
+    """Another process (another dmnc) already answers on the control socket path."""
+
+
+class ControlNotRunning(ControlError):
+    """No dmnc answers: the socket file is missing, or left behind by a dmnc that is gone."""
+
+
+class ControlPermissionDenied(ControlError):
+    """The user may not connect to the control socket."""
+
+
+class ControlProtocolError(ControlError):
+    """The peer answered something that is not the control protocol, or not in time."""
+
+
+class EventFeedLost(ControlError):
+    """The event feed ended abnormally (dropped for reading too slowly, or the connection broke)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Event broadcasting
+
+
+@dataclass
+class EventSubscription:
+    """One follower's queue. `overflowed` is set when the service dropped it for lagging `EVENT_BUFFER` behind."""
+
+    receive: trio.MemoryReceiveChannel[StatusEvent]
+    overflowed: bool = False
+
+
+class EventBroadcaster:
+    """Fans events out to every current subscriber without ever blocking the publisher.
+
+    Call it from the trio thread. A subscriber whose buffer is full is cut off (its channel closes after the queued
+    events, `overflowed` set) rather than slowing down the service or silently missing events.
+    """
+
+    def __init__(self, buffer_size: int = EVENT_BUFFER) -> None:
+        self._buffer_size = buffer_size
+        self._subscribers: dict[trio.MemorySendChannel[StatusEvent], EventSubscription] = {}
+
+    @property
+    def buffer_size(self) -> int:
+        return self._buffer_size
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def publish(self, event: StatusEvent) -> None:
+        for send, subscription in list(self._subscribers.items()):
+            try:
+                send.send_nowait(event)
+            except trio.WouldBlock:
+                subscription.overflowed = True
+                send.close()
+                del self._subscribers[send]
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                del self._subscribers[send]
+
+    def emit(self, kind: str, message: str, /, **details: DetailValue) -> StatusEvent:
+        """Publish an event stamped with the current time; returns it (handy for logging the same line)."""
+        event = StatusEvent(time=time.time(), kind=kind, message=message, details=details)
+        self.publish(event)
+        return event
+
+    @contextlib.contextmanager
+    def subscribe(self) -> Iterator[EventSubscription]:
+        send, receive = trio.open_memory_channel[StatusEvent](self._buffer_size)
+        subscription = EventSubscription(receive)
+        self._subscribers[send] = subscription
+        try:
+            yield subscription
+        finally:
+            self._subscribers.pop(send, None)
+            send.close()
+            receive.close()
+
+
+class StatusSource(Protocol):
+    """What the control socket serves: the current snapshot on demand and the service's event broadcaster."""
+
+    def snapshot(self) -> StatusSnapshot: ...
+
+    @property
+    def events(self) -> EventBroadcaster: ...
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Server
+
+
+def admin_group_id(candidates: tuple[str, ...] = ADMIN_GROUPS) -> int | None:
+    """The id of the first existing group of `candidates`, or None when none exists."""
+    for name in candidates:
+        try:
+            return grp.getgrnam(name).gr_gid
+        except KeyError:
+            continue
+    return None
+
+
+def _claim_path(path: Path) -> None:
+    """Make `path` free for a new socket: remove a socket left by a dead dmnc, refuse anything else."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise ControlError(f"cannot use control socket path {path}: {error.strerror}") from None
+    if not stat.S_ISSOCK(mode):
+        raise ControlError(f"control socket path {path} exists and is not a socket; remove it or choose another path")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(DEFAULT_TIMEOUT_S)
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:
+            logger.info("removing the control socket %s left behind by a dmnc that is gone", path)
+            path.unlink(missing_ok=True)
+            return
+        except TimeoutError:
+            raise ControlSocketBusy(f"another process holds the control socket {path} and does not answer") from None
+        except OSError as error:
+            raise ControlError(f"cannot check control socket {path}: {error.strerror}") from None
+    raise ControlSocketBusy(f"another dmnc is already running: its control socket {path} answers")
+
+
+def _bind_socket(path: Path, group_id: int | None) -> tuple[socket.socket, os.stat_result]:
+    """Bind a listening socket at `path` with its final mode and group before anyone can reach it.
+
+    Blocking file system work: run it in a thread.
+    """
+    _claim_path(path)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".dmnc-control-", dir=path.parent))
+    except OSError as error:
+        raise ControlError(f"cannot create the control socket in {path.parent}: {error.strerror}") from None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        staged = staging / "sock"
+        sock.bind(str(staged))
+        if group_id is not None:
+            os.chown(staged, -1, group_id)
+        os.chmod(staged, CONTROL_SOCKET_MODE)
+        sock.listen(_LISTEN_BACKLOG)
+        os.rename(staged, path)
+        return sock, path.lstat()
+    except OSError as error:
+        sock.close()
+        raise ControlError(f"cannot create the control socket {path}: {error.strerror}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_if_ours(path: Path, ours: os.stat_result) -> None:
+    with contextlib.suppress(OSError):
+        current = path.lstat()
+        if (current.st_dev, current.st_ino) == (ours.st_dev, ours.st_ino):
+            path.unlink()
+
+
+async def serve_control_socket(
+    path: Path,
+    source: StatusSource,
+    *,
+    group_id: int | None = None,
+    handshake_timeout_s: float = DEFAULT_TIMEOUT_S,
+    task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve status and events on the Unix socket `path` until cancelled; then remove the socket file.
+
+    `group_id` None means `admin_group_id()`. Reports readiness (the socket accepts connections) through
+    `task_status`. Raises ControlSocketBusy when another dmnc serves on `path`, ControlError when it cannot be
+    created. A client that does not complete the websocket handshake within `handshake_timeout_s` is dropped.
+    """
+    chosen_group = admin_group_id() if group_id is None else group_id
+    if chosen_group is None:
+        logger.warning("none of the groups %s exists: only root can run `dmnc status`", ", ".join(ADMIN_GROUPS))
+    sock, ours = await trio.to_thread.run_sync(_bind_socket, path, chosen_group)
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def handle(stream: trio.SocketStream) -> None:
+                try:
+                    await _serve_connection(stream, source, handshake_timeout_s)
+                except Exception:
+                    # A bug met by one client must not take the service (and the tunnel) down with it.
+                    logger.exception("failed to serve a control client")
+
+            await nursery.start(trio.serve_listeners, handle, [listener])
+            logger.debug("control socket ready at %s", path)
+            task_status.started(path)
+            await trio.sleep_forever()
+    finally:
+        _remove_if_ours(path, ours)
+        with trio.CancelScope(shield=True):
+            await listener.aclose()
+    raise AssertionError("unreachable: the nursery only exits by cancellation or error")
+
+
+async def _serve_connection(stream: trio.SocketStream, source: StatusSource, handshake_timeout_s: float) -> None:
+    async with trio.open_nursery() as nursery:
+        request = None
+        with trio.move_on_after(handshake_timeout_s):
+            request = await trio_websocket.wrap_server_stream(nursery, stream)
+        try:
+            if request is None:
+                logger.debug("dropping a control client that sent no websocket handshake in time")
+            elif request.path == STATUS_PATH:
+                connection = await request.accept()
+                await connection.send_message(source.snapshot().to_json())
+                await _close(connection, 1000, "")
+            elif request.path == EVENTS_PATH:
+                await _serve_events(await request.accept(), source.events)
+            else:
+                await request.reject(404, body=f"unknown path; use {STATUS_PATH} or {EVENTS_PATH}\n".encode())
+        except trio_websocket.ConnectionClosed:
+            logger.debug("a control client went away")
+        finally:
+            nursery.cancel_scope.cancel()
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+
+async def _serve_events(connection: trio_websocket.WebSocketConnection, events: EventBroadcaster) -> None:
+    close_code, close_reason = 1001, "dmnc is stopping"
+    try:
+        with events.subscribe() as subscription:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_cancel_when_client_leaves, connection, nursery.cancel_scope)
+                with contextlib.suppress(trio_websocket.ConnectionClosed):
+                    async for event in subscription.receive:
+                        await connection.send_message(event.to_json())
+                if subscription.overflowed:
+                    close_code, close_reason = FEED_OVERFLOW_CLOSE_CODE, f"it fell {events.buffer_size} events behind"
+                    logger.warning("dropped a `dmnc status --follow` client that read too slowly")
+                nursery.cancel_scope.cancel()
+    finally:
+        await _close(connection, close_code, close_reason)
+
+
+async def _cancel_when_client_leaves(connection: trio_websocket.WebSocketConnection, scope: trio.CancelScope) -> None:
+    """The feed only sends; reading is how a client's departure (or close frame) becomes visible."""
+    with contextlib.suppress(trio_websocket.ConnectionClosed):
+        while True:
+            await connection.get_message()
+    scope.cancel()
+
+
+async def _close(connection: trio_websocket.WebSocketConnection, code: int, reason: str) -> None:
+    # Shielded so that clients get a proper close frame when the service itself is being cancelled.
+    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+        await connection.aclose(code, reason)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Client
+
+
+def _permission_hint(path: Path) -> str:
+    try:
+        group_id = path.stat().st_gid
+        group = grp.getgrgid(group_id).gr_name
+    except (OSError, KeyError):
+        return "run it with sudo"
+    if group_id == 0:
+        return "run it with sudo"
+    return f"run it with sudo, or add yourself to group '{group}' (then log in again)"
+
+
+def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside `group` (however nested), or None when it holds several."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        error = pending.pop()
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        else:
+            leaves.append(error)
+    return leaves[0] if len(leaves) == 1 else None
+
+
+@contextlib.contextmanager
+def _client_errors(path: Path, resource: str) -> Iterator[None]:
+    """Translate what a client exchange can raise into ControlErrors, unwrapping trio's exception groups.
+
+    trio-websocket raises a rejected handshake from its background reader task, so it arrives through the
+    nursery, wrapped in a group, like any error of the caller's own block inside `open_event_feed`.
+    """
+    try:
+        try:
+            yield
+        except BaseExceptionGroup as group:
+            sole = _sole_error(group)
+            if sole is None:
+                raise
+            raise sole from None
+    except trio_websocket.ConnectionRejected as rejected:
+        raise ControlProtocolError(f"dmnc at {path} refused {resource} (HTTP {rejected.status_code})") from None
+    except trio_websocket.HandshakeError as error:
+        raise ControlProtocolError(f"no websocket handshake from {path}: {error!r}") from None
+
+
+async def _connect(path: Path) -> trio.SocketStream:
+    try:
+        return await trio.open_unix_socket(str(path))
+    except FileNotFoundError:
+        raise ControlNotRunning(f"dmnc is not running (no control socket at {path})") from None
+    except ConnectionRefusedError:
+        raise ControlNotRunning(f"dmnc is not running (nothing answers on {path}; a stopped dmnc left it)") from None
+    except PermissionError:
+        raise ControlPermissionDenied(
+            f"permission denied on {path}: only root and dmnc's admin group may read dmnc's status; "
+            + _permission_hint(path)
+        ) from None
+    except OSError as error:
+        if error.errno == errno.ENOTDIR:
+            raise ControlNotRunning(f"dmnc is not running (no control socket at {path})") from None
+        raise ControlError(f"cannot connect to dmnc at {path}: {error.strerror}") from None
+
+
+async def _open_websocket(nursery: trio.Nursery, path: Path, resource: str) -> trio_websocket.WebSocketConnection:
+    stream = await _connect(path)
+    try:
+        return await trio_websocket.wrap_client_stream(nursery, stream, "localhost", resource)
+    except trio_websocket.ConnectionClosed as closed:
+        raise ControlProtocolError(f"dmnc at {path} hung up during the websocket handshake ({closed.reason})") from None
+
+
+async def fetch_snapshot(path: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> StatusSnapshot:
+    """The running service's status snapshot. Raises a ControlError subclass saying what went wrong."""
+    message: str | bytes | None = None
+    with trio.move_on_after(timeout_s), _client_errors(path, STATUS_PATH):
+        async with trio.open_nursery() as nursery:
+            connection = await _open_websocket(nursery, path, STATUS_PATH)
+            try:
+                message = await connection.get_message()
+            except trio_websocket.ConnectionClosed as closed:
+                raise ControlProtocolError(f"dmnc at {path} closed without a status ({closed.reason})") from None
+            finally:
+                await connection.aclose()
+    if message is None:
+        raise ControlProtocolError(f"dmnc did not answer on {path} within {timeout_s:g} s")
+    try:
+        return decode_snapshot_untrusted(message)
+    except StatusFormatError as error:
+        raise ControlProtocolError(f"dmnc at {path} sent a malformed status: {error}") from None
+
+
+class EventFeed:
+    """The live events of a running service, as an async iterator; ends when dmnc stops."""
+
+    def __init__(self, connection: trio_websocket.WebSocketConnection, path: Path) -> None:
+        self._connection = connection
+        self._path = path
+
+    def __aiter__(self) -> EventFeed:
+        return self
+
+    async def __anext__(self) -> StatusEvent:
+        try:
+            message = await self._connection.get_message()
+        except trio_websocket.ConnectionClosed as closed:
+            reason = closed.reason
+            if reason is not None and reason.code in _NORMAL_CLOSE_CODES:
+                raise StopAsyncIteration from None
+            if reason is not None and reason.code == FEED_OVERFLOW_CLOSE_CODE:
+                raise EventFeedLost(f"dmnc dropped this event feed: {reason.reason}") from None
+            raise EventFeedLost(f"the event feed from {self._path} broke off ({reason})") from None
+        try:
+            return decode_event_untrusted(message)
+        except StatusFormatError as error:
+            raise ControlProtocolError(f"dmnc at {self._path} sent a malformed event: {error}") from None
+
+
+@contextlib.asynccontextmanager
+async def open_event_feed(path: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> AsyncIterator[EventFeed]:
+    """Subscribe to the running service's events. Connecting is bounded by `timeout_s`; following is not.
+
+    Errors from the feed, and from the caller's block, come out as themselves, not wrapped in exception groups.
+    """
+    with _client_errors(path, EVENTS_PATH):
+        async with trio.open_nursery() as nursery:
+            connection = None
+            with trio.move_on_after(timeout_s):
+                connection = await _open_websocket(nursery, path, EVENTS_PATH)
+            if connection is None:
+                raise ControlProtocolError(f"dmnc did not answer on {path} within {timeout_s:g} s")
+            try:
+                yield EventFeed(connection, path)
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    await connection.aclose()

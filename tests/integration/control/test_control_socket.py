@@ -1,0 +1,291 @@
+"""The control socket for real: a Unix socket in a temporary directory, the trio-websocket server and client."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import os
+import socket
+import stat
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import trio
+import trio_websocket
+
+from dmnc.control import (
+    ControlError,
+    ControlNotRunning,
+    ControlProtocolError,
+    ControlSocketBusy,
+    EventBroadcaster,
+    EventFeed,
+    EventFeedLost,
+    admin_group_id,
+    fetch_snapshot,
+    open_event_feed,
+    serve_control_socket,
+)
+from dmnc.status import DockerStatus, RouteStatus, StatusSnapshot, TunnelStatus, VmStatus
+from tests.conftest import require_root
+
+pytestmark = pytest.mark.lab
+
+SNAPSHOT = StatusSnapshot(
+    version="0.1.0",
+    tunnel=TunnelStatus(
+        interface="utun4",
+        listen="0.0.0.0:3333",
+        last_handshake_age_s=3.0,
+        endpoint="192.168.65.3:51820",
+        rx_bytes=4096,
+        tx_bytes=8192,
+        drops={"replay": 2},
+    ),
+    docker=DockerStatus(
+        host="unix:///var/run/docker.sock", runtime="Docker Engine", api_version="1.41", connected=True
+    ),
+    vm=VmStatus(mode="kernel", public_key=base64.b64encode(bytes(32)).decode()),
+    routes=(RouteStatus(ipaddress.ip_network("172.17.0.0/16"), "bridge", installed=True),),
+)
+
+
+@dataclass
+class FakeSource:
+    current: StatusSnapshot = SNAPSHOT
+    events: EventBroadcaster = field(default_factory=EventBroadcaster)
+    snapshots_served: int = 0
+
+    def snapshot(self) -> StatusSnapshot:
+        self.snapshots_served += 1
+        return self.current
+
+
+@dataclass
+class Served:
+    path: Path
+    source: FakeSource
+    scope: trio.CancelScope
+
+
+@pytest.fixture
+async def served(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Served]:
+    source = FakeSource()
+    path = tmp_path / "dmnc.sock"
+    scope = trio.CancelScope()
+
+    async def serve(task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED) -> None:
+        with scope:
+            await serve_control_socket(path, source, group_id=os.getgid(), task_status=task_status)
+
+    await nursery.start(serve)
+    yield Served(path, source, scope)
+    scope.cancel()
+
+
+async def wait_for_subscribers(source: FakeSource, count: int) -> None:
+    with trio.fail_after(5):
+        while source.events.subscriber_count != count:
+            await trio.sleep(0.01)
+
+
+async def test_snapshot_round_trip_over_the_socket(served: Served) -> None:
+    assert await fetch_snapshot(served.path) == SNAPSHOT
+    assert await fetch_snapshot(served.path) == SNAPSHOT
+    assert served.source.snapshots_served == 2
+
+
+async def test_socket_is_root_owned_0660_with_the_admin_group(tmp_path: Path, nursery: trio.Nursery) -> None:
+    require_root()
+    path = tmp_path / "admin.sock"
+    await nursery.start(serve_control_socket, path, FakeSource())
+    info = path.lstat()
+    assert stat.S_ISSOCK(info.st_mode)
+    assert stat.S_IMODE(info.st_mode) == 0o660
+    assert info.st_uid == 0
+    expected_group = admin_group_id()
+    assert info.st_gid == (expected_group if expected_group is not None else os.getgid())
+    nursery.cancel_scope.cancel()
+
+
+async def test_socket_file_is_removed_on_shutdown(served: Served) -> None:
+    assert served.path.exists()
+    served.scope.cancel()
+    with trio.fail_after(5):
+        while served.path.exists():
+            await trio.sleep(0.01)
+
+
+async def test_socket_left_by_a_dead_dmnc_is_replaced(tmp_path: Path, nursery: trio.Nursery) -> None:
+    path = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(path))
+    await nursery.start(serve_control_socket, path, FakeSource())
+    assert await fetch_snapshot(path) == SNAPSHOT
+    nursery.cancel_scope.cancel()
+
+
+async def test_second_server_on_the_same_path_is_refused(served: Served) -> None:
+    with pytest.raises(ControlSocketBusy, match=r"another dmnc is already running: its control socket .* answers"):
+        await serve_control_socket(served.path, FakeSource())
+    assert await fetch_snapshot(served.path) == SNAPSHOT
+
+
+async def test_path_that_is_not_a_socket_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "file"
+    path.write_text("mine")
+    with pytest.raises(ControlError, match="exists and is not a socket; remove it or choose another path"):
+        await serve_control_socket(path, FakeSource())
+    assert path.read_text() == "mine"
+
+
+async def test_directory_that_does_not_exist(tmp_path: Path) -> None:
+    with pytest.raises(ControlError, match=r"cannot create the control socket in .*: No such file or directory"):
+        await serve_control_socket(tmp_path / "missing" / "dmnc.sock", FakeSource())
+
+
+async def test_event_feed_delivers_events_in_order_and_ends_when_dmnc_stops(served: Served) -> None:
+    received: list[str] = []
+    async with open_event_feed(served.path) as feed:
+        await wait_for_subscribers(served.source, 1)
+        served.source.events.emit("docker.connected", "connected", api_version="1.41")
+        served.source.events.emit("route.installed", "172.17.0.0/16 via utun4")
+        with trio.fail_after(5):
+            async for event in feed:
+                received.append(event.kind)
+                if len(received) == 2:
+                    served.scope.cancel()
+    assert received == ["docker.connected", "route.installed"]
+
+
+async def test_client_leaving_unsubscribes(served: Served) -> None:
+    async with open_event_feed(served.path):
+        await wait_for_subscribers(served.source, 1)
+    await wait_for_subscribers(served.source, 0)
+    served.source.events.emit("tunnel.handshake", "still fine")
+    assert await fetch_snapshot(served.path) == SNAPSHOT
+
+
+async def read_all(feed: EventFeed, messages: list[str]) -> None:
+    async for event in feed:
+        messages.append(event.message)
+
+
+async def test_follower_that_falls_behind_is_told_why(tmp_path: Path, nursery: trio.Nursery) -> None:
+    source = FakeSource(events=EventBroadcaster(buffer_size=2))
+    path = await nursery.start(serve_control_socket, tmp_path / "slow.sock", source)
+    async with open_event_feed(path) as feed:
+        await wait_for_subscribers(source, 1)
+        for number in range(5):  # no checkpoint in between: the server cannot drain the queue
+            source.events.emit("test.event", f"event {number}")
+        messages: list[str] = []
+        with pytest.raises(EventFeedLost, match="dmnc dropped this event feed: it fell 2 events behind"):
+            await read_all(feed, messages)
+    # The queue holds 2; a third goes straight to the server task if it is already waiting for one.
+    assert messages == [f"event {number}" for number in range(len(messages))]
+    assert 2 <= len(messages) <= 3
+    nursery.cancel_scope.cancel()
+
+
+async def test_missing_socket_means_not_running(tmp_path: Path) -> None:
+    with pytest.raises(ControlNotRunning, match=r"dmnc is not running \(no control socket at .*absent.sock\)"):
+        await fetch_snapshot(tmp_path / "absent.sock")
+
+
+async def test_stale_socket_means_not_running(tmp_path: Path) -> None:
+    path = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(path))
+    with pytest.raises(ControlNotRunning, match=r"nothing answers on .*; a stopped dmnc left it"):
+        await fetch_snapshot(path)
+    with pytest.raises(ControlNotRunning):
+        async with open_event_feed(path):
+            pass
+
+
+async def test_unknown_path_is_rejected_with_404(served: Served) -> None:
+    stream = await trio.open_unix_socket(str(served.path))
+    with pytest.raises(ExceptionGroup) as raised:  # the library raises it from its reader task
+        async with trio.open_nursery() as client_nursery:
+            await trio_websocket.wrap_client_stream(client_nursery, stream, "localhost", "/v1/nope")
+    rejected = raised.value.exceptions[0]
+    assert isinstance(rejected, trio_websocket.ConnectionRejected)
+    assert rejected.status_code == 404
+    assert rejected.body == b"unknown path; use /v1/status or /v1/events\n"
+
+
+async def test_garbage_and_silent_clients_do_not_disturb_the_server(tmp_path: Path, nursery: trio.Nursery) -> None:
+    path = tmp_path / "robust.sock"
+    await nursery.start(
+        lambda task_status: serve_control_socket(
+            path, FakeSource(), group_id=os.getgid(), handshake_timeout_s=0.2, task_status=task_status
+        )
+    )
+    garbage = await trio.open_unix_socket(str(path))
+    await garbage.send_all(b"\x16\x03\x01 not http at all\r\n\r\n" * 10)
+    silent = await trio.open_unix_socket(str(path))
+    assert await fetch_snapshot(path) == SNAPSHOT
+    with trio.fail_after(5):
+        while await silent.receive_some(1024):
+            pass  # the server closes a client that never completes the handshake
+    await garbage.aclose()
+    await silent.aclose()
+    assert await fetch_snapshot(path) == SNAPSHOT
+    nursery.cancel_scope.cancel()
+
+
+async def serve_raw(path: Path, handler: object, nursery: trio.Nursery) -> None:
+    """A hostile or broken server on `path`: `handler(stream)` does whatever it wants with each connection."""
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    await sock.bind(str(path))
+    sock.listen(4)
+    await nursery.start(trio.serve_listeners, handler, [trio.SocketListener(sock)])
+
+
+async def test_malformed_status_is_a_protocol_error(tmp_path: Path, nursery: trio.Nursery) -> None:
+    path = tmp_path / "liar.sock"
+
+    async def lie(stream: trio.SocketStream) -> None:
+        async with trio.open_nursery() as inner:
+            request = await trio_websocket.wrap_server_stream(inner, stream)
+            connection = await request.accept()
+            await connection.send_message('{"version": "9", "tunnel": []}')
+            await connection.aclose()
+
+    await serve_raw(path, lie, nursery)
+    with pytest.raises(
+        ControlProtocolError, match=r"sent a malformed status: tunnel: expected an object, got an array"
+    ):
+        await fetch_snapshot(path)
+    nursery.cancel_scope.cancel()
+
+
+async def test_server_that_never_answers_times_out(tmp_path: Path, nursery: trio.Nursery) -> None:
+    path = tmp_path / "mute.sock"
+
+    async def say_nothing(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    await serve_raw(path, say_nothing, nursery)
+    with pytest.raises(ControlProtocolError, match=r"dmnc did not answer on .* within 0.2 s"):
+        await fetch_snapshot(path, timeout_s=0.2)
+    with pytest.raises(ControlProtocolError, match=r"dmnc did not answer on .* within 0.2 s"):
+        async with open_event_feed(path, timeout_s=0.2):
+            pass
+    nursery.cancel_scope.cancel()
+
+
+async def test_plain_http_server_is_a_protocol_error(tmp_path: Path, nursery: trio.Nursery) -> None:
+    path = tmp_path / "http.sock"
+
+    async def http_only(stream: trio.SocketStream) -> None:
+        await stream.receive_some(4096)
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await stream.aclose()
+
+    await serve_raw(path, http_only, nursery)
+    with pytest.raises(ControlProtocolError, match=r"refused /v1/status \(HTTP 200\)"):
+        await fetch_snapshot(path)
+    nursery.cancel_scope.cancel()
