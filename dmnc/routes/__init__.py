@@ -32,6 +32,10 @@ async def open_route_manager(interface: str) -> AsyncIterator[RouteManager]:
         from dmnc.routes.linux import LinuxRouteManager  # noqa: PLC0415 (platform backends load only where they run)
 
         manager = LinuxRouteManager(interface)
+    elif sys.platform == "darwin":
+        from dmnc.routes.darwin import open_darwin_route_manager  # noqa: PLC0415
+
+        manager = open_darwin_route_manager(interface)
     else:
         raise RouteError(f"routes are not supported on {sys.platform}")
     try:

@@ -1,0 +1,281 @@
+"""macOS route manager on the routing socket (PF_ROUTE), same protocol as the Linux one.
+
+Routes are what `route -n add -net SUBNET -interface utunN -proto1` installs: RTF_UP|RTF_STATIC|RTF_PROTO1, the
+gateway an AF_LINK sockaddr naming the utun by index. RTF_PROTO1 plus the utun's index mark a route as dmnc's.
+xnu's RTM_DELETE does not match on flags, so a delete first checks in a fresh table dump that the route is ours.
+The table is read with sysctl(NET_RT_DUMP); changes are read from a second routing socket, where every message
+carries the pid that caused it (rtm_pid).
+
+The OS calls sit behind `RoutingTransport`, so the manager's logic is tested on Linux against a fake kernel that
+speaks the same bytes; the real transport is exercised by the macOS CI workflow.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+import trio
+
+from dmnc.routes import pfroute
+from dmnc.routes.manager import (
+    Destination,
+    InstalledRoute,
+    InterfaceNotFoundError,
+    RouteEvent,
+    RouteEventKind,
+    RouteExistsError,
+    RouteOperationError,
+)
+
+# bsd/sys/sysctl.h and bsd/net/route.h: {CTL_NET, PF_ROUTE, 0, AF_UNSPEC, NET_RT_DUMP, 0} dumps every route.
+CTL_NET = 4
+NET_RT_DUMP = 1
+# The table can grow between sizing the buffer and reading it (ENOMEM): size again, a few times.
+DUMP_ATTEMPTS = 5
+# One routing message per read; the largest route message is a header plus eight 255-byte sockaddrs.
+RECEIVE_BUFFER_BYTES = 4096
+
+
+class MessageSource(Protocol):
+    async def receive(self) -> bytes:
+        """The next routing socket message; raises OSError(ENOBUFS) when the kernel dropped some."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class RoutingTransport(Protocol):
+    """The three OS operations the manager needs."""
+
+    async def send(self, message: bytes) -> None:
+        """Write one message to a routing socket; the kernel's refusal arrives as OSError with its errno."""
+        ...
+
+    async def dump(self) -> bytes:
+        """sysctl NET_RT_DUMP: the whole routing table as consecutive rt_msghdr messages."""
+        ...
+
+    def open_monitor(self) -> MessageSource:
+        """A second routing socket that receives every routing message; raises OSError."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class _RoutingSocket:
+    def __init__(self) -> None:
+        self.socket = socket.socket(pfroute.AF_ROUTE, socket.SOCK_RAW, pfroute.AF_UNSPEC)
+        self.socket.setblocking(False)
+
+    async def receive(self) -> bytes:
+        while True:
+            try:
+                return self.socket.recv(RECEIVE_BUFFER_BYTES)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self.socket)
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class DarwinRoutingTransport:
+    """The real routing socket and sysctl (macOS only)."""
+
+    def __init__(self) -> None:
+        self._requests = _RoutingSocket()
+        # Requests never read replies (errors come back from write), so the socket must not queue the whole
+        # system's routing messages for us.
+        self._requests.socket.shutdown(socket.SHUT_RD)
+        self._libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+    async def send(self, message: bytes) -> None:
+        while True:
+            try:
+                self._requests.socket.send(message)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self._requests.socket)
+            else:
+                return
+
+    async def dump(self) -> bytes:
+        return await trio.to_thread.run_sync(self._dump_blocking)
+
+    def _dump_blocking(self) -> bytes:
+        mib = (ctypes.c_int * 6)(CTL_NET, pfroute.AF_ROUTE, 0, pfroute.AF_UNSPEC, NET_RT_DUMP, 0)
+        for _ in range(DUMP_ATTEMPTS):
+            size = ctypes.c_size_t(0)
+            if self._libc.sysctl(mib, 6, None, ctypes.byref(size), None, 0) != 0:
+                raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+            buffer = ctypes.create_string_buffer(size.value)
+            if self._libc.sysctl(mib, 6, buffer, ctypes.byref(size), None, 0) == 0:
+                return buffer.raw[: size.value]
+            if ctypes.get_errno() != errno.ENOMEM:
+                raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        raise OSError(errno.ENOMEM, "the routing table kept growing while it was read")
+
+    def open_monitor(self) -> MessageSource:
+        return _RoutingSocket()
+
+    def close(self) -> None:
+        self._requests.socket.close()
+
+
+def _failure(operation: str, destination: Destination | None, error: OSError) -> RouteOperationError:
+    code = error.errno or 0
+    return RouteOperationError(operation, destination, code, os.strerror(code) if code else str(error))
+
+
+class DarwinRouteManager:
+    """RouteManager on the routing socket for the utun `interface` (index `interface_index`)."""
+
+    def __init__(self, interface: str, interface_index: int, transport: RoutingTransport) -> None:
+        self._interface = interface
+        self._interface_index = interface_index
+        self._transport = transport
+        self._pid = os.getpid()
+        self._next_seq = 1
+
+    @property
+    def interface(self) -> str:
+        return self._interface
+
+    async def aclose(self) -> None:
+        self._transport.close()
+
+    def _message(self, message_type: int, destination: Destination) -> bytes:
+        seq = self._next_seq
+        self._next_seq = self._next_seq % 0x7FFFFFFF + 1
+        flags = pfroute.DMNC_ROUTE_FLAGS
+        if destination.prefixlen == destination.max_prefixlen:
+            flags |= pfroute.RTF_HOST  # route(8) marks a full-length destination as a host route
+        return pfroute.encode_route_message(
+            pfroute.RouteSocketMessage(
+                message_type=message_type,
+                destination=destination,
+                flags=flags,
+                gateway_interface=self._interface_index,
+                pid=self._pid,
+                seq=seq,
+            )
+        )
+
+    async def add(self, destination: Destination, *, replace: bool = False) -> None:
+        try:
+            await self._transport.send(self._message(pfroute.RTM_ADD, destination))
+        except OSError as error:
+            if error.errno != errno.EEXIST:
+                raise _failure("add route", destination, error) from error
+            if not replace:
+                raise RouteExistsError(destination) from error
+        else:
+            return
+        # Restoring over another program's route: xnu keeps one route per destination and netmask, so it goes.
+        try:
+            await self._transport.send(self._message(pfroute.RTM_DELETE, destination))
+            await self._transport.send(self._message(pfroute.RTM_ADD, destination))
+        except OSError as error:
+            raise _failure("replace route", destination, error) from error
+
+    async def delete(self, destination: Destination) -> bool:
+        if destination not in {route.destination for route in await self.list_ours()}:
+            return False
+        try:
+            await self._transport.send(self._message(pfroute.RTM_DELETE, destination))
+        except OSError as error:
+            if error.errno == errno.ESRCH:
+                return False
+            raise _failure("delete route", destination, error) from error
+        return True
+
+    def installed_route(self, message: pfroute.RouteSocketMessage) -> InstalledRoute | None:
+        """The InstalledRoute a kernel message describes; None for derived entries (clones, local, broadcast,
+        multicast) and interface-scoped duplicates, which are not routes anybody added to the main table."""
+        if message.destination is None or message.flags & (pfroute.DERIVED_ROUTE_FLAGS | pfroute.RTF_IFSCOPE):
+            return None
+        index = message.interface_index or message.gateway_interface or 0
+        return InstalledRoute(
+            destination=message.destination,
+            interface=_interface_name(index),
+            interface_index=index,
+            ours=bool(message.flags & pfroute.RTF_PROTO1) and index == self._interface_index,
+            gateway=message.gateway,
+        )
+
+    async def list_routes(self) -> list[InstalledRoute]:
+        try:
+            data = await self._transport.dump()
+        except OSError as error:
+            raise _failure("dump routes", None, error) from error
+        routes = (self.installed_route(message) for message in pfroute.decode_messages_untrusted(data))
+        return [route for route in routes if route is not None]
+
+    async def list_ours(self) -> list[InstalledRoute]:
+        return [route for route in await self.list_routes() if route.ours]
+
+    @asynccontextmanager
+    async def monitor(self) -> AsyncIterator[AsyncIterator[RouteEvent]]:
+        try:
+            source = self._transport.open_monitor()
+        except OSError as error:
+            raise _failure("open routing socket", None, error) from error
+        try:
+            yield _RouteEventStream(self, source)
+        finally:
+            source.close()
+
+
+class _RouteEventStream:
+    def __init__(self, manager: DarwinRouteManager, source: MessageSource) -> None:
+        self._manager = manager
+        self._source = source
+
+    def __aiter__(self) -> _RouteEventStream:
+        return self
+
+    async def __anext__(self) -> RouteEvent:
+        while True:
+            try:
+                data = await self._source.receive()
+            except OSError as error:
+                if error.errno == errno.ENOBUFS:
+                    return RouteEvent(RouteEventKind.RESYNC_NEEDED, None)
+                raise _failure("routing socket receive", None, error) from error
+            event = self._event(data)
+            if event is not None:
+                return event
+
+    def _event(self, data: bytes) -> RouteEvent | None:
+        message = pfroute.decode_route_message_untrusted(data)
+        if message is None or message.message_type == pfroute.RTM_GET or message.errno:
+            return None  # lookups and refused requests change nothing
+        route = self._manager.installed_route(message)
+        if route is None:
+            return None
+        kind = RouteEventKind.REMOVED if message.message_type == pfroute.RTM_DELETE else RouteEventKind.ADDED
+        return RouteEvent(kind, route, sender_pid=message.pid or None, caused_by_us=message.pid == os.getpid())
+
+
+def _interface_name(index: int) -> str:
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return f"if#{index}"
+
+
+def open_darwin_route_manager(interface: str) -> DarwinRouteManager:
+    try:
+        index = socket.if_nametoindex(interface)
+    except OSError as error:
+        raise InterfaceNotFoundError(interface) from error
+    try:
+        transport = DarwinRoutingTransport()
+    except OSError as error:
+        raise _failure("open routing socket", None, error) from error
+    return DarwinRouteManager(interface, index, transport)

@@ -1,0 +1,67 @@
+"""The macOS route manager against the real routing socket and a real utun (macOS CI runners, as root).
+
+On Linux these tests are not collected as runnable (skipif on the platform): there is no macOS kernel here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import trio
+
+from dmnc.routes import open_route_manager
+from dmnc.routes.policy import NetworkInfo, PolicyConfig
+from dmnc.routes.reconcile import RouteReconciler
+from tests.conftest import require_root
+
+pytestmark = [pytest.mark.lab, pytest.mark.skipif(sys.platform != "darwin", reason="macOS routing socket")]
+
+net = ipaddress.ip_network
+
+
+@pytest.fixture
+def utun() -> Iterator[str]:
+    require_root()
+    from dmnc.tun import TunAddress, open_tun  # noqa: PLC0415 (opens a utun only on macOS)
+
+    device = open_tun(addresses=[TunAddress(ipaddress.ip_interface("10.77.0.1/32"), ipaddress.ip_address("10.77.0.2"))])
+    try:
+        yield device.name
+    finally:
+        device.close()
+
+
+def route_get(destination: str) -> str:
+    return subprocess.run(["route", "-n", "get", destination], capture_output=True, text=True, check=False).stdout
+
+
+async def test_add_list_delete_ipv4_and_ipv6_routes_through_a_utun(utun: str) -> None:
+    subnets = [net("172.31.250.0/24"), net("fd00:77::/64")]
+    async with open_route_manager(utun) as manager:
+        for subnet in subnets:
+            await manager.add(subnet)
+        try:
+            assert f"interface: {utun}" in route_get("172.31.250.9")
+            assert {route.destination for route in await manager.list_ours()} == set(subnets)
+        finally:
+            deleted = [await manager.delete(subnet) for subnet in subnets]
+        assert deleted == [True, True]
+        assert await manager.list_ours() == []
+
+
+async def test_route_deleted_with_route_delete_is_restored_within_a_second(utun: str) -> None:
+    async with open_route_manager(utun) as manager, trio.open_nursery() as nursery:
+        reconciler = RouteReconciler(manager, PolicyConfig())
+        await nursery.start(reconciler.run)
+        reconciler.set_networks([NetworkInfo("app", "id", "bridge", "local", False, {}, (net("172.31.251.0/24"),))])
+        await reconciler.settled()
+        subprocess.run(["route", "-q", "-n", "delete", "-net", "172.31.251.0/24"], check=True)
+        with trio.fail_after(1.0):
+            while net("172.31.251.0/24") not in {route.destination for route in await manager.list_ours()}:
+                await trio.sleep(0.01)
+        await reconciler.withdraw()
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,210 @@
+"""The macOS route manager's logic against a fake kernel that speaks PF_ROUTE bytes (no macOS here; the real
+routing socket runs in the macOS CI workflow)."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import os
+
+import pytest
+import trio
+import trio.testing
+
+from dmnc.routes import InstalledRoute, RouteEventKind, RouteExistsError, RouteOperationError, pfroute
+from dmnc.routes.darwin import DarwinRouteManager
+from dmnc.routes.policy import NetworkInfo, PolicyConfig
+from dmnc.routes.reconcile import RouteReconciler
+
+net = ipaddress.ip_network
+UTUN_INDEX = 21
+OTHER_PID = 5150
+
+
+class FakeMonitorSource:
+    def __init__(self) -> None:
+        self.send, self.receive_channel = trio.open_memory_channel[bytes | OSError](100)
+
+    async def receive(self) -> bytes:
+        item = await self.receive_channel.receive()
+        if isinstance(item, OSError):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self.send.close()
+
+
+class FakeXnu:
+    """One route per destination, like xnu's non-scoped table; echoes every change to all monitors with the
+    route's own flags and index (route_output's `report:` path)."""
+
+    def __init__(self) -> None:
+        self.table: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, pfroute.RouteSocketMessage] = {}
+        self.sent: list[pfroute.RouteSocketMessage] = []
+        self.monitors: list[FakeMonitorSource] = []
+        self.dump_error: OSError | None = None
+        self.closed = False
+
+    def _echo(self, message_type: int, route: pfroute.RouteSocketMessage, pid: int) -> None:
+        echoed = pfroute.RouteSocketMessage(
+            message_type, route.destination, route.flags, route.interface_index, route.gateway_interface, pid=pid
+        )
+        for monitor in self.monitors:
+            monitor.send.send_nowait(pfroute.encode_route_message(echoed))
+
+    async def send(self, data: bytes) -> None:
+        await trio.lowlevel.checkpoint()
+        message = pfroute.decode_route_message_untrusted(data)
+        assert message is not None
+        assert message.destination is not None
+        sockaddr = 16 if message.destination.version == 4 else 28
+        assert len(data) == 92 + sockaddr + 20 + (0 if message.flags & pfroute.RTF_HOST else sockaddr)
+        self.sent.append(message)
+        if message.message_type == pfroute.RTM_ADD:
+            if message.destination in self.table:
+                raise OSError(errno.EEXIST, "File exists")
+            route = pfroute.RouteSocketMessage(
+                pfroute.RTM_GET,
+                message.destination,
+                message.flags,
+                interface_index=message.gateway_interface or 0,
+                gateway_interface=message.gateway_interface,
+            )
+            self.table[message.destination] = route
+            self._echo(pfroute.RTM_ADD, route, message.pid)
+        elif message.message_type == pfroute.RTM_DELETE:
+            if message.destination not in self.table:
+                raise OSError(errno.ESRCH, "No such process")
+            self._echo(pfroute.RTM_DELETE, self.table.pop(message.destination), message.pid)
+
+    async def dump(self) -> bytes:
+        await trio.lowlevel.checkpoint()
+        if self.dump_error is not None:
+            raise self.dump_error
+        return b"".join(pfroute.encode_route_message(route) for route in self.table.values())
+
+    def open_monitor(self) -> FakeMonitorSource:
+        source = FakeMonitorSource()
+        self.monitors.append(source)
+        return source
+
+    def close(self) -> None:
+        self.closed = True
+
+    def other_program(self, message_type: int, destination: str, interface_index: int = 4, flags: int = 0x803) -> None:
+        """Another process (pid OTHER_PID) adds or deletes a route."""
+        route = pfroute.RouteSocketMessage(
+            pfroute.RTM_GET, net(destination), flags, interface_index, gateway_interface=interface_index
+        )
+        if message_type == pfroute.RTM_ADD:
+            self.table[route.destination] = route  # type: ignore[index]
+        else:
+            route = self.table.pop(net(destination))
+        self._echo(message_type, route, OTHER_PID)
+
+
+@pytest.fixture
+def xnu() -> FakeXnu:
+    return FakeXnu()
+
+
+@pytest.fixture
+def manager(xnu: FakeXnu) -> DarwinRouteManager:
+    return DarwinRouteManager("utun20", UTUN_INDEX, xnu)
+
+
+async def test_add_sends_route_add_interface_with_proto1_and_lists_it_as_ours(
+    xnu: FakeXnu, manager: DarwinRouteManager
+) -> None:
+    await manager.add(net("172.17.0.0/16"))
+    await manager.add(net("fd00:d0c::/64"))
+    [first, _] = xnu.sent
+    assert first.message_type == pfroute.RTM_ADD
+    assert first.flags == pfroute.RTF_UP | pfroute.RTF_STATIC | pfroute.RTF_PROTO1
+    assert first.gateway_interface == UTUN_INDEX
+    assert first.pid == os.getpid()
+    assert {route.destination for route in await manager.list_ours()} == {net("172.17.0.0/16"), net("fd00:d0c::/64")}
+
+
+async def test_full_length_destination_is_added_as_host_route(xnu: FakeXnu, manager: DarwinRouteManager) -> None:
+    await manager.add(net("10.9.9.9/32"))
+    assert xnu.sent[0].flags & pfroute.RTF_HOST
+
+
+async def test_existing_route_is_not_replaced_unless_asked(xnu: FakeXnu, manager: DarwinRouteManager) -> None:
+    xnu.other_program(pfroute.RTM_ADD, "172.17.0.0/16")
+    with pytest.raises(RouteExistsError):
+        await manager.add(net("172.17.0.0/16"))
+    assert xnu.table[net("172.17.0.0/16")].interface_index == 4
+    await manager.add(net("172.17.0.0/16"), replace=True)
+    assert [message.message_type for message in xnu.sent] == [
+        pfroute.RTM_ADD,
+        pfroute.RTM_ADD,
+        pfroute.RTM_DELETE,
+        pfroute.RTM_ADD,
+    ]
+    assert xnu.table[net("172.17.0.0/16")].interface_index == UTUN_INDEX
+
+
+async def test_delete_never_touches_another_programs_route(xnu: FakeXnu, manager: DarwinRouteManager) -> None:
+    xnu.other_program(pfroute.RTM_ADD, "172.17.0.0/16")
+    xnu.other_program(pfroute.RTM_ADD, "172.18.0.0/16", interface_index=UTUN_INDEX, flags=0x803)  # no RTF_PROTO1
+    assert await manager.delete(net("172.17.0.0/16")) is False
+    assert await manager.delete(net("172.18.0.0/16")) is False
+    assert xnu.sent == []
+    await manager.add(net("172.19.0.0/16"))
+    assert await manager.delete(net("172.19.0.0/16")) is True
+    assert net("172.19.0.0/16") not in xnu.table
+
+
+async def test_derived_and_scoped_entries_are_not_listed(xnu: FakeXnu, manager: DarwinRouteManager) -> None:
+    for flags in (pfroute.RTF_WASCLONED, pfroute.RTF_LOCAL, pfroute.RTF_IFSCOPE | 0x803):
+        route = pfroute.RouteSocketMessage(pfroute.RTM_GET, net(f"10.{flags % 250}.0.0/16"), flags, 4)
+        xnu.table[route.destination] = route  # type: ignore[index]
+    xnu.other_program(pfroute.RTM_ADD, "192.168.1.0/24")
+    routes = await manager.list_routes()
+    assert [(route.destination, route.ours) for route in routes] == [(net("192.168.1.0/24"), False)]
+
+
+async def test_os_errors_become_route_errors(xnu: FakeXnu, manager: DarwinRouteManager) -> None:
+    xnu.dump_error = OSError(errno.EPERM, "Operation not permitted")
+    with pytest.raises(RouteOperationError, match="dump routes failed") as raised:
+        await manager.list_routes()
+    assert raised.value.errno == errno.EPERM
+
+
+async def test_monitor_reports_who_changed_what(xnu: FakeXnu, manager: DarwinRouteManager) -> None:
+    async with manager.monitor() as events:
+        await manager.add(net("172.17.0.0/16"))
+        xnu.other_program(pfroute.RTM_DELETE, "172.17.0.0/16")
+        mine = await events.__anext__()
+        theirs = await events.__anext__()
+    assert (mine.kind, mine.caused_by_us) == (RouteEventKind.ADDED, True)
+    assert theirs.kind is RouteEventKind.REMOVED
+    assert theirs.sender_pid == OTHER_PID
+    assert not theirs.caused_by_us
+    assert theirs.route == InstalledRoute(net("172.17.0.0/16"), theirs.route.interface, UTUN_INDEX, ours=True)  # type: ignore[union-attr]
+
+
+async def test_monitor_overflow_asks_for_a_resync(xnu: FakeXnu, manager: DarwinRouteManager) -> None:
+    async with manager.monitor() as events:
+        xnu.monitors[0].send.send_nowait(OSError(errno.ENOBUFS, "No buffer space available"))
+        event = await events.__anext__()
+    assert event.kind is RouteEventKind.RESYNC_NEEDED
+
+
+async def test_reconciler_on_macos_restores_a_route_deleted_by_another_process(
+    xnu: FakeXnu, manager: DarwinRouteManager, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    reconciler = RouteReconciler(manager, PolicyConfig())
+    await nursery.start(reconciler.run)
+    reconciler.set_networks([NetworkInfo("app", "id-app", "bridge", "local", False, {}, (net("172.17.0.0/16"),))])
+    await reconciler.settled()
+    with caplog.at_level(logging.WARNING, logger="dmnc.routes.reconcile"):
+        xnu.other_program(pfroute.RTM_DELETE, "172.17.0.0/16")
+        await trio.testing.wait_all_tasks_blocked()
+        await reconciler.settled()
+    assert xnu.table[net("172.17.0.0/16")].interface_index == UTUN_INDEX
+    assert any(f"deleted by pid {OTHER_PID}" in record.message for record in caplog.records)
