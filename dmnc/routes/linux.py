@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 # Enough for a full 64 KiB datagram: the kernel sizes dump datagrams up to a page or more (netlink_dump).
 RECEIVE_BUFFER_BYTES = 65536
+# SO_RCVBUF of a monitor socket (the kernel caps it at net.core.rmem_max and doubles it for bookkeeping).
+MONITOR_RECEIVE_BUFFER_BYTES = 1 << 20
 # Requests sent before reading their acknowledgements; keeps the worst-case backlog of ACKs (36 B each with
 # NETLINK_CAP_ACK) far below the socket's receive buffer, so the kernel never has to drop one.
 REQUESTS_PER_BATCH = 64
@@ -58,6 +60,10 @@ class NetlinkSocket:
             raise _socket_error("opening a netlink socket", error) from error
         try:
             self._socket.setsockopt(netlink.SOL_NETLINK, netlink.NETLINK_CAP_ACK, 1)
+            if groups:
+                # A subscriber must absorb bursts (a VPN installing hundreds of routes) without losing any: an
+                # overrun costs a full resync.
+                self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, MONITOR_RECEIVE_BUFFER_BYTES)
             self._socket.bind((0, groups))
             self.port_id: int = self._socket.getsockname()[0]
         except OSError as error:

@@ -23,7 +23,7 @@ from typing import Any
 
 import trio
 
-from dmnc.routes import Destination, RouteExistsError
+from dmnc.routes import Destination, InterfaceNotFoundError, RouteExistsError
 from dmnc.routes.linux import LinuxRouteManager
 from dmnc.routes.policy import NetworkInfo, PolicyConfig
 from dmnc.routes.reconcile import RouteReconciler
@@ -72,12 +72,13 @@ def bridge_network(index: int, *subnets: str) -> NetworkInfo:
 async def crud(interface: str, other_interface: str) -> Facts:
     tun = f"{interface[:11]}tun"
     fd = open_tun(tun)
+    facts: Facts = {}
     try:
         manager = LinuxRouteManager(tun)
         subnets = [net("172.30.1.0/24"), net("172.30.2.0/24"), net("fd00:30:1::/64"), net("fd00:30:2::/64")]
         for subnet in subnets:
             await manager.add(subnet)
-        facts: Facts = {"after_add": kernel_routes("proto", "220")}
+        facts["after_add"] = kernel_routes("proto", "220")
         facts["listed_ours"] = sorted(str(route.destination) for route in await manager.list_ours())
         try:
             await manager.add(subnets[0])
@@ -91,10 +92,19 @@ async def crud(interface: str, other_interface: str) -> Facts:
         facts["deleted"] = [await manager.delete(subnet) for subnet in subnets]
         facts["deleted_again"] = await manager.delete(subnets[0])
         facts["after_delete"] = kernel_routes("proto", "220")
+        # Routes die with the tunnel interface: a crashed dmnc leaves none behind.
+        await manager.add(subnets[0])
+        await manager.add(subnets[2])
         await manager.aclose()
-        return facts
     finally:
         os.close(fd)
+    facts["after_tun_closed"] = kernel_routes("proto", "220")
+    try:
+        LinuxRouteManager(tun)
+        facts["gone_interface"] = "accepted"
+    except InterfaceNotFoundError as error:
+        facts["gone_interface"] = str(error)
+    return facts
 
 
 async def run_reconciler(

@@ -48,7 +48,7 @@ def run_scenario(lab: tuple[Netns, str, str], scenario: str) -> dict[str, Any]:
     return facts
 
 
-def test_add_list_delete_ipv4_and_ipv6_routes_through_a_tun(lab: tuple[Netns, str, str]) -> None:
+def test_add_list_delete_ipv4_and_ipv6_routes_through_a_tun_and_they_die_with_it(lab: tuple[Netns, str, str]) -> None:
     facts = run_scenario(lab, "crud")
     tun = f"{lab[1][:11]}tun"
     assert facts["after_add"] == [
@@ -64,6 +64,8 @@ def test_add_list_delete_ipv4_and_ipv6_routes_through_a_tun(lab: tuple[Netns, st
     assert facts["deleted"] == [True, True, True, True]
     assert facts["deleted_again"] is False
     assert facts["after_delete"] == []
+    assert facts["after_tun_closed"] == []
+    assert facts["gone_interface"] == f"no network interface named {tun!r}"
 
 
 def test_reconciler_routes_a_burst_of_fifty_networks_and_removes_them(lab: tuple[Netns, str, str]) -> None:
