@@ -28,3 +28,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+
+# --- qemu kernel-WireGuard guest (tests/lab/qemu_guest.py): Debian's 6.1 cloud kernel, downloaded and unpacked
+# into /var/cache/dmnc-lab (or $DMNC_LAB_CACHE); a no-op when it is already there.
+bash "$(dirname "$0")/fetch_kernel.sh"
+# --- end qemu guest
