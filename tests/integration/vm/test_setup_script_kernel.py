@@ -1,0 +1,116 @@
+"""The VM-side setup script on a real kernel with WireGuard: Debian's 6.1 kernel in the qemu lab guest.
+
+The guest plays the Docker VM (the script runs as root there, as in the --net=host setup container); a wireguard-go
+peer in the test's namespace plays dmnc on the host. One boot is shared by the module (TCG boots take seconds).
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from dmnc.vm import (
+    KernelWireGuardMissing,
+    ScriptMode,
+    SetupParams,
+    SetupResult,
+    TeardownDone,
+    VmMode,
+    outcome_from_output_untrusted,
+    script_arguments,
+)
+from dmnc.vm.assets import setup_script
+from tests.conftest import require_root, require_tools
+from tests.lab.netns import Netns, netns, wait_for_ping
+from tests.lab.qemu_guest import QemuGuest, qemu_guest, require_guest_image
+from tests.lab.wggo import WgPeer, WireGuardGo, wireguard_go
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+HOST_PORT = 51820
+HOST_UNDERLAY = "192.168.200.1"
+SCRIPT_PATH = "/run/dmnc-setup.sh"
+HANDSHAKE_TIMEOUT_SECONDS = 20.0
+
+
+@dataclass
+class KernelLab:
+    host: Netns
+    guest: QemuGuest
+    host_peer: WireGuardGo
+    params: SetupParams
+
+
+@pytest.fixture(scope="module")
+def kernel_lab() -> Iterator[KernelLab]:
+    require_root()
+    require_tools("ip", "ping", "qemu-system-x86_64", "wg", "wireguard-go")
+    image = require_guest_image()
+    with (
+        netns("dmkq") as host,
+        qemu_guest(host, image=image, host_addresses=(f"{HOST_UNDERLAY}/24",)) as guest,
+        wireguard_go(host, address="10.33.33.1/32", listen_port=HOST_PORT) as host_peer,
+    ):
+        guest.put_file(SCRIPT_PATH, setup_script().encode(), mode=0o755)
+        params = SetupParams(base64.b64decode(host_peer.public_key), HOST_PORT, endpoint=HOST_UNDERLAY)
+        yield KernelLab(host, guest, host_peer, params)
+
+
+def run_in_guest(lab: KernelLab, mode: ScriptMode) -> tuple[int, str]:
+    # The guest agent runs a shell command line; every argument is quoted (and was validated by SetupParams).
+    command = shlex.join(["sh", SCRIPT_PATH, *script_arguments(lab.params, mode)])
+    return lab.guest.run(command, timeout=60)
+
+
+def guest_rules(lab: KernelLab) -> list[str]:
+    rules = []
+    for save in ("iptables-nft-save", "iptables-legacy-save", "ip6tables-nft-save", "ip6tables-legacy-save"):
+        for line in lab.guest.check(save).splitlines():
+            if line.startswith("-A ") and ("chip0" in line or "10.33.33.1" in line or "fd33:33:33::1" in line):
+                rules.append(f"{save}: {line}")
+    return rules
+
+
+def test_setup_creates_a_kernel_chip0_that_completes_a_handshake(kernel_lab: KernelLab) -> None:
+    lab = kernel_lab
+    exit_code, output = run_in_guest(lab, ScriptMode.SETUP)
+    result = outcome_from_output_untrusted(output, exit_code)
+    assert isinstance(result, SetupResult), output
+    assert result.mode is VmMode.KERNEL
+    assert result.endpoint == (HOST_UNDERLAY, HOST_PORT)
+    assert result.kernel_release.startswith("6.1.")
+    assert "wireguard" in lab.guest.check("ip -d link show dev chip0")
+
+    lab.host_peer.peers = [WgPeer(base64.b64encode(result.vm_public_key).decode(), ["10.33.33.2/32"])]
+    lab.host_peer.apply_config()
+    lab.host.run(["ip", "route", "replace", "10.33.33.2/32", "dev", lab.host_peer.interface])
+    deadline = time.monotonic() + HANDSHAKE_TIMEOUT_SECONDS
+    while not any(status.latest_handshake for status in lab.host_peer.peer_status()):
+        assert time.monotonic() < deadline, f"no handshake within {HANDSHAKE_TIMEOUT_SECONDS} s"
+        time.sleep(0.2)
+    assert wait_for_ping(lab.host, "10.33.33.2")
+
+    # Again: same interface and key (the host's peer stays valid), each rule still exactly once.
+    rules = guest_rules(lab)
+    assert len(rules) == 8
+    exit_code, output = run_in_guest(lab, ScriptMode.SETUP)
+    again = outcome_from_output_untrusted(output, exit_code)
+    assert isinstance(again, SetupResult)
+    assert again.vm_public_key == result.vm_public_key
+    assert guest_rules(lab) == rules
+    assert wait_for_ping(lab.host, "10.33.33.2")
+
+
+def test_teardown_removes_kernel_chip0_and_every_rule(kernel_lab: KernelLab) -> None:
+    lab = kernel_lab
+    exit_code, output = run_in_guest(lab, ScriptMode.SETUP)
+    assert not isinstance(outcome_from_output_untrusted(output, exit_code), KernelWireGuardMissing)
+    exit_code, output = run_in_guest(lab, ScriptMode.TEARDOWN)
+    assert isinstance(outcome_from_output_untrusted(output, exit_code), TeardownDone)
+    assert guest_rules(lab) == []
+    assert lab.guest.run("ip link show dev chip0").exit_code != 0
