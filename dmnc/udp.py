@@ -9,6 +9,7 @@ the listener. Every socket is non-blocking.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import socket
@@ -37,6 +38,14 @@ TRANSIENT_ERRNOS = frozenset(
 )
 
 
+# Socket buffer size asked for, as wireguard-go does (conn/controlfns_linux.go, socketBufferSize = 7 MiB): bursts of
+# a fast sender must wait in the kernel while this single-threaded process is busy, not be dropped. As root, the
+# *FORCE options (Linux) lift the net.core.[rw]mem_max cap; elsewhere the kernel clamps the request to its maximum.
+SOCKET_BUFFER_BYTES = 7 << 20
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", None)
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", None)
+
+
 class UdpError(Exception):
     """A UDP socket cannot be opened, bound or used; the message names the address and the cause."""
 
@@ -56,10 +65,24 @@ def family_of(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+def _enlarge_buffers(sock: socket.socket) -> None:
+    for forced, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        if forced is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, forced, SOCKET_BUFFER_BYTES)
+            except PermissionError:
+                pass  # unprivileged: fall through to the clamped option
+            else:
+                continue
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER_BYTES)
+
+
 def _new_socket(family: socket.AddressFamily, bind_address: Endpoint) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        _enlarge_buffers(sock)
         if family == socket.AF_INET6:
             # One socket per family, as wireguard-go does: dual-stack would report IPv4 peers as ::ffff:a.b.c.d.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

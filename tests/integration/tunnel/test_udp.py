@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from dmnc.udp import UdpEndpoint, UdpError, normalize_endpoint
+from dmnc.udp import SOCKET_BUFFER_BYTES, UdpEndpoint, UdpError, normalize_endpoint
+from tests.conftest import require_root
 
 
 def receive_all(sock: socket.socket) -> list[bytes]:
@@ -74,3 +75,16 @@ def test_unconnected_send_to_a_missing_family_or_refused_port_is_a_drop_not_an_e
 def test_ipv6_scope_is_dropped_from_endpoints() -> None:
     assert normalize_endpoint(("fe80::1%eth0", 51820, 0, 2)) == ("fe80::1", 51820)
     assert normalize_endpoint(("10.0.0.1", 1)) == ("10.0.0.1", 1)
+
+
+@pytest.mark.lab
+def test_socket_buffers_are_enlarged_past_the_sysctl_cap_as_root() -> None:
+    require_root()
+    endpoint = UdpEndpoint.open(0, ["127.0.0.1"])
+    try:
+        (listener,) = endpoint.listeners
+        # Linux reports twice the requested size (socket(7): the kernel doubles it for bookkeeping overhead).
+        assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= SOCKET_BUFFER_BYTES
+        assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= SOCKET_BUFFER_BYTES
+    finally:
+        endpoint.close()
