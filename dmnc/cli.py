@@ -22,7 +22,13 @@ COMMAND_MODULES = (
     "dmnc.commands.version",
     "dmnc.commands.service",
     "dmnc.commands.wg",
+    "dmnc.commands.run",
+    "dmnc.commands.status",
 )
+# The command run when none is named: `dmnc` and `dmnc --listen ...` start the service, as users and the system
+# service (`dmnc service install -- ARGS`) invoke it. Top-level -h/--help and --version keep their meaning.
+DEFAULT_COMMAND = "run"
+_TOP_LEVEL_FLAGS = frozenset({"-h", "--help", "--version"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if not arguments or (arguments[0].startswith("-") and arguments[0] not in _TOP_LEVEL_FLAGS):
+        arguments.insert(0, DEFAULT_COMMAND)
+    args = parser.parse_args(arguments)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

@@ -1,0 +1,180 @@
+"""`dmnc status [--json] [--follow] [--control-socket PATH]`: what the running service is doing. Needs no root.
+
+Reads the control socket (flag > DMNC_CONTROL_SOCKET > control_socket in the config file > /var/run/dmnc.sock).
+Output: a readable summary by default, one JSON object with --json (see dmnc.status); with --follow, one line per
+event as it happens (one JSON object per line with --json) until dmnc stops or Ctrl-C.
+
+Exit codes: 0 success (or the followed dmnc stopped), 1 dmnc answered wrongly or not in time, 2 bad flag or
+configuration, 3 dmnc is not running, 4 permission denied on the control socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import trio
+
+from dmnc.config import ConfigError, load_control_socket_path
+from dmnc.control import (
+    ControlError,
+    ControlNotRunning,
+    ControlPermissionDenied,
+    fetch_snapshot,
+    open_event_feed,
+)
+from dmnc.status import StatusEvent, StatusSnapshot
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_CONFIG = 2
+EXIT_NOT_RUNNING = 3
+EXIT_PERMISSION_DENIED = 4
+
+_KIB = 1024
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "status",
+        help="show the running service: tunnel, Docker, VM and routes",
+        description="Show what the running dmnc is doing. Needs no root: members of the admin group (admin, "
+        "wheel or sudo) may read the control socket.",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON (one object; one per line with --follow)")
+    parser.add_argument("--follow", action="store_true", help="print events as they happen until dmnc stops")
+    parser.add_argument("--control-socket", metavar="PATH", help="the service's control socket")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        path = load_control_socket_path(args.control_socket, os.environ)
+    except ConfigError as error:
+        print(f"dmnc status: {error}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    try:
+        if args.follow:
+            trio.run(_follow, path, args.json)
+            print("dmnc stopped; the event feed ended", file=sys.stderr)
+        else:
+            snapshot = trio.run(fetch_snapshot, path)
+            print(snapshot.to_json() if args.json else render_snapshot(snapshot))
+    except ControlNotRunning as error:
+        print(f"dmnc status: {error}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    except ControlPermissionDenied as error:
+        print(f"dmnc status: {error}", file=sys.stderr)
+        return EXIT_PERMISSION_DENIED
+    except ControlError as error:
+        print(f"dmnc status: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+async def _follow(path: Path, as_json: bool) -> None:
+    async with open_event_feed(path) as feed:
+        async for event in feed:
+            # Flushed per event: the reader is often a pipe (`| grep`, a test) waiting for this very line.
+            print(event.to_json() if as_json else render_event(event), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Readable output
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped: names come from the Docker daemon and must not drive the terminal."""
+    return "".join(char if char.isprintable() else f"\\x{ord(char):02x}" for char in text)
+
+
+def _shown(value: str | None, missing: str = "-") -> str:
+    return missing if value is None else printable(value)
+
+
+def format_bytes(count: int) -> str:
+    if count < _KIB:
+        return f"{count} B"
+    value = count / _KIB
+    units = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"]
+    while value >= _KIB and len(units) > 1:
+        value /= _KIB
+        units.pop(0)
+    return f"{value:.1f} {units[0]}"
+
+
+def format_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.0f} h ago"
+
+
+def _format_drops(drops: Mapping[str, int]) -> str:
+    shown = [f"{printable(reason)} {count}" for reason, count in sorted(drops.items()) if count]
+    return ", ".join(shown) if shown else "none"
+
+
+def _section(title: str, rows: list[tuple[str, str]]) -> list[str]:
+    return [title, *(f"  {label:<16} {value}" for label, value in rows)]
+
+
+def render_snapshot(snapshot: StatusSnapshot) -> str:
+    """The readable summary `dmnc status` prints."""
+    tunnel, docker, vm = snapshot.tunnel, snapshot.docker, snapshot.vm
+    lines = [f"dmnc {printable(snapshot.version)}", ""]
+    lines += _section(
+        "Tunnel",
+        [
+            ("interface", _shown(tunnel.interface)),
+            ("listening on", _shown(tunnel.listen)),
+            ("peer endpoint", _shown(tunnel.endpoint, "unknown (no handshake yet)")),
+            ("last handshake", format_age(tunnel.last_handshake_age_s)),
+            ("received", format_bytes(tunnel.rx_bytes)),
+            ("sent", format_bytes(tunnel.tx_bytes)),
+            ("dropped packets", _format_drops(tunnel.drops)),
+        ],
+    )
+    lines += _section(
+        "Docker",
+        [
+            ("connected", "yes" if docker.connected else "no"),
+            ("host", _shown(docker.host)),
+            ("runtime", _shown(docker.runtime)),
+            ("API version", _shown(docker.api_version)),
+        ],
+    )
+    lines += _section("VM", [("setup", _shown(vm.mode, "not set up")), ("public key", _shown(vm.public_key))])
+    lines.append("Routes")
+    if not snapshot.routes:
+        lines.append("  none")
+    else:
+        subnets = [str(route.subnet) for route in snapshot.routes]
+        networks = [printable(route.network) for route in snapshot.routes]
+        subnet_width = max(len("SUBNET"), *map(len, subnets))
+        network_width = max(len("NETWORK"), *map(len, networks))
+        lines.append(f"  {'SUBNET':<{subnet_width}}  {'NETWORK':<{network_width}}  INSTALLED")
+        for subnet, network, route in zip(subnets, networks, snapshot.routes, strict=True):
+            lines.append(
+                f"  {subnet:<{subnet_width}}  {network:<{network_width}}  {'yes' if route.installed else 'no'}"
+            )
+    return "\n".join(lines)
+
+
+def render_event(event: StatusEvent) -> str:
+    """One readable line per event: local time, kind, message, details."""
+    try:
+        when = datetime.datetime.fromtimestamp(event.time).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):  # a time beyond what the platform's calendar functions handle
+        when = f"@{event.time:.0f}"
+    details = " ".join(f"{printable(name)}={printable(json.dumps(value))}" for name, value in event.details.items())
+    line = f"{when} {event.kind:<22} {printable(event.message)}"
+    return f"{line} ({details})" if details else line

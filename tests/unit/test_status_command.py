@@ -1,0 +1,74 @@
+"""The readable output of `dmnc status`."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from dmnc.commands.status import format_age, format_bytes, printable, render_event, render_snapshot
+from dmnc.status import RouteStatus, StatusEvent, StatusSnapshot, TunnelStatus
+
+
+def test_fresh_service_shows_what_is_not_known_yet() -> None:
+    text = render_snapshot(StatusSnapshot(version="0.1.0"))
+    lines = text.splitlines()
+    assert lines[0] == "dmnc 0.1.0"
+    assert "  peer endpoint    unknown (no handshake yet)" in lines
+    assert "  last handshake   never" in lines
+    assert "  dropped packets  none" in lines
+    assert "  connected        no" in lines
+    assert "  setup            not set up" in lines
+    assert lines[-2:] == ["Routes", "  none"]
+
+
+def test_routes_are_a_table_aligned_on_the_longest_entry() -> None:
+    snapshot = StatusSnapshot(
+        version="0.1.0",
+        routes=(
+            RouteStatus(ipaddress.ip_network("172.17.0.0/16"), "bridge", installed=True),
+            RouteStatus(ipaddress.ip_network("fd00:dead:beef::/64"), "a_long_network_name", installed=False),
+        ),
+    )
+    assert render_snapshot(snapshot).splitlines()[-3:] == [
+        "  SUBNET               NETWORK              INSTALLED",
+        "  172.17.0.0/16        bridge               yes",
+        "  fd00:dead:beef::/64  a_long_network_name  no",
+    ]
+
+
+def test_drops_are_listed_by_reason_skipping_zero_counts() -> None:
+    snapshot = StatusSnapshot(version="x", tunnel=TunnelStatus(drops={"replay": 2, "invalid_mac": 1, "other": 0}))
+    assert "  dropped packets  invalid_mac 1, replay 2" in render_snapshot(snapshot).splitlines()
+
+
+def test_names_from_the_daemon_cannot_drive_the_terminal() -> None:
+    hostile = "net\x1b[2J\x07"
+    snapshot = StatusSnapshot(
+        version="0.1.0", routes=(RouteStatus(ipaddress.ip_network("10.0.0.0/8"), hostile, installed=True),)
+    )
+    rendered = render_snapshot(snapshot)
+    assert "\x1b" not in rendered
+    assert "net\\x1b[2J\\x07" in rendered
+    assert printable("tab\there") == "tab\\x09here"
+
+
+def test_sizes_and_ages() -> None:
+    assert format_bytes(0) == "0 B"
+    assert format_bytes(1536) == "1.5 KiB"
+    assert format_bytes(5 * 1024**3) == "5.0 GiB"
+    assert format_bytes(2**64) == "16.0 EiB"
+    assert format_age(None) == "never"
+    assert format_age(4.4) == "4 s ago"
+    assert format_age(600) == "10 min ago"
+    assert format_age(36000) == "10 h ago"
+
+
+def test_event_line_has_time_kind_message_and_details() -> None:
+    line = render_event(StatusEvent(0.0, "route.installed", "10.0.0.0/8 via utun4", {"network": "proj", "n": 1}))
+    when, clock, rest = line.split(" ", 2)
+    assert len(when) == 10
+    assert len(clock) == 8
+    assert rest == 'route.installed        10.0.0.0/8 via utun4 (network="proj" n=1)'
+
+
+def test_event_time_beyond_the_calendar_is_shown_raw() -> None:
+    assert render_event(StatusEvent(1e20, "a.b", "far")).startswith("@100000000000000000000 a.b")
