@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import require_lab, require_root, require_tools
-from tests.lab.netns import Netns, netns, unique_suffix
+from tests.lab.dockerd import import_busybox_image, running_dockerd
+from tests.lab.netns import Netns, add_veth, netns, unique_suffix
 
 pytestmark = pytest.mark.lab
 
@@ -113,3 +114,41 @@ def test_overlapping_route_to_another_interface_is_reported_and_not_touched(lab:
     [warning] = [line for line in facts["log"] if line.startswith("WARNING")]
     assert "network 'net1' subnet 172.28.5.0/24" in warning
     assert f"the route 172.28.0.0/16 dev {other}" in warning
+
+
+@pytest.mark.slow
+def test_docker_networks_created_in_a_burst_are_routed_reachable_resynced_and_removed() -> None:
+    require_root()
+    require_tools("ip", "dockerd", "iptables", "ping")
+    require_lab(Path("/bin/busybox").exists(), "/bin/busybox (busybox-static)")
+    with running_dockerd() as engine, netns("dmncrh") as host:
+        image = import_busybox_image(engine.socket_path)
+        vm = Netns(engine.netns)
+        link = add_veth(host, vm, "10.203.0.1/24", "10.203.0.2/24")
+        # The VM end answers ARP for the container subnets behind it (a real tunnel is point-to-point).
+        vm.run(["sysctl", "-q", f"net.ipv4.conf.{link.right_interface}.proxy_arp=1"])
+        vm.run(["sysctl", "-q", "net.ipv4.ip_forward=1"])
+        # What the VM-side setup does for chip0: let tunnel traffic through Docker's FORWARD filtering.
+        for direction in ("-i", "-o"):
+            vm.run(["iptables", "-I", "DOCKER-USER", direction, link.right_interface, "-j", "ACCEPT"])
+        argv = host.command(
+            [
+                sys.executable,
+                "-m",
+                "tests.integration.routes.docker_scenario",
+                link.left_interface,
+                str(engine.socket_path),
+                image,
+            ]
+        )
+        result = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 0, result.stderr[-3000:]
+        facts = json.loads(result.stdout)
+    assert facts["before"] == ["172.17.0.0/16"]  # dockerd's default bridge network
+    assert facts["reachable"] == [True, True]
+    assert facts["kept_while_away"] is True
+    print(
+        f"50 networks (v4+v6) created in {facts['created_seconds']:.2f} s, all 100 routes in "
+        f"{facts['burst_routed_seconds']:.2f} s; resync after reconnect {facts['resync_seconds'] * 1000:.0f} ms; "
+        f"removal of 41 networks routed out in {facts['removal_seconds']:.2f} s"
+    )
