@@ -31,7 +31,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn, Protocol
+from typing import Protocol
 
 import trio
 import trio_websocket
@@ -236,12 +236,13 @@ async def serve_control_socket(
     group_id: int | None = None,
     handshake_timeout_s: float = DEFAULT_TIMEOUT_S,
     task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED,
-) -> NoReturn:
-    """Serve status and events on the Unix socket `path` until cancelled; then remove the socket file.
+) -> None:
+    """Serve status and events on the Unix socket `path` until cancelled, then remove the socket file.
 
-    `group_id` None means `admin_group_id()`. Reports readiness (the socket accepts connections) through
-    `task_status`. Raises ControlSocketBusy when another dmnc serves on `path`, ControlError when it cannot be
-    created. A client that does not complete the websocket handshake within `handshake_timeout_s` is dropped.
+    It never returns on its own. `group_id` None means `admin_group_id()`. Reports readiness (the socket
+    accepts connections) through `task_status`. Raises ControlSocketBusy when another dmnc serves on `path`,
+    ControlError when it cannot be created. A client that does not complete the websocket handshake within
+    `handshake_timeout_s` is dropped.
     """
     chosen_group = admin_group_id() if group_id is None else group_id
     if chosen_group is None:
@@ -266,7 +267,6 @@ async def serve_control_socket(
         _remove_if_ours(path, ours)
         with trio.CancelScope(shield=True):
             await listener.aclose()
-    raise AssertionError("unreachable: the nursery only exits by cancellation or error")
 
 
 async def _serve_connection(stream: trio.SocketStream, source: StatusSource, handshake_timeout_s: float) -> None:
