@@ -13,11 +13,14 @@ second; tests pass it to dmnc as `--setup-image`.
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 import subprocess
 from pathlib import Path
 
-from tests.lab.dockerd import BUSYBOX_PATH, import_image, rootfs_tar
+import httpx
+
+from tests.lab.dockerd import BUSYBOX_PATH, rootfs_tar
 
 LAB_SETUP_IMAGE = "dmnc-test/setup:lab"
 XTABLES_DIRECTORY = Path("/usr/lib/x86_64-linux-gnu/xtables")
@@ -102,5 +105,24 @@ def setup_rootfs_tar() -> bytes:
 
 
 def import_setup_image(socket_path: Path, reference: str = LAB_SETUP_IMAGE) -> str:
-    """Import the lab setup image into the engine at `socket_path` as `reference`; return its image id."""
-    return import_image(socket_path, setup_rootfs_tar(), reference)
+    """Import the lab setup image into the engine at `socket_path` as `reference`; return its image id.
+
+    Works with dockerd and Podman: Podman 4.3's import ignores the tag (it names the image docker.io/REPO:latest),
+    so the imported image is tagged explicitly afterwards."""
+    repository, _, tag = reference.rpartition(":")
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)), base_url="http://docker") as client:
+        response = client.post(
+            "/images/create",
+            params={"fromSrc": "-", "repo": repository, "tag": tag},
+            content=setup_rootfs_tar(),
+            headers={"Content-Type": "application/x-tar"},
+            timeout=120.0,
+        )
+        response.raise_for_status()
+        # Both engines answer with progress JSON lines whose last `status` is the new image's ID.
+        last = json.loads(response.text.strip().splitlines()[-1])
+        image_id = str(last["status"])
+        if not image_id.startswith("sha256:"):
+            raise SetupImageBuildError(f"image import answered {response.text[:300]!r}")
+        client.post(f"/images/{image_id}/tag", params={"repo": repository, "tag": tag}, timeout=30.0).raise_for_status()
+        return image_id
