@@ -1,0 +1,101 @@
+"""Container attach over a websocket (`GET /containers/{id}/attach/ws`), on the daemon's own socket.
+
+Used for the live output of the setup container: attach first, then start the container, and every line it prints
+arrives as it is written. The daemon sends stdout and stderr merged, as binary (or, for some engines, text)
+messages; the session ends when the container stops and the daemon closes the websocket. Use it through
+`DockerClient.attach_websocket`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Self
+
+import trio
+import trio_websocket
+
+from dmnc.docker.address import DaemonAddress
+from dmnc.docker.errors import ApiError, ConnectionLost, DaemonTimeout, NotFound, map_exceptions
+
+# A close code is a 2-byte status (RFC 6455 section 7.4); 1000 = normal closure.
+NORMAL_CLOSURE = 1000
+
+
+class AttachSession:
+    """An open attach websocket: iterate it for output bytes, `send` writes to the container's stdin."""
+
+    def __init__(self, connection: trio_websocket.WebSocketConnection, endpoint: str) -> None:
+        self._connection = connection
+        self._endpoint = endpoint
+
+    async def receive(self) -> bytes | None:
+        """The next piece of output, or None once the container stopped and the daemon closed the websocket."""
+        try:
+            message = await self._connection.get_message()
+        except trio_websocket.ConnectionClosed:
+            return None
+        return message.encode() if isinstance(message, str) else message
+
+    async def send(self, data: bytes) -> None:
+        """Write `data` to the container's stdin (the attach must have been opened with stdin)."""
+        try:
+            await self._connection.send_message(data)
+        except trio_websocket.ConnectionClosed as error:
+            raise ConnectionLost("attach websocket closed", endpoint=self._endpoint) from error
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> bytes:
+        data = await self.receive()
+        if data is None:
+            raise StopAsyncIteration
+        return data
+
+
+@asynccontextmanager
+async def open_attach_session(
+    address: DaemonAddress, resource: str, *, handshake_timeout: float
+) -> AsyncIterator[AttachSession]:
+    """Open the websocket for `resource` (versioned attach/ws path and query) within `handshake_timeout` seconds."""
+    endpoint = f"GET {resource.split('?', 1)[0]}"
+    try:
+        # trio-websocket reads in a background task of this nursery; its errors (a refused handshake arrives there)
+        # come back wrapped in an exception group, unwrapped below so callers see one typed error.
+        async with trio.open_nursery() as nursery:
+            with map_exceptions(endpoint), trio.fail_after(handshake_timeout):
+                stream = await address.open_stream()
+                connection = await trio_websocket.wrap_client_stream(nursery, stream, address.http_host, resource)
+            try:
+                yield AttachSession(connection, endpoint)
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(handshake_timeout):
+                    await connection.aclose(NORMAL_CLOSURE)
+    except BaseExceptionGroup as group:
+        leaves = _leaf_exceptions(group)
+        if len(leaves) != 1:
+            raise
+        raise _translate(leaves[0], endpoint) from group
+
+
+def _leaf_exceptions(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exception in group.exceptions:
+        if isinstance(exception, BaseExceptionGroup):
+            leaves.extend(_leaf_exceptions(exception))
+        else:
+            leaves.append(exception)
+    return leaves
+
+
+def _translate(error: BaseException, endpoint: str) -> BaseException:
+    if isinstance(error, trio_websocket.ConnectionRejected):
+        body = (error.body or b"").decode(errors="replace").strip()
+        error_type = NotFound if error.status_code == 404 else ApiError
+        return error_type(body or "attach refused", endpoint=endpoint, status=error.status_code)
+    if isinstance(error, trio_websocket.HandshakeError):
+        return DaemonTimeout(f"attach websocket handshake failed: {error!r}", endpoint=endpoint)
+    if isinstance(error, trio_websocket.ConnectionClosed | trio.BrokenResourceError | OSError):
+        return ConnectionLost(f"attach websocket lost: {error!r}", endpoint=endpoint)
+    return error

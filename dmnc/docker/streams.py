@@ -1,0 +1,178 @@
+"""Sans-I/O decoders for the Engine API's streamed bodies: feed them bytes as they arrive, get values back.
+
+- `JsonLinesDecoder`: newline-delimited JSON (events, pull and build progress). Tolerant: a value split across
+  reads is reassembled, blank lines are ignored, a line that is not JSON is counted in `skipped` and dropped, and a
+  line longer than `max_line_bytes` is dropped too, so a broken daemon cannot grow the buffer without bound.
+- `FrameDemuxer`: the multiplexed stdout/stderr stream of logs and attach for containers without a TTY. Each frame
+  is an 8-byte header `[stream type, 0, 0, 0, payload size as uint32 big-endian]` and the payload (Engine API
+  "Attach to a container", section "Stream format"). Payload bytes are handed out as they arrive; a frame is never
+  buffered whole.
+- `ProgressDecoder`: pull/build progress messages (`ProgressMessage`) on top of JsonLinesDecoder.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import struct
+from dataclasses import dataclass
+
+from dmnc.docker.errors import BadResponse
+from dmnc.docker.models import ProgressMessage
+
+DEFAULT_MAX_LINE_BYTES = 1 << 20
+FRAME_HEADER = struct.Struct(">BxxxI")
+_json_decoder = json.JSONDecoder()
+
+
+class JsonLinesDecoder:
+    """Splits a byte stream into JSON values; see the module docstring for what it tolerates."""
+
+    def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+        self._buffer = bytearray()
+        self._max_line_bytes = max_line_bytes
+        self._discarding_long_line = False
+        self.skipped = 0
+        """Lines dropped because they were not JSON or too long."""
+
+    def feed(self, data: bytes) -> list[object]:
+        values: list[object] = []
+        self._buffer += data
+        while True:
+            newline = self._buffer.find(b"\n")
+            if newline < 0:
+                break
+            line = bytes(self._buffer[:newline])
+            del self._buffer[: newline + 1]
+            if self._discarding_long_line:
+                self._discarding_long_line = False
+                continue
+            self._decode_line_into(line, values)
+        if len(self._buffer) > self._max_line_bytes:
+            self._buffer.clear()
+            if not self._discarding_long_line:
+                self.skipped += 1
+                self._discarding_long_line = True
+        return values
+
+    def finish(self) -> list[object]:
+        """Decode what is left after the stream ended (a last line without newline)."""
+        values: list[object] = []
+        if not self._discarding_long_line:
+            self._decode_line_into(bytes(self._buffer), values)
+        self._buffer.clear()
+        self._discarding_long_line = False
+        return values
+
+    def _decode_line_into(self, line: bytes, values: list[object]) -> None:
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            self.skipped += 1
+            return
+        # A line normally holds one value; concatenated values without a newline between them are accepted too.
+        position = 0
+        length = len(text)
+        while True:
+            while position < length and text[position] in " \t\r":
+                position += 1
+            if position >= length:
+                return
+            try:
+                value, position = _json_decoder.raw_decode(text, position)
+            except ValueError:
+                self.skipped += 1
+                return
+            values.append(value)
+
+
+class StreamKind(enum.IntEnum):
+    """Stream type byte of a multiplexed frame (Engine API, "Stream format")."""
+
+    STDIN = 0
+    STDOUT = 1
+    STDERR = 2
+    # Sent by dockerd when the log driver or attach itself fails; carries an error text.
+    SYSTEMERR = 3
+
+
+@dataclass(frozen=True)
+class OutputChunk:
+    """Bytes one container stream produced, in order; consecutive chunks of one stream may be split anywhere."""
+
+    stream: StreamKind
+    data: bytes
+
+
+class FrameDemuxer:
+    """Demultiplexes a stdout/stderr frame stream; invalid headers raise BadResponse."""
+
+    def __init__(self) -> None:
+        self._header = bytearray()
+        self._current: StreamKind | None = None
+        self._remaining = 0
+
+    def feed(self, data: bytes) -> list[OutputChunk]:
+        chunks: list[OutputChunk] = []
+        view = memoryview(data)
+        while view:
+            if self._current is None:
+                needed = FRAME_HEADER.size - len(self._header)
+                self._header += view[:needed]
+                view = view[needed:]
+                if len(self._header) < FRAME_HEADER.size:
+                    break
+                self._start_frame_untrusted(bytes(self._header))
+                self._header.clear()
+                if self._remaining == 0:
+                    self._current = None
+                continue
+            piece = view[: self._remaining]
+            view = view[len(piece) :]
+            self._remaining -= len(piece)
+            chunks.append(OutputChunk(self._current, bytes(piece)))
+            if self._remaining == 0:
+                self._current = None
+        return chunks
+
+    def finish(self) -> None:
+        """Check that the stream ended on a frame boundary."""
+        if self._header or self._current is not None:
+            raise BadResponse("multiplexed output stream ended inside a frame")
+
+    def _start_frame_untrusted(self, header: bytes) -> None:
+        kind_byte, size = FRAME_HEADER.unpack(header)
+        if header[1:4] != b"\x00\x00\x00":
+            raise BadResponse(f"multiplexed output stream: bad frame header {header.hex()}")
+        try:
+            self._current = StreamKind(kind_byte)
+        except ValueError as error:
+            raise BadResponse(f"multiplexed output stream: unknown stream type {kind_byte}") from error
+        self._remaining = size
+
+
+class ProgressDecoder:
+    """Turns a pull/build progress body into ProgressMessages; values that are not message objects are skipped."""
+
+    def __init__(self) -> None:
+        self._lines = JsonLinesDecoder()
+        self._malformed = 0
+
+    @property
+    def skipped(self) -> int:
+        return self._lines.skipped + self._malformed
+
+    def feed(self, data: bytes) -> list[ProgressMessage]:
+        return self._messages(self._lines.feed(data))
+
+    def finish(self) -> list[ProgressMessage]:
+        return self._messages(self._lines.finish())
+
+    def _messages(self, values: list[object]) -> list[ProgressMessage]:
+        messages: list[ProgressMessage] = []
+        for value in values:
+            try:
+                messages.append(ProgressMessage.from_json_untrusted(value))
+            except BadResponse:
+                self._malformed += 1
+        return messages
