@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import ipaddress
 import os
 import socket
 import stat
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -28,46 +25,10 @@ from dmnc.control import (
     open_event_feed,
     serve_control_socket,
 )
-from dmnc.status import DockerStatus, RouteStatus, StatusSnapshot, TunnelStatus, VmStatus
 from tests.conftest import require_root
+from tests.integration.control.helpers import SNAPSHOT, FakeSource, Served, wait_for_subscribers
 
 pytestmark = pytest.mark.lab
-
-SNAPSHOT = StatusSnapshot(
-    version="0.1.0",
-    tunnel=TunnelStatus(
-        interface="utun4",
-        listen="0.0.0.0:3333",
-        last_handshake_age_s=3.0,
-        endpoint="192.168.65.3:51820",
-        rx_bytes=4096,
-        tx_bytes=8192,
-        drops={"replay": 2},
-    ),
-    docker=DockerStatus(
-        host="unix:///var/run/docker.sock", runtime="Docker Engine", api_version="1.41", connected=True
-    ),
-    vm=VmStatus(mode="kernel", public_key=base64.b64encode(bytes(32)).decode()),
-    routes=(RouteStatus(ipaddress.ip_network("172.17.0.0/16"), "bridge", installed=True),),
-)
-
-
-@dataclass
-class FakeSource:
-    current: StatusSnapshot = SNAPSHOT
-    events: EventBroadcaster = field(default_factory=EventBroadcaster)
-    snapshots_served: int = 0
-
-    def snapshot(self) -> StatusSnapshot:
-        self.snapshots_served += 1
-        return self.current
-
-
-@dataclass
-class Served:
-    path: Path
-    source: FakeSource
-    scope: trio.CancelScope
 
 
 @pytest.fixture
@@ -83,12 +44,6 @@ async def served(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Served]
     await nursery.start(serve)
     yield Served(path, source, scope)
     scope.cancel()
-
-
-async def wait_for_subscribers(source: FakeSource, count: int) -> None:
-    with trio.fail_after(5):
-        while source.events.subscriber_count != count:
-            await trio.sleep(0.01)
 
 
 async def test_snapshot_round_trip_over_the_socket(served: Served) -> None:

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import grp
 import json
 import os
-import shutil
-import site
 import socket
 import subprocess
-import sys
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
@@ -19,22 +14,26 @@ from typing import Any
 import pytest
 import trio
 
-from dmnc.control import admin_group_id, serve_control_socket
-from tests.conftest import require_lab, require_root
-from tests.integration.control.test_control_socket import SNAPSHOT, FakeSource, Served, wait_for_subscribers
+from dmnc.control import serve_control_socket
+from tests.integration.control.helpers import (
+    DMNC,
+    SNAPSHOT,
+    FakeSource,
+    Served,
+    admin_group_name,
+    dmnc_as_nobody,
+    make_shared_dir,
+    run_dmnc,
+    wait_for_subscribers,
+)
 
 pytestmark = pytest.mark.lab
-
-DMNC = [sys.executable, "-m", "dmnc"]
 
 
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
-    """A directory other users can traverse (pytest's tmp_path is private to root)."""
-    directory = Path(tempfile.mkdtemp(prefix="dmnc-control-"))
-    directory.chmod(0o755)
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
+    with make_shared_dir() as directory:
+        yield directory
 
 
 @pytest.fixture
@@ -54,11 +53,7 @@ async def served(shared_dir: Path, nursery: trio.Nursery) -> AsyncIterator[Serve
 
 
 async def dmnc_status(*arguments: str, **options: Any) -> subprocess.CompletedProcess[str]:
-    with trio.fail_after(30):
-        result = await trio.run_process(
-            [*DMNC, "status", *arguments], capture_stdout=True, capture_stderr=True, check=False, **options
-        )
-    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(), result.stderr.decode())
+    return await run_dmnc("status", *arguments, **options)
 
 
 async def test_status_prints_a_readable_summary(served: Served) -> None:
@@ -159,63 +154,9 @@ async def test_bad_control_socket_value_is_a_config_error() -> None:
     assert "is longer than the 107 bytes a Unix socket allows" in result.stderr
 
 
-def usable_by_everyone(path: Path) -> bool:
-    """Whether any user may run `path`: world-executable, in directories anyone may traverse."""
-    return all(os.stat(part).st_mode & 0o001 for part in [path, *path.parents])
-
-
-def dmnc_for_other_users() -> list[str]:
-    """`python -m dmnc` that another user can run: this interpreter, or the system's of the same version.
-
-    The venv's interpreter may live under a private home directory (/root); the system Python of the same minor
-    version can load the same package and site-packages.
-    """
-    candidates = [
-        Path(sys.executable).resolve(),
-        Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"),
-    ]
-    usable = [candidate for candidate in candidates if candidate.exists() and usable_by_everyone(candidate)]
-    require_lab(bool(usable), "a Python interpreter of this version that user nobody may run")
-    return [str(usable[0]), "-m", "dmnc"]
-
-
-def nobody_options(*extra_groups: str) -> dict[str, Any]:
-    repository = Path(__file__).resolve().parents[3]
-    search_path = [str(repository), *site.getsitepackages()]
-    return {
-        "user": "nobody",
-        "group": "nogroup",
-        "extra_groups": list(extra_groups),
-        "cwd": "/",
-        "env": {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(search_path)},
-    }
-
-
-async def dmnc_status_as_nobody(
-    *arguments: str, extra_groups: tuple[str, ...] = ()
-) -> subprocess.CompletedProcess[str]:
-    with trio.fail_after(30):
-        result = await trio.run_process(
-            [*dmnc_for_other_users(), "status", *arguments],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            **nobody_options(*extra_groups),
-        )
-    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(), result.stderr.decode())
-
-
-def admin_group_name() -> str:
-    require_root()
-    group_id = admin_group_id()
-    require_lab(group_id is not None, "an admin group (admin, wheel or sudo) on this machine")
-    assert group_id is not None
-    return grp.getgrgid(group_id).gr_name
-
-
 async def test_permission_denied_names_the_group_to_join(served: Served) -> None:
     group = admin_group_name()
-    result = await dmnc_status_as_nobody("--control-socket", str(served.path))
+    result = await dmnc_as_nobody("status", "--control-socket", str(served.path))
     assert result.returncode == 4
     assert result.stderr == (
         f"dmnc status: permission denied on {served.path}: only root and dmnc's admin group may read dmnc's "
@@ -225,6 +166,6 @@ async def test_permission_denied_names_the_group_to_join(served: Served) -> None
 
 async def test_status_needs_no_root_for_admin_group_members(served: Served) -> None:
     group = admin_group_name()
-    result = await dmnc_status_as_nobody("--json", "--control-socket", str(served.path), extra_groups=(group,))
+    result = await dmnc_as_nobody("status", "--json", "--control-socket", str(served.path), extra_groups=(group,))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == SNAPSHOT.to_json_object()
