@@ -44,6 +44,10 @@ MAX_RULE_COPIES=100
 
 die() {
     printf 'dmnc-setup: error: %s\n' "$(one_line "$*")" >&2
+    # A wireguard-go this script started must not outlive it (outside a container nothing else would stop it).
+    if [ -n "${wg_pid:-}" ]; then
+        kill "$wg_pid" 2>/dev/null
+    fi
     exit 1
 }
 
@@ -419,10 +423,7 @@ run_userspace() {
         kill -0 "$wg_pid" 2>/dev/null || die "wireguard-go exited before creating $IFACE (needs NET_ADMIN and /dev/net/tun)"
         tries=$((tries + 1))
         # 100 x 0.1 s: wireguard-go is up in well under a second; ten seconds means it is stuck.
-        [ "$tries" -le 100 ] || {
-            kill "$wg_pid" 2>/dev/null
-            die "wireguard-go did not create $IFACE within 10 s"
-        }
+        [ "$tries" -le 100 ] || die "wireguard-go did not create $IFACE within 10 s"
         sleep 0.1
     done
     must "setting the private key of $IFACE" wg set "$IFACE" private-key "$key_file"

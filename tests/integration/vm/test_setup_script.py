@@ -246,6 +246,27 @@ def test_unresolvable_endpoints_fail_with_one_clear_line(lab: Lab, tmp_path: Pat
     assert "does not resolve inside the VM" in completed.stderr
 
 
+def test_a_failure_after_wireguard_go_started_stops_it_and_says_why(lab: Lab, tmp_path: Path) -> None:
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    broken = tools / "iptables-legacy"
+    broken.write_text("#!/bin/sh\necho 'iptables v1.8.9 (legacy): cannot open table: Permission denied' >&2\nexit 4\n")
+    broken.chmod(0o755)
+    params = replace(lab.params, iptables=IptablesBackend.LEGACY)
+    state = ["--state-dir", str(tmp_path)]
+    completed = run_script(lab.vm, params, ScriptMode.USERSPACE, extra=state, path_prefix=tools)
+    assert completed.returncode == 1
+    error_lines = [line for line in completed.stderr.splitlines() if line.startswith("dmnc-setup: error: ")]
+    assert len(error_lines) == 1
+    assert "iptables-legacy -t filter -N DOCKER-USER failed (exit 4)" in error_lines[0]
+    assert "Permission denied" in error_lines[0]
+    # The script returned, so wireguard-go is gone and took its interface with it.
+    deadline = time.monotonic() + 5
+    while lab.vm.run(["ip", "link", "show", params.interface], check=False).returncode == 0:
+        assert time.monotonic() < deadline, "wireguard-go outlived the failed script"
+        time.sleep(0.1)
+
+
 def test_missing_net_admin_is_reported_not_mistaken_for_missing_wireguard(lab: Lab) -> None:
     require_tools("setpriv")
     completed = lab.vm.run(
