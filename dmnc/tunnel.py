@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -134,48 +135,60 @@ class Tunnel:
 
     # -- tasks -----------------------------------------------------------------------------------------------------
 
-    async def _tun_to_udp(self) -> None:
-        tun, device, batch = self.tun, self.device, self.batch
+    async def _pump(self, handle_batch: Callable[[], int]) -> bool:
+        """Call `handle_batch` until its fd runs empty (True) or is closed (False), yielding between full batches.
+
+        `handle_batch` returns how many packets it handled (fewer than `batch`: the fd ran empty), -1 once closed.
+        """
         while True:
-            await trio.lowlevel.wait_readable(tun.fileno())
-            drained = False
-            while not drained:
-                now = trio.current_time()
-                for _ in range(batch):
-                    packet = tun.read_packet()
-                    if packet is None:
-                        drained = True
-                        break
-                    self._dispatch(device.encapsulate(packet, now))
+            handled = handle_batch()
+            if handled < 0:
+                return False
+            if handled:
                 self._reschedule_timers()
-                if not drained:
-                    await trio.lowlevel.checkpoint()
+            if handled < self.batch:
+                return True
+            await trio.lowlevel.checkpoint()
+
+    async def _tun_to_udp(self) -> None:
+        fd = self.tun.fileno()
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            await self._pump(self._tun_batch)
+
+    def _tun_batch(self) -> int:
+        tun, device = self.tun, self.device
+        now = trio.current_time()
+        for handled in range(self.batch):
+            packet = tun.read_packet()
+            if packet is None:
+                return handled
+            self._dispatch(device.encapsulate(packet, now))
+        return self.batch
 
     async def _udp_to_tun(self, sock: socket.socket, connected_to: Endpoint | None) -> None:
         """Receive on one socket; `connected_to` is its peer when the socket is connected (source known)."""
         buffer = bytearray(MAX_DATAGRAM)
+
+        def handle_batch() -> int:
+            return self._receive_batch(sock, buffer, connected_to)
+
         while True:
             try:
                 await trio.lowlevel.wait_readable(sock)
             except trio.ClosedResourceError:
                 return  # retired by _connect_if_peer after its peer roamed
-            while True:
-                drained = self._receive_batch(sock, buffer, connected_to)
-                self._reschedule_timers()
-                if drained or sock.fileno() < 0:
-                    break
-                await trio.lowlevel.checkpoint()
-            if sock.fileno() < 0:
+            if not await self._pump(handle_batch):
                 return
 
-    def _receive_batch(self, sock: socket.socket, buffer: bytearray, connected_to: Endpoint | None) -> bool:
-        """Handle up to `batch` datagrams waiting on `sock`; True when the socket ran empty (or was closed)."""
+    def _receive_batch(self, sock: socket.socket, buffer: bytearray, connected_to: Endpoint | None) -> int:
+        """Handle up to `batch` datagrams waiting on `sock`: how many, or -1 once the socket is closed."""
         device = self.device
         is_handshake_message = Device.is_handshake_message
         view = memoryview(buffer)
         now = trio.current_time()
         source: Endpoint
-        for _ in range(self.batch):
+        for handled in range(self.batch):
             try:
                 if connected_to is None:
                     length, address = sock.recvfrom_into(buffer)
@@ -184,10 +197,10 @@ class Tunnel:
                     length = sock.recv_into(buffer)
                     source = connected_to
             except BlockingIOError:
-                return True
+                return handled
             except OSError as error:
                 if sock.fileno() < 0:
-                    return True  # closed under us by _connect_if_peer, from this very batch
+                    return -1  # closed under us by _connect_if_peer, from this very batch
                 if not is_transient(error):
                     raise UdpError(f"receiving on UDP port {self.udp.port}: {error.strerror}") from error
                 # An ICMP error queued on the socket (e.g. the peer's port was closed): not a datagram.
@@ -198,7 +211,7 @@ class Tunnel:
                 self._enqueue_handshake(datagram, source, now)
             else:
                 self._dispatch(device.decapsulate(datagram, source, now))
-        return False
+        return self.batch
 
     def _enqueue_handshake(self, datagram: bytes, source: Endpoint, now: float) -> None:
         try:
