@@ -1,0 +1,255 @@
+"""Model parsing: real daemon payloads (Docker 20.10, Podman 4.3) read correctly; malformed ones raise BadResponse."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dmnc.docker.errors import BadResponse
+from dmnc.docker.models import (
+    ContainerInfo,
+    CreatedContainer,
+    Event,
+    ImageInfo,
+    Info,
+    Network,
+    ProgressMessage,
+    Version,
+    WaitResult,
+)
+
+DOCKER_NETWORK = {
+    "Name": "dmnc-test",
+    "Id": "5788c847685ca548c22a70da7deddcdd9ee7e97639bcef5bb28411af015ce7eb",
+    "Created": "2026-11-22T19:57:55.6Z",
+    "Scope": "local",
+    "Driver": "bridge",
+    "EnableIPv6": True,
+    "IPAM": {
+        "Driver": "default",
+        "Options": {},
+        "Config": [{"Subnet": "10.99.0.0/24", "Gateway": "10.99.0.1"}, {"Subnet": "fd00:99::/64"}],
+    },
+    "Internal": True,
+    "Attachable": False,
+    "Containers": {},
+    "Options": {},
+    "Labels": {"a": "b"},
+    "SomethingNewer": [1, 2, 3],
+}
+
+PODMAN_NETWORK = {
+    "Name": "bridge",
+    "Id": "2f259bab93aaaaa2542ba43ef33eb990d0999ee1b9924b557b7be53c0b7a1bb9",
+    "Scope": "local",
+    "Driver": "bridge",
+    "EnableIPv6": False,
+    "IPAM": {"Driver": "default", "Options": None, "Config": [{"Subnet": "10.88.0.0/16", "Gateway": "10.88.0.1"}]},
+    "Internal": False,
+    "Labels": None,
+}
+
+
+def test_network_reads_docker_payload_with_ipv4_and_ipv6_pools() -> None:
+    network = Network.from_json_untrusted(DOCKER_NETWORK)
+    assert network.name == "dmnc-test"
+    assert network.driver == "bridge"
+    assert network.internal is True
+    assert network.enable_ipv6 is True
+    assert network.labels == {"a": "b"}
+    assert network.subnets == (ipaddress.ip_network("10.99.0.0/24"), ipaddress.ip_network("fd00:99::/64"))
+    assert network.ipam_configs[0].gateway == ipaddress.ip_address("10.99.0.1")
+    assert network.ipam_configs[1].gateway is None
+
+
+def test_network_reads_podman_payload_with_nulls() -> None:
+    network = Network.from_json_untrusted(PODMAN_NETWORK)
+    assert network.labels == {}
+    assert network.subnets == (ipaddress.ip_network("10.88.0.0/16"),)
+
+
+def test_network_without_ipam_config_has_no_subnets() -> None:
+    network = Network.from_json_untrusted({"Name": "host", "Id": "abc", "Driver": "host", "IPAM": {"Config": None}})
+    assert network.subnets == ()
+    assert network.scope == "local"
+
+
+def test_network_subnet_with_host_bits_is_normalised() -> None:
+    payload = {**DOCKER_NETWORK, "IPAM": {"Config": [{"Subnet": "172.20.0.1/16"}]}}
+    assert Network.from_json_untrusted(payload).subnets == (ipaddress.ip_network("172.20.0.0/16"),)
+
+
+def test_gateway_with_prefix_length_is_accepted() -> None:
+    payload = {**DOCKER_NETWORK, "IPAM": {"Config": [{"Subnet": "10.1.0.0/16", "Gateway": "10.1.0.1/16"}]}}
+    assert Network.from_json_untrusted(payload).ipam_configs[0].gateway == ipaddress.ip_address("10.1.0.1")
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"Id": None}, "'Id'"),
+        ({"Name": 5}, "'Name'"),
+        ({"Internal": "yes"}, "'Internal'"),
+        ({"Labels": {"a": 1}}, "'Labels'"),
+        ({"IPAM": {"Config": [{"Subnet": "10.0.0.0/33"}]}}, "not an IP subnet"),
+        ({"IPAM": {"Config": [{"Gateway": "gateway"}]}}, "not an IP address"),
+        ({"IPAM": {"Config": "10.0.0.0/8"}}, "'Config'"),
+        ({"IPAM": [1]}, "IPAM"),
+    ],
+)
+def test_network_with_malformed_field_raises_bad_response(change: dict[str, object], complaint: str) -> None:
+    with pytest.raises(BadResponse, match=complaint):
+        Network.from_json_untrusted({**DOCKER_NETWORK, **change})
+
+
+def test_version_reads_docker_and_podman_payloads() -> None:
+    docker = Version.from_json_untrusted(
+        {
+            "Platform": {"Name": ""},
+            "Components": [{"Name": "Engine", "Version": "20.10.24"}, {"Name": "containerd"}],
+            "Version": "20.10.24+dfsg1",
+            "ApiVersion": "1.41",
+            "MinAPIVersion": "1.12",
+            "Os": "linux",
+            "Arch": "amd64",
+        }
+    )
+    assert (docker.api_version, docker.min_api_version, docker.component_names) == (
+        "1.41",
+        "1.12",
+        ("Engine", "containerd"),
+    )
+    podman = Version.from_json_untrusted(
+        {
+            "Platform": {"Name": "linux/amd64/debian-12"},
+            "Components": [{"Name": "Podman Engine"}],
+            "Version": "4.3.1",
+            "ApiVersion": "1.41",
+        }
+    )
+    assert "Podman Engine" in podman.component_names
+    assert podman.min_api_version == ""
+
+
+def test_info_and_container_and_image_and_wait_payloads() -> None:
+    info = Info.from_json_untrusted({"ID": "", "Name": "colima", "OperatingSystem": "Ubuntu", "NCPU": 2})
+    assert (info.name, info.cpus) == ("colima", 2)
+    container = ContainerInfo.from_json_untrusted(
+        {
+            "Id": "abc",
+            "Name": "/setup",
+            "Image": "sha256:1",
+            "State": {"Status": "exited", "Running": False, "ExitCode": 3, "Error": ""},
+            "Config": {"Tty": True, "Labels": {"dmnc": "1"}},
+        }
+    )
+    assert (container.name, container.state.exit_code, container.tty, container.labels) == (
+        "setup",
+        3,
+        True,
+        {"dmnc": "1"},
+    )
+    image = ImageInfo.from_json_untrusted({"Id": "sha256:1", "RepoTags": ["a:b"], "Config": {"Labels": None}})
+    assert image.repo_tags == ("a:b",)
+    assert WaitResult.from_json_untrusted({"StatusCode": 3, "Error": None}).status_code == 3
+    assert CreatedContainer.from_json_untrusted({"Id": "abc", "Warnings": None}).warnings == ()
+
+
+def test_container_without_state_raises_bad_response() -> None:
+    with pytest.raises(BadResponse, match="container state"):
+        ContainerInfo.from_json_untrusted({"Id": "abc"})
+
+
+def test_wait_result_rejects_boolean_status_code() -> None:
+    with pytest.raises(BadResponse, match="StatusCode"):
+        WaitResult.from_json_untrusted({"StatusCode": True})
+
+
+def test_event_reads_modern_and_legacy_fields() -> None:
+    modern = Event.from_json_untrusted(
+        {
+            "Type": "network",
+            "Action": "create",
+            "Actor": {"ID": "n1", "Attributes": {"name": "x", "type": "bridge"}},
+            "scope": "local",
+            "time": 1795377475,
+            "timeNano": 1795377475613830319,
+        }
+    )
+    assert (modern.type, modern.action, modern.actor_id, modern.time_nano) == (
+        "network",
+        "create",
+        "n1",
+        1795377475613830319,
+    )
+    legacy = Event.from_json_untrusted({"status": "die", "id": "c1", "time": 10})
+    assert (legacy.action, legacy.actor_id, legacy.time_nano) == ("die", "c1", 10_000_000_000)
+
+
+MODELS: list[Callable[[object], object]] = [
+    Network.from_json_untrusted,
+    Version.from_json_untrusted,
+    Info.from_json_untrusted,
+    ContainerInfo.from_json_untrusted,
+    CreatedContainer.from_json_untrusted,
+    WaitResult.from_json_untrusted,
+    ImageInfo.from_json_untrusted,
+    Event.from_json_untrusted,
+    ProgressMessage.from_json_untrusted,
+]
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=15,
+)
+# Objects shaped like the real ones, with the right keys but any values: the interesting malformed case.
+KEYS = [
+    "Id",
+    "Name",
+    "Driver",
+    "Scope",
+    "Internal",
+    "EnableIPv6",
+    "Labels",
+    "IPAM",
+    "Config",
+    "Subnet",
+    "Gateway",
+    "Version",
+    "ApiVersion",
+    "Components",
+    "State",
+    "Status",
+    "StatusCode",
+    "Actor",
+    "Attributes",
+    "timeNano",
+    "time",
+    "Type",
+    "Action",
+    "RepoTags",
+    "error",
+    "errorDetail",
+    "aux",
+    "Platform",
+    "Error",
+    "Warnings",
+]
+shaped_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.sampled_from(["10.0.0.0/8", "fd00::/64"]),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(KEYS), children, max_size=6),
+    max_leaves=20,
+)
+
+
+@given(model=st.sampled_from(MODELS), value=json_values | shaped_values)
+def test_any_json_either_parses_or_raises_bad_response(model: Callable[[object], object], value: object) -> None:
+    # Anything but BadResponse (KeyError, TypeError, ValueError...) escaping fails the test.
+    with contextlib.suppress(BadResponse):
+        model(value)
