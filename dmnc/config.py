@@ -11,9 +11,9 @@ Precedence, per option: command-line flag > environment variable > config file >
 | control_socket  | --control-socket PATH   | DMNC_CONTROL_SOCKET              | control_socket     |
 | keep_vm_config  | --keep-vm-config        | DMNC_KEEP_VM_CONFIG              | keep_vm_config     |
 | log_level       | -v/--log-level LEVEL    | DMNC_LOG_LEVEL, then LOG_LEVEL   | log_level          |
-| force_routes    | --force-routes          | DMNC_FORCE_ROUTES                | force_routes       |
-| routes include  | --route-include PATTERN | DMNC_ROUTES_INCLUDE (a,b,...)    | [routes] include   |
-| routes exclude  | --route-exclude PATTERN | DMNC_ROUTES_EXCLUDE (a,b,...)    | [routes] exclude   |
+| routes.force    | --force-routes          | DMNC_FORCE_ROUTES                | force_routes       |
+| routes.include  | --route-include PATTERN | DMNC_ROUTES_INCLUDE (a,b,...)    | [routes] include   |
+| routes.exclude  | --route-exclude PATTERN | DMNC_ROUTES_EXCLUDE (a,b,...)    | [routes] exclude   |
 
 The config file is /etc/dmnc/config.toml unless `--config PATH` or DMNC_CONFIG names another one. A missing default
 file is normal (every option has a default); a missing file that was named explicitly is an error. LOG_LEVEL is read
@@ -26,18 +26,19 @@ or file:line and key) and what is wrong with it.
 from __future__ import annotations
 
 import enum
-import fnmatch
 import ipaddress
 import logging
 import os
 import re
 import sys
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
 from urllib.parse import urlsplit
+
+from dmnc.routes.policy import Pattern, PolicyConfig, PolicyConfigError, parse_pattern
 
 DEFAULT_CONFIG_PATH = Path("/etc/dmnc/config.toml")
 DEFAULT_CONTROL_SOCKET = Path("/var/run/dmnc.sock")
@@ -51,7 +52,6 @@ MAX_UNIX_SOCKET_PATH_BYTES = 103 if sys.platform == "darwin" else 107
 
 _T = TypeVar("_T")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(Exception):
@@ -134,32 +134,6 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
-class RoutePattern:
-    """Selects Docker networks: a CIDR (`10.0.0.0/8`, matches subnets inside it) or a name glob (`proj_*`)."""
-
-    text: str
-    subnet: IPNetwork | None
-
-    def matches(self, network_name: str, subnet: IPNetwork) -> bool:
-        if self.subnet is None:
-            return fnmatch.fnmatchcase(network_name, self.text)
-        return subnet.version == self.subnet.version and subnet.subnet_of(self.subnet)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class RouteFilter:
-    """Which Docker network subnets get a host route: all unless excluded; only included ones once any include."""
-
-    include: tuple[RoutePattern, ...] = ()
-    exclude: tuple[RoutePattern, ...] = ()
-
-    def allows(self, network_name: str, subnet: IPNetwork) -> bool:
-        if any(pattern.matches(network_name, subnet) for pattern in self.exclude):
-            return False
-        return not self.include or any(pattern.matches(network_name, subnet) for pattern in self.include)
-
-
-@dataclass(frozen=True)
 class Config:
     """Everything the service needs to know before it starts. None means "detect it" where documented."""
 
@@ -171,8 +145,8 @@ class Config:
     control_socket: Path = DEFAULT_CONTROL_SOCKET
     keep_vm_config: bool = False
     log_level: LogLevel = LogLevel.INFO
-    routes: RouteFilter = field(default_factory=RouteFilter)
-    force_routes: bool = False
+    # Which networks get routes: include/exclude patterns and --force-routes (routes.force).
+    routes: PolicyConfig = field(default_factory=PolicyConfig)
     # The file the values were read from, if one was read: SIGHUP reloads it.
     config_file: Path | None = None
 
@@ -341,26 +315,6 @@ def parse_bool_word(text: str) -> bool:
     if word in _FALSE_WORDS:
         return False
     raise ValueProblem(f"{text!r} is not a yes/no value; expected one of 1, true, yes, on, 0, false, no, off")
-
-
-# Docker network names: [a-zA-Z0-9][a-zA-Z0-9_.-]* (daemon/network); globs add * ? [ ] !.
-_NETWORK_NAME_GLOB = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+")
-
-
-def parse_route_pattern(text: str) -> RoutePattern:
-    pattern = text.strip()
-    if "/" in pattern:
-        try:
-            return RoutePattern(pattern, ipaddress.ip_network(pattern, strict=True))
-        except ValueError as error:
-            raise ValueProblem(f"{text!r} is not a subnet in CIDR notation ({error})") from None
-    if not _NETWORK_NAME_GLOB.fullmatch(pattern):
-        raise ValueProblem(f"{text!r} is neither a subnet (CIDR) nor a Docker network name pattern")
-    return RoutePattern(pattern, None)
-
-
-def parse_route_patterns(texts: Sequence[str]) -> tuple[RoutePattern, ...]:
-    return tuple(parse_route_pattern(text) for text in texts)
 
 
 def _split_list(text: str) -> list[str]:
@@ -569,7 +523,7 @@ class _Layers:
         in_file = self._file_value(option)
         return in_file is not None and in_file.value is True
 
-    def patterns(self, option: _Option) -> tuple[RoutePattern, ...]:
+    def patterns(self, option: _Option) -> tuple[Pattern, ...]:
         flag_value = getattr(self._flags, option.name)
         given: _Given[list[str]] | None = None
         if isinstance(flag_value, tuple):
@@ -578,7 +532,12 @@ class _Layers:
             given = _Given(_split_list(in_environment.value), in_environment.source)
         elif (in_file := self._file_value(option)) and isinstance(in_file.value, list):
             given = _Given([str(item) for item in in_file.value], in_file.source)
-        return () if given is None else _parse_given(given, parse_route_patterns)
+        if given is None:
+            return ()
+        try:
+            return tuple(parse_pattern(text) for text in given.value)
+        except PolicyConfigError as error:
+            raise ConfigError(given.source, str(error)) from None
 
     def parsed(self, option: _Option, parse: Callable[[str], _T]) -> _T | None:
         given = self.text(option)
@@ -631,8 +590,11 @@ def load_config(flags: ConfigFlags, environ: Mapping[str, str]) -> Config:
         control_socket=layers.parsed(_CONTROL_SOCKET, parse_unix_socket_path) or defaults.control_socket,
         keep_vm_config=layers.switch(_KEEP_VM_CONFIG),
         log_level=layers.parsed(_LOG_LEVEL, parse_log_level) or defaults.log_level,
-        routes=RouteFilter(include=layers.patterns(_ROUTE_INCLUDE), exclude=layers.patterns(_ROUTE_EXCLUDE)),
-        force_routes=layers.switch(_FORCE_ROUTES),
+        routes=PolicyConfig(
+            include=layers.patterns(_ROUTE_INCLUDE),
+            exclude=layers.patterns(_ROUTE_EXCLUDE),
+            force=layers.switch(_FORCE_ROUTES),
+        ),
         config_file=config_file.path if config_file is not None else None,
     )
 
