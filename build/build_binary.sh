@@ -3,8 +3,8 @@
 #
 #   build/build_binary.sh [onefile|onedir]
 #
-# Reproducible: the exact versions of build/requirements.txt in a venv of their own (rebuilt when that file or the
-# Python version changes), SOURCE_DATE_EPOCH = the last commit's time, PYTHONHASHSEED fixed. Everything goes under
+# Reproducible: the exact versions of build/requirements.txt in a venv of their own (a new one when that file or the
+# Python version changes; build/out/venv links to it), SOURCE_DATE_EPOCH = the last commit's time, PYTHONHASHSEED fixed. Everything goes under
 # build/out/ (gitignored; DMNC_BUILD_OUT=DIR puts it all, venv included, under DIR instead):
 #   build/out/dist-onefile/dmnc                 onefile executable
 #   build/out/dist-onedir/dmnc/dmnc             onedir executable (with its libraries beside it)
@@ -26,7 +26,6 @@ python="${PYTHON:-python3}"
 out="${DMNC_BUILD_OUT:-build/out}"
 os_name="$(uname -s | tr '[:upper:]' '[:lower:]')"
 arch="$(uname -m)"
-venv="$out/venv-$os_name-$arch"
 lock="build/requirements.txt"
 
 # macOS ships shasum; Linux coreutils sha256sum. Same output format.
@@ -34,18 +33,37 @@ sha256() {
     if command -v sha256sum >/dev/null; then sha256sum "$@"; else shasum -a 256 "$@"; fi
 }
 
-want="$({ cat "$lock"; "$python" -c 'import sys; print(sys.version)'; } | sha256)"
-want="${want%% *}"
-if [ "$(cat "$venv/.dmnc-lock" 2>/dev/null)" != "$want" ]; then
-    echo "== build venv $venv from $lock"
-    rm -rf "$venv"
-    "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --upgrade pip
-    # --no-deps: only what the lock names gets in; `pip check` then proves the lock is complete.
-    "$venv/bin/python" -m pip install -q --no-deps -r "$lock"
-    "$venv/bin/python" -m pip check
-    echo "$want" > "$venv/.dmnc-lock"
+# One venv per lock content and Python version, so builds share it (DMNC_BUILD_VENVS=DIR keeps them in DIR across
+# build directories; tests use that) and a changed lock can never reuse a stale one.
+key="$({ cat "$lock"; "$python" -c 'import sys; print(sys.version)'; } | sha256)"
+venv="${DMNC_BUILD_VENVS:-$out}/venv-$os_name-$arch-${key:0:16}"
+if [ ! -f "$venv/.complete" ]; then
+    mkdir -p "$(dirname "$venv")"
+    # mkdir is atomic: the first build makes the venv, concurrent ones wait for it.
+    waited=0
+    until mkdir "$venv.lock" 2>/dev/null; do
+        if [ "$waited" -ge 600 ]; then
+            echo "waited 600 s for $venv.lock; if no other build is running, remove it" >&2
+            exit 1
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+    trap 'rmdir "$venv.lock"' EXIT
+    if [ ! -f "$venv/.complete" ]; then
+        echo "== build venv $venv from $lock"
+        rm -rf "$venv"
+        "$python" -m venv "$venv"
+        # --no-deps: only what the lock names gets in; `pip check` then proves the lock is complete.
+        "$venv/bin/python" -m pip install -q --no-deps -r "$lock"
+        "$venv/bin/python" -m pip check
+        touch "$venv/.complete"
+    fi
+    rmdir "$venv.lock"
+    trap - EXIT
 fi
+mkdir -p "$out"
+ln -sfn "$(cd "$venv" && pwd)" "$out/venv"
 
 version="$("$venv/bin/python" -c 'import sys; sys.path.insert(0, "."); import dmnc; print(dmnc.__version__)')"
 SOURCE_DATE_EPOCH="$(git log -1 --format=%ct 2>/dev/null || echo 0)"
