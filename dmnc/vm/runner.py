@@ -1,0 +1,270 @@
+"""Runs the VM-side setup through the Docker Engine API: image, one-shot setup container, userspace fallback, teardown.
+
+    runner = VmSetupRunner(docker, setup_image=None, on_progress=print)
+    result = await runner.setup(params)      # SetupResult: mode kernel|userspace, VM public key, endpoint, kernel
+    await runner.teardown(params)            # removes the fallback container, chip0 and every rule
+
+Image: by default `dmnc-setup:<dmnc version>`, built from the embedded Dockerfile only when that tag is missing;
+with `setup_image` the given reference is used (pulled when missing). Build and pull output goes to `on_progress`.
+
+Setup: the fallback container of an earlier run is removed first (a kernel chip0 cannot be created over its TUN, and a
+new fallback must carry the new parameters); then the one-shot container (`--net=host`, NET_ADMIN) runs the script,
+its output is collected and the container removed. When the script reports that the VM kernel has no WireGuard,
+the long-running fallback container (wireguard-go, /dev/net/tun, restart policy unless-stopped) is started and its
+result line read from its logs.
+
+Errors: VmSetupError subclasses for everything about the setup itself (SetupImageError, SetupScriptError,
+SetupResultError, and VmSetupError for time limits); dmnc.docker.errors.DockerError when the daemon itself fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol, cast
+
+import trio
+
+from dmnc import __version__
+from dmnc.docker.buildcontext import build_context_tar
+from dmnc.docker.client import ContainerRun, ContainerSpec
+from dmnc.docker.errors import DockerError, NotFound
+from dmnc.docker.models import ContainerInfo, CreatedContainer, ImageInfo, ProgressMessage
+from dmnc.docker.streams import OutputChunk, StreamKind
+from dmnc.vm.assets import dockerfile
+from dmnc.vm.errors import SetupImageError, SetupResultError, VmSetupError
+from dmnc.vm.params import ScriptMode, SetupParams, script_command
+from dmnc.vm.result import (
+    RESULT_PREFIX,
+    KernelWireGuardMissing,
+    SetupResult,
+    TeardownDone,
+    outcome_from_output_untrusted,
+)
+
+SETUP_IMAGE_REPOSITORY = "dmnc-setup"
+FALLBACK_CONTAINER_NAME = "dmnc-wireguard-go"
+ROLE_LABEL = "dev.dmnc.role"
+VERSION_LABEL = "dev.dmnc.version"
+# Generous: a first run on a slow VM starts a container in seconds; the script itself takes well under one.
+DEFAULT_RUN_TIMEOUT_S = 120.0
+# Restarted with the Docker daemon and the VM (Resource Saver, reboots) until dmnc removes it.
+FALLBACK_RESTART_POLICY = "unless-stopped"
+TUN_DEVICE = "/dev/net/tun"
+_ERROR_MARKER = b"dmnc-setup: error: "
+
+ProgressCallback = Callable[[str], None]
+
+
+class SetupEngine(Protocol):
+    """The Engine API calls the runner makes: what dmnc.docker.client.DockerClient offers (and test fakes)."""
+
+    async def inspect_image(self, image: str) -> ImageInfo: ...
+
+    def build_image(
+        self, context_tar: bytes, tag: str, *, labels: Mapping[str, str] | None = None
+    ) -> AbstractAsyncContextManager[AsyncIterator[ProgressMessage]]: ...
+
+    def pull_image(self, reference: str) -> AbstractAsyncContextManager[AsyncIterator[ProgressMessage]]: ...
+
+    async def run_container(self, spec: ContainerSpec, *, name: str | None = None) -> ContainerRun: ...
+
+    async def create_container(self, spec: ContainerSpec, *, name: str | None = None) -> CreatedContainer: ...
+
+    async def start_container(self, container: str) -> None: ...
+
+    async def inspect_container(self, container: str) -> ContainerInfo: ...
+
+    async def remove_container(self, container: str, *, force: bool = False) -> None: ...
+
+    def container_logs(
+        self, container: str, *, follow: bool = False, tty: bool | None = None
+    ) -> AbstractAsyncContextManager[AsyncIterator[OutputChunk]]: ...
+
+
+def default_setup_image() -> str:
+    """The image dmnc builds for itself: one tag per dmnc version, so an upgrade rebuilds it."""
+    return f"{SETUP_IMAGE_REPOSITORY}:{__version__}"
+
+
+@dataclass(frozen=True)
+class _FallbackSpec(ContainerSpec):
+    """A ContainerSpec with a restart policy (only the fallback container needs one)."""
+
+    restart_policy: str = FALLBACK_RESTART_POLICY
+
+    def to_json(self) -> dict[str, object]:
+        body = super().to_json()
+        host_config = cast("dict[str, object]", body["HostConfig"])
+        return {**body, "HostConfig": {**host_config, "RestartPolicy": {"Name": self.restart_policy}}}
+
+
+class VmSetupRunner:
+    """Drives the VM side of the tunnel through one connected Engine API client (a DockerClient)."""
+
+    def __init__(
+        self,
+        docker: SetupEngine,
+        *,
+        setup_image: str | None = None,
+        fallback_name: str = FALLBACK_CONTAINER_NAME,
+        run_timeout: float = DEFAULT_RUN_TIMEOUT_S,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        self._docker = docker
+        self._explicit_image = setup_image
+        self.fallback_name = fallback_name
+        self._run_timeout = run_timeout
+        self._on_progress = on_progress
+
+    @property
+    def image(self) -> str:
+        return self._explicit_image if self._explicit_image is not None else default_setup_image()
+
+    async def ensure_image(self) -> str:
+        """Make sure the setup image exists in the VM's engine; return its reference."""
+        image = self.image
+        try:
+            await self._docker.inspect_image(image)
+        except NotFound:
+            pass
+        else:
+            return image
+        if self._explicit_image is not None:
+            await self._pull(image)
+        else:
+            await self._build(image)
+        return image
+
+    async def setup(self, params: SetupParams) -> SetupResult:
+        """Configure the VM end (kernel chip0, or the userspace fallback when the kernel lacks WireGuard)."""
+        image = await self.ensure_image()
+        await self._remove_fallback()
+        outcome = await self._run_one_shot(image, params, ScriptMode.SETUP)
+        if isinstance(outcome, SetupResult):
+            return outcome
+        if isinstance(outcome, KernelWireGuardMissing):
+            self._progress(f"VM kernel {outcome.kernel_release} has no WireGuard: starting the userspace fallback")
+            return await self._start_fallback(image, params)
+        raise SetupResultError(f"the setup script answered {outcome!r} to a setup request")
+
+    async def teardown(self, params: SetupParams) -> TeardownDone:
+        """Remove the fallback container, chip0 and every rule the setup added (idempotent)."""
+        image = await self.ensure_image()
+        await self._remove_fallback()
+        outcome = await self._run_one_shot(image, params, ScriptMode.TEARDOWN)
+        if not isinstance(outcome, TeardownDone):
+            raise SetupResultError(f"the setup script answered {outcome!r} to a teardown request")
+        return outcome
+
+    # --- image ------------------------------------------------------------------------------------------------
+
+    async def _build(self, image: str) -> None:
+        self._progress(f"building the setup image {image}")
+        context = build_context_tar({"Dockerfile": dockerfile()})
+        try:
+            async with self._docker.build_image(context, image, labels={VERSION_LABEL: __version__}) as build:
+                await self._relay(build)
+        except DockerError as error:
+            raise SetupImageError(
+                f"building the setup image {image} failed: {error}. The VM needs to download Alpine packages for it:"
+                " offline or behind a proxy? Configure the Docker daemon's proxy, or pass --setup-image REF with an"
+                " image that has ip, wg, wireguard-go and iptables (see dmnc/vm/Dockerfile)"
+            ) from error
+
+    async def _pull(self, image: str) -> None:
+        self._progress(f"pulling the setup image {image}")
+        try:
+            async with self._docker.pull_image(image) as pull:
+                await self._relay(pull)
+        except DockerError as error:
+            raise SetupImageError(
+                f"the setup image {image} is not in the VM and pulling it failed: {error}."
+                " Check the reference and the Docker daemon's registry access (proxy? login?)"
+            ) from error
+
+    async def _relay(self, stream: AsyncIterator[ProgressMessage]) -> None:
+        async for message in stream:
+            text = (message.stream or " ".join(part for part in (message.status, message.progress) if part)).strip()
+            if text:
+                self._progress(text)
+
+    # --- containers -------------------------------------------------------------------------------------------
+
+    def _spec(self, image: str, params: SetupParams, mode: ScriptMode, role: str) -> ContainerSpec:
+        return ContainerSpec(
+            image=image,
+            # The image's own entrypoint would wrap our command; the script runs with /bin/sh directly.
+            entrypoint=[],
+            command=script_command(params, mode),
+            labels=self._labels(role),
+            network_mode="host",
+            cap_add=["NET_ADMIN"],
+        )
+
+    def _labels(self, role: str) -> Mapping[str, str]:
+        return {ROLE_LABEL: role, VERSION_LABEL: __version__}
+
+    async def _run_one_shot(
+        self, image: str, params: SetupParams, mode: ScriptMode
+    ) -> SetupResult | KernelWireGuardMissing | TeardownDone:
+        spec = self._spec(image, params, mode, role=f"vm-{mode.value}")
+        with trio.move_on_after(self._run_timeout) as scope:
+            run = await self._docker.run_container(spec)
+        if scope.cancelled_caught:
+            raise VmSetupError(f"the VM {mode.value} container did not finish within {self._run_timeout:g} s")
+        return outcome_from_output_untrusted(run.stdout + b"\n" + run.stderr, run.exit_code)
+
+    async def _start_fallback(self, image: str, params: SetupParams) -> SetupResult:
+        base = self._spec(image, params, ScriptMode.USERSPACE, role="userspace-fallback")
+        spec = _FallbackSpec(
+            image=base.image,
+            entrypoint=base.entrypoint,
+            command=base.command,
+            labels=base.labels,
+            network_mode=base.network_mode,
+            cap_add=base.cap_add,
+            devices=[TUN_DEVICE],
+        )
+        created = await self._docker.create_container(spec, name=self.fallback_name)
+        await self._docker.start_container(created.id)
+        output = bytearray()
+        with trio.move_on_after(self._run_timeout):
+            async with self._docker.container_logs(created.id, follow=True, tty=False) as logs:
+                async for chunk in logs:
+                    if chunk.stream in (StreamKind.STDOUT, StreamKind.STDERR):
+                        output += chunk.data
+                    if _has_final_line(output):
+                        break
+        if not _has_final_line(output):
+            state = (await self._docker.inspect_container(created.id)).state
+            exit_code = None if state.running else state.exit_code
+            if state.running:
+                raise VmSetupError(f"the userspace fallback container printed no result within {self._run_timeout:g} s")
+            return self._require_setup_result(outcome_from_output_untrusted(bytes(output), exit_code))
+        return self._require_setup_result(outcome_from_output_untrusted(bytes(output), None))
+
+    @staticmethod
+    def _require_setup_result(outcome: object) -> SetupResult:
+        if not isinstance(outcome, SetupResult):
+            raise SetupResultError(f"the userspace fallback answered {outcome!r}")
+        return outcome
+
+    async def _remove_fallback(self) -> None:
+        try:
+            await self._docker.remove_container(self.fallback_name, force=True)
+        except NotFound:
+            return
+
+    def _progress(self, text: str) -> None:
+        if self._on_progress is not None:
+            self._on_progress(text)
+
+
+def _has_final_line(output: bytes | bytearray) -> bool:
+    """A complete result or error line has arrived."""
+    return any(
+        line.endswith(b"\n") and (line.startswith(RESULT_PREFIX.encode() + b" ") or line.startswith(_ERROR_MARKER))
+        for line in bytes(output).splitlines(keepends=True)
+    )

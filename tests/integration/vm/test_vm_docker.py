@@ -1,0 +1,259 @@
+"""dmnc's VM setup through a real Docker Engine: dockerd in a namespace is the "VM", a wireguard-go peer in another
+namespace stands in for dmnc on the "host". This kernel has no WireGuard, so the userspace fallback carries the tunnel.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import subprocess
+import tarfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from dmnc.docker.client import ContainerSpec, DockerClient
+from dmnc.docker.errors import NotFound
+from dmnc.vm import SetupImageError, SetupParams, SetupResult, VmMode
+from dmnc.vm.runner import FALLBACK_CONTAINER_NAME, VmSetupRunner
+from tests.conftest import require_root, require_tools
+from tests.lab.dockerd import BUSYBOX_REFERENCE, EngineProcess, import_busybox_image, running_dockerd, running_podman
+from tests.lab.netns import Netns, add_veth, netns, wait_for_ping
+from tests.lab.setup_image import LAB_SETUP_IMAGE, import_setup_image
+from tests.lab.wggo import WgPeer, WireGuardGo, wireguard_go
+
+pytestmark = pytest.mark.lab
+
+HOST_PORT = 51820
+HANDSHAKE_TIMEOUT_SECONDS = 15.0
+HTTP_TIMEOUT_SECONDS = 10.0
+BRIDGE_SUBNET = "172.30.1.0/24"
+INTERNAL_SUBNET = "172.30.2.0/24"
+PAGE = "hello-from-dmnc-lab"
+KEY_FILE = "/var/lib/dmnc-setup/private.key"
+
+
+@dataclass
+class DockerLab:
+    engine: EngineProcess
+    vm: Netns
+    host: Netns
+    host_peer: WireGuardGo
+    params: SetupParams
+    progress: list[str]
+
+
+@pytest.fixture
+def docker_lab() -> Iterator[DockerLab]:
+    require_root()
+    require_tools("ip", "wg", "wireguard-go", "dockerd", "iptables", "curl", "ldd")
+    with running_dockerd() as engine, netns("dmho") as host:
+        vm = Netns(engine.netns)  # owned (and deleted) by running_dockerd
+        link = add_veth(host, vm, "10.202.0.1/24", "10.202.0.2/24")
+        import_setup_image(engine.socket_path)
+        import_busybox_image(engine.socket_path)
+        with wireguard_go(host, address="10.33.33.1/32", listen_port=HOST_PORT) as host_peer:
+            params = SetupParams(base64.b64decode(host_peer.public_key), HOST_PORT, endpoint=str(link.left_address.ip))
+            yield DockerLab(engine, vm, host, host_peer, params, [])
+
+
+@pytest.fixture
+async def docker(docker_lab: DockerLab) -> AsyncIterator[DockerClient]:
+    async with DockerClient.connect(f"unix://{docker_lab.engine.socket_path}") as client:
+        yield client
+
+
+@pytest.fixture
+def runner(docker_lab: DockerLab, docker: DockerClient) -> VmSetupRunner:
+    return VmSetupRunner(docker, setup_image=LAB_SETUP_IMAGE, on_progress=docker_lab.progress.append)
+
+
+def engine_get(lab: DockerLab, path: str) -> httpx.Response:
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(lab.engine.socket_path)), base_url="http://docker") as raw:
+        response = raw.get(path, timeout=10.0)
+        response.raise_for_status()
+        return response
+
+
+def connect_host_peer(lab: DockerLab, result: SetupResult, subnets: list[str]) -> None:
+    """dmnc's part: trust the VM key for the VM tunnel address and the container subnets, route them to the tunnel."""
+    vm_key = base64.b64encode(result.vm_public_key).decode()
+    lab.host_peer.peers = [WgPeer(vm_key, ["10.33.33.2/32", *subnets])]
+    lab.host_peer.apply_config()
+    for destination in ["10.33.33.2/32", *subnets]:
+        lab.host.run(["ip", "route", "replace", destination, "dev", lab.host_peer.interface])
+
+
+def wait_for_handshake(lab: DockerLab) -> None:
+    deadline = time.monotonic() + HANDSHAKE_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if any(status.latest_handshake for status in lab.host_peer.peer_status()):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"no handshake within {HANDSHAKE_TIMEOUT_SECONDS} s")
+
+
+def http_from_host(lab: DockerLab, address: str) -> str:
+    """GET / from the host namespace, retried until it answers or HTTP_TIMEOUT_SECONDS pass; '' if it never did."""
+    deadline = time.monotonic() + HTTP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        result = lab.host.run(["curl", "-s", "--max-time", "2", f"http://{address}/"], check=False)
+        if result.returncode == 0:
+            return result.stdout
+        time.sleep(0.2)
+    return ""
+
+
+async def start_web_container(docker: DockerClient, lab: DockerLab, network: str) -> tuple[str, str]:
+    """A busybox httpd on `network`; returns (its IP address, the network's bridge interface)."""
+    command = f"mkdir -p /www && echo {PAGE} > /www/index.html && exec httpd -f -p 80 -h /www"
+    created = await docker.create_container(
+        ContainerSpec(image=BUSYBOX_REFERENCE, command=["sh", "-c", command], network_mode=network)
+    )
+    await docker.start_container(created.id)
+    inspected = engine_get(lab, f"/containers/{created.id}/json").json()
+    address: str = inspected["NetworkSettings"]["Networks"][network]["IPAddress"]
+    network_id: str = engine_get(lab, f"/networks/{network}").json()["Id"]
+    return address, f"br-{network_id[:12]}"
+
+
+def dmnc_rules(lab: DockerLab) -> list[str]:
+    rules = []
+    for save in ("iptables-nft-save", "iptables-legacy-save", "ip6tables-nft-save", "ip6tables-legacy-save"):
+        for line in lab.vm.run([save]).stdout.splitlines():
+            if line.startswith("-A ") and ("chip0" in line or "10.33.33.1" in line or "fd33:33:33::1" in line):
+                rules.append(f"{save}: {line}")
+    return rules
+
+
+async def test_containers_answer_from_the_host_through_the_fallback_tunnel(
+    docker_lab: DockerLab, docker: DockerClient, runner: VmSetupRunner
+) -> None:
+    lab = docker_lab
+    result = await runner.setup(lab.params)
+    assert result.mode is VmMode.USERSPACE
+    assert result.endpoint == (str(lab.params.endpoint), HOST_PORT)
+    assert any("no WireGuard" in line for line in lab.progress)
+
+    try:
+        await check_containers_through_tunnel(lab, docker, runner, result)
+    finally:
+        # busybox httpd ignores SIGTERM as PID 1: without this dockerd's shutdown would wait 10 s for each.
+        for container in engine_get(lab, "/containers/json?all=1").json():
+            with contextlib.suppress(NotFound):
+                await docker.remove_container(container["Id"], force=True)
+
+
+async def check_containers_through_tunnel(
+    lab: DockerLab, docker: DockerClient, runner: VmSetupRunner, result: SetupResult
+) -> None:
+    await docker.create_network("dmnc-web", subnets=[BRIDGE_SUBNET])
+    await docker.create_network("dmnc-internal", subnets=[INTERNAL_SUBNET], internal=True)
+    web_address, web_bridge = await start_web_container(docker, lab, "dmnc-web")
+    internal_address, _ = await start_web_container(docker, lab, "dmnc-internal")
+    connect_host_peer(lab, result, [BRIDGE_SUBNET, INTERNAL_SUBNET])
+    wait_for_handshake(lab)
+
+    assert PAGE in http_from_host(lab, web_address)
+    assert PAGE in http_from_host(lab, internal_address)
+
+    # What Docker >= 28 and Docker Desktop >= 4.39 add: direct-access filtering and a DROP for foreign interfaces.
+    lab.vm.run(["iptables", "-t", "raw", "-A", "PREROUTING", "-d", web_address, "!", "-i", web_bridge, "-j", "DROP"])
+    lab.vm.run(["iptables", "-I", "DOCKER", "!", "-i", web_bridge, "-o", web_bridge, "-j", "DROP"])
+    assert PAGE in http_from_host(lab, web_address)
+
+    # Running setup again leaves exactly one copy of each rule (and a fresh fallback with the same parameters).
+    first_rules = sorted(dmnc_rules(lab))
+    again = await runner.setup(lab.params)
+    assert sorted(dmnc_rules(lab)) == first_rules
+    assert len(first_rules) == 8  # raw, DOCKER-USER in and out, nat: for IPv4 and IPv6, in Docker's backend
+    connect_host_peer(lab, again, [BRIDGE_SUBNET, INTERNAL_SUBNET])
+    assert PAGE in http_from_host(lab, web_address)
+
+    await runner.teardown(lab.params)
+    assert dmnc_rules(lab) == []
+    assert lab.vm.run(["ip", "link", "show", "chip0"], check=False).returncode != 0
+    with pytest.raises(NotFound):
+        await docker.inspect_container(FALLBACK_CONTAINER_NAME)
+
+
+async def test_vm_private_key_is_absent_from_inspect_output_and_logs(
+    docker_lab: DockerLab, runner: VmSetupRunner
+) -> None:
+    lab = docker_lab
+    result = await runner.setup(lab.params)
+    archive = engine_get(lab, f"/containers/{FALLBACK_CONTAINER_NAME}/archive?path={KEY_FILE}").content
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        member = tar.extractfile("private.key")
+        assert member is not None
+        private_key = member.read().decode().strip()
+    public_key = subprocess.run(["wg", "pubkey"], input=private_key, capture_output=True, text=True, check=True)
+    assert base64.b64decode(public_key.stdout.strip()) == result.vm_public_key
+
+    inspect_text = engine_get(lab, f"/containers/{FALLBACK_CONTAINER_NAME}/json").text
+    logs = engine_get(lab, f"/containers/{FALLBACK_CONTAINER_NAME}/logs?stdout=1&stderr=1").content
+    assert private_key not in inspect_text
+    assert private_key.encode() not in logs
+    assert base64.b64encode(result.vm_public_key) in logs  # the public key is printed, on purpose
+
+
+async def test_missing_setup_image_that_cannot_be_pulled_says_what_to_do(
+    docker_lab: DockerLab, docker: DockerClient
+) -> None:
+    offline = VmSetupRunner(docker, setup_image="dmnc-test/absent:never")
+    with pytest.raises(SetupImageError, match=r"not in the VM and pulling it failed.*registry access"):
+        await offline.setup(docker_lab.params)
+
+
+async def test_building_the_default_image_offline_fails_with_a_hint(
+    docker_lab: DockerLab, docker: DockerClient
+) -> None:
+    default = VmSetupRunner(docker, on_progress=docker_lab.progress.append)
+    with pytest.raises(SetupImageError, match=r"offline or behind a proxy.*--setup-image"):
+        await default.ensure_image()
+    assert any("building the setup image dmnc-setup:" in line for line in docker_lab.progress)
+
+
+async def test_fallback_restarted_by_docker_comes_back_with_the_same_key(
+    docker_lab: DockerLab, runner: VmSetupRunner
+) -> None:
+    lab = docker_lab
+    result = await runner.setup(lab.params)
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(lab.engine.socket_path)), base_url="http://docker") as raw:
+        raw.post(f"/containers/{FALLBACK_CONTAINER_NAME}/restart", params={"t": "5"}, timeout=30.0).raise_for_status()
+    vm_key = base64.b64encode(result.vm_public_key)
+    deadline = time.monotonic() + HANDSHAKE_TIMEOUT_SECONDS
+    while True:
+        logs = engine_get(lab, f"/containers/{FALLBACK_CONTAINER_NAME}/logs?stdout=1&stderr=1").content
+        # Each start prints one result line; the restarted script reused the key kept in the container.
+        if logs.count(b"dmnc-setup-result v1 mode=userspace public-key=" + vm_key) == 2:
+            break
+        assert time.monotonic() < deadline, logs.decode(errors="replace")[-2000:]
+        time.sleep(0.2)
+    connect_host_peer(lab, result, [])
+    wait_for_handshake(lab)
+
+
+async def test_setup_through_podmans_docker_api_brings_up_the_fallback_tunnel() -> None:
+    require_root()
+    require_tools("ip", "wg", "wireguard-go", "podman", "ldd")
+    with running_podman() as engine, netns("dmho") as host:
+        vm = Netns(engine.netns)  # owned (and deleted) by running_podman
+        link = add_veth(host, vm, "10.202.0.1/24", "10.202.0.2/24")
+        import_setup_image(engine.socket_path)
+        with wireguard_go(host, address="10.33.33.1/32", listen_port=HOST_PORT) as host_peer:
+            params = SetupParams(base64.b64decode(host_peer.public_key), HOST_PORT, endpoint=str(link.left_address.ip))
+            lab = DockerLab(engine, vm, host, host_peer, params, [])
+            async with DockerClient.connect(f"unix://{engine.socket_path}") as docker:
+                runner = VmSetupRunner(docker, setup_image=LAB_SETUP_IMAGE)
+                result = await runner.setup(params)
+                assert result.mode is VmMode.USERSPACE
+                connect_host_peer(lab, result, [])
+                wait_for_handshake(lab)
+                assert wait_for_ping(host, "10.33.33.2")
+                await runner.teardown(params)
+                assert dmnc_rules(lab) == []

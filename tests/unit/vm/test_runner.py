@@ -1,0 +1,282 @@
+"""VmSetupRunner against a scripted fake Engine API: image handling, containers it creates, outcomes and failures."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+
+import pytest
+import trio
+
+from dmnc import __version__
+from dmnc.docker.client import ContainerRun, ContainerSpec
+from dmnc.docker.errors import NotFound, OperationFailed
+from dmnc.docker.models import ContainerInfo, ContainerState, CreatedContainer, ImageInfo, ProgressMessage
+from dmnc.docker.streams import OutputChunk, StreamKind
+from dmnc.vm import (
+    ScriptMode,
+    SetupImageError,
+    SetupParams,
+    SetupResult,
+    SetupResultError,
+    SetupScriptError,
+    TeardownDone,
+    VmMode,
+    VmSetupError,
+    script_command,
+)
+from dmnc.vm.runner import FALLBACK_CONTAINER_NAME, VmSetupRunner, default_setup_image
+
+PARAMS = SetupParams(bytes(32), 51820, endpoint="192.168.65.254")
+VM_KEY = bytes(range(32))
+RESULT_TAIL = f"public-key={base64.b64encode(VM_KEY).decode()} endpoint=192.168.65.254:51820 endpoint-name=x kernel=6.1"
+KERNEL_RESULT = f"dmnc-setup-result v1 mode=kernel {RESULT_TAIL}\n".encode()
+USERSPACE_RESULT = f"dmnc-setup-result v1 mode=userspace {RESULT_TAIL}\n".encode()
+KERNEL_MISSING = b"dmnc-setup-result v1 mode=kernel-missing kernel=5.10\n"
+REMOVED = b"dmnc-setup-result v1 mode=removed kernel=5.10\n"
+
+
+@dataclass
+class FakeEngine:
+    """Plays the daemon: images it has, what one-shot runs print, what the fallback container logs."""
+
+    images: set[str] = field(default_factory=set)
+    runs: list[ContainerRun] = field(default_factory=list)
+    fallback_chunks: list[bytes] = field(default_factory=list)
+    fallback_running: bool = True
+    fallback_exit_code: int = 0
+    fail_build: str | None = None
+    fail_pull: str | None = None
+    hang_run: bool = False
+    hang_logs: bool = False
+    built: list[tuple[bytes, str, Mapping[str, str]]] = field(default_factory=list)
+    pulled: list[str] = field(default_factory=list)
+    run_specs: list[ContainerSpec] = field(default_factory=list)
+    created: list[tuple[ContainerSpec, str | None]] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    existing_containers: set[str] = field(default_factory=set)
+
+    async def inspect_image(self, image: str) -> ImageInfo:
+        if image not in self.images:
+            raise NotFound(f"no such image: {image}", status=404)
+        return ImageInfo(id="sha256:" + "0" * 64)
+
+    def build_image(
+        self, context_tar: bytes, tag: str, *, labels: Mapping[str, str] | None = None
+    ) -> AbstractAsyncContextManager[AsyncIterator[ProgressMessage]]:
+        self.built.append((context_tar, tag, dict(labels or {})))
+        return self._progress(["Step 1/3 : FROM alpine:3.20\n", " ---> Running\n"], self.fail_build, tag)
+
+    def pull_image(self, reference: str) -> AbstractAsyncContextManager[AsyncIterator[ProgressMessage]]:
+        self.pulled.append(reference)
+        return self._progress(["Pulling fs layer"], self.fail_pull, reference)
+
+    @asynccontextmanager
+    async def _progress(
+        self, texts: list[str], failure: str | None, image: str
+    ) -> AsyncIterator[AsyncIterator[ProgressMessage]]:
+        async def messages() -> AsyncIterator[ProgressMessage]:
+            for text in texts:
+                yield ProgressMessage(stream=text)
+            if failure is not None:
+                raise OperationFailed(failure, endpoint="POST /build")
+            self.images.add(image)
+
+        yield messages()
+
+    async def run_container(self, spec: ContainerSpec, *, name: str | None = None) -> ContainerRun:
+        self.run_specs.append(spec)
+        if self.hang_run:
+            await trio.sleep_forever()
+        return self.runs.pop(0)
+
+    async def create_container(self, spec: ContainerSpec, *, name: str | None = None) -> CreatedContainer:
+        self.created.append((spec, name))
+        return CreatedContainer(id="fallback-id")
+
+    async def start_container(self, container: str) -> None:
+        self.started.append(container)
+
+    async def inspect_container(self, container: str) -> ContainerInfo:
+        state = ContainerState(
+            status="running" if self.fallback_running else "exited",
+            running=self.fallback_running,
+            exit_code=self.fallback_exit_code,
+        )
+        return ContainerInfo(id=container, name=container, image="img", state=state)
+
+    async def remove_container(self, container: str, *, force: bool = False) -> None:
+        if container not in self.existing_containers:
+            raise NotFound(f"no such container: {container}", status=404)
+        self.existing_containers.discard(container)
+        self.removed.append(container)
+
+    @asynccontextmanager
+    async def _logs(self) -> AsyncIterator[AsyncIterator[OutputChunk]]:
+        async def chunks() -> AsyncIterator[OutputChunk]:
+            for chunk in self.fallback_chunks:
+                yield OutputChunk(StreamKind.STDOUT, chunk)
+            if self.hang_logs:
+                await trio.sleep_forever()
+
+        yield chunks()
+
+    def container_logs(
+        self, container: str, *, follow: bool = False, tty: bool | None = None
+    ) -> AbstractAsyncContextManager[AsyncIterator[OutputChunk]]:
+        assert follow
+        return self._logs()
+
+
+def one_shot(stdout: bytes, stderr: bytes = b"", exit_code: int = 0) -> ContainerRun:
+    return ContainerRun("one-shot", exit_code, stdout, stderr)
+
+
+def engine_with_image(*runs: ContainerRun) -> FakeEngine:
+    return FakeEngine(images={default_setup_image()}, runs=list(runs))
+
+
+async def test_kernel_setup_runs_one_host_network_container_with_only_public_values() -> None:
+    engine = engine_with_image(one_shot(KERNEL_RESULT))
+    result = await VmSetupRunner(engine).setup(PARAMS)
+    assert result == SetupResult(VmMode.KERNEL, VM_KEY, ("192.168.65.254", 51820), "x", "6.1")
+    (spec,) = engine.run_specs
+    assert spec.image == f"dmnc-setup:{__version__}"
+    assert spec.network_mode == "host"
+    assert list(spec.cap_add) == ["NET_ADMIN"]
+    assert list(spec.command or []) == script_command(PARAMS, ScriptMode.SETUP)
+    assert spec.entrypoint == []
+    assert not spec.env
+    assert not spec.privileged
+    assert engine.built == []
+    assert engine.created == []
+
+
+async def test_missing_kernel_wireguard_starts_the_fallback_and_reads_its_result_from_the_logs() -> None:
+    engine = engine_with_image(one_shot(KERNEL_MISSING))
+    # The result line arrives split across chunks, after wireguard-go's banner.
+    engine.fallback_chunks = [b"banner\n", USERSPACE_RESULT[:20], USERSPACE_RESULT[20:]]
+    engine.hang_logs = True  # the fallback keeps running (and logging) after its result
+    progress: list[str] = []
+    result = await VmSetupRunner(engine, on_progress=progress.append).setup(PARAMS)
+    assert result.mode is VmMode.USERSPACE
+    assert any("no WireGuard" in line and "5.10" in line for line in progress)
+    ((spec, name),) = engine.created
+    assert name == FALLBACK_CONTAINER_NAME
+    assert engine.started == ["fallback-id"]
+    body = spec.to_json()
+    host_config = body["HostConfig"]
+    assert isinstance(host_config, dict)
+    assert host_config["RestartPolicy"] == {"Name": "unless-stopped"}
+    assert host_config["NetworkMode"] == "host"
+    assert host_config["CapAdd"] == ["NET_ADMIN"]
+    assert host_config["Devices"] == [
+        {"PathOnHost": "/dev/net/tun", "PathInContainer": "/dev/net/tun", "CgroupPermissions": "rwm"}
+    ]
+    assert body["Cmd"] == script_command(PARAMS, ScriptMode.USERSPACE)
+    assert body["Env"] == []
+
+
+async def test_setup_removes_an_earlier_fallback_container_first() -> None:
+    engine = engine_with_image(one_shot(KERNEL_RESULT))
+    engine.existing_containers.add(FALLBACK_CONTAINER_NAME)
+    await VmSetupRunner(engine).setup(PARAMS)
+    assert engine.removed == [FALLBACK_CONTAINER_NAME]
+
+
+async def test_script_failure_is_a_setup_script_error_with_the_scripts_reason() -> None:
+    engine = engine_with_image(one_shot(b"", b"dmnc-setup: error: creating chip0: nope (needs NET_ADMIN)\n", 1))
+    with pytest.raises(SetupScriptError, match="needs NET_ADMIN") as caught:
+        await VmSetupRunner(engine).setup(PARAMS)
+    assert caught.value.exit_code == 1
+
+
+async def test_fallback_that_dies_before_its_result_reports_its_error() -> None:
+    engine = engine_with_image(one_shot(KERNEL_MISSING))
+    engine.fallback_chunks = [b"dmnc-setup: error: wireguard-go exited before creating chip0\n"]
+    engine.fallback_running = False
+    engine.fallback_exit_code = 1
+    with pytest.raises(SetupScriptError, match="wireguard-go exited"):
+        await VmSetupRunner(engine).setup(PARAMS)
+
+
+async def test_fallback_that_exits_silently_is_reported_with_its_exit_code() -> None:
+    engine = engine_with_image(one_shot(KERNEL_MISSING))
+    engine.fallback_chunks = [b"exec format error\n"]
+    engine.fallback_running = False
+    engine.fallback_exit_code = 126
+    with pytest.raises(SetupScriptError, match=r"exit 126.*exec format error"):
+        await VmSetupRunner(engine).setup(PARAMS)
+
+
+async def test_fallback_without_result_in_time_is_a_timeout_error(autojump_clock: trio.testing.MockClock) -> None:
+    engine = engine_with_image(one_shot(KERNEL_MISSING))
+    engine.hang_logs = True
+    with pytest.raises(VmSetupError, match="printed no result within 5 s"):
+        await VmSetupRunner(engine, run_timeout=5).setup(PARAMS)
+
+
+async def test_one_shot_container_that_never_finishes_is_a_timeout_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    engine = engine_with_image()
+    engine.hang_run = True
+    with pytest.raises(VmSetupError, match="setup container did not finish within 7 s"):
+        await VmSetupRunner(engine, run_timeout=7).setup(PARAMS)
+
+
+async def test_missing_default_image_is_built_from_the_embedded_dockerfile_with_progress() -> None:
+    engine = FakeEngine(runs=[one_shot(KERNEL_RESULT)])
+    progress: list[str] = []
+    await VmSetupRunner(engine, on_progress=progress.append).setup(PARAMS)
+    ((context, tag, labels),) = engine.built
+    assert tag == default_setup_image()
+    assert labels == {"dev.dmnc.version": __version__}
+    assert b"FROM alpine" in context
+    assert "Step 1/3 : FROM alpine:3.20" in progress
+    assert engine.pulled == []
+
+
+async def test_failed_build_says_what_to_do() -> None:
+    engine = FakeEngine(fail_build="fetch https://dl-cdn.alpinelinux.org: temporary error")
+    with pytest.raises(SetupImageError, match=r"failed: fetch .*offline or behind a proxy.*--setup-image REF"):
+        await VmSetupRunner(engine).setup(PARAMS)
+    assert engine.run_specs == []
+
+
+async def test_explicit_image_is_pulled_only_when_missing() -> None:
+    engine = FakeEngine(runs=[one_shot(KERNEL_RESULT), one_shot(KERNEL_RESULT)])
+    runner = VmSetupRunner(engine, setup_image="registry.example/dmnc-setup:1")
+    await runner.setup(PARAMS)
+    await runner.setup(PARAMS)
+    assert engine.pulled == ["registry.example/dmnc-setup:1"]
+    assert engine.built == []
+    assert {spec.image for spec in engine.run_specs} == {"registry.example/dmnc-setup:1"}
+
+
+async def test_failed_pull_names_the_image_and_what_to_check() -> None:
+    engine = FakeEngine(fail_pull="manifest unknown")
+    with pytest.raises(SetupImageError, match=r"ref:1 is not in the VM and pulling it failed: manifest unknown"):
+        await VmSetupRunner(engine, setup_image="ref:1").setup(PARAMS)
+
+
+async def test_teardown_removes_the_fallback_and_runs_the_teardown_mode() -> None:
+    engine = engine_with_image(one_shot(REMOVED))
+    engine.existing_containers.add(FALLBACK_CONTAINER_NAME)
+    assert await VmSetupRunner(engine).teardown(PARAMS) == TeardownDone("5.10")
+    assert engine.removed == [FALLBACK_CONTAINER_NAME]
+    assert list(engine.run_specs[0].command or []) == script_command(PARAMS, ScriptMode.TEARDOWN)
+
+
+async def test_answers_that_do_not_fit_the_request_are_result_errors() -> None:
+    with pytest.raises(SetupResultError, match="teardown request"):
+        await VmSetupRunner(engine_with_image(one_shot(KERNEL_RESULT))).teardown(PARAMS)
+    with pytest.raises(SetupResultError, match="setup request"):
+        await VmSetupRunner(engine_with_image(one_shot(REMOVED))).setup(PARAMS)
+    engine = engine_with_image(one_shot(KERNEL_MISSING))
+    engine.fallback_chunks = [KERNEL_MISSING]
+    with pytest.raises(SetupResultError, match="userspace fallback answered"):
+        await VmSetupRunner(engine).setup(PARAMS)
