@@ -1,0 +1,369 @@
+"""Which Docker daemon socket to use, and which product serves it.
+
+`discover_endpoint` tries, in this order, logging each step at INFO on the `dmnc.docker.discovery` logger:
+
+1. `--docker-host` (the `docker_host` argument), else the DOCKER_HOST environment variable (unix:// or tcp://).
+   An explicit setting is authoritative: if it does not answer, discovery fails instead of silently using another
+   daemon.
+2. The invoking user's active docker context: DOCKER_CONTEXT, else `currentContext` of the user's
+   ~/.docker/config.json (DOCKER_CONFIG overrides the directory outside sudo), resolved through
+   ~/.docker/contexts/meta/<sha256 of the name>/meta.json (`Endpoints.docker.Host`). Under sudo the invoking user
+   is SUDO_USER, and their home, not root's, is searched.
+3. The sockets the known runtimes create, for the invoking user: Docker Desktop (~/.docker/run/docker.sock,
+   ~/.docker/desktop/docker.sock), /var/run/docker.sock, Colima (~/.colima/<profile>/docker.sock, default profile
+   first), Rancher Desktop (~/.rd/docker.sock), OrbStack (~/.orbstack/run/docker.sock), Lima
+   (~/.lima/<instance>/sock/docker.sock), Podman (machine sockets under ~/.local/share/containers/podman/machine,
+   /run/podman/podman.sock, /run/user/<uid>/podman/podman.sock).
+
+A socket counts when it exists, is a socket, and answers `GET /version` with an API version dmnc can speak. If
+nothing does, `DiscoveryError.attempts` lists every place tried and why each failed (missing, dangling symlink,
+not a socket, permission denied, refused, timed out, ...).
+
+`detect_runtime` names the product (Docker Desktop, Colima, ...) from `/info`, `/version` and the socket path.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import logging
+import os
+import pwd
+import stat
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+from dmnc.docker.address import DaemonAddress
+from dmnc.docker.client import DockerClient
+from dmnc.docker.errors import DiscoveryAttempt, DiscoveryError, DockerError, InvalidDaemonAddress
+from dmnc.docker.models import Info, Version
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_DOCKER_SOCKET = Path("/var/run/docker.sock")
+SYSTEM_PODMAN_SOCKET = Path("/run/podman/podman.sock")
+PROBE_TIMEOUT_S = 3.0
+# The docker CLI's name for "no context configured: use DOCKER_HOST or the default socket".
+DEFAULT_CONTEXT_NAME = "default"
+
+Probe = Callable[[DaemonAddress], Awaitable[str | None]]
+"""Checks a candidate: None when a daemon answers there, else why not."""
+
+
+@dataclass(frozen=True)
+class DockerEndpoint:
+    """The daemon discovery chose: its address and where that came from (for logs and `dmnc status`)."""
+
+    address: DaemonAddress
+    source: str
+
+
+@dataclass(frozen=True)
+class DiscoveryEnvironment:
+    """What discovery reads from the process: environment, effective UID and a user -> home lookup."""
+
+    environ: Mapping[str, str]
+    euid: int
+    home_of_user: Callable[[str], Path | None]
+    system_docker_socket: Path = SYSTEM_DOCKER_SOCKET
+    system_podman_socket: Path = SYSTEM_PODMAN_SOCKET
+    run_user_dir: Path = Path("/run/user")
+
+    @classmethod
+    def from_process(cls) -> Self:
+        return cls(environ=dict(os.environ), euid=os.geteuid(), home_of_user=_home_from_passwd)
+
+    @property
+    def sudo_user(self) -> str | None:
+        """The user who ran `sudo dmnc ...`, when we are root because of sudo."""
+        user = self.environ.get("SUDO_USER")
+        return user if self.euid == 0 and user and user != "root" else None
+
+    def invoking_home(self) -> Path | None:
+        sudo_user = self.sudo_user
+        if sudo_user is not None:
+            return self.home_of_user(sudo_user)
+        home = self.environ.get("HOME")
+        return Path(home) if home else None
+
+    def invoking_uid(self) -> int:
+        sudo_uid = self.environ.get("SUDO_UID", "")
+        if self.sudo_user is not None and sudo_uid.isdigit():
+            return int(sudo_uid)
+        return self.euid
+
+    def docker_config_dir(self) -> Path | None:
+        # Under sudo, DOCKER_CONFIG (if sudo kept it) may be root's; the invoking user's own directory is the one.
+        configured = self.environ.get("DOCKER_CONFIG")
+        if configured and self.sudo_user is None:
+            return Path(configured)
+        home = self.invoking_home()
+        return home / ".docker" if home is not None else None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A place to try: where it came from, and either an address or the reason it yields none."""
+
+    source: str
+    location: str
+    address: DaemonAddress | None = None
+    problem: str | None = None
+
+
+def _home_from_passwd(user: str) -> Path | None:
+    try:
+        return Path(pwd.getpwnam(user).pw_dir)
+    except KeyError:
+        return None
+
+
+def explicit_candidate(docker_host: str | None, env: DiscoveryEnvironment) -> Candidate | None:
+    """The user's explicit choice (--docker-host, else DOCKER_HOST), if any."""
+    for source, value in (("--docker-host", docker_host), ("DOCKER_HOST", env.environ.get("DOCKER_HOST"))):
+        if value:
+            return _candidate_for_url(source, value)
+    return None
+
+
+class _UnusableContext(Exception):
+    def __init__(self, location: Path, problem: str) -> None:
+        super().__init__(problem)
+        self.location = location
+        self.problem = problem
+
+
+def context_candidate(env: DiscoveryEnvironment) -> Candidate | None:
+    """The invoking user's active docker context, or None when the default context is active."""
+    config_dir = env.docker_config_dir()
+    if config_dir is None:
+        return None
+    source = "docker context"
+    try:
+        name = _active_context_name(env, config_dir)
+        if name is None or name == DEFAULT_CONTEXT_NAME:
+            return None
+        source = f"docker context {name!r}"
+        return _candidate_for_url(source, _context_docker_host(config_dir, name))
+    except _UnusableContext as unusable:
+        return Candidate(source, str(unusable.location), problem=unusable.problem)
+
+
+def _active_context_name(env: DiscoveryEnvironment, config_dir: Path) -> str | None:
+    # Under sudo, DOCKER_CONTEXT (if sudo kept it) may be root's choice; the user's config.json is theirs.
+    name = env.environ.get("DOCKER_CONTEXT") if env.sudo_user is None else None
+    if name:
+        return name
+    config_path = config_dir / "config.json"
+    if not config_path.exists():
+        return None
+    config = _read_json(config_path)
+    current = config.get("currentContext") if isinstance(config, dict) else None
+    return current if isinstance(current, str) and current else None
+
+
+def _context_docker_host(config_dir: Path, name: str) -> str:
+    # The CLI stores each context under the SHA-256 of its name (docker/cli, context/store).
+    meta_path = config_dir / "contexts" / "meta" / hashlib.sha256(name.encode()).hexdigest() / "meta.json"
+    if not meta_path.exists():
+        raise _UnusableContext(meta_path, "context not found (no meta.json)")
+    meta = _read_json(meta_path)
+    endpoints = meta.get("Endpoints") if isinstance(meta, dict) else None
+    docker = endpoints.get("docker") if isinstance(endpoints, dict) else None
+    host = docker.get("Host") if isinstance(docker, dict) else None
+    if not isinstance(host, str) or not host:
+        raise _UnusableContext(meta_path, "no Endpoints.docker.Host in meta.json")
+    return host
+
+
+def _read_json(path: Path) -> object:
+    try:
+        value: object = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise _UnusableContext(path, f"unreadable: {error}") from error
+    return value
+
+
+def runtime_socket_candidates(env: DiscoveryEnvironment) -> list[Candidate]:
+    """The sockets known runtimes create, in discovery order (see the module docstring)."""
+    home = env.invoking_home()
+    sockets: list[tuple[str, Path]] = []
+    if home is not None:
+        sockets += [
+            ("Docker Desktop", home / ".docker" / "run" / "docker.sock"),
+            ("Docker Desktop", home / ".docker" / "desktop" / "docker.sock"),
+        ]
+    sockets.append(("system docker socket", env.system_docker_socket))
+    if home is not None:
+        sockets += [(f"Colima profile {path.parent.name!r}", path) for path in _colima_sockets(home)]
+        sockets += [
+            ("Rancher Desktop", home / ".rd" / "docker.sock"),
+            ("OrbStack", home / ".orbstack" / "run" / "docker.sock"),
+        ]
+        sockets += [
+            (f"Lima instance {path.parents[1].name!r}", path)
+            for path in _sorted_glob(home / ".lima", "*/sock/docker.sock")
+        ]
+        machine_dir = home / ".local" / "share" / "containers" / "podman" / "machine"
+        sockets += [("Podman machine", path) for path in _sorted_glob(machine_dir, "*/podman.sock")]
+        sockets += [("Podman machine", path) for path in _sorted_glob(machine_dir, "*/*/podman.sock")]
+    sockets += [
+        ("Podman (rootful)", env.system_podman_socket),
+        ("Podman (rootless)", env.run_user_dir / str(env.invoking_uid()) / "podman" / "podman.sock"),
+    ]
+    return [Candidate(source, str(path), DaemonAddress.parse(f"unix://{path}")) for source, path in sockets]
+
+
+def all_candidates(docker_host: str | None, env: DiscoveryEnvironment) -> Iterator[Candidate]:
+    """Every candidate in order; after an explicit choice nothing else is offered."""
+    explicit = explicit_candidate(docker_host, env)
+    if explicit is not None:
+        yield explicit
+        return
+    context = context_candidate(env)
+    if context is not None:
+        yield context
+    seen: set[str] = set()
+    if context is not None and context.address is not None:
+        seen.add(context.address.url)
+    for candidate in runtime_socket_candidates(env):
+        if candidate.address is not None and candidate.address.url not in seen:
+            seen.add(candidate.address.url)
+            yield candidate
+
+
+async def probe_daemon(address: DaemonAddress) -> str | None:
+    """The default probe: connect and negotiate an API version within PROBE_TIMEOUT_S."""
+    try:
+        async with DockerClient.connect(address, request_timeout=PROBE_TIMEOUT_S):
+            return None
+    except DockerError as error:
+        return error.message
+
+
+async def discover_endpoint(
+    docker_host: str | None = None, *, env: DiscoveryEnvironment | None = None, probe: Probe = probe_daemon
+) -> DockerEndpoint:
+    """The first candidate with a daemon behind it; DiscoveryError listing every attempt when there is none."""
+    environment = DiscoveryEnvironment.from_process() if env is None else env
+    if environment.sudo_user is not None:
+        logger.info("docker discovery: running under sudo, looking at %s's configuration", environment.sudo_user)
+    attempts: list[DiscoveryAttempt] = []
+    for candidate in all_candidates(docker_host, environment):
+        logger.info("docker discovery: trying %s at %s", candidate.source, candidate.location)
+        outcome = await _check(candidate, probe)
+        attempts.append(DiscoveryAttempt(candidate.source, candidate.location, outcome or "ok"))
+        if outcome is None and candidate.address is not None:
+            logger.info("docker discovery: using %s at %s", candidate.source, candidate.location)
+            return DockerEndpoint(candidate.address, candidate.source)
+        logger.info("docker discovery: %s at %s: %s", candidate.source, candidate.location, outcome)
+    raise DiscoveryError(tuple(attempts))
+
+
+async def _check(candidate: Candidate, probe: Probe) -> str | None:
+    if candidate.problem is not None or candidate.address is None:
+        return candidate.problem or "no address"
+    if candidate.address.socket_path is not None:
+        problem = socket_file_problem(Path(candidate.address.socket_path))
+        if problem is not None:
+            return problem
+    return await probe(candidate.address)
+
+
+def socket_file_problem(path: Path) -> str | None:
+    """Why `path` cannot be a daemon socket (missing, dangling symlink, not a socket), or None if it may be one."""
+    try:
+        link_stat = path.lstat()
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as error:
+        return f"cannot look at it: {error.strerror}"
+    if stat.S_ISLNK(link_stat.st_mode):
+        try:
+            target_stat = path.stat()
+        except FileNotFoundError:
+            return f"dangling symlink to {os.readlink(path)}"
+        except OSError as error:
+            return f"cannot follow symlink: {error.strerror}"
+    else:
+        target_stat = link_stat
+    if not stat.S_ISSOCK(target_stat.st_mode):
+        return "exists but is not a socket"
+    return None
+
+
+def _candidate_for_url(source: str, url: str) -> Candidate:
+    try:
+        address = DaemonAddress.parse(url)
+    except InvalidDaemonAddress as error:
+        return Candidate(source, url, problem=error.message)
+    return Candidate(source, url, address)
+
+
+def _colima_sockets(home: Path) -> list[Path]:
+    found: list[Path] = []
+    for root in (home / ".colima", home / ".config" / "colima"):
+        profiles = _sorted_glob(root, "*/docker.sock")
+        # `colima start` without --profile uses "default": the one most users mean.
+        profiles.sort(key=lambda path: path.parent.name != "default")
+        found += profiles
+    return found
+
+
+def _sorted_glob(root: Path, pattern: str) -> list[Path]:
+    try:
+        return sorted(root.glob(pattern))
+    except OSError:
+        return []
+
+
+class Runtime(enum.Enum):
+    """The product that serves the Docker API; decides where the VM is and how the host is reachable from it."""
+
+    DOCKER_DESKTOP = "Docker Desktop"
+    COLIMA = "Colima"
+    RANCHER_DESKTOP = "Rancher Desktop"
+    ORBSTACK = "OrbStack"
+    LIMA = "Lima"
+    PODMAN = "Podman"
+    DOCKER_ENGINE = "Docker Engine"
+
+
+# Socket path fragments of each product, for when /info does not tell (e.g. a renamed VM).
+_SOCKET_HINTS = (
+    ("/.colima/", Runtime.COLIMA),
+    ("/.config/colima/", Runtime.COLIMA),
+    ("/.rd/", Runtime.RANCHER_DESKTOP),
+    ("/.orbstack/", Runtime.ORBSTACK),
+    ("/.lima/", Runtime.LIMA),
+    ("/.docker/run/", Runtime.DOCKER_DESKTOP),
+    ("/.docker/desktop/", Runtime.DOCKER_DESKTOP),
+    ("podman", Runtime.PODMAN),
+)
+
+
+def detect_runtime(version: Version, info: Info, address: DaemonAddress | None = None) -> Runtime:
+    """Name the product from what the daemon says about itself, then from the socket path."""
+    operating_system = info.operating_system.lower()
+    vm_name = info.name.lower()
+    # Colima names its VM "colima" (default profile) or "colima-<profile>"; Rancher Desktop's Lima VM is
+    # "lima-rancher-desktop"; plain Lima instances are "lima-<instance>". First match wins.
+    rules = (
+        ("Podman Engine" in version.component_names or "podman" in version.platform_name.lower(), Runtime.PODMAN),
+        (operating_system.startswith("docker desktop"), Runtime.DOCKER_DESKTOP),
+        ("orbstack" in operating_system or vm_name == "orbstack", Runtime.ORBSTACK),
+        (vm_name == "colima" or vm_name.startswith("colima-"), Runtime.COLIMA),
+        ("rancher-desktop" in vm_name or "rancher desktop" in operating_system, Runtime.RANCHER_DESKTOP),
+        (vm_name.startswith("lima-"), Runtime.LIMA),
+    )
+    for matches, runtime in rules:
+        if matches:
+            return runtime
+    if address is not None and address.socket_path is not None:
+        for fragment, runtime in _SOCKET_HINTS:
+            if fragment in address.socket_path:
+                return runtime
+    return Runtime.DOCKER_ENGINE
