@@ -4,7 +4,9 @@ Public surface:
 - `SetupParams` (public inputs), `ScriptMode`, `IptablesBackend`, `script_command(params, mode)`;
 - the result line: `parse_result_line_untrusted`, `outcome_from_output_untrusted` -> `SetupResult` |
   `KernelWireGuardMissing` | `TeardownDone`, with `VmMode`;
-- errors: `VmSetupError` and its subclasses.
+- errors: `VmSetupError` and its subclasses;
+- `VmSetupRunner(docker, setup_image=None, on_progress=None)` with `setup(params)` / `teardown(params)` /
+  `ensure_image()`, and `default_setup_image()`.
 """
 
 from dmnc.vm.errors import SetupImageError, SetupParamsError, SetupResultError, SetupScriptError, VmSetupError
@@ -27,9 +29,11 @@ from dmnc.vm.result import (
     outcome_from_output_untrusted,
     parse_result_line_untrusted,
 )
+from dmnc.vm.runner import FALLBACK_CONTAINER_NAME, VmSetupRunner, default_setup_image
 
 __all__ = [
     "DEFAULT_ENDPOINT_CANDIDATES",
+    "FALLBACK_CONTAINER_NAME",
     "Endpoint",
     "IptablesBackend",
     "KernelWireGuardMissing",
@@ -44,7 +48,9 @@ __all__ = [
     "TeardownDone",
     "VmMode",
     "VmSetupError",
+    "VmSetupRunner",
     "decode_public_key",
+    "default_setup_image",
     "outcome_from_output_untrusted",
     "parse_result_line_untrusted",
     "script_arguments",
