@@ -36,8 +36,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
-from urllib.parse import urlsplit
 
+from dmnc.docker.address import DaemonAddress
+from dmnc.docker.errors import InvalidDaemonAddress
 from dmnc.routes.policy import Pattern, PolicyConfig, PolicyConfigError, parse_pattern
 
 DEFAULT_CONFIG_PATH = Path("/etc/dmnc/config.toml")
@@ -93,20 +94,6 @@ _LOG_LEVEL_ALIASES = {"verbose": LogLevel.DEBUG, "warn": LogLevel.WARNING}
 
 
 @dataclass(frozen=True)
-class DockerHost:
-    """The Docker Engine API socket to use instead of auto-detection (`unix:///path/to/docker.sock`)."""
-
-    socket_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"unix://{self.socket_path}"
-
-    def __str__(self) -> str:
-        return self.url
-
-
-@dataclass(frozen=True)
 class ListenAddress:
     """The local UDP address of the host's WireGuard peer.
 
@@ -137,7 +124,8 @@ class Endpoint:
 class Config:
     """Everything the service needs to know before it starts. None means "detect it" where documented."""
 
-    docker_host: DockerHost | None = None
+    # None: detect the daemon (DOCKER_HOST, docker context, the runtimes' usual sockets).
+    docker_host: DaemonAddress | None = None
     listen: ListenAddress = ListenAddress(DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, port_explicit=False)
     endpoint: Endpoint | None = None
     # None: the setup image dmnc builds from its embedded recipe.
@@ -261,15 +249,12 @@ def parse_unix_socket_path(text: str) -> Path:
     return path
 
 
-def parse_docker_host(text: str) -> DockerHost:
-    """`unix:///path/docker.sock`: dmnc speaks to the Docker Engine API over its Unix socket only."""
-    parts = urlsplit(text.strip())
-    if parts.scheme != "unix":
-        what = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
-        raise ValueProblem(f"{text!r} has {what}; expected unix:///path/to/docker.sock")
-    if parts.netloc or not parts.path.startswith("/") or parts.query or parts.fragment:
-        raise ValueProblem(f"{text!r} is not unix:// followed by an absolute socket path")
-    return DockerHost(parse_unix_socket_path(parts.path))
+def parse_docker_host(text: str) -> DaemonAddress:
+    """`unix:///path/docker.sock` (or just the path) or `tcp://host:port`, as DOCKER_HOST takes them."""
+    try:
+        return DaemonAddress.parse(text.strip())
+    except InvalidDaemonAddress as error:
+        raise ValueProblem(str(error)) from None
 
 
 # Image reference grammar of distribution/reference (reference/regexp.go): [domain[:port]/]path[:tag][@digest].

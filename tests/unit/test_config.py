@@ -18,7 +18,6 @@ from dmnc.config import (
     Config,
     ConfigError,
     ConfigFlags,
-    DockerHost,
     Endpoint,
     ListenAddress,
     LogLevel,
@@ -32,6 +31,7 @@ from dmnc.config import (
     parse_listen,
     parse_log_level,
 )
+from dmnc.docker.address import DaemonAddress
 
 
 @pytest.fixture(autouse=True)
@@ -92,13 +92,17 @@ def test_default_config_file_is_read_when_present(tmp_path: Path, monkeypatch: p
 def test_flag_beats_environment_beats_file(
     tmp_path: Path, field: str, file_value: str, env_value: str, flag_value: str
 ) -> None:
+    def shown(loaded: Config) -> str:
+        value = getattr(loaded, field)
+        return value.url if isinstance(value, DaemonAddress) else str(value)
+
     environ = write_config(tmp_path, f'{field} = "{file_value}"\n')
-    assert str(getattr(load_config(ConfigFlags(), environ), field)) == file_value
+    assert shown(load_config(ConfigFlags(), environ)) == file_value
     with_env = {**environ, f"DMNC_{field.upper()}": env_value}
-    assert str(getattr(load_config(ConfigFlags(), with_env), field)) == env_value
+    assert shown(load_config(ConfigFlags(), with_env)) == env_value
     flag_setting: dict[str, Any] = {field: flag_value}
     with_flag = dataclasses.replace(ConfigFlags(), **flag_setting)
-    assert str(getattr(load_config(with_flag, with_env), field)) == flag_value
+    assert shown(load_config(with_flag, with_env)) == flag_value
 
 
 def test_log_level_falls_back_to_docker_mac_net_connect_variable() -> None:
@@ -168,9 +172,8 @@ def test_config_file_named_by_flag_beats_environment(tmp_path: Path) -> None:
         (ConfigFlags(endpoint="host:0"), "--endpoint: port 0 is not in 1-65535"),
         (ConfigFlags(endpoint="-bad-"), "--endpoint: '-bad-' is neither an IP address nor a valid host name"),
         (ConfigFlags(endpoint=":3333"), "--endpoint: ':3333' has no host"),
-        (ConfigFlags(docker_host="tcp://x:2375"), "--docker-host: 'tcp://x:2375' has scheme 'tcp'; expected unix:///"),
-        (ConfigFlags(docker_host="/var/run/docker.sock"), "--docker-host: '/var/run/docker.sock' has no scheme"),
-        (ConfigFlags(docker_host="unix://relative.sock"), "is not unix:// followed by an absolute socket path"),
+        (ConfigFlags(docker_host="ssh://vm"), "--docker-host: unsupported Docker host 'ssh://vm': dmnc speaks unix://"),
+        (ConfigFlags(docker_host="unix://relative.sock"), "--docker-host: unix socket address needs an absolute path"),
         (ConfigFlags(setup_image="bad image"), "--setup-image: 'bad image' is not an image reference"),
         (ConfigFlags(setup_image="x/" + "a" * 300), "--setup-image: the image name in"),
         (ConfigFlags(control_socket=""), "--control-socket: the socket path is empty"),
@@ -310,8 +313,9 @@ def test_endpoint_forms(text: str, expected: Endpoint) -> None:
 
 def test_docker_host_unix_url() -> None:
     docker_host = parse_docker_host("unix:///var/run/docker.sock")
-    assert docker_host == DockerHost(Path("/var/run/docker.sock"))
+    assert docker_host.socket_path == "/var/run/docker.sock"
     assert docker_host.url == "unix:///var/run/docker.sock"
+    assert parse_docker_host("tcp://127.0.0.1:2375").port == 2375
 
 
 @pytest.mark.parametrize(
