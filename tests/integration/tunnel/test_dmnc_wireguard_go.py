@@ -116,6 +116,7 @@ def test_recovery_after_wireguard_go_restarts_with_the_same_key() -> None:
         assert topology.dmnc.peer_status(topology.wggo_public_key)["handshakes"] == 2
 
 
+@pytest.mark.slow
 def test_recovery_driven_by_dmnc_when_restarted_wireguard_go_does_not_know_its_endpoint() -> None:
     with dmnc_and_wireguard_go(wggo_knows_endpoint=False) as topology:
         assert wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5)
