@@ -40,6 +40,7 @@ from typing import Generic, TypeVar
 from dmnc.docker.address import DaemonAddress
 from dmnc.docker.errors import InvalidDaemonAddress
 from dmnc.routes.policy import Pattern, PolicyConfig, PolicyConfigError, parse_pattern
+from dmnc.vm.params import is_host_name
 
 DEFAULT_CONFIG_PATH = Path("/etc/dmnc/config.toml")
 DEFAULT_CONTROL_SOCKET = Path("/var/run/dmnc.sock")
@@ -160,9 +161,6 @@ class ConfigFlags:
 # Value parsers: text in, typed value out, ValueProblem on anything else.
 
 _PORT_TEXT = re.compile(r"[0-9]{1,5}")
-# RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens, 1-63 characters each.
-_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-_MAX_HOSTNAME_LENGTH = 253
 
 
 def _join_host_port(host: str, port: int) -> str:
@@ -221,7 +219,8 @@ def parse_listen(text: str) -> ListenAddress:
 
 
 def parse_hostname(text: str) -> str:
-    if len(text) > _MAX_HOSTNAME_LENGTH or not all(_HOST_LABEL.fullmatch(label) for label in text.split(".")):
+    # The same rule the VM setup applies to the endpoint it is given (RFC 1123).
+    if not is_host_name(text):
         raise ValueProblem(f"{text!r} is neither an IP address nor a valid host name")
     return text
 
