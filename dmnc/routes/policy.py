@@ -109,7 +109,7 @@ class SkipReason(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class Skipped:
     network: str
-    subnet: Destination | None  # None when the whole network is skipped
+    subnet: Destination | None  # None for a network without subnets
     reason: SkipReason
 
 
@@ -131,10 +131,17 @@ class OverlapFinding:
 
 
 @dataclass(frozen=True, slots=True)
+class Wanted:
+    network: str
+    subnet: Destination
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyResult:
     desired: frozenset[Destination]
     skipped: tuple[Skipped, ...]
     overlaps: tuple[OverlapFinding, ...]
+    wanted: tuple[Wanted, ...] = ()  # `desired` with the network each subnet belongs to
 
 
 def _overlaps(first: Destination, second: Destination) -> bool:
@@ -185,12 +192,14 @@ def evaluate(
     own; default routes, /0, overlap everything and are ignored)."""
     conflicting = [route for route in other_routes if route.destination.prefixlen > 0 and not route.ours]
     desired: set[Destination] = set()
+    wanted: list[Wanted] = []
     skipped: list[Skipped] = []
     overlaps: list[OverlapFinding] = []
     for network in sorted(networks, key=lambda n: (n.name, n.id)):
         reason = _network_skip_reason(network)
         if reason is not None:
-            skipped.append(Skipped(network.name, None, reason))
+            subnets: tuple[Destination | None, ...] = network.subnets or (None,)
+            skipped.extend(Skipped(network.name, subnet, reason) for subnet in subnets)
             continue
         for subnet in network.subnets:
             if config.include and not _matches_include(network, subnet, config.include):
@@ -206,4 +215,5 @@ def evaluate(
                 skipped.append(Skipped(network.name, subnet, SkipReason.OVERLAP))
                 continue
             desired.add(subnet)
-    return PolicyResult(frozenset(desired), tuple(skipped), tuple(overlaps))
+            wanted.append(Wanted(network.name, subnet))
+    return PolicyResult(frozenset(desired), tuple(skipped), tuple(overlaps), tuple(wanted))

@@ -66,8 +66,19 @@ def describe_sender(pid: int | None) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class SubnetStatus:
+    """One subnet of a known network: routed through the tunnel or not, and why not."""
+
+    network: str
+    subnet: Destination
+    installed: bool
+    reason: str | None = None  # why it is not installed
+
+
+@dataclass(frozen=True, slots=True)
 class ReconcilerStatus:
     routed: frozenset[Destination]
+    subnets: tuple[SubnetStatus, ...]
     overlaps: tuple[OverlapFinding, ...]
     passes: int
     last_error: str | None
@@ -93,6 +104,7 @@ class RouteReconciler:
         self._restores: dict[Destination, deque[float]] = {}
         self._given_up: set[Destination] = set()
         self._overlaps: tuple[OverlapFinding, ...] = ()
+        self._last_result: PolicyResult | None = None
         self._passes = 0
         self._last_error: str | None = None
 
@@ -119,12 +131,33 @@ class RouteReconciler:
         if self._networks is not None and self._networks.pop(network_id, None) is not None:
             self.trigger()
 
+    def set_policy(self, config: PolicyConfig) -> None:
+        """New include/exclude/force settings (SIGHUP reload); the next pass applies them."""
+        self._config = config
+        self.trigger()
+
     def trigger(self) -> None:
         self._requested += 1
         self._wake.set()
 
     def status(self) -> ReconcilerStatus:
-        return ReconcilerStatus(frozenset(self._routed), self._overlaps, self._passes, self._last_error)
+        """What the last pass found and did, per subnet, for `dmnc status`."""
+        subnets: list[SubnetStatus] = []
+        if self._last_result is not None:
+            for wanted in self._last_result.wanted:
+                installed = wanted.subnet in self._routed
+                reason = None
+                if wanted.subnet in self._given_up:
+                    reason = "taken by another program"
+                elif not installed:
+                    reason = f"failed: {self._last_error}" if self._last_error else "not installed yet"
+                subnets.append(SubnetStatus(wanted.network, wanted.subnet, installed, reason))
+            subnets.extend(
+                SubnetStatus(skip.network, skip.subnet, False, skip.reason.value)
+                for skip in self._last_result.skipped
+                if skip.subnet is not None
+            )
+        return ReconcilerStatus(frozenset(self._routed), tuple(subnets), self._overlaps, self._passes, self._last_error)
 
     async def settled(self) -> None:
         """Return once a pass that started after this call's triggers has finished."""
@@ -200,6 +233,7 @@ class RouteReconciler:
         for finding in previous - set(result.overlaps):
             logger.info("overlap resolved: %s", finding.describe())
         self._overlaps = result.overlaps
+        self._last_result = result
         return result
 
     def _may_restore(self, destination: Destination) -> bool:

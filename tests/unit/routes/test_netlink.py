@@ -8,10 +8,13 @@ import socket
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmnc.routes import netlink
+
+# Property tests take no time limit: a loaded CI machine must not fail them (speed lives in tests/bench).
+untimed = settings(deadline=None)
 
 # Captured from this lab's kernel (6.x) answering an RTM_GETROUTE dump, seq 77, port 13848:
 # `10.9.0.0/16 via 172.20.5.7 dev <3> metric 7` (proto boot) and `fd00:5::/64 dev <3> proto 220`.
@@ -146,18 +149,21 @@ def route_messages(draw: st.DrawFn) -> netlink.RouteMessage:
     )
 
 
+@untimed
 @given(st.lists(route_messages(), min_size=1, max_size=5))
 def test_route_messages_round_trip(messages: list[netlink.RouteMessage]) -> None:
     data = b"".join(netlink.encode_route_message(message) for message in messages)
     assert netlink.decode_messages_untrusted(data) == messages
 
 
+@untimed
 @given(st.binary(max_size=512))
 def test_arbitrary_bytes_never_raise(data: bytes) -> None:
     for message in netlink.decode_messages_untrusted(data):
         assert isinstance(message, netlink.NetlinkMessage)
 
 
+@untimed
 @given(route_messages(), st.data())
 def test_corrupted_route_messages_never_raise(message: netlink.RouteMessage, data: st.DataObject) -> None:
     encoded = bytearray(netlink.encode_route_message(message))

@@ -8,10 +8,13 @@ import logging
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmnc.routes import pfroute
+
+# Property tests take no time limit: a loaded CI machine must not fail them (speed lives in tests/bench).
+untimed = settings(deadline=None)
 
 net = ipaddress.ip_network
 
@@ -139,23 +142,27 @@ def route_socket_messages(draw: st.DrawFn) -> pfroute.RouteSocketMessage:
     )
 
 
+@untimed
 @given(route_socket_messages())
 def test_route_messages_round_trip(message: pfroute.RouteSocketMessage) -> None:
     assert pfroute.decode_route_message_untrusted(pfroute.encode_route_message(message)) == message
 
 
+@untimed
 @given(st.lists(route_socket_messages(), max_size=5))
 def test_dump_of_consecutive_messages_round_trips(messages: list[pfroute.RouteSocketMessage]) -> None:
     data = b"".join(pfroute.encode_route_message(message) for message in messages)
     assert pfroute.decode_messages_untrusted(data) == messages
 
 
+@untimed
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_never_raise(data: bytes) -> None:
     pfroute.decode_route_message_untrusted(data)
     pfroute.decode_messages_untrusted(data)
 
 
+@untimed
 @given(route_socket_messages(), st.data())
 def test_corrupted_messages_never_raise(message: pfroute.RouteSocketMessage, data: st.DataObject) -> None:
     encoded = bytearray(pfroute.encode_route_message(message))

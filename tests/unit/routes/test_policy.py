@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmnc.routes.manager import InstalledRoute
@@ -21,6 +21,8 @@ from dmnc.routes.policy import (
 )
 
 net = ipaddress.ip_network
+# Property tests take no time limit: a loaded CI machine must not fail them (speed lives in tests/bench).
+untimed = settings(deadline=None)
 
 
 def network(
@@ -187,6 +189,7 @@ subnets = st.one_of(
 )
 
 
+@untimed
 @given(st.lists(subnets, max_size=6), st.lists(subnets, max_size=6), st.booleans())
 def test_desired_routes_never_overlap_other_routes_unless_forced(
     network_subnets: list[ipaddress.IPv4Network | ipaddress.IPv6Network],

@@ -16,6 +16,7 @@ from dmnc.routes.reconcile import (
     MAX_RESTORES,
     RETRY_AFTER_FAILURE_SECONDS,
     RouteReconciler,
+    SubnetStatus,
     plan_changes,
 )
 
@@ -255,3 +256,26 @@ async def test_withdraw_removes_only_our_routes(fake: FakeRouteManager, reconcil
     await reconciler.withdraw()
     assert await fake.list_routes() == [lan]
     assert reconciler.status().routed == frozenset()
+
+
+async def test_status_lists_every_subnet_with_why_it_is_not_routed(
+    fake: FakeRouteManager, reconciler: RouteReconciler
+) -> None:
+    fake.install_other(net("172.16.0.0/12"), "utun4")
+    fake.refuse[net("10.22.0.0/16")] = errno.ENETDOWN
+    reconciler.set_networks(
+        [
+            network("a", "10.1.0.0/16", "fd00:a::/64"),
+            network("b", "172.20.0.0/16"),
+            network("c", "10.3.0.0/16", labels={"dmnc.route": "false"}),
+            network("d", "10.22.0.0/16"),
+        ]
+    )
+    await reconciler.settled()
+    assert set(reconciler.status().subnets) == {
+        SubnetStatus("a", net("10.1.0.0/16"), installed=True),
+        SubnetStatus("a", net("fd00:a::/64"), installed=True),
+        SubnetStatus("b", net("172.20.0.0/16"), installed=False, reason="overlaps a route dmnc does not own"),
+        SubnetStatus("c", net("10.3.0.0/16"), installed=False, reason="label dmnc.route=false"),
+        SubnetStatus("d", net("10.22.0.0/16"), installed=False, reason=f"failed: {reconciler.status().last_error}"),
+    }
