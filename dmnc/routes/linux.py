@@ -30,7 +30,7 @@ from dmnc.routes.manager import (
 
 logger = logging.getLogger(__name__)
 
-# Enough for a full 64 KiB datagram: the kernel sizes dump datagrams up to a page or more (netlink_dump).
+# Holds any datagram rtnetlink sends: dump datagrams grow to at most 32 KiB (af_netlink.c caps max_recvmsg_len).
 RECEIVE_BUFFER_BYTES = 65536
 # SO_RCVBUF of a monitor socket (the kernel caps it at net.core.rmem_max and doubles it for bookkeeping).
 MONITOR_RECEIVE_BUFFER_BYTES = 1 << 20
@@ -108,7 +108,8 @@ class _Request:
 
 
 class LinuxRouteManager:
-    """RouteManager on rtnetlink for the interface named `interface`."""
+    """RouteManager on rtnetlink for the interface named `interface`, bound to its index when created: a tunnel
+    interface created anew needs a new manager."""
 
     def __init__(self, interface: str) -> None:
         try:
