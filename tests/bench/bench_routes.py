@@ -3,7 +3,9 @@ method, which runs `route`/`ip` per subnet), in the same run, inside a throwaway
 
 Run as root: .venv/bin/python tests/bench/bench_routes.py   (not collected by pytest)
 
-Also measures the reconciler's latency from a network event to its route being in the kernel.
+Also measures the reconciler's latency from a network event to its route being in the kernel, and, with a private
+dockerd (tests/lab/dockerd.py), the time from `POST /networks/create` returning to the route being installed,
+through the Docker event stream as the supervisor wires it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dmnc.routes.reconcile import RouteReconciler
 ROUTES = 200
 ROUNDS = 3
 EVENT_SAMPLES = 50
+DOCKER_SAMPLES = 20
 
 
 def subnets() -> list[Destination]:
@@ -115,8 +118,56 @@ def outside() -> None:
     )
 
 
+async def docker_inside(interface: str, socket_path: str) -> dict[str, float]:
+    from dmnc.docker.client import DockerClient  # noqa: PLC0415 (only this part needs the Docker client)
+    from tests.integration.routes.docker_scenario import watch_docker  # noqa: PLC0415
+
+    manager = LinuxRouteManager(interface)
+    reconciler = RouteReconciler(manager, PolicyConfig())
+    latencies: list[float] = []
+    async with DockerClient.connect(socket_path) as client, trio.open_nursery() as nursery:
+        await nursery.start(reconciler.run)
+        await nursery.start(watch_docker, client, reconciler)
+        for index in range(DOCKER_SAMPLES):
+            subnet = ipaddress.ip_network(f"10.98.{index}.0/24")
+            await client.create_network(f"dmncbench{index}", subnets=[str(subnet)])
+            started = time.perf_counter()
+            while subnet not in {route.destination for route in await manager.list_ours()}:
+                await trio.sleep(0.0005)
+            latencies.append(time.perf_counter() - started)
+        for index in range(DOCKER_SAMPLES):
+            await client.remove_network(f"dmncbench{index}")
+        nursery.cancel_scope.cancel()
+    await manager.aclose()
+    return {"median": statistics.median(latencies), "max": max(latencies)}
+
+
+def docker_outside() -> None:
+    import shutil  # noqa: PLC0415
+
+    from tests.lab.dockerd import running_dockerd  # noqa: PLC0415
+    from tests.lab.netns import Netns, add_veth, netns  # noqa: PLC0415
+
+    if shutil.which("dockerd") is None:
+        print("dockerd not installed: skipping the network-create-to-route measurement")
+        return
+    with running_dockerd() as engine, netns("dmncrbh") as host:
+        link = add_veth(host, Netns(engine.netns), "10.204.0.1/24", "10.204.0.2/24")
+        output = host.run(
+            [sys.executable, __file__, "--docker-inside", link.left_interface, str(engine.socket_path)], timeout=600
+        ).stdout
+    result = json.loads(output)
+    print(
+        f"docker network create returned -> route in kernel ({DOCKER_SAMPLES} samples, via /events): "
+        f"median {result['median'] * 1000:.2f} ms, max {result['max'] * 1000:.2f} ms"
+    )
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--inside":
         print(json.dumps(trio.run(inside, sys.argv[2])))
+    elif len(sys.argv) == 4 and sys.argv[1] == "--docker-inside":
+        print(json.dumps(trio.run(docker_inside, sys.argv[2], sys.argv[3])))
     else:
         outside()
+        docker_outside()
