@@ -21,12 +21,13 @@ from dmnc.docker.errors import NotFound
 from dmnc.vm import SetupImageError, SetupParams, SetupResult, VmMode
 from dmnc.vm.runner import FALLBACK_CONTAINER_NAME, VmSetupRunner
 from tests.conftest import require_root, require_tools
+from tests.integration.tunnel.peers import DmncPeer, dmnc_wg, render_dmnc_config
 from tests.lab.dockerd import BUSYBOX_REFERENCE, EngineProcess, import_busybox_image, running_dockerd, running_podman
 from tests.lab.netns import Netns, add_veth, netns, wait_for_ping
 from tests.lab.setup_image import LAB_SETUP_IMAGE, import_setup_image
-from tests.lab.wggo import WgPeer, WireGuardGo, wireguard_go
+from tests.lab.wggo import WgPeer, WireGuardGo, wg_genkey, wg_pubkey, wireguard_go
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 HOST_PORT = 51820
 HANDSHAKE_TIMEOUT_SECONDS = 15.0
@@ -72,8 +73,8 @@ def runner(docker_lab: DockerLab, docker: DockerClient) -> VmSetupRunner:
     return VmSetupRunner(docker, setup_image=LAB_SETUP_IMAGE, on_progress=docker_lab.progress.append)
 
 
-def engine_get(lab: DockerLab, path: str) -> httpx.Response:
-    with httpx.Client(transport=httpx.HTTPTransport(uds=str(lab.engine.socket_path)), base_url="http://docker") as raw:
+def engine_get(engine: EngineProcess, path: str) -> httpx.Response:
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(engine.socket_path)), base_url="http://docker") as raw:
         response = raw.get(path, timeout=10.0)
         response.raise_for_status()
         return response
@@ -97,28 +98,35 @@ def wait_for_handshake(lab: DockerLab) -> None:
     pytest.fail(f"no handshake within {HANDSHAKE_TIMEOUT_SECONDS} s")
 
 
-def http_from_host(lab: DockerLab, address: str) -> str:
+def http_from_host(host: Netns, address: str) -> str:
     """GET / from the host namespace, retried until it answers or HTTP_TIMEOUT_SECONDS pass; '' if it never did."""
     deadline = time.monotonic() + HTTP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
-        result = lab.host.run(["curl", "-s", "--max-time", "2", f"http://{address}/"], check=False)
+        result = host.run(["curl", "-s", "--max-time", "2", f"http://{address}/"], check=False)
         if result.returncode == 0:
             return result.stdout
         time.sleep(0.2)
     return ""
 
 
-async def start_web_container(docker: DockerClient, lab: DockerLab, network: str) -> tuple[str, str]:
+async def start_web_container(docker: DockerClient, engine: EngineProcess, network: str) -> tuple[str, str]:
     """A busybox httpd on `network`; returns (its IP address, the network's bridge interface)."""
     command = f"mkdir -p /www && echo {PAGE} > /www/index.html && exec httpd -f -p 80 -h /www"
     created = await docker.create_container(
         ContainerSpec(image=BUSYBOX_REFERENCE, command=["sh", "-c", command], network_mode=network)
     )
     await docker.start_container(created.id)
-    inspected = engine_get(lab, f"/containers/{created.id}/json").json()
+    inspected = engine_get(engine, f"/containers/{created.id}/json").json()
     address: str = inspected["NetworkSettings"]["Networks"][network]["IPAddress"]
-    network_id: str = engine_get(lab, f"/networks/{network}").json()["Id"]
+    network_id: str = engine_get(engine, f"/networks/{network}").json()["Id"]
     return address, f"br-{network_id[:12]}"
+
+
+async def remove_all_containers(docker: DockerClient, engine: EngineProcess) -> None:
+    # busybox httpd ignores SIGTERM as PID 1: without this dockerd's shutdown would wait 10 s for each.
+    for container in engine_get(engine, "/containers/json?all=1").json():
+        with contextlib.suppress(NotFound):
+            await docker.remove_container(container["Id"], force=True)
 
 
 def dmnc_rules(lab: DockerLab) -> list[str]:
@@ -142,10 +150,7 @@ async def test_containers_answer_from_the_host_through_the_fallback_tunnel(
     try:
         await check_containers_through_tunnel(lab, docker, runner, result)
     finally:
-        # busybox httpd ignores SIGTERM as PID 1: without this dockerd's shutdown would wait 10 s for each.
-        for container in engine_get(lab, "/containers/json?all=1").json():
-            with contextlib.suppress(NotFound):
-                await docker.remove_container(container["Id"], force=True)
+        await remove_all_containers(docker, lab.engine)
 
 
 async def check_containers_through_tunnel(
@@ -153,18 +158,18 @@ async def check_containers_through_tunnel(
 ) -> None:
     await docker.create_network("dmnc-web", subnets=[BRIDGE_SUBNET])
     await docker.create_network("dmnc-internal", subnets=[INTERNAL_SUBNET], internal=True)
-    web_address, web_bridge = await start_web_container(docker, lab, "dmnc-web")
-    internal_address, _ = await start_web_container(docker, lab, "dmnc-internal")
+    web_address, web_bridge = await start_web_container(docker, lab.engine, "dmnc-web")
+    internal_address, _ = await start_web_container(docker, lab.engine, "dmnc-internal")
     connect_host_peer(lab, result, [BRIDGE_SUBNET, INTERNAL_SUBNET])
     wait_for_handshake(lab)
 
-    assert PAGE in http_from_host(lab, web_address)
-    assert PAGE in http_from_host(lab, internal_address)
+    assert PAGE in http_from_host(lab.host, web_address)
+    assert PAGE in http_from_host(lab.host, internal_address)
 
     # What Docker >= 28 and Docker Desktop >= 4.39 add: direct-access filtering and a DROP for foreign interfaces.
     lab.vm.run(["iptables", "-t", "raw", "-A", "PREROUTING", "-d", web_address, "!", "-i", web_bridge, "-j", "DROP"])
     lab.vm.run(["iptables", "-I", "DOCKER", "!", "-i", web_bridge, "-o", web_bridge, "-j", "DROP"])
-    assert PAGE in http_from_host(lab, web_address)
+    assert PAGE in http_from_host(lab.host, web_address)
 
     # Running setup again leaves exactly one copy of each rule (and a fresh fallback with the same parameters).
     first_rules = sorted(dmnc_rules(lab))
@@ -172,7 +177,7 @@ async def check_containers_through_tunnel(
     assert sorted(dmnc_rules(lab)) == first_rules
     assert len(first_rules) == 8  # raw, DOCKER-USER in and out, nat: for IPv4 and IPv6, in Docker's backend
     connect_host_peer(lab, again, [BRIDGE_SUBNET, INTERNAL_SUBNET])
-    assert PAGE in http_from_host(lab, web_address)
+    assert PAGE in http_from_host(lab.host, web_address)
 
     await runner.teardown(lab.params)
     assert dmnc_rules(lab) == []
@@ -186,7 +191,7 @@ async def test_vm_private_key_is_absent_from_inspect_output_and_logs(
 ) -> None:
     lab = docker_lab
     result = await runner.setup(lab.params)
-    archive = engine_get(lab, f"/containers/{FALLBACK_CONTAINER_NAME}/archive?path={KEY_FILE}").content
+    archive = engine_get(lab.engine, f"/containers/{FALLBACK_CONTAINER_NAME}/archive?path={KEY_FILE}").content
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         member = tar.extractfile("private.key")
         assert member is not None
@@ -194,8 +199,8 @@ async def test_vm_private_key_is_absent_from_inspect_output_and_logs(
     public_key = subprocess.run(["wg", "pubkey"], input=private_key, capture_output=True, text=True, check=True)
     assert base64.b64decode(public_key.stdout.strip()) == result.vm_public_key
 
-    inspect_text = engine_get(lab, f"/containers/{FALLBACK_CONTAINER_NAME}/json").text
-    logs = engine_get(lab, f"/containers/{FALLBACK_CONTAINER_NAME}/logs?stdout=1&stderr=1").content
+    inspect_text = engine_get(lab.engine, f"/containers/{FALLBACK_CONTAINER_NAME}/json").text
+    logs = engine_get(lab.engine, f"/containers/{FALLBACK_CONTAINER_NAME}/logs?stdout=1&stderr=1").content
     assert private_key not in inspect_text
     assert private_key.encode() not in logs
     assert base64.b64encode(result.vm_public_key) in logs  # the public key is printed, on purpose
@@ -228,7 +233,7 @@ async def test_fallback_restarted_by_docker_comes_back_with_the_same_key(
     vm_key = base64.b64encode(result.vm_public_key)
     deadline = time.monotonic() + HANDSHAKE_TIMEOUT_SECONDS
     while True:
-        logs = engine_get(lab, f"/containers/{FALLBACK_CONTAINER_NAME}/logs?stdout=1&stderr=1").content
+        logs = engine_get(lab.engine, f"/containers/{FALLBACK_CONTAINER_NAME}/logs?stdout=1&stderr=1").content
         # Each start prints one result line; the restarted script reused the key kept in the container.
         if logs.count(b"dmnc-setup-result v1 mode=userspace public-key=" + vm_key) == 2:
             break
@@ -257,3 +262,30 @@ async def test_setup_through_podmans_docker_api_brings_up_the_fallback_tunnel() 
                 assert wait_for_ping(host, "10.33.33.2")
                 await runner.teardown(params)
                 assert dmnc_rules(lab) == []
+
+
+async def test_dmncs_own_peer_reaches_a_container_through_the_vm_setup() -> None:
+    """The same path with dmnc's own WireGuard peer (`dmnc wg up`) on the host instead of wireguard-go."""
+    require_root()
+    require_tools("ip", "wg", "wireguard-go", "dockerd", "iptables", "curl", "ldd")
+    host_private_key = wg_genkey()
+    host_public_key = base64.b64decode(wg_pubkey(host_private_key))
+    with running_dockerd() as engine, netns("dmho") as host:
+        vm = Netns(engine.netns)  # owned (and deleted) by running_dockerd
+        link = add_veth(host, vm, "10.202.0.1/24", "10.202.0.2/24")
+        import_setup_image(engine.socket_path)
+        import_busybox_image(engine.socket_path)
+        params = SetupParams(host_public_key, HOST_PORT, endpoint=str(link.left_address.ip))
+        async with DockerClient.connect(f"unix://{engine.socket_path}") as docker:
+            result = await VmSetupRunner(docker, setup_image=LAB_SETUP_IMAGE).setup(params)
+            await docker.create_network("dmnc-web", subnets=[BRIDGE_SUBNET])
+            web_address, _ = await start_web_container(docker, engine, "dmnc-web")
+            vm_peer = DmncPeer(base64.b64encode(result.vm_public_key).decode(), ["10.33.33.2/32", BRIDGE_SUBNET])
+            config = render_dmnc_config(host_private_key, "10.33.33.1/32", HOST_PORT, [vm_peer])
+            try:
+                with dmnc_wg(host, config) as dmnc:
+                    for destination in ("10.33.33.2/32", BRIDGE_SUBNET):
+                        host.run(["ip", "route", "replace", destination, "dev", dmnc.interface])
+                    assert PAGE in http_from_host(host, web_address)
+            finally:
+                await remove_all_containers(docker, engine)
