@@ -42,6 +42,7 @@ class InFlight:
     source: Endpoint
     destination: Endpoint
     data: bytes
+    sent_at: float
 
 
 @dataclass
@@ -136,7 +137,7 @@ class Network:
     def handle(self, host: Host, outputs: list[Output]) -> None:
         for output in outputs:
             if isinstance(output, SendDatagram):
-                flight = InFlight(host.endpoint, output.endpoint, output.data)
+                flight = InFlight(host.endpoint, output.endpoint, output.data, self.now)
                 self.in_flight.append(flight)
                 self.sent_log.append(flight)
             elif isinstance(output, WriteTunnel):
@@ -178,9 +179,9 @@ class Network:
         end = self.now + seconds
         while True:
             deadlines = [d for d in (h.device.next_deadline() for h in self.hosts.values()) if d is not None]
-            upcoming = min(deadlines, default=end)
-            if upcoming > end:
+            if not deadlines or min(deadlines) > end:
                 break
+            upcoming = min(deadlines)
             self.now = max(self.now, upcoming)
             self.tick()
             if deliver:

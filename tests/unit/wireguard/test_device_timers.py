@@ -1,0 +1,153 @@
+"""Session lifetime on a fake clock: rekey, expiry, erasing keys, keepalives (whitepaper section 6)."""
+
+from __future__ import annotations
+
+from dmnc.wireguard import DropReason
+from tests.unit.wireguard.inmemory import Host, InFlight, Network, ip4
+
+KEEPALIVE_SIZE = 32  # header + empty payload + tag
+
+
+def establish(net: Network, a: Host, b: Host) -> None:
+    net.send(a, ip4("10.0.0.1", "10.0.0.2", b"establish"))
+    net.deliver_all()
+    assert b.tunnel == [ip4("10.0.0.1", "10.0.0.2", b"establish")]
+
+
+def kinds(flights: list[InFlight]) -> list[int]:
+    return [flight.data[0] for flight in flights]
+
+
+def handshakes(host: Host, other: Host) -> int:
+    return host.device.peer_stats()[other.device.public_key].handshakes
+
+
+def test_initiator_rekeys_after_120_seconds_of_traffic_without_losing_packets() -> None:
+    net = Network()
+    a, b = net.pair()
+    establish(net, a, b)
+    start = net.now
+    sent = []
+    for second in range(1, 200):
+        net.advance(1.0)
+        packet = ip4("10.0.0.1", "10.0.0.2", second.to_bytes(2, "big"))
+        sent.append(packet)
+        net.send(a, packet)
+        net.send(b, ip4("10.0.0.2", "10.0.0.1", second.to_bytes(2, "big")))
+        if second == 119:
+            assert handshakes(a, b) == 1
+        net.deliver_all()
+    assert b.tunnel[1:] == sent
+    assert len(a.tunnel) == 199
+    assert a.drops == []
+    assert b.drops == []
+    first_rekey = min(f.sent_at for f in net.sent_log if f.data[0] == 1 and f.sent_at > start)
+    assert first_rekey - start == 120.0
+    assert handshakes(a, b) == 2
+    assert handshakes(b, a) == 2
+
+
+def test_session_expires_after_180_seconds_and_a_new_handshake_is_needed() -> None:
+    net = Network()
+    a, b = net.pair()
+    establish(net, a, b)
+    net.advance(179.0)
+    net.send(a, ip4("10.0.0.1", "10.0.0.2", b"last moment"))
+    # Still sent as data with the old session (and, past REKEY_AFTER_TIME, with a new initiation beside it).
+    (late,) = [flight for flight in net.drop_all() if flight.data[0] == 4]
+    net.now += 1.5  # delivered after REJECT_AFTER_TIME
+    net.deliver(late)
+    assert b.drops == [DropReason.EXPIRED_KEYPAIR]
+    net.send(a, ip4("10.0.0.1", "10.0.0.2", b"needs new session"))
+    assert net.in_flight == []  # queued: an initiation went out 1.5 s ago, the next waits for REKEY_TIMEOUT
+    net.advance(6.0)
+    assert b.tunnel[-1] == ip4("10.0.0.1", "10.0.0.2", b"needs new session")
+    assert handshakes(a, b) == 2
+
+
+def test_responder_that_only_sends_starts_a_handshake_when_its_session_expires() -> None:
+    net = Network()
+    a, b = net.pair()
+    establish(net, a, b)
+    net.advance(181.0, deliver=False)
+    net.drop_all()
+    net.send(b, ip4("10.0.0.2", "10.0.0.1", b"from the responder"))
+    assert kinds(net.in_flight) == [1]
+    net.deliver_all()
+    assert a.tunnel[-1] == ip4("10.0.0.2", "10.0.0.1", b"from the responder")
+
+
+def test_key_material_is_erased_after_three_times_reject_after_time() -> None:
+    net = Network()
+    a, b = net.pair()
+    establish(net, a, b)
+    net.send(a, ip4("10.0.0.1", "10.0.0.2", b"captured"))
+    (captured,) = net.drop_all()
+    peer_of_a = next(iter(a.device._peers.values()))  # white-box: check the bytes really are gone
+    keypair = peer_of_a.keypairs.current
+    assert keypair is not None
+    net.advance(539.0)
+    assert peer_of_a.keypairs.current is keypair
+    net.advance(2.0)
+    assert peer_of_a.keypairs.all() == []
+    assert keypair.send_key == bytearray(32)
+    assert keypair.receive_key == bytearray(32)
+    net.deliver(captured)
+    assert b.drops == [DropReason.UNKNOWN_RECEIVER_INDEX]
+    assert b.device.drops[DropReason.UNKNOWN_RECEIVER_INDEX] == 1
+
+
+def test_receiver_of_data_sends_a_keepalive_after_10_seconds_of_silence() -> None:
+    net = Network()
+    a, b = net.pair()
+    establish(net, a, b)
+    start = net.now
+    net.advance(9.99, deliver=False)
+    assert net.in_flight == []
+    net.advance(0.02, deliver=False)
+    (keepalive,) = net.drop_all()
+    assert keepalive.source == b.endpoint
+    assert len(keepalive.data) == KEEPALIVE_SIZE
+    assert keepalive.sent_at - start == 10.0
+    net.deliver(keepalive)
+    assert a.tunnel == []  # keepalives never reach the tunnel
+    net.advance(100.0, deliver=False)
+    assert all(f.source == a.endpoint for f in net.in_flight)  # only one keepalive from b
+
+
+def test_sender_without_answer_starts_a_new_handshake_after_keepalive_plus_rekey_timeout() -> None:
+    net = Network()
+    a, b = net.pair()
+    establish(net, a, b)  # a sent data at `start`; b's answer (its keepalive at +10 s) is lost below
+    start = net.now
+    net.advance(20.0, deliver=False)
+    from_a = [f for f in net.in_flight if f.source == a.endpoint]
+    assert from_a[0].data[0] == 1
+    assert 15.0 <= from_a[0].sent_at - start < 15.334
+
+
+def test_persistent_keepalive_goes_out_every_interval_while_idle() -> None:
+    net = Network()
+    a, b = net.pair(a_keepalive=25)
+    # With an endpoint and persistent keepalive, a contacts b at once (the deadline is already due).
+    deadline = a.device.next_deadline()
+    assert deadline is not None
+    assert deadline <= net.now
+    net.advance(0.0)
+    assert handshakes(a, b) == 1
+    net.drop_all()
+    start = net.now
+    net.advance(80.0)
+    keepalives = [f for f in net.sent_log if f.source == a.endpoint and f.sent_at > start]
+    assert [f.sent_at - start for f in keepalives] == [25.0, 50.0, 75.0]
+    assert all(len(f.data) == KEEPALIVE_SIZE for f in keepalives)
+
+
+def test_idle_device_has_no_deadline() -> None:
+    net = Network()
+    a, b = net.pair()
+    assert a.device.next_deadline() is None
+    establish(net, a, b)
+    net.advance(600.0)
+    assert a.device.next_deadline() is None
+    assert b.device.next_deadline() is None
