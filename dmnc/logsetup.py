@@ -3,8 +3,8 @@
     2026-11-22 19:50:01.123 INFO  tunnel: handshake completed with 192.168.65.3:51820
 
 Loggers are named `dmnc.<component>`; the `dmnc.` prefix is dropped from the output since every line is dmnc's.
-Third-party libraries (trio-websocket, httpx, httpcore) are only shown at debug level: their info lines describe
-dmnc's own internals a second time.
+Third-party libraries (trio-websocket, httpx, httpcore) show only their warnings and errors, even at debug level:
+their lines describe dmnc's own requests and frames a second time and would drown dmnc's own debug lines.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def setup_logging(level: LogLevel, stream: TextIO | None = None) -> logging.Hand
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.logging_level)
-    library_level = logging.DEBUG if level is LogLevel.DEBUG else max(logging.WARNING, level.logging_level)
+    library_level = max(logging.WARNING, level.logging_level)
     for library in _CHATTY_LIBRARIES:
         logging.getLogger(library).setLevel(library_level)
     return handler

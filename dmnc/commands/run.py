@@ -108,5 +108,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"dmnc: {error}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     setup_logging(config.log_level)
-    print("dmnc: the tunnel service is not built yet", file=sys.stderr)
-    return EXIT_FAILURE
+    # Imported here: the service pulls in trio, httpx and the platform backends, which `dmnc status` never needs.
+    from dmnc import supervisor  # noqa: PLC0415
+
+    return supervisor.run(config, flags_from_args(args))

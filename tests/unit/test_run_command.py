@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from dmnc import config
+from dmnc import config, supervisor
 from dmnc.cli import build_parser, main
 from dmnc.commands.run import NOT_ROOT_MESSAGE, flags_from_args
-from dmnc.config import ConfigFlags
+from dmnc.config import Config, ConfigFlags, LogLevel
 
 
 @pytest.fixture(autouse=True)
@@ -117,19 +117,37 @@ def test_bad_config_file_exits_2_naming_file_and_line(tmp_path: Path, capsys: py
     assert capsys.readouterr().err == f"dmnc: {path}:2 (endpoint): port 0 is not in 1-65535\n"
 
 
-@pytest.mark.usefixtures("as_root")
-def test_valid_configuration_stops_at_the_missing_service(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--listen", "127.0.0.1"]) == 1
-    assert capsys.readouterr().err.endswith("dmnc: the tunnel service is not built yet\n")
+@pytest.fixture
+def service_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Config, ConfigFlags]]:
+    """Stands in for the service: records what `run` hands over and exits 0 at once."""
+    handed_over: list[tuple[Config, ConfigFlags]] = []
+
+    def fake_run(configuration: Config, flags: ConfigFlags) -> int:
+        handed_over.append((configuration, flags))
+        return 0
+
+    monkeypatch.setattr(supervisor, "run", fake_run)
+    return handed_over
 
 
 @pytest.mark.usefixtures("as_root")
-def test_plain_dmnc_runs_the_service(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([]) == 1
-    assert capsys.readouterr().err.endswith("dmnc: the tunnel service is not built yet\n")
+def test_valid_configuration_is_handed_to_the_service(service_runs: list[tuple[Config, ConfigFlags]]) -> None:
+    assert main(["run", "--listen", "127.0.0.1"]) == 0
+    [(configuration, flags)] = service_runs
+    assert str(configuration.listen) == "127.0.0.1:3333"
+    assert flags.listen == "127.0.0.1"
+
+
+@pytest.mark.usefixtures("as_root")
+def test_plain_dmnc_runs_the_service(
+    service_runs: list[tuple[Config, ConfigFlags]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([]) == 0
     assert main(["--listen", "bad"]) == 2
     assert capsys.readouterr().err == "dmnc: --listen: 'bad' is not an IP address\n"
-    assert main(["-v"]) == 1
+    assert main(["-v"]) == 0
+    assert len(service_runs) == 2
+    assert service_runs[1][0].log_level is LogLevel.DEBUG
 
 
 def test_top_level_flags_keep_their_meaning(capsys: pytest.CaptureFixture[str]) -> None:

@@ -39,11 +39,3 @@ async def test_unknown_flag_is_a_usage_error() -> None:
     assert result.returncode == 2
     assert "unrecognized arguments: --listne" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-async def test_valid_configuration_reaches_the_service_hand_off(empty_config: str) -> None:
-    require_root()
-    for arguments in (["--config", empty_config], ["run", "--config", empty_config, "-v"]):
-        result = await run_dmnc(*arguments)
-        assert result.returncode == 1
-        assert result.stderr.endswith("dmnc: the tunnel service is not built yet\n")

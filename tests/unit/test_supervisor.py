@@ -1,0 +1,116 @@
+"""The service's own logic: reconnect backoff, VM-side staleness from the tunnel's counters, network mapping."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from dmnc.config import Config, ConfigFlags
+from dmnc.docker.models import IpamConfig, Network
+from dmnc.routes import RouteError
+from dmnc.supervisor import (
+    FIRST_HANDSHAKE_GRACE_S,
+    VM_STALE_AFTER_S,
+    Backoff,
+    Service,
+    _fatal_error,
+    network_info,
+)
+from dmnc.wireguard import PeerStats
+
+
+def test_backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() -> None:
+    backoff = Backoff(0.25, 5.0, rng=lambda: 1.0)
+    assert [backoff.next_delay() for _ in range(7)] == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+    low = Backoff(0.25, 5.0, rng=lambda: 0.0)
+    assert [low.next_delay() for _ in range(3)] == [0.125, 0.25, 0.5]
+
+
+def test_backoff_reset_starts_over() -> None:
+    backoff = Backoff(1.0, 8.0, rng=lambda: 1.0)
+    backoff.next_delay()
+    backoff.next_delay()
+    backoff.reset()
+    assert backoff.next_delay() == 1.0
+
+
+def test_network_info_carries_what_the_route_policy_needs() -> None:
+    network = Network(
+        id="abc",
+        name="web",
+        driver="bridge",
+        scope="local",
+        internal=True,
+        labels={"dmnc.route": "false"},
+        ipam_configs=(
+            IpamConfig(ipaddress.ip_network("172.30.0.0/16")),
+            IpamConfig(None),
+            IpamConfig(ipaddress.ip_network("fd00:1::/64")),
+        ),
+    )
+    info = network_info(network)
+    assert (info.name, info.id, info.driver, info.scope, info.internal) == ("web", "abc", "bridge", "local", True)
+    assert info.labels == {"dmnc.route": "false"}
+    assert info.subnets == (ipaddress.ip_network("172.30.0.0/16"), ipaddress.ip_network("fd00:1::/64"))
+
+
+def service_with_vm_peer(set_up_at: float) -> tuple[Service, PeerStats]:
+    service = Service(Config(), ConfigFlags())
+    peer = PeerStats()
+    service._vm_peer = peer
+    service._vm.set_up_at = set_up_at
+    return service, peer
+
+
+def test_vm_side_without_a_first_handshake_is_stale_after_the_grace_period() -> None:
+    service, _ = service_with_vm_peer(set_up_at=100.0)
+    service.check_vm_health(100.0 + FIRST_HANDSHAKE_GRACE_S)
+    assert not service._vm.stale.is_set()
+    service.check_vm_health(100.0 + FIRST_HANDSHAKE_GRACE_S + 0.5)
+    assert service._vm.stale.is_set()
+
+
+def test_vm_side_that_keeps_talking_stays_fresh_and_silence_makes_it_stale() -> None:
+    service, peer = service_with_vm_peer(set_up_at=0.0)
+    now = 0.0
+    for _ in range(20):  # keepalives every 25 s for several minutes
+        now += 25.0
+        peer.rx_packets += 1
+        service.check_vm_health(now)
+    assert not service._vm.stale.is_set()
+    service.check_vm_health(now + VM_STALE_AFTER_S)
+    assert not service._vm.stale.is_set()
+    service.check_vm_health(now + VM_STALE_AFTER_S + 1.0)
+    assert service._vm.stale.is_set()
+
+
+def test_health_check_without_a_vm_peer_does_nothing() -> None:
+    service = Service(Config(), ConfigFlags())
+    service.check_vm_health(1e9)
+    assert not service._vm.stale.is_set()
+
+
+def test_first_handshake_is_announced_on_the_event_feed() -> None:
+    service, peer = service_with_vm_peer(set_up_at=0.0)
+    with service.events.subscribe() as subscription:
+        peer.handshakes = 1
+        peer.endpoint = ("192.168.65.3", 41000)
+        peer.rx_packets = 1
+        service.check_vm_health(1.0)
+        event = subscription.receive.receive_nowait()
+    assert event.kind == "tunnel.up"
+    assert "192.168.65.3:41000" in event.message
+
+
+def test_user_facing_errors_are_found_inside_exception_groups() -> None:
+    error = RouteError("interface dmnc0 vanished")
+    nested = ExceptionGroup("outer", [ExceptionGroup("inner", [ValueError("bug"), error])])
+    assert _fatal_error(nested) is error
+    assert _fatal_error(ExceptionGroup("only bugs", [ValueError("bug")])) is None
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "0", "nan", "inf"])
+def test_stale_after_test_hook_ignores_nonsense(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("DMNC_TEST_VM_STALE_AFTER", value)
+    assert Service(Config(), ConfigFlags())._stale_after == VM_STALE_AFTER_S
