@@ -17,16 +17,27 @@ whole packet), never an unbounded drain that would starve the timers and the oth
 
 from __future__ import annotations
 
+import contextlib
 import math
+import queue
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
 
-from dmnc.tun import TunDevice
-from dmnc.udp import Endpoint, UdpEndpoint, UdpError, is_transient, normalize_endpoint
+from dmnc.tun import TunDevice, TunError
+from dmnc.udp import (
+    MAX_UDP_PAYLOAD,
+    UDP_MAX_SEGMENTS,
+    Endpoint,
+    UdpEndpoint,
+    UdpError,
+    is_transient,
+    normalize_endpoint,
+)
 from dmnc.wireguard import Device, SendDatagram, WriteTunnel
 from dmnc.wireguard.outputs import Output
 
@@ -35,6 +46,7 @@ DEFAULT_HANDSHAKE_QUEUE = 256
 # wireguard-go device/receive.go: under load once the handshake queue is an eighth full.
 UNDER_LOAD_FRACTION = 8
 MAX_DATAGRAM = 65535
+MAX_PENDING_BATCHES = 64
 
 
 @dataclass(slots=True)
@@ -45,6 +57,64 @@ class TunnelCounters:
     udp_receive_errors: int = 0
     tun_write_failed: int = 0
     handshake_queue_full: int = 0
+
+
+class TunWriter:
+    """Writes decrypted packets to the TUN from a thread of its own.
+
+    A TUN write runs the kernel's whole receive path for the packet (IP, TCP, waking the reader) in the writer's
+    context: about half the cost of a received packet (py-spy). os.write releases the GIL, so in a thread that work
+    overlaps with receiving and decrypting the next packets on the other core, as wireguard-go's goroutines do.
+    Batches are handed over whole (one queue operation per batch); when the writer falls `MAX_PENDING_BATCHES`
+    behind, further batches are dropped and counted, as a full device queue would drop them.
+    """
+
+    def __init__(self, tun: TunDevice, counters: TunnelCounters, trio_token: trio.lowlevel.TrioToken) -> None:
+        self._tun = tun
+        self._counters = counters
+        self._token = trio_token
+        self._queue: queue.Queue[list[bytes] | None] = queue.Queue(MAX_PENDING_BATCHES)
+        self._thread = threading.Thread(target=self._write_forever, name=f"dmnc-tun-writer-{tun.name}", daemon=True)
+        self._failed = trio.Event()
+        self._error: TunError | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, packets: list[bytes]) -> None:
+        try:
+            self._queue.put_nowait(packets)
+        except queue.Full:
+            self._counters.tun_write_failed += len(packets)
+
+    async def watch(self) -> None:
+        """Raise the writer thread's TunError in trio, where the tunnel's callers can see it."""
+        await self._failed.wait()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        # Unblocks the thread even when the queue is full: it drains a batch per get and finds the sentinel.
+        while self._thread.is_alive():
+            try:
+                self._queue.put(None, timeout=0.1)
+            except queue.Full:
+                continue
+            break
+        self._thread.join(timeout=5)
+
+    def _write_forever(self) -> None:
+        write_packet, counters = self._tun.write_packet, self._counters
+        while (packets := self._queue.get()) is not None:
+            try:
+                for packet in packets:
+                    if not write_packet(packet):
+                        counters.tun_write_failed += 1
+            except TunError as error:
+                self._error = error
+                with contextlib.suppress(trio.RunFinishedError):
+                    self._token.run_sync_soon(self._failed.set)
+                return
 
 
 class Tunnel:
@@ -70,6 +140,7 @@ class Tunnel:
         )
         self._timer_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
+        self._tun_writer: TunWriter  # created by run(): it needs the running trio loop
 
     @staticmethod
     def wall_offset() -> float:
@@ -77,14 +148,20 @@ class Tunnel:
         return time.time() - trio.current_time()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self._tun_to_udp)
-            for listener in self.udp.listeners:
-                nursery.start_soon(self._udp_to_tun, listener, None)
-            nursery.start_soon(self._handshakes)
-            nursery.start_soon(self._timers)
-            task_status.started()
+        self._tun_writer = TunWriter(self.tun, self.counters, trio.lowlevel.current_trio_token())
+        self._tun_writer.start()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._tun_writer.watch)
+                nursery.start_soon(self._tun_to_udp)
+                for listener in self.udp.listeners:
+                    nursery.start_soon(self._udp_to_tun, listener, None)
+                nursery.start_soon(self._handshakes)
+                nursery.start_soon(self._timers)
+                task_status.started()
+        finally:
+            self._tun_writer.stop()
 
     # -- outputs ---------------------------------------------------------------------------------------------------
 
@@ -157,14 +234,52 @@ class Tunnel:
             await self._pump(self._tun_batch)
 
     def _tun_batch(self) -> int:
+        """Encapsulate up to `batch` packets from the TUN, then send the datagrams (see `_send_many`)."""
         tun, device = self.tun, self.device
         now = trio.current_time()
-        for handled in range(self.batch):
+        datagrams: list[SendDatagram] = []
+        handled = 0
+        while handled < self.batch:
             packet = tun.read_packet()
             if packet is None:
-                return handled
-            self._dispatch(device.encapsulate(packet, now))
-        return self.batch
+                break
+            handled += 1
+            for output in device.encapsulate(packet, now):
+                if type(output) is SendDatagram:
+                    datagrams.append(output)
+                # Nothing else comes out of encapsulate but drops, already counted.
+        if datagrams:
+            self._send_many(datagrams)
+        return handled
+
+    def _send_many(self, datagrams: list[SendDatagram]) -> None:
+        """Send in order; runs of equal-sized datagrams to one connected endpoint go out as one GSO send."""
+        start, count = 0, len(datagrams)
+        while start < count:
+            first = datagrams[start]
+            endpoint, size = first.endpoint, len(first.data)
+            end = start + 1
+            limit = min(count, start + UDP_MAX_SEGMENTS, start + MAX_UDP_PAYLOAD // max(size, 1))
+            # A run: same endpoint, same size; a shorter datagram may close it (the kernel allows a short last one).
+            while end < limit and datagrams[end].endpoint == endpoint and len(datagrams[end].data) <= size:
+                end += 1
+                if len(datagrams[end - 1].data) < size:
+                    break
+            connected = self.udp.connected.get(endpoint)
+            if end - start > 1 and connected is not None:
+                try:
+                    sent = self.udp.send_segments(connected, [datagram.data for datagram in datagrams[start:end]])
+                except OSError as error:
+                    if not is_transient(error):
+                        raise UdpError(f"sending to {endpoint[0]} port {endpoint[1]}: {error.strerror}") from error
+                    self.counters.udp_send_failed += end - start
+                    sent = True
+                if sent:
+                    start = end
+                    continue
+            for datagram in datagrams[start:end]:
+                self._send(datagram.data, endpoint)
+            start = end
 
     async def _udp_to_tun(self, sock: socket.socket, connected_to: Endpoint | None) -> None:
         """Receive on one socket; `connected_to` is its peer when the socket is connected (source known)."""
@@ -183,6 +298,17 @@ class Tunnel:
 
     def _receive_batch(self, sock: socket.socket, buffer: bytearray, connected_to: Endpoint | None) -> int:
         """Handle up to `batch` datagrams waiting on `sock`: how many, or -1 once the socket is closed."""
+        packets: list[bytes] = []
+        try:
+            return self._receive_into(sock, buffer, connected_to, packets)
+        finally:
+            if packets:
+                self._tun_writer.submit(packets)
+
+    def _receive_into(
+        self, sock: socket.socket, buffer: bytearray, connected_to: Endpoint | None, packets: list[bytes]
+    ) -> int:
+        """The loop of `_receive_batch`; decrypted packets for the TUN are appended to `packets`."""
         device = self.device
         is_handshake_message = Device.is_handshake_message
         view = memoryview(buffer)
@@ -209,8 +335,12 @@ class Tunnel:
             datagram = bytes(view[:length])
             if is_handshake_message(datagram):
                 self._enqueue_handshake(datagram, source, now)
-            else:
-                self._dispatch(device.decapsulate(datagram, source, now))
+                continue
+            for output in device.decapsulate(datagram, source, now):
+                if type(output) is WriteTunnel:
+                    packets.append(output.packet)
+                elif type(output) is SendDatagram:
+                    self._send(output.data, output.endpoint)
         return self.batch
 
     def _enqueue_handshake(self, datagram: bytes, source: Endpoint, now: float) -> None:

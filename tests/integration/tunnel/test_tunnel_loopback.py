@@ -138,3 +138,12 @@ async def test_handshake_flood_beyond_the_queue_is_answered_with_cookie_replies(
     packet = ipv4_packet(LEFT_IP, RIGHT_IP, b"still alive")
     left.tun.inject(packet)
     assert await wait_for_packets(right.tun, 1) == [packet]
+
+
+async def test_mixed_sizes_keep_their_order_through_segmented_sends(pair: tuple[Side, Side]) -> None:
+    left, right = pair
+    sizes = [1000, 1000, 1000, 200, 1000, 40, 40, 1300, 1300, 1300, 1300, 999, 1000] * 5
+    outbound = [ipv4_packet(LEFT_IP, RIGHT_IP, bytes([number % 256]) * size) for number, size in enumerate(sizes)]
+    for packet in outbound:
+        left.tun.inject(packet)
+    assert await wait_for_packets(right.tun, len(outbound)) == outbound

@@ -88,3 +88,19 @@ def test_socket_buffers_are_enlarged_past_the_sysctl_cap_as_root() -> None:
         assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= SOCKET_BUFFER_BYTES
     finally:
         endpoint.close()
+
+
+def test_segmented_send_arrives_as_separate_datagrams_with_a_short_last_one() -> None:
+    endpoint = UdpEndpoint.open(0, ["127.0.0.1"])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        try:
+            peer.bind(("127.0.0.1", 0))
+            peer.setblocking(False)
+            connected = endpoint.connect(normalize_endpoint(peer.getsockname()))
+            assert connected is not None
+            datagrams = [b"a" * 100, b"b" * 100, b"c" * 40]
+            if not endpoint.send_segments(connected, datagrams):
+                pytest.skip("this kernel has no UDP segmentation offload")
+            assert receive_all(peer) == datagrams
+        finally:
+            endpoint.close()
