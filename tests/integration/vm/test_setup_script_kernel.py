@@ -26,9 +26,10 @@ from dmnc.vm import (
 )
 from dmnc.vm.assets import setup_script
 from tests.conftest import require_root, require_tools
+from tests.integration.tunnel.peers import DmncPeer, dmnc_wg, render_dmnc_config
 from tests.lab.netns import Netns, netns, wait_for_ping
 from tests.lab.qemu_guest import QemuGuest, qemu_guest, require_guest_image
-from tests.lab.wggo import WgPeer, WireGuardGo, wireguard_go
+from tests.lab.wggo import WgPeer, WireGuardGo, wg_genkey, wg_pubkey, wireguard_go
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -42,28 +43,35 @@ HANDSHAKE_TIMEOUT_SECONDS = 20.0
 class KernelLab:
     host: Netns
     guest: QemuGuest
+
+
+@dataclass
+class KernelLabWithPeer(KernelLab):
     host_peer: WireGuardGo
     params: SetupParams
 
 
 @pytest.fixture(scope="module")
-def kernel_lab() -> Iterator[KernelLab]:
+def guest_lab() -> Iterator[KernelLab]:
     require_root()
     require_tools("ip", "ping", "qemu-system-x86_64", "wg", "wireguard-go")
     image = require_guest_image()
-    with (
-        netns("dmkq") as host,
-        qemu_guest(host, image=image, host_addresses=(f"{HOST_UNDERLAY}/24",)) as guest,
-        wireguard_go(host, address="10.33.33.1/32", listen_port=HOST_PORT) as host_peer,
-    ):
+    with netns("dmkq") as host, qemu_guest(host, image=image, host_addresses=(f"{HOST_UNDERLAY}/24",)) as guest:
         guest.put_file(SCRIPT_PATH, setup_script().encode(), mode=0o755)
+        yield KernelLab(host, guest)
+
+
+@pytest.fixture
+def kernel_lab(guest_lab: KernelLab) -> Iterator[KernelLabWithPeer]:
+    """The shared guest with a wireguard-go host peer for this test (the script replaces the previous host peer)."""
+    with wireguard_go(guest_lab.host, address="10.33.33.1/32", listen_port=HOST_PORT) as host_peer:
         params = SetupParams(base64.b64decode(host_peer.public_key), HOST_PORT, endpoint=HOST_UNDERLAY)
-        yield KernelLab(host, guest, host_peer, params)
+        yield KernelLabWithPeer(guest_lab.host, guest_lab.guest, host_peer, params)
 
 
-def run_in_guest(lab: KernelLab, mode: ScriptMode) -> tuple[int, str]:
+def run_in_guest(lab: KernelLab, params: SetupParams, mode: ScriptMode) -> tuple[int, str]:
     # The guest agent runs a shell command line; every argument is quoted (and was validated by SetupParams).
-    command = shlex.join(["sh", SCRIPT_PATH, *script_arguments(lab.params, mode)])
+    command = shlex.join(["sh", SCRIPT_PATH, *script_arguments(params, mode)])
     return lab.guest.run(command, timeout=60)
 
 
@@ -76,9 +84,9 @@ def guest_rules(lab: KernelLab) -> list[str]:
     return rules
 
 
-def test_setup_creates_a_kernel_chip0_that_completes_a_handshake(kernel_lab: KernelLab) -> None:
+def test_setup_creates_a_kernel_chip0_that_completes_a_handshake(kernel_lab: KernelLabWithPeer) -> None:
     lab = kernel_lab
-    exit_code, output = run_in_guest(lab, ScriptMode.SETUP)
+    exit_code, output = run_in_guest(lab, lab.params, ScriptMode.SETUP)
     result = outcome_from_output_untrusted(output, exit_code)
     assert isinstance(result, SetupResult), output
     assert result.mode is VmMode.KERNEL
@@ -98,7 +106,7 @@ def test_setup_creates_a_kernel_chip0_that_completes_a_handshake(kernel_lab: Ker
     # Again: same interface and key (the host's peer stays valid), each rule still exactly once.
     rules = guest_rules(lab)
     assert len(rules) == 8
-    exit_code, output = run_in_guest(lab, ScriptMode.SETUP)
+    exit_code, output = run_in_guest(lab, lab.params, ScriptMode.SETUP)
     again = outcome_from_output_untrusted(output, exit_code)
     assert isinstance(again, SetupResult)
     assert again.vm_public_key == result.vm_public_key
@@ -106,11 +114,30 @@ def test_setup_creates_a_kernel_chip0_that_completes_a_handshake(kernel_lab: Ker
     assert wait_for_ping(lab.host, "10.33.33.2")
 
 
-def test_teardown_removes_kernel_chip0_and_every_rule(kernel_lab: KernelLab) -> None:
+def test_teardown_removes_kernel_chip0_and_every_rule(kernel_lab: KernelLabWithPeer) -> None:
     lab = kernel_lab
-    exit_code, output = run_in_guest(lab, ScriptMode.SETUP)
+    exit_code, output = run_in_guest(lab, lab.params, ScriptMode.SETUP)
     assert not isinstance(outcome_from_output_untrusted(output, exit_code), KernelWireGuardMissing)
-    exit_code, output = run_in_guest(lab, ScriptMode.TEARDOWN)
+    exit_code, output = run_in_guest(lab, lab.params, ScriptMode.TEARDOWN)
     assert isinstance(outcome_from_output_untrusted(output, exit_code), TeardownDone)
     assert guest_rules(lab) == []
     assert lab.guest.run("ip link show dev chip0").exit_code != 0
+
+
+def test_kernel_chip0_completes_a_handshake_with_dmncs_own_peer(guest_lab: KernelLab) -> None:
+    lab = guest_lab
+    host_private_key = wg_genkey()
+    params = SetupParams(base64.b64decode(wg_pubkey(host_private_key)), HOST_PORT, endpoint=HOST_UNDERLAY)
+    exit_code, output = run_in_guest(lab, params, ScriptMode.SETUP)
+    result = outcome_from_output_untrusted(output, exit_code)
+    assert isinstance(result, SetupResult), output
+    assert result.mode is VmMode.KERNEL
+    vm_peer = DmncPeer(base64.b64encode(result.vm_public_key).decode(), ["10.33.33.2/32"])
+    with dmnc_wg(lab.host, render_dmnc_config(host_private_key, "10.33.33.1/32", HOST_PORT, [vm_peer])) as dmnc:
+        lab.host.run(["ip", "route", "replace", "10.33.33.2/32", "dev", dmnc.interface])
+        assert wait_for_ping(lab.host, "10.33.33.2", timeout=HANDSHAKE_TIMEOUT_SECONDS)
+        # The guest's kernel saw the handshake too: its host peer has a handshake time and dmnc's endpoint.
+        dump = lab.guest.check("wg show chip0 dump").splitlines()
+        peer_fields = dump[1].split("\t")
+        assert peer_fields[0] == params.host_public_key_base64
+        assert int(peer_fields[4]) > 0
