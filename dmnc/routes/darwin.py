@@ -146,6 +146,10 @@ class DarwinRouteManager:
     def interface(self) -> str:
         return self._interface
 
+    @property
+    def interface_index(self) -> int:
+        return self._interface_index
+
     async def aclose(self) -> None:
         self._transport.close()
 
@@ -252,6 +256,8 @@ class _RouteEventStream:
                 return event
 
     def _event(self, data: bytes) -> RouteEvent | None:
+        if pfroute.decode_interface_index_untrusted(data) == self._manager.interface_index:
+            return RouteEvent(RouteEventKind.INTERFACE_CHANGED, None)
         message = pfroute.decode_route_message_untrusted(data)
         if message is None or message.message_type == pfroute.RTM_GET or message.errno:
             return None  # lookups and refused requests change nothing

@@ -113,6 +113,12 @@ class FakeRouteManager:
         route = self._routes.pop(destination)
         self._publish(RouteEvent(RouteEventKind.REMOVED, route, sender_pid))
 
+    def interface_down(self) -> None:
+        """The interface goes down: the kernel drops our routes and says only that the interface changed."""
+        for destination in [d for d, route in self._routes.items() if route.ours]:
+            del self._routes[destination]
+        self._publish(RouteEvent(RouteEventKind.INTERFACE_CHANGED, None))
+
     def overrun(self) -> None:
         """Lose notifications, as a kernel does when the monitor's buffer overflows."""
         self._publish(RouteEvent(RouteEventKind.RESYNC_NEEDED, None))

@@ -264,7 +264,8 @@ class LinuxRouteManager:
 
     @asynccontextmanager
     async def monitor(self) -> AsyncIterator[AsyncIterator[RouteEvent]]:
-        subscription = NetlinkSocket(netlink.group_mask(netlink.RTNLGRP_IPV4_ROUTE, netlink.RTNLGRP_IPV6_ROUTE))
+        groups = netlink.group_mask(netlink.RTNLGRP_LINK, netlink.RTNLGRP_IPV4_ROUTE, netlink.RTNLGRP_IPV6_ROUTE)
+        subscription = NetlinkSocket(groups)
         try:
             yield _RouteEventStream(self, subscription)
         finally:
@@ -291,6 +292,10 @@ class _RouteEventStream:
     def _event(self, message: netlink.NetlinkMessage) -> RouteEvent | None:
         if isinstance(message, netlink.OverrunMessage):
             return RouteEvent(RouteEventKind.RESYNC_NEEDED, None)
+        if isinstance(message, netlink.LinkMessage):
+            if message.interface_index != self._manager.interface_index:
+                return None
+            return RouteEvent(RouteEventKind.INTERFACE_CHANGED, None, sender_pid=message.port_id or None)
         if not isinstance(message, netlink.RouteMessage):
             return None
         route = self._manager.installed_route(message)

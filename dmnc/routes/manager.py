@@ -37,6 +37,9 @@ class RouteEventKind(enum.Enum):
     ADDED = "added"
     REMOVED = "removed"
     RESYNC_NEEDED = "resync-needed"  # the OS dropped notifications (buffer overrun): re-read the table
+    # The manager's interface went down, came up or changed: Linux flushes IPv4 routes of a downed interface
+    # without one notification per route, so this is the only sign that ours are gone.
+    INTERFACE_CHANGED = "interface-changed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,9 @@ SOL_NETLINK = 270  # linux/socket.h
 NETLINK_CAP_ACK = 10  # setsockopt: ACKs do not echo the request payload
 
 # linux/rtnetlink.h
+RTM_NEWLINK = 16
+RTM_DELLINK = 17
+IFINFOMSG = struct.Struct("=BxHiII")  # ifi_family, pad, ifi_type, ifi_index, ifi_flags, ifi_change
 RTM_NEWROUTE = 24
 RTM_DELROUTE = 25
 RTM_GETROUTE = 26
@@ -62,6 +65,7 @@ RT_SCOPE_LINK = 253
 RT_TABLE_UNSPEC = 0
 RT_TABLE_MAIN = 254
 RTPROT_STATIC = 4  # protocols >= RTPROT_STATIC are not interpreted by the kernel, only stored and reported
+RTNLGRP_LINK = 1
 RTNLGRP_IPV4_ROUTE = 7
 RTNLGRP_IPV6_ROUTE = 11
 
@@ -139,7 +143,18 @@ class OverrunMessage:
     port_id: int
 
 
-NetlinkMessage = RouteMessage | ErrorMessage | DoneMessage | OverrunMessage
+@dataclass(frozen=True, slots=True)
+class LinkMessage:
+    """RTM_NEWLINK/RTM_DELLINK: an interface appeared, changed (up, down, renamed) or went away."""
+
+    deleted: bool
+    interface_index: int
+    interface_flags: int  # IFF_* of linux/if.h
+    seq: int = 0
+    port_id: int = 0
+
+
+NetlinkMessage = RouteMessage | ErrorMessage | DoneMessage | OverrunMessage | LinkMessage
 
 
 class MalformedMessageError(Exception):
@@ -192,6 +207,13 @@ def encode_error_message(message: ErrorMessage) -> bytes:
 
 def encode_done_message(message: DoneMessage) -> bytes:
     return _header(NLMSG_DONE, message.flags, message.seq, message.port_id, NLMSGERR.pack(0))
+
+
+def encode_link_message(message: LinkMessage) -> bytes:
+    """An RTM_NEWLINK/DELLINK notification as the kernel sends it, without attributes."""
+    body = IFINFOMSG.pack(socket.AF_UNSPEC, 0, message.interface_index, message.interface_flags, 0)
+    message_type = RTM_DELLINK if message.deleted else RTM_NEWLINK
+    return _header(message_type, 0, message.seq, message.port_id, body)
 
 
 def encode_dump_request(seq: int, family: int = socket.AF_UNSPEC) -> bytes:
@@ -277,6 +299,13 @@ def _route_untrusted(message_type: int, flags: int, seq: int, port_id: int, payl
 def _message_untrusted(message_type: int, flags: int, seq: int, port_id: int, payload: bytes) -> NetlinkMessage | None:
     if message_type in (RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE):
         return _route_untrusted(message_type, flags, seq, port_id, payload)
+    if message_type in (RTM_NEWLINK, RTM_DELLINK):
+        if len(payload) < IFINFOMSG.size:
+            raise MalformedMessageError(
+                f"link message payload of {len(payload)} bytes, ifinfomsg needs {IFINFOMSG.size}"
+            )
+        _family, _type, index, interface_flags, _change = IFINFOMSG.unpack_from(payload)
+        return LinkMessage(message_type == RTM_DELLINK, index, interface_flags, seq, port_id)
     if message_type == NLMSG_ERROR:
         if len(payload) < NLMSGERR.size:
             raise MalformedMessageError(f"error message payload of {len(payload)} bytes")

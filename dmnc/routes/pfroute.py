@@ -34,6 +34,7 @@ RTM_ADD = 0x1
 RTM_DELETE = 0x2
 RTM_CHANGE = 0x3
 RTM_GET = 0x4
+RTM_IFINFO = 0xE
 ROUTE_CHANGE_TYPES = frozenset({RTM_ADD, RTM_DELETE, RTM_CHANGE, RTM_GET})
 RTF_UP = 0x1
 RTF_GATEWAY = 0x2
@@ -60,6 +61,9 @@ RTAX_MAX = 8  # sockaddrs follow the header in this bit order, only those presen
 # filler[4].
 RT_MSGHDR = struct.Struct("=HBBHxxiiiiiiIIIIiIIIIII4I")
 RT_MSGHDR_PREFIX = struct.Struct("=HBB")  # common to every routing socket message: msglen, version, type
+# if_msghdr (bsd/net/if.h), 112 bytes: msglen, version, type, addrs @4, flags @8, index @12, if_data @16.
+IF_MSGHDR = struct.Struct("=HBBiiH")
+IF_MSGHDR_LENGTH = 112
 SOCKADDR_IN_LENGTH = 16
 SOCKADDR_IN6_LENGTH = 28
 SOCKADDR_DL_LENGTH = 20
@@ -295,3 +299,16 @@ def decode_messages_untrusted(data: bytes) -> list[RouteSocketMessage]:
             messages.append(message)
         offset += length
     return messages
+
+
+def decode_interface_index_untrusted(data: bytes) -> int | None:
+    """The interface index of an RTM_IFINFO message (an interface went up or down, or changed), else None."""
+    if len(data) < IF_MSGHDR.size:
+        return None
+    length, version, message_type, _addrs, _flags, index = IF_MSGHDR.unpack_from(data)
+    if message_type != RTM_IFINFO or version != RTM_VERSION:
+        return None
+    if length != len(data) or length < IF_MSGHDR_LENGTH:
+        logger.warning("routing socket: dropped an interface message of %d bytes claiming %d", len(data), length)
+        return None
+    return int(index)

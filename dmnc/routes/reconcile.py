@@ -193,6 +193,9 @@ class RouteReconciler:
         async for event in events:
             if event.caused_by_us:
                 continue
+            if event.kind is RouteEventKind.INTERFACE_CHANGED:
+                # Routes lost with the interface were not taken by anyone: they do not count as fights.
+                self._restores.clear()
             route = event.route
             if route is not None and route.destination in self._routed:
                 who = describe_sender(event.sender_pid)

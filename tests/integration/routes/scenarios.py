@@ -179,7 +179,28 @@ async def overlap(interface: str, other_interface: str) -> Facts:
     return await run_reconciler(interface, body)
 
 
-SCENARIOS = {"crud": crud, "burst": burst, "restore": restore, "overlap": overlap}
+async def link_flap(interface: str, other_interface: str) -> Facts:
+    async def body(manager: LinuxRouteManager, reconciler: RouteReconciler) -> Facts:
+        reconciler.set_networks([bridge_network(1, "172.26.1.0/24", "fd00:26:1::/64")])
+        await reconciler.settled()
+        subprocess.run(["ip", "link", "set", interface, "down"], check=True)
+        with trio.fail_after(RESTORE_DEADLINE_SECONDS):
+            while await manager.list_ours():
+                await trio.sleep(0.005)
+        facts: Facts = {"while_down": kernel_routes("proto", "220")}
+        subprocess.run(["ip", "link", "set", interface, "up"], check=True)
+        started = time.perf_counter()
+        with trio.fail_after(RESTORE_DEADLINE_SECONDS):
+            while len(await manager.list_ours()) < 2:
+                await trio.sleep(0.005)
+        facts["restored_seconds"] = time.perf_counter() - started
+        facts["after_up"] = kernel_routes("proto", "220")
+        return facts
+
+    return await run_reconciler(interface, body)
+
+
+SCENARIOS = {"crud": crud, "burst": burst, "restore": restore, "overlap": overlap, "link_flap": link_flap}
 
 
 async def main(arguments: list[str]) -> Facts:

@@ -104,6 +104,17 @@ def test_route_deleted_or_replaced_by_another_process_is_restored_within_a_secon
     )
 
 
+def test_routes_flushed_by_an_interface_flap_are_back_within_a_second_of_link_up(lab: tuple[Netns, str, str]) -> None:
+    facts = run_scenario(lab, "link_flap")  # the scenario fails if the restore takes longer than a second
+    tunnel = lab[1]
+    assert facts["while_down"] == []
+    assert sorted(facts["after_up"]) == [
+        f"172.26.1.0/24 dev {tunnel} scope link",
+        f"fd00:26:1::/64 dev {tunnel} metric 1024 pref medium",
+    ]
+    print(f"routes back {facts['restored_seconds'] * 1000:.1f} ms after link up")
+
+
 def test_overlapping_route_to_another_interface_is_reported_and_not_touched(lab: tuple[Netns, str, str]) -> None:
     facts = run_scenario(lab, "overlap")
     tunnel, other = lab[1], lab[2]

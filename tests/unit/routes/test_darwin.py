@@ -208,3 +208,13 @@ async def test_reconciler_on_macos_restores_a_route_deleted_by_another_process(
         await reconciler.settled()
     assert xnu.table[net("172.17.0.0/16")].interface_index == UTUN_INDEX
     assert any(f"deleted by pid {OTHER_PID}" in record.message for record in caplog.records)
+
+
+async def test_monitor_reports_changes_of_our_interface_only(xnu: FakeXnu, manager: DarwinRouteManager) -> None:
+    async with manager.monitor() as events:
+        for index in (4, UTUN_INDEX):
+            header = pfroute.IF_MSGHDR.pack(112, 5, pfroute.RTM_IFINFO, 0, 0, index)
+            xnu.monitors[0].send.send_nowait(header + bytes(112 - len(header)))
+        event = await events.__anext__()
+    assert event.kind is RouteEventKind.INTERFACE_CHANGED
+    assert xnu.monitors[0].receive_channel.statistics().current_buffer_used == 0

@@ -231,7 +231,23 @@ def test_default_route_without_destination_attribute_is_slash_zero() -> None:
 
 
 def test_noop_and_unknown_types_are_skipped_silently(caplog: pytest.LogCaptureFixture) -> None:
-    data = struct.pack("=IHHII", 16, netlink.NLMSG_NOOP, 0, 1, 0) + struct.pack("=IHHII", 16, 16, 0, 1, 0)
+    data = struct.pack("=IHHII", 16, netlink.NLMSG_NOOP, 0, 1, 0) + struct.pack(
+        "=IHHII", 16, 20, 0, 1, 0
+    )  # 20: RTM_NEWADDR
     with caplog.at_level(logging.WARNING):
         assert netlink.decode_messages_untrusted(data) == []
     assert not caplog.records
+
+
+@untimed
+@given(st.booleans(), st.integers(-(2**31), 2**31 - 1), u32, u32, u32)
+def test_link_messages_round_trip(deleted: bool, index: int, flags: int, seq: int, port_id: int) -> None:
+    message = netlink.LinkMessage(deleted, index, flags, seq, port_id)
+    assert netlink.decode_messages_untrusted(netlink.encode_link_message(message)) == [message]
+
+
+def test_truncated_link_message_is_dropped_with_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    data = struct.pack("=IHHII", 24, netlink.RTM_NEWLINK, 0, 1, 0) + bytes(8)
+    with caplog.at_level(logging.WARNING, logger="dmnc.routes.netlink"):
+        assert netlink.decode_messages_untrusted(data) == []
+    assert "ifinfomsg" in caplog.records[0].message

@@ -212,3 +212,28 @@ def test_encode_rejects_impossible_routes() -> None:
         )
     with pytest.raises(ValueError, match="RTF_HOST"):
         pfroute.encode_route_message(pfroute.RouteSocketMessage(pfroute.RTM_ADD, net("10.0.0.0/8"), pfroute.RTF_HOST))
+
+
+def if_info(index: int, length: int = 112, message_type: int = pfroute.RTM_IFINFO) -> bytes:
+    header = pfroute.IF_MSGHDR.pack(length, 5, message_type, 0, 0x8051, index)
+    return header + bytes(112 - len(header))
+
+
+def test_interface_message_gives_its_index() -> None:
+    assert pfroute.decode_interface_index_untrusted(if_info(21)) == 21
+
+
+def test_route_messages_are_not_interface_messages() -> None:
+    assert pfroute.decode_interface_index_untrusted(GOOD) is None
+
+
+def test_interface_message_with_wrong_length_is_dropped_with_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="dmnc.routes.pfroute"):
+        assert pfroute.decode_interface_index_untrusted(if_info(21, length=400)) is None
+    assert len(caplog.records) == 1
+
+
+@untimed
+@given(st.binary(max_size=200))
+def test_interface_decoder_never_raises_on_arbitrary_bytes(data: bytes) -> None:
+    pfroute.decode_interface_index_untrusted(data)

@@ -279,3 +279,15 @@ async def test_status_lists_every_subnet_with_why_it_is_not_routed(
         SubnetStatus("c", net("10.3.0.0/16"), installed=False, reason="label dmnc.route=false"),
         SubnetStatus("d", net("10.22.0.0/16"), installed=False, reason=f"failed: {reconciler.status().last_error}"),
     }
+
+
+async def test_routes_lost_with_the_interface_come_back_however_often_it_flaps(
+    fake: FakeRouteManager, reconciler: RouteReconciler
+) -> None:
+    reconciler.set_networks([network("a", "172.20.0.0/16", "fd00:a::/64")])
+    await reconciler.settled()
+    for _ in range(MAX_RESTORES * 2):
+        fake.interface_down()
+        await trio.testing.wait_all_tasks_blocked()
+        await reconciler.settled()
+        assert await ours(fake) == {net("172.20.0.0/16"), net("fd00:a::/64")}
