@@ -115,8 +115,12 @@ def _parse_network(text: str, what: str) -> IPNetwork | None:
         raise BadResponse(f"{what}: not an IP subnet: {text!r:.80}") from error
 
 
+# How Go prints a nil net.IP; Podman 4.3 sends it as the Gateway of internal networks.
+GO_NIL_IP = "<nil>"
+
+
 def _parse_address(text: str, what: str) -> IPAddress | None:
-    if not text:
+    if not text or text == GO_NIL_IP:
         return None
     try:
         # Podman writes gateways without a prefix, some Docker versions with one: accept both.

@@ -84,6 +84,11 @@ def test_network_subnet_with_host_bits_is_normalised() -> None:
     assert Network.from_json_untrusted(payload).subnets == (ipaddress.ip_network("172.20.0.0/16"),)
 
 
+def test_podman_nil_gateway_of_an_internal_network_reads_as_no_gateway() -> None:
+    payload = {**PODMAN_NETWORK, "Internal": True, "IPAM": {"Config": [{"Subnet": "10.9.0.0/24", "Gateway": "<nil>"}]}}
+    assert Network.from_json_untrusted(payload).ipam_configs[0].gateway is None
+
+
 def test_gateway_with_prefix_length_is_accepted() -> None:
     payload = {**DOCKER_NETWORK, "IPAM": {"Config": [{"Subnet": "10.1.0.0/16", "Gateway": "10.1.0.1/16"}]}}
     assert Network.from_json_untrusted(payload).ipam_configs[0].gateway == ipaddress.ip_address("10.1.0.1")
