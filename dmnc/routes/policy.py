@@ -20,6 +20,7 @@ import fnmatch
 import ipaddress
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from dmnc.routes.manager import Destination, InstalledRoute
 
@@ -28,6 +29,25 @@ OPT_OUT_VALUE = "false"
 LOCAL_SCOPE = "local"
 # Docker's built-in networks without a subnet to route: `host` (driver host) and `none` (driver null).
 UNROUTABLE_DRIVERS = frozenset({"host", "null"})
+
+
+class NetworkLike(Protocol):
+    """Any description of a Docker network with these attributes (dmnc.docker.models.Network is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def driver(self) -> str: ...
+    @property
+    def scope(self) -> str: ...
+    @property
+    def internal(self) -> bool: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+    @property
+    def subnets(self) -> tuple[Destination, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +61,19 @@ class NetworkInfo:
     internal: bool
     labels: Mapping[str, str] = field(default_factory=dict)
     subnets: tuple[Destination, ...] = ()
+
+    @classmethod
+    def of(cls, network: NetworkLike) -> NetworkInfo:
+        """Copy what routes need from a Docker client's network model, without this layer importing it."""
+        return cls(
+            name=network.name,
+            id=network.id,
+            driver=network.driver,
+            scope=network.scope,
+            internal=network.internal,
+            labels=dict(network.labels),
+            subnets=tuple(network.subnets),
+        )
 
 
 class PolicyConfigError(ValueError):

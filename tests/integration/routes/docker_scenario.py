@@ -20,7 +20,6 @@ from typing import Any
 import trio
 
 from dmnc.docker.client import ContainerSpec, DockerClient
-from dmnc.docker.models import Network
 from dmnc.routes.linux import LinuxRouteManager
 from dmnc.routes.policy import NetworkInfo, PolicyConfig
 from dmnc.routes.reconcile import RouteReconciler
@@ -32,27 +31,15 @@ SCENARIO_DEADLINE_SECONDS = 240.0
 ROUTES_DEADLINE_SECONDS = 60.0
 
 
-def network_info(network: Network) -> NetworkInfo:
-    return NetworkInfo(
-        name=network.name,
-        id=network.id,
-        driver=network.driver,
-        scope=network.scope,
-        internal=network.internal,
-        labels=network.labels,
-        subnets=network.subnets,
-    )
-
-
 async def watch_docker(
     client: DockerClient, reconciler: RouteReconciler, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
     async with client.events({"type": ["network"]}) as events:
-        reconciler.set_networks([network_info(network) for network in await client.list_networks()])
+        reconciler.set_networks([NetworkInfo.of(network) for network in await client.list_networks()])
         task_status.started()
         async for event in events:
             if event.action == "create":
-                reconciler.update_network(network_info(await client.inspect_network(event.actor_id)))
+                reconciler.update_network(NetworkInfo.of(await client.inspect_network(event.actor_id)))
             elif event.action == "destroy":
                 reconciler.remove_network(event.actor_id)
 

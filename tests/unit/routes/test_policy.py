@@ -207,3 +207,28 @@ def test_desired_routes_never_overlap_other_routes_unless_forced(
     assert len(result.overlaps) == sum(
         1 for s in network_subnets for o in other_destinations if o.version == s.version and o.overlaps(s)
     )
+
+
+def test_network_info_copies_a_docker_client_network_model() -> None:
+    from dmnc.docker.models import Network  # noqa: PLC0415 (only this test crosses into the Docker layer)
+
+    docker_network = Network.from_json_untrusted(
+        {
+            "Id": "abc",
+            "Name": "web",
+            "Driver": "bridge",
+            "Scope": "local",
+            "Internal": True,
+            "Labels": {"dmnc.route": "false"},
+            "IPAM": {"Config": [{"Subnet": "172.20.0.0/16"}, {"Subnet": "fd00:1::/64"}]},
+        }
+    )
+    assert NetworkInfo.of(docker_network) == NetworkInfo(
+        name="web",
+        id="abc",
+        driver="bridge",
+        scope="local",
+        internal=True,
+        labels={"dmnc.route": "false"},
+        subnets=(net("172.20.0.0/16"), net("fd00:1::/64")),
+    )
