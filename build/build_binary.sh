@@ -66,7 +66,7 @@ mkdir -p "$out"
 ln -sfn "$(cd "$venv" && pwd)" "$out/venv"
 
 version="$("$venv/bin/python" -c 'import sys; sys.path.insert(0, "."); import dmnc; print(dmnc.__version__)')"
-SOURCE_DATE_EPOCH="$(git log -1 --format=%ct 2>/dev/null || echo 0)"
+SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
 export SOURCE_DATE_EPOCH
 # PyInstaller's bytecode and archive order depend on string hashing; a fixed seed makes them repeatable.
 export PYTHONHASHSEED=0

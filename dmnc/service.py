@@ -28,6 +28,9 @@ LAUNCHD_LABEL = "io.github.dmnc"
 # Root daemons live in /Library/LaunchDaemons and are loaded into launchd's "system" domain (MACOS.md section 4).
 LAUNCHD_PLIST_PATH = PurePosixPath(f"/Library/LaunchDaemons/{LAUNCHD_LABEL}.plist")
 LAUNCHD_LOG_PATH = PurePosixPath("/var/log/dmnc.log")
+# What `sudo brew services start dmnc` installs (Homebrew service.rb: label homebrew.mxcl.<formula>). Two dmnc
+# daemons would fight over the tunnel port, the utun routes and the VM side, so only one may be installed.
+HOMEBREW_LAUNCHD_PLIST_PATH = PurePosixPath("/Library/LaunchDaemons/homebrew.mxcl.dmnc.plist")
 
 SERVICE_FILE_MODE = 0o644
 # launchd refuses daemon plists that are group/world-writable or not owned by root:wheel (wheel is gid 0).
@@ -200,6 +203,16 @@ Action = WriteFile | RemoveFile | RunCommand
 def staged_path(root: Path, path: PurePosixPath) -> Path:
     """`path` (absolute) placed under the staging `root` ("/" for a real install)."""
     return root.joinpath(*path.parts[1:])
+
+
+def check_no_homebrew_service(manager: ServiceManager, *, root: Path) -> None:
+    """Refuse to install beside Homebrew's dmnc service (see HOMEBREW_LAUNCHD_PLIST_PATH)."""
+    homebrew_plist = staged_path(root, HOMEBREW_LAUNCHD_PLIST_PATH)
+    if manager is ServiceManager.LAUNCHD and homebrew_plist.exists():
+        raise ServiceError(
+            f"Homebrew's dmnc service is installed ({homebrew_plist}): keep using it, or stop it first with "
+            "`sudo brew services stop dmnc`"
+        )
 
 
 def plan_install(

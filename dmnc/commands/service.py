@@ -15,6 +15,7 @@ from dmnc.service import (
     ServiceSpec,
     WriteFile,
     apply,
+    check_no_homebrew_service,
     current_command,
     plan_install,
     plan_uninstall,
@@ -80,6 +81,7 @@ def run_install(args: argparse.Namespace) -> int:
         executable: Path | None = args.executable
         command = current_command() if executable is None else (str(executable),)
         spec = ServiceSpec(program_arguments=(*command, *args.daemon_args))
+        check_no_homebrew_service(manager, root=args.root)
         actions = plan_install(manager, spec, root=args.root, activate=_activates(args), chown=os.geteuid() == 0)
         return _carry_out(actions, args)
     except ServiceError as error:

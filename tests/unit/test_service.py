@@ -344,3 +344,15 @@ def test_cli_refuses_to_install_another_platforms_service_for_real(
 def test_cli_rejects_a_relative_executable_without_traceback(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["service", "install", "--dry-run", "--executable", "bin/dmnc"]) == 1
     assert "must be an absolute path" in capsys.readouterr().err
+
+
+def test_cli_refuses_to_install_beside_homebrews_dmnc_service(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    homebrew_plist = tmp_path / "Library/LaunchDaemons/homebrew.mxcl.dmnc.plist"
+    homebrew_plist.parent.mkdir(parents=True)
+    homebrew_plist.write_bytes(b"")
+    argv = ["service", "install", "--root", str(tmp_path), "--manager", "launchd", "--executable", "/usr/bin/dmnc"]
+    assert main(argv) == 1
+    assert f"Homebrew's dmnc service is installed ({homebrew_plist})" in capsys.readouterr().err
+    assert sorted(path.name for path in homebrew_plist.parent.iterdir()) == ["homebrew.mxcl.dmnc.plist"]
