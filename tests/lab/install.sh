@@ -9,6 +9,8 @@ packages=(
     qemu-system-x86 busybox-static cpio xz-utils
     # packaging tests (tests/integration/packaging): systemd-analyze verify, xmllint --dtdvalid, ruby -c
     systemd libxml2-utils ruby
+    # VM-side tests (tests/integration/vm): HTTP checks from the host namespace, lint of dmnc/vm/setup.sh
+    curl shellcheck
 )
 
 missing=()
