@@ -184,7 +184,9 @@ class RouteReconciler:
                 self._served_changed = trio.Event()
 
     async def withdraw(self) -> None:
-        """Remove every route dmnc installed through the interface (clean shutdown)."""
+        """Remove every route dmnc installed through the interface (clean shutdown). Safe while `run` is still
+        running: the wanted set becomes empty first, so no pass puts a route back."""
+        self._networks = {}
         for route in await self._manager.list_ours():
             await self._manager.delete(route.destination)
         self._routed.clear()

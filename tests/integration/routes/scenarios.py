@@ -133,7 +133,16 @@ async def burst(interface: str, other_interface: str) -> Facts:
         for index in range(25):
             reconciler.remove_network(f"id{index}")
         await reconciler.settled()
-        return {"seconds": elapsed, "routes": routes, "after_removal": kernel_routes("proto", "220")}
+        after_removal = kernel_routes("proto", "220")
+        await reconciler.withdraw()
+        reconciler.trigger()
+        await reconciler.settled()
+        return {
+            "seconds": elapsed,
+            "routes": routes,
+            "after_removal": after_removal,
+            "after_withdraw": kernel_routes("proto", "220"),
+        }
 
     return await run_reconciler(interface, body)
 

@@ -69,7 +69,9 @@ def test_add_list_delete_ipv4_and_ipv6_routes_through_a_tun_and_they_die_with_it
     assert facts["gone_interface"] == f"no network interface named {tun!r}"
 
 
-def test_reconciler_routes_a_burst_of_fifty_networks_and_removes_them(lab: tuple[Netns, str, str]) -> None:
+def test_reconciler_routes_a_burst_of_fifty_networks_removes_them_and_withdraws_all(
+    lab: tuple[Netns, str, str],
+) -> None:
     facts = run_scenario(lab, "burst")
     tunnel = lab[1]
 
@@ -81,6 +83,7 @@ def test_reconciler_routes_a_burst_of_fifty_networks_and_removes_them(lab: tuple
 
     assert set(facts["routes"]) == set().union(*(routes_of(index) for index in range(50)))
     assert set(facts["after_removal"]) == set().union(*(routes_of(index) for index in range(25, 50)))
+    assert facts["after_withdraw"] == []
     print(f"50 networks (100 routes) routed in {facts['seconds'] * 1000:.1f} ms")
 
 

@@ -256,6 +256,9 @@ async def test_withdraw_removes_only_our_routes(fake: FakeRouteManager, reconcil
     await reconciler.withdraw()
     assert await fake.list_routes() == [lan]
     assert reconciler.status().routed == frozenset()
+    reconciler.trigger()  # a pass after the withdrawal puts nothing back
+    await reconciler.settled()
+    assert await fake.list_routes() == [lan]
 
 
 async def test_status_lists_every_subnet_with_why_it_is_not_routed(
