@@ -241,3 +241,27 @@ async def test_build_error_in_the_progress_stream_is_operation_failed() -> None:
         with trio.fail_after(GUARD_S), pytest.raises(OperationFailed, match="pull access denied"):
             await collect_build_output(docker, seen)
     assert seen == ["Step 1/1 : FROM nothing\n"]
+
+
+async def test_pull_progress_is_streamed_message_by_message() -> None:
+    queries: list[str] = []
+
+    async def pull(request: Request, stream: trio.SocketStream) -> None:
+        queries.append(request.query)
+        lines = [
+            {"status": "Pulling from library/alpine", "id": "3.20"},
+            {"status": "Downloading", "progressDetail": {"current": 1, "total": 2}, "progress": "[=> ]", "id": "a1"},
+            {"status": "Digest: sha256:0123"},
+            {"status": "Status: Downloaded newer image for alpine:3.20"},
+        ]
+        body = b"".join(json.dumps(line).encode() + b"\r\n" for line in lines)
+        await stream.send_all(chunked_head() + chunk(body[:50]) + chunk(body[50:]) + b"0\r\n\r\n")
+
+    async with fake_daemon({"/images/create": pull}) as url, DockerClient.connect(url) as docker:
+        with trio.fail_after(GUARD_S):
+            async with docker.pull_image("registry.local:5000/library/alpine:3.20") as progress:
+                messages = [message async for message in progress]
+    assert [message.status for message in messages][-1] == "Status: Downloaded newer image for alpine:3.20"
+    assert messages[1].progress == "[=> ]"
+    assert "fromImage=registry.local%3A5000%2Flibrary%2Falpine" in queries[0]
+    assert "tag=3.20" in queries[0]

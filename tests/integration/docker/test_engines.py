@@ -146,6 +146,18 @@ async def drain_build(docker: DockerClient, context: bytes) -> None:
         await build.drain()
 
 
+async def test_pull_from_an_unreachable_registry_is_a_typed_error(engine: EngineProcess) -> None:
+    # Port 1 on the engine namespace's own loopback: nothing listens, nothing leaves the namespace.
+    async with DockerClient.connect(f"unix://{engine.socket_path}") as docker:
+        with trio.fail_after(GUARD_S), pytest.raises((OperationFailed, ApiError)):
+            await drain_pull(docker, "127.0.0.1:1/dmnc/nothing:1")
+
+
+async def drain_pull(docker: DockerClient, reference: str) -> None:
+    async with docker.pull_image(reference) as progress:
+        await progress.drain()
+
+
 async def test_container_runs_to_completion_with_stdout_and_stderr_apart(engine: EngineProcess, busybox: str) -> None:
     script = "echo to-stdout; echo to-stderr >&2; echo more-stdout; exit 3"
     async with DockerClient.connect(f"unix://{engine.socket_path}") as docker:

@@ -6,13 +6,16 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dmnc.docker.address import DaemonAddress
-from dmnc.docker.discovery import DiscoveryEnvironment, Runtime, detect_runtime, discover_endpoint
+from dmnc.docker.discovery import DiscoveryEnvironment, Runtime, context_candidate, detect_runtime, discover_endpoint
 from dmnc.docker.errors import DiscoveryError
 from dmnc.docker.models import Info, Version
 
@@ -260,3 +263,35 @@ def test_runtime_is_named_from_info_and_version() -> None:
     assert runtime_of(name="lima-default") == Runtime.LIMA
     assert runtime_of(components=("Podman Engine", "Conmon")) == Runtime.PODMAN
     assert runtime_of(operating_system="Debian GNU/Linux 12 (bookworm)") == Runtime.DOCKER_ENGINE
+
+
+json_shapes = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.just("unix:///x.sock"),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["Endpoints", "docker", "Host", "Name", "currentContext"]), children, max_size=3
+        )
+    ),
+    max_leaves=10,
+)
+active_config = st.just(b'{"currentContext": "ctx"}')
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=50)
+@given(
+    config=active_config | st.binary(max_size=100) | json_shapes.map(lambda value: json.dumps(value).encode()),
+    meta=st.binary(max_size=100) | json_shapes.map(lambda value: json.dumps(value).encode()),
+)
+def test_any_config_and_meta_bytes_give_a_context_or_a_reported_problem(
+    tmp_path: Path, config: bytes, meta: bytes
+) -> None:
+    home = tmp_path / "fuzz-home"
+    shutil.rmtree(home, ignore_errors=True)
+    meta_dir = home / ".docker" / "contexts" / "meta" / hashlib.sha256(b"ctx").hexdigest()
+    meta_dir.mkdir(parents=True)
+    (home / ".docker" / "config.json").write_bytes(config)
+    (meta_dir / "meta.json").write_bytes(meta)
+    env = DiscoveryEnvironment(environ={"HOME": str(home)}, euid=501, home_of_user=lambda _: None)
+    candidate = context_candidate(env)
+    assert candidate is None or (candidate.address is None) != (candidate.problem is None)

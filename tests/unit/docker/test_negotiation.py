@@ -126,3 +126,12 @@ def test_build_context_is_a_reproducible_tar_with_modes() -> None:
 def test_build_context_refuses_paths_outside_the_context(name: str) -> None:
     with pytest.raises(ValueError, match="inside the context"):
         build_context_tar({name: b"x"})
+
+
+@given(url=st.text(max_size=60))
+def test_any_daemon_address_text_parses_or_is_invalid(url: str) -> None:
+    try:
+        address = DaemonAddress.parse(url)
+    except InvalidDaemonAddress:
+        return
+    assert (address.socket_path is None) != (address.host is None)
