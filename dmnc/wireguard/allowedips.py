@@ -45,11 +45,6 @@ class _FamilyTable(Generic[Value]):
                 del self._by_length[length]
         self._lengths_longest_first = sorted(self._by_length, reverse=True)
 
-    def entries(self) -> list[tuple[int, int, Value]]:
-        return [
-            (network, length, value) for length, table in self._by_length.items() for network, value in table.items()
-        ]
-
 
 class AllowedIPs(Generic[Value]):
     """Maps networks to values (peers); inserting a network already present moves it to the new value."""
@@ -92,12 +87,3 @@ class AllowedIPs(Generic[Value]):
         self._v6.remove_value(value)
         self._cache_v4.clear()
         self._cache_v6.clear()
-
-    def networks_of(self, value: Value) -> list[IPNetwork]:
-        found: list[IPNetwork] = [
-            ipaddress.IPv4Network((network, length)) for network, length, owner in self._v4.entries() if owner is value
-        ]
-        found.extend(
-            ipaddress.IPv6Network((network, length)) for network, length, owner in self._v6.entries() if owner is value
-        )
-        return found

@@ -99,9 +99,3 @@ class CookieGenerator:
             raise CookieError(DropReason.DECRYPT_FAILED, f"cookie reply: {error}") from None
         self._cookie = cookie
         self._cookie_set_at = now
-
-    def forget(self) -> None:
-        """Drop the cookie and the mac1 it could bind to (used when key material is erased)."""
-        self._cookie = b""
-        self._cookie_set_at = None
-        self._last_mac1 = None

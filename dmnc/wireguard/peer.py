@@ -29,10 +29,6 @@ class Peer:
         # An initiation is sent at most once per REKEY_TIMEOUT (whitepaper 6.4), whatever asks for it.
         self.last_sent_handshake = float("-inf")
 
-    @property
-    def public_key(self) -> bytes:
-        return self.config.public_key
-
     def stage(self, packet: bytes) -> bool:
         """Queue `packet` for the next session; False when the queue was full and its oldest packet was dropped."""
         overflowed = len(self.staged) >= constants.STAGED_QUEUE_SIZE

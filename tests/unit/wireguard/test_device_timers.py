@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dmnc.wireguard import DropReason
+from dmnc.wireguard import DropReason, Timing
 from tests.unit.wireguard.inmemory import Host, InFlight, Network, ip4
 
 KEEPALIVE_SIZE = 32  # header + empty payload + tag
@@ -151,3 +151,61 @@ def test_idle_device_has_no_deadline() -> None:
     net.advance(600.0)
     assert a.device.next_deadline() is None
     assert b.device.next_deadline() is None
+
+
+def test_packets_in_flight_during_a_rekey_are_still_accepted_with_the_previous_session() -> None:
+    net = Network()
+    a, b = net.pair()
+    establish(net, a, b)
+    net.advance(121.0)
+    net.send(b, ip4("10.0.0.2", "10.0.0.1", b"old session, late"))
+    (late,) = net.drop_all()
+    net.send(a, ip4("10.0.0.1", "10.0.0.2", b"triggers rekey"))
+    net.deliver_all()
+    assert handshakes(a, b) == 2
+    net.deliver(late)
+    assert a.tunnel[-1] == ip4("10.0.0.2", "10.0.0.1", b"old session, late")
+    assert a.drops == []
+
+
+def test_initiator_rekeys_after_rekey_after_messages() -> None:
+    net = Network(timing=Timing(rekey_after_messages=10))
+    a, b = net.pair()
+    establish(net, a, b)  # message 0
+    net.advance(6.0)  # past REKEY_TIMEOUT since the first handshake, so a new one may start
+    for n in range(1, 10):
+        net.send(a, ip4("10.0.0.1", "10.0.0.2", bytes([n])))
+    assert kinds(net.in_flight) == [4] * 9
+    net.send(a, ip4("10.0.0.1", "10.0.0.2", b"tenth"))
+    assert kinds(net.in_flight)[-2:] == [4, 1]  # message 10 goes out, and a new handshake starts
+    net.deliver_all()
+    assert handshakes(a, b) == 2
+    assert len(b.tunnel) == 11
+
+
+def test_no_packet_is_sent_or_accepted_at_reject_after_messages() -> None:
+    net = Network(timing=Timing(reject_after_messages=5))
+    a, b = net.pair()
+    establish(net, a, b)  # counter 0
+    net.advance(6.0)  # past REKEY_TIMEOUT since the first handshake, so a new one may start
+    for n in range(1, 5):
+        net.send(a, ip4("10.0.0.1", "10.0.0.2", bytes([n])))
+    assert kinds(net.in_flight) == [4] * 4
+    net.drop_all()
+    # Counter 5 would reach the limit: the packet waits for a new session instead.
+    net.send(a, ip4("10.0.0.1", "10.0.0.2", b"waits"))
+    assert kinds(net.in_flight) == [1]
+    net.deliver_all()
+    assert b.tunnel[-1] == ip4("10.0.0.1", "10.0.0.2", b"waits")
+
+
+def test_receiver_rejects_counters_at_or_past_the_limit() -> None:
+    net = Network(timing=Timing(reject_after_messages=5))
+    a, b = net.pair()
+    establish(net, a, b)
+    net.send(a, ip4("10.0.0.1", "10.0.0.2"))
+    (datagram,) = net.drop_all()
+    forged = bytearray(datagram.data)
+    forged[8:16] = (5).to_bytes(8, "little")  # counter 5 (authentication would fail anyway; the limit is first)
+    b.device.decapsulate(bytes(forged), a.endpoint, net.now)
+    assert b.device.peer_stats()[a.device.public_key].drops[DropReason.EXPIRED_KEYPAIR] == 1
