@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import trio
 
@@ -47,6 +48,11 @@ DEFAULT_HANDSHAKE_QUEUE = 256
 UNDER_LOAD_FRACTION = 8
 MAX_DATAGRAM = 65535
 MAX_PENDING_BATCHES = 64
+# Batches this small are written or sent inline when the offload thread is idle (see OffloadThread.submit).
+INLINE_BATCH = 2
+_Batch = TypeVar("_Batch")
+# A run of datagrams for one connected socket: (socket, endpoint, datagrams), sent by the sender thread.
+SendJob = tuple[socket.socket, Endpoint, list[bytes]]
 
 
 @dataclass(slots=True)
@@ -59,42 +65,58 @@ class TunnelCounters:
     handshake_queue_full: int = 0
 
 
-class TunWriter:
-    """Writes decrypted packets to the TUN from a thread of its own.
+class OffloadThread(Generic[_Batch]):
+    """Runs `handle(batch)` for each submitted batch in a thread of its own, in submission order.
 
-    A TUN write runs the kernel's whole receive path for the packet (IP, TCP, waking the reader) in the writer's
-    context: about half the cost of a received packet (py-spy). os.write releases the GIL, so in a thread that work
-    overlaps with receiving and decrypting the next packets on the other core, as wireguard-go's goroutines do.
-    Batches are handed over whole (one queue operation per batch); when the writer falls `MAX_PENDING_BATCHES`
-    behind, further batches are dropped and counted, as a full device queue would drop them.
+    TUN writes and UDP sends carry the kernel's per-packet work (a TUN write runs the whole receive path: IP, TCP,
+    waking the reader; a UDP send runs segmentation, the veth and the receiving socket): about half the cost of a
+    packet (py-spy). The syscalls release the GIL, so in a thread that work overlaps with decrypting and encrypting
+    the next packets on the other core, as wireguard-go's goroutines do. Batches are handed over whole (one queue
+    operation per batch); when the thread falls `MAX_PENDING_BATCHES` behind, `overflow(batch)` counts the drop,
+    as a full device queue would drop it. A TunError or UdpError in the thread is re-raised in trio by `watch`.
     """
 
-    def __init__(self, tun: TunDevice, counters: TunnelCounters, trio_token: trio.lowlevel.TrioToken) -> None:
-        self._tun = tun
-        self._counters = counters
+    def __init__(
+        self,
+        name: str,
+        handle: Callable[[_Batch], None],
+        overflow: Callable[[_Batch], None],
+        trio_token: trio.lowlevel.TrioToken,
+    ) -> None:
+        self._handle = handle
+        self._overflow = overflow
         self._token = trio_token
-        self._queue: queue.Queue[list[bytes] | None] = queue.Queue(MAX_PENDING_BATCHES)
-        self._thread = threading.Thread(target=self._write_forever, name=f"dmnc-tun-writer-{tun.name}", daemon=True)
+        self._queue: queue.Queue[_Batch | None] = queue.Queue(MAX_PENDING_BATCHES)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._failed = trio.Event()
-        self._error: TunError | None = None
+        self._error: TunError | UdpError | None = None
+        self._busy = False  # the thread is inside handle(); written by the thread, read by submit
 
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, packets: list[bytes]) -> None:
+    def submit(self, batch: _Batch, *, small: bool = False) -> None:
+        """Queue `batch`; a `small` one is handled right here when the thread is idle.
+
+        Waking the thread costs more than a packet (futex wake, a halted vCPU on VMs): a ping or a lone ACK goes
+        faster inline. Only when idle, so batches still leave in submission order.
+        """
+        if small and not self._busy and self._queue.empty():
+            self._handle(batch)
+            return
         try:
-            self._queue.put_nowait(packets)
+            self._queue.put_nowait(batch)
         except queue.Full:
-            self._counters.tun_write_failed += len(packets)
+            self._overflow(batch)
 
     async def watch(self) -> None:
-        """Raise the writer thread's TunError in trio, where the tunnel's callers can see it."""
+        """Raise the thread's error in trio, where the tunnel's callers see it."""
         await self._failed.wait()
         if self._error is not None:
             raise self._error
 
     def stop(self) -> None:
-        # Unblocks the thread even when the queue is full: it drains a batch per get and finds the sentinel.
+        # The thread drains a batch per get, so the sentinel finds room even when the queue was full.
         while self._thread.is_alive():
             try:
                 self._queue.put(None, timeout=0.1)
@@ -103,18 +125,19 @@ class TunWriter:
             break
         self._thread.join(timeout=5)
 
-    def _write_forever(self) -> None:
-        write_packet, counters = self._tun.write_packet, self._counters
-        while (packets := self._queue.get()) is not None:
+    def _run(self) -> None:
+        handle = self._handle
+        while (batch := self._queue.get()) is not None:
+            self._busy = True
             try:
-                for packet in packets:
-                    if not write_packet(packet):
-                        counters.tun_write_failed += 1
-            except TunError as error:
+                handle(batch)
+            except (TunError, UdpError) as error:
                 self._error = error
                 with contextlib.suppress(trio.RunFinishedError):
                     self._token.run_sync_soon(self._failed.set)
                 return
+            finally:
+                self._busy = False
 
 
 class Tunnel:
@@ -140,7 +163,9 @@ class Tunnel:
         )
         self._timer_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
-        self._tun_writer: TunWriter  # created by run(): it needs the running trio loop
+        # Created by run(): they report errors through the running trio loop.
+        self._tun_writer: OffloadThread[list[bytes]]
+        self._udp_sender: OffloadThread[SendJob]
 
     @staticmethod
     def wall_offset() -> float:
@@ -148,12 +173,16 @@ class Tunnel:
         return time.time() - trio.current_time()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self._tun_writer = TunWriter(self.tun, self.counters, trio.lowlevel.current_trio_token())
+        token = trio.lowlevel.current_trio_token()
+        self._tun_writer = OffloadThread(f"dmnc-tun-write-{self.tun.name}", self._write_packets, self._lost, token)
+        self._udp_sender = OffloadThread(f"dmnc-udp-send-{self.udp.port}", self._send_job, self._lost_job, token)
         self._tun_writer.start()
+        self._udp_sender.start()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._tun_writer.watch)
+                nursery.start_soon(self._udp_sender.watch)
                 nursery.start_soon(self._tun_to_udp)
                 for listener in self.udp.listeners:
                     nursery.start_soon(self._udp_to_tun, listener, None)
@@ -162,6 +191,34 @@ class Tunnel:
                 task_status.started()
         finally:
             self._tun_writer.stop()
+            self._udp_sender.stop()
+
+    # -- work done in the offload threads ---------------------------------------------------------------------------
+
+    def _write_packets(self, packets: list[bytes]) -> None:
+        write_packet, counters = self.tun.write_packet, self.counters
+        for packet in packets:
+            if not write_packet(packet):
+                counters.tun_write_failed += 1
+
+    def _lost(self, packets: list[bytes]) -> None:
+        self.counters.tun_write_failed += len(packets)
+
+    def _send_job(self, job: SendJob) -> None:
+        sock, endpoint, datagrams = job
+        try:
+            if len(datagrams) > 1 and self.udp.send_segments(sock, datagrams):
+                return
+            for data in datagrams:
+                sock.send(data)
+        except OSError as error:
+            if sock.fileno() >= 0 and not is_transient(error):
+                raise UdpError(f"sending to {endpoint[0]} port {endpoint[1]}: {error.strerror}") from error
+            # Transient, or the socket was retired under us after its peer roamed: the rest of the run is lost.
+            self.counters.udp_send_failed += len(datagrams)
+
+    def _lost_job(self, job: SendJob) -> None:
+        self.counters.udp_send_failed += len(job[2])
 
     # -- outputs ---------------------------------------------------------------------------------------------------
 
@@ -253,11 +310,16 @@ class Tunnel:
         return handled
 
     def _send_many(self, datagrams: list[SendDatagram]) -> None:
-        """Send in order; runs of equal-sized datagrams to one connected endpoint go out as one GSO send."""
+        """Send in order: runs to one connected endpoint go to the sender thread, as GSO sends of equal sizes."""
         start, count = 0, len(datagrams)
         while start < count:
             first = datagrams[start]
             endpoint, size = first.endpoint, len(first.data)
+            connected = self.udp.connected.get(endpoint)
+            if connected is None:
+                self._send(first.data, endpoint)  # connects the socket once the endpoint is a peer's
+                start += 1
+                continue
             end = start + 1
             limit = min(count, start + UDP_MAX_SEGMENTS, start + MAX_UDP_PAYLOAD // max(size, 1))
             # A run: same endpoint, same size; a shorter datagram may close it (the kernel allows a short last one).
@@ -265,20 +327,10 @@ class Tunnel:
                 end += 1
                 if len(datagrams[end - 1].data) < size:
                     break
-            connected = self.udp.connected.get(endpoint)
-            if end - start > 1 and connected is not None:
-                try:
-                    sent = self.udp.send_segments(connected, [datagram.data for datagram in datagrams[start:end]])
-                except OSError as error:
-                    if not is_transient(error):
-                        raise UdpError(f"sending to {endpoint[0]} port {endpoint[1]}: {error.strerror}") from error
-                    self.counters.udp_send_failed += end - start
-                    sent = True
-                if sent:
-                    start = end
-                    continue
-            for datagram in datagrams[start:end]:
-                self._send(datagram.data, endpoint)
+            self._udp_sender.submit(
+                (connected, endpoint, [datagram.data for datagram in datagrams[start:end]]),
+                small=end - start <= INLINE_BATCH,
+            )
             start = end
 
     async def _udp_to_tun(self, sock: socket.socket, connected_to: Endpoint | None) -> None:
@@ -303,7 +355,7 @@ class Tunnel:
             return self._receive_into(sock, buffer, connected_to, packets)
         finally:
             if packets:
-                self._tun_writer.submit(packets)
+                self._tun_writer.submit(packets, small=len(packets) <= INLINE_BATCH)
 
     def _receive_into(
         self, sock: socket.socket, buffer: bytearray, connected_to: Endpoint | None, packets: list[bytes]
