@@ -75,6 +75,24 @@ def _check_endpoint_host(text: str, what: str) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class TeardownParams:
+    """What teardown needs to find dmnc's interface and rules; the defaults match SetupParams' defaults."""
+
+    host_address: ipaddress.IPv4Address = DEFAULT_HOST_ADDRESS
+    host_address6: ipaddress.IPv6Address | None = DEFAULT_HOST_ADDRESS6
+    interface: str = DEFAULT_INTERFACE
+    iptables: IptablesBackend = IptablesBackend.AUTO
+
+    def __post_init__(self) -> None:
+        _check_interface_name(self.interface)
+
+
+def _check_interface_name(name: str) -> None:
+    if not _INTERFACE_NAME.fullmatch(name):
+        raise SetupParamsError(f"interface name {name!r} must be 1-15 letters, digits, '_', '.' or '-' (not first)")
+
+
+@dataclass(frozen=True, slots=True)
 class SetupParams:
     """Everything the setup script needs, all public. Validated on construction (SetupParamsError)."""
 
@@ -113,14 +131,16 @@ class SetupParams:
         minimum_mtu = MIN_MTU_IPV4 if self.host_address6 is None else MIN_MTU_IPV6
         if not minimum_mtu <= self.mtu <= MAX_MTU:
             raise SetupParamsError(f"MTU {self.mtu} is outside {minimum_mtu}-{MAX_MTU}")
-        if not _INTERFACE_NAME.fullmatch(self.interface):
-            raise SetupParamsError(
-                f"interface name {self.interface!r} must be 1-15 letters, digits, '_', '.' or '-' (not first)"
-            )
+        _check_interface_name(self.interface)
 
     @property
     def host_public_key_base64(self) -> str:
         return base64.b64encode(self.host_public_key).decode("ascii")
+
+    @property
+    def teardown_params(self) -> TeardownParams:
+        """What a teardown of this setup needs."""
+        return TeardownParams(self.host_address, self.host_address6, self.interface, self.iptables)
 
 
 def decode_public_key(text: str) -> bytes:
@@ -134,16 +154,23 @@ def decode_public_key(text: str) -> bytes:
     return key
 
 
-def script_arguments(params: SetupParams, mode: ScriptMode) -> list[str]:
-    """The script's arguments after `sh -c SCRIPT NAME`: the mode, then one `--option value` pair per input."""
+def teardown_arguments(params: TeardownParams) -> list[str]:
+    """The script's arguments for a teardown after `sh -c SCRIPT NAME`."""
     arguments = [
-        mode.value,
+        ScriptMode.TEARDOWN.value,
         "--interface", params.interface,
         "--iptables", params.iptables.value,
         "--host-address", str(params.host_address),
     ]  # fmt: skip
     if params.host_address6 is not None:
         arguments += ["--host-address6", str(params.host_address6)]
+    return arguments
+
+
+def script_arguments(params: SetupParams, mode: ScriptMode) -> list[str]:
+    """The script's arguments after `sh -c SCRIPT NAME`: the mode, then one `--option value` pair per input."""
+    arguments = teardown_arguments(params.teardown_params)
+    arguments[0] = mode.value
     if mode is ScriptMode.TEARDOWN:
         return arguments
     arguments += [
@@ -162,6 +189,14 @@ def script_arguments(params: SetupParams, mode: ScriptMode) -> list[str]:
     return arguments
 
 
-def script_command(params: SetupParams, mode: ScriptMode) -> list[str]:
-    """The container command running the embedded script in `mode`: `/bin/sh -c SCRIPT dmnc-setup ARGS...`."""
-    return ["/bin/sh", "-c", setup_script(), SCRIPT_NAME, *script_arguments(params, mode)]
+def script_command(params: SetupParams | TeardownParams, mode: ScriptMode) -> list[str]:
+    """The container command running the embedded script in `mode`: `/bin/sh -c SCRIPT dmnc-setup ARGS...`.
+
+    TeardownParams carry only what a teardown needs; SETUP and USERSPACE need SetupParams (SetupParamsError)."""
+    if isinstance(params, TeardownParams):
+        if mode is not ScriptMode.TEARDOWN:
+            raise SetupParamsError(f"{mode.value} needs the full SetupParams, not TeardownParams")
+        arguments = teardown_arguments(params)
+    else:
+        arguments = script_arguments(params, mode)
+    return ["/bin/sh", "-c", setup_script(), SCRIPT_NAME, *arguments]

@@ -34,7 +34,7 @@ from dmnc.docker.models import ContainerInfo, CreatedContainer, ImageInfo, Progr
 from dmnc.docker.streams import OutputChunk, StreamKind
 from dmnc.vm.assets import dockerfile
 from dmnc.vm.errors import SetupImageError, SetupResultError, VmSetupError
-from dmnc.vm.params import ScriptMode, SetupParams, script_command
+from dmnc.vm.params import ScriptMode, SetupParams, TeardownParams, script_command
 from dmnc.vm.result import (
     RESULT_PREFIX,
     KernelWireGuardMissing,
@@ -149,10 +149,13 @@ class VmSetupRunner:
             return await self._start_fallback(image, params)
         raise SetupResultError(f"the setup script answered {outcome!r} to a setup request")
 
-    async def teardown(self, params: SetupParams) -> TeardownDone:
-        """Remove the fallback container, chip0 and every rule the setup added (idempotent)."""
+    async def teardown(self, params: SetupParams | TeardownParams | None = None) -> TeardownDone:
+        """Remove the fallback container, chip0 and every rule the setup added (idempotent). Without params, the
+        defaults (chip0, 10.33.33.1, fd33:33:33::1) are torn down."""
         image = await self.ensure_image()
         await self._remove_fallback()
+        if params is None:
+            params = TeardownParams()
         outcome = await self._run_one_shot(image, params, ScriptMode.TEARDOWN)
         if not isinstance(outcome, TeardownDone):
             raise SetupResultError(f"the setup script answered {outcome!r} to a teardown request")
@@ -192,7 +195,7 @@ class VmSetupRunner:
 
     # --- containers -------------------------------------------------------------------------------------------
 
-    def _spec(self, image: str, params: SetupParams, mode: ScriptMode, role: str) -> ContainerSpec:
+    def _spec(self, image: str, params: SetupParams | TeardownParams, mode: ScriptMode, role: str) -> ContainerSpec:
         return ContainerSpec(
             image=image,
             # The image's own entrypoint would wrap our command; the script runs with /bin/sh directly.
@@ -207,7 +210,7 @@ class VmSetupRunner:
         return {ROLE_LABEL: role, VERSION_LABEL: __version__}
 
     async def _run_one_shot(
-        self, image: str, params: SetupParams, mode: ScriptMode
+        self, image: str, params: SetupParams | TeardownParams, mode: ScriptMode
     ) -> SetupResult | KernelWireGuardMissing | TeardownDone:
         spec = self._spec(image, params, mode, role=f"vm-{mode.value}")
         with trio.move_on_after(self._run_timeout) as scope:

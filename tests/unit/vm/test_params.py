@@ -14,6 +14,7 @@ from dmnc.vm import (
     ScriptMode,
     SetupParams,
     SetupParamsError,
+    TeardownParams,
     decode_public_key,
     script_arguments,
     script_command,
@@ -136,3 +137,17 @@ def test_any_32_byte_key_is_sent_as_44_base64_characters(key: bytes) -> None:
     encoded = SetupParams(key, 1).host_public_key_base64
     assert len(encoded) == 44
     assert decode_public_key(encoded) == key
+
+
+def test_teardown_params_default_to_what_setup_params_default_to() -> None:
+    assert SetupParams(HOST_KEY, 1).teardown_params == TeardownParams()
+    assert script_command(TeardownParams(), ScriptMode.TEARDOWN) == script_command(
+        SetupParams(HOST_KEY, 1), ScriptMode.TEARDOWN
+    )
+
+
+def test_teardown_params_cannot_run_a_setup() -> None:
+    with pytest.raises(SetupParamsError, match="needs the full SetupParams"):
+        script_command(TeardownParams(), ScriptMode.USERSPACE)
+    with pytest.raises(SetupParamsError, match="interface name"):
+        TeardownParams(interface="bad name")

@@ -23,6 +23,7 @@ from dmnc.vm import (
     SetupResultError,
     SetupScriptError,
     TeardownDone,
+    TeardownParams,
     VmMode,
     VmSetupError,
     script_command,
@@ -269,6 +270,12 @@ async def test_teardown_removes_the_fallback_and_runs_the_teardown_mode() -> Non
     assert await VmSetupRunner(engine).teardown(PARAMS) == TeardownDone("5.10")
     assert engine.removed == [FALLBACK_CONTAINER_NAME]
     assert list(engine.run_specs[0].command or []) == script_command(PARAMS, ScriptMode.TEARDOWN)
+
+
+async def test_teardown_without_params_removes_the_defaults() -> None:
+    engine = engine_with_image(one_shot(REMOVED))
+    await VmSetupRunner(engine).teardown()
+    assert list(engine.run_specs[0].command or []) == script_command(TeardownParams(), ScriptMode.TEARDOWN)
 
 
 async def test_answers_that_do_not_fit_the_request_are_result_errors() -> None:
