@@ -294,3 +294,11 @@ async def test_routes_lost_with_the_interface_come_back_however_often_it_flaps(
         await trio.testing.wait_all_tasks_blocked()
         await reconciler.settled()
         assert await ours(fake) == {net("172.20.0.0/16"), net("fd00:a::/64")}
+
+
+async def test_new_policy_applies_at_once(fake: FakeRouteManager, reconciler: RouteReconciler) -> None:
+    reconciler.set_networks([network("web", "172.20.0.0/16"), network("db", "172.21.0.0/16")])
+    await reconciler.settled()
+    reconciler.set_policy(PolicyConfig.from_strings(exclude=["db"]))
+    await reconciler.settled()
+    assert await ours(fake) == {net("172.20.0.0/16")}
