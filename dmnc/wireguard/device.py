@@ -111,7 +111,12 @@ class Device:
     # TUN -> network
 
     def encapsulate(self, packet: bytes, now: float) -> list[Output]:
-        """Route an IP packet from the TUN by destination to its peer and encrypt it, or queue it and handshake."""
+        """Route an IP packet from the TUN by destination to its peer and encrypt it, or queue it and handshake.
+
+        Returns the data datagram (plus an initiation when the session is due for a rekey); or, without a usable
+        session, nothing or an initiation while the packet waits in the peer's queue (a Drop(NO_ENDPOINT) then
+        means the initiation could not be sent yet, not that the packet is lost); or a Drop for the packet.
+        """
         length = len(packet)
         if length >= _IPV4_HEADER_SIZE and packet[0] >> 4 == 4:
             peer = self._routes.lookup_v4(packet[16:20])
@@ -210,7 +215,12 @@ class Device:
     # Network -> TUN
 
     def decapsulate(self, datagram: bytes, source: Endpoint, now: float, *, under_load: bool = False) -> list[Output]:
-        """Handle any UDP datagram from `source`. Never raises on any input bytes."""
+        """Handle any UDP datagram from `source` (an IP literal and port). Never raises on any input bytes.
+
+        Data yields WriteTunnel (keepalives yield nothing), possibly with queued packets now sent. Handshake
+        messages yield the response or the queued packets / a keepalive confirming the new session. `under_load`
+        (the caller's handshake queue is filling up) demands a valid mac2: without one the answer is a cookie reply.
+        """
         if datagram[:4] == _TRANSPORT_PREFIX:
             return self._receive_transport(datagram, source, now)
         try:
@@ -421,8 +431,8 @@ class Device:
     def next_deadline(self) -> float | None:
         """Earliest `now` at which `tick` has work (may lie in the past: tick at once); None when idle.
 
-        Any encapsulate/decapsulate/tick call may move it, never to less than one second after that call's `now`
-        except for a newly added peer with persistent keepalive.
+        Read it again after every encapsulate/decapsulate/tick: those calls arm timers, the earliest of them
+        REKEY_TIMEOUT (or the persistent keepalive interval, if shorter) after their `now`.
         """
         deadlines = [d for d in (peer.timers.next_deadline() for peer in self._peers.values()) if d is not None]
         return min(deadlines) if deadlines else None
