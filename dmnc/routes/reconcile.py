@@ -223,9 +223,16 @@ class RouteReconciler:
             await self._apply(result, routes)
         except RouteError as error:
             failure = error
-        self._last_error = None if failure is None else str(failure)
-        if failure is not None:
-            logger.error("route reconciliation failed, retrying in %.0f s: %s", RETRY_AFTER_FAILURE_SECONDS, failure)
+        previous_error, self._last_error = self._last_error, None if failure is None else str(failure)
+        if self._last_error is None:
+            if previous_error is not None:
+                logger.info("route reconciliation recovered")
+            return
+        # A lasting failure (say IPv6 disabled on the tunnel) is retried every few seconds: say it once.
+        level = logging.DEBUG if self._last_error == previous_error else logging.ERROR
+        logger.log(
+            level, "route reconciliation failed, retrying every %.0f s: %s", RETRY_AFTER_FAILURE_SECONDS, failure
+        )
 
     def _evaluate(self, networks: Iterable[NetworkInfo], routes: list[InstalledRoute]) -> PolicyResult:
         # Routes through our own interface lead where ours would; only other interfaces can conflict.

@@ -302,3 +302,20 @@ async def test_new_policy_applies_at_once(fake: FakeRouteManager, reconciler: Ro
     reconciler.set_policy(PolicyConfig.from_strings(exclude=["db"]))
     await reconciler.settled()
     assert await ours(fake) == {net("172.20.0.0/16")}
+
+
+async def test_a_lasting_failure_is_logged_once_and_its_end_too(
+    fake: FakeRouteManager,
+    reconciler: RouteReconciler,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake.refuse[net("fd00:a::/64")] = errno.EACCES
+    with caplog.at_level(logging.INFO, logger="dmnc.routes.reconcile"):
+        reconciler.set_networks([network("a", "fd00:a::/64")])
+        await trio.sleep(RETRY_AFTER_FAILURE_SECONDS * 5)
+        del fake.refuse[net("fd00:a::/64")]
+        await trio.sleep(RETRY_AFTER_FAILURE_SECONDS + 0.1)
+    messages = [record.message for record in caplog.records]
+    assert len([message for message in messages if "failed" in message]) == 1
+    assert messages[-2:] == ["added route fd00:a::/64 dev utun7", "route reconciliation recovered"]
