@@ -38,16 +38,16 @@ class JsonLinesDecoder:
     def feed(self, data: bytes) -> list[object]:
         values: list[object] = []
         self._buffer += data
-        while True:
-            newline = self._buffer.find(b"\n")
-            if newline < 0:
-                break
-            line = bytes(self._buffer[:newline])
-            del self._buffer[: newline + 1]
+        last_newline = self._buffer.rfind(b"\n")
+        if last_newline >= 0:
+            lines = bytes(self._buffer[:last_newline]).split(b"\n")
+            del self._buffer[: last_newline + 1]
             if self._discarding_long_line:
+                # The first line is the tail of an overlong line already counted and dropped.
+                lines = lines[1:]
                 self._discarding_long_line = False
-                continue
-            self._decode_line_into(line, values)
+            for line in lines:
+                self._decode_line_into(line, values)
         if len(self._buffer) > self._max_line_bytes:
             self._buffer.clear()
             if not self._discarding_long_line:
