@@ -60,3 +60,13 @@ def test_decode_rejects_malformed_text_with_a_clear_message(text: str, message: 
 
 def test_key_format_error_is_a_value_error() -> None:
     assert issubclass(KeyFormatError, ValueError)
+
+
+@given(st.text(max_size=60))
+def test_decode_of_arbitrary_text_returns_32_bytes_or_raises_key_format_error(text: str) -> None:
+    try:
+        key = decode_key(text)
+    except KeyFormatError:
+        return
+    assert len(key) == 32
+    assert encode_key(key) == text.strip()
