@@ -33,7 +33,8 @@ LAUNCHD_LOG_PATH = PurePosixPath("/var/log/dmnc.log")
 HOMEBREW_LAUNCHD_PLIST_PATH = PurePosixPath("/Library/LaunchDaemons/homebrew.mxcl.dmnc.plist")
 
 SERVICE_FILE_MODE = 0o644
-# launchd refuses daemon plists that are group/world-writable or not owned by root:wheel (wheel is gid 0).
+# launchd is reported to refuse daemon plists that are group/world-writable or not root:wheel (MACOS.md section 4
+# marks it unconfirmed; the macOS CI job bootstraps a plist written this way). wheel is gid 0.
 ROOT_UID = 0
 ROOT_GID = 0
 
