@@ -12,8 +12,9 @@
 3. The sockets the known runtimes create, for the invoking user: Docker Desktop (~/.docker/run/docker.sock,
    ~/.docker/desktop/docker.sock), /var/run/docker.sock, Colima (~/.colima/<profile>/docker.sock, default profile
    first), Rancher Desktop (~/.rd/docker.sock), OrbStack (~/.orbstack/run/docker.sock), Lima
-   (~/.lima/<instance>/sock/docker.sock), Podman (machine sockets under ~/.local/share/containers/podman/machine,
-   /run/podman/podman.sock, /run/user/<uid>/podman/podman.sock).
+   (~/.lima/<instance>/sock/docker.sock), Podman (machine sockets under ~/.local/share/containers/podman/machine
+   and, for Podman 5 on macOS, the user's $TMPDIR/podman/<machine>-api.sock; /run/podman/podman.sock,
+   /run/user/<uid>/podman/podman.sock).
 
 A socket counts when it exists, is a socket, and answers `GET /version` with an API version dmnc can speak. If
 nothing does, `DiscoveryError.attempts` lists every place tried and why each failed (missing, dangling symlink,
@@ -71,6 +72,8 @@ class DiscoveryEnvironment:
     system_docker_socket: Path = SYSTEM_DOCKER_SOCKET
     system_podman_socket: Path = SYSTEM_PODMAN_SOCKET
     run_user_dir: Path = Path("/run/user")
+    # macOS per-user temporary directories (/var/folders/<xx>/<id>/T): Podman 5 machines put their API socket there.
+    darwin_temp_root: Path = Path("/var/folders")
 
     @classmethod
     def from_process(cls) -> Self:
@@ -210,6 +213,7 @@ def runtime_socket_candidates(env: DiscoveryEnvironment) -> list[Candidate]:
         machine_dir = home / ".local" / "share" / "containers" / "podman" / "machine"
         sockets += [("Podman machine", path) for path in _sorted_glob(machine_dir, "*/podman.sock")]
         sockets += [("Podman machine", path) for path in _sorted_glob(machine_dir, "*/*/podman.sock")]
+    sockets += [("Podman machine", path) for path in _owned_podman5_sockets(env)]
     sockets += [
         ("Podman (rootful)", env.system_podman_socket),
         ("Podman (rootless)", env.run_user_dir / str(env.invoking_uid()) / "podman" / "podman.sock"),
@@ -311,6 +315,19 @@ def _colima_sockets(home: Path) -> list[Path]:
         profiles.sort(key=lambda path: path.parent.name != "default")
         found += profiles
     return found
+
+
+def _owned_podman5_sockets(env: DiscoveryEnvironment) -> list[Path]:
+    """Podman 5 machine sockets ($TMPDIR/podman/<machine>-api.sock) of the invoking user. Under sudo TMPDIR is
+    root's, so every user's temporary directory is searched and only sockets the invoking user owns are kept."""
+    owned: list[Path] = []
+    for path in _sorted_glob(env.darwin_temp_root, "*/*/T/podman/*-api.sock"):
+        try:
+            if path.lstat().st_uid == env.invoking_uid():
+                owned.append(path)
+        except OSError:
+            continue
+    return owned
 
 
 def _sorted_glob(root: Path, pattern: str) -> list[Path]:

@@ -42,6 +42,7 @@ class FakeMachine:
             system_docker_socket=self.root / "var" / "run" / "docker.sock",
             system_podman_socket=self.root / "run" / "podman" / "podman.sock",
             run_user_dir=self.root / "run" / "user",
+            darwin_temp_root=self.root / "var" / "folders",
         )
 
     def socket(self, path: Path, *, answering: bool = True) -> Path:
@@ -197,6 +198,19 @@ async def test_each_runtime_socket_in_the_home_is_found(
     assert (endpoint.source, endpoint.address.socket_path) == (source, str(path))
     plain_engine = (Version(version="1", api_version="1.41"), Info(id="", name="vm"))
     assert detect_runtime(*plain_engine, endpoint.address) == runtime
+
+
+async def test_podman5_machine_socket_in_the_users_macos_temp_dir_is_found_under_sudo(machine: FakeMachine) -> None:
+    # Podman 5 on macOS: $TMPDIR/podman/<machine>-api.sock, $TMPDIR being /var/folders/<xx>/<id>/T of the user.
+    if os.geteuid() != 0:
+        pytest.skip("giving files to other users (chown) needs root")
+    others = machine.socket(machine.root / "var" / "folders" / "ab" / "other" / "T" / "podman" / "m-api.sock")
+    os.chown(others, 777, 777)
+    mine = machine.socket(machine.root / "var" / "folders" / "zz" / "alice" / "T" / "podman" / "m-api.sock")
+    os.chown(mine, 501, 20)
+    endpoint = await discover_endpoint(env=machine.env(euid=0, sudo_user="alice"), probe=machine.probe)
+    assert (endpoint.source, endpoint.address.socket_path) == ("Podman machine", str(mine))
+    assert f"unix://{others}" not in machine.probed
 
 
 async def test_system_podman_sockets_are_found(machine: FakeMachine) -> None:
