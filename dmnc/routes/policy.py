@@ -10,7 +10,7 @@ Rules, in order, per network and then per subnet:
 - exclude patterns win: a name glob match, or a CIDR that overlaps the subnet;
 - a subnet that overlaps a route dmnc does not own (a LAN, a VPN) is reported naming both routes and skipped,
   unless `force`. A subnet dmnc has routed already stays routed (the finding is still reported): a VPN that
-  connects later must not make containers unreachable, and a route of ours taken over is put back.
+  connects later must not make containers unreachable, and a route of ours replaced by another is put back.
 """
 
 from __future__ import annotations

@@ -204,11 +204,10 @@ class RouteReconciler:
                 if event.kind is RouteEventKind.REMOVED and route.ours:
                     logger.warning("route %s was deleted by %s; putting it back", route.describe(), who)
                 elif event.kind is RouteEventKind.ADDED and not route.ours:
+                    # Either it replaced ours (the pass puts ours back) or it sits beside ours with another
+                    # metric (the overlap finding says so): the pass finds out which.
                     logger.warning(
-                        "route to %s was taken over by %s (now %s); putting dmnc's back",
-                        route.destination,
-                        who,
-                        route.describe(),
+                        "%s added another route to %s, which dmnc routes: %s", who, route.destination, route.describe()
                     )
             self.trigger()
 

@@ -147,7 +147,8 @@ async def test_route_taken_over_by_another_program_is_put_back(
         await trio.testing.wait_all_tasks_blocked()
         await reconciler.settled()
     assert await ours(fake) == {net("172.20.0.0/16")}
-    assert any("taken over by pid 999999998" in record.message for record in caplog.records)
+    messages = [record.message for record in caplog.records]
+    assert "pid 999999998 added another route to 172.20.0.0/16, which dmnc routes: 172.20.0.0/16 dev utun4" in messages
 
 
 async def test_overlapping_route_of_another_program_is_reported_and_left_alone(
