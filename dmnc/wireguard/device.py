@@ -153,7 +153,7 @@ class Device:
         stats = peer.stats
         stats.tx_bytes += len(datagram)
         stats.tx_packets += 1
-        peer.timers.packet_sent(now, carries_data=bool(packet))
+        peer.timers.packet_sent(now, bool(packet))
         outputs: list[Output] = [SendDatagram(endpoint, datagram)]
         # Whitepaper 6.2: the initiator of a session starts the next handshake once it is old or well used.
         if counter >= self._rekey_after_messages or now >= keypair.rekey_at:
@@ -208,7 +208,7 @@ class Device:
         datagram = peer.cookies.seal(initiation.pack(), now)
         peer.stats.tx_bytes += len(datagram)
         peer.stats.tx_packets += 1
-        peer.timers.packet_sent(now, carries_data=False)
+        peer.timers.packet_sent(now, False)
         peer.timers.handshake_initiated(now)
         return [SendDatagram(endpoint, datagram)]
 
@@ -268,9 +268,9 @@ class Device:
             timers.sent_last_minute_handshake = True
             outputs.extend(self._initiate(peer, now, retry=False))
         if not plaintext:
-            timers.packet_received(now, carries_data=False)
+            timers.packet_received(now, False)
             return outputs  # keepalive
-        timers.packet_received(now, carries_data=True)
+        timers.packet_received(now, True)
 
         packet = self._checked_inner_packet(peer, plaintext)
         if isinstance(packet, Drop):
@@ -344,7 +344,7 @@ class Device:
         response_datagram = peer.cookies.seal(response.pack(), now)
         peer.stats.tx_bytes += len(response_datagram)
         peer.stats.tx_packets += 1
-        peer.timers.packet_sent(now, carries_data=False)
+        peer.timers.packet_sent(now, False)
         return [SendDatagram(source, response_datagram)]
 
     def _receive_response(self, datagram: bytes, source: Endpoint, now: float, under_load: bool) -> list[Output]:
@@ -385,7 +385,7 @@ class Device:
         peer.stats.rx_bytes += len(datagram)
         peer.stats.rx_packets += 1
         peer.stats.endpoint = source
-        peer.timers.packet_received(now, carries_data=False)
+        peer.timers.packet_received(now, False)
 
     def _begin_session(self, peer: Peer, now: float) -> None:
         """Turn the completed handshake into a keypair and install it (wireguard-go BeginSymmetricSession)."""

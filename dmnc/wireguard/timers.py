@@ -58,7 +58,7 @@ class PeerTimers:
 
     # Hooks. Each "Should be called after ..." names the event, as in wireguard-go.
 
-    def packet_sent(self, now: float, *, carries_data: bool) -> None:
+    def packet_sent(self, now: float, carries_data: bool) -> None:
         """Should be called after any authenticated packet (handshake, keepalive, data) is sent.
 
         wireguard-go's timersAnyAuthenticatedPacketTraversal + timersAnyAuthenticatedPacketSent, and timersDataSent
@@ -71,7 +71,7 @@ class PeerTimers:
             # Expect an answer within KEEPALIVE_TIMEOUT + REKEY_TIMEOUT, else assume the session is dead.
             self.new_handshake = now + self._timing.keepalive_timeout + self._timing.rekey_timeout + self._jitter()
 
-    def packet_received(self, now: float, *, carries_data: bool) -> None:
+    def packet_received(self, now: float, carries_data: bool) -> None:
         """Should be called after any authenticated packet (handshake, keepalive, data) is received.
 
         wireguard-go's timersAnyAuthenticatedPacketTraversal + timersAnyAuthenticatedPacketReceived, and
