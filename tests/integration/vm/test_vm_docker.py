@@ -8,6 +8,7 @@ import base64
 import contextlib
 import io
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+import trio
 
 from dmnc.docker.client import ContainerSpec, DockerClient
 from dmnc.docker.errors import NotFound
@@ -289,3 +291,24 @@ async def test_dmncs_own_peer_reaches_a_container_through_the_vm_setup() -> None
                     assert PAGE in http_from_host(host, web_address)
             finally:
                 await remove_all_containers(docker, engine)
+
+
+async def test_dmnc_vm_teardown_command_cleans_the_vm(docker_lab: DockerLab, runner: VmSetupRunner) -> None:
+    lab = docker_lab
+    await runner.setup(lab.params)
+    assert dmnc_rules(lab) != []
+    socket_url = f"unix://{lab.engine.socket_path}"
+    command = [sys.executable, "-m", "dmnc", "vm", "teardown", "--docker-host", socket_url]
+    completed = await trio.run_process(
+        [*command, "--setup-image", LAB_SETUP_IMAGE], capture_stdout=True, capture_stderr=True, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert b"removed chip0" in completed.stdout
+    assert dmnc_rules(lab) == []
+    assert engine_get(lab.engine, "/containers/json?all=1").json() == []
+
+    missing = [sys.executable, "-m", "dmnc", "vm", "teardown", "--docker-host", f"{socket_url}.missing"]
+    failed = await trio.run_process(missing, capture_stdout=True, capture_stderr=True, check=False)
+    assert failed.returncode == 1
+    assert failed.stderr.decode().startswith("dmnc: ")
+    assert failed.stderr.count(b"\n") == 1
