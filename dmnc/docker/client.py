@@ -305,19 +305,15 @@ class ProgressStream:
 class DockerClient:
     """A connected Engine API client; create it with `DockerClient.connect(...)` (see the module docstring)."""
 
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        address: DaemonAddress,
-        server_version: Version,
-        api_version: str,
-        request_timeout: float = DEFAULT_TIMEOUT_S,
-    ) -> None:
+    def __init__(self, http: httpx.AsyncClient, address: DaemonAddress, request_timeout: float) -> None:
+        """Use `connect`: a client is only usable once `_negotiate` has read the daemon's version."""
         self._http = http
         self.address = address
-        self.server_version = server_version
-        self.api_version = api_version
         self.request_timeout = request_timeout
+        self.server_version = Version(version="", api_version="")
+        """The daemon's `GET /version`, as read when connecting."""
+        self.api_version = ""
+        """The negotiated API version ("1.41"); every versioned path starts with /v<api_version>."""
 
     @classmethod
     @asynccontextmanager
@@ -331,9 +327,9 @@ class DockerClient:
         async with httpx.AsyncClient(
             transport=daemon.http_transport(), base_url=daemon.base_url, timeout=request_timeout
         ) as http:
-            probe = cls(http, daemon, Version(version="", api_version=""), "", request_timeout)
-            server_version = Version.from_json_untrusted(await probe._get_json("/version", versioned=False))
-            yield cls(http, daemon, server_version, negotiate_api_version(server_version), request_timeout)
+            client = cls(http, daemon, request_timeout)
+            await client._negotiate()
+            yield client
 
     # --- system -----------------------------------------------------------------------------------------------
 
@@ -380,7 +376,7 @@ class DockerClient:
         if subnets:
             body["IPAM"] = {"Driver": "default", "Config": [{"Subnet": subnet} for subnet in subnets]}
         response = await self._request("POST", "/networks/create", json_body=body)
-        return _json_field_str(response, "Id", "created network")
+        return _json_field_str(response, "Id", "POST /networks/create")
 
     async def remove_network(self, network: str) -> None:
         await self._request("DELETE", f"/networks/{_segment(network)}")
@@ -521,6 +517,11 @@ class DockerClient:
 
     # --- plumbing ---------------------------------------------------------------------------------------------
 
+    async def _negotiate(self) -> None:
+        # Unversioned: /version answers whatever API version the daemon speaks, which is what we need to learn.
+        self.server_version = Version.from_json_untrusted(await self._get_json("/version", versioned=False))
+        self.api_version = negotiate_api_version(self.server_version)
+
     async def _remove_quietly(self, container_id: str) -> None:
         try:
             await self.remove_container(container_id, force=True)
@@ -631,10 +632,10 @@ def _decode_json(response: httpx.Response, endpoint: str) -> object:
     return value
 
 
-def _json_field_str(response: httpx.Response, key: str, what: str) -> str:
-    value = _decode_json(response, what)
+def _json_field_str(response: httpx.Response, key: str, endpoint: str) -> str:
+    value = _decode_json(response, endpoint)
     if not isinstance(value, dict) or not isinstance(value.get(key), str):
-        raise BadResponse(f"{what}: no {key!r} string in the response")
+        raise BadResponse(f"no {key!r} string in the response", endpoint=endpoint)
     result: str = value[key]
     return result
 
