@@ -40,3 +40,13 @@ def test_linux_tun_is_configured_over_rtnetlink_and_carries_packets_both_ways() 
         probe.stdin.flush()
         assert probe.stdout.readline().decode().split() == ["reply", "through", "the", "tun", "10.77.0.2", "9999"]
         assert probe.wait(timeout=10) == 0
+
+
+def test_ping_through_a_tun_answered_by_the_responder_script() -> None:
+    # The same script the macOS CI job can run against utun.
+    require_root()
+    with netns() as namespace:
+        script = REPOSITORY / "tests/integration/tunnel/tun_ping_responder.py"
+        result = namespace.run([sys.executable, str(script)], check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "3 received" in result.stdout
