@@ -143,7 +143,7 @@ class LinuxRouteManager:
         return seq
 
     def _route_request(self, kind: netlink.RouteMessageKind, destination: Destination, flags: int) -> _Request:
-        family = socket.AF_INET if destination.version == 4 else socket.AF_INET6
+        family = netlink.AF_INET if destination.version == 4 else netlink.AF_INET6
         # iproute2 gives a device route without gateway link scope; IPv6 has no route scopes (always universe).
         scope = netlink.RT_SCOPE_LINK if destination.version == 4 else netlink.RT_SCOPE_UNIVERSE
         seq = self._seq()

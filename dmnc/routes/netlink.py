@@ -13,7 +13,6 @@ from __future__ import annotations
 import enum
 import ipaddress
 import logging
-import socket
 import struct
 from dataclasses import dataclass
 
@@ -21,6 +20,12 @@ logger = logging.getLogger(__name__)
 
 Destination = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# linux/socket.h: Linux's numbering, spelled out so this pure module means the same on any host (Darwin's
+# AF_INET6 is 30, and these bytes are decoded in tests everywhere).
+AF_UNSPEC = 0
+AF_INET = 2
+AF_INET6 = 10
 
 # linux/netlink.h
 NETLINK_ROUTE = 0
@@ -74,8 +79,8 @@ RTNLGRP_IPV6_ROUTE = 11
 # on delete (fib_table_delete, ip6_route_del), so dmnc cannot remove a route it did not add even by mistake.
 RTPROT_DMNC = 220
 
-_ADDRESS_LENGTH: dict[int, int] = {socket.AF_INET: 4, socket.AF_INET6: 16}
-_MAX_PREFIX: dict[int, int] = {socket.AF_INET: 32, socket.AF_INET6: 128}
+_ADDRESS_LENGTH: dict[int, int] = {AF_INET: 4, AF_INET6: 16}
+_MAX_PREFIX: dict[int, int] = {AF_INET: 32, AF_INET6: 128}
 _U32 = struct.Struct("=I")
 
 
@@ -211,25 +216,25 @@ def encode_done_message(message: DoneMessage) -> bytes:
 
 def encode_link_message(message: LinkMessage) -> bytes:
     """An RTM_NEWLINK/DELLINK notification as the kernel sends it, without attributes."""
-    body = IFINFOMSG.pack(socket.AF_UNSPEC, 0, message.interface_index, message.interface_flags, 0)
+    body = IFINFOMSG.pack(AF_UNSPEC, 0, message.interface_index, message.interface_flags, 0)
     message_type = RTM_DELLINK if message.deleted else RTM_NEWLINK
     return _header(message_type, 0, message.seq, message.port_id, body)
 
 
-def encode_dump_request(seq: int, family: int = socket.AF_UNSPEC) -> bytes:
+def encode_dump_request(seq: int, family: int = AF_UNSPEC) -> bytes:
     """RTM_GETROUTE with NLM_F_DUMP: every route of `family` (AF_UNSPEC: all), as a multipart reply."""
     body = RTMSG.pack(family, 0, 0, 0, RT_TABLE_UNSPEC, 0, 0, 0, 0)
     return _header(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, seq, 0, body)
 
 
 def _family_of(destination: Destination) -> int:
-    return socket.AF_INET if destination.version == 4 else socket.AF_INET6
+    return AF_INET if destination.version == 4 else AF_INET6
 
 
 def _address_untrusted(family: int, value: bytes) -> Address:
     if len(value) != _ADDRESS_LENGTH[family]:
         raise MalformedMessageError(f"address of {len(value)} bytes for family {family}")
-    if family == socket.AF_INET:
+    if family == AF_INET:
         return ipaddress.IPv4Address(value)
     return ipaddress.IPv6Address(value)
 
@@ -271,7 +276,7 @@ def _route_untrusted(message_type: int, flags: int, seq: int, port_id: int, payl
             raise MalformedMessageError(f"destination {address}/{dst_len} has host bits set") from error
     elif dst_len == 0:
         # The kernel omits RTA_DST for a default route; a dump request has none either.
-        destination = ipaddress.ip_network((0, 0)) if family == socket.AF_INET else ipaddress.ip_network(("::", 0))
+        destination = ipaddress.ip_network((0, 0)) if family == AF_INET else ipaddress.ip_network(("::", 0))
         if message_type == RTM_GETROUTE:
             destination = None
     else:

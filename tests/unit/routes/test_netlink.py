@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import socket
 import struct
 
 import pytest
@@ -34,7 +33,7 @@ def test_kernel_ipv4_route_with_gateway_decodes_every_field() -> None:
     [message] = netlink.decode_messages_untrusted(KERNEL_IPV4_GATEWAY_ROUTE)
     assert message == netlink.RouteMessage(
         kind=netlink.RouteMessageKind.NEW,
-        family=socket.AF_INET,
+        family=netlink.AF_INET,
         destination=ipaddress.ip_network("10.9.0.0/16"),
         flags=netlink.NLM_F_MULTI,
         seq=77,
@@ -63,7 +62,7 @@ def test_kernel_dump_datagram_with_ipv6_route_and_done_decodes_in_order() -> Non
 def test_route_request_layout_matches_rtnetlink_h() -> None:
     message = netlink.RouteMessage(
         kind=netlink.RouteMessageKind.NEW,
-        family=socket.AF_INET,
+        family=netlink.AF_INET,
         destination=ipaddress.ip_network("172.20.0.0/16"),
         flags=netlink.NLM_F_REQUEST | netlink.NLM_F_ACK | netlink.NLM_F_CREATE | netlink.NLM_F_EXCL,
         seq=5,
@@ -103,7 +102,7 @@ def test_ack_and_error_messages_decode() -> None:
 
 def test_encode_rejects_destination_of_other_family() -> None:
     message = netlink.RouteMessage(
-        kind=netlink.RouteMessageKind.NEW, family=socket.AF_INET6, destination=ipaddress.ip_network("10.0.0.0/8")
+        kind=netlink.RouteMessageKind.NEW, family=netlink.AF_INET6, destination=ipaddress.ip_network("10.0.0.0/8")
     )
     with pytest.raises(ValueError, match="does not match"):
         netlink.encode_route_message(message)
@@ -125,9 +124,9 @@ u32 = st.integers(0, 2**32 - 1)
 @st.composite
 def route_messages(draw: st.DrawFn) -> netlink.RouteMessage:
     destination = draw(st.one_of(ipv4_networks, ipv6_networks))
-    family = socket.AF_INET if destination.version == 4 else socket.AF_INET6
+    family = netlink.AF_INET if destination.version == 4 else netlink.AF_INET6
     kind = draw(st.sampled_from(netlink.RouteMessageKind))
-    gateway_bits = 32 if family == socket.AF_INET else 128
+    gateway_bits = 32 if family == netlink.AF_INET else 128
     gateway = draw(st.none() | st.integers(0, 2**gateway_bits - 1).map(ipaddress.ip_address))
     if gateway is not None and gateway.version != destination.version:
         gateway = None

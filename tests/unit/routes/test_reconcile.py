@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import os
+from pathlib import Path
 
 import pytest
 import trio
@@ -14,9 +16,11 @@ from dmnc.routes.fake import FakeRouteManager, Operation
 from dmnc.routes.policy import NetworkInfo, PolicyConfig
 from dmnc.routes.reconcile import (
     MAX_RESTORES,
+    RESTORE_WINDOW_SECONDS,
     RETRY_AFTER_FAILURE_SECONDS,
     RouteReconciler,
     SubnetStatus,
+    describe_sender,
     plan_changes,
 )
 
@@ -320,3 +324,25 @@ async def test_a_lasting_failure_is_logged_once_and_its_end_too(
     messages = [record.message for record in caplog.records]
     assert len([message for message in messages if "failed" in message]) == 1
     assert messages[-2:] == ["added route fd00:a::/64 dev utun7", "route reconciliation recovered"]
+
+
+async def test_restore_limit_counts_only_within_its_window(
+    fake: FakeRouteManager, reconciler: RouteReconciler, autojump_clock: trio.testing.MockClock
+) -> None:
+    reconciler.set_networks([network("a", "172.20.0.0/16")])
+    await reconciler.settled()
+    for _ in range(MAX_RESTORES):
+        fake.remove_other(net("172.20.0.0/16"))
+        await trio.testing.wait_all_tasks_blocked()
+        await reconciler.settled()
+    await trio.sleep(RESTORE_WINDOW_SECONDS + 1)
+    fake.remove_other(net("172.20.0.0/16"))
+    await trio.testing.wait_all_tasks_blocked()
+    await reconciler.settled()
+    assert await ours(fake) == {net("172.20.0.0/16")}
+
+
+@pytest.mark.skipif(not Path("/proc/self/comm").exists(), reason="needs procfs (Linux)")
+def test_sender_is_described_by_pid_and_command_when_still_running() -> None:
+    assert describe_sender(os.getpid()) == f"pid {os.getpid()} ({Path('/proc/self/comm').read_text().strip()})"
+    assert describe_sender(None) == "the kernel or an unknown process"
