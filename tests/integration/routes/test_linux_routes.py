@@ -21,7 +21,7 @@ from tests.conftest import require_lab, require_root, require_tools
 from tests.lab.dockerd import import_busybox_image, running_dockerd
 from tests.lab.netns import Netns, add_veth, netns, unique_suffix
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.skipif(sys.platform != "linux", reason="Linux rtnetlink and namespaces")]
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
