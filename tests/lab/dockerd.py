@@ -48,6 +48,7 @@ BUSYBOX_REFERENCE = "dmnc-test/busybox:latest"
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 _LAUNCHER = Path(__file__).with_name("netns_cgroups_exec.py")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 class EngineStartError(RuntimeError):
@@ -103,7 +104,12 @@ def network_namespace(prefix: str = "dmnc") -> Iterator[str]:
 @contextlib.contextmanager
 def running_dockerd() -> Iterator[EngineProcess]:
     """Start Debian's dockerd in a new namespace with private state; yield once it answers /_ping."""
-    with network_namespace("dmnc-dk") as netns, _private_workdir("dmnc-dockerd-") as workdir:
+    # Exit order matters: the namespace's processes die first, then their cgroups go, then the files.
+    with (
+        _private_workdir("dmnc-dockerd-") as workdir,
+        _container_cgroups_removed(workdir / "data" / "containers", "docker/{}"),
+        network_namespace("dmnc-dk") as netns,
+    ):
         socket_path = workdir / "docker.sock"
         # Our own daemon.json: ignores the machine's /etc/docker/daemon.json, and keeps dockerd 20.10 from writing
         # its (deprecated, config-file-only) identity key to /etc/docker/key.json.
@@ -125,7 +131,11 @@ def running_dockerd() -> Iterator[EngineProcess]:
 @contextlib.contextmanager
 def running_podman() -> Iterator[EngineProcess]:
     """Start `podman system service` (Docker-compatible API) in a new namespace with private storage and state."""
-    with network_namespace("dmnc-pm") as netns, _private_workdir("dmnc-podman-") as workdir:
+    with (
+        _private_workdir("dmnc-podman-") as workdir,
+        _container_cgroups_removed(workdir / "root" / "vfs-containers", "libpod_parent/libpod-{}"),
+        network_namespace("dmnc-pm") as netns,
+    ):
         socket_path = workdir / "podman.sock"
         network_dir = workdir / "networks"
         network_dir.mkdir()
@@ -218,6 +228,37 @@ def import_image(socket_path: Path, rootfs: bytes, reference: str) -> str:
 def import_busybox_image(socket_path: Path, reference: str = BUSYBOX_REFERENCE) -> str:
     """Import the busybox-static image into the engine at `socket_path`; return its image id."""
     return import_image(socket_path, busybox_rootfs_tar(), reference)
+
+
+@contextlib.contextmanager
+def _container_cgroups_removed(containers_dir: Path, cgroup_pattern: str) -> Iterator[None]:
+    """On exit, remove the cgroups of every container the engine stored in `containers_dir` (one directory per
+    container ID). The engine removes them itself when it stops a container, but not when it was killed; container
+    IDs are unique, so this never touches another engine's cgroups."""
+    try:
+        yield
+    finally:
+        container_ids = [entry.name for entry in containers_dir.iterdir()] if containers_dir.is_dir() else []
+        for hierarchy in CGROUP_ROOT.iterdir() if container_ids else ():
+            for container_id in container_ids:
+                _remove_cgroup(hierarchy / cgroup_pattern.format(container_id))
+
+
+def _remove_cgroup(path: Path) -> None:
+    """rmdir a cgroup and its children, deepest first (cgroup directories hold only virtual files)."""
+    if not path.is_dir():
+        return
+    for child in sorted((entry for entry in path.rglob("*") if entry.is_dir()), key=lambda entry: -len(entry.parts)):
+        with contextlib.suppress(OSError):
+            child.rmdir()
+    for _attempt in range(20):
+        try:
+            path.rmdir()
+        except OSError:
+            # Killed tasks leave the cgroup a moment after SIGKILL.
+            time.sleep(0.05)
+        else:
+            return
 
 
 @contextlib.contextmanager
