@@ -69,7 +69,7 @@ class FakeEngine:
         self, context_tar: bytes, tag: str, *, labels: Mapping[str, str] | None = None
     ) -> AbstractAsyncContextManager[AsyncIterator[ProgressMessage]]:
         self.built.append((context_tar, tag, dict(labels or {})))
-        return self._progress(["Step 1/3 : FROM alpine:3.20\n", " ---> Running\n"], self.fail_build, tag)
+        return self._progress(["Step 1/3 : FROM alpine:3.23\n", " ---> Running\n"], self.fail_build, tag)
 
     def pull_image(self, reference: str) -> AbstractAsyncContextManager[AsyncIterator[ProgressMessage]]:
         self.pulled.append(reference)
@@ -237,7 +237,7 @@ async def test_missing_default_image_is_built_from_the_embedded_dockerfile_with_
     assert tag == default_setup_image()
     assert labels == {"dev.dmnc.version": __version__}
     assert b"FROM alpine" in context
-    assert "Step 1/3 : FROM alpine:3.20" in progress
+    assert "Step 1/3 : FROM alpine:3.23" in progress
     assert engine.pulled == []
 
 
