@@ -92,6 +92,12 @@ async def crud(interface: str, other_interface: str) -> Facts:
         facts["deleted"] = [await manager.delete(subnet) for subnet in subnets]
         facts["deleted_again"] = await manager.delete(subnets[0])
         facts["after_delete"] = kernel_routes("proto", "220")
+        # More than one batch of pipelined requests (REQUESTS_PER_BATCH) in each direction.
+        many = [net(f"10.{64 + index // 256}.{index % 256}.0/24") for index in range(150)]
+        await manager.add_many(many)
+        facts["many_added"] = len(await manager.list_ours())
+        facts["many_deleted"] = len(await manager.delete_many([*many, net("10.99.99.0/24")]))
+        facts["after_many"] = kernel_routes("proto", "220")
         # Routes die with the tunnel interface: a crashed dmnc leaves none behind.
         await manager.add(subnets[0])
         await manager.add(subnets[2])

@@ -65,6 +65,7 @@ def test_add_list_delete_ipv4_and_ipv6_routes_through_a_tun_and_they_die_with_it
     assert facts["deleted"] == [True, True, True, True]
     assert facts["deleted_again"] is False
     assert facts["after_delete"] == []
+    assert (facts["many_added"], facts["many_deleted"], facts["after_many"]) == (150, 150, [])
     assert facts["after_tun_closed"] == []
     assert facts["gone_interface"] == f"no network interface named {tun!r}"
 
