@@ -13,6 +13,12 @@ Tasks in one nursery (DESIGN.md, "Process shape"):
 Per wakeup each pump drains at most `batch` packets from its non-blocking fd, then yields with a checkpoint (more
 data queued) or `wait_readable` (fd empty): never an await per packet (one checkpoint costs ~10 us, the budget of a
 whole packet), never an unbounded drain that would starve the timers and the other direction.
+
+The pumps hand what a batch produced to two offload threads (`OffloadThread`): one writes packets to the TUN, one
+sends runs of datagrams (as one UDP GSO send where Linux allows). Those syscalls carry the kernel's per-packet work
+and release the GIL, so it overlaps with the crypto of the next batch. Everything else, the core included, stays in
+the trio thread. The I/O drop counters are plain integers bumped from both sides, so they are exact only to within
+a rare lost update.
 """
 
 from __future__ import annotations

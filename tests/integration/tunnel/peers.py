@@ -27,6 +27,13 @@ WGGO_PORT = 51821
 DMNC_ADDRESS = "10.44.0.1"
 WGGO_ADDRESS = "10.44.0.2"
 _LINE_TIMEOUT_SECONDS = 10.0
+IPV6_UNDERLAY = ("fd00:201::1/64", "fd00:201::2/64")
+
+
+def endpoint_text(address: object, port: int) -> str:
+    """`host:port`, with brackets around an IPv6 host as WireGuard configs want."""
+    host = str(address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -147,7 +154,7 @@ class Topology:
         return wg_pubkey(self.wggo_key)
 
     def dmnc_config(self, wggo_public_key: str, *, with_endpoint: bool) -> str:
-        endpoint = f"{self.link.right_address.ip}:{WGGO_PORT}" if with_endpoint else None
+        endpoint = endpoint_text(self.link.right_address.ip, WGGO_PORT) if with_endpoint else None
         peer = DmncPeer(wggo_public_key, [f"{WGGO_ADDRESS}/32"], endpoint)
         return render_dmnc_config(self.dmnc_key, f"{DMNC_ADDRESS}/24", DMNC_PORT, [peer])
 
@@ -158,16 +165,20 @@ def dmnc_and_wireguard_go(
     dmnc_knows_endpoint: bool = True,
     wggo_knows_endpoint: bool = True,
     dmnc_environment: Mapping[str, str] | None = None,
+    underlay: tuple[str, str] = ("10.201.0.1/24", "10.201.0.2/24"),
 ) -> Iterator[Topology]:
-    """Both peers up and configured for each other; whoever knows the other's endpoint can start the handshake."""
+    """Both peers up and configured for each other; whoever knows the other's endpoint can start the handshake.
+
+    `underlay` addresses the veth (IPv6 ones make the WireGuard datagrams IPv6).
+    """
     dmnc_key, wggo_key = wg_genkey(), wg_genkey()
-    with two_namespaces() as (left, right, link):
+    with two_namespaces(*underlay) as (left, right, link):
         wggo_peer = WgPeer(
             wg_pubkey(dmnc_key),
             [f"{DMNC_ADDRESS}/32"],
-            f"{link.left_address.ip}:{DMNC_PORT}" if wggo_knows_endpoint else None,
+            endpoint_text(link.left_address.ip, DMNC_PORT) if wggo_knows_endpoint else None,
         )
-        endpoint = f"{link.right_address.ip}:{WGGO_PORT}" if dmnc_knows_endpoint else None
+        endpoint = endpoint_text(link.right_address.ip, WGGO_PORT) if dmnc_knows_endpoint else None
         config = render_dmnc_config(
             dmnc_key, f"{DMNC_ADDRESS}/24", DMNC_PORT, [DmncPeer(wg_pubkey(wggo_key), [f"{WGGO_ADDRESS}/32"], endpoint)]
         )

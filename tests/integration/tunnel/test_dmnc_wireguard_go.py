@@ -11,8 +11,10 @@ import pytest
 from tests.conftest import require_root, require_tools
 from tests.integration.tunnel.peers import (
     DMNC_ADDRESS,
+    IPV6_UNDERLAY,
     REPOSITORY,
     WGGO_ADDRESS,
+    WGGO_PORT,
     Topology,
     dmnc_and_wireguard_go,
 )
@@ -144,3 +146,34 @@ def test_recovery_after_wireguard_go_restarts_with_a_new_key() -> None:
         topology.dmnc.restart(topology.dmnc_config(wg_pubkey(new_key), with_endpoint=True))
         assert wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5)
         assert wait_for_ping(topology.right, DMNC_ADDRESS, timeout=5)
+
+
+def test_dmnc_follows_wireguard_go_to_a_new_port_and_retires_the_old_connected_socket() -> None:
+    with dmnc_and_wireguard_go() as topology:
+        assert wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5)
+        old_endpoint = [str(topology.link.right_address.ip), WGGO_PORT]
+        assert topology.dmnc.peer_status(topology.wggo_public_key)["endpoint"] == old_endpoint
+        # wireguard-go comes back on another port (a NAT rebinding looks the same) and calls dmnc from there.
+        topology.wggo.stop()
+        topology.wggo.listen_port = WGGO_PORT + 1
+        topology.wggo.start()
+        assert wait_for_ping(topology.right, DMNC_ADDRESS, timeout=5)
+        assert wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5)
+        peer = topology.dmnc.peer_status(topology.wggo_public_key)
+        assert peer["endpoint"] == [str(topology.link.right_address.ip), WGGO_PORT + 1]
+        # Only the socket connected to the new endpoint is left (dmnc's sockets on its port, by remote address).
+        sockets = topology.left.run(["ss", "-H", "-u", "-a", "-n", "sport", "= :51820"]).stdout
+        remotes = sorted(line.split()[-1] for line in sockets.splitlines())
+        assert remotes == sorted(["0.0.0.0:*", f"{topology.link.right_address.ip}:{WGGO_PORT + 1}", "[::]:*"])
+
+
+@pytest.mark.parametrize("dmnc_initiates", [True, False])
+def test_ipv6_underlay_carries_the_tunnel_both_ways(dmnc_initiates: bool) -> None:
+    with dmnc_and_wireguard_go(
+        underlay=IPV6_UNDERLAY, dmnc_knows_endpoint=dmnc_initiates, wggo_knows_endpoint=not dmnc_initiates
+    ) as topology:
+        first, second = (topology.left, topology.right) if dmnc_initiates else (topology.right, topology.left)
+        assert wait_for_ping(first, WGGO_ADDRESS if dmnc_initiates else DMNC_ADDRESS, timeout=5)
+        assert wait_for_ping(second, DMNC_ADDRESS if dmnc_initiates else WGGO_ADDRESS, timeout=5)
+        peer = topology.dmnc.peer_status(topology.wggo_public_key)
+        assert peer["endpoint"] == [str(topology.link.right_address.ip), WGGO_PORT]
