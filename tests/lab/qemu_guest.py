@@ -688,8 +688,9 @@ class QemuGuest:
         """
         with self._lock:
             previous = self.boot_id
-            self._send(encode_run(new_nonce(), "reboot -f", 10))
-            self.boot_id = self._wait_ready(time.monotonic() + timeout, previous_boot_id=previous)
+            deadline = time.monotonic() + timeout
+            self._send(encode_run(new_nonce(), "reboot -f", 10), deadline)
+            self.boot_id = self._wait_ready(deadline, previous_boot_id=previous)
 
     # Commands -------------------------------------------------------------------------------------------------
 
@@ -766,12 +767,35 @@ class QemuGuest:
             self._channel = channel
             return
 
-    def _send(self, request: bytes) -> None:
+    def _send(self, request: bytes, deadline: float) -> None:
+        if self._channel is None:
+            raise GuestError("the guest is shut down")
+        # qemu reads the socket only as fast as the guest drains its UART: a guest that does not read blocks us.
+        self._channel.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            self._channel.sendall(request)
+        except TimeoutError:
+            self._require_running("sending to the agent")
+            raise GuestTimeout(f"the guest does not read its serial port (request {request[:60]!r}...)") from None
+        except OSError as error:
+            self._require_running("sending to the agent")
+            raise GuestBootError(self._diagnosis(f"agent channel broken while sending: {error}")) from None
+
+    def _offer_hello(self, request: bytes) -> None:
+        """Queue a hello unless the channel is full: then earlier hellos still wait for the agent to start reading.
+
+        While the guest boots nobody reads its UART, so hellos pile up in the socket; blocking on them would turn a
+        slow boot into an error.
+        """
         if self._channel is None:
             raise GuestError("the guest is shut down")
         try:
-            self._channel.sendall(request)
+            # A request this short is queued whole or not at all on a unix stream socket.
+            self._channel.send(request, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
         except OSError as error:
+            self._require_running("sending to the agent")
             raise GuestBootError(self._diagnosis(f"agent channel broken while sending: {error}")) from None
 
     def _next_line(self, deadline: float) -> bytes | None:
@@ -787,6 +811,7 @@ class QemuGuest:
                 self._require_running("waiting for the agent")
                 continue
             except OSError as error:
+                self._require_running("waiting for the agent")
                 raise GuestBootError(self._diagnosis(f"agent channel broken: {error}")) from None
             if not data:
                 raise GuestBootError(self._diagnosis("qemu closed the agent channel"))
@@ -794,7 +819,7 @@ class QemuGuest:
         return self._pending.pop(0)
 
     def _exchange(self, request: bytes, nonce: str, deadline: float) -> CommandResult:
-        self._send(request)
+        self._send(request, deadline)
         reply = CommandReply(nonce)
         while (line := self._next_line(deadline)) is not None:
             result = reply.feed_line_untrusted(line)
@@ -807,7 +832,7 @@ class QemuGuest:
         nonce = new_nonce()
         reply = ReadyReply(nonce)
         while time.monotonic() < deadline:
-            self._send(encode_hello(nonce))
+            self._offer_hello(encode_hello(nonce))
             hello_deadline = min(deadline, time.monotonic() + _HELLO_INTERVAL_SECONDS)
             while (line := self._next_line(hello_deadline)) is not None:
                 boot_id = reply.feed_line_untrusted(line)

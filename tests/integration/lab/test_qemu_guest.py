@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
 from tests.conftest import require_root, require_tools
 from tests.lab.netns import Netns, netns, run_host, wait_for_ping
@@ -29,6 +30,9 @@ from tests.lab.wggo import WgPeer, wg_genkey, wg_pubkey, wireguard_go
 
 pytestmark = pytest.mark.lab
 
+GUEST_UNDERLAY, GUEST_UNDERLAY6 = "192.168.150.2/24", "fd00:150::2/64"
+HOST_UNDERLAY, HOST_UNDERLAY6 = "192.168.150.1/24", "fd00:150::1/64"
+HOST_GATEWAY = "192.168.150.1"
 GUEST_TUNNEL_ADDRESS = "10.150.0.2"
 HOST_TUNNEL_ADDRESS = "10.150.0.1"
 HOST_LISTEN_PORT = 51820
@@ -43,7 +47,16 @@ def _require_guest_lab() -> GuestImage:
 @pytest.fixture(scope="module")
 def guest_lab() -> Iterator[tuple[Netns, QemuGuest]]:
     image = _require_guest_lab()
-    with netns("dmncq") as namespace, qemu_guest(namespace, image=image) as guest:
+    with (
+        netns("dmncq") as namespace,
+        qemu_guest(
+            namespace,
+            image=image,
+            guest_addresses=(GUEST_UNDERLAY, GUEST_UNDERLAY6),
+            host_addresses=(HOST_UNDERLAY, HOST_UNDERLAY6),
+            gateways=(HOST_GATEWAY,),
+        ) as guest,
+    ):
         yield namespace, guest
 
 
@@ -131,6 +144,30 @@ def _guest_latest_handshake(guest: QemuGuest) -> int:
     return int(timestamp)
 
 
+def test_guest_network_comes_from_the_kernel_command_line(guest_lab: tuple[Netns, QemuGuest]) -> None:
+    namespace, guest = guest_lab
+    assert guest.check("ip route show default").startswith("default via 192.168.150.1 dev eth0")
+    assert guest.check("ping -c 1 -W 5 fd00:150::1").count("1 packets received") == 1
+    assert wait_for_ping(namespace, "fd00:150::2", timeout=5)
+
+
+async def test_async_calls_leave_the_trio_loop_running(guest: QemuGuest) -> None:
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.sleep(0.05)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tick)
+        result = await guest.arun("sleep 1; echo done")
+        nursery.cancel_scope.cancel()
+    assert result == (0, "done\n")
+    assert ticks >= 10  # a blocking call would have frozen the ticker for the whole second
+
+
 def test_kernel_wireguard_handshakes_with_wireguard_go_and_recovers_after_guest_reboot(
     guest_lab: tuple[Netns, QemuGuest],
 ) -> None:
@@ -166,7 +203,9 @@ def test_shutdown_kills_qemu_and_removes_tap_and_files() -> None:
         with qemu_guest(namespace, image=image) as guest:
             pid, tap, workdir = guest.pid, guest.tap, guest.workdir
             assert pid is not None
+            assert guest.is_running()
             assert guest.check("echo up") == "up\n"
+        assert not guest.is_running()
         assert not Path(f"/proc/{pid}").exists()
         assert not workdir.exists()
         assert namespace.run(["ip", "link", "show", tap], check=False).returncode != 0
