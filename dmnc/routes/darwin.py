@@ -17,7 +17,8 @@ import ctypes.util
 import errno
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Protocol
 
@@ -141,6 +142,7 @@ class DarwinRouteManager:
         self._transport = transport
         self._pid = os.getpid()
         self._next_seq = 1
+        self._dropped: Counter[str] = Counter()
 
     @property
     def interface(self) -> str:
@@ -149,6 +151,15 @@ class DarwinRouteManager:
     @property
     def interface_index(self) -> int:
         return self._interface_index
+
+    @property
+    def dropped_messages(self) -> Mapping[str, int]:
+        return self._dropped
+
+    @property
+    def drop_counter(self) -> Counter[str]:
+        """The counter this manager's decoders count malformed kernel messages in, by reason."""
+        return self._dropped
 
     async def aclose(self) -> None:
         self._transport.close()
@@ -217,7 +228,7 @@ class DarwinRouteManager:
             data = await self._transport.dump()
         except OSError as error:
             raise _failure("dump routes", None, error) from error
-        routes = (self.installed_route(message) for message in pfroute.decode_messages_untrusted(data))
+        routes = (self.installed_route(message) for message in pfroute.decode_messages_untrusted(data, self._dropped))
         return [route for route in routes if route is not None]
 
     async def list_ours(self) -> list[InstalledRoute]:
@@ -256,9 +267,10 @@ class _RouteEventStream:
                 return event
 
     def _event(self, data: bytes) -> RouteEvent | None:
-        if pfroute.decode_interface_index_untrusted(data) == self._manager.interface_index:
+        drops = self._manager.drop_counter
+        if pfroute.decode_interface_index_untrusted(data, drops) == self._manager.interface_index:
             return RouteEvent(RouteEventKind.INTERFACE_CHANGED, None)
-        message = pfroute.decode_route_message_untrusted(data)
+        message = pfroute.decode_route_message_untrusted(data, drops)
         if message is None or message.message_type == pfroute.RTM_GET or message.errno:
             return None  # lookups and refused requests change nothing
         route = self._manager.installed_route(message)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -42,10 +43,15 @@ class FakeRouteManager:
         self.operations: list[Operation] = []
         self.refuse: dict[Destination, int] = {}  # destination -> errno that add() fails with
         self.closed = False
+        self.dropped: Counter[str] = Counter()  # tests may count drops here, as a kernel-facing manager would
 
     @property
     def interface(self) -> str:
         return self._interface
+
+    @property
+    def dropped_messages(self) -> Mapping[str, int]:
+        return self.dropped
 
     def _publish(self, event: RouteEvent) -> None:
         for channel in self._subscribers:

@@ -11,7 +11,8 @@ import errno
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -51,7 +52,8 @@ def _socket_error(operation: str, error: OSError) -> RouteOperationError:
 class NetlinkSocket:
     """One AF_NETLINK/NETLINK_ROUTE socket, non-blocking, optionally subscribed to multicast groups."""
 
-    def __init__(self, groups: int = 0) -> None:
+    def __init__(self, drops: Counter[str], groups: int = 0) -> None:
+        self._drops = drops
         try:
             self._socket = socket.socket(
                 socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, netlink.NETLINK_ROUTE
@@ -96,7 +98,7 @@ class NetlinkSocket:
                     return [netlink.OverrunMessage(seq=0, port_id=0)]
                 raise _socket_error("netlink receive", error) from error
             else:
-                return netlink.decode_messages_untrusted(data)
+                return netlink.decode_messages_untrusted(data, self._drops)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +119,8 @@ class LinuxRouteManager:
         except OSError as error:
             raise InterfaceNotFoundError(interface) from error
         self._interface = interface
-        self._socket = NetlinkSocket()
+        self._dropped: Counter[str] = Counter()
+        self._socket = NetlinkSocket(self._dropped)
         self._lock = trio.Lock()  # one transaction at a time: replies are matched to requests by order and seq
         self._next_seq = 1
 
@@ -128,6 +131,10 @@ class LinuxRouteManager:
     @property
     def interface_index(self) -> int:
         return self._interface_index
+
+    @property
+    def dropped_messages(self) -> Mapping[str, int]:
+        return self._dropped
 
     @property
     def request_port_id(self) -> int:
@@ -265,7 +272,7 @@ class LinuxRouteManager:
     @asynccontextmanager
     async def monitor(self) -> AsyncIterator[AsyncIterator[RouteEvent]]:
         groups = netlink.group_mask(netlink.RTNLGRP_LINK, netlink.RTNLGRP_IPV4_ROUTE, netlink.RTNLGRP_IPV6_ROUTE)
-        subscription = NetlinkSocket(groups)
+        subscription = NetlinkSocket(self._dropped, groups)
         try:
             yield _RouteEventStream(self, subscription)
         finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -86,6 +86,11 @@ class RouteManager(Protocol):
 
     @property
     def interface(self) -> str: ...
+
+    @property
+    def dropped_messages(self) -> Mapping[str, int]:
+        """Malformed messages from the kernel, dropped (each with a log line), by reason."""
+        ...
 
     async def add(self, destination: Destination, *, replace: bool = False) -> None:
         """Route `destination` through the interface. With `replace`, take over an existing route to the same

@@ -14,6 +14,7 @@ import enum
 import ipaddress
 import logging
 import struct
+from collections import Counter
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
@@ -325,13 +326,15 @@ def _message_untrusted(message_type: int, flags: int, seq: int, port_id: int, pa
     return None  # NLMSG_NOOP and families dmnc never asked for carry nothing it needs
 
 
-def decode_messages_untrusted(data: bytes) -> list[NetlinkMessage]:
-    """Every netlink message in one datagram from the kernel; malformed ones are logged and dropped."""
+def decode_messages_untrusted(data: bytes, drops: Counter[str] | None = None) -> list[NetlinkMessage]:
+    """Every netlink message in one datagram from the kernel; malformed ones are logged, counted in `drops` by
+    reason ("truncated", "bad-length", "malformed") and dropped."""
     messages: list[NetlinkMessage] = []
     offset = 0
     while offset < len(data):
         if len(data) - offset < NLMSGHDR.size:
             logger.warning("netlink: dropped %d trailing bytes, shorter than a message header", len(data) - offset)
+            _count(drops, "truncated")
             break
         length, message_type, flags, seq, port_id = NLMSGHDR.unpack_from(data, offset)
         if length < NLMSGHDR.size or offset + length > len(data):
@@ -341,14 +344,21 @@ def decode_messages_untrusted(data: bytes) -> list[NetlinkMessage]:
                 length,
                 len(data) - offset,
             )
+            _count(drops, "bad-length")
             break
         payload = data[offset + NLMSGHDR.size : offset + length]
         try:
             message = _message_untrusted(message_type, flags, seq, port_id, payload)
         except MalformedMessageError as error:
             logger.warning("netlink: dropped message type %d seq %d: %s", message_type, seq, error)
+            _count(drops, "malformed")
         else:
             if message is not None:
                 messages.append(message)
         offset += _align(length)
     return messages
+
+
+def _count(drops: Counter[str] | None, reason: str) -> None:
+    if drops is not None:
+        drops[reason] += 1

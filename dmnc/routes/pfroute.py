@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import struct
+from collections import Counter
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
@@ -238,13 +239,14 @@ def _gateway_untrusted(sockaddr: bytes, family: int) -> tuple[int | None, Addres
     return None, None
 
 
-def decode_route_message_untrusted(data: bytes) -> RouteSocketMessage | None:
+def decode_route_message_untrusted(data: bytes, drops: Counter[str] | None = None) -> RouteSocketMessage | None:
     """One routing socket message (exactly `data`); None, with a log line, when malformed or not a route message
     of AF_INET/AF_INET6 (interface and address messages have other headers and are skipped without a log)."""
     try:
         return _route_message_untrusted(data)
     except MalformedMessageError as error:
         logger.warning("routing socket: dropped a message: %s", error)
+        _count(drops, "malformed")
         return None
 
 
@@ -281,7 +283,7 @@ def _route_message_untrusted(data: bytes) -> RouteSocketMessage | None:
     )
 
 
-def decode_messages_untrusted(data: bytes) -> list[RouteSocketMessage]:
+def decode_messages_untrusted(data: bytes, drops: Counter[str] | None = None) -> list[RouteSocketMessage]:
     """Every route message in a buffer of consecutive messages (a NET_RT_DUMP sysctl); the walk stops, with a log
     line, at a length that cannot be right, because the next message's start is unknown after it."""
     messages: list[RouteSocketMessage] = []
@@ -289,19 +291,21 @@ def decode_messages_untrusted(data: bytes) -> list[RouteSocketMessage]:
     while offset < len(data):
         if len(data) - offset < RT_MSGHDR_PREFIX.size:
             logger.warning("routing socket: dropped %d trailing bytes", len(data) - offset)
+            _count(drops, "truncated")
             break
         (length,) = struct.unpack_from("=H", data, offset)
         if length < RT_MSGHDR_PREFIX.size or offset + length > len(data):
             logger.warning("routing socket: dropped the rest of a dump: message claims %d bytes", length)
+            _count(drops, "bad-length")
             break
-        message = decode_route_message_untrusted(data[offset : offset + length])
+        message = decode_route_message_untrusted(data[offset : offset + length], drops)
         if message is not None:
             messages.append(message)
         offset += length
     return messages
 
 
-def decode_interface_index_untrusted(data: bytes) -> int | None:
+def decode_interface_index_untrusted(data: bytes, drops: Counter[str] | None = None) -> int | None:
     """The interface index of an RTM_IFINFO message (an interface went up or down, or changed), else None."""
     if len(data) < IF_MSGHDR.size:
         return None
@@ -310,5 +314,11 @@ def decode_interface_index_untrusted(data: bytes) -> int | None:
         return None
     if length != len(data) or length < IF_MSGHDR_LENGTH:
         logger.warning("routing socket: dropped an interface message of %d bytes claiming %d", len(data), length)
+        _count(drops, "bad-length")
         return None
     return int(index)
+
+
+def _count(drops: Counter[str] | None, reason: str) -> None:
+    if drops is not None:
+        drops[reason] += 1

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Set
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Mapping, Set
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
@@ -82,6 +82,7 @@ class ReconcilerStatus:
     overlaps: tuple[OverlapFinding, ...]
     passes: int
     last_error: str | None
+    dropped_messages: Mapping[str, int] = field(default_factory=dict)  # malformed kernel messages, by reason
 
 
 class RouteReconciler:
@@ -157,7 +158,14 @@ class RouteReconciler:
                 for skip in self._last_result.skipped
                 if skip.subnet is not None
             )
-        return ReconcilerStatus(frozenset(self._routed), tuple(subnets), self._overlaps, self._passes, self._last_error)
+        return ReconcilerStatus(
+            frozenset(self._routed),
+            tuple(subnets),
+            self._overlaps,
+            self._passes,
+            self._last_error,
+            dict(self._manager.dropped_messages),
+        )
 
     async def settled(self) -> None:
         """Return once a pass that started after this call's triggers has finished."""

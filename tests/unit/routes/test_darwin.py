@@ -218,3 +218,19 @@ async def test_monitor_reports_changes_of_our_interface_only(xnu: FakeXnu, manag
         event = await events.__anext__()
     assert event.kind is RouteEventKind.INTERFACE_CHANGED
     assert xnu.monitors[0].receive_channel.statistics().current_buffer_used == 0
+
+
+async def test_malformed_kernel_messages_are_counted_and_skipped(
+    xnu: FakeXnu, manager: DarwinRouteManager, nursery: trio.Nursery
+) -> None:
+    reconciler = RouteReconciler(manager, PolicyConfig())
+    await nursery.start(reconciler.run)
+    good = pfroute.RouteSocketMessage(pfroute.RTM_DELETE, net("10.1.0.0/16"), 0x803, 4, gateway_interface=4)
+    async with manager.monitor() as events:
+        xnu.monitors[-1].send.send_nowait(b"\x05\x00\x05\x01garbage")
+        xnu.monitors[-1].send.send_nowait(pfroute.encode_route_message(good))
+        event = await events.__anext__()
+    assert event.route is not None
+    assert event.route.destination == net("10.1.0.0/16")
+    assert manager.dropped_messages == {"malformed": 1}
+    assert reconciler.status().dropped_messages == {"malformed": 1}

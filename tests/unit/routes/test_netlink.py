@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import struct
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
@@ -207,11 +208,18 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("name", sorted(MALFORMED))
-def test_malformed_kernel_message_is_dropped_with_a_log_line(name: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_malformed_kernel_message_is_dropped_counted_and_logged(name: str, caplog: pytest.LogCaptureFixture) -> None:
+    drops: Counter[str] = Counter()
     with caplog.at_level(logging.WARNING, logger="dmnc.routes.netlink"):
-        assert netlink.decode_messages_untrusted(MALFORMED[name]) == []
+        assert netlink.decode_messages_untrusted(MALFORMED[name], drops) == []
     assert len(caplog.records) == 1
     assert caplog.records[0].message.startswith("netlink: dropped")
+    expected = {
+        "short header": "truncated",
+        "length beyond datagram": "bad-length",
+        "length below header": "bad-length",
+    }
+    assert drops == {expected.get(name, "malformed"): 1}
 
 
 def test_a_malformed_message_does_not_hide_the_valid_ones_around_it(caplog: pytest.LogCaptureFixture) -> None:

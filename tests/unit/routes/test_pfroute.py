@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import struct
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
@@ -189,18 +190,22 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("name", sorted(MALFORMED))
-def test_malformed_message_is_dropped_with_a_log_line(name: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_malformed_message_is_dropped_counted_and_logged(name: str, caplog: pytest.LogCaptureFixture) -> None:
+    drops: Counter[str] = Counter()
     with caplog.at_level(logging.WARNING, logger="dmnc.routes.pfroute"):
-        assert pfroute.decode_route_message_untrusted(MALFORMED[name]) is None
+        assert pfroute.decode_route_message_untrusted(MALFORMED[name], drops) is None
     assert len(caplog.records) == 1
     assert caplog.records[0].message.startswith("routing socket: dropped")
+    assert drops == {"malformed": 1}
 
 
 def test_dump_with_a_bad_length_keeps_what_came_before(caplog: pytest.LogCaptureFixture) -> None:
+    drops: Counter[str] = Counter()
     with caplog.at_level(logging.WARNING, logger="dmnc.routes.pfroute"):
-        messages = pfroute.decode_messages_untrusted(GOOD + struct.pack("=H", 500) + bytes(10))
+        messages = pfroute.decode_messages_untrusted(GOOD + struct.pack("=H", 500) + bytes(10), drops)
     assert [message.destination for message in messages] == [net("172.17.0.0/16")]
     assert len(caplog.records) == 1
+    assert drops == {"bad-length": 1}
 
 
 def test_encode_rejects_impossible_routes() -> None:
