@@ -61,6 +61,26 @@ _Batch = TypeVar("_Batch")
 SendJob = tuple[socket.socket, Endpoint, list[bytes]]
 
 
+def segment_run_end(datagrams: list[SendDatagram], start: int) -> int:
+    """End (exclusive) of the run from `start` that one UDP GSO send can carry.
+
+    A run goes to one endpoint, its datagrams all have the first one's size except a shorter last one (the kernel
+    cuts the payload at that size), at most UDP_MAX_SEGMENTS of them and MAX_UDP_PAYLOAD bytes in total.
+    """
+    first = datagrams[start]
+    endpoint, size = first.endpoint, len(first.data)
+    limit = min(len(datagrams), start + UDP_MAX_SEGMENTS, start + MAX_UDP_PAYLOAD // max(size, 1))
+    end = start + 1
+    while end < limit:
+        following = datagrams[end]
+        if following.endpoint != endpoint or len(following.data) > size:
+            break
+        end += 1
+        if len(following.data) < size:
+            break
+    return end
+
+
 @dataclass(slots=True)
 class TunnelCounters:
     """Drops the I/O layer itself makes (the core counts its own in PeerStats and Device.drops)."""
@@ -320,19 +340,13 @@ class Tunnel:
         start, count = 0, len(datagrams)
         while start < count:
             first = datagrams[start]
-            endpoint, size = first.endpoint, len(first.data)
+            endpoint = first.endpoint
             connected = self.udp.connected.get(endpoint)
             if connected is None:
                 self._send(first.data, endpoint)  # connects the socket once the endpoint is a peer's
                 start += 1
                 continue
-            end = start + 1
-            limit = min(count, start + UDP_MAX_SEGMENTS, start + MAX_UDP_PAYLOAD // max(size, 1))
-            # A run: same endpoint, same size; a shorter datagram may close it (the kernel allows a short last one).
-            while end < limit and datagrams[end].endpoint == endpoint and len(datagrams[end].data) <= size:
-                end += 1
-                if len(datagrams[end - 1].data) < size:
-                    break
+            end = segment_run_end(datagrams, start)
             self._udp_sender.submit(
                 (connected, endpoint, [datagram.data for datagram in datagrams[start:end]]),
                 small=end - start <= INLINE_BATCH,
