@@ -25,7 +25,6 @@ from dmnc.wireguard.timers import PeerTimers, TimerEvent
 from dmnc.wireguard.transport import MAX_PACKET_SIZE, TransportCipher
 
 _TRANSPORT_HEADER: Final = messages.TRANSPORT_HEADER
-_TRANSPORT_PREFIX: Final = struct.pack("<I", constants.MESSAGE_TRANSPORT)
 _HANDSHAKE_PREFIXES: Final = frozenset(
     struct.pack("<I", kind)
     for kind in (constants.MESSAGE_INITIATION, constants.MESSAGE_RESPONSE, constants.MESSAGE_COOKIE_REPLY)
@@ -221,22 +220,25 @@ class Device:
         messages yield the response or the queued packets / a keepalive confirming the new session. `under_load`
         (the caller's handshake queue is filling up) demands a valid mac2: without one the answer is a cookie reply.
         """
-        if datagram[:4] == _TRANSPORT_PREFIX:
-            return self._receive_transport(datagram, source, now)
+        if len(datagram) >= constants.TRANSPORT_MIN_SIZE:
+            kind, receiver, counter = _TRANSPORT_HEADER.unpack_from(datagram)
+            if kind == constants.MESSAGE_TRANSPORT:
+                return self._receive_transport(datagram, receiver, counter, source, now)
         try:
             kind = messages.message_type_untrusted(datagram)
             if kind == constants.MESSAGE_INITIATION:
                 return self._receive_initiation(datagram, source, now, under_load)
             if kind == constants.MESSAGE_RESPONSE:
                 return self._receive_response(datagram, source, now, under_load)
-            return self._receive_cookie_reply(datagram, now)
+            if kind == constants.MESSAGE_COOKIE_REPLY:
+                return self._receive_cookie_reply(datagram, now)
+            return [self._device_drop(DropReason.TOO_SHORT)]  # transport data shorter than header and tag
         except MessageError as error:
             return [self._device_drop(error.reason)]
 
-    def _receive_transport(self, datagram: bytes, source: Endpoint, now: float) -> list[Output]:  # noqa: PLR0911  # one early return per drop reason
-        if len(datagram) < constants.TRANSPORT_MIN_SIZE:
-            return [self._device_drop(DropReason.TOO_SHORT)]
-        _, receiver, counter = _TRANSPORT_HEADER.unpack_from(datagram)
+    def _receive_transport(
+        self, datagram: bytes, receiver: int, counter: int, source: Endpoint, now: float
+    ) -> list[Output]:
         entry = self._keypair_indices.get(receiver)
         if entry is None:
             return [self._device_drop(DropReason.UNKNOWN_RECEIVER_INDEX)]

@@ -30,20 +30,25 @@ class ReplayWindow:
 
     def accept(self, counter: int) -> bool:
         """Record `counter` and return True if it is new and inside the window; False (no change) otherwise."""
-        if self._greatest >= self._reject_after_messages + 1 or counter >= self._reject_after_messages:
+        if counter >= self._reject_after_messages or self._greatest > self._reject_after_messages:
             return False
         counter += 1
-        if counter + WINDOW_SIZE < self._greatest:
-            return False
-        block = counter >> _BLOCK_SHIFT
-        if counter > self._greatest:
-            current_block = self._greatest >> _BLOCK_SHIFT
-            for step in range(1, min(block - current_block, _RING_BLOCKS) + 1):
-                self._blocks[(current_block + step) & _RING_MASK] = 0
+        greatest = self._greatest
+        if counter > greatest:
+            block = counter >> _BLOCK_SHIFT
+            current_block = greatest >> _BLOCK_SHIFT
+            if block != current_block:
+                # Blocks the window slides over are recycled; a jump past the whole ring clears each block once.
+                blocks = self._blocks
+                for skipped in range(current_block + 1, min(block, current_block + _RING_BLOCKS) + 1):
+                    blocks[skipped & _RING_MASK] = 0
             self._greatest = counter
-        block &= _RING_MASK
-        bit = 1 << (counter & (_BITS_PER_BLOCK - 1))
-        if self._blocks[block] & bit:
+        elif counter + WINDOW_SIZE < greatest:
             return False
-        self._blocks[block] |= bit
+        index = (counter >> _BLOCK_SHIFT) & _RING_MASK
+        bit = 1 << (counter & (_BITS_PER_BLOCK - 1))
+        word = self._blocks[index]
+        if word & bit:
+            return False
+        self._blocks[index] = word | bit
         return True
