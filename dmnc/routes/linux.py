@@ -40,6 +40,8 @@ MONITOR_RECEIVE_BUFFER_BYTES = 1 << 20
 REQUESTS_PER_BATCH = 64
 # A dump interrupted by a concurrent change (NLM_F_DUMP_INTR) is retried this many times before it is used as is.
 DUMP_ATTEMPTS = 3
+# include/linux/threads.h: the largest pid on 64-bit Linux.
+PID_MAX_LIMIT = 4 * 1024 * 1024
 # linux/rtnetlink.h: "this route is cloned" (IPv6 route cache entries in dumps).
 RTM_F_CLONED = 0x200
 
@@ -302,7 +304,7 @@ class _RouteEventStream:
         if isinstance(message, netlink.LinkMessage):
             if message.interface_index != self._manager.interface_index:
                 return None
-            return RouteEvent(RouteEventKind.INTERFACE_CHANGED, None, sender_pid=message.port_id or None)
+            return RouteEvent(RouteEventKind.INTERFACE_CHANGED, None, sender_pid=sender_pid(message.port_id))
         if not isinstance(message, netlink.RouteMessage):
             return None
         route = self._manager.installed_route(message)
@@ -314,9 +316,16 @@ class _RouteEventStream:
         return RouteEvent(
             kind,
             route,
-            sender_pid=message.port_id or None,
+            sender_pid=sender_pid(message.port_id),
             caused_by_us=message.port_id == self._manager.request_port_id,
         )
+
+
+def sender_pid(port_id: int) -> int | None:
+    """The process behind a notification's netlink port, when the port can be a pid: the kernel autobinds a
+    process's first netlink socket to its pid and later ones to negative ids (af_netlink.c netlink_autobind);
+    0 is the kernel itself."""
+    return port_id if 0 < port_id <= PID_MAX_LIMIT else None
 
 
 def _interface_name(index: int) -> str:
