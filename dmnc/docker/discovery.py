@@ -7,8 +7,9 @@
    daemon.
 2. The invoking user's active docker context: DOCKER_CONTEXT, else `currentContext` of the user's
    ~/.docker/config.json (DOCKER_CONFIG overrides the directory outside sudo), resolved through
-   ~/.docker/contexts/meta/<sha256 of the name>/meta.json (`Endpoints.docker.Host`). Under sudo the invoking user
-   is SUDO_USER, and their home, not root's, is searched.
+   ~/.docker/contexts/meta/<sha256 of the name>/meta.json (`Endpoints.docker.Host`). Running as root, the user
+   dmnc acts for is SUDO_USER under sudo, else (the macOS root service) the console user; their home, not root's,
+   is searched.
 3. The sockets the known runtimes create, for the invoking user: Docker Desktop (~/.docker/run/docker.sock,
    ~/.docker/desktop/docker.sock), /var/run/docker.sock, Colima (~/.colima/<profile>/docker.sock, default profile
    first), Rancher Desktop (~/.rd/docker.sock), OrbStack (~/.orbstack/run/docker.sock), Lima
@@ -32,6 +33,7 @@ import logging
 import os
 import pwd
 import stat
+import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,11 +66,13 @@ class DockerEndpoint:
 
 @dataclass(frozen=True)
 class DiscoveryEnvironment:
-    """What discovery reads from the process: environment, effective UID and a user -> home lookup."""
+    """What discovery reads from the process: environment, effective UID, a user -> home lookup and, for a root
+    service started by launchd/systemd rather than sudo, the user logged in at the console."""
 
     environ: Mapping[str, str]
     euid: int
     home_of_user: Callable[[str], Path | None]
+    console_user: tuple[str, int] | None = None
     system_docker_socket: Path = SYSTEM_DOCKER_SOCKET
     system_podman_socket: Path = SYSTEM_PODMAN_SOCKET
     run_user_dir: Path = Path("/run/user")
@@ -77,31 +81,40 @@ class DiscoveryEnvironment:
 
     @classmethod
     def from_process(cls) -> Self:
-        return cls(environ=dict(os.environ), euid=os.geteuid(), home_of_user=_home_from_passwd)
+        return cls(
+            environ=dict(os.environ),
+            euid=os.geteuid(),
+            home_of_user=_home_from_passwd,
+            console_user=_console_user() if sys.platform == "darwin" else None,
+        )
 
     @property
-    def sudo_user(self) -> str | None:
-        """The user who ran `sudo dmnc ...`, when we are root because of sudo."""
-        user = self.environ.get("SUDO_USER")
-        return user if self.euid == 0 and user and user != "root" else None
+    def desktop_user(self) -> tuple[str, int] | None:
+        """(name, uid) of the user whose Docker setup a root dmnc serves: SUDO_USER under `sudo dmnc ...`, else
+        the console user (the root service on macOS); None when dmnc runs as that user itself."""
+        if self.euid != 0:
+            return None
+        sudo_user = self.environ.get("SUDO_USER")
+        sudo_uid = self.environ.get("SUDO_UID", "")
+        if sudo_user and sudo_user != "root":
+            return sudo_user, int(sudo_uid) if sudo_uid.isdigit() else self.euid
+        return self.console_user
 
     def invoking_home(self) -> Path | None:
-        sudo_user = self.sudo_user
-        if sudo_user is not None:
-            return self.home_of_user(sudo_user)
+        desktop_user = self.desktop_user
+        if desktop_user is not None:
+            return self.home_of_user(desktop_user[0])
         home = self.environ.get("HOME")
         return Path(home) if home else None
 
     def invoking_uid(self) -> int:
-        sudo_uid = self.environ.get("SUDO_UID", "")
-        if self.sudo_user is not None and sudo_uid.isdigit():
-            return int(sudo_uid)
-        return self.euid
+        desktop_user = self.desktop_user
+        return self.euid if desktop_user is None else desktop_user[1]
 
     def docker_config_dir(self) -> Path | None:
-        # Under sudo, DOCKER_CONFIG (if sudo kept it) may be root's; the invoking user's own directory is the one.
+        # Acting for another user, DOCKER_CONFIG (if sudo kept it) may be root's; that user's own directory counts.
         configured = self.environ.get("DOCKER_CONFIG")
-        if configured and self.sudo_user is None:
+        if configured and self.desktop_user is None:
             return Path(configured)
         home = self.invoking_home()
         return home / ".docker" if home is not None else None
@@ -115,6 +128,15 @@ class Candidate:
     location: str
     address: DaemonAddress | None = None
     problem: str | None = None
+
+
+def _console_user() -> tuple[str, int] | None:
+    """The user logged in at the macOS console (owner of /dev/console), unless that is root (nobody logged in)."""
+    try:
+        uid = os.stat("/dev/console").st_uid
+        return (pwd.getpwuid(uid).pw_name, uid) if uid != 0 else None
+    except (OSError, KeyError):
+        return None
 
 
 def _home_from_passwd(user: str) -> Path | None:
@@ -157,7 +179,7 @@ def context_candidate(env: DiscoveryEnvironment) -> Candidate | None:
 
 def _active_context_name(env: DiscoveryEnvironment, config_dir: Path) -> str | None:
     # Under sudo, DOCKER_CONTEXT (if sudo kept it) may be root's choice; the user's config.json is theirs.
-    name = env.environ.get("DOCKER_CONTEXT") if env.sudo_user is None else None
+    name = env.environ.get("DOCKER_CONTEXT") if env.desktop_user is None else None
     if name:
         return name
     config_path = config_dir / "config.json"
@@ -253,8 +275,10 @@ async def discover_endpoint(
 ) -> DockerEndpoint:
     """The first candidate with a daemon behind it; DiscoveryError listing every attempt when there is none."""
     environment = DiscoveryEnvironment.from_process() if env is None else env
-    if environment.sudo_user is not None:
-        logger.info("docker discovery: running under sudo, looking at %s's configuration", environment.sudo_user)
+    if environment.desktop_user is not None:
+        logger.info(
+            "docker discovery: running as root for %s, looking at their configuration", environment.desktop_user[0]
+        )
     attempts: list[DiscoveryAttempt] = []
     for candidate in all_candidates(docker_host, environment):
         logger.info("docker discovery: trying %s at %s", candidate.source, candidate.location)

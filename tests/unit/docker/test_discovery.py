@@ -31,7 +31,14 @@ class FakeMachine:
         self.answering: set[str] = set()
         self.probed: list[str] = []
 
-    def env(self, *, euid: int = 501, sudo_user: str | None = None, **environ: str) -> DiscoveryEnvironment:
+    def env(
+        self,
+        *,
+        euid: int = 501,
+        sudo_user: str | None = None,
+        console_user: tuple[str, int] | None = None,
+        **environ: str,
+    ) -> DiscoveryEnvironment:
         variables = {"HOME": str(self.homes["root" if euid == 0 else "alice"]), **environ}
         if sudo_user is not None:
             variables |= {"SUDO_USER": sudo_user, "SUDO_UID": "501"}
@@ -39,6 +46,7 @@ class FakeMachine:
             environ=variables,
             euid=euid,
             home_of_user=self.homes.get,
+            console_user=console_user,
             system_docker_socket=self.root / "var" / "run" / "docker.sock",
             system_podman_socket=self.root / "run" / "podman" / "podman.sock",
             run_user_dir=self.root / "run" / "user",
@@ -145,6 +153,24 @@ async def test_under_sudo_the_invoking_users_runtime_sockets_are_searched(machin
     orbstack = machine.socket(machine.homes["alice"] / ".orbstack" / "run" / "docker.sock")
     endpoint = await discover_endpoint(env=machine.env(euid=0, sudo_user="alice"), probe=machine.probe)
     assert endpoint.address.socket_path == str(orbstack)
+
+
+async def test_root_service_without_sudo_uses_the_console_users_context(machine: FakeMachine) -> None:
+    # launchd starts the macOS service as root with HOME=/var/root and no SUDO_USER: the logged-in user counts.
+    alice = machine.homes["alice"]
+    machine.socket(machine.homes["root"] / ".docker" / "run" / "docker.sock")
+    colima = machine.socket(alice / ".colima" / "default" / "docker.sock")
+    machine.context(alice, "colima", f"unix://{colima}")
+    endpoint = await discover_endpoint(env=machine.env(euid=0, console_user=("alice", 501)), probe=machine.probe)
+    assert endpoint.source == "docker context 'colima'"
+
+
+async def test_console_user_is_ignored_when_not_running_as_root(machine: FakeMachine) -> None:
+    alice = machine.homes["alice"]
+    desktop = machine.socket(alice / ".docker" / "run" / "docker.sock")
+    env = machine.env(euid=501, console_user=("bob", 502))
+    assert env.desktop_user is None
+    assert (await discover_endpoint(env=env, probe=machine.probe)).address.socket_path == str(desktop)
 
 
 async def test_default_context_falls_through_to_known_sockets(machine: FakeMachine) -> None:
