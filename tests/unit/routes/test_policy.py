@@ -124,6 +124,29 @@ def test_patterns_parse_to_names_or_cidrs() -> None:
     assert parse_pattern("fd00::/8") == CidrPattern(net("fd00::/8"))
 
 
+@untimed
+@given(st.text(max_size=60))
+def test_any_pattern_text_parses_or_is_a_config_error(text: str) -> None:
+    try:
+        pattern = parse_pattern(text)
+    except PolicyConfigError:
+        return
+    if isinstance(pattern, CidrPattern):
+        assert "/" in text
+        assert str(pattern.network) == str(ipaddress.ip_network(text.strip()))
+    else:
+        assert pattern.glob == text.strip()
+        assert "/" not in text
+
+
+@untimed
+@given(
+    st.builds(lambda a, p: ipaddress.IPv6Network((a, p), strict=False), st.integers(0, 2**128 - 1), st.integers(0, 128))
+)
+def test_cidr_patterns_round_trip_through_their_text(network: ipaddress.IPv6Network) -> None:
+    assert parse_pattern(str(network)) == CidrPattern(network)
+
+
 @pytest.mark.parametrize("text", ["", "  ", "10.0.0.1/8", "10.0.0.0/33", "web/1"])
 def test_invalid_patterns_are_config_errors(text: str) -> None:
     with pytest.raises(PolicyConfigError):
