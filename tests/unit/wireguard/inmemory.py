@@ -110,10 +110,12 @@ class Network:
         preshared_key: bytes | None = None,
         a_keepalive: int = 0,
         b_keepalive: int = 0,
+        a_endpoint: Endpoint = ("192.0.2.1", 51820),
+        b_endpoint: Endpoint = ("192.0.2.2", 51821),
     ) -> tuple[Host, Host]:
         """Two hosts with tunnel addresses 10.0.0.1 / fd00::1 (a) and 10.0.0.2 / fd00::2 (b)."""
-        a = self.add_host("a", ("192.0.2.1", 51820))
-        b = self.add_host("b", ("192.0.2.2", 51821))
+        a = self.add_host("a", a_endpoint)
+        b = self.add_host("b", b_endpoint)
         a.device.add_peer(
             PeerConfig(
                 b.device.public_key,

@@ -304,3 +304,36 @@ def test_removed_peer_gets_no_more_traffic_and_its_sessions_are_gone() -> None:
     net.send(b, ip4("10.0.0.2", "10.0.0.1"))
     assert b.drops[-1] is DropReason.NO_ROUTE_TO_PEER
     assert b.device.next_deadline() is None
+
+
+def test_cookie_round_trip_with_ipv6_endpoints() -> None:
+    net = Network()
+    a, b = net.pair(a_endpoint=("2001:db8::1", 51820), b_endpoint=("2001:db8::2", 51821))
+    net.send(a, ip4("10.0.0.1", "10.0.0.2", b"v6 underlay"))
+    net.deliver_next(under_load=True)
+    net.deliver_next()
+    net.advance(5.4, deliver=False)
+    net.deliver_next(under_load=True)
+    net.deliver_all()
+    assert b.tunnel == [ip4("10.0.0.1", "10.0.0.2", b"v6 underlay")]
+    assert b.device.peer_stats()[a.device.public_key].endpoint == ("2001:db8::1", 51820)
+
+
+def test_cryptokey_routing_picks_the_peer_with_the_longest_matching_prefix() -> None:
+    net = Network()
+    a, b = net.pair()
+    c = net.add_host("c", ("192.0.2.3", 51822))
+    a.device.add_peer(
+        PeerConfig(c.device.public_key, allowed_ips=(ipaddress.ip_network("10.0.0.0/24"),), endpoint=c.endpoint)
+    )
+    c.device.add_peer(PeerConfig(a.device.public_key, allowed_ips=(ipaddress.ip_network("10.0.0.1/32"),)))
+    net.send(a, ip4("10.0.0.1", "10.0.0.2", b"to b"))
+    net.send(a, ip4("10.0.0.1", "10.0.0.3", b"to c"))
+    net.deliver_all()
+    assert b.tunnel == [ip4("10.0.0.1", "10.0.0.2", b"to b")]
+    assert c.tunnel == [ip4("10.0.0.1", "10.0.0.3", b"to c")]
+    # c may not claim b's address as a source: 10.0.0.2/32 belongs to b in a's table.
+    net.send(c, ip4("10.0.0.2", "10.0.0.1", b"spoofing b"))
+    net.deliver_all()
+    assert a.tunnel == []
+    assert a.drops == [DropReason.DISALLOWED_SOURCE_IP]
