@@ -149,9 +149,18 @@ def _home_from_passwd(user: str) -> Path | None:
 def explicit_candidate(docker_host: str | None, env: DiscoveryEnvironment) -> Candidate | None:
     """The user's explicit choice (--docker-host, else DOCKER_HOST), if any."""
     for source, value in (("--docker-host", docker_host), ("DOCKER_HOST", env.environ.get("DOCKER_HOST"))):
-        if value:
-            return _candidate_for_url(source, value)
+        if not value:
+            continue
+        candidate = _candidate_for_url(source, value)
+        # dmnc speaks plain HTTP only; against a TLS port that would end in a confusing "malformed HTTP".
+        if candidate.address is not None and candidate.address.host is not None and _tls_requested(env):
+            return Candidate(source, value, problem="TLS (DOCKER_TLS_VERIFY) is not supported: use the unix socket")
+        return candidate
     return None
+
+
+def _tls_requested(env: DiscoveryEnvironment) -> bool:
+    return env.environ.get("DOCKER_TLS_VERIFY", "") not in {"", "0"}
 
 
 class _UnusableContext(Exception):

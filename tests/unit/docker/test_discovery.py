@@ -114,6 +114,15 @@ async def test_tcp_docker_host_is_probed_without_a_socket_file(machine: FakeMach
     assert (endpoint.address.host, endpoint.address.port) == ("127.0.0.1", 2375)
 
 
+async def test_tcp_docker_host_with_tls_is_reported_as_unsupported(machine: FakeMachine) -> None:
+    machine.answering.add("tcp://127.0.0.1:2376")
+    with pytest.raises(DiscoveryError, match="TLS"):
+        await discover_endpoint(
+            env=machine.env(DOCKER_HOST="tcp://127.0.0.1:2376", DOCKER_TLS_VERIFY="1"), probe=machine.probe
+        )
+    assert machine.probed == []
+
+
 async def test_ssh_docker_host_is_reported_as_unsupported(machine: FakeMachine) -> None:
     with pytest.raises(DiscoveryError, match="unsupported Docker host"):
         await discover_endpoint(env=machine.env(DOCKER_HOST="ssh://me@vm"), probe=machine.probe)
