@@ -65,7 +65,7 @@ def run_genkey(args: argparse.Namespace) -> int:
 def run_pubkey(args: argparse.Namespace) -> int:
     try:
         private_key = decode_key(sys.stdin.read())
-    except KeyFormatError as error:
+    except (KeyFormatError, UnicodeDecodeError) as error:
         print(f"dmnc wg pubkey: {error}", file=sys.stderr)
         return EXIT_FAILURE
     print(encode_key(public_key(private_key)))
@@ -82,12 +82,25 @@ def run_up(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     for key in config.ignored_keys:
         print(f"dmnc wg up: ignoring wg-quick setting `{key}`", file=sys.stderr)
+    failures: list[Exception] = []
     try:
         trio.run(_serve, config, peers, timing, args.interface)
-    except (TunError, UdpError, WgUpError) as error:
-        print(f"dmnc wg up: {error}", file=sys.stderr)
-        return EXIT_FAILURE
-    return 0
+    except* (TunError, UdpError, WgUpError) as group:
+        # Raised inside the tunnel's nurseries they arrive grouped (trio's strict exception groups).
+        failures.extend(leaf_exceptions(group))
+    for failure in failures:
+        print(f"dmnc wg up: {failure}", file=sys.stderr)
+    return EXIT_FAILURE if failures else 0
+
+
+def leaf_exceptions(group: BaseExceptionGroup[Exception]) -> list[Exception]:
+    leaves: list[Exception] = []
+    for exception in group.exceptions:
+        if isinstance(exception, BaseExceptionGroup):
+            leaves.extend(leaf_exceptions(exception))
+        else:
+            leaves.append(exception)
+    return leaves
 
 
 def timing_from_environment(environment: dict[str, str] | os._Environ[str]) -> Timing:

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from dmnc.commands.wg import REKEY_AFTER_TIME_VARIABLE, WgUpError, peer_config, timing_from_environment
+from dmnc.commands.wg import (
+    REKEY_AFTER_TIME_VARIABLE,
+    WgUpError,
+    leaf_exceptions,
+    peer_config,
+    timing_from_environment,
+)
 from dmnc.wgconfig import ConfigError, PeerSection
 from dmnc.wireguard import Timing, decode_key, public_key
 
@@ -56,3 +62,9 @@ def test_peer_endpoint_is_resolved_and_unresolvable_names_report_the_peer_line()
     unresolvable = PeerSection(public_key=bytes(32), endpoint=("no-such-host.invalid", 51820), line=7)
     with pytest.raises(ConfigError, match=r"^x\.conf:7: Endpoint 'no-such-host.invalid' does not resolve"):
         peer_config(unresolvable, "x.conf")
+
+
+def test_leaf_exceptions_flattens_nested_groups_in_order() -> None:
+    first, second, third = WgUpError("a"), ValueError("b"), WgUpError("c")
+    group = ExceptionGroup("outer", [first, ExceptionGroup("inner", [second, third])])
+    assert leaf_exceptions(group) == [first, second, third]

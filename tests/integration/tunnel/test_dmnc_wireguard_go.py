@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -17,12 +18,17 @@ from tests.integration.tunnel.peers import (
     WGGO_PORT,
     Topology,
     dmnc_and_wireguard_go,
+    render_dmnc_config,
 )
-from tests.lab.netns import wait_for_ping
+from tests.lab.netns import netns, wait_for_ping
 from tests.lab.wggo import WgPeer, wg_genkey, wg_pubkey
 
 pytestmark = pytest.mark.lab
 
+SQUATTER = (
+    "import socket, sys, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+    "s.bind(('0.0.0.0', int(sys.argv[1]))); print('bound', flush=True); time.sleep(60)"
+)
 TRANSFER_BYTES = 100 * 1024 * 1024
 TRANSFER_PORT = 5201
 
@@ -177,3 +183,24 @@ def test_ipv6_underlay_carries_the_tunnel_both_ways(dmnc_initiates: bool) -> Non
         assert wait_for_ping(second, DMNC_ADDRESS if dmnc_initiates else WGGO_ADDRESS, timeout=5)
         peer = topology.dmnc.peer_status(topology.wggo_public_key)
         assert peer["endpoint"] == [str(topology.link.right_address.ip), WGGO_PORT]
+
+
+def test_wg_up_on_a_busy_port_fails_with_one_line_and_no_traceback() -> None:
+    with netns() as namespace:
+        # A plain bind, without SO_REUSEPORT (netcat sets it, and would share the port with dmnc instead).
+        squatter = namespace.popen(
+            [sys.executable, "-c", SQUATTER, "51820"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        assert squatter.stdout is not None
+        assert squatter.stdout.readline().strip() == b"bound"
+        config = render_dmnc_config(wg_genkey(), "10.44.0.1/24", 51820, [])
+        with tempfile.NamedTemporaryFile("w", suffix=".conf") as config_file:
+            config_file.write(config)
+            config_file.flush()
+            result = namespace.run(
+                [sys.executable, "-m", "dmnc", "wg", "up", config_file.name], check=False, timeout=30
+            )
+        squatter.kill()
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == ["dmnc wg up: binding UDP 0.0.0.0 port 51820: Address already in use"]
