@@ -26,10 +26,12 @@ or file:line and key) and what is wrong with it.
 from __future__ import annotations
 
 import enum
+import errno
 import ipaddress
 import logging
 import os
 import re
+import stat
 import sys
 import tomllib
 from collections.abc import Callable, Mapping
@@ -360,6 +362,35 @@ _TOML_TABLES = {"routes": frozenset({"include", "exclude"})}
 _TOML_TOP_LEVEL_KEYS = frozenset(option.toml_key[0] for option in _OPTIONS if len(option.toml_key) == 1)
 
 
+# Far above any real configuration; a bound so that a wrong path (a device, a log file) fails fast.
+MAX_CONFIG_FILE_BYTES = 1 << 20
+
+
+def _read_config_bytes(path: Path) -> bytes:
+    """The file's bytes, refusing what a root service must not trust or cannot read safely.
+
+    Opened non-blocking so that a FIFO cannot stall startup; a file that users other than its owner may change is
+    refused when running as root, since it decides which image runs privileged in the VM (sshd's StrictModes rule).
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(descriptor, "rb") as file:
+        info = os.fstat(file.fileno())
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(str(path), "not a regular file")
+        if os.geteuid() == 0 and info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise ConfigError(
+                str(path),
+                f"other users may change this file (mode {stat.S_IMODE(info.st_mode):04o}) while dmnc runs it as "
+                f"root; make it writable by its owner only: chmod go-w {path}",
+            )
+        data = file.read(MAX_CONFIG_FILE_BYTES + 1)
+    if len(data) > MAX_CONFIG_FILE_BYTES:
+        raise ConfigError(str(path), f"larger than {MAX_CONFIG_FILE_BYTES} bytes; is this the right file?")
+    return data
+
+
 class _ConfigFile:
     """A parsed TOML config file that can say on which line a key was set, for error messages."""
 
@@ -380,7 +411,7 @@ class _ConfigFile:
         """
         blame = named_by or str(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            data = _read_config_bytes(path)
         except FileNotFoundError:
             if named_by is None:
                 return None
@@ -391,10 +422,12 @@ class _ConfigFile:
             if skip_unreadable:
                 return None
             raise ConfigError(blame, f"no permission to read config file {str(path)!r}") from None
-        except UnicodeDecodeError as error:
-            raise ConfigError(str(path), f"not UTF-8 text ({error.reason} at byte {error.start})") from None
         except OSError as error:
             raise ConfigError(blame, f"cannot read config file {str(path)!r}: {error.strerror}") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ConfigError(str(path), f"not UTF-8 text ({error.reason} at byte {error.start})") from None
         return cls(path, text)
 
     def source(self, key: tuple[str, ...]) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import ipaddress
+import os
 import string
 from pathlib import Path
 from typing import Any
@@ -223,16 +224,51 @@ def test_config_file_that_is_a_directory(tmp_path: Path) -> None:
     )
 
 
+def deny_reading(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make `path` unreadable, as it would be for a user without permission (root reads everything)."""
+    real_open = os.open
+
+    def open_unless_denied(name: str | os.PathLike[str], flags: int, mode: int = 0o777) -> int:
+        if Path(name) == path:
+            raise PermissionError(13, "Permission denied", str(name))
+        return real_open(name, flags, mode)
+
+    monkeypatch.setattr(os, "open", open_unless_denied)
+
+
 def test_unreadable_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     environ = write_config(tmp_path, "")
-
-    def deny(self: Path, encoding: str) -> str:
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr(Path, "read_text", deny)
+    deny_reading(tmp_path / "config.toml", monkeypatch)
     assert config_error(ConfigFlags(), environ) == (
         f"DMNC_CONFIG: no permission to read config file '{tmp_path / 'config.toml'}'"
     )
+
+
+@pytest.mark.parametrize("mode", [0o664, 0o646, 0o666])
+def test_root_refuses_a_config_file_others_may_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: int
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    environ = write_config(tmp_path, 'setup_image = "attacker/image"\n')
+    path = tmp_path / "config.toml"
+    path.chmod(mode)
+    assert config_error(ConfigFlags(), environ) == (
+        f"{path}: other users may change this file (mode {mode:04o}) while dmnc runs it as root; "
+        f"make it writable by its owner only: chmod go-w {path}"
+    )
+    path.chmod(0o644)
+    assert load_config(ConfigFlags(), environ).setup_image == "attacker/image"
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    assert config_error(ConfigFlags(config_file=str(fifo)), {}) == f"{fifo}: not a regular file"
+
+
+def test_a_huge_file_is_refused(tmp_path: Path) -> None:
+    environ = write_config(tmp_path, "#" * (config.MAX_CONFIG_FILE_BYTES + 1))
+    assert config_error(ConfigFlags(), environ).endswith("larger than 1048576 bytes; is this the right file?")
 
 
 def test_config_file_not_utf8(tmp_path: Path) -> None:
@@ -436,11 +472,7 @@ def test_client_socket_lookup_ignores_other_options(tmp_path: Path) -> None:
 
 def test_client_socket_lookup_skips_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     environ = write_config(tmp_path, 'control_socket = "/file.sock"\n')
-
-    def deny(self: Path, encoding: str) -> str:
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr(Path, "read_text", deny)
+    deny_reading(tmp_path / "config.toml", monkeypatch)
     assert load_control_socket_path(None, environ) == DEFAULT_CONTROL_SOCKET
 
 
