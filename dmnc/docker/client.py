@@ -385,7 +385,10 @@ class DockerClient:
     async def events(
         self, filters: EventFilters | None = None, *, since: int | None = None, idle_timeout: float | None = None
     ) -> AsyncIterator[EventStream]:
-        """Stream events (optionally filtered), starting at `since` (nanoseconds since the epoch) if given."""
+        """Stream events (optionally filtered), starting at `since` (nanoseconds since the epoch) if given.
+
+        Podman 4.3 emits no network events at all (container events only): with Podman, network changes are seen
+        only by listing networks again."""
         params: dict[str, str] = {}
         if filters:
             params["filters"] = encode_filters(filters)
