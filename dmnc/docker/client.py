@@ -71,13 +71,14 @@ NEWEST_KNOWN_API_VERSION = (1, 51)
 OLDEST_SUPPORTED_API_VERSION = (1, 41)
 DEFAULT_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 5.0
-# Image builds and pulls send nothing while a step runs; their body has no per-chunk limit by default either.
+# An error body that is not Docker's {"message": ...} (a proxy's HTML page, a panic) is quoted up to this length.
 ERROR_BODY_PREVIEW_CHARS = 300
+# dockerd's refusal of an API version: "client version 1.52 is too new. Maximum supported API version is 1.41".
 _VERSION_ERROR = re.compile(r"client version \S+ is too (new|old)", re.IGNORECASE)
 
 
 def parse_api_version(text: str) -> tuple[int, int]:
-    """ "1.41" -> (1, 41); BadResponse for anything else."""
+    """Parse "1.41" as (1, 41); BadResponse for anything else."""
     match = re.fullmatch(r"(\d{1,4})\.(\d{1,4})", text.strip())
     if match is None:
         raise BadResponse(f"not an API version: {text!r:.40}")
