@@ -36,7 +36,7 @@ _KEEPALIVE: Final = b""
 
 
 class ConfigError(ValueError):
-    """A peer configuration the device cannot accept (wrong key sizes, duplicate or own key)."""
+    """A peer configuration the device cannot accept (wrong key sizes, unusable, duplicate or own key)."""
 
 
 class Device:
@@ -84,7 +84,12 @@ class Device:
             raise ConfigError(f"peer {keys.encode_key(config.public_key)} is already configured")
         if config.persistent_keepalive < 0:
             raise ConfigError("persistent keepalive must be >= 0 seconds")
-        handshake = noise.Handshake.for_peer(self._local, config.public_key, config.preshared_key)
+        try:
+            handshake = noise.Handshake.for_peer(self._local, config.public_key, config.preshared_key)
+        except crypto.InvalidPublicKeyError:
+            raise ConfigError(
+                f"peer public key {keys.encode_key(config.public_key)} is a low-order point: no handshake can succeed"
+            ) from None
         timers = PeerTimers(self._timing, self._jitter, config.persistent_keepalive)
         peer = Peer(config, handshake, timers)
         if config.endpoint is not None and config.persistent_keepalive > 0:

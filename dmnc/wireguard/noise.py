@@ -8,7 +8,6 @@ drop reason; the handshake state is only changed once a message has fully authen
 from __future__ import annotations
 
 import enum
-import hmac
 from dataclasses import dataclass
 from typing import Final
 
@@ -72,16 +71,11 @@ class Handshake:
 
     @classmethod
     def for_peer(cls, local: LocalIdentity, remote_static: bytes, preshared_key: bytes | None) -> Handshake:
-        try:
-            static_static = crypto.x25519(local.private_key, remote_static)
-        except crypto.InvalidPublicKeyError:
-            # A low-order peer key can never complete a handshake; an all-zero value makes every attempt fail
-            # authentication instead of failing configuration of an otherwise valid device.
-            static_static = bytes(constants.KEY_SIZE)
+        """Raises crypto.InvalidPublicKeyError for a low-order peer key, with which no handshake can succeed."""
         return cls(
             remote_static=remote_static,
             preshared_key=preshared_key or _NO_PRESHARED_KEY,
-            static_static=static_static,
+            static_static=crypto.x25519(local.private_key, remote_static),
             remote_hash=crypto.hash_(INITIAL_HASH, remote_static),
         )
 
@@ -100,8 +94,6 @@ def create_initiation(
     handshake: Handshake, local: LocalIdentity, ephemeral_private: bytes, timestamp: bytes, sender_index: int
 ) -> Initiation:
     """Initiator, whitepaper 5.4.2: build the initiation body (macs are added by the cookie layer)."""
-    if hmac.compare_digest(handshake.static_static, bytes(constants.KEY_SIZE)):
-        raise HandshakeError(DropReason.INVALID_PUBLIC_KEY, "peer static key is a low-order point")
     chaining_key = INITIAL_CHAINING_KEY
     hash_ = handshake.remote_hash
     ephemeral_public = crypto.x25519_base(ephemeral_private)

@@ -288,6 +288,8 @@ def test_bad_peer_configurations_raise_config_error() -> None:
         a.device.add_peer(PeerConfig(b"short"))
     with pytest.raises(ConfigError, match="preshared key"):
         a.device.add_peer(PeerConfig(bytes(range(32)), preshared_key=b"x"))
+    with pytest.raises(ConfigError, match="low-order point"):
+        a.device.add_peer(PeerConfig(bytes(32)))
     with pytest.raises(ConfigError, match="no peer"):
         a.device.remove_peer(bytes(range(32)))
 
