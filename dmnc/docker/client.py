@@ -109,6 +109,7 @@ class ContainerSpec:
     """What `create_container` makes: the subset of the Engine API's container config dmnc uses.
 
     `devices` are host device paths given to the container at the same path (e.g. /dev/net/tun).
+    `restart_policy` is an Engine API restart policy name ("no", "always", "unless-stopped", "on-failure").
     """
 
     image: str
@@ -125,6 +126,7 @@ class ContainerSpec:
     auto_remove: bool = False
     tty: bool = False
     open_stdin: bool = False
+    restart_policy: str | None = None
 
     def to_json(self) -> dict[str, object]:
         host_config: dict[str, object] = {
@@ -140,6 +142,8 @@ class ContainerSpec:
             host_config["NetworkMode"] = self.network_mode
         if self.pid_mode is not None:
             host_config["PidMode"] = self.pid_mode
+        if self.restart_policy is not None:
+            host_config["RestartPolicy"] = {"Name": self.restart_policy}
         body: dict[str, object] = {
             "Image": self.image,
             "Env": [f"{key}={value}" for key, value in self.env.items()],

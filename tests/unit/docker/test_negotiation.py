@@ -107,6 +107,13 @@ def test_container_spec_builds_the_engine_api_body() -> None:
     assert host_config["Devices"] == [
         {"PathOnHost": "/dev/net/tun", "PathInContainer": "/dev/net/tun", "CgroupPermissions": "rwm"}
     ]
+    assert "RestartPolicy" not in host_config
+
+
+def test_container_spec_restart_policy() -> None:
+    host_config = ContainerSpec(image="x", restart_policy="unless-stopped").to_json()["HostConfig"]
+    assert isinstance(host_config, dict)
+    assert host_config["RestartPolicy"] == {"Name": "unless-stopped"}
 
 
 def test_build_context_is_a_reproducible_tar_with_modes() -> None:
