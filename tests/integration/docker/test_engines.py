@@ -15,7 +15,7 @@ import trio
 from dmnc.docker.buildcontext import build_context_tar
 from dmnc.docker.client import ContainerSpec, DockerClient
 from dmnc.docker.discovery import DiscoveryEnvironment, Runtime, detect_runtime, discover_endpoint
-from dmnc.docker.errors import ApiError, ConnectionLost, DaemonUnavailable, NotFound, OperationFailed
+from dmnc.docker.errors import ApiError, ApiVersionError, ConnectionLost, DaemonUnavailable, NotFound, OperationFailed
 from dmnc.docker.models import Event
 from dmnc.docker.streams import StreamKind
 from tests.integration.docker.conftest import start_engine
@@ -38,6 +38,18 @@ async def test_version_info_and_runtime_detection(engine: EngineProcess) -> None
         info = await docker.info()
     expected = Runtime.PODMAN if engine.kind == "podman" else Runtime.DOCKER_ENGINE
     assert detect_runtime(version, info, docker.address) == expected
+
+
+async def test_real_dockerd_refusing_a_too_new_api_version_is_an_api_version_error(
+    dockerd_engine: EngineProcess,
+) -> None:
+    # Pins our recognition of dockerd's own wording; negotiation is what keeps this from happening.
+    async with DockerClient.connect(f"unix://{dockerd_engine.socket_path}") as docker:
+        docker.api_version = "1.52"
+        with pytest.raises(ApiVersionError) as raised:
+            await docker.info()
+    assert raised.value.status == 400
+    assert "1.52" in raised.value.message
 
 
 async def test_discovery_uses_docker_host_and_probes_the_real_daemon(engine: EngineProcess) -> None:
