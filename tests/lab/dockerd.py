@@ -52,7 +52,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 class EngineStartError(RuntimeError):
-    """The engine exited or did not answer /_ping in time; the message carries the tail of its log."""
+    """The engine exited or did not answer /_ping in time (the message carries the tail of its log), or an image
+    import gave no image."""
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,10 @@ def busybox_rootfs_tar() -> bytes:
 
 
 def import_image(socket_path: Path, rootfs: bytes, reference: str) -> str:
-    """Import `rootfs` (a tar) as image `reference` ("repo:tag") through the engine API; return the image id."""
+    """Import `rootfs` (a tar) as image `reference` ("repo:tag") through the engine API; return the image id.
+
+    Podman 4.3's import ignores the tag (it names the image docker.io/REPO:latest), so the image is tagged
+    explicitly afterwards; both engines end their answer with a progress line whose `status` is the new image ID."""
     repository, _, tag = reference.rpartition(":")
     with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)), base_url="http://docker") as client:
         response = client.post(
@@ -216,12 +220,13 @@ def import_image(socket_path: Path, rootfs: bytes, reference: str) -> str:
             params={"fromSrc": "-", "repo": repository, "tag": tag},
             content=rootfs,
             headers={"Content-Type": "application/x-tar"},
-            timeout=60.0,
+            timeout=120.0,
         )
         response.raise_for_status()
-        inspected = client.get(f"/images/{reference}/json", timeout=10.0)
-        inspected.raise_for_status()
-        image_id: str = inspected.json()["Id"]
+        image_id = str(json.loads(response.text.strip().splitlines()[-1]).get("status", ""))
+        if not image_id.startswith("sha256:"):
+            raise EngineStartError(f"image import answered {response.text[:300]!r}")
+        client.post(f"/images/{image_id}/tag", params={"repo": repository, "tag": tag}, timeout=30.0).raise_for_status()
         return image_id
 
 
