@@ -373,8 +373,8 @@ def _read_config_bytes(path: Path) -> bytes:
     refused when running as root, since it decides which image runs privileged in the VM (sshd's StrictModes rule).
     """
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(descriptor, "rb") as file:
-        info = os.fstat(file.fileno())
+    try:
+        info = os.fstat(descriptor)
         if stat.S_ISDIR(info.st_mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
         if not stat.S_ISREG(info.st_mode):
@@ -385,10 +385,16 @@ def _read_config_bytes(path: Path) -> bytes:
                 f"other users may change this file (mode {stat.S_IMODE(info.st_mode):04o}) while dmnc runs it as "
                 f"root; make it writable by its owner only: chmod go-w {path}",
             )
-        data = file.read(MAX_CONFIG_FILE_BYTES + 1)
-    if len(data) > MAX_CONFIG_FILE_BYTES:
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_CONFIG_FILE_BYTES and (chunk := os.read(descriptor, MAX_CONFIG_FILE_BYTES + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(descriptor)
+    if size > MAX_CONFIG_FILE_BYTES:
         raise ConfigError(str(path), f"larger than {MAX_CONFIG_FILE_BYTES} bytes; is this the right file?")
-    return data
+    return b"".join(chunks)
 
 
 class _ConfigFile:

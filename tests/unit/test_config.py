@@ -219,9 +219,11 @@ def test_missing_config_file_named_by_flag(tmp_path: Path) -> None:
 
 
 def test_config_file_that_is_a_directory(tmp_path: Path) -> None:
+    open_before = len(os.listdir("/dev/fd"))
     assert config_error(ConfigFlags(config_file=str(tmp_path)), {}) == (
         f"--config: config file '{tmp_path}' is a directory"
     )
+    assert len(os.listdir("/dev/fd")) == open_before
 
 
 def deny_reading(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -264,6 +266,11 @@ def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
     fifo = tmp_path / "config.toml"
     os.mkfifo(fifo)
     assert config_error(ConfigFlags(config_file=str(fifo)), {}) == f"{fifo}: not a regular file"
+
+
+def test_a_file_of_exactly_the_limit_is_read(tmp_path: Path) -> None:
+    environ = write_config(tmp_path, "#" * config.MAX_CONFIG_FILE_BYTES)
+    assert load_config(ConfigFlags(), environ) == Config(config_file=tmp_path / "config.toml")
 
 
 def test_a_huge_file_is_refused(tmp_path: Path) -> None:

@@ -49,14 +49,14 @@ def test_silent_hides_errors_too() -> None:
     assert stream.getvalue() == ""
 
 
-def test_library_chatter_only_at_debug() -> None:
+def test_library_chatter_stays_hidden_even_at_debug() -> None:
     stream = io.StringIO()
-    setup_logging(LogLevel.INFO, stream)
-    logging.getLogger("httpx").info("HTTP Request: GET /v1.41/events")
-    assert stream.getvalue() == ""
     setup_logging(LogLevel.DEBUG, stream)
     logging.getLogger("httpx").info("HTTP Request: GET /v1.41/events")
-    assert "httpx: HTTP Request" in stream.getvalue()
+    logging.getLogger("trio-websocket").debug("received 12 bytes")
+    assert stream.getvalue() == ""
+    logging.getLogger("httpx").warning("connection pool is full")
+    assert "WARN  httpx: connection pool is full" in stream.getvalue()
 
 
 def test_tracebacks_are_indented_below_the_line() -> None:
