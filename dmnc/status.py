@@ -93,9 +93,9 @@ class StatusSnapshot:
     """The whole service state at one moment, as `dmnc status` shows it."""
 
     version: str
-    tunnel: TunnelStatus = TunnelStatus()
-    docker: DockerStatus = DockerStatus()
-    vm: VmStatus = VmStatus()
+    tunnel: TunnelStatus = field(default_factory=TunnelStatus)
+    docker: DockerStatus = field(default_factory=DockerStatus)
+    vm: VmStatus = field(default_factory=VmStatus)
     routes: tuple[RouteStatus, ...] = ()
 
     def to_json_object(self) -> dict[str, object]:
