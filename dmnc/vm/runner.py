@@ -19,8 +19,8 @@ SetupResultError, and VmSetupError for time limits); dmnc.docker.errors.DockerEr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -29,7 +29,7 @@ import trio
 from dmnc import __version__
 from dmnc.docker.buildcontext import build_context_tar
 from dmnc.docker.client import ContainerRun, ContainerSpec
-from dmnc.docker.errors import DockerError, NotFound
+from dmnc.docker.errors import ApiError, DockerError, NotFound
 from dmnc.docker.models import ContainerInfo, CreatedContainer, ImageInfo, ProgressMessage
 from dmnc.docker.streams import OutputChunk, StreamKind
 from dmnc.vm.assets import dockerfile
@@ -213,7 +213,7 @@ class VmSetupRunner:
         self, image: str, params: SetupParams | TeardownParams, mode: ScriptMode
     ) -> SetupResult | KernelWireGuardMissing | TeardownDone:
         spec = self._spec(image, params, mode, role=f"vm-{mode.value}")
-        with trio.move_on_after(self._run_timeout) as scope:
+        with trio.move_on_after(self._run_timeout) as scope, _container_start_errors(image):
             run = await self._docker.run_container(spec)
         if scope.cancelled_caught:
             raise VmSetupError(f"the VM {mode.value} container did not finish within {self._run_timeout:g} s")
@@ -230,8 +230,15 @@ class VmSetupRunner:
             cap_add=base.cap_add,
             devices=[TUN_DEVICE],
         )
-        created = await self._docker.create_container(spec, name=self.fallback_name)
-        await self._docker.start_container(created.id)
+        with _container_start_errors(image):
+            created = await self._docker.create_container(spec, name=self.fallback_name)
+            try:
+                await self._docker.start_container(created.id)
+            except ApiError:
+                # A created but unstartable fallback would be retried by its restart policy at the next VM boot.
+                with trio.CancelScope(shield=True):
+                    await self._remove_fallback()
+                raise
         output = bytearray()
         with trio.move_on_after(self._run_timeout):
             async with self._docker.container_logs(created.id, follow=True, tty=False) as logs:
@@ -263,6 +270,19 @@ class VmSetupRunner:
     def _progress(self, text: str) -> None:
         if self._on_progress is not None:
             self._on_progress(text)
+
+
+@contextmanager
+def _container_start_errors(image: str) -> Iterator[None]:
+    """The daemon refusing to create or start a setup container is almost always about the image (no /bin/sh, wrong
+    platform) or the engine's policy (capabilities, devices): say so, instead of a bare API error."""
+    try:
+        yield
+    except ApiError as error:
+        raise SetupImageError(
+            f"the VM setup container from {image} could not run: {error}. A --setup-image needs /bin/sh and the"
+            " tools of dmnc/vm/Dockerfile, and the engine must allow NET_ADMIN and --net=host"
+        ) from error
 
 
 def _has_final_line(output: bytes | bytearray) -> bool:

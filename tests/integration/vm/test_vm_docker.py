@@ -20,11 +20,19 @@ import trio
 
 from dmnc.docker.client import ContainerSpec, DockerClient
 from dmnc.docker.errors import NotFound
-from dmnc.vm import SetupImageError, SetupParams, SetupResult, VmMode
+from dmnc.vm import SetupImageError, SetupParams, SetupResult, SetupScriptError, VmMode
 from dmnc.vm.runner import FALLBACK_CONTAINER_NAME, VmSetupRunner
 from tests.conftest import require_root, require_tools
 from tests.integration.tunnel.peers import DmncPeer, dmnc_wg, render_dmnc_config
-from tests.lab.dockerd import BUSYBOX_REFERENCE, EngineProcess, import_busybox_image, running_dockerd, running_podman
+from tests.lab.dockerd import (
+    BUSYBOX_REFERENCE,
+    EngineProcess,
+    import_busybox_image,
+    import_image,
+    rootfs_tar,
+    running_dockerd,
+    running_podman,
+)
 from tests.lab.netns import Netns, add_veth, netns, wait_for_ping
 from tests.lab.setup_image import LAB_SETUP_IMAGE, import_setup_image
 from tests.lab.wggo import WgPeer, WireGuardGo, wg_genkey, wg_pubkey, wireguard_go
@@ -214,6 +222,17 @@ async def test_missing_setup_image_that_cannot_be_pulled_says_what_to_do(
     offline = VmSetupRunner(docker, setup_image="dmnc-test/absent:never")
     with pytest.raises(SetupImageError, match=r"not in the VM and pulling it failed.*registry access"):
         await offline.setup(docker_lab.params)
+
+
+async def test_unsuitable_setup_images_fail_with_a_clear_reason(docker_lab: DockerLab, docker: DockerClient) -> None:
+    # busybox has /bin/sh (and an `ip` applet) but no `wg`: the script itself says which tool is missing.
+    with pytest.raises(SetupScriptError, match="the `wg` command is missing from the setup image"):
+        await VmSetupRunner(docker, setup_image=BUSYBOX_REFERENCE).setup(docker_lab.params)
+    # No shell at all: the engine cannot start the container, and the error says what the image needs.
+    import_image(docker_lab.engine.socket_path, rootfs_tar({"/etc/hostname": b"empty\n"}), "dmnc-test/empty:1")
+    with pytest.raises(SetupImageError, match=r"could not run: .*needs /bin/sh"):
+        await VmSetupRunner(docker, setup_image="dmnc-test/empty:1").setup(docker_lab.params)
+    assert engine_get(docker_lab.engine, "/containers/json?all=1").json() == []
 
 
 async def test_building_the_default_image_offline_fails_with_a_hint(

@@ -12,7 +12,7 @@ import trio
 
 from dmnc import __version__
 from dmnc.docker.client import ContainerRun, ContainerSpec
-from dmnc.docker.errors import NotFound, OperationFailed
+from dmnc.docker.errors import ApiError, NotFound, OperationFailed
 from dmnc.docker.models import ContainerInfo, ContainerState, CreatedContainer, ImageInfo, ProgressMessage
 from dmnc.docker.streams import OutputChunk, StreamKind
 from dmnc.vm import (
@@ -51,6 +51,8 @@ class FakeEngine:
     fail_build: str | None = None
     fail_pull: str | None = None
     hang_run: bool = False
+    refuse_run: str | None = None
+    refuse_start: str | None = None
     hang_logs: bool = False
     built: list[tuple[bytes, str, Mapping[str, str]]] = field(default_factory=list)
     pulled: list[str] = field(default_factory=list)
@@ -90,15 +92,21 @@ class FakeEngine:
 
     async def run_container(self, spec: ContainerSpec, *, name: str | None = None) -> ContainerRun:
         self.run_specs.append(spec)
+        if self.refuse_run is not None:
+            raise ApiError(self.refuse_run, status=400)
         if self.hang_run:
             await trio.sleep_forever()
         return self.runs.pop(0)
 
     async def create_container(self, spec: ContainerSpec, *, name: str | None = None) -> CreatedContainer:
         self.created.append((spec, name))
+        if name is not None:
+            self.existing_containers.add(name)
         return CreatedContainer(id="fallback-id")
 
     async def start_container(self, container: str) -> None:
+        if self.refuse_start is not None:
+            raise ApiError(self.refuse_start, status=500)
         self.started.append(container)
 
     async def inspect_container(self, container: str) -> ContainerInfo:
@@ -262,6 +270,22 @@ async def test_failed_pull_names_the_image_and_what_to_check() -> None:
     engine = FakeEngine(fail_pull="manifest unknown")
     with pytest.raises(SetupImageError, match=r"ref:1 is not in the VM and pulling it failed: manifest unknown"):
         await VmSetupRunner(engine, setup_image="ref:1").setup(PARAMS)
+
+
+async def test_a_container_the_engine_refuses_to_run_is_blamed_on_the_image_with_a_hint() -> None:
+    engine = engine_with_image()
+    engine.refuse_run = 'exec: "/bin/sh": stat /bin/sh: no such file or directory'
+    with pytest.raises(SetupImageError, match=r"could not run: exec: \"/bin/sh\".*needs /bin/sh"):
+        await VmSetupRunner(engine).setup(PARAMS)
+
+
+async def test_a_fallback_that_cannot_start_is_removed_again() -> None:
+    engine = engine_with_image(one_shot(KERNEL_MISSING))
+    engine.refuse_start = "error gathering device information while adding custom device /dev/net/tun"
+    with pytest.raises(SetupImageError, match="/dev/net/tun"):
+        await VmSetupRunner(engine).setup(PARAMS)
+    assert engine.removed == [FALLBACK_CONTAINER_NAME]
+    assert engine.existing_containers == set()
 
 
 async def test_teardown_removes_the_fallback_and_runs_the_teardown_mode() -> None:
