@@ -60,6 +60,7 @@ def test_dmnc_initiates_the_handshake_and_ping_works_both_ways() -> None:
         assert peer["rx_packets"] >= 2
         assert peer["tx_packets"] >= 2
         assert peer["endpoint"] == [str(topology.link.right_address.ip), 51821]
+        assert topology.dmnc.stop() == 0  # SIGTERM is an orderly shutdown
 
 
 def test_wireguard_go_initiates_the_handshake_and_ping_works_both_ways() -> None:
