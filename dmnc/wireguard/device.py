@@ -241,7 +241,7 @@ class Device:
         except MessageError as error:
             return [self._device_drop(error.reason)]
 
-    def _receive_transport(
+    def _receive_transport(  # noqa: PLR0911  # one early return per drop reason, kept inline on the hot path
         self, datagram: bytes, receiver: int, counter: int, source: Endpoint, now: float
     ) -> list[Output]:
         entry = self._keypair_indices.get(receiver)
@@ -261,32 +261,32 @@ class Device:
         stats.rx_packets += 1
         stats.endpoint = source  # roaming (whitepaper 2.1): reply to where authenticated packets come from
         timers = peer.timers
-        outputs: list[Output] = []
-        if keypair is peer.keypairs.next:
+        keypairs = peer.keypairs
+        # Rarely anything besides the packet itself; the list is only built when something is.
+        outputs: list[Output] | None = None
+        if keypair is keypairs.next:
             # The initiator used the session we answered: it is confirmed and may now send (whitepaper 5.4.5).
-            retired = peer.keypairs.confirm_next()
+            retired = keypairs.confirm_next()
             if retired is not None:
                 self._retire(retired)
             self._handshake_completed(peer, now)
-            outputs.extend(self._send_staged(peer, now))
-        current = peer.keypairs.current
+            outputs = self._send_staged(peer, now)
+        current = keypairs.current
         if current is not None and now >= current.last_minute_rekey_at and not timers.sent_last_minute_handshake:
             # Whitepaper 6.2: an initiator that still only receives rekeys shortly before the session dies.
             timers.sent_last_minute_handshake = True
-            outputs.extend(self._initiate(peer, now, retry=False))
+            outputs = (outputs or []) + self._initiate(peer, now, retry=False)
         if not plaintext:
             timers.packet_received(now, False)
-            return outputs  # keepalive
+            return outputs or []  # keepalive
         timers.packet_received(now, True)
-
-        packet = self._checked_inner_packet(peer, plaintext)
-        if isinstance(packet, Drop):
-            outputs.append(packet)
-        else:
-            outputs.append(WriteTunnel(packet))
+        inner = self._inner_packet(peer, plaintext)
+        if outputs is None:
+            return [inner]
+        outputs.append(inner)
         return outputs
 
-    def _checked_inner_packet(self, peer: Peer, plaintext: bytes) -> bytes | Drop:
+    def _inner_packet(self, peer: Peer, plaintext: bytes) -> WriteTunnel | Drop:
         """The inner IP packet without padding, if well-formed and from an address the peer may use."""
         version = plaintext[0] >> 4
         if version == 4 and len(plaintext) >= _IPV4_HEADER_SIZE:
@@ -303,7 +303,7 @@ class Device:
             return self._peer_drop(peer, DropReason.INVALID_IP_PACKET)
         if owner is not peer:
             return self._peer_drop(peer, DropReason.DISALLOWED_SOURCE_IP)
-        return plaintext if length == len(plaintext) else plaintext[:length]
+        return WriteTunnel(plaintext if length == len(plaintext) else plaintext[:length])
 
     # Handshake, receiving side
 
