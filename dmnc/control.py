@@ -12,8 +12,10 @@ Protocol (websocket over the Unix socket, text messages of JSON, see dmnc.status
   and with `FEED_OVERFLOW_CLOSE_CODE` when the client reads so slowly that `EVENT_BUFFER` events piled up.
 
 Server side: `serve_control_socket(path, source)` under `nursery.start()`, fed by any `StatusSource` (a
-`snapshot()` callable and an `EventBroadcaster` the service publishes to). Client side: `fetch_snapshot(path)`
-and `open_event_feed(path)`. Both sides raise only `ControlError` subclasses.
+`snapshot()` callable and an `EventBroadcaster` the service publishes to). `bind_control_socket(path)` first, at
+startup, turns the socket into the single-instance check; the bound socket is then passed to
+`serve_control_socket`. Client side: `fetch_snapshot(path)` and `open_event_feed(path)`. Both sides raise only
+`ControlError` subclasses.
 """
 
 from __future__ import annotations
@@ -222,33 +224,56 @@ def _bind_socket(path: Path, group_id: int | None) -> tuple[socket.socket, os.st
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _remove_if_ours(path: Path, ours: os.stat_result) -> None:
-    with contextlib.suppress(OSError):
-        current = path.lstat()
-        if (current.st_dev, current.st_ino) == (ours.st_dev, ours.st_ino):
-            path.unlink()
+class BoundControlSocket:
+    """A control socket bound and listening at `path`, not yet serving; whoever holds it owns the path.
+
+    Binding early makes the socket double as the single-instance check: a second dmnc learns that one is running
+    (ControlSocketBusy) before it touches the network. Closing removes the socket file if it is still this one.
+    """
+
+    def __init__(self, path: Path, sock: socket.socket, identity: os.stat_result) -> None:
+        self.path = path
+        self.listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        self._identity = identity
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(OSError):
+            current = self.path.lstat()
+            if (current.st_dev, current.st_ino) == (self._identity.st_dev, self._identity.st_ino):
+                self.path.unlink()
+        with trio.CancelScope(shield=True):
+            await self.listener.aclose()
+
+
+async def bind_control_socket(path: Path, *, group_id: int | None = None) -> BoundControlSocket:
+    """Create the control socket at `path` (mode 0660, group `group_id` or `admin_group_id()`), listening.
+
+    Raises ControlSocketBusy when another dmnc answers on `path`, ControlError when it cannot be created. A socket
+    file left by a dmnc that is gone is replaced.
+    """
+    chosen_group = admin_group_id() if group_id is None else group_id
+    if chosen_group is None:
+        logger.warning("none of the groups %s exists: only root can run `dmnc status`", ", ".join(ADMIN_GROUPS))
+    sock, identity = await trio.to_thread.run_sync(_bind_socket, path, chosen_group)
+    return BoundControlSocket(path, sock, identity)
 
 
 async def serve_control_socket(
-    path: Path,
+    where: Path | BoundControlSocket,
     source: StatusSource,
     *,
     group_id: int | None = None,
     handshake_timeout_s: float = DEFAULT_TIMEOUT_S,
     task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve status and events on the Unix socket `path` until cancelled, then remove the socket file.
+    """Serve status and events on the control socket until cancelled, then remove the socket file.
 
-    It never returns on its own. `group_id` None means `admin_group_id()`. Reports readiness (the socket
-    accepts connections) through `task_status`. Raises ControlSocketBusy when another dmnc serves on `path`,
-    ControlError when it cannot be created. A client that does not complete the websocket handshake within
+    `where` is a path to bind now (see `bind_control_socket`, which `group_id` goes to) or a socket bound earlier,
+    which this call then owns and closes. It never returns on its own; readiness (the socket accepts connections)
+    is reported through `task_status`. A client that does not complete the websocket handshake within
     `handshake_timeout_s` is dropped.
     """
-    chosen_group = admin_group_id() if group_id is None else group_id
-    if chosen_group is None:
-        logger.warning("none of the groups %s exists: only root can run `dmnc status`", ", ".join(ADMIN_GROUPS))
-    sock, ours = await trio.to_thread.run_sync(_bind_socket, path, chosen_group)
-    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    bound = where if isinstance(where, BoundControlSocket) else await bind_control_socket(where, group_id=group_id)
     try:
         async with trio.open_nursery() as nursery:
 
@@ -259,14 +284,12 @@ async def serve_control_socket(
                     # A bug met by one client must not take the service (and the tunnel) down with it.
                     logger.exception("failed to serve a control client")
 
-            await nursery.start(trio.serve_listeners, handle, [listener])
-            logger.debug("control socket ready at %s", path)
-            task_status.started(path)
+            await nursery.start(trio.serve_listeners, handle, [bound.listener])
+            logger.debug("control socket ready at %s", bound.path)
+            task_status.started(bound.path)
             await trio.sleep_forever()
     finally:
-        _remove_if_ours(path, ours)
-        with trio.CancelScope(shield=True):
-            await listener.aclose()
+        await bound.aclose()
 
 
 async def _serve_connection(stream: trio.SocketStream, source: StatusSource, handshake_timeout_s: float) -> None:

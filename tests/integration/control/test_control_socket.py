@@ -21,6 +21,7 @@ from dmnc.control import (
     EventFeed,
     EventFeedLost,
     admin_group_id,
+    bind_control_socket,
     fetch_snapshot,
     open_event_feed,
     serve_control_socket,
@@ -244,3 +245,33 @@ async def test_plain_http_server_is_a_protocol_error(tmp_path: Path, nursery: tr
     with pytest.raises(ControlProtocolError, match=r"refused /v1/status \(HTTP 200\)"):
         await fetch_snapshot(path)
     nursery.cancel_scope.cancel()
+
+
+async def test_binding_early_makes_the_socket_the_single_instance_check(tmp_path: Path, nursery: trio.Nursery) -> None:
+    path = tmp_path / "early.sock"
+    bound = await bind_control_socket(path, group_id=os.getgid())
+    with pytest.raises(ControlSocketBusy, match="another dmnc is already running"):
+        await bind_control_socket(path, group_id=os.getgid())
+    served_at = await nursery.start(serve_control_socket, bound, FakeSource())
+    assert served_at == path
+    assert await fetch_snapshot(path) == SNAPSHOT
+    nursery.cancel_scope.cancel()
+
+
+async def test_a_bound_socket_closed_without_serving_leaves_no_file(tmp_path: Path) -> None:
+    path = tmp_path / "unused.sock"
+    bound = await bind_control_socket(path, group_id=os.getgid())
+    assert path.exists()
+    await bound.aclose()
+    assert not path.exists()
+
+
+async def test_closing_does_not_remove_a_successors_socket(tmp_path: Path) -> None:
+    path = tmp_path / "replaced.sock"
+    first = await bind_control_socket(path, group_id=os.getgid())
+    path.unlink()  # as if removed behind its back, and a new dmnc took the path over
+    second = await bind_control_socket(path, group_id=os.getgid())
+    await first.aclose()
+    assert path.exists()
+    await second.aclose()
+    assert not path.exists()
