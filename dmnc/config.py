@@ -37,12 +37,13 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from dmnc.docker.address import DaemonAddress
-from dmnc.docker.errors import InvalidDaemonAddress
 from dmnc.routes.policy import Pattern, PolicyConfig, PolicyConfigError, parse_pattern
-from dmnc.vm.params import is_host_name
+
+if TYPE_CHECKING:
+    # Imported where used: the Docker client pulls in httpx, which `dmnc status` (a config reader) never needs.
+    from dmnc.docker.address import DaemonAddress
 
 DEFAULT_CONFIG_PATH = Path("/etc/dmnc/config.toml")
 DEFAULT_CONTROL_SOCKET = Path("/var/run/dmnc.sock")
@@ -165,6 +166,12 @@ class ConfigFlags:
 _PORT_TEXT = re.compile(r"[0-9]{1,5}")
 
 
+# RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens, 1-63 characters each (the rule
+# dmnc.vm.params applies too; not imported from there, since that package loads the whole VM setup runner).
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_MAX_HOSTNAME_LENGTH = 253
+
+
 def _join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -221,8 +228,7 @@ def parse_listen(text: str) -> ListenAddress:
 
 
 def parse_hostname(text: str) -> str:
-    # The same rule the VM setup applies to the endpoint it is given (RFC 1123).
-    if not is_host_name(text):
+    if len(text) > _MAX_HOSTNAME_LENGTH or not all(_HOST_LABEL.fullmatch(label) for label in text.split(".")):
         raise ValueProblem(f"{text!r} is neither an IP address nor a valid host name")
     return text
 
@@ -252,6 +258,9 @@ def parse_unix_socket_path(text: str) -> Path:
 
 def parse_docker_host(text: str) -> DaemonAddress:
     """`unix:///path/docker.sock` (or just the path) or `tcp://host:port`, as DOCKER_HOST takes them."""
+    from dmnc.docker.address import DaemonAddress  # noqa: PLC0415
+    from dmnc.docker.errors import InvalidDaemonAddress  # noqa: PLC0415
+
     try:
         return DaemonAddress.parse(text.strip())
     except InvalidDaemonAddress as error:
