@@ -108,9 +108,9 @@ def wait_for_handshake(lab: DockerLab) -> None:
     pytest.fail(f"no handshake within {HANDSHAKE_TIMEOUT_SECONDS} s")
 
 
-def http_from_host(host: Netns, address: str) -> str:
-    """GET / from the host namespace, retried until it answers or HTTP_TIMEOUT_SECONDS pass; '' if it never did."""
-    deadline = time.monotonic() + HTTP_TIMEOUT_SECONDS
+def http_from_host(host: Netns, address: str, timeout: float = HTTP_TIMEOUT_SECONDS) -> str:
+    """GET / from the host namespace, retried until it answers or `timeout` seconds pass; '' if it never did."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = host.run(["curl", "-s", "--max-time", "2", f"http://{address}/"], check=False)
         if result.returncode == 0:
@@ -137,6 +137,13 @@ async def remove_all_containers(docker: DockerClient, engine: EngineProcess) -> 
     for container in engine_get(engine, "/containers/json?all=1").json():
         with contextlib.suppress(NotFound):
             await docker.remove_container(container["Id"], force=True)
+
+
+def add_docker_28_drop_rules(vm: Netns, container_address: str, bridge: str) -> None:
+    """What Docker >= 28 and Docker Desktop >= 4.39 add (LAB.md): direct-access filtering of container addresses
+    from any other interface, and a DROP for traffic forwarded into the bridge from foreign interfaces."""
+    vm.run(["iptables", "-t", "raw", "-A", "PREROUTING", "-d", container_address, "!", "-i", bridge, "-j", "DROP"])
+    vm.run(["iptables", "-I", "DOCKER", "!", "-i", bridge, "-o", bridge, "-j", "DROP"])
 
 
 def dmnc_rules(lab: DockerLab) -> list[str]:
@@ -177,12 +184,15 @@ async def check_containers_through_tunnel(
     assert PAGE in http_from_host(lab.host, internal_address)
 
     # What Docker >= 28 and Docker Desktop >= 4.39 add: direct-access filtering and a DROP for foreign interfaces.
-    lab.vm.run(["iptables", "-t", "raw", "-A", "PREROUTING", "-d", web_address, "!", "-i", web_bridge, "-j", "DROP"])
-    lab.vm.run(["iptables", "-I", "DOCKER", "!", "-i", web_bridge, "-o", web_bridge, "-j", "DROP"])
+    add_docker_28_drop_rules(lab.vm, web_address, web_bridge)
     assert PAGE in http_from_host(lab.host, web_address)
-
-    # Running setup again leaves exactly one copy of each rule (and a fresh fallback with the same parameters).
+    # Those rules really bite without dmnc's: drop its raw and DOCKER-USER accepts and the container is gone.
     first_rules = sorted(dmnc_rules(lab))
+    lab.vm.run(["iptables", "-t", "raw", "-D", "PREROUTING", "-i", "chip0", "-j", "ACCEPT"])
+    lab.vm.run(["iptables", "-D", "DOCKER-USER", "-i", "chip0", "-j", "ACCEPT"])
+    assert http_from_host(lab.host, web_address, timeout=4) == ""
+
+    # Running setup again restores them, leaving exactly one copy of each rule.
     again = await runner.setup(lab.params)
     assert sorted(dmnc_rules(lab)) == first_rules
     assert len(first_rules) == 8  # raw, DOCKER-USER in and out, nat: for IPv4 and IPv6, in Docker's backend
@@ -285,12 +295,13 @@ async def test_setup_through_podmans_docker_api_brings_up_the_fallback_tunnel() 
                 assert dmnc_rules(lab) == []
 
 
-async def test_dmncs_own_peer_reaches_a_container_through_the_vm_setup() -> None:
+async def test_dmncs_own_peer_reaches_bridge_and_internal_containers_through_the_vm_setup() -> None:
     """The same path with dmnc's own WireGuard peer (`dmnc wg up`) on the host instead of wireguard-go."""
     require_root()
     require_tools("ip", "wg", "wireguard-go", "dockerd", "iptables", "curl", "ldd")
     host_private_key = wg_genkey()
     host_public_key = base64.b64decode(wg_pubkey(host_private_key))
+    subnets = [BRIDGE_SUBNET, INTERNAL_SUBNET]
     with running_dockerd() as engine, netns("dmho") as host:
         vm = Netns(engine.netns)  # owned (and deleted) by running_dockerd
         link = add_veth(host, vm, "10.202.0.1/24", "10.202.0.2/24")
@@ -300,13 +311,18 @@ async def test_dmncs_own_peer_reaches_a_container_through_the_vm_setup() -> None
         async with DockerClient.connect(f"unix://{engine.socket_path}") as docker:
             result = await VmSetupRunner(docker, setup_image=LAB_SETUP_IMAGE).setup(params)
             await docker.create_network("dmnc-web", subnets=[BRIDGE_SUBNET])
-            web_address, _ = await start_web_container(docker, engine, "dmnc-web")
-            vm_peer = DmncPeer(base64.b64encode(result.vm_public_key).decode(), ["10.33.33.2/32", BRIDGE_SUBNET])
+            await docker.create_network("dmnc-internal", subnets=[INTERNAL_SUBNET], internal=True)
+            vm_peer = DmncPeer(base64.b64encode(result.vm_public_key).decode(), ["10.33.33.2/32", *subnets])
             config = render_dmnc_config(host_private_key, "10.33.33.1/32", HOST_PORT, [vm_peer])
             try:
+                web_address, web_bridge = await start_web_container(docker, engine, "dmnc-web")
+                internal_address, _ = await start_web_container(docker, engine, "dmnc-internal")
                 with dmnc_wg(host, config) as dmnc:
-                    for destination in ("10.33.33.2/32", BRIDGE_SUBNET):
+                    for destination in ("10.33.33.2/32", *subnets):
                         host.run(["ip", "route", "replace", destination, "dev", dmnc.interface])
+                    assert PAGE in http_from_host(host, web_address)
+                    assert PAGE in http_from_host(host, internal_address)
+                    add_docker_28_drop_rules(vm, web_address, web_bridge)
                     assert PAGE in http_from_host(host, web_address)
             finally:
                 await remove_all_containers(docker, engine)
