@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "dmnc.commands.run",
     "dmnc.commands.status",
     "dmnc.vm.command",
+    "dmnc.docker.command",
 )
 # The command run when none is named: `dmnc` and `dmnc --listen ...` start the service, as users and the system
 # service (`dmnc service install -- ARGS`) invoke it. Top-level -h/--help and --version keep their meaning.

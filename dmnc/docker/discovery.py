@@ -58,10 +58,12 @@ Probe = Callable[[DaemonAddress], Awaitable[str | None]]
 
 @dataclass(frozen=True)
 class DockerEndpoint:
-    """The daemon discovery chose: its address and where that came from (for logs and `dmnc status`)."""
+    """The daemon discovery chose: its address, where that came from (for logs and `dmnc status`), and every
+    attempt up to and including the successful one."""
 
     address: DaemonAddress
     source: str
+    attempts: tuple[DiscoveryAttempt, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -295,7 +297,7 @@ async def discover_endpoint(
         attempts.append(DiscoveryAttempt(candidate.source, candidate.location, outcome or "ok"))
         if outcome is None and candidate.address is not None:
             logger.info("docker discovery: using %s at %s", candidate.source, candidate.location)
-            return DockerEndpoint(candidate.address, candidate.source)
+            return DockerEndpoint(candidate.address, candidate.source, tuple(attempts))
         logger.info("docker discovery: %s at %s: %s", candidate.source, candidate.location, outcome)
     raise DiscoveryError(tuple(attempts))
 

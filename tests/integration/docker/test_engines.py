@@ -8,10 +8,12 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import trio
 
+from dmnc.cli import main
 from dmnc.docker.buildcontext import build_context_tar
 from dmnc.docker.client import ContainerSpec, DockerClient
 from dmnc.docker.discovery import DiscoveryEnvironment, Runtime, detect_runtime, discover_endpoint
@@ -269,3 +271,20 @@ async def test_daemon_killed_mid_stream_is_daemon_unavailable_not_a_hang(own_eng
             await watch_events_while_killing(docker, own_engine)
         with trio.fail_after(GUARD_S), pytest.raises(DaemonUnavailable):
             await docker.ping()
+
+
+def test_dmnc_docker_command_reports_the_daemon_and_its_networks(
+    engine: EngineProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    monkeypatch.setenv("DMNC_CONFIG", str(config))
+    assert main(["docker", "--docker-host", f"unix://{engine.socket_path}"]) == 0
+    report = capsys.readouterr().out
+    product = "Podman" if engine.kind == "podman" else "Docker Engine"
+    assert f"--docker-host: unix://{engine.socket_path}: ok" in report
+    assert f"product: {product}" in report
+    assert "API 1.41" in report
+    # Each engine's default network, which Podman's compat API also calls "bridge".
+    default_subnet = "10.88.0.0/16" if engine.kind == "podman" else "172.17.0.0/16"
+    assert f"  bridge (bridge, local): {default_subnet}\n" in report
