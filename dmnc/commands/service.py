@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from dmnc.cli import DEFAULT_COMMAND, build_parser
 from dmnc.service import (
     Action,
     RunCommand,
@@ -44,6 +45,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     install.add_argument(
         "--executable",
         type=Path,
+        metavar="PATH",
         help="absolute path of the dmnc the service runs (default: the dmnc running this command)",
     )
     install.add_argument("daemon_args", nargs="*", metavar="DAEMON_ARG", help="extra arguments for the daemon")
@@ -80,6 +82,7 @@ def run_install(args: argparse.Namespace) -> int:
         manager = _manager(args)
         executable: Path | None = args.executable
         command = current_command() if executable is None else (str(executable),)
+        _check_daemon_arguments(args.daemon_args)
         spec = ServiceSpec(program_arguments=(*command, *args.daemon_args))
         check_no_homebrew_service(manager, root=args.root)
         actions = plan_install(manager, spec, root=args.root, activate=_activates(args), chown=os.geteuid() == 0)
@@ -97,6 +100,15 @@ def run_uninstall(args: argparse.Namespace) -> int:
     except ServiceError as error:
         print(f"dmnc service uninstall: {error}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _check_daemon_arguments(daemon_args: list[str]) -> None:
+    """Parse the daemon's arguments with dmnc's own parser, so an unknown or malformed flag fails now rather than
+    in the service's restart loop. (Values are checked when the daemon loads its configuration.)"""
+    try:
+        build_parser().parse_args([DEFAULT_COMMAND, *daemon_args])
+    except SystemExit as exit_request:  # argparse has printed the reason (or the help) already
+        raise ServiceError(f"not valid arguments for the dmnc daemon: {' '.join(daemon_args)}") from exit_request
 
 
 def _manager(args: argparse.Namespace) -> ServiceManager:

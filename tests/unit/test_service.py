@@ -356,3 +356,14 @@ def test_cli_refuses_to_install_beside_homebrews_dmnc_service(
     assert main(argv) == 1
     assert f"Homebrew's dmnc service is installed ({homebrew_plist})" in capsys.readouterr().err
     assert sorted(path.name for path in homebrew_plist.parent.iterdir()) == ["homebrew.mxcl.dmnc.plist"]
+
+
+def test_cli_rejects_daemon_arguments_the_daemon_would_reject(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["service", "install", "--root", str(tmp_path), "--executable", "/usr/bin/dmnc", "--", "--no-such-flag"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --no-such-flag" in err
+    assert "dmnc service install: not valid arguments for the dmnc daemon: --no-such-flag" in err
+    assert list(tmp_path.iterdir()) == []

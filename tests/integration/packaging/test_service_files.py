@@ -35,7 +35,9 @@ def systemd_verify(unit: Path) -> subprocess.CompletedProcess[str]:
 def test_installed_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     require_tools("systemd-analyze")
     # Arguments that need systemd quoting and escaping of its % specifiers and $ variables.
-    staged_install(tmp_path, "--manager", "systemd", "--executable", sys.executable, "--", "-m", "dmnc", "a b", "5%$X")
+    staged_install(
+        tmp_path, "--manager", "systemd", "--executable", sys.executable, "--", "--config", "/etc/a b%$X.toml"
+    )
     unit = tmp_path / "etc/systemd/system/dmnc.service"
     result = systemd_verify(unit)
     assert result.returncode == 0, result.stderr
@@ -63,7 +65,9 @@ def xmllint_plist(plist: Path) -> subprocess.CompletedProcess[str]:
 
 def test_installed_launchd_plist_is_a_valid_property_list(tmp_path: Path) -> None:
     require_tools("xmllint")
-    staged_install(tmp_path, "--manager", "launchd", "--executable", "/usr/local/bin/dmnc", "--", "<&>", "é")
+    staged_install(
+        tmp_path, "--manager", "launchd", "--executable", "/usr/local/bin/dmnc", "--", "--config", "/etc/<&>é"
+    )
     plist = tmp_path / "Library/LaunchDaemons" / f"{LAUNCHD_LABEL}.plist"
     result = xmllint_plist(plist)
     assert result.returncode == 0, result.stderr
