@@ -62,6 +62,14 @@ class UdpError(Exception):
     """A UDP socket cannot be opened, bound or used; the message names the address and the cause."""
 
 
+class _PortTakenError(Exception):
+    """Internal: a later family's bind found the port picked by the first one taken."""
+
+
+# Port 0: how often to pick a new port when the one chosen for the first family is taken in another.
+_FREE_PORT_ATTEMPTS = 8
+
+
 def is_transient(error: OSError) -> bool:
     return error.errno in TRANSIENT_ERRNOS
 
@@ -124,25 +132,41 @@ class UdpEndpoint:
         """
         if not addresses:
             raise UdpError("no listen address given")
+        for host in addresses:
+            try:
+                ipaddress.ip_address(host)
+            except ValueError as error:
+                raise UdpError(f"listen address {host!r} is not an IP address") from error
+        attempts_left = _FREE_PORT_ATTEMPTS if port == 0 else 1
+        while True:
+            try:
+                return cls._bind_all(port, addresses)
+            except _PortTakenError as error:
+                # The port the first bind picked is taken in another family: with port 0, pick again.
+                attempts_left -= 1
+                if attempts_left == 0:
+                    raise UdpError(str(error)) from error
+
+    @classmethod
+    def _bind_all(cls, port: int, addresses: Sequence[str]) -> UdpEndpoint:
         listeners: list[socket.socket] = []
         chosen_port = port
         failures: list[str] = []
         try:
             for host in addresses:
                 try:
-                    ipaddress.ip_address(host)
-                except ValueError as error:
-                    raise UdpError(f"listen address {host!r} is not an IP address") from error
-                try:
                     sock = _new_socket(family_of(host), (host, chosen_port))
                 except OSError as error:
                     if error.errno == errno.EAFNOSUPPORT:
                         failures.append(f"{host}: {error.strerror}")
                         continue
-                    raise UdpError(f"binding UDP {host} port {chosen_port}: {error.strerror}") from error
+                    message = f"binding UDP {host} port {chosen_port}: {error.strerror}"
+                    if error.errno == errno.EADDRINUSE and listeners:
+                        raise _PortTakenError(message) from error
+                    raise UdpError(message) from error
                 listeners.append(sock)
                 chosen_port = sock.getsockname()[1]
-        except UdpError:
+        except (UdpError, _PortTakenError):
             for sock in listeners:
                 sock.close()
             raise

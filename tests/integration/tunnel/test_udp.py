@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import time
 
 import pytest
 
+from dmnc import udp
 from dmnc.udp import SOCKET_BUFFER_BYTES, UdpEndpoint, UdpError, normalize_endpoint
 from tests.conftest import require_root
 
@@ -104,3 +106,29 @@ def test_segmented_send_arrives_as_separate_datagrams_with_a_short_last_one() ->
             assert receive_all(peer) == datagrams
         finally:
             endpoint.close()
+
+
+def test_port_zero_picks_again_when_the_chosen_port_is_taken_in_the_other_family(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_new_socket = udp._new_socket
+    refused: list[int] = []
+
+    def new_socket(family: socket.AddressFamily, bind_address: tuple[str, int]) -> socket.socket:
+        if family == socket.AF_INET6 and not refused:
+            refused.append(bind_address[1])
+            raise OSError(errno.EADDRINUSE, "Address already in use")
+        return real_new_socket(family, bind_address)
+
+    monkeypatch.setattr(udp, "_new_socket", new_socket)
+    endpoint = UdpEndpoint.open(0, ["127.0.0.1", "::1"])
+    try:
+        assert len(endpoint.listeners) == 2
+        assert {sock.getsockname()[1] for sock in endpoint.listeners} == {endpoint.port}
+    finally:
+        endpoint.close()
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as squatter:
+        squatter.bind(("::1", 0))
+        taken = squatter.getsockname()[1]
+        with pytest.raises(UdpError, match="Address already in use"):
+            UdpEndpoint.open(taken, ["127.0.0.1", "::1"])  # a fixed port is never silently changed
