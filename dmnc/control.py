@@ -60,6 +60,8 @@ EVENT_BUFFER = 256
 FEED_OVERFLOW_CLOSE_CODE = 4000
 # RFC 6455 section 7.4.1: 1000 normal closure, 1001 "going away" (the server shuts down).
 _NORMAL_CLOSE_CODES = frozenset({1000, 1001})
+# RFC 6455 section 7.4.1: 1006, the connection dropped without a close frame (never sent on the wire).
+_ABNORMAL_CLOSURE = 1006
 DEFAULT_TIMEOUT_S = 5.0
 _LISTEN_BACKLOG = 16
 
@@ -461,7 +463,11 @@ class EventFeed:
                 raise StopAsyncIteration from None
             if reason is not None and reason.code == FEED_OVERFLOW_CLOSE_CODE:
                 raise EventFeedLost(f"dmnc dropped this event feed: {reason.reason}") from None
-            raise EventFeedLost(f"the event feed from {self._path} broke off ({reason})") from None
+            if reason is None or reason.code == _ABNORMAL_CLOSURE:
+                raise EventFeedLost(f"the event feed from {self._path} broke off: dmnc exited or was killed") from None
+            raise EventFeedLost(
+                f"dmnc closed the event feed with code {reason.code} ({reason.name}): {reason.reason or 'no reason'}"
+            ) from None
         try:
             return decode_event_untrusted(message)
         except StatusFormatError as error:

@@ -26,6 +26,7 @@ from dmnc.control import (
     open_event_feed,
     serve_control_socket,
 )
+from dmnc.status import StatusEvent
 from tests.conftest import require_root
 from tests.integration.control.helpers import SNAPSHOT, FakeSource, Served, wait_for_subscribers
 
@@ -275,3 +276,41 @@ async def test_closing_does_not_remove_a_successors_socket(tmp_path: Path) -> No
     assert path.exists()
     await second.aclose()
     assert not path.exists()
+
+
+async def serve_events_then(path: Path, nursery: trio.Nursery, end: str) -> None:
+    """A server that sends one event and then ends the connection as `end` says: "drop" or "close 1011"."""
+
+    async def one_event(stream: trio.SocketStream) -> None:
+        async with trio.open_nursery() as inner:
+            request = await trio_websocket.wrap_server_stream(inner, stream)
+            connection = await request.accept()
+            await connection.send_message(StatusEvent(1.0, "test.event", "only one").to_json())
+            if end == "drop":
+                await stream.aclose()
+            else:
+                await connection.aclose(1011, "internal error")
+            inner.cancel_scope.cancel()
+
+    await serve_raw(path, one_event, nursery)
+
+
+@pytest.mark.parametrize(
+    ("end", "message"),
+    [
+        ("drop", r"the event feed from .* broke off: dmnc exited or was killed"),
+        ("close", r"dmnc closed the event feed with code 1011 \(INTERNAL_ERROR\): internal error"),
+    ],
+)
+async def test_feed_ending_abnormally_is_an_error(
+    tmp_path: Path, nursery: trio.Nursery, end: str, message: str
+) -> None:
+    path = tmp_path / f"{end}.sock"
+    await serve_events_then(path, nursery, end)
+    messages: list[str] = []
+    with trio.fail_after(5):
+        async with open_event_feed(path) as feed:
+            with pytest.raises(EventFeedLost, match=message):
+                await read_all(feed, messages)
+    assert messages == ["only one"]
+    nursery.cancel_scope.cancel()
