@@ -240,20 +240,23 @@ class VmSetupRunner:
                     await self._remove_fallback()
                 raise
         output = bytearray()
-        with trio.move_on_after(self._run_timeout):
+        with trio.move_on_after(self._run_timeout) as scope:
             async with self._docker.container_logs(created.id, follow=True, tty=False) as logs:
                 async for chunk in logs:
                     if chunk.stream in (StreamKind.STDOUT, StreamKind.STDERR):
                         output += chunk.data
                     if _has_final_line(output):
                         break
-        if not _has_final_line(output):
-            state = (await self._docker.inspect_container(created.id)).state
-            exit_code = None if state.running else state.exit_code
-            if state.running:
-                raise VmSetupError(f"the userspace fallback container printed no result within {self._run_timeout:g} s")
-            return self._require_setup_result(outcome_from_output_untrusted(bytes(output), exit_code))
-        return self._require_setup_result(outcome_from_output_untrusted(bytes(output), None))
+        if _has_final_line(output):
+            return self._require_setup_result(outcome_from_output_untrusted(bytes(output), None))
+        state = (await self._docker.inspect_container(created.id)).state
+        if not state.running:
+            return self._require_setup_result(outcome_from_output_untrusted(bytes(output), state.exit_code))
+        if scope.cancelled_caught:
+            raise VmSetupError(f"the userspace fallback container printed no result within {self._run_timeout:g} s")
+        # Its log stream ended, yet it runs: it exited and its restart policy started it again.
+        last_line = bytes(output).decode(errors="replace").strip().rpartition("\n")[2][:200] or "no output"
+        raise VmSetupError(f"the userspace fallback container restarted before printing a result (last: {last_line})")
 
     @staticmethod
     def _require_setup_result(outcome: object) -> SetupResult:

@@ -228,6 +228,13 @@ async def test_fallback_without_result_in_time_is_a_timeout_error(autojump_clock
         await VmSetupRunner(engine, run_timeout=5).setup(PARAMS)
 
 
+async def test_fallback_whose_logs_end_while_it_runs_again_was_restarted() -> None:
+    engine = engine_with_image(one_shot(KERNEL_MISSING))
+    engine.fallback_chunks = [b"banner\n", b"panic: tun"]
+    with pytest.raises(VmSetupError, match=r"restarted before printing a result \(last: panic: tun\)"):
+        await VmSetupRunner(engine).setup(PARAMS)
+
+
 async def test_one_shot_container_that_never_finishes_is_a_timeout_error(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
