@@ -224,34 +224,40 @@ def _read_json(path: Path) -> object:
 
 
 def runtime_socket_candidates(env: DiscoveryEnvironment) -> list[Candidate]:
-    """The sockets known runtimes create, in discovery order (see the module docstring)."""
+    """The sockets known runtimes create, in discovery order (see the module docstring). Where a runtime keeps one
+    socket per profile/instance and none exists, one candidate says so, so a failure report still names it."""
     home = env.invoking_home()
-    sockets: list[tuple[str, Path]] = []
+    candidates: list[Candidate] = []
+
+    def add(source: str, path: Path) -> None:
+        candidates.append(Candidate(source, str(path), DaemonAddress.parse(f"unix://{path}")))
+
+    def add_each(runtime: str, paths: list[Path], source_of: Callable[[Path], str], where: Path, missing: str) -> None:
+        if not paths:
+            candidates.append(Candidate(runtime, str(where), problem=missing))
+        for path in paths:
+            add(source_of(path), path)
+
     if home is not None:
-        sockets += [
-            ("Docker Desktop", home / ".docker" / "run" / "docker.sock"),
-            ("Docker Desktop", home / ".docker" / "desktop" / "docker.sock"),
-        ]
-    sockets.append(("system docker socket", env.system_docker_socket))
+        add("Docker Desktop", home / ".docker" / "run" / "docker.sock")
+        add("Docker Desktop", home / ".docker" / "desktop" / "docker.sock")
+    add("system docker socket", env.system_docker_socket)
     if home is not None:
-        sockets += [(f"Colima profile {path.parent.name!r}", path) for path in _colima_sockets(home)]
-        sockets += [
-            ("Rancher Desktop", home / ".rd" / "docker.sock"),
-            ("OrbStack", home / ".orbstack" / "run" / "docker.sock"),
-        ]
-        sockets += [
-            (f"Lima instance {path.parents[1].name!r}", path)
-            for path in _sorted_glob(home / ".lima", "*/sock/docker.sock")
-        ]
+        add_each("Colima", _colima_sockets(home), _colima_source, home / ".colima", "no profile has a docker.sock")
+        add("Rancher Desktop", home / ".rd" / "docker.sock")
+        add("OrbStack", home / ".orbstack" / "run" / "docker.sock")
+        lima = _sorted_glob(home / ".lima", "*/sock/docker.sock")
+        add_each("Lima", lima, _lima_source, home / ".lima", "no instance has a docker.sock")
         machine_dir = home / ".local" / "share" / "containers" / "podman" / "machine"
-        sockets += [("Podman machine", path) for path in _sorted_glob(machine_dir, "*/podman.sock")]
-        sockets += [("Podman machine", path) for path in _sorted_glob(machine_dir, "*/*/podman.sock")]
-    sockets += [("Podman machine", path) for path in _owned_podman5_sockets(env)]
-    sockets += [
-        ("Podman (rootful)", env.system_podman_socket),
-        ("Podman (rootless)", env.run_user_dir / str(env.invoking_uid()) / "podman" / "podman.sock"),
-    ]
-    return [Candidate(source, str(path), DaemonAddress.parse(f"unix://{path}")) for source, path in sockets]
+        machines = [
+            *_sorted_glob(machine_dir, "*/podman.sock"),
+            *_sorted_glob(machine_dir, "*/*/podman.sock"),
+            *_owned_podman5_sockets(env),
+        ]
+        add_each("Podman machine", machines, lambda _path: "Podman machine", machine_dir, "no machine API socket")
+    add("Podman (rootful)", env.system_podman_socket)
+    add("Podman (rootless)", env.run_user_dir / str(env.invoking_uid()) / "podman" / "podman.sock")
+    return candidates
 
 
 def all_candidates(docker_host: str | None, env: DiscoveryEnvironment) -> Iterator[Candidate]:
@@ -267,7 +273,9 @@ def all_candidates(docker_host: str | None, env: DiscoveryEnvironment) -> Iterat
     if context is not None and context.address is not None:
         seen.add(context.address.url)
     for candidate in runtime_socket_candidates(env):
-        if candidate.address is not None and candidate.address.url not in seen:
+        if candidate.address is None:
+            yield candidate
+        elif candidate.address.url not in seen:
             seen.add(candidate.address.url)
             yield candidate
 
@@ -340,6 +348,14 @@ def _candidate_for_url(source: str, url: str) -> Candidate:
     except InvalidDaemonAddress as error:
         return Candidate(source, url, problem=error.message)
     return Candidate(source, url, address)
+
+
+def _colima_source(socket: Path) -> str:
+    return f"Colima profile {socket.parent.name!r}"
+
+
+def _lima_source(socket: Path) -> str:
+    return f"Lima instance {socket.parents[1].name!r}"
 
 
 def _colima_sockets(home: Path) -> list[Path]:

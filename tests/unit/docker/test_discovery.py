@@ -294,6 +294,8 @@ async def test_failure_lists_every_place_tried_and_why(machine: FakeMachine, cap
     assert outcomes[str(home / ".rd" / "docker.sock")] == "exists but is not a socket"
     assert outcomes[str(home / ".orbstack" / "run" / "docker.sock")] == "connection refused"
     assert str(machine.root / "run" / "podman" / "podman.sock") in outcomes
+    assert outcomes[str(home / ".colima")] == "no profile has a docker.sock"
+    assert outcomes[str(home / ".lima")] == "no instance has a docker.sock"
     assert "dangling symlink" in str(raised.value)
     tried_lines = [record.getMessage() for record in caplog.records if "trying" in record.getMessage()]
     assert len(tried_lines) == len(raised.value.attempts)
