@@ -4,7 +4,7 @@ Same topology for all three (two namespaces, one veth): iperf3 TCP in both direc
 the dmnc process's peak RSS and CPU use while it carries traffic. Prints a table with ratios to wireguard-go and
 writes JSON. Run as root from the repository root:
 
-    .venv/bin/python -m tests.bench.bench_tunnel [--seconds 10] [--rounds 3] [--json bench_tunnel.json]
+    .venv/bin/python -m tests.bench.bench_tunnel [--seconds 10] [--rounds 3] [--json PATH]
 
 Figures drift between runs and machines; compare the ratios of one run.
 """
@@ -19,6 +19,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -223,7 +224,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="iperf3 duration per direction and round")
     parser.add_argument("--rounds", type=int, default=3, help="measurement rounds, topologies interleaved")
-    parser.add_argument("--json", type=Path, default=Path("bench_tunnel.json"), help="where to write the results")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "bench_tunnel.json",
+        help="where to write the results (default: bench_tunnel.json in the temp directory, not the checkout)",
+    )
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
         # All three stay up for the whole run and are measured in turn, round after round, so a burst of other
