@@ -142,3 +142,17 @@ def test_any_daemon_address_text_parses_or_is_invalid(url: str) -> None:
     except InvalidDaemonAddress:
         return
     assert (address.socket_path is None) != (address.host is None)
+
+
+@given(major=st.integers(min_value=0, max_value=9999), minor=st.integers(min_value=0, max_value=9999))
+def test_api_version_round_trips(major: int, minor: int) -> None:
+    assert parse_api_version(f"{major}.{minor}") == (major, minor)
+
+
+@given(text=st.text(max_size=12))
+def test_any_api_version_text_parses_or_is_a_bad_response(text: str) -> None:
+    try:
+        major, minor = parse_api_version(text)
+    except BadResponse:
+        return
+    assert [major, minor] == [int(part) for part in text.strip().split(".")]
