@@ -29,7 +29,7 @@ import trio
 from dmnc import __version__
 from dmnc.docker.buildcontext import build_context_tar
 from dmnc.docker.client import ContainerRun, ContainerSpec
-from dmnc.docker.errors import ApiError, DockerError, NotFound
+from dmnc.docker.errors import ApiError, NotFound, OperationFailed
 from dmnc.docker.models import ContainerInfo, CreatedContainer, ImageInfo, ProgressMessage
 from dmnc.docker.streams import OutputChunk, StreamKind
 from dmnc.vm.assets import dockerfile
@@ -169,7 +169,8 @@ class VmSetupRunner:
         try:
             async with self._docker.build_image(context, image, labels={VERSION_LABEL: __version__}) as build:
                 await self._relay(build)
-        except DockerError as error:
+        except (ApiError, OperationFailed) as error:
+            # The daemon answered and refused (or the build itself failed); a lost daemon stays a DockerError.
             raise SetupImageError(
                 f"building the setup image {image} failed: {error}. The VM needs to download Alpine packages for it:"
                 " offline or behind a proxy? Configure the Docker daemon's proxy, or pass --setup-image REF with an"
@@ -181,7 +182,7 @@ class VmSetupRunner:
         try:
             async with self._docker.pull_image(image) as pull:
                 await self._relay(pull)
-        except DockerError as error:
+        except (ApiError, OperationFailed) as error:
             raise SetupImageError(
                 f"the setup image {image} is not in the VM and pulling it failed: {error}."
                 " Check the reference and the Docker daemon's registry access (proxy? login?)"
@@ -189,7 +190,10 @@ class VmSetupRunner:
 
     async def _relay(self, stream: AsyncIterator[ProgressMessage]) -> None:
         async for message in stream:
-            text = (message.stream or " ".join(part for part in (message.status, message.progress) if part)).strip()
+            if message.progress:
+                # Download/extract progress bars update many times a second per layer: not worth a log line each.
+                continue
+            text = (message.stream or " ".join(part for part in (message.id, message.status) if part)).strip()
             if text:
                 self._progress(text)
 

@@ -12,7 +12,7 @@ import trio
 
 from dmnc import __version__
 from dmnc.docker.client import ContainerRun, ContainerSpec
-from dmnc.docker.errors import ApiError, NotFound, OperationFailed
+from dmnc.docker.errors import ApiError, ConnectionLost, NotFound, OperationFailed
 from dmnc.docker.models import ContainerInfo, ContainerState, CreatedContainer, ImageInfo, ProgressMessage
 from dmnc.docker.streams import OutputChunk, StreamKind
 from dmnc.vm import (
@@ -50,6 +50,8 @@ class FakeEngine:
     fallback_exit_code: int = 0
     fail_build: str | None = None
     fail_pull: str | None = None
+    lose_daemon_in_build: bool = False
+    pull_messages: list[ProgressMessage] = field(default_factory=lambda: [ProgressMessage(status="Pulling fs layer")])
     hang_run: bool = False
     refuse_run: str | None = None
     refuse_start: str | None = None
@@ -71,24 +73,29 @@ class FakeEngine:
         self, context_tar: bytes, tag: str, *, labels: Mapping[str, str] | None = None
     ) -> AbstractAsyncContextManager[AsyncIterator[ProgressMessage]]:
         self.built.append((context_tar, tag, dict(labels or {})))
-        return self._progress(["Step 1/3 : FROM alpine:3.23\n", " ---> Running\n"], self.fail_build, tag)
+        steps = [ProgressMessage(stream="Step 1/3 : FROM alpine:3.23\n"), ProgressMessage(stream=" ---> Running\n")]
+        failure: Exception | None = OperationFailed(self.fail_build) if self.fail_build is not None else None
+        if self.lose_daemon_in_build:
+            failure = ConnectionLost("connection to the Docker daemon lost", endpoint="POST /build")
+        return self._progress(steps, failure, tag)
 
     def pull_image(self, reference: str) -> AbstractAsyncContextManager[AsyncIterator[ProgressMessage]]:
         self.pulled.append(reference)
-        return self._progress(["Pulling fs layer"], self.fail_pull, reference)
+        failure = OperationFailed(self.fail_pull) if self.fail_pull is not None else None
+        return self._progress(self.pull_messages, failure, reference)
 
     @asynccontextmanager
     async def _progress(
-        self, texts: list[str], failure: str | None, image: str
+        self, messages: list[ProgressMessage], failure: Exception | None, image: str
     ) -> AsyncIterator[AsyncIterator[ProgressMessage]]:
-        async def messages() -> AsyncIterator[ProgressMessage]:
-            for text in texts:
-                yield ProgressMessage(stream=text)
+        async def stream() -> AsyncIterator[ProgressMessage]:
+            for message in messages:
+                yield message
             if failure is not None:
-                raise OperationFailed(failure, endpoint="POST /build")
+                raise failure
             self.images.add(image)
 
-        yield messages()
+        yield stream()
 
     async def run_container(self, spec: ContainerSpec, *, name: str | None = None) -> ContainerRun:
         self.run_specs.append(spec)
@@ -271,6 +278,25 @@ async def test_explicit_image_is_pulled_only_when_missing() -> None:
     assert engine.pulled == ["registry.example/dmnc-setup:1"]
     assert engine.built == []
     assert {spec.image for spec in engine.run_specs} == {"registry.example/dmnc-setup:1"}
+
+
+async def test_pull_progress_is_relayed_without_progress_bar_updates() -> None:
+    engine = FakeEngine(runs=[one_shot(KERNEL_RESULT)])
+    engine.pull_messages = [
+        ProgressMessage(status="Pulling from dmnc/setup", id="1"),
+        ProgressMessage(status="Downloading", id="a1b2", progress="[==>   ] 1MB/9MB"),
+        ProgressMessage(status="Downloading", id="a1b2", progress="[====> ] 5MB/9MB"),
+        ProgressMessage(status="Pull complete", id="a1b2"),
+    ]
+    progress: list[str] = []
+    await VmSetupRunner(engine, setup_image="ref:1", on_progress=progress.append).setup(PARAMS)
+    assert progress == ["pulling the setup image ref:1", "1 Pulling from dmnc/setup", "a1b2 Pull complete"]
+
+
+async def test_losing_the_daemon_during_a_build_stays_a_docker_error() -> None:
+    engine = FakeEngine(lose_daemon_in_build=True)
+    with pytest.raises(ConnectionLost):
+        await VmSetupRunner(engine).setup(PARAMS)
 
 
 async def test_failed_pull_names_the_image_and_what_to_check() -> None:
