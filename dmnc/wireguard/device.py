@@ -187,12 +187,11 @@ class Device:
     # Handshake, sending side
 
     def _initiate(self, peer: Peer, now: float, *, retry: bool) -> list[Output]:
-        """Send a handshake initiation unless one went out less than REKEY_TIMEOUT ago (whitepaper 6.4)."""
+        """Send a handshake initiation unless the last one went out less than REKEY_TIMEOUT (+ jitter) ago."""
         if not retry:
             peer.timers.handshake_initiation_requested()
-        if now - peer.last_sent_handshake < self._timing.rekey_timeout:
+        if not peer.timers.may_initiate(now):
             return []
-        peer.last_sent_handshake = now
         endpoint = peer.stats.endpoint
         if endpoint is None:
             # The host learns the VM's endpoint from the VM's first handshake; until then, keep retrying on the

@@ -15,7 +15,7 @@ from dmnc.wireguard.timers import PeerTimers
 class Peer:
     """One configured peer: its handshake, sessions, timers, packets waiting for a session, and live stats."""
 
-    __slots__ = ("config", "cookies", "handshake", "keypairs", "last_sent_handshake", "staged", "stats", "timers")
+    __slots__ = ("config", "cookies", "handshake", "keypairs", "staged", "stats", "timers")
 
     def __init__(self, config: PeerConfig, handshake: Handshake, timers: PeerTimers) -> None:
         self.config = config
@@ -26,8 +26,6 @@ class Peer:
         self.stats = PeerStats(endpoint=config.endpoint)
         # Packets from the TUN waiting for a usable session; the oldest is dropped on overflow (wireguard-go).
         self.staged: collections.deque[bytes] = collections.deque()
-        # An initiation is sent at most once per REKEY_TIMEOUT (whitepaper 6.4), whatever asks for it.
-        self.last_sent_handshake = float("-inf")
 
     def stage(self, packet: bytes) -> bool:
         """Queue `packet` for the next session; False when the queue was full and its oldest packet was dropped."""

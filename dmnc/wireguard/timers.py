@@ -32,6 +32,7 @@ class PeerTimers:
         "_max_handshake_attempts",
         "_timing",
         "handshake_attempts",
+        "initiation_allowed_at",
         "new_handshake",
         "persistent_keepalive",
         "persistent_keepalive_interval",
@@ -54,6 +55,7 @@ class PeerTimers:
         self.zero_key_material: float | None = None
         self.persistent_keepalive: float | None = None
         self.handshake_attempts = 0
+        self.initiation_allowed_at = float("-inf")
         self.sent_last_minute_handshake = False
 
     # Hooks. Each "Should be called after ..." names the event, as in wireguard-go.
@@ -86,9 +88,20 @@ class PeerTimers:
             # re-armed timer again, so the note changes nothing.)
             self.send_keepalive = now + self._timing.keepalive_timeout
 
+    def may_initiate(self, now: float) -> bool:
+        """Whether a handshake initiation may be sent now: at most one per REKEY_TIMEOUT (whitepaper 6.4)."""
+        return now >= self.initiation_allowed_at
+
     def handshake_initiated(self, now: float) -> None:
-        """Should be called after a handshake initiation is sent."""
-        self.retransmit_handshake = now + self._timing.rekey_timeout + self._jitter()
+        """Should be called after a handshake initiation is sent (or could not be sent for want of an endpoint).
+
+        The next initiation, retransmit or traffic-triggered alike, waits REKEY_TIMEOUT plus one random jitter.
+        wireguard-go jitters only the retransmit timer and lets traffic trigger an initiation after bare
+        REKEY_TIMEOUT, so after simultaneous initiations two sides with steady traffic re-initiate in lock-step and
+        collide again each time (found by tests/unit/wireguard/test_device_chaos.py); the shared jitter breaks that.
+        """
+        self.initiation_allowed_at = now + self._timing.rekey_timeout + self._jitter()
+        self.retransmit_handshake = self.initiation_allowed_at
 
     def handshake_initiation_requested(self) -> None:
         """Should be called when a new (not retransmitted) handshake is wanted: the attempt budget starts over."""
@@ -98,6 +111,7 @@ class PeerTimers:
         """Should be called after a handshake response is consumed, or a responder session is confirmed by data."""
         self.retransmit_handshake = None
         self.handshake_attempts = 0
+        self.initiation_allowed_at = float("-inf")
         self.sent_last_minute_handshake = False
 
     def session_derived(self, now: float) -> None:

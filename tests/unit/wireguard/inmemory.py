@@ -179,6 +179,8 @@ class Network:
     def advance(self, seconds: float, *, deliver: bool = True) -> None:
         """Move the clock forward, running each device's timers at its deadlines (and delivering if asked)."""
         end = self.now + seconds
+        if deliver:
+            self.deliver_all()
         while True:
             deadlines = [d for d in (h.device.next_deadline() for h in self.hosts.values()) if d is not None]
             if not deadlines or min(deadlines) > end:
