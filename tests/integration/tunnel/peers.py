@@ -30,6 +30,12 @@ _LINE_TIMEOUT_SECONDS = 10.0
 IPV6_UNDERLAY = ("fd00:201::1/64", "fd00:201::2/64")
 
 
+def dmnc_command() -> list[str]:
+    """How to run dmnc: the frozen binary named by DMNC_EXECUTABLE (CI), else this source tree's package."""
+    executable = os.environ.get("DMNC_EXECUTABLE")
+    return [executable] if executable else [sys.executable, "-m", "dmnc"]
+
+
 def endpoint_text(address: object, port: int) -> str:
     """`host:port`, with brackets around an IPv6 host as WireGuard configs want."""
     host = str(address)
@@ -73,7 +79,7 @@ class DmncWg:
         config_path.write_text(self.config_text)
         environment = {**os.environ, **self.environment}
         self.process = self.namespace.popen(
-            [sys.executable, "-m", "dmnc", "wg", "up", str(config_path), "--interface", self.interface],
+            [*dmnc_command(), "wg", "up", str(config_path), "--interface", self.interface],
             cwd=REPOSITORY,
             env=environment,
             stdout=subprocess.PIPE,

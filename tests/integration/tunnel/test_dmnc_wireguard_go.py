@@ -18,6 +18,7 @@ from tests.integration.tunnel.peers import (
     WGGO_PORT,
     Topology,
     dmnc_and_wireguard_go,
+    dmnc_command,
     render_dmnc_config,
 )
 from tests.lab.netns import netns, wait_for_ping
@@ -198,9 +199,7 @@ def test_wg_up_on_a_busy_port_fails_with_one_line_and_no_traceback() -> None:
         with tempfile.NamedTemporaryFile("w", suffix=".conf") as config_file:
             config_file.write(config)
             config_file.flush()
-            result = namespace.run(
-                [sys.executable, "-m", "dmnc", "wg", "up", config_file.name], check=False, timeout=30
-            )
+            result = namespace.run([*dmnc_command(), "wg", "up", config_file.name], check=False, timeout=30)
         squatter.kill()
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
