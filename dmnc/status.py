@@ -8,9 +8,10 @@ The JSON of a snapshot (one object, `dmnc status --json`) is a contract users an
      "docker": {"host": "unix:///var/run/docker.sock", "runtime": "Docker Desktop", "api_version": "1.41",
                 "connected": true},
      "vm": {"mode": "kernel", "public_key": "<base64 of 32 bytes>"},
-     "routes": [{"subnet": "172.17.0.0/16", "network": "bridge", "installed": true}]}
+     "routes": [{"subnet": "172.17.0.0/16", "network": "bridge", "installed": true, "reason": null}]}
 
-null means "not known yet" (no handshake so far, Docker not reached, VM not set up). An event is one object:
+null means "not known yet" (no handshake so far, Docker not reached, VM not set up); a route's `reason` says why it
+is not installed (e.g. it overlaps a VPN route). An event is one object:
 
     {"time": 1795000000.25, "kind": "docker.connected", "message": "connected to Docker Desktop (API 1.41)",
      "details": {"api_version": "1.41"}}
@@ -81,11 +82,12 @@ class VmStatus:
 
 @dataclass(frozen=True)
 class RouteStatus:
-    """One Docker network subnet and whether its host route through the tunnel is in place."""
+    """One Docker network subnet and whether its host route through the tunnel is in place (if not, why not)."""
 
     subnet: IPNetwork
     network: str
     installed: bool
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,12 @@ class StatusSnapshot:
             },
             "vm": {"mode": vm.mode, "public_key": vm.public_key},
             "routes": [
-                {"subnet": str(route.subnet), "network": route.network, "installed": route.installed}
+                {
+                    "subnet": str(route.subnet),
+                    "network": route.network,
+                    "installed": route.installed,
+                    "reason": route.reason,
+                }
                 for route in self.routes
             ],
         }
@@ -214,6 +221,10 @@ class _Object:
     def optional_text(self, key: str) -> str | None:
         return None if self.raw(key) is None else self.text(key)
 
+    def later_text(self, key: str) -> str | None:
+        """A string field added after the first release: absent (an older dmnc) reads as null."""
+        return self.optional_text(key) if key in self._fields else None
+
     def flag(self, key: str) -> bool:
         value = self.raw(key)
         if not isinstance(value, bool):
@@ -274,7 +285,12 @@ def _route(value: object, where: str) -> RouteStatus:
         subnet = ipaddress.ip_network(subnet_text)
     except ValueError:
         raise StatusFormatError(fields.path("subnet"), f"{subnet_text!r} is not a subnet in CIDR notation") from None
-    return RouteStatus(subnet=subnet, network=fields.text("network"), installed=fields.flag("installed"))
+    return RouteStatus(
+        subnet=subnet,
+        network=fields.text("network"),
+        installed=fields.flag("installed"),
+        reason=fields.later_text("reason"),
+    )
 
 
 def decode_snapshot_untrusted(text: str | bytes) -> StatusSnapshot:

@@ -163,9 +163,8 @@ def render_snapshot(snapshot: StatusSnapshot) -> str:
         network_width = max(len("NETWORK"), *map(len, networks))
         lines.append(f"  {'SUBNET':<{subnet_width}}  {'NETWORK':<{network_width}}  INSTALLED")
         for subnet, network, route in zip(subnets, networks, snapshot.routes, strict=True):
-            lines.append(
-                f"  {subnet:<{subnet_width}}  {network:<{network_width}}  {'yes' if route.installed else 'no'}"
-            )
+            installed = "yes" if route.installed else "no" if route.reason is None else f"no: {printable(route.reason)}"
+            lines.append(f"  {subnet:<{subnet_width}}  {network:<{network_width}}  {installed}")
     return "\n".join(lines)
 
 

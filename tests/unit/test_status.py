@@ -42,7 +42,7 @@ def full_snapshot() -> StatusSnapshot:
         vm=VmStatus(mode="kernel", public_key=PUBLIC_KEY),
         routes=(
             RouteStatus(ipaddress.ip_network("172.17.0.0/16"), "bridge", installed=True),
-            RouteStatus(ipaddress.ip_network("fd00:5::/64"), "proj_v6", installed=False),
+            RouteStatus(ipaddress.ip_network("fd00:5::/64"), "proj_v6", installed=False, reason="overlaps fd00::/8"),
         ),
     )
 
@@ -65,7 +65,7 @@ def test_snapshot_json_has_the_contract_fields() -> None:
     }
     assert set(encoded["docker"]) == {"host", "runtime", "api_version", "connected"}
     assert set(encoded["vm"]) == {"mode", "public_key"}
-    assert encoded["routes"][0] == {"subnet": "172.17.0.0/16", "network": "bridge", "installed": True}
+    assert encoded["routes"][0] == {"subnet": "172.17.0.0/16", "network": "bridge", "installed": True, "reason": None}
     assert encoded["tunnel"]["drops"] == {"replay": 1, "invalid_mac": 3}
 
 
@@ -80,6 +80,13 @@ def test_fresh_snapshot_uses_null_for_unknown_values() -> None:
     assert encoded["vm"] == {"mode": None, "public_key": None}
     assert encoded["docker"]["connected"] is False
     assert decode_snapshot_untrusted(json.dumps(encoded)) == StatusSnapshot(version="0.1.0")
+
+
+def test_route_reason_may_be_absent_as_from_an_older_dmnc() -> None:
+    encoded = snapshot_object()
+    for route in encoded["routes"]:
+        del route["reason"]
+    assert [route.reason for route in decode_snapshot_untrusted(json.dumps(encoded)).routes] == [None, None]
 
 
 def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
@@ -129,6 +136,7 @@ def mutate(path: str, value: object) -> str:
         (mutate("routes", {}), "routes: expected an array, got an object"),
         (mutate("routes.1.subnet", "10.0.0.1/8"), "routes[1].subnet: '10.0.0.1/8' is not a subnet in CIDR notation"),
         (mutate("routes.0.installed", KeyError), "routes[0].installed: missing"),
+        (mutate("routes.1.reason", 3), "routes[1].reason: expected a string, got an integer"),
     ],
 )
 def test_malformed_snapshots_name_the_field(text: str | bytes, message: str) -> None:
@@ -216,7 +224,10 @@ snapshots = st.builds(
         ),
     ),
     routes=st.lists(
-        st.builds(RouteStatus, subnet=networks, network=st.text(max_size=10), installed=st.booleans()), max_size=5
+        st.builds(
+            RouteStatus, subnet=networks, network=st.text(max_size=10), installed=st.booleans(), reason=optional_text
+        ),
+        max_size=5,
     ).map(tuple),
 )
 

@@ -26,12 +26,14 @@ def test_routes_are_a_table_aligned_on_the_longest_entry() -> None:
         routes=(
             RouteStatus(ipaddress.ip_network("172.17.0.0/16"), "bridge", installed=True),
             RouteStatus(ipaddress.ip_network("fd00:dead:beef::/64"), "a_long_network_name", installed=False),
+            RouteStatus(ipaddress.ip_network("10.8.0.0/16"), "vpn", installed=False, reason="overlaps 10.0.0.0/8"),
         ),
     )
-    assert render_snapshot(snapshot).splitlines()[-3:] == [
+    assert render_snapshot(snapshot).splitlines()[-4:] == [
         "  SUBNET               NETWORK              INSTALLED",
         "  172.17.0.0/16        bridge               yes",
         "  fd00:dead:beef::/64  a_long_network_name  no",
+        "  10.8.0.0/16          vpn                  no: overlaps 10.0.0.0/8",
     ]
 
 
