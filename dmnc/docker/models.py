@@ -257,10 +257,11 @@ class Info:
 
 @dataclass(frozen=True)
 class ContainerState:
-    """`State` of `GET /containers/{id}/json`."""
+    """`State` of `GET /containers/{id}/json`; `pid` is the main process's PID on the daemon's host (0 if stopped)."""
 
     status: str
     running: bool = False
+    pid: int = 0
     exit_code: int = 0
     error: str = ""
     oom_killed: bool = False
@@ -273,6 +274,7 @@ class ContainerState:
         return cls(
             status=fields.required_str("Status"),
             running=fields.optional_bool("Running"),
+            pid=fields.optional_int("Pid"),
             exit_code=fields.optional_int("ExitCode"),
             error=fields.optional_str("Error"),
             oom_killed=fields.optional_bool("OOMKilled"),

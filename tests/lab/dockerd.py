@@ -333,16 +333,33 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 def _kill_namespace_processes(netns: str) -> None:
     """SIGKILL every process in `netns` and all their descendants: containerd, shims, conmon, and the containers
-    they started (those live in namespaces of their own but are children of a shim or conmon)."""
+    they started (those live in namespaces of their own but are children of a shim or conmon). Returns once all
+    of them have exited."""
+    killed: set[int] = set()
     for _attempt in range(50):
         listed = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=False)
         victims = _with_descendants({int(pid) for pid in listed.stdout.split()})
         if not victims:
-            return
+            break
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        killed |= victims
         time.sleep(0.1)
+    # Orphaned container processes leave the namespace's process tree before they are gone: wait for them too.
+    for _attempt in range(50):
+        if not any(_is_running(pid) for pid in killed):
+            return
+        time.sleep(0.05)
+
+
+def _is_running(pid: int) -> bool:
+    """True unless the process is gone or a zombie (dead, waiting for its new parent to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _with_descendants(roots: set[int]) -> set[int]:
