@@ -12,5 +12,6 @@ Start here:
 Modules: `client` (DockerClient, ContainerSpec, the stream types), `errors` (the typed errors, all derived from
 DockerError), `models` (validated response models), `events` (event decoding, filters, `since`), `streams` (frame
 demultiplexer, JSON-lines and progress decoders), `attach` (websocket attach), `discovery` (which socket, which
-product), `buildcontext` (in-memory build contexts), `address` (unix:// and tcp:// daemon addresses).
+product), `buildcontext` (in-memory build contexts), `address` (unix:// and tcp:// daemon addresses), `command`
+(`dmnc docker`, the discovery report for users).
 """
