@@ -1,4 +1,4 @@
-"""Two devices on a hostile in-memory network: random sends, clock jumps, loss, duplication and reordering.
+"""Two devices on a hostile in-memory network: random sends, clock jumps, loss, duplication, reordering, load.
 
 Whatever happens, no call raises, nothing reaches a tunnel that was not sent to it, nothing arrives twice, and once
 the network behaves again the pair talks reliably within a rekey.
@@ -16,6 +16,7 @@ actions = st.lists(
         st.tuples(st.just("send"), st.sampled_from(["a", "b"])),
         st.tuples(st.just("advance"), st.floats(0.0, 200.0)),
         st.tuples(st.just("deliver"), st.integers(0, 50)),
+        st.tuples(st.just("deliver under load"), st.integers(0, 50)),
         st.tuples(st.just("drop"), st.integers(0, 50)),
         st.tuples(st.just("duplicate"), st.integers(0, 50)),
         st.tuples(st.just("reverse"), st.none()),
@@ -54,6 +55,8 @@ def test_chaos_never_breaks_integrity_and_the_pair_recovers(script: list[tuple[s
             index = argument % len(net.in_flight)
             if action == "deliver":
                 net.deliver(net.in_flight.pop(index))
+            elif action == "deliver under load":
+                net.deliver(net.in_flight.pop(index), under_load=True)
             elif action == "drop":
                 net.in_flight.pop(index)
             else:
