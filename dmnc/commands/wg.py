@@ -2,7 +2,8 @@
 
 `wg up` runs the tunnel from a standard WireGuard config file (see dmnc.wgconfig) until SIGTERM/SIGINT, so dmnc can
 be checked against any WireGuard peer and benchmarked with identical configs. It prints one `ready` line once the
-interface is up and the UDP port bound; SIGUSR1 prints the per-peer counters as one JSON line.
+interface is up and the UDP port bound; SIGUSR1 prints the per-peer counters as one JSON line; SIGHUP re-reads the
+file's peers like `wg syncconf` (a `reloaded ...` line; [Interface] changes need a restart).
 `genkey` and `pubkey` behave like wg(8): pubkey reads a private key on stdin.
 """
 
@@ -84,7 +85,7 @@ def run_up(args: argparse.Namespace) -> int:
         print(f"dmnc wg up: ignoring wg-quick setting `{key}`", file=sys.stderr)
     failures: list[Exception] = []
     try:
-        trio.run(_serve, config, peers, timing, args.interface)
+        trio.run(_serve, config, peers, timing, args.interface, args.config)
     except* (TunError, UdpError, WgUpError) as group:
         # Raised inside the tunnel's nurseries they arrive grouped (trio's strict exception groups).
         failures.extend(leaf_exceptions(group))
@@ -170,7 +171,48 @@ def status_line(tunnel: Tunnel, tun: TunDevice) -> str:
     )
 
 
-async def _serve(config: WireGuardConfig, peers: Sequence[PeerConfig], timing: Timing, name: str | None) -> None:
+def reload_peers(device: Device, current: Sequence[PeerConfig], wanted: Sequence[PeerConfig]) -> list[str]:
+    """Make the device's peers `wanted`, like `wg syncconf`: unchanged peers keep their sessions, changed ones are
+    re-added (sessions lost), missing ones removed. Returns what changed, one line per peer."""
+    if any(peer.public_key == device.public_key for peer in wanted):
+        raise DeviceConfigError("a peer cannot have the device's own public key")
+    wanted_by_key = {peer.public_key: peer for peer in wanted}
+    current_by_key = {peer.public_key: peer for peer in current}
+    changes = []
+    for key, peer in current_by_key.items():
+        if wanted_by_key.get(key) != peer:
+            device.remove_peer(key)
+            changes.append(f"{'changed' if key in wanted_by_key else 'removed'} peer {encode_key(key)}")
+    for key, peer in wanted_by_key.items():
+        if current_by_key.get(key) != peer:
+            device.add_peer(peer)
+            if key not in current_by_key:
+                changes.append(f"added peer {encode_key(key)}")
+    return changes
+
+
+def load_peers_for_reload(path: str, running: WireGuardConfig) -> list[PeerConfig]:
+    """The peers of the config file at `path` (blocking: resolves host names). Raises ConfigError."""
+    config = load_config(path)
+    if config.interface != running.interface:
+        raise ConfigError(path, None, "[Interface] changed: restart to apply it (peers were not reloaded)")
+    return [peer_config(peer, path) for peer in config.peers]
+
+
+async def _reload(path: str, running: WireGuardConfig, device: Device, current: list[PeerConfig]) -> None:
+    try:
+        wanted = await trio.to_thread.run_sync(load_peers_for_reload, path, running)
+        changes = reload_peers(device, current, wanted)
+    except (ConfigError, DeviceConfigError) as error:
+        print(f"dmnc wg up: reload: {error}", file=sys.stderr, flush=True)
+        return
+    current[:] = wanted
+    print(f"reloaded {'; '.join(changes) or 'no changes'}", flush=True)
+
+
+async def _serve(
+    config: WireGuardConfig, peers: Sequence[PeerConfig], timing: Timing, name: str | None, path: str
+) -> None:
     mtu = config.interface.mtu or DEFAULT_MTU
     device = Device(
         config.interface.private_key, rng=os.urandom, wall_offset=Tunnel.wall_offset(), timing=timing, mtu=mtu
@@ -185,13 +227,16 @@ async def _serve(config: WireGuardConfig, peers: Sequence[PeerConfig], timing: T
         udp = UdpEndpoint.open(config.interface.listen_port or 0)
         try:
             tunnel = Tunnel(device, tun, udp)
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
+            current = list(peers)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP) as signals:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(tunnel.run)
                     print(f"ready interface={tun.name} port={udp.port}", flush=True)
                     async for signal_number in signals:
                         if signal_number == signal.SIGUSR1:
                             print(status_line(tunnel, tun), flush=True)
+                        elif signal_number == signal.SIGHUP:
+                            await _reload(path, config, device, current)
                         else:
                             nursery.cancel_scope.cancel()
                             break

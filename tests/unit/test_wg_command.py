@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import ipaddress
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,11 +12,22 @@ from dmnc.commands.wg import (
     REKEY_AFTER_TIME_VARIABLE,
     WgUpError,
     leaf_exceptions,
+    load_peers_for_reload,
     peer_config,
+    reload_peers,
     timing_from_environment,
 )
-from dmnc.wgconfig import ConfigError, PeerSection
-from dmnc.wireguard import Timing, decode_key, public_key
+from dmnc.wgconfig import ConfigError, PeerSection, load_config
+from dmnc.wireguard import ConfigError as DeviceConfigError
+from dmnc.wireguard import (
+    Device,
+    PeerConfig,
+    Timing,
+    decode_key,
+    encode_key,
+    generate_private_key,
+    public_key,
+)
 
 
 def dmnc(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -68,3 +81,38 @@ def test_leaf_exceptions_flattens_nested_groups_in_order() -> None:
     first, second, third = WgUpError("a"), ValueError("b"), WgUpError("c")
     group = ExceptionGroup("outer", [first, ExceptionGroup("inner", [second, third])])
     assert leaf_exceptions(group) == [first, second, third]
+
+
+def test_reload_keeps_unchanged_peers_and_replaces_changed_ones() -> None:
+    device = Device(generate_private_key(os.urandom), rng=os.urandom, wall_offset=0)
+    keys = [public_key(generate_private_key(os.urandom)) for _ in range(3)]
+    network = ipaddress.ip_network
+    kept = PeerConfig(keys[0], allowed_ips=(network("10.0.0.1/32"),))
+    changed = PeerConfig(keys[1], allowed_ips=(network("10.0.0.2/32"),))
+    current = [kept, changed]
+    for peer in current:
+        device.add_peer(peer)
+    kept_stats = device.peer_stats()[keys[0]]
+    wanted = [kept, PeerConfig(keys[1], allowed_ips=(network("10.0.0.3/32"),)), PeerConfig(keys[2])]
+    changes = reload_peers(device, current, wanted)
+    assert changes == [f"changed peer {encode_key(keys[1])}", f"added peer {encode_key(keys[2])}"]
+    assert device.peer_stats()[keys[0]] is kept_stats  # same peer object: its sessions survive
+    assert set(device.peer_stats()) == set(keys)
+    assert reload_peers(device, wanted, [kept]) == [
+        f"removed peer {encode_key(keys[1])}",
+        f"removed peer {encode_key(keys[2])}",
+    ]
+    with pytest.raises(DeviceConfigError, match="own public key"):
+        reload_peers(device, [kept], [kept, PeerConfig(device.public_key)])
+    assert set(device.peer_stats()) == {keys[0]}  # refused before anything changed
+
+
+def test_reload_refuses_interface_changes(tmp_path: Path) -> None:
+    key = encode_key(generate_private_key(os.urandom))
+    path = tmp_path / "wg.conf"
+    path.write_text(f"[Interface]\nPrivateKey = {key}\nListenPort = 51820\n")
+    running = load_config(path)
+    assert load_peers_for_reload(str(path), running) == []
+    path.write_text(f"[Interface]\nPrivateKey = {key}\nListenPort = 51821\n")
+    with pytest.raises(ConfigError, match=r"\[Interface\] changed: restart to apply it"):
+        load_peers_for_reload(str(path), running)

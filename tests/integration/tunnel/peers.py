@@ -98,6 +98,14 @@ class DmncWg:
             raise RuntimeError("dmnc wg up printed nothing in time")
         return self.process.stdout.readline().decode()
 
+    def reload(self, config_text: str) -> str:
+        """Rewrite the config file and send SIGHUP; returns dmnc's `reloaded ...` line."""
+        assert self.process is not None
+        self.config_text = config_text
+        (Path(self._config_directory.name) / "dmnc.conf").write_text(config_text)
+        self.process.send_signal(signal.SIGHUP)
+        return self._read_line().strip()
+
     def status(self) -> dict[str, Any]:
         assert self.process is not None
         self.process.send_signal(signal.SIGUSR1)

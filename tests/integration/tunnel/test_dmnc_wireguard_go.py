@@ -22,7 +22,7 @@ from tests.integration.tunnel.peers import (
     render_dmnc_config,
 )
 from tests.lab.netns import netns, wait_for_ping
-from tests.lab.wggo import WgPeer, wg_genkey, wg_pubkey
+from tests.lab.wggo import wg_genkey, wg_pubkey
 
 pytestmark = pytest.mark.lab
 
@@ -140,20 +140,21 @@ def test_recovery_driven_by_dmnc_when_restarted_wireguard_go_does_not_know_its_e
 
 
 def test_recovery_after_wireguard_go_restarts_with_a_new_key() -> None:
-    # A new key is a new peer identity: dmnc learns it from a new config and restarts (like wg-quick down/up);
-    # wireguard-go is reconfigured for nothing, it kept dmnc's public key.
+    # A new key is a new peer identity: dmnc learns it from its edited config file on SIGHUP (like `wg syncconf`),
+    # without dropping its interface. wireguard-go needs nothing new: dmnc's key is unchanged.
     with dmnc_and_wireguard_go() as topology:
         assert wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5)
+        old_public_key = topology.wggo_public_key
         new_key = wg_genkey()
         topology.wggo.restart(private_key=new_key)
-        topology.wggo.peers = [
-            WgPeer(topology.dmnc_public_key, [f"{DMNC_ADDRESS}/32"], f"{topology.link.left_address.ip}:51820")
-        ]
         # Until dmnc knows the new key, wireguard-go's initiations are refused (unknown static key).
         assert not wait_for_ping(topology.right, DMNC_ADDRESS, timeout=2)
-        topology.dmnc.restart(topology.dmnc_config(wg_pubkey(new_key), with_endpoint=True))
+        assert "UNKNOWN_PEER" in topology.dmnc.status()["device_drops"]
+        reloaded = topology.dmnc.reload(topology.dmnc_config(wg_pubkey(new_key), with_endpoint=True))
+        assert reloaded == f"reloaded removed peer {old_public_key}; added peer {wg_pubkey(new_key)}"
         assert wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5)
         assert wait_for_ping(topology.right, DMNC_ADDRESS, timeout=5)
+        assert topology.dmnc.peer_status(wg_pubkey(new_key))["handshakes"] >= 1
 
 
 def test_dmnc_follows_wireguard_go_to_a_new_port_and_retires_the_old_connected_socket() -> None:
