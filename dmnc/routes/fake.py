@@ -39,7 +39,8 @@ class FakeRouteManager:
         self._interface = interface
         self._interface_index = interface_index
         self._routes: dict[Destination, InstalledRoute] = {}
-        self._subscribers: list[trio.MemorySendChannel[RouteEvent]] = []
+        self._subscribers: list[trio.MemorySendChannel[RouteEvent | RouteOperationError]] = []
+        self.subscriptions = 0  # monitors opened so far
         self.operations: list[Operation] = []
         self.refuse: dict[Destination, int] = {}  # destination -> errno that add() fails with
         self.closed = False
@@ -87,10 +88,11 @@ class FakeRouteManager:
 
     @asynccontextmanager
     async def monitor(self) -> AsyncIterator[AsyncIterator[RouteEvent]]:
-        send, receive = trio.open_memory_channel[RouteEvent](MONITOR_BUFFER)
+        send, receive = trio.open_memory_channel[RouteEvent | RouteOperationError](MONITOR_BUFFER)
         self._subscribers.append(send)
+        self.subscriptions += 1
         try:
-            yield receive
+            yield _FakeEventStream(receive)
         finally:
             self._subscribers.remove(send)
             send.close()
@@ -125,6 +127,25 @@ class FakeRouteManager:
             del self._routes[destination]
         self._publish(RouteEvent(RouteEventKind.INTERFACE_CHANGED, None))
 
+    def fail_monitors(self, errno: int) -> None:
+        """Every open monitor fails with `errno`, as a broken routing socket would."""
+        for channel in self._subscribers:
+            channel.send_nowait(RouteOperationError("route monitor receive", None, errno, "failed by the test"))
+
     def overrun(self) -> None:
         """Lose notifications, as a kernel does when the monitor's buffer overflows."""
         self._publish(RouteEvent(RouteEventKind.RESYNC_NEEDED, None))
+
+
+class _FakeEventStream:
+    def __init__(self, receive: trio.MemoryReceiveChannel[RouteEvent | RouteOperationError]) -> None:
+        self._receive = receive
+
+    def __aiter__(self) -> _FakeEventStream:
+        return self
+
+    async def __anext__(self) -> RouteEvent:
+        item = await self._receive.receive()
+        if isinstance(item, RouteOperationError):
+            raise item
+        return item

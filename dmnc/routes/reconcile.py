@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 # A pass that failed (the OS refused a change) is retried after this many seconds even without a new trigger.
 RETRY_AFTER_FAILURE_SECONDS = 2.0
+# A route monitor that failed (or ended) is opened again after this many seconds.
+RESUBSCRIBE_SECONDS = 1.0
 # A program that keeps taking one of our routes (some VPN clients re-assert theirs at once) would otherwise make
 # both sides fight forever: after this many restores of one destination within the window, dmnc stops restoring
 # it and says so. A network event or resync evaluates it afresh, as a subnet dmnc never routed: with the other
@@ -177,19 +179,29 @@ class RouteReconciler:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Reconcile until cancelled; ready (started) once the monitor is subscribed."""
-        async with self._manager.monitor() as events, trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch, events)
-            task_status.started()
-            while True:
-                timeout = RETRY_AFTER_FAILURE_SECONDS if self._last_error else self._resync_interval
-                with trio.move_on_after(timeout):
-                    await self._wake.wait()
-                self._wake = trio.Event()
-                serving = self._requested
-                await self._pass()
-                self._served = serving
-                self._served_changed.set()
-                self._served_changed = trio.Event()
+        not_subscribed: RouteError | None = None
+        async with trio.open_nursery() as nursery:
+            try:
+                await nursery.start(self._watch)
+            except RouteError as error:
+                not_subscribed = error  # raised below, outside the nursery, as itself rather than in a group
+            else:
+                task_status.started()
+                await self._reconcile_forever()
+        if not_subscribed is not None:
+            raise not_subscribed
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            timeout = RETRY_AFTER_FAILURE_SECONDS if self._last_error else self._resync_interval
+            with trio.move_on_after(timeout):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            serving = self._requested
+            await self._pass()
+            self._served = serving
+            self._served_changed.set()
+            self._served_changed = trio.Event()
 
     async def withdraw(self) -> None:
         """Remove every route dmnc installed through the interface (clean shutdown). Safe while `run` is still
@@ -199,7 +211,29 @@ class RouteReconciler:
             await self._manager.delete(route.destination)
         self._routed.clear()
 
-    async def _watch(self, events: AsyncIterator[RouteEvent]) -> None:
+    async def _watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Follow the routing table's changes. A monitor that fails after the first subscription is opened again
+        (a pass follows, for what happened meanwhile) rather than taking the whole service down."""
+        subscribed = False
+        while True:
+            try:
+                async with self._manager.monitor() as events:
+                    if subscribed:
+                        logger.info("route monitor subscribed again")
+                        self.trigger()
+                    else:
+                        subscribed = True
+                        task_status.started()
+                    await self._follow(events)
+            except RouteError as error:
+                if not subscribed:
+                    raise
+                logger.error(  # noqa: TRY400 (an OS failure, not a bug: no traceback)
+                    "route monitor failed, subscribing again in %.0f s: %s", RESUBSCRIBE_SECONDS, error
+                )
+            await trio.sleep(RESUBSCRIBE_SECONDS)
+
+    async def _follow(self, events: AsyncIterator[RouteEvent]) -> None:
         async for event in events:
             if event.caused_by_us:
                 continue

@@ -6,17 +6,21 @@ import errno
 import ipaddress
 import logging
 import os
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
+from dmnc.routes import RouteEvent, RouteOperationError
 from dmnc.routes.fake import FakeRouteManager, Operation
 from dmnc.routes.policy import NetworkInfo, PolicyConfig
 from dmnc.routes.reconcile import (
     MAX_RESTORES,
     RESTORE_WINDOW_SECONDS,
+    RESUBSCRIBE_SECONDS,
     RETRY_AFTER_FAILURE_SECONDS,
     RouteReconciler,
     SubnetStatus,
@@ -346,3 +350,26 @@ async def test_restore_limit_counts_only_within_its_window(
 def test_sender_is_described_by_pid_and_command_when_still_running() -> None:
     assert describe_sender(os.getpid()) == f"pid {os.getpid()} ({Path('/proc/self/comm').read_text().strip()})"
     assert describe_sender(None) == "the kernel or an unknown process"
+
+
+async def test_a_failed_monitor_is_subscribed_again_and_a_pass_catches_up(
+    fake: FakeRouteManager, reconciler: RouteReconciler, autojump_clock: trio.testing.MockClock
+) -> None:
+    reconciler.set_networks([network("a", "172.20.0.0/16")])
+    await reconciler.settled()
+    fake.fail_monitors(errno.EIO)
+    await trio.testing.wait_all_tasks_blocked()
+    fake.remove_other(net("172.20.0.0/16"))  # nobody is listening now
+    await trio.sleep(RESUBSCRIBE_SECONDS + 0.1)
+    await reconciler.settled()
+    assert fake.subscriptions == 2
+    assert await ours(fake) == {net("172.20.0.0/16")}
+
+
+async def test_a_monitor_that_cannot_be_opened_fails_the_start(nursery: trio.Nursery) -> None:
+    class NoMonitor(FakeRouteManager):
+        def monitor(self) -> AbstractAsyncContextManager[AsyncIterator[RouteEvent]]:  # type: ignore[override]
+            raise RouteOperationError("open route monitor", None, errno.EPERM, "Operation not permitted")
+
+    with pytest.raises(RouteOperationError):
+        await nursery.start(RouteReconciler(NoMonitor(), PolicyConfig()).run)
