@@ -23,7 +23,8 @@ from dmnc import __version__
 from dmnc.cli import COMMAND_MODULES
 from dmnc.service import LAUNCHD_LABEL, ServiceSpec, launchd_plist, systemd_unit
 from dmnc.wireguard.keys import decode_key, encode_key, public_key
-from tests.conftest import require_tools
+from tests.conftest import require_root, require_tools
+from tests.lab.dockerd import running_dockerd
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -165,4 +166,17 @@ def test_frozen_binary_status_reports_a_missing_service_cleanly(detached_binary:
         pytest.skip("`dmnc status` is not registered in dmnc.cli.COMMAND_MODULES yet")
     result = run_frozen(detached_binary, "status", "--control-socket", str(tmp_path / "absent.sock"))
     assert result.returncode == 3, result.stderr  # dmnc.commands.status: EXIT_NOT_RUNNING
+    assert "Traceback" not in result.stderr
+
+
+def test_frozen_binary_talks_to_a_real_docker_engine(detached_binary: Path) -> None:
+    """httpx over the Unix socket under trio (anyio's trio backend is imported by name at run time) in the binary."""
+    if "dmnc.docker.command" not in COMMAND_MODULES:
+        pytest.skip("`dmnc docker` is not registered in dmnc.cli.COMMAND_MODULES yet")
+    require_root()
+    require_tools("ip", "dockerd")
+    with running_dockerd() as engine:
+        result = run_frozen(detached_binary, "docker", "--docker-host", f"unix://{engine.socket_path}")
+    assert result.returncode == 0, result.stderr
+    assert f"daemon: unix://{engine.socket_path}" in result.stdout
     assert "Traceback" not in result.stderr
