@@ -60,6 +60,7 @@ async def open_attach_session(
 ) -> AsyncIterator[AttachSession]:
     """Open the websocket for `resource` (versioned attach/ws path and query) within `handshake_timeout` seconds."""
     endpoint = f"GET {resource.split('?', 1)[0]}"
+    stream: trio.SocketStream | None = None
     try:
         # trio-websocket reads in a background task of this nursery; its errors (a refused handshake arrives there)
         # come back wrapped in an exception group, unwrapped below so callers see one typed error.
@@ -77,6 +78,11 @@ async def open_attach_session(
         if len(leaves) != 1:
             raise
         raise _translate(leaves[0], endpoint) from group
+    finally:
+        # The websocket does not always close the socket under it (a refused handshake, a daemon that vanished).
+        if stream is not None:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
 
 
 def _leaf_exceptions(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -31,10 +31,10 @@ import json
 import math
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Self, cast
 
 import httpx
 import trio
@@ -174,10 +174,12 @@ class ContainerRun:
 
 
 class _Body:
-    """Reads a streamed response body chunk by chunk, translating transport errors; closes the response."""
+    """Reads a streamed response body chunk by chunk, translating transport errors."""
 
     def __init__(self, response: httpx.Response, endpoint: str, idle_timeout: float | None) -> None:
-        self._chunks = response.aiter_raw().__aiter__()
+        # httpx implements aiter_raw as an async generator; typing it so lets `close` finalize it deterministically
+        # (trio warns about, and may never run, generators left to the garbage collector).
+        self._chunks = cast("AsyncGenerator[bytes, None]", response.aiter_raw())
         self._endpoint = endpoint
         self._idle_timeout = math.inf if idle_timeout is None else idle_timeout
 
@@ -188,6 +190,9 @@ class _Body:
                 return await self._chunks.__anext__()
             except StopAsyncIteration:
                 return None
+
+    async def close(self) -> None:
+        await self._chunks.aclose()
 
 
 class EventStream:
@@ -595,21 +600,25 @@ class DockerClient:
         )
         with map_exceptions(endpoint), trio.fail_after(self.request_timeout):
             response = await self._http.send(request, stream=True)
+        body: _Body | None = None
         try:
             if response.status_code >= 400:
                 with map_exceptions(endpoint), trio.fail_after(self.request_timeout):
                     await response.aread()
                 raise _api_error(response, endpoint)
-            yield _Body(response, endpoint, idle_timeout)
+            body = _Body(response, endpoint, idle_timeout)
+            yield body
         finally:
             # Shielded so a cancelled watcher still releases the connection; bounded so a dead daemon cannot hang it.
             with trio.CancelScope(shield=True), trio.move_on_after(CONNECT_TIMEOUT_S):
-                await _close_quietly(response)
+                if body is not None:
+                    await _close_quietly(body.close())
+                await _close_quietly(response.aclose())
 
 
-async def _close_quietly(response: httpx.Response) -> None:
+async def _close_quietly(closing: Awaitable[None]) -> None:
     try:
-        await response.aclose()
+        await closing
     except (httpx.TransportError, OSError, trio.BrokenResourceError):
         # Closing only drops the connection; an error doing so must not mask the error that ended the stream.
         return
