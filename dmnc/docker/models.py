@@ -166,6 +166,8 @@ class Network:
     scope: str = "local"
     internal: bool = False
     enable_ipv6: bool = False
+    # API >= 1.48 (Docker 28) can make IPv6-only networks; older daemons do not send the field: IPv4 is on.
+    enable_ipv4: bool = True
     labels: Mapping[str, str] = field(default_factory=dict)
     ipam_configs: tuple[IpamConfig, ...] = ()
 
@@ -185,6 +187,7 @@ class Network:
             scope=fields.optional_str("Scope", "local"),
             internal=fields.optional_bool("Internal"),
             enable_ipv6=fields.optional_bool("EnableIPv6"),
+            enable_ipv4=fields.optional_bool("EnableIPv4", default=True),
             labels=fields.string_map("Labels"),
             ipam_configs=tuple(IpamConfig.from_json_untrusted(config) for config in ipam.object_list("Config")),
         )

@@ -73,6 +73,11 @@ def test_network_reads_podman_payload_with_nulls() -> None:
     assert network.subnets == (ipaddress.ip_network("10.88.0.0/16"),)
 
 
+def test_ipv4_is_on_unless_a_docker_28_daemon_says_otherwise() -> None:
+    assert Network.from_json_untrusted(DOCKER_NETWORK).enable_ipv4 is True
+    assert Network.from_json_untrusted({**DOCKER_NETWORK, "EnableIPv4": False}).enable_ipv4 is False
+
+
 def test_network_without_ipam_config_has_no_subnets() -> None:
     network = Network.from_json_untrusted({"Name": "host", "Id": "abc", "Driver": "host", "IPAM": {"Config": None}})
     assert network.subnets == ()
