@@ -2,13 +2,13 @@
 
 Format (documented in dmnc/vm/setup.sh; one line, space-separated `key=value` fields, no spaces inside values):
 
-    dmnc-setup-result v1 mode=kernel public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME kernel=RELEASE
-    dmnc-setup-result v1 mode=userspace public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME kernel=RELEASE
+    dmnc-setup-result v1 mode=MODE public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME ipv6=on|off kernel=RELEASE
     dmnc-setup-result v1 mode=kernel-missing kernel=RELEASE
     dmnc-setup-result v1 mode=removed kernel=RELEASE
 
-IPv6 endpoints are written `[ADDR]:PORT`. Failures are a line `dmnc-setup: error: REASON` instead. Functions
-ending in `_untrusted` take bytes from the container and raise only SetupResultError / SetupScriptError.
+MODE is kernel or userspace; IPv6 endpoints are written `[ADDR]:PORT`; `ipv6=off` means an IPv4-only tunnel.
+Failures are a line `dmnc-setup: error: REASON` instead. Functions ending in `_untrusted` take bytes from the
+container and raise only SetupResultError / SetupScriptError.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ MAX_REASON_LENGTH = 500
 _KERNEL_RELEASE = re.compile(r"[A-Za-z0-9._+~-]{1,128}")
 _PORT = re.compile(r"[1-9][0-9]{0,4}")
 
+_IPV6_VALUES = {"on": True, "off": False}
+
 Endpoint = tuple[str, int]
 """(IP address string, UDP port), as in dmnc.wireguard."""
 
@@ -44,13 +46,15 @@ class VmMode(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class SetupResult:
-    """chip0 is configured: its public key, the host endpoint it sends to, and what runs it."""
+    """chip0 is configured: its public key, the host endpoint it sends to, and what runs it. `ipv6` is False for an
+    IPv4-only tunnel (no IPv6 tunnel addresses requested, or IPv6 disabled in the VM)."""
 
     mode: VmMode
     vm_public_key: bytes
     endpoint: Endpoint
     endpoint_name: str
     kernel_release: str
+    ipv6: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +74,8 @@ class TeardownDone:
 ScriptOutcome = SetupResult | KernelWireGuardMissing | TeardownDone
 
 _FIELDS_BY_MODE: dict[str, frozenset[str]] = {
-    "kernel": frozenset({"mode", "public-key", "endpoint", "endpoint-name", "kernel"}),
-    "userspace": frozenset({"mode", "public-key", "endpoint", "endpoint-name", "kernel"}),
+    "kernel": frozenset({"mode", "public-key", "endpoint", "endpoint-name", "ipv6", "kernel"}),
+    "userspace": frozenset({"mode", "public-key", "endpoint", "endpoint-name", "ipv6", "kernel"}),
     "kernel-missing": frozenset({"mode", "kernel"}),
     "removed": frozenset({"mode", "kernel"}),
 }
@@ -149,12 +153,16 @@ def parse_result_line_untrusted(line: str) -> ScriptOutcome:
     endpoint_name = fields["endpoint-name"]
     if not _is_address_or_host_name(endpoint_name):
         raise SetupResultError(f"result endpoint name {endpoint_name[:80]!r} is malformed")
+    ipv6 = _IPV6_VALUES.get(fields["ipv6"])
+    if ipv6 is None:
+        raise SetupResultError(f"result field ipv6 {fields['ipv6'][:20]!r} is not on or off")
     return SetupResult(
         mode=VmMode(mode),
         vm_public_key=vm_public_key,
         endpoint=_parse_endpoint_untrusted(fields["endpoint"]),
         endpoint_name=endpoint_name,
         kernel_release=kernel_release,
+        ipv6=ipv6,
     )
 
 

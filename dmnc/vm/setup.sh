@@ -28,11 +28,12 @@
 #                                /var/lib/dmnc-setup, inside the container, so a restart keeps the same key)
 #
 # Output, the last line on stdout on success (one line, space-separated key=value fields, no spaces in values):
-#   dmnc-setup-result v1 mode=kernel public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME kernel=RELEASE
-#   dmnc-setup-result v1 mode=userspace public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME kernel=RELEASE
+#   dmnc-setup-result v1 mode=kernel public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME ipv6=on|off kernel=RELEASE
+#   dmnc-setup-result v1 mode=userspace public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME ipv6=on|off kernel=RELEASE
 #   dmnc-setup-result v1 mode=kernel-missing kernel=RELEASE
 #   dmnc-setup-result v1 mode=removed kernel=RELEASE
-# IPv6 endpoints are written [ADDR]:PORT. Every failure prints one line `dmnc-setup: error: ...` on stderr and
+# IPv6 endpoints are written [ADDR]:PORT; ipv6=off means an IPv4-only tunnel (no IPv6 addresses were asked for, or
+# the VM has IPv6 disabled). Every failure prints one line `dmnc-setup: error: ...` on stderr and
 # exits 1 (2 for bad arguments).
 
 RESULT_PREFIX='dmnc-setup-result v1'
@@ -324,7 +325,24 @@ link_details() {
     ip -d link show dev "$IFACE" 2>/dev/null
 }
 
+# The IPv6 half of the tunnel is used when dmnc asked for it and the VM has IPv6 on the interface; a VM booted with
+# IPv6 disabled gets an IPv4-only tunnel (reported as ipv6=off) rather than no tunnel at all.
+decide_ipv6() {
+    TUNNEL6=off
+    [ -n "$HOST_ADDRESS6" ] || return 0
+    ipv6_disabled=1
+    if [ -r "/proc/sys/net/ipv6/conf/$IFACE/disable_ipv6" ]; then
+        read -r ipv6_disabled <"/proc/sys/net/ipv6/conf/$IFACE/disable_ipv6"
+    fi
+    if [ "$ipv6_disabled" = 0 ]; then
+        TUNNEL6=on
+    else
+        note "IPv6 is disabled in the VM: the tunnel carries IPv4 only"
+    fi
+}
+
 configure_interface() {
+    decide_ipv6
     # Peers other than the current host key are stale (the host restarted with a new key): remove them.
     peers=$(wg show "$IFACE" peers 2>/dev/null) || die "cannot read the peers of $IFACE"
     for peer in $peers; do
@@ -333,7 +351,7 @@ configure_interface() {
         fi
     done
     allowed_ips="$HOST_ADDRESS/32"
-    if [ -n "$HOST_ADDRESS6" ]; then
+    if [ "$TUNNEL6" = on ]; then
         allowed_ips="$allowed_ips,$HOST_ADDRESS6/128"
     fi
     must "configuring the host peer on $IFACE" wg set "$IFACE" peer "$HOST_PUBLIC_KEY" endpoint "$WG_ENDPOINT" \
@@ -341,7 +359,7 @@ configure_interface() {
     must "flushing the addresses of $IFACE" ip addr flush dev "$IFACE"
     must "adding $VM_ADDRESS peer $HOST_ADDRESS to $IFACE" \
         ip addr add "$VM_ADDRESS" peer "$HOST_ADDRESS" dev "$IFACE"
-    if [ -n "$HOST_ADDRESS6" ]; then
+    if [ "$TUNNEL6" = on ]; then
         # nodad: the point-to-point pair is ours alone; duplicate address detection would only delay use.
         must "adding $VM_ADDRESS6 peer $HOST_ADDRESS6 to $IFACE" \
             ip -6 addr add "$VM_ADDRESS6" peer "$HOST_ADDRESS6" dev "$IFACE" nodad
@@ -351,15 +369,15 @@ configure_interface() {
 
 apply_all_rules() {
     apply_rules ensure_rule "$IPT" "$HOST_ADDRESS"
-    if [ -n "$HOST_ADDRESS6" ]; then
+    if [ "$TUNNEL6" = on ]; then
         apply_rules ensure_rule "$IPT6" "$HOST_ADDRESS6"
     fi
 }
 
 print_result() {
     public_key=$(wg show "$IFACE" public-key 2>/dev/null) || die "cannot read the public key of $IFACE"
-    printf '%s mode=%s public-key=%s endpoint=%s endpoint-name=%s kernel=%s\n' "$RESULT_PREFIX" "$1" \
-        "$public_key" "$WG_ENDPOINT" "$ENDPOINT_NAME" "$KERNEL_RELEASE"
+    printf '%s mode=%s public-key=%s endpoint=%s endpoint-name=%s ipv6=%s kernel=%s\n' "$RESULT_PREFIX" "$1" \
+        "$public_key" "$WG_ENDPOINT" "$ENDPOINT_NAME" "$TUNNEL6" "$KERNEL_RELEASE"
 }
 
 run_setup() {

@@ -105,6 +105,7 @@ def test_userspace_entry_brings_up_a_tunnel_that_completes_a_handshake(lab: Lab,
     assert outcome.mode is VmMode.USERSPACE
     assert outcome.endpoint == (lab.host_underlay, HOST_PORT)
     assert outcome.kernel_release == os.uname().release
+    assert outcome.ipv6
     connect_host_peer(lab, outcome)
     wait_for_handshake(lab)
     assert wait_for_ping(lab.host, "10.33.33.2")
@@ -129,6 +130,23 @@ def test_userspace_entry_brings_up_a_tunnel_that_completes_a_handshake(lab: Lab,
     private_key = key_file.read_text().strip()
     assert private_key not in output
     assert base64.b64encode(outcome.vm_public_key).decode() in output
+    stop_userspace(lab.vm, process)
+
+
+def test_a_vm_with_ipv6_disabled_gets_an_ipv4_only_tunnel(lab: Lab, tmp_path: Path) -> None:
+    for scope in ("all", "default"):
+        lab.vm.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{scope}.disable_ipv6=1"])
+    process, outcome, output = start_userspace(lab.vm, lab.params, tmp_path)
+    assert isinstance(outcome, SetupResult), output
+    assert outcome.ipv6 is False
+    assert "IPv6 is disabled in the VM" in output
+    allowed_ips = lab.vm.run(["wg", "show", lab.params.interface, "allowed-ips"]).stdout.split("\t")[1].split()
+    assert allowed_ips == ["10.33.33.1/32"]
+    assert rule_lines(lab.vm, "ip6tables-nft-save") == []
+    assert len(rule_lines(lab.vm, "iptables-nft-save")) == 4
+    connect_host_peer(lab, outcome)
+    wait_for_handshake(lab)
+    assert wait_for_ping(lab.host, "10.33.33.2")
     stop_userspace(lab.vm, process)
 
 

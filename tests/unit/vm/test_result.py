@@ -24,7 +24,7 @@ VM_KEY = bytes(range(100, 132))
 VM_KEY_BASE64 = base64.b64encode(VM_KEY).decode()
 KERNEL_LINE = (
     f"dmnc-setup-result v1 mode=kernel public-key={VM_KEY_BASE64} endpoint=192.168.65.254:51820 "
-    "endpoint-name=host.docker.internal kernel=6.10.14-linuxkit"
+    "endpoint-name=host.docker.internal ipv6=on kernel=6.10.14-linuxkit"
 )
 
 
@@ -35,7 +35,14 @@ def test_kernel_result_line_parses_into_typed_fields() -> None:
         endpoint=("192.168.65.254", 51820),
         endpoint_name="host.docker.internal",
         kernel_release="6.10.14-linuxkit",
+        ipv6=True,
     )
+
+
+def test_ipv6_off_means_an_ipv4_only_tunnel() -> None:
+    result = parse_result_line_untrusted(KERNEL_LINE.replace("ipv6=on", "ipv6=off"))
+    assert isinstance(result, SetupResult)
+    assert result.ipv6 is False
 
 
 def test_userspace_result_with_bracketed_ipv6_endpoint() -> None:
@@ -74,6 +81,8 @@ def test_kernel_missing_and_removed_lines() -> None:
         (KERNEL_LINE.replace("192.168.65.254:51820", "fd00::1:1"), "bracketed"),
         (KERNEL_LINE.replace("192.168.65.254:51820", "[fe80::1%eth0]:1"), "scope"),
         (KERNEL_LINE.replace("host.docker.internal", "bad_name!"), "endpoint name"),
+        (KERNEL_LINE.replace("ipv6=on", "ipv6=maybe"), "not on or off"),
+        (KERNEL_LINE.replace(" ipv6=on", ""), "missing"),
         (KERNEL_LINE + " " + "x" * 2000, "characters long"),
     ],
 )
@@ -130,23 +139,27 @@ def test_any_output_bytes_parse_or_raise_only_typed_errors(output: bytes, exit_c
 
 
 @given(
-    st.sampled_from(["kernel", "userspace"]),
-    st.binary(min_size=32, max_size=32),
-    st.ip_addresses(),
-    st.integers(1, 65535),
-    st.from_regex(r"[A-Za-z0-9._+~-]{1,40}", fullmatch=True),
+    mode=st.sampled_from(["kernel", "userspace"]),
+    key=st.binary(min_size=32, max_size=32),
+    address=st.ip_addresses(),
+    port=st.integers(1, 65535),
+    release=st.from_regex(r"[A-Za-z0-9._+~-]{1,40}", fullmatch=True),
+    ipv6=st.sampled_from(["on", "off"]),
 )
-def test_every_well_formed_line_round_trips(mode: str, key: bytes, address: object, port: int, release: str) -> None:
+def test_every_well_formed_line_round_trips(
+    *, mode: str, key: bytes, address: object, port: int, release: str, ipv6: str
+) -> None:
     address_text = f"[{address}]" if ":" in str(address) else str(address)
     line = (
         f"dmnc-setup-result v1 mode={mode} public-key={base64.b64encode(key).decode()} "
-        f"endpoint={address_text}:{port} endpoint-name=host.lima.internal kernel={release}"
+        f"endpoint={address_text}:{port} endpoint-name=host.lima.internal ipv6={ipv6} kernel={release}"
     )
     result = parse_result_line_untrusted(line)
     assert isinstance(result, SetupResult)
-    assert (result.mode.value, result.vm_public_key, result.endpoint, result.kernel_release) == (
+    assert (result.mode.value, result.vm_public_key, result.endpoint, result.kernel_release, result.ipv6) == (
         mode,
         key,
         (str(address), port),
         release,
+        ipv6 == "on",
     )

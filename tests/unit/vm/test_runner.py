@@ -32,7 +32,9 @@ from dmnc.vm.runner import FALLBACK_CONTAINER_NAME, VmSetupRunner, default_setup
 
 PARAMS = SetupParams(bytes(32), 51820, endpoint="192.168.65.254")
 VM_KEY = bytes(range(32))
-RESULT_TAIL = f"public-key={base64.b64encode(VM_KEY).decode()} endpoint=192.168.65.254:51820 endpoint-name=x kernel=6.1"
+RESULT_TAIL = (
+    f"public-key={base64.b64encode(VM_KEY).decode()} endpoint=192.168.65.254:51820 endpoint-name=x ipv6=on kernel=6.1"
+)
 KERNEL_RESULT = f"dmnc-setup-result v1 mode=kernel {RESULT_TAIL}\n".encode()
 USERSPACE_RESULT = f"dmnc-setup-result v1 mode=userspace {RESULT_TAIL}\n".encode()
 KERNEL_MISSING = b"dmnc-setup-result v1 mode=kernel-missing kernel=5.10\n"
@@ -158,7 +160,7 @@ def engine_with_image(*runs: ContainerRun) -> FakeEngine:
 async def test_kernel_setup_runs_one_host_network_container_with_only_public_values() -> None:
     engine = engine_with_image(one_shot(KERNEL_RESULT))
     result = await VmSetupRunner(engine).setup(PARAMS)
-    assert result == SetupResult(VmMode.KERNEL, VM_KEY, ("192.168.65.254", 51820), "x", "6.1")
+    assert result == SetupResult(VmMode.KERNEL, VM_KEY, ("192.168.65.254", 51820), "x", "6.1", ipv6=True)
     (spec,) = engine.run_specs
     assert spec.image == f"dmnc-setup:{__version__}"
     assert spec.network_mode == "host"
