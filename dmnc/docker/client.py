@@ -27,6 +27,7 @@ hours) unless `idle_timeout` is given.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -498,7 +499,8 @@ class DockerClient:
     async def run_container(self, spec: ContainerSpec, *, name: str | None = None) -> ContainerRun:
         """Create and start a container, wait for it to exit, collect stdout and stderr apart, and remove it, also
         when something failed or the caller was cancelled (limit the run with `trio.fail_after` around the call)."""
-        created = await self.create_container(spec, name=name)
+        # The daemon's auto-remove would delete the container, and its logs, before they are read; this removes it.
+        created = await self.create_container(dataclasses.replace(spec, auto_remove=False), name=name)
         try:
             await self.start_container(created.id)
             result = await self.wait_container(created.id)

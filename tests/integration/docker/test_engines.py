@@ -288,3 +288,15 @@ def test_dmnc_docker_command_reports_the_daemon_and_its_networks(
     # Each engine's default network, which Podman's compat API also calls "bridge".
     default_subnet = "10.88.0.0/16" if engine.kind == "podman" else "172.17.0.0/16"
     assert f"  bridge (bridge, local): {default_subnet}\n" in report
+
+
+async def test_run_container_collects_output_even_when_the_spec_asks_for_auto_remove(
+    dockerd_engine: EngineProcess, busybox: str
+) -> None:
+    spec = ContainerSpec(image=busybox, command=["echo", "kept"], auto_remove=True)
+    async with DockerClient.connect(f"unix://{dockerd_engine.socket_path}") as docker:
+        with trio.fail_after(GUARD_S):
+            run = await docker.run_container(spec)
+        assert run.stdout == b"kept\n"
+        with pytest.raises(NotFound):
+            await docker.inspect_container(run.container_id)
