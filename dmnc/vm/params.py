@@ -68,10 +68,14 @@ def is_host_name(text: str) -> bool:
 
 def _check_endpoint_host(text: str, what: str) -> None:
     try:
-        ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
         if not is_host_name(text):
             raise SetupParamsError(f"{what} {text!r} is neither an IP address nor a host name") from None
+        return
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        # A zone names an interface of the machine it was written on: it means nothing inside the VM.
+        raise SetupParamsError(f"{what} {text!r} has an IPv6 zone, which the VM cannot use")
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,6 +90,7 @@ def test_command_runs_the_embedded_script_with_values_as_separate_argv_items() -
         ({"endpoint": "-rf"}, "neither an IP"),
         ({"endpoint": "bad host"}, "neither an IP"),
         ({"endpoint": "a" * 64 + ".example"}, "neither an IP"),
+        ({"endpoint": "fe80::1%en0"}, "IPv6 zone"),
         ({"endpoint_candidates": ()}, "no endpoint"),
         ({"endpoint_candidates": ("ok.example", "x;reboot")}, "candidate"),
         ({"host_address6": None}, "both IPv6"),
