@@ -46,7 +46,8 @@ class PeerTimers:
         """`jitter()` returns a fresh random delay in [0, REKEY_TIMEOUT_JITTER_MAX_MS) ms, in seconds."""
         self._timing = timing
         self._jitter = jitter
-        # Whitepaper 6.4: retransmits continue for REKEY_ATTEMPT_TIME, i.e. this many initiations in total.
+        # Whitepaper 6.4: retransmits continue for REKEY_ATTEMPT_TIME, i.e. this many initiations in total (18 with
+        # the defaults; wireguard-go's counter lets two more out, giving up after about 100 s instead of 90 s).
         self._max_handshake_attempts = max(1, math.ceil(timing.rekey_attempt_time / timing.rekey_timeout))
         self.persistent_keepalive_interval = persistent_keepalive_interval
         self.retransmit_handshake: float | None = None
