@@ -98,6 +98,9 @@ def main() -> int:
         for mode in ("onefile", "onedir"):
             if args.no_build:
                 executable = executable_in(out, mode)
+                if not executable.is_file():
+                    print(f"--no-build: no {mode} build at {executable}", file=sys.stderr)
+                    return 2
             else:
                 started = time.perf_counter()
                 executable = build(mode, out)
