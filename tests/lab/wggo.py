@@ -74,6 +74,7 @@ class WireGuardGo:
     listen_port: int
     peers: list[WgPeer] = field(default_factory=list)
     mtu: int = 1420
+    extra_addresses: Sequence[str] = ()  # more interface addresses, e.g. an IPv6 one next to `address`
     interface: str = field(default_factory=lambda: unique_name("wgg"))
     process: subprocess.Popen[bytes] | None = None
 
@@ -105,6 +106,9 @@ class WireGuardGo:
             time.sleep(0.02)
         self.apply_config()
         self.namespace.run(["ip", "addr", "add", self.address, "dev", self.interface])
+        for extra in self.extra_addresses:
+            # nodad: IPv6 duplicate address detection would hold the address back for a second or more.
+            self.namespace.run(["ip", "addr", "add", extra, "dev", self.interface, "nodad"])
         self.namespace.run(["ip", "link", "set", self.interface, "mtu", str(self.mtu), "up"])
 
     def render_config(self) -> str:
@@ -160,6 +164,7 @@ def wireguard_go(
     peers: Sequence[WgPeer] = (),
     private_key: str | None = None,
     mtu: int = 1420,
+    extra_addresses: Sequence[str] = (),
 ) -> Iterator[WireGuardGo]:
     """A started wireguard-go peer, stopped on exit."""
     peer = WireGuardGo(
@@ -169,6 +174,7 @@ def wireguard_go(
         listen_port,
         list(peers),
         mtu,
+        extra_addresses,
     )
     try:
         peer.start()

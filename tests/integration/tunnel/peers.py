@@ -26,6 +26,12 @@ DMNC_PORT = 51820
 WGGO_PORT = 51821
 DMNC_ADDRESS = "10.44.0.1"
 WGGO_ADDRESS = "10.44.0.2"
+# The tunnel is dual-stack, as dmnc's own (an IPv6 ULA pair next to the IPv4 one, DESIGN.md).
+DMNC_ADDRESS6 = "fd00:44::1"
+WGGO_ADDRESS6 = "fd00:44::2"
+DMNC_INTERFACE_ADDRESSES = f"{DMNC_ADDRESS}/24, {DMNC_ADDRESS6}/64"
+DMNC_ALLOWED = [f"{DMNC_ADDRESS}/32", f"{DMNC_ADDRESS6}/128"]
+WGGO_ALLOWED = [f"{WGGO_ADDRESS}/32", f"{WGGO_ADDRESS6}/128"]
 _LINE_TIMEOUT_SECONDS = 10.0
 IPV6_UNDERLAY = ("fd00:201::1/64", "fd00:201::2/64")
 
@@ -149,7 +155,7 @@ def dmnc_wg(namespace: Netns, config_text: str, environment: Mapping[str, str] |
 
 @dataclass
 class Topology:
-    """dmnc in `left`, wireguard-go in `right`, one veth between them; tunnel addresses 10.44.0.1 / 10.44.0.2."""
+    """dmnc in `left`, wireguard-go in `right`, one veth between them; dual-stack tunnel addresses (see above)."""
 
     left: Netns
     right: Netns
@@ -169,8 +175,8 @@ class Topology:
 
     def dmnc_config(self, wggo_public_key: str, *, with_endpoint: bool) -> str:
         endpoint = endpoint_text(self.link.right_address.ip, WGGO_PORT) if with_endpoint else None
-        peer = DmncPeer(wggo_public_key, [f"{WGGO_ADDRESS}/32"], endpoint)
-        return render_dmnc_config(self.dmnc_key, f"{DMNC_ADDRESS}/24", DMNC_PORT, [peer])
+        peer = DmncPeer(wggo_public_key, WGGO_ALLOWED, endpoint)
+        return render_dmnc_config(self.dmnc_key, DMNC_INTERFACE_ADDRESSES, DMNC_PORT, [peer])
 
 
 @contextlib.contextmanager
@@ -189,16 +195,21 @@ def dmnc_and_wireguard_go(
     with two_namespaces(*underlay) as (left, right, link):
         wggo_peer = WgPeer(
             wg_pubkey(dmnc_key),
-            [f"{DMNC_ADDRESS}/32"],
+            DMNC_ALLOWED,
             endpoint_text(link.left_address.ip, DMNC_PORT) if wggo_knows_endpoint else None,
         )
         endpoint = endpoint_text(link.right_address.ip, WGGO_PORT) if dmnc_knows_endpoint else None
         config = render_dmnc_config(
-            dmnc_key, f"{DMNC_ADDRESS}/24", DMNC_PORT, [DmncPeer(wg_pubkey(wggo_key), [f"{WGGO_ADDRESS}/32"], endpoint)]
+            dmnc_key, DMNC_INTERFACE_ADDRESSES, DMNC_PORT, [DmncPeer(wg_pubkey(wggo_key), WGGO_ALLOWED, endpoint)]
         )
         with (
             wireguard_go(
-                right, address=f"{WGGO_ADDRESS}/24", listen_port=WGGO_PORT, peers=[wggo_peer], private_key=wggo_key
+                right,
+                address=f"{WGGO_ADDRESS}/24",
+                extra_addresses=[f"{WGGO_ADDRESS6}/64"],
+                listen_port=WGGO_PORT,
+                peers=[wggo_peer],
+                private_key=wggo_key,
             ) as wggo,
             dmnc_wg(left, config, dmnc_environment) as dmnc,
         ):

@@ -12,9 +12,11 @@ import pytest
 from tests.conftest import require_root, require_tools
 from tests.integration.tunnel.peers import (
     DMNC_ADDRESS,
+    DMNC_ADDRESS6,
     IPV6_UNDERLAY,
     REPOSITORY,
     WGGO_ADDRESS,
+    WGGO_ADDRESS6,
     WGGO_PORT,
     Topology,
     dmnc_and_wireguard_go,
@@ -177,15 +179,17 @@ def test_dmnc_follows_wireguard_go_to_a_new_port_and_retires_the_old_connected_s
 
 
 @pytest.mark.parametrize("dmnc_initiates", [True, False])
-def test_ipv6_underlay_carries_the_tunnel_both_ways(dmnc_initiates: bool) -> None:
+def test_ipv6_underlay_and_ipv6_inside_the_tunnel_both_ways(dmnc_initiates: bool) -> None:
     with dmnc_and_wireguard_go(
         underlay=IPV6_UNDERLAY, dmnc_knows_endpoint=dmnc_initiates, wggo_knows_endpoint=not dmnc_initiates
     ) as topology:
         first, second = (topology.left, topology.right) if dmnc_initiates else (topology.right, topology.left)
-        assert wait_for_ping(first, WGGO_ADDRESS if dmnc_initiates else DMNC_ADDRESS, timeout=5)
-        assert wait_for_ping(second, DMNC_ADDRESS if dmnc_initiates else WGGO_ADDRESS, timeout=5)
+        assert wait_for_ping(first, WGGO_ADDRESS6 if dmnc_initiates else DMNC_ADDRESS6, timeout=5)
+        assert wait_for_ping(second, DMNC_ADDRESS6 if dmnc_initiates else WGGO_ADDRESS6, timeout=5)
+        assert wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5)
         peer = topology.dmnc.peer_status(topology.wggo_public_key)
         assert peer["endpoint"] == [str(topology.link.right_address.ip), WGGO_PORT]
+        assert peer["handshakes"] == 1
 
 
 def test_wg_up_on_a_busy_port_fails_with_one_line_and_no_traceback() -> None:
