@@ -4,7 +4,11 @@ Sending on a connected socket skips CPython's address parsing and the kernel's r
 a ~10 us budget, DESIGN.md). Every socket is bound with SO_REUSEPORT to the same address and port, so a socket
 connected to a peer's endpoint shares the port with the listener; both Linux (udp4_lib_lookup2 scoring) and the
 BSDs (in_pcblookup: exact match first) deliver that peer's datagrams to the connected socket, everything else to
-the listener. Every socket is non-blocking.
+the listener. Every socket is non-blocking, with 7 MiB buffers, and on Linux a run of equal-sized datagrams to
+one peer can leave in one GSO send (`send_segments`).
+
+SO_REUSEPORT has a cost: another process of the same user (root, for dmnc) could bind the same port and share its
+datagrams. Binding is refused when a process holds the port without SO_REUSEPORT, as a busy port should be.
 """
 
 from __future__ import annotations
