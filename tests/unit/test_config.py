@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmnc import config
@@ -33,6 +33,9 @@ from dmnc.config import (
     parse_log_level,
 )
 from dmnc.docker.address import DaemonAddress
+
+# Property tests check behaviour, not speed: a loaded machine must not fail them (no per-example deadline).
+untimed = settings(deadline=None)
 
 
 @pytest.fixture(autouse=True)
@@ -403,29 +406,34 @@ host_labels = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", full
 hostnames = st.lists(host_labels, min_size=1, max_size=4).map(".".join).filter(lambda name: len(name) <= 253)
 
 
+@untimed
 @given(st.one_of(ipv4, ipv6), ports)
 def test_listen_round_trips_with_port(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> None:
     listen = ListenAddress(address, port, port_explicit=True)
     assert parse_listen(str(listen)) == listen
 
 
+@untimed
 @given(st.one_of(ipv4, ipv6))
 def test_listen_without_port_uses_default(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
     assert parse_listen(str(address)) == ListenAddress(address, DEFAULT_LISTEN_PORT, port_explicit=False)
 
 
+@untimed
 @given(ipv6, st.integers(min_value=1, max_value=65535))
 def test_ipv6_endpoint_with_port_needs_brackets(address: ipaddress.IPv6Address, port: int) -> None:
     assert parse_endpoint(f"[{address}]:{port}") == Endpoint(str(address), port)
     assert parse_endpoint(str(Endpoint(str(address), port))) == Endpoint(str(address), port)
 
 
+@untimed
 @given(st.one_of(hostnames, ipv4.map(str)), st.one_of(st.none(), st.integers(min_value=1, max_value=65535)))
 def test_endpoint_round_trips(host: str, port: int | None) -> None:
     endpoint = Endpoint(host, port)
     assert parse_endpoint(str(endpoint)) == endpoint
 
 
+@untimed
 @given(st.integers().filter(lambda port: not 0 <= port <= 65535))
 def test_out_of_range_ports_are_rejected(port: int) -> None:
     with pytest.raises(ValueProblem):
@@ -435,6 +443,7 @@ def test_out_of_range_ports_are_rejected(port: int) -> None:
 address_like_text = st.text(alphabet=string.hexdigits + ".:[]-% /x" + "٣", max_size=40)
 
 
+@untimed
 @given(st.one_of(st.text(max_size=60), address_like_text))
 def test_parsers_raise_only_value_problem(text: str) -> None:
     parsers = [
@@ -450,6 +459,7 @@ def test_parsers_raise_only_value_problem(text: str) -> None:
             parse(text)
 
 
+@untimed
 @given(st.text(max_size=200))
 def test_any_config_file_text_loads_or_raises_config_error(text: str) -> None:
     try:
@@ -488,6 +498,7 @@ def test_client_socket_lookup_reports_bad_values() -> None:
         load_control_socket_path(None, {"DMNC_CONTROL_SOCKET": "/a\0b"})
 
 
+@untimed
 @given(st.text(max_size=60))
 def test_any_route_pattern_text_loads_or_names_the_variable(text: str) -> None:
     try:

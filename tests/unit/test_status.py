@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmnc.status import (
@@ -20,6 +20,9 @@ from dmnc.status import (
     decode_event_untrusted,
     decode_snapshot_untrusted,
 )
+
+# Property tests check behaviour, not speed: a loaded machine must not fail them (no per-example deadline).
+untimed = settings(deadline=None)
 
 PUBLIC_KEY = base64.b64encode(bytes(range(32))).decode()
 
@@ -232,6 +235,7 @@ snapshots = st.builds(
 )
 
 
+@untimed
 @given(snapshots)
 def test_any_snapshot_round_trips(snapshot: StatusSnapshot) -> None:
     assert decode_snapshot_untrusted(snapshot.to_json()) == snapshot
@@ -249,6 +253,7 @@ json_values = st.recursive(
 )
 
 
+@untimed
 @given(st.one_of(st.binary(max_size=100), st.text(max_size=100), json_values.map(json.dumps)))
 def test_decoders_raise_only_status_format_error(data: str | bytes) -> None:
     for decode in (decode_snapshot_untrusted, decode_event_untrusted):
@@ -258,6 +263,7 @@ def test_decoders_raise_only_status_format_error(data: str | bytes) -> None:
             continue
 
 
+@untimed
 @given(snapshots, st.sampled_from(["tunnel", "docker", "vm", "routes", "version"]), json_values)
 def test_snapshot_with_any_section_replaced_decodes_or_names_a_field(
     snapshot: StatusSnapshot, section: str, replacement: object
