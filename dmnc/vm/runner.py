@@ -19,10 +19,10 @@ SetupResultError, and VmSetupError for time limits); dmnc.docker.errors.DockerEr
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, contextmanager
-from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Protocol
 
 import trio
 
@@ -86,18 +86,6 @@ class SetupEngine(Protocol):
 def default_setup_image() -> str:
     """The image dmnc builds for itself: one tag per dmnc version, so an upgrade rebuilds it."""
     return f"{SETUP_IMAGE_REPOSITORY}:{__version__}"
-
-
-@dataclass(frozen=True)
-class _FallbackSpec(ContainerSpec):
-    """A ContainerSpec with a restart policy (only the fallback container needs one)."""
-
-    restart_policy: str = FALLBACK_RESTART_POLICY
-
-    def to_json(self) -> dict[str, object]:
-        body = super().to_json()
-        host_config = cast("dict[str, object]", body["HostConfig"])
-        return {**body, "HostConfig": {**host_config, "RestartPolicy": {"Name": self.restart_policy}}}
 
 
 class VmSetupRunner:
@@ -224,15 +212,10 @@ class VmSetupRunner:
         return outcome_from_output_untrusted(run.stdout + b"\n" + run.stderr, run.exit_code)
 
     async def _start_fallback(self, image: str, params: SetupParams) -> SetupResult:
-        base = self._spec(image, params, ScriptMode.USERSPACE, role="userspace-fallback")
-        spec = _FallbackSpec(
-            image=base.image,
-            entrypoint=base.entrypoint,
-            command=base.command,
-            labels=base.labels,
-            network_mode=base.network_mode,
-            cap_add=base.cap_add,
+        spec = dataclasses.replace(
+            self._spec(image, params, ScriptMode.USERSPACE, role="userspace-fallback"),
             devices=[TUN_DEVICE],
+            restart_policy=FALLBACK_RESTART_POLICY,
         )
         with _container_start_errors(image):
             created = await self._docker.create_container(spec, name=self.fallback_name)
