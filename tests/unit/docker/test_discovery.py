@@ -329,7 +329,7 @@ json_shapes = st.recursive(
 active_config = st.just(b'{"currentContext": "ctx"}')
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=50)
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=50)
 @given(
     config=active_config | st.binary(max_size=100) | json_shapes.map(lambda value: json.dumps(value).encode()),
     meta=st.binary(max_size=100) | json_shapes.map(lambda value: json.dumps(value).encode()),
