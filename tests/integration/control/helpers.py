@@ -63,8 +63,13 @@ class Served:
     scope: trio.CancelScope
 
 
+# Bounds on waiting for other processes: generous, since a loaded test machine starts Python slowly; they only
+# turn a hang into a failure and time nothing.
+PROCESS_TIMEOUT_S = 30
+
+
 async def wait_for_subscribers(source: FakeSource, count: int) -> None:
-    with trio.fail_after(5):
+    with trio.fail_after(PROCESS_TIMEOUT_S):
         while source.events.subscriber_count != count:
             await trio.sleep(0.01)
 
@@ -119,7 +124,7 @@ def nobody_options(*extra_groups: str) -> dict[str, Any]:
 async def run_dmnc(*arguments: str, **options: Any) -> subprocess.CompletedProcess[str]:
     """`dmnc ARGUMENTS` as a subprocess (options go to trio.run_process), its output decoded."""
     command = options.pop("command", DMNC)
-    with trio.fail_after(30):
+    with trio.fail_after(PROCESS_TIMEOUT_S):
         result = await trio.run_process(
             [*command, *arguments], capture_stdout=True, capture_stderr=True, check=False, **options
         )

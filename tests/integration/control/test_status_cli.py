@@ -17,6 +17,7 @@ import trio
 from dmnc.control import serve_control_socket
 from tests.integration.control.helpers import (
     DMNC,
+    PROCESS_TIMEOUT_S,
     SNAPSHOT,
     FakeSource,
     Served,
@@ -90,7 +91,7 @@ async def test_control_socket_from_environment(served: Served) -> None:
 
 async def read_lines(stream: trio.abc.ReceiveStream, count: int) -> list[str]:
     buffer = b""
-    with trio.fail_after(20):
+    with trio.fail_after(PROCESS_TIMEOUT_S):
         while buffer.count(b"\n") < count:
             chunk = await stream.receive_some(4096)
             assert chunk, f"output ended early: {buffer!r}"
@@ -113,7 +114,7 @@ async def test_follow_prints_events_as_they_come_until_dmnc_stops(served: Served
         served.source.events.emit("route.installed", "172.17.0.0/16 (bridge) via utun4")
         second = await read_lines(follower.stdout, 1)
         served.scope.cancel()
-        with trio.fail_after(20):
+        with trio.fail_after(PROCESS_TIMEOUT_S):
             exit_code = await follower.wait()
         stderr = (await follower.stderr.receive_some(65536)).decode()
     assert exit_code == 0, stderr
