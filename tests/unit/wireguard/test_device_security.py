@@ -339,3 +339,22 @@ def test_cryptokey_routing_picks_the_peer_with_the_longest_matching_prefix() -> 
     net.deliver_all()
     assert a.tunnel == []
     assert a.drops == [DropReason.DISALLOWED_SOURCE_IP]
+
+
+def test_under_load_a_response_without_mac2_gets_a_cookie_and_the_next_round_completes() -> None:
+    net = Network()
+    a, b = net.pair()
+    net.send(a, ip4("10.0.0.1", "10.0.0.2", b"response under load"))
+    net.deliver_next()  # initiation reaches b normally
+    net.deliver_next(under_load=True)  # a is loaded when b's response arrives
+    assert a.drops == [DropReason.COOKIE_REQUIRED]
+    (cookie_reply,) = net.in_flight
+    assert cookie_reply.destination == b.endpoint
+    net.deliver_next()  # b stores the cookie for its messages to a
+    net.advance(5.4, deliver=False)  # a retransmits its initiation
+    net.deliver_next()
+    (response,) = net.in_flight
+    assert response.data[-16:] != bytes(16)  # b's new response carries mac2
+    net.deliver_next(under_load=True)
+    net.deliver_all()
+    assert b.tunnel == [ip4("10.0.0.1", "10.0.0.2", b"response under load")]
