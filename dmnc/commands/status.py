@@ -74,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
     except ControlError as error:
         print(f"dmnc status: {error}", file=sys.stderr)
         return EXIT_FAILURE
+    except BrokenPipeError:
+        # The reader went away (`dmnc status --follow | head -3`): that ends the job, it is not an error. Later
+        # writes (the interpreter's final flush) must not fail again, so stdout is pointed at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_OK
 
 

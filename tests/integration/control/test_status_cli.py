@@ -170,3 +170,23 @@ async def test_status_needs_no_root_for_admin_group_members(served: Served) -> N
     result = await dmnc_as_nobody("status", "--json", "--control-socket", str(served.path), extra_groups=(group,))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == SNAPSHOT.to_json_object()
+
+
+async def test_follow_ends_quietly_when_its_reader_goes_away(served: Served) -> None:
+    arguments = [*DMNC, "status", "--follow", "--control-socket", str(served.path)]
+    async with trio.open_nursery() as nursery:
+        follower: trio.Process = await nursery.start(
+            partial(trio.run_process, arguments, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+        )
+        assert follower.stdout is not None
+        assert follower.stderr is not None
+        await wait_for_subscribers(served.source, 1)
+        served.source.events.emit("test.first", "first")
+        await read_lines(follower.stdout, 1)
+        await follower.stdout.aclose()  # like `| head -1` exiting
+        served.source.events.emit("test.second", "second")
+        with trio.fail_after(PROCESS_TIMEOUT_S):
+            exit_code = await follower.wait()
+        stderr = (await follower.stderr.receive_some(65536)).decode()
+    assert exit_code == 0, stderr
+    assert stderr == ""
