@@ -4,9 +4,10 @@ Public surface:
 - `SetupParams` (public inputs), `ScriptMode`, `IptablesBackend`, `script_command(params, mode)`;
 - the result line: `parse_result_line_untrusted`, `outcome_from_output_untrusted` -> `SetupResult` |
   `KernelWireGuardMissing` | `TeardownDone`, with `VmMode`;
-- errors: `VmSetupError` and its subclasses;
-- `VmSetupRunner(docker, setup_image=None, on_progress=None)` with `setup(params)` / `teardown(params)` /
-  `ensure_image()`, and `default_setup_image()`.
+- errors: `VmSetupError` and its subclasses.
+
+The runner that drives all this through Docker is `dmnc.vm.runner.VmSetupRunner`; it is not re-exported here, so
+importing the light parts above (e.g. from `dmnc.config` or `dmnc status`) does not load httpx and trio.
 """
 
 from dmnc.vm.errors import SetupImageError, SetupParamsError, SetupResultError, SetupScriptError, VmSetupError
@@ -30,11 +31,9 @@ from dmnc.vm.result import (
     outcome_from_output_untrusted,
     parse_result_line_untrusted,
 )
-from dmnc.vm.runner import FALLBACK_CONTAINER_NAME, VmSetupRunner, default_setup_image
 
 __all__ = [
     "DEFAULT_ENDPOINT_CANDIDATES",
-    "FALLBACK_CONTAINER_NAME",
     "Endpoint",
     "IptablesBackend",
     "KernelWireGuardMissing",
@@ -50,9 +49,7 @@ __all__ = [
     "TeardownParams",
     "VmMode",
     "VmSetupError",
-    "VmSetupRunner",
     "decode_public_key",
-    "default_setup_image",
     "outcome_from_output_untrusted",
     "parse_result_line_untrusted",
     "script_arguments",

@@ -14,15 +14,13 @@ import argparse
 import os
 import sys
 from collections.abc import Awaitable, Callable
-
-import trio
+from typing import TYPE_CHECKING
 
 from dmnc.config import DEFAULT_CONFIG_PATH, Config, ConfigError, ConfigFlags, load_config
-from dmnc.docker.client import DockerClient
-from dmnc.docker.discovery import discover_endpoint
-from dmnc.docker.errors import DockerError
 from dmnc.vm.errors import VmSetupError
-from dmnc.vm.runner import VmSetupRunner
+
+if TYPE_CHECKING:
+    from dmnc.vm.runner import VmSetupRunner
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -67,6 +65,12 @@ def _run(args: argparse.Namespace, action: Callable[[VmSetupRunner], Awaitable[s
     except ConfigError as error:
         print(f"dmnc: {error}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    # Imported here, not at the top: every `dmnc` invocation registers this command, and `dmnc status` must stay
+    # light; only these actions need trio, httpx and the Docker client.
+    import trio  # noqa: PLC0415
+
+    from dmnc.docker.errors import DockerError  # noqa: PLC0415
+
     try:
         summary = trio.run(_with_runner, config, action)
     except (DockerError, VmSetupError) as error:
@@ -77,6 +81,10 @@ def _run(args: argparse.Namespace, action: Callable[[VmSetupRunner], Awaitable[s
 
 
 async def _with_runner(config: Config, action: Callable[[VmSetupRunner], Awaitable[str]]) -> str:
+    from dmnc.docker.client import DockerClient  # noqa: PLC0415
+    from dmnc.docker.discovery import discover_endpoint  # noqa: PLC0415
+    from dmnc.vm.runner import VmSetupRunner  # noqa: PLC0415
+
     address = config.docker_host if config.docker_host is not None else (await discover_endpoint()).address
     async with DockerClient.connect(address) as docker:
         runner = VmSetupRunner(docker, setup_image=config.setup_image, on_progress=_print_progress)
