@@ -27,6 +27,7 @@ hours) unless `idle_timeout` is given.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -74,6 +75,9 @@ DEFAULT_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 5.0
 # An error body that is not Docker's {"message": ...} (a proxy's HTML page, a panic) is quoted up to this length.
 ERROR_BODY_PREVIEW_CHARS = 300
+# A plain answer (/networks, /info, an inspect) is kilobytes, a few MB with thousands of networks; anything bigger is
+# not a sane daemon's answer and must not exhaust memory. Streams (events, logs, builds) are not limited this way.
+MAX_RESPONSE_BYTES = 64 << 20
 # dockerd's refusal of an API version: "client version 1.52 is too new. Maximum supported API version is 1.41".
 _VERSION_ERROR = re.compile(r"client version \S+ is too (new|old)", re.IGNORECASE)
 
@@ -556,24 +560,30 @@ class DockerClient:
         json_body: object = None,
         versioned: bool = True,
         request_timeout: float | None = None,
-    ) -> httpx.Response:
+    ) -> _Reply:
         endpoint = f"{method} {path}"
         limit = self.request_timeout if request_timeout is None else request_timeout
         content = None if json_body is None else json.dumps(json_body).encode()
         headers = {"Content-Type": "application/json"} if content is not None else None
         read_timeout = None if math.isinf(limit) else limit
+        request = self._http.build_request(
+            method,
+            self._url(path, versioned),
+            params=params,
+            content=content,
+            headers=headers,
+            timeout=httpx.Timeout(read_timeout, connect=CONNECT_TIMEOUT_S),
+        )
         with map_exceptions(endpoint), trio.fail_after(limit):
-            response = await self._http.request(
-                method,
-                self._url(path, versioned),
-                params=params,
-                content=content,
-                headers=headers,
-                timeout=httpx.Timeout(read_timeout, connect=CONNECT_TIMEOUT_S),
-            )
-        if response.status_code >= 400:
-            raise _api_error(response, endpoint)
-        return response
+            response = await self._http.send(request, stream=True)
+            try:
+                reply = _Reply(response.status_code, response.reason_phrase, await _read_capped(response, endpoint))
+            finally:
+                with trio.CancelScope(shield=True):
+                    await _close_quietly(response.aclose())
+        if reply.status_code >= 400:
+            raise _api_error(reply, endpoint)
+        return reply
 
     async def _get_json(self, path: str, *, params: Mapping[str, str] | None = None, versioned: bool = True) -> object:
         response = await self._request("GET", path, params=params, versioned=versioned)
@@ -606,8 +616,8 @@ class DockerClient:
         try:
             if response.status_code >= 400:
                 with map_exceptions(endpoint), trio.fail_after(self.request_timeout):
-                    await response.aread()
-                raise _api_error(response, endpoint)
+                    error_body = await _read_capped(response, endpoint)
+                raise _api_error(_Reply(response.status_code, response.reason_phrase, error_body), endpoint)
             body = _Body(response, endpoint, idle_timeout)
             yield body
         finally:
@@ -616,6 +626,31 @@ class DockerClient:
                 if body is not None:
                     await _close_quietly(body.close())
                 await _close_quietly(response.aclose())
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """A complete (size-capped) answer to a plain request."""
+
+    status_code: int
+    reason_phrase: str
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+
+async def _read_capped(response: httpx.Response, endpoint: str) -> bytes:
+    """The whole body of a plain answer; BadResponse past MAX_RESPONSE_BYTES instead of unbounded memory."""
+    body = bytearray()
+    # httpx implements aiter_raw as an async generator; aclosing finalizes it even when we stop early.
+    async with contextlib.aclosing(cast("AsyncGenerator[bytes, None]", response.aiter_raw())) as chunks:
+        async for chunk in chunks:
+            body += chunk
+            if len(body) > MAX_RESPONSE_BYTES:
+                raise BadResponse(f"answer larger than {MAX_RESPONSE_BYTES} bytes", endpoint=endpoint)
+    return bytes(body)
 
 
 async def _close_quietly(closing: Awaitable[None]) -> None:
@@ -643,7 +678,7 @@ def _split_reference(reference: str) -> tuple[str, str]:
     return name, tag
 
 
-def _decode_json(response: httpx.Response, endpoint: str) -> object:
+def _decode_json(response: _Reply, endpoint: str) -> object:
     try:
         value: object = json.loads(response.content)
     except ValueError as error:
@@ -651,7 +686,7 @@ def _decode_json(response: httpx.Response, endpoint: str) -> object:
     return value
 
 
-def _json_field_str(response: httpx.Response, key: str, endpoint: str) -> str:
+def _json_field_str(response: _Reply, key: str, endpoint: str) -> str:
     value = _decode_json(response, endpoint)
     if not isinstance(value, dict) or not isinstance(value.get(key), str):
         raise BadResponse(f"no {key!r} string in the response", endpoint=endpoint)
@@ -659,7 +694,7 @@ def _json_field_str(response: httpx.Response, key: str, endpoint: str) -> str:
     return result
 
 
-def _api_error(response: httpx.Response, endpoint: str) -> ApiError:
+def _api_error(response: _Reply, endpoint: str) -> ApiError:
     """The typed error for an error status; the daemon's JSON `message` if it sent one, else the body or reason."""
     message = ""
     try:

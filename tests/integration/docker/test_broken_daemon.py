@@ -5,12 +5,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import pytest
 import trio
 
+from dmnc.docker import client as client_module
 from dmnc.docker.client import DockerClient
 from dmnc.docker.errors import (
     ApiError,
@@ -265,3 +267,17 @@ async def test_pull_progress_is_streamed_message_by_message() -> None:
     assert messages[1].progress == "[=> ]"
     assert "fromImage=registry.local%3A5000%2Flibrary%2Falpine" in queries[0]
     assert "tag=3.20" in queries[0]
+
+
+async def test_endless_plain_answer_is_a_bad_response_not_unbounded_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_module, "MAX_RESPONSE_BYTES", 1 << 20)
+
+    async def endless(_request: Request, stream: trio.SocketStream) -> None:
+        await stream.send_all(chunked_head() + chunk(b"["))
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while True:
+                await stream.send_all(chunk(b'{"Name": "n", "Id": "x"},' * 2000))
+
+    async with fake_daemon({"/networks": endless}) as url, DockerClient.connect(url) as docker:
+        with trio.fail_after(GUARD_S), pytest.raises(BadResponse, match="larger than 1048576 bytes"):
+            await docker.list_networks()
