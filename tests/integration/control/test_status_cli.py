@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -190,3 +191,20 @@ async def test_follow_ends_quietly_when_its_reader_goes_away(served: Served) -> 
         stderr = (await follower.stderr.receive_some(65536)).decode()
     assert exit_code == 0, stderr
     assert stderr == ""
+
+
+async def test_follow_stops_on_ctrl_c_without_a_traceback(served: Served) -> None:
+    arguments = [*DMNC, "status", "--follow", "--control-socket", str(served.path)]
+    async with trio.open_nursery() as nursery:
+        follower: trio.Process = await nursery.start(
+            partial(trio.run_process, arguments, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+        )
+        assert follower.stderr is not None
+        await wait_for_subscribers(served.source, 1)
+        follower.send_signal(signal.SIGINT)
+        with trio.fail_after(PROCESS_TIMEOUT_S):
+            exit_code = await follower.wait()
+        stderr = (await follower.stderr.receive_some(65536)).decode()
+    assert exit_code == 130, stderr
+    assert "Traceback" not in stderr
+    await wait_for_subscribers(served.source, 0)
