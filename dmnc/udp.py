@@ -118,6 +118,25 @@ def _new_socket(family: socket.AddressFamily, bind_address: Endpoint) -> socket.
     return sock
 
 
+def _claim_address(family: socket.AddressFamily, bind_address: Endpoint) -> Endpoint:
+    """The address a listener may take: `bind_address`, with the port chosen for port 0. Raises OSError.
+
+    Listeners are bound with SO_REUSEPORT (so connected sockets can share their port), and Linux lets any socket
+    of the same user with SO_REUSEPORT join a port: a second dmnc, or any root program asking for it, would silently
+    share ours and receive some of the peer's datagrams. A probe bound without the option fails with EADDRINUSE
+    while anyone holds the address, so a taken port is reported instead of shared.
+    """
+    probe = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        probe.bind(bind_address)
+        port: int = probe.getsockname()[1]
+    finally:
+        probe.close()
+    return bind_address[0], port
+
+
 class UdpEndpoint:
     """Listening sockets on one port (`port`), and sockets connected to known peer endpoints."""
 
@@ -159,7 +178,8 @@ class UdpEndpoint:
         try:
             for host in addresses:
                 try:
-                    sock = _new_socket(family_of(host), (host, chosen_port))
+                    family = family_of(host)
+                    sock = _new_socket(family, _claim_address(family, (host, chosen_port)))
                 except OSError as error:
                     if error.errno == errno.EAFNOSUPPORT:
                         failures.append(f"{host}: {error.strerror}")

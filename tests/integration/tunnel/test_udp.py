@@ -132,3 +132,15 @@ def test_port_zero_picks_again_when_the_chosen_port_is_taken_in_the_other_family
         taken = squatter.getsockname()[1]
         with pytest.raises(UdpError, match="Address already in use"):
             UdpEndpoint.open(taken, ["127.0.0.1", "::1"])  # a fixed port is never silently changed
+
+
+def test_a_port_held_by_another_reuseport_socket_is_reported_taken_not_shared() -> None:
+    """Another root process binding with SO_REUSEPORT (as dmnc itself does) would otherwise join our port."""
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    squatter.bind(("127.0.0.1", 0))
+    try:
+        with pytest.raises(UdpError, match=r"binding UDP 127\.0\.0\.1 port"):
+            UdpEndpoint.open(squatter.getsockname()[1], ("127.0.0.1",))
+    finally:
+        squatter.close()
