@@ -8,6 +8,7 @@ The guest has: busybox (init and the small tools), dash as /bin/sh, the host's `
 support), `wg`, iptables/ip6tables in both flavours (`iptables` is the nft one, as on Debian; `iptables-legacy`,
 `iptables-nft`, the -save/-restore variants, the xtables extensions and /etc/protocols), the virtio-net and
 wireguard modules (loaded at boot), and every netfilter and the tun module (loaded on demand by the kernel).
+busybox provides ping, nc (TCP transfers), sha256sum, base64 and the like; there is no wireguard-go in the guest.
 
 Usage (synchronous, so a module-scoped fixture can share one boot between tests; the `a*` methods run the same call
 in a worker thread for trio tests whose own tasks must keep running meanwhile, e.g. an in-process tunnel)::
@@ -19,14 +20,18 @@ in a worker thread for trio tests whose own tasks must keep running meanwhile, e
         guest.reboot()                                      # restarts the VM, waits for the new boot
         await guest.arun("ping -c 1 10.33.33.1")            # from a trio test
 
-The guest's eth0 has `guest_addresses` (default 192.168.200.2/24) and the namespace's TAP has `host_addresses`
-(default 192.168.200.1/24). Exiting the context manager (or `shutdown()`) kills qemu by PID and removes the TAP and
-the temporary directory, also when the test failed; the namespace belongs to the caller.
+The guest's eth0 has `guest_addresses` (default 192.168.200.2/24; IPv6 works too) and the namespace's TAP has
+`host_addresses` (default 192.168.200.1/24); `gateways` become the guest's default routes. Exiting the context
+manager (or `shutdown()`) kills qemu by PID and removes the TAP and the temporary directory, also when the test
+failed; the namespace belongs to the caller. A boot takes ~6 s of an idle core (TCG), several times that on a busy
+machine; `reboot()` power-cycles the VM on the same TAP (same cost as a boot). `put_file` crosses an emulated UART
+(~15-20 KB/s): fine for scripts, keys and configs; move bulk data over the network instead.
 
 Guest control: the kernel console is ttyS0, logged to a file (`console_log()`, quoted in boot errors). A small agent
 (guest/agent.sh, respawned by busybox init) serves the second serial port ttyS1, a unix socket on the host, with a
-line protocol: every request carries a fresh random nonce, commands and file contents travel base64-encoded (no
-quoting, no echo, no shell interpolation of the request), output comes back base64-encoded between "NONCE begin" and
+line protocol: every request carries a fresh random nonce, commands and file contents travel as base64 lines after
+the request line (no quoting, no echo, nothing of the request is interpolated into the agent's own shell; the
+command itself is of course a shell script), output comes back base64-encoded between "NONCE begin" and
 "NONCE end EXIT_CODE", so stale or stray lines can never be mistaken for an answer. The guest kills a command at its
 timeout; the host gives up a little later (`GuestTimeout`) if no answer arrives at all.
 """
@@ -142,14 +147,18 @@ def encode_run(nonce: str, script: str, timeout_seconds: int) -> bytes:
 
 def encode_put(nonce: str, path: str, data: bytes, mode: int) -> bytes:
     """A request to write `data` to `path` (atomically, via a temporary file) with permission bits `mode`."""
-    if not path.startswith("/") or "\0" in path or len(path.encode()) > MAX_GUEST_PATH_BYTES:
+    try:
+        encoded_path = path.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"guest path is not valid Unicode: {path!r}") from None
+    if not path.startswith("/") or "\0" in path or len(encoded_path) > MAX_GUEST_PATH_BYTES:
         raise ValueError(
             f"guest path must be absolute, without NUL bytes, at most {MAX_GUEST_PATH_BYTES} bytes: {path!r}"
         )
     if not 0 <= mode <= 0o7777:
         raise ValueError(f"file mode out of range: {mode:o}")
     payload = encode_payload(data)
-    return f"put {nonce} {mode:o} {_b64(path.encode())} {len(payload)}\n".encode("ascii") + payload
+    return f"put {nonce} {mode:o} {_b64(encoded_path)} {len(payload)}\n".encode("ascii") + payload
 
 
 class LineSplitter:

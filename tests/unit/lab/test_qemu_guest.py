@@ -161,7 +161,9 @@ def test_run_request_carries_the_script_in_short_base64_lines(script: str, timeo
 
 
 @given(
-    st.text(alphabet=st.characters(blacklist_characters="\0"), max_size=100).map(lambda name: "/" + name),
+    st.text(alphabet=st.characters(blacklist_characters="\0", codec="utf-8"), max_size=100).map(
+        lambda name: "/" + name
+    ),
     st.binary(max_size=2000),
     st.integers(min_value=0, max_value=0o7777),
 )
@@ -173,7 +175,10 @@ def test_put_request_carries_path_mode_and_data(path: str, data: bytes, mode: in
     assert binascii.a2b_base64(payload.replace(b"\n", b""), strict_mode=True) == data
 
 
-@pytest.mark.parametrize(("path", "mode"), [("relative", 0o644), ("/a\0b", 0o644), ("/x", 0o10000), ("/" * 2000, 0)])
+@pytest.mark.parametrize(
+    ("path", "mode"),
+    [("relative", 0o644), ("/a\0b", 0o644), ("/x", 0o10000), ("/" * 2000, 0), ("/\ud800", 0o644)],
+)
 def test_put_request_rejects_bad_paths_and_modes(path: str, mode: int) -> None:
     with pytest.raises(ValueError, match=r"path|mode"):
         encode_put(NONCE, path, b"", mode)
