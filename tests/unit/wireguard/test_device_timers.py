@@ -209,3 +209,22 @@ def test_receiver_rejects_counters_at_or_past_the_limit() -> None:
     forged[8:16] = (5).to_bytes(8, "little")  # counter 5 (authentication would fail anyway; the limit is first)
     b.device.decapsulate(bytes(forged), a.endpoint, net.now)
     assert b.device.peer_stats()[a.device.public_key].drops[DropReason.EXPIRED_KEYPAIR] == 1
+
+
+def test_initiator_that_only_receives_rekeys_shortly_before_the_session_expires() -> None:
+    # The initiator's own keepalives would trigger the usual rekey at REKEY_AFTER_TIME; pushed past 165 s here, the
+    # receive-side rule is what starts the handshake.
+    net = Network(timing=Timing(rekey_after_time=175.0))
+    a, b = net.pair()
+    establish(net, a, b)  # a initiated
+    start = net.now
+    for _ in range(172):
+        net.advance(1.0)
+        net.send(b, ip4("10.0.0.2", "10.0.0.1", b"one-way"))
+    net.deliver_all()
+    rekeys = [f for f in net.sent_log if f.data[0] == 1 and f.sent_at > start]
+    # REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT = 165 s after the session began, and only once.
+    assert [f.sent_at - start for f in rekeys] == [165.0]
+    assert rekeys[0].source == a.endpoint
+    assert len(a.tunnel) == 172
+    assert a.drops == []
