@@ -30,7 +30,9 @@ class AttachSession:
         self._endpoint = endpoint
 
     async def receive(self) -> bytes | None:
-        """The next piece of output, or None once the container stopped and the daemon closed the websocket."""
+        """The next piece of output, or None once the websocket closed. dockerd closes it without a close frame
+        both when the container stops and when the daemon dies, so the end says nothing about why: ask
+        `wait_container` (which raises DaemonUnavailable if the daemon is gone)."""
         try:
             message = await self._connection.get_message()
         except trio_websocket.ConnectionClosed:
