@@ -2,7 +2,8 @@
 
 Used for the live output of the setup container: attach first, then start the container, and every line it prints
 arrives as it is written. The daemon sends stdout and stderr merged, as binary (or, for some engines, text)
-messages; the session ends when the container stops and the daemon closes the websocket. Use it through
+messages; the session ends when the container stops and the daemon closes the websocket normally (a daemon that
+dies instead gives ConnectionLost). Use it through
 `DockerClient.attach_websocket`.
 """
 
@@ -30,13 +31,16 @@ class AttachSession:
         self._endpoint = endpoint
 
     async def receive(self) -> bytes | None:
-        """The next piece of output, or None once the websocket closed. dockerd closes it without a close frame
-        both when the container stops and when the daemon dies, so the end says nothing about why: ask
-        `wait_container` (which raises DaemonUnavailable if the daemon is gone)."""
+        """The next piece of output, or None once the container stopped (the daemon closes the websocket normally).
+        A connection that ends any other way (daemon killed or restarted: no close frame) raises ConnectionLost."""
         try:
             message = await self._connection.get_message()
-        except trio_websocket.ConnectionClosed:
-            return None
+        except trio_websocket.ConnectionClosed as closed:
+            if closed.reason is not None and closed.reason.code == NORMAL_CLOSURE:
+                return None
+            raise ConnectionLost(
+                f"attach websocket closed abnormally ({closed.reason})", endpoint=self._endpoint
+            ) from closed
         return message.encode() if isinstance(message, str) else message
 
     async def send(self, data: bytes) -> None:

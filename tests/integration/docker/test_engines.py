@@ -245,6 +245,29 @@ async def test_websocket_attach_sends_stdin(dockerd_engine: EngineProcess, busyb
     assert received.endswith(b"got hello\n")
 
 
+async def read_attach_while_killing(docker: DockerClient, engine: EngineProcess, container_id: str) -> None:
+    async with docker.attach_websocket(container_id) as session:
+        await docker.start_container(container_id)
+        assert await session.receive() == b"started\n"
+        engine.kill()
+        async for _data in session:
+            pass
+
+
+@pytest.fixture
+def own_dockerd() -> Iterator[EngineProcess]:
+    """A dockerd this test may kill."""
+    yield from start_engine("dockerd")
+
+
+async def test_daemon_killed_during_attach_is_connection_lost(own_dockerd: EngineProcess, busybox: str) -> None:
+    async with DockerClient.connect(f"unix://{own_dockerd.socket_path}") as docker:
+        spec = ContainerSpec(image=busybox, command=["sh", "-c", "echo started; sleep 60"])
+        created = await docker.create_container(spec)
+        with trio.fail_after(GUARD_S), pytest.raises(ConnectionLost):
+            await read_attach_while_killing(docker, own_dockerd, created.id)
+
+
 async def test_attach_to_a_missing_container_is_not_found(dockerd_engine: EngineProcess) -> None:
     async with DockerClient.connect(f"unix://{dockerd_engine.socket_path}") as docker:
         with trio.fail_after(GUARD_S), pytest.raises(NotFound):
