@@ -32,8 +32,15 @@ from collections.abc import Callable
 import trio
 
 from dmnc import __version__
-from dmnc.config import DEFAULT_LISTEN_HOST, Config, ConfigError, ConfigFlags, load_config
-from dmnc.control import ControlError, EventBroadcaster, serve_control_socket
+from dmnc.config import DEFAULT_LISTEN_HOST, Config, ConfigError, ConfigFlags, ListenAddress, load_config
+from dmnc.control import (
+    BoundControlSocket,
+    ControlError,
+    ControlSocketBusy,
+    EventBroadcaster,
+    bind_control_socket,
+    serve_control_socket,
+)
 from dmnc.docker.client import DockerClient
 from dmnc.docker.discovery import detect_runtime, discover_endpoint
 from dmnc.docker.errors import DiscoveryError, DockerError
@@ -212,7 +219,7 @@ class Service:
                     drops[name] = count
         tunnel = TunnelStatus(
             interface=self._tun.name if self._tun is not None else None,
-            listen=f"{self.config.listen.host}:{self._udp.port}" if self._udp is not None else None,
+            listen=None if self._udp is None else str(ListenAddress(self.config.listen.host, self._udp.port, True)),
             last_handshake_age_s=(
                 None if peer is None or peer.last_handshake is None else max(0.0, now - peer.last_handshake)
             ),
@@ -224,7 +231,9 @@ class Service:
         routes: tuple[RouteStatus, ...] = ()
         if self._reconciler is not None:
             routes = tuple(
-                RouteStatus(subnet=subnet.subnet, network=subnet.network, installed=subnet.installed)
+                RouteStatus(
+                    subnet=subnet.subnet, network=subnet.network, installed=subnet.installed, reason=subnet.reason
+                )
                 for subnet in self._reconciler.status().subnets
             )
         return StatusSnapshot(
@@ -264,6 +273,20 @@ class Service:
             await self._run(task_status)
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
+        # Claimed first: it doubles as the single-instance check, before anything touches the network.
+        try:
+            control = await bind_control_socket(self.config.control_socket)
+        except ControlSocketBusy as error:
+            raise ServiceError(f"another dmnc is already running ({error})") from error
+        except ControlError as error:
+            raise ServiceError(str(error)) from error
+        try:
+            await self._run_with(control, task_status)
+        finally:
+            with trio.CancelScope(shield=True):
+                await control.aclose()
+
+    async def _run_with(self, control: BoundControlSocket, task_status: trio.TaskStatus[None]) -> None:
         try:
             self._tun = open_tun(
                 LINUX_TUN_NAME if sys.platform == "linux" else None, mtu=DEFAULT_MTU, addresses=HOST_TUN_ADDRESSES
@@ -286,7 +309,7 @@ class Service:
                     async with trio.open_nursery() as nursery:
                         await nursery.start(self._tunnel.run)
                         await nursery.start(self._reconciler.run)
-                        await nursery.start(self._serve_control)
+                        await nursery.start(self._serve_control, control)
                         nursery.start_soon(self._health)
                         nursery.start_soon(self._docker_loop)
                         task_status.started()
@@ -298,9 +321,11 @@ class Service:
                 self._udp.close()
             self._tun.close()
 
-    async def _serve_control(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _serve_control(
+        self, control: BoundControlSocket, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         try:
-            await serve_control_socket(self.config.control_socket, self, task_status=_Started(task_status))
+            await serve_control_socket(control, self, task_status=_Started(task_status))
         except ControlError as error:
             raise ServiceError(str(error)) from error
 
@@ -494,6 +519,8 @@ class Service:
             )
             self._handshakes_seen = self._vm_peer.handshakes
             self._last_rx_packets = self._vm_peer.rx_packets
+            if self._tunnel is not None and self._tunnel.answer_recent_initiation():
+                logger.debug("answered the VM's first initiation, which arrived before its key")
         self._vm = _VmState(
             mode=result.mode.value,
             public_key=result.vm_public_key,

@@ -1,0 +1,220 @@
+"""The end-to-end lab of the dmnc service: the real `dmnc` command in a "host" namespace, dockerd in a "VM" one.
+
+    host netns                                  VM netns (dockerd's)
+    dmnc run  --udp-->  veth 10.204.0.1  <-->  veth 10.204.0.2  <--  chip0 (wireguard-go fallback container)
+    dmnc0 (TUN) + routes to container subnets                      docker0 / br-* bridges, containers
+
+The VM setup container is the lab image built from the host's binaries (no registry here); this kernel has no
+WireGuard, so the VM end runs in the userspace fallback container, as on a VM kernel without the module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.lab.dockerd import BUSYBOX_REFERENCE, EngineProcess, import_busybox_image
+from tests.lab.netns import Netns, add_veth
+from tests.lab.setup_image import LAB_SETUP_IMAGE, import_setup_image
+
+HOST_ADDRESS = "10.204.0.1/24"
+VM_ADDRESS = "10.204.0.2/24"
+PAGE = "hello-through-dmnc"
+HTTP_TIMEOUT_S = 60.0
+EXIT_TIMEOUT_S = 10.0
+
+
+@dataclass
+class ServiceLab:
+    engine: EngineProcess
+    host: Netns
+    vm: Netns
+    workdir: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.workdir / "config.toml"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.workdir / "dmnc.sock"
+
+    def engine_request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        transport = httpx.HTTPTransport(uds=str(self.engine.socket_path))
+        with httpx.Client(transport=transport, base_url="http://docker", timeout=30.0) as client:
+            response = client.request(method, path, **kwargs)
+            response.raise_for_status()
+            return response
+
+
+@contextlib.contextmanager
+def service_lab(engine: EngineProcess, host: Netns, workdir: Path) -> Iterator[ServiceLab]:
+    vm = Netns(engine.netns)  # owned by running_dockerd
+    add_veth(host, vm, HOST_ADDRESS, VM_ADDRESS)
+    import_setup_image(engine.socket_path)
+    import_busybox_image(engine.socket_path)
+    (workdir / "config.toml").write_text("", encoding="utf-8")  # keeps the machine's /etc/dmnc out of the test
+    yield ServiceLab(engine, host, vm, workdir)
+
+
+class DmncProcess:
+    """`dmnc run` inside the host namespace, its log in a file."""
+
+    def __init__(self, lab: ServiceLab, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.lab = lab
+        self.log_path = lab.workdir / f"dmnc-{time.monotonic_ns()}.log"
+        docker_host = [] if "--docker-host" in extra else ["--docker-host", f"unix://{lab.engine.socket_path}"]
+        argv = [
+            sys.executable,
+            "-m",
+            "dmnc",
+            "run",
+            *docker_host,
+            "--endpoint",
+            HOST_ADDRESS.split("/", maxsplit=1)[0],
+            "--setup-image",
+            LAB_SETUP_IMAGE,
+            "--control-socket",
+            str(lab.control_socket),
+            "--config",
+            str(lab.config_file),
+            "-v",
+            *extra,
+        ]
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                lab.host.command(argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                cwd=Path(__file__).resolve().parents[3],
+            )
+        self.started_at = time.monotonic()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"dmnc exited ({self.process.returncode}) before {text!r}:\n{self.log()}")
+            time.sleep(0.1)
+        raise AssertionError(f"no {text!r} in dmnc's log after {timeout} s:\n{self.log()}")
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        """Send `signum` and wait for the exit code (raises if it takes longer than EXIT_TIMEOUT_S)."""
+        self.process.send_signal(signum)
+        return self.process.wait(timeout=EXIT_TIMEOUT_S)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextlib.contextmanager
+def running_dmnc(lab: ServiceLab, *extra: str, env: dict[str, str] | None = None) -> Iterator[DmncProcess]:
+    dmnc = DmncProcess(lab, *extra, env=env)
+    try:
+        yield dmnc
+    except BaseException:
+        print(f"--- dmnc log ({dmnc.log_path}):\n{dmnc.log()[-6000:]}")  # shown by pytest for the failed test
+        raise
+    finally:
+        dmnc.kill()
+
+
+def start_web_container(lab: ServiceLab, network: str | None = None) -> str:
+    """A busybox httpd serving PAGE, on `network` (default bridge when None); returns its IPv4 address."""
+    command = f"mkdir -p /www && echo {PAGE} > /www/index.html && exec httpd -f -p 80 -h /www"
+    body: dict[str, Any] = {"Image": BUSYBOX_REFERENCE, "Cmd": ["sh", "-c", command]}
+    if network is not None:
+        body["HostConfig"] = {"NetworkMode": network}
+    created = lab.engine_request("POST", "/containers/create", json=body).json()
+    lab.engine_request("POST", f"/containers/{created['Id']}/start")
+    settings = lab.engine_request("GET", f"/containers/{created['Id']}/json").json()["NetworkSettings"]
+    address: str = settings["Networks"][network or "bridge"]["IPAddress"]
+    return address
+
+
+def create_network(lab: ServiceLab, name: str, subnet: str, *, internal: bool = False) -> str:
+    body = {"Name": name, "Internal": internal, "IPAM": {"Config": [{"Subnet": subnet}]}}
+    network_id: str = lab.engine_request("POST", "/networks/create", json=body).json()["Id"]
+    return network_id
+
+
+def http_get(lab: ServiceLab, address: str, timeout: float = HTTP_TIMEOUT_S) -> float:
+    """Seconds until `http://address/` answered PAGE from the host namespace; AssertionError if it never did."""
+    started = time.monotonic()
+    deadline = started + timeout
+    while time.monotonic() < deadline:
+        result = lab.host.run(["curl", "-s", "--max-time", "2", f"http://{address}/"], check=False)
+        if result.returncode == 0 and PAGE in result.stdout:
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(f"http://{address}/ did not answer from the host namespace within {timeout} s")
+
+
+def host_routes(lab: ServiceLab) -> list[str]:
+    return lab.host.run(["ip", "-o", "route", "show", "table", "main"]).stdout.splitlines()
+
+
+def dmnc_routes(lab: ServiceLab) -> list[str]:
+    """Routes through a dmnc TUN (dmnc0, dmnc1, ...)."""
+    return [line for line in host_routes(lab) if " dev dmnc" in line]
+
+
+def status_json(lab: ServiceLab) -> dict[str, Any]:
+    result = lab.host.run(
+        [sys.executable, "-m", "dmnc", "status", "--json", "--control-socket", str(lab.control_socket)],
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    status: dict[str, Any] = json.loads(result.stdout)
+    return status
+
+
+def vm_leftovers(lab: ServiceLab) -> list[str]:
+    """Everything of dmnc's still in the VM: chip0, rules naming it or the host tunnel address, the fallback."""
+    found = []
+    if lab.vm.run(["ip", "link", "show", "chip0"], check=False).returncode == 0:
+        found.append("interface chip0")
+    for save in ("iptables-nft-save", "iptables-legacy-save", "ip6tables-nft-save", "ip6tables-legacy-save"):
+        result = lab.vm.run([save], check=False)
+        found.extend(
+            f"{save}: {line}"
+            for line in result.stdout.splitlines()
+            if line.startswith("-A ") and ("chip0" in line or "10.33.33.1" in line or "fd33:33:33::1" in line)
+        )
+    containers = lab.engine_request("GET", "/containers/json", params={"all": "1"}).json()
+    found.extend(
+        f"container {name}"
+        for container in containers
+        for name in container.get("Names", [])
+        if "dmnc" in name and "busybox" not in container.get("Image", "")
+    )
+    return found
+
+
+def wait_until(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not true within {timeout} s")

@@ -1,0 +1,188 @@
+"""The real `dmnc` command end to end: containers reached by IP from the host, recovery, clean stop.
+
+Times printed here (start to first answer, recovery) are for reading in the test log, never asserted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_root, require_tools
+from tests.integration.service.lab import (
+    ServiceLab,
+    create_network,
+    dmnc_routes,
+    http_get,
+    running_dmnc,
+    service_lab,
+    start_web_container,
+    status_json,
+    vm_leftovers,
+    wait_until,
+)
+from tests.lab.dockerd import running_dockerd
+from tests.lab.netns import netns
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+def lab() -> Iterator[ServiceLab]:
+    require_root()
+    require_tools("ip", "dockerd", "wireguard-go", "wg", "iptables", "curl", "ldd", "busybox")
+    with (
+        tempfile.TemporaryDirectory(prefix="dmnc-e2e-") as workdir,
+        running_dockerd() as engine,
+        netns("dmhost") as host,
+        service_lab(engine, host, Path(workdir)) as built,
+    ):
+        yield built
+
+
+def test_containers_answer_by_ip_status_reports_them_and_sigterm_cleans_up(lab: ServiceLab) -> None:
+    default_bridge_address = start_web_container(lab)
+    with running_dmnc(lab) as dmnc:
+        http_get(lab, default_bridge_address)
+        print(f"start to first HTTP answer through dmnc: {time.monotonic() - dmnc.started_at:.1f} s")
+
+        with following_events(lab) as followed:
+            create_network(lab, "e2e-web", "172.31.7.0/24")
+            web_address = start_web_container(lab, "e2e-web")
+            http_get(lab, web_address)
+            wait_until(lambda: any("network e2e-web created" in line for line in followed), 20, "event followed")
+
+        status = status_json(lab)
+        assert status["docker"]["connected"] is True
+        assert status["vm"]["mode"] == "userspace"
+        assert status["tunnel"]["interface"].startswith("dmnc")
+        assert status["tunnel"]["rx_bytes"] > 0
+        assert status["tunnel"]["last_handshake_age_s"] is not None
+        routed = {route["subnet"]: route for route in status["routes"]}
+        assert routed["172.31.7.0/24"] == {
+            "subnet": "172.31.7.0/24",
+            "network": "e2e-web",
+            "installed": True,
+            "reason": None,
+        }
+        assert routed["172.17.0.0/16"]["installed"] is True
+
+        assert dmnc.stop(signal.SIGTERM) == 0
+    assert dmnc_routes(lab) == []
+    assert vm_leftovers(lab) == []
+    assert "VM side removed" in dmnc.log()
+    assert "Traceback" not in dmnc.log()
+
+
+def test_vm_interface_deleted_behind_dmncs_back_is_set_up_again(lab: ServiceLab) -> None:
+    address = start_web_container(lab)
+    with running_dmnc(lab, env={"DMNC_TEST_VM_STALE_AFTER": "4"}) as dmnc:
+        http_get(lab, address)
+        lab.vm.run(["ip", "link", "delete", "chip0"])
+        dmnc.wait_for_log("setting it up again", timeout=60)
+        seconds = http_get(lab, address)
+        print(f"reachable again {seconds:.1f} s after the VM side was declared stale")
+        assert dmnc.stop() == 0
+
+
+def test_sigkill_leaves_state_that_a_new_dmnc_takes_over(lab: ServiceLab) -> None:
+    address = start_web_container(lab)
+    with running_dmnc(lab) as first:
+        http_get(lab, address)
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(timeout=10)
+    assert dmnc_routes(lab) == []  # they died with the TUN
+    with running_dmnc(lab) as second:
+        http_get(lab, address)
+        assert second.stop() == 0
+    assert vm_leftovers(lab) == []
+
+
+def run_second_dmnc(lab: ServiceLab, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return lab.host.run(
+        [sys.executable, "-m", "dmnc", "run", "--config", str(lab.config_file), *arguments], check=False, timeout=60
+    )
+
+
+def test_a_second_dmnc_is_refused_with_a_clear_message(lab: ServiceLab) -> None:
+    with running_dmnc(lab, "--listen", "0.0.0.0:3399") as first:
+        first.wait_for_log("dmnc 0.1.0 running")
+        same_socket = run_second_dmnc(lab, "--control-socket", str(lab.control_socket))
+        assert same_socket.returncode == 1
+        assert "dmnc: another dmnc is already running" in same_socket.stderr
+        busy_port = run_second_dmnc(
+            lab, "--listen", "0.0.0.0:3399", "--control-socket", str(lab.workdir / "second.sock")
+        )
+        assert busy_port.returncode == 1
+        assert "dmnc: UDP port 3399 is already in use (another dmnc?)" in busy_port.stderr
+        for result in (same_socket, busy_port):
+            assert "Traceback" not in result.stderr
+        assert first.stop() == 0
+
+
+def test_unreachable_docker_is_named_and_retried_while_the_tunnel_stays_up(lab: ServiceLab) -> None:
+    missing = lab.workdir / "no-docker.sock"
+    with running_dmnc(lab, "--docker-host", f"unix://{missing}") as dmnc:
+        dmnc.wait_for_log("Docker is not reachable: ")
+        dmnc.wait_for_log(str(missing))
+        status = status_json(lab)
+        assert status["docker"]["connected"] is False
+        assert status["tunnel"]["interface"].startswith("dmnc")
+        assert dmnc.stop() == 0
+
+
+def test_default_port_taken_falls_back_to_a_free_one_and_still_works(lab: ServiceLab) -> None:
+    address = start_web_container(lab)
+    squatter = lab.host.popen(["nc", "-u", "-l", "-p", "3333"], stdout=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: ":3333 " in lab.host.run(["ss", "-uln"]).stdout, 5, "nc listening on UDP 3333")
+        with running_dmnc(lab, "--listen", "0.0.0.0") as dmnc:
+            dmnc.wait_for_log("UDP port 3333 is in use; listening on")
+            http_get(lab, address)
+            assert status_json(lab)["tunnel"]["listen"] != "0.0.0.0:3333"
+            assert dmnc.stop() == 0
+    finally:
+        squatter.kill()
+        squatter.wait()
+
+
+@contextlib.contextmanager
+def following_events(lab: ServiceLab) -> Iterator[list[str]]:
+    """`dmnc status --follow` running, its lines collected; yields once it demonstrably receives events."""
+    follower = lab.host.popen(
+        [sys.executable, "-m", "dmnc", "status", "--follow", "--control-socket", str(lab.control_socket)],
+        stdout=subprocess.PIPE,
+    )
+    lines: list[str] = []
+
+    def collect() -> None:
+        assert follower.stdout is not None
+        for raw in follower.stdout:
+            lines.append(raw.decode(errors="replace"))
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
+    try:
+        # The feed carries only what happens after the follower subscribed: make something happen until it shows.
+        for attempt in range(30):
+            network_id = create_network(lab, f"e2e-probe-{attempt}", f"172.31.{100 + attempt}.0/24")
+            lab.engine_request("DELETE", f"/networks/{network_id}")
+            time.sleep(0.5)
+            if any("e2e-probe" in line for line in lines):
+                break
+        else:
+            raise AssertionError("dmnc status --follow showed no events")
+        yield lines
+    finally:
+        follower.kill()
+        follower.wait()
+        reader.join(timeout=5)
