@@ -7,8 +7,10 @@ boot their own.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,6 +170,26 @@ async def test_async_calls_leave_the_trio_loop_running(guest: QemuGuest) -> None
     assert ticks >= 10  # a blocking call would have frozen the ticker for the whole second
 
 
+def _tcp_transfer_into_guest(namespace: Netns, guest: QemuGuest) -> None:
+    """Send 1 MiB through the tunnel with the host's nc to busybox nc in the guest; the checksums must match."""
+    payload = os.urandom(1 << 20)
+    guest.check("nc -l -p 5001 > /tmp/received 2>/dev/null &")
+    deadline = time.monotonic() + 30
+    while True:  # the listener needs a moment to bind on the emulated CPU
+        sent = subprocess.run(
+            namespace.command(["nc", "-N", "-w", "10", GUEST_TUNNEL_ADDRESS, "5001"]),
+            input=payload,
+            capture_output=True,
+            check=False,
+        )
+        if sent.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert sent.returncode == 0, sent.stderr
+    script = "for i in $(seq 50); do pidof nc >/dev/null || break; sleep 0.2; done; sha256sum /tmp/received"
+    assert guest.check(script).split()[0] == hashlib.sha256(payload).hexdigest()
+
+
 def test_kernel_wireguard_handshakes_with_wireguard_go_and_recovers_after_guest_reboot(
     guest_lab: tuple[Netns, QemuGuest],
 ) -> None:
@@ -186,6 +208,7 @@ def test_kernel_wireguard_handshakes_with_wireguard_go_and_recovers_after_guest_
         assert wait_for_ping(namespace, GUEST_TUNNEL_ADDRESS, timeout=10)
         assert _guest_latest_handshake(guest) > 0
         assert host_peer.peer_status()[0].latest_handshake > 0
+        _tcp_transfer_into_guest(namespace, guest)
 
         previous_boot = guest.boot_id
         guest.reboot()
