@@ -3,7 +3,7 @@
 Public surface:
 - `SetupParams` (public inputs), `ScriptMode`, `IptablesBackend`, `script_command(params, mode)`;
 - the result line: `parse_result_line_untrusted`, `outcome_from_output_untrusted` -> `SetupResult` |
-  `KernelWireGuardMissing` | `TeardownDone`, with `VmMode`;
+  `KernelWireGuardMissing` | `KernelWireGuardPresent` | `TeardownDone`, with `VmMode`;
 - errors: `VmSetupError` and its subclasses.
 
 The runner that drives all this through Docker is `dmnc.vm.runner.VmSetupRunner`; it is not re-exported here, so
@@ -24,6 +24,7 @@ from dmnc.vm.params import (
 from dmnc.vm.result import (
     Endpoint,
     KernelWireGuardMissing,
+    KernelWireGuardPresent,
     ScriptOutcome,
     SetupResult,
     TeardownDone,
@@ -37,6 +38,7 @@ __all__ = [
     "Endpoint",
     "IptablesBackend",
     "KernelWireGuardMissing",
+    "KernelWireGuardPresent",
     "ScriptMode",
     "ScriptOutcome",
     "SetupImageError",

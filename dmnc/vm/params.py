@@ -49,6 +49,8 @@ class ScriptMode(enum.Enum):
     SETUP = "setup"
     USERSPACE = "userspace"
     TEARDOWN = "teardown"
+    # Changes nothing lasting: tests whether the VM kernel can create a WireGuard link (used by `dmnc doctor`).
+    CHECK = "check"
 
 
 class IptablesBackend(enum.Enum):
@@ -196,8 +198,11 @@ def script_arguments(params: SetupParams, mode: ScriptMode) -> list[str]:
 def script_command(params: SetupParams | TeardownParams, mode: ScriptMode) -> list[str]:
     """The container command running the embedded script in `mode`: `/bin/sh -c SCRIPT dmnc-setup ARGS...`.
 
-    TeardownParams carry only what a teardown needs; SETUP and USERSPACE need SetupParams (SetupParamsError)."""
-    if isinstance(params, TeardownParams):
+    TeardownParams carry only what a teardown needs; SETUP and USERSPACE need SetupParams (SetupParamsError).
+    CHECK takes no options: it touches neither the interface nor the rules the params describe."""
+    if mode is ScriptMode.CHECK:
+        arguments = [mode.value]
+    elif isinstance(params, TeardownParams):
         if mode is not ScriptMode.TEARDOWN:
             raise SetupParamsError(f"{mode.value} needs the full SetupParams, not TeardownParams")
         arguments = teardown_arguments(params)

@@ -5,6 +5,7 @@ Format (documented in dmnc/vm/setup.sh; one line, space-separated `key=value` fi
     dmnc-setup-result v1 mode=MODE public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME ipv6=on|off kernel=RELEASE
     dmnc-setup-result v1 mode=kernel-missing kernel=RELEASE
     dmnc-setup-result v1 mode=removed kernel=RELEASE
+    dmnc-setup-result v1 mode=kernel-ok kernel=RELEASE          (check mode: the kernel can make WireGuard links)
 
 MODE is kernel or userspace; IPv6 endpoints are written `[ADDR]:PORT`; `ipv6=off` means an IPv4-only tunnel.
 Failures are a line `dmnc-setup: error: REASON` instead. Functions ending in `_untrusted` take bytes from the
@@ -65,19 +66,27 @@ class KernelWireGuardMissing:
 
 
 @dataclass(frozen=True, slots=True)
+class KernelWireGuardPresent:
+    """Check mode: the VM kernel created (and the script deleted again) a WireGuard interface."""
+
+    kernel_release: str
+
+
+@dataclass(frozen=True, slots=True)
 class TeardownDone:
     """chip0 and the rules are gone."""
 
     kernel_release: str
 
 
-ScriptOutcome = SetupResult | KernelWireGuardMissing | TeardownDone
+ScriptOutcome = SetupResult | KernelWireGuardMissing | KernelWireGuardPresent | TeardownDone
 
 _FIELDS_BY_MODE: dict[str, frozenset[str]] = {
     "kernel": frozenset({"mode", "public-key", "endpoint", "endpoint-name", "ipv6", "kernel"}),
     "userspace": frozenset({"mode", "public-key", "endpoint", "endpoint-name", "ipv6", "kernel"}),
     "kernel-missing": frozenset({"mode", "kernel"}),
     "removed": frozenset({"mode", "kernel"}),
+    "kernel-ok": frozenset({"mode", "kernel"}),
 }
 
 
@@ -146,6 +155,8 @@ def parse_result_line_untrusted(line: str) -> ScriptOutcome:
         return KernelWireGuardMissing(kernel_release)
     if mode == "removed":
         return TeardownDone(kernel_release)
+    if mode == "kernel-ok":
+        return KernelWireGuardPresent(kernel_release)
     try:
         vm_public_key = decode_public_key(fields["public-key"])
     except SetupParamsError as error:

@@ -38,6 +38,8 @@ from dmnc.vm.params import ScriptMode, SetupParams, TeardownParams, script_comma
 from dmnc.vm.result import (
     RESULT_PREFIX,
     KernelWireGuardMissing,
+    KernelWireGuardPresent,
+    ScriptOutcome,
     SetupResult,
     TeardownDone,
     outcome_from_output_untrusted,
@@ -149,6 +151,19 @@ class VmSetupRunner:
             raise SetupResultError(f"the setup script answered {outcome!r} to a teardown request")
         return outcome
 
+    async def check_kernel(self) -> KernelWireGuardPresent | KernelWireGuardMissing:
+        """Whether the VM kernel can create WireGuard links, tested in a one-shot container that changes nothing
+        lasting. Uses the setup image as it is: a missing image is a SetupImageError, never a build or pull."""
+        image = self.image
+        try:
+            await self._docker.inspect_image(image)
+        except NotFound:
+            raise SetupImageError(f"the setup image {image} is not in the VM") from None
+        outcome = await self._run_one_shot(image, TeardownParams(), ScriptMode.CHECK)
+        if not isinstance(outcome, KernelWireGuardPresent | KernelWireGuardMissing):
+            raise SetupResultError(f"the setup script answered {outcome!r} to a kernel check")
+        return outcome
+
     # --- image ------------------------------------------------------------------------------------------------
 
     async def _build(self, image: str) -> None:
@@ -201,9 +216,7 @@ class VmSetupRunner:
     def _labels(self, role: str) -> Mapping[str, str]:
         return {ROLE_LABEL: role, VERSION_LABEL: __version__}
 
-    async def _run_one_shot(
-        self, image: str, params: SetupParams | TeardownParams, mode: ScriptMode
-    ) -> SetupResult | KernelWireGuardMissing | TeardownDone:
+    async def _run_one_shot(self, image: str, params: SetupParams | TeardownParams, mode: ScriptMode) -> ScriptOutcome:
         spec = self._spec(image, params, mode, role=f"vm-{mode.value}")
         with trio.move_on_after(self._run_timeout) as scope, _container_start_errors(image):
             run = await self._docker.run_container(spec)

@@ -12,6 +12,8 @@
 #   userspace  the fallback container's command: run wireguard-go for chip0 in the foreground, configure it and
 #              the rules, print the result, then wait for wireguard-go.
 #   teardown   remove chip0 and every rule setup added (from both iptables backends), print the result, exit.
+#   check      test whether the VM kernel can create a WireGuard link (a temporary one, deleted at once; chip0 and
+#              the rules are not touched), print `mode=kernel-ok` or `mode=kernel-missing`, exit. Takes no options.
 #
 # Options (setup/userspace; teardown needs only the addresses, interface and iptables choice):
 #   --host-public-key KEY        the host peer's WireGuard public key (base64)
@@ -32,6 +34,7 @@
 #   dmnc-setup-result v1 mode=userspace public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME ipv6=on|off kernel=RELEASE
 #   dmnc-setup-result v1 mode=kernel-missing kernel=RELEASE
 #   dmnc-setup-result v1 mode=removed kernel=RELEASE
+#   dmnc-setup-result v1 mode=kernel-ok kernel=RELEASE
 # IPv6 endpoints are written [ADDR]:PORT; ipv6=off means an IPv4-only tunnel (no IPv6 addresses were asked for, or
 # the VM has IPv6 disabled). Every failure prints one line `dmnc-setup: error: ...` on stderr and
 # exits 1 (2 for bad arguments).
@@ -90,9 +93,9 @@ require_tool() {
 MODE=${1:-}
 [ $# -gt 0 ] && shift
 case $MODE in
-    setup | userspace | teardown) ;;
-    '') usage_error "missing mode: setup, userspace or teardown" ;;
-    *) usage_error "unknown mode '$MODE': expected setup, userspace or teardown" ;;
+    setup | userspace | teardown | check) ;;
+    '') usage_error "missing mode: setup, userspace, teardown or check" ;;
+    *) usage_error "unknown mode '$MODE': expected setup, userspace, teardown or check" ;;
 esac
 
 HOST_PUBLIC_KEY=''
@@ -174,7 +177,7 @@ if [ -n "$HOST_ADDRESS6" ]; then
     is_ip_literal "$HOST_ADDRESS6" || usage_error "invalid --host-address6 '$HOST_ADDRESS6'"
 fi
 
-if [ "$MODE" != teardown ]; then
+if [ "$MODE" = setup ] || [ "$MODE" = userspace ]; then
     # A WireGuard key is 32 bytes: 44 base64 characters ending in one '=' (RFC 4648 section 4).
     case $HOST_PUBLIC_KEY in
         *[!A-Za-z0-9+/=]* | *=?* | '') usage_error "invalid --host-public-key: expected 44 base64 characters" ;;
@@ -482,7 +485,25 @@ teardown_family() {
     esac
 }
 
+# The temporary link's name carries this shell's PID: two checks at once in one VM do not collide, and it can never
+# be chip0. `ip link add` failing for any reason but permissions means no kernel WireGuard, as in run_setup.
+run_check() {
+    require_tool ip
+    check_iface="dmncchk$$"
+    add_err=$(ip link add dev "$check_iface" type wireguard 2>&1) || {
+        case $add_err in
+            *'not permitted'*) die "creating a test WireGuard link: $add_err (the container needs NET_ADMIN)" ;;
+        esac
+        note "no kernel WireGuard in this VM ($add_err)"
+        printf '%s mode=kernel-missing kernel=%s\n' "$RESULT_PREFIX" "$KERNEL_RELEASE"
+        exit 0
+    }
+    must "deleting the test link $check_iface" ip link del dev "$check_iface"
+    printf '%s mode=kernel-ok kernel=%s\n' "$RESULT_PREFIX" "$KERNEL_RELEASE"
+}
+
 case $MODE in
+    check) run_check ;;
     setup) run_setup ;;
     userspace) run_userspace ;;
     teardown) run_teardown ;;

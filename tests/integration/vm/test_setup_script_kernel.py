@@ -16,6 +16,7 @@ import pytest
 
 from dmnc.vm import (
     KernelWireGuardMissing,
+    KernelWireGuardPresent,
     ScriptMode,
     SetupParams,
     SetupResult,
@@ -141,3 +142,13 @@ def test_kernel_chip0_completes_a_handshake_with_dmncs_own_peer(guest_lab: Kerne
         peer_fields = dump[1].split("\t")
         assert peer_fields[0] == params.host_public_key_base64
         assert int(peer_fields[4]) > 0
+
+
+def test_check_mode_finds_kernel_wireguard_and_leaves_no_link_behind(guest_lab: KernelLab) -> None:
+    lab = guest_lab
+    links_before = lab.guest.check("ip -o link show")
+    exit_code, output = lab.guest.run(shlex.join(["sh", SCRIPT_PATH, ScriptMode.CHECK.value]), timeout=60)
+    outcome = outcome_from_output_untrusted(output, exit_code)
+    assert isinstance(outcome, KernelWireGuardPresent), output
+    assert outcome.kernel_release.startswith("6.1.")
+    assert lab.guest.check("ip -o link show") == links_before

@@ -152,3 +152,9 @@ def test_teardown_params_cannot_run_a_setup() -> None:
         script_command(TeardownParams(), ScriptMode.USERSPACE)
     with pytest.raises(SetupParamsError, match="interface name"):
         TeardownParams(interface="bad name")
+
+
+def test_check_mode_takes_no_options_whatever_the_params() -> None:
+    command = script_command(SetupParams(HOST_KEY, 1), ScriptMode.CHECK)
+    assert command[-2:] == ["dmnc-setup", "check"]
+    assert command == script_command(TeardownParams(interface="other0"), ScriptMode.CHECK)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from dmnc.vm import (
     KernelWireGuardMissing,
+    KernelWireGuardPresent,
     SetupResult,
     SetupResultError,
     SetupScriptError,
@@ -60,6 +61,14 @@ def test_kernel_missing_and_removed_lines() -> None:
         KernelWireGuardMissing("6.1.0-18-cloud-amd64")
     )
     assert parse_result_line_untrusted("dmnc-setup-result v1 mode=removed kernel=unknown") == TeardownDone("unknown")
+
+
+def test_kernel_ok_line_of_the_check_mode() -> None:
+    assert parse_result_line_untrusted("dmnc-setup-result v1 mode=kernel-ok kernel=6.10.14-linuxkit") == (
+        KernelWireGuardPresent("6.10.14-linuxkit")
+    )
+    with pytest.raises(SetupResultError, match="unexpected"):
+        parse_result_line_untrusted("dmnc-setup-result v1 mode=kernel-ok kernel=6.1 public-key=x")
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,8 @@ from dmnc.docker.errors import ApiError, ConnectionLost, NotFound, OperationFail
 from dmnc.docker.models import ContainerInfo, ContainerState, CreatedContainer, ImageInfo, ProgressMessage
 from dmnc.docker.streams import OutputChunk, StreamKind
 from dmnc.vm import (
+    KernelWireGuardMissing,
+    KernelWireGuardPresent,
     ScriptMode,
     SetupImageError,
     SetupParams,
@@ -39,6 +41,7 @@ KERNEL_RESULT = f"dmnc-setup-result v1 mode=kernel {RESULT_TAIL}\n".encode()
 USERSPACE_RESULT = f"dmnc-setup-result v1 mode=userspace {RESULT_TAIL}\n".encode()
 KERNEL_MISSING = b"dmnc-setup-result v1 mode=kernel-missing kernel=5.10\n"
 REMOVED = b"dmnc-setup-result v1 mode=removed kernel=5.10\n"
+KERNEL_OK = b"dmnc-setup-result v1 mode=kernel-ok kernel=6.10\n"
 
 
 @dataclass
@@ -346,3 +349,35 @@ async def test_answers_that_do_not_fit_the_request_are_result_errors() -> None:
     engine.fallback_chunks = [KERNEL_MISSING]
     with pytest.raises(SetupResultError, match="userspace fallback answered"):
         await VmSetupRunner(engine).setup(PARAMS)
+
+
+async def test_kernel_check_runs_the_check_mode_in_a_host_network_container_and_removes_no_fallback() -> None:
+    engine = engine_with_image(one_shot(KERNEL_OK))
+    engine.existing_containers.add(FALLBACK_CONTAINER_NAME)
+    assert await VmSetupRunner(engine).check_kernel() == KernelWireGuardPresent("6.10")
+    spec = engine.run_specs[0]
+    assert list(spec.command or []) == script_command(TeardownParams(), ScriptMode.CHECK)
+    assert spec.network_mode == "host"
+    assert list(spec.cap_add) == ["NET_ADMIN"]
+    assert engine.removed == []  # a running fallback carries the tunnel: a check must not touch it
+
+
+async def test_kernel_check_reports_a_kernel_without_wireguard() -> None:
+    engine = engine_with_image(one_shot(KERNEL_MISSING))
+    assert await VmSetupRunner(engine).check_kernel() == KernelWireGuardMissing("5.10")
+
+
+async def test_kernel_check_never_builds_or_pulls_a_missing_image() -> None:
+    engine = FakeEngine()
+    with pytest.raises(SetupImageError, match="not in the VM"):
+        await VmSetupRunner(engine).check_kernel()
+    with pytest.raises(SetupImageError, match="not in the VM"):
+        await VmSetupRunner(engine, setup_image="example.org/setup:1").check_kernel()
+    assert engine.built == []
+    assert engine.pulled == []
+    assert engine.run_specs == []
+
+
+async def test_kernel_check_answered_with_a_setup_result_is_a_result_error() -> None:
+    with pytest.raises(SetupResultError, match="kernel check"):
+        await VmSetupRunner(engine_with_image(one_shot(KERNEL_RESULT))).check_kernel()

@@ -1,0 +1,41 @@
+"""The setup script's `check` mode (used by `dmnc doctor`) in a lab namespace whose kernel has no WireGuard.
+
+It must answer `kernel-missing` with exit 0 and leave the namespace exactly as it found it, chip0 included. The
+kernel-ok answer on a kernel with WireGuard is tested in the qemu guest (test_setup_script_kernel.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from dmnc.vm import KernelWireGuardMissing, ScriptMode, TeardownParams, outcome_from_output_untrusted, script_command
+from tests.conftest import require_root, require_tools
+from tests.lab.netns import Netns, netns
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+def vm() -> Iterator[Netns]:
+    require_root()
+    require_tools("ip", "dash")
+    with netns("dmck") as namespace:
+        yield namespace
+
+
+def link_names(namespace: Netns) -> list[str]:
+    return sorted(line.split(": ")[1].split("@")[0] for line in namespace.run(["ip", "-o", "link"]).stdout.splitlines())
+
+
+def test_check_without_kernel_wireguard_reports_kernel_missing_and_changes_nothing(vm: Netns) -> None:
+    # A chip0 that is not WireGuard (here a TUN) stands for an existing VM side the check must not touch.
+    vm.run(["ip", "tuntap", "add", "dev", "chip0", "mode", "tun"])
+    before = link_names(vm)
+    completed = vm.run(script_command(TeardownParams(), ScriptMode.CHECK), check=False, timeout=30)
+    assert completed.returncode == 0, completed.stderr
+    outcome = outcome_from_output_untrusted(completed.stdout + completed.stderr, completed.returncode)
+    assert isinstance(outcome, KernelWireGuardMissing)
+    assert "no kernel WireGuard in this VM" in completed.stderr
+    assert link_names(vm) == before
