@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "dmnc.commands.wg",
     "dmnc.commands.run",
     "dmnc.commands.status",
+    "dmnc.commands.doctor",
     "dmnc.vm.command",
     "dmnc.docker.command",
 )

@@ -1,0 +1,291 @@
+"""`dmnc doctor`'s verdicts: the lines a user sees for each fact, decided without Docker or a network."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+from pathlib import Path
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dmnc.config import Config, ConfigFlags, load_config
+from dmnc.docker.discovery import Runtime
+from dmnc.docker.errors import DiscoveryAttempt, DiscoveryError
+from dmnc.doctor import (
+    PROBE_SUBNETS,
+    CheckResult,
+    DoctorSettings,
+    Verdict,
+    choose_probe_subnet,
+    docker_unreachable_check,
+    handshake_check,
+    kernel_check,
+    port_check,
+    root_check,
+    route_conflict_check,
+    run_doctor,
+    runtime_check,
+    setup_image_check,
+)
+from dmnc.routes import InstalledRoute
+from dmnc.routes.policy import NetworkInfo, PolicyConfig
+from dmnc.status import DockerStatus, StatusSnapshot, TunnelStatus, VmStatus
+from dmnc.udp import UdpError
+from dmnc.vm import KernelWireGuardMissing, KernelWireGuardPresent
+
+SOCKET = "unix:///Users/me/.docker/run/docker.sock"
+
+
+def running(listen: str = "0.0.0.0:3333", age: float | None = 12.0, **drops: int) -> StatusSnapshot:
+    return StatusSnapshot(
+        version="0.1.0",
+        tunnel=TunnelStatus(
+            interface="utun7", listen=listen, last_handshake_age_s=age, endpoint="192.168.65.3:51820", drops=drops
+        ),
+        docker=DockerStatus(host=SOCKET, runtime="Docker Desktop", api_version="1.47", connected=True),
+        vm=VmStatus(mode="kernel"),
+    )
+
+
+def address_in_use(port: int) -> UdpError:
+    error = UdpError(f"binding UDP 0.0.0.0 port {port}: Address already in use")
+    error.__cause__ = OSError(errno.EADDRINUSE, "Address already in use")
+    return error
+
+
+def network(name: str, *subnets: str) -> NetworkInfo:
+    return NetworkInfo(
+        name=name,
+        id=name,
+        driver="bridge",
+        scope="local",
+        internal=False,
+        subnets=tuple(ipaddress.ip_network(subnet) for subnet in subnets),
+    )
+
+
+def route(destination: str, interface: str, *, ours: bool = False) -> InstalledRoute:
+    return InstalledRoute(ipaddress.ip_network(destination), interface, 7, ours)
+
+
+def test_render_puts_the_fix_under_the_line() -> None:
+    result = CheckResult("port", Verdict.FAIL, "taken", fix="choose another")
+    assert result.render() == "FAIL port: taken\n  fix: choose another"
+    assert CheckResult("root", Verdict.PASS, "running as root").render() == "PASS root: running as root"
+
+
+def test_without_root_the_root_only_checks_are_named_as_skipped() -> None:
+    assert root_check(True).verdict is Verdict.PASS
+    result = root_check(False)
+    assert result.verdict is Verdict.WARN
+    assert "skipping vm-wireguard, probe" in result.detail
+    assert result.fix == "sudo dmnc doctor"
+
+
+def test_unreachable_docker_lists_every_place_tried() -> None:
+    error = DiscoveryError(
+        (
+            DiscoveryAttempt("Docker Desktop", "/Users/me/.docker/run/docker.sock", "does not exist"),
+            DiscoveryAttempt("system docker socket", "/var/run/docker.sock", "permission denied"),
+        )
+    )
+    result = docker_unreachable_check(error)
+    assert result.verdict is Verdict.FAIL
+    assert "Docker Desktop: /Users/me/.docker/run/docker.sock: does not exist" in result.detail
+    assert "system docker socket: /var/run/docker.sock: permission denied" in result.detail
+    assert result.fix is not None
+    assert "--docker-host" in result.fix
+
+
+def test_native_linux_docker_engine_is_told_plainly_that_dmnc_is_not_needed() -> None:
+    result = runtime_check(Runtime.DOCKER_ENGINE, "linux", "unix:///var/run/docker.sock", "1.41")
+    assert result.verdict is Verdict.WARN
+    assert "already routable from the host without dmnc" in result.detail
+
+
+def test_orbstack_is_told_plainly_that_dmnc_is_not_needed() -> None:
+    result = runtime_check(Runtime.ORBSTACK, "darwin", SOCKET, "1.47")
+    assert result.verdict is Verdict.WARN
+    assert "OrbStack routes container IPs to the host itself, dmnc is not needed" in result.detail
+
+
+@pytest.mark.parametrize("runtime", [Runtime.DOCKER_DESKTOP, Runtime.COLIMA, Runtime.PODMAN, Runtime.DOCKER_ENGINE])
+def test_engines_in_a_vm_on_macos_need_dmnc(runtime: Runtime) -> None:
+    result = runtime_check(runtime, "darwin", SOCKET, "1.47")
+    assert result.verdict is Verdict.PASS
+    assert result.detail.startswith(f"{runtime.value} at {SOCKET} (API 1.47)")
+
+
+def test_docker_desktop_on_linux_runs_in_a_vm_and_needs_dmnc() -> None:
+    assert runtime_check(Runtime.DOCKER_DESKTOP, "linux", SOCKET, "1.47").verdict is Verdict.PASS
+
+
+def test_free_port_passes() -> None:
+    assert port_check(3333, False, None, None) == CheckResult("port", Verdict.PASS, "UDP port 3333 is free")
+
+
+def test_port_held_by_the_running_dmnc_passes() -> None:
+    result = port_check(3333, False, address_in_use(3333), running("0.0.0.0:3333"))
+    assert result == CheckResult("port", Verdict.PASS, "UDP port 3333 is held by the running dmnc")
+
+
+def test_default_port_taken_by_another_program_warns_about_the_fallback() -> None:
+    result = port_check(3333, False, address_in_use(3333), running("0.0.0.0:40001"))
+    assert result.verdict is Verdict.WARN
+    assert "taken by another program: dmnc falls back to a free port; the running dmnc listens on 40001" in (
+        result.detail
+    )
+
+
+def test_explicit_port_taken_by_another_program_fails_with_a_way_to_find_it() -> None:
+    result = port_check(3399, True, address_in_use(3399), None)
+    assert result.verdict is Verdict.FAIL
+    assert result.fix is not None
+    assert ":3399" in result.fix
+    assert "--listen ADDR:PORT" in result.fix
+
+
+def test_other_bind_errors_fail_with_the_reason() -> None:
+    error = UdpError("binding UDP 0.0.0.0 port 3333: Permission denied")
+    error.__cause__ = OSError(errno.EACCES, "Permission denied")
+    result = port_check(3333, False, error, None)
+    assert result.verdict is Verdict.FAIL
+    assert "Permission denied" in result.detail
+
+
+@settings(deadline=None)
+@given(listen=st.text(max_size=40))
+def test_any_listen_text_in_a_status_gives_a_verdict(listen: str) -> None:
+    result = port_check(3333, False, address_in_use(3333), running(listen))
+    assert result.verdict in (Verdict.PASS, Verdict.WARN)
+
+
+def test_setup_image_verdicts() -> None:
+    assert setup_image_check("dmnc-setup:0.1.0", True, False).verdict is Verdict.PASS
+    missing_default = setup_image_check("dmnc-setup:0.1.0", False, False)
+    assert missing_default.verdict is Verdict.WARN
+    assert "builds it at start" in missing_default.detail
+    assert missing_default.fix is not None
+    assert "--setup-image" in missing_default.fix
+    missing_explicit = setup_image_check("registry.example/setup:1", False, True)
+    assert "pulls it at start" in missing_explicit.detail
+
+
+def test_kernel_verdicts() -> None:
+    assert kernel_check(KernelWireGuardPresent("6.10.14-linuxkit")).verdict is Verdict.PASS
+    missing = kernel_check(KernelWireGuardMissing("5.10.0"))
+    assert missing.verdict is Verdict.WARN
+    assert "5.10.0 has no WireGuard" in missing.detail
+    assert "wireguard-go" in missing.detail
+
+
+def test_handshake_skipped_when_dmnc_is_not_running() -> None:
+    assert handshake_check(None, "dmnc is not running") == CheckResult("handshake", Verdict.SKIP, "dmnc is not running")
+
+
+def test_recent_handshake_passes_with_its_age_and_drops() -> None:
+    result = handshake_check(running(age=12.4, replay=3, invalid_mac=0), "")
+    assert result.verdict is Verdict.PASS
+    assert "last handshake 12 s ago from 192.168.65.3:51820 (kernel WireGuard); dropped packets: replay 3" in (
+        result.detail
+    )
+
+
+def test_no_handshake_yet_fails_with_what_to_look_at() -> None:
+    result = handshake_check(running(age=None), "")
+    assert result.verdict is Verdict.FAIL
+    assert result.fix is not None
+    assert "UDP 0.0.0.0:3333" in result.fix
+
+
+def test_expired_session_fails() -> None:
+    result = handshake_check(running(age=600.0), "")
+    assert result.verdict is Verdict.FAIL
+    assert "600 s ago: the session expired" in result.detail
+
+
+def test_route_overlap_with_a_vpn_route_names_both() -> None:
+    result = route_conflict_check(
+        [network("web", "10.8.0.0/24"), network("db", "172.20.0.0/16")],
+        PolicyConfig(),
+        [route("10.8.0.0/16", "utun4"), route("0.0.0.0/0", "en0")],
+    )
+    assert result.verdict is Verdict.FAIL
+    assert "network 'web' subnet 10.8.0.0/24 overlaps the route 10.8.0.0/16 dev utun4" in result.detail
+    assert "db" not in result.detail
+    assert result.fix is not None
+    assert "--force-routes" in result.fix
+
+
+def test_forced_overlap_warns() -> None:
+    result = route_conflict_check(
+        [network("web", "10.8.0.0/24")], PolicyConfig(force=True), [route("10.8.0.0/16", "utun4")]
+    )
+    assert result.verdict is Verdict.WARN
+    assert "routed anyway" in result.detail
+
+
+def test_dmncs_own_routes_and_default_routes_are_no_conflict() -> None:
+    result = route_conflict_check(
+        [network("web", "172.18.0.0/16")],
+        PolicyConfig(),
+        [route("172.18.0.0/16", "utun7", ours=True), route("0.0.0.0/0", "en0"), route("192.168.1.0/24", "en0")],
+    )
+    assert result == CheckResult(
+        "route-conflicts", Verdict.PASS, "1 subnet(s) to route, none overlaps another route of this host"
+    )
+
+
+@given(
+    taken=st.lists(
+        st.builds(
+            lambda address, prefix: ipaddress.IPv4Network((address, prefix), strict=False),
+            st.integers(0, 2**32 - 1),
+            st.integers(1, 32),
+        ),
+        max_size=20,
+    )
+)
+def test_the_probe_subnet_overlaps_nothing_taken(taken: list[ipaddress.IPv4Network]) -> None:
+    chosen = choose_probe_subnet(taken)
+    if chosen is None:
+        assert all(any(candidate.overlaps(other) for other in taken) for candidate in PROBE_SUBNETS)
+    else:
+        assert chosen in PROBE_SUBNETS
+        assert not any(chosen.overlaps(other) for other in taken)
+
+
+def test_default_routes_never_block_the_probe_subnet() -> None:
+    assert choose_probe_subnet([ipaddress.IPv4Network("0.0.0.0/0")]) == PROBE_SUBNETS[0]
+
+
+async def test_without_docker_every_docker_check_is_skipped_and_docker_fails(tmp_path: Path) -> None:
+    config_file = tmp_path / "config.toml"
+    config_file.write_text("", encoding="utf-8")
+    flags = ConfigFlags(
+        config_file=str(config_file),
+        docker_host=f"unix://{tmp_path}/missing.sock",
+        listen="127.0.0.1:0",
+        control_socket=str(tmp_path / "dmnc.sock"),
+    )
+    config: Config = load_config(flags, {})
+    seen: list[CheckResult] = []
+    with trio.fail_after(30):
+        results = await run_doctor(DoctorSettings(config=config, is_root=False), seen.append)
+    assert seen == results
+    assert [(result.name, result.verdict) for result in results] == [
+        ("root", Verdict.WARN),
+        ("docker", Verdict.FAIL),
+        ("runtime", Verdict.SKIP),
+        ("port", Verdict.PASS),
+        ("setup-image", Verdict.SKIP),
+        ("vm-wireguard", Verdict.SKIP),
+        ("handshake", Verdict.SKIP),
+        ("route-conflicts", Verdict.SKIP),
+        ("probe", Verdict.SKIP),
+    ]
+    assert f"{tmp_path}/missing.sock: does not exist" in results[1].detail
+    assert "dmnc is not running" in results[6].detail
