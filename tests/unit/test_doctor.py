@@ -103,7 +103,7 @@ def test_unreachable_docker_lists_every_place_tried() -> None:
 def test_native_linux_docker_engine_is_told_plainly_that_dmnc_is_not_needed() -> None:
     result = runtime_check(Runtime.DOCKER_ENGINE, "linux", "unix:///var/run/docker.sock", "1.41")
     assert result.verdict is Verdict.WARN
-    assert "already routable from the host without dmnc" in result.detail
+    assert "already routable from the host: dmnc is not needed" in result.detail
 
 
 def test_orbstack_is_told_plainly_that_dmnc_is_not_needed() -> None:

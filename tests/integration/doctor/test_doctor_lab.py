@@ -1,0 +1,150 @@
+"""The real `dmnc doctor` command against a private dockerd in the service lab, with and without a running dmnc.
+
+The lab (tests/integration/service/lab.py): dmnc's "host" namespace and dockerd's "VM" namespace joined by a veth;
+this kernel has no WireGuard, so the VM end is the userspace fallback and doctor's kernel check says so.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_root, require_tools
+from tests.integration.service.lab import HOST_ADDRESS, ServiceLab, running_dmnc, service_lab, vm_leftovers
+from tests.lab.dockerd import BUSYBOX_REFERENCE, running_dockerd
+from tests.lab.netns import netns
+from tests.lab.setup_image import LAB_SETUP_IMAGE
+
+pytestmark = pytest.mark.lab
+
+# Doctor bounds each of its own steps; this only stops a broken test from waiting forever.
+DOCTOR_TIMEOUT_S = 120.0
+
+
+@pytest.fixture
+def lab() -> Iterator[ServiceLab]:
+    require_root()
+    require_tools("ip", "dockerd", "wireguard-go", "wg", "iptables", "ldd", "busybox")
+    with (
+        tempfile.TemporaryDirectory(prefix="dmnc-doctor-") as workdir,
+        running_dockerd() as engine,
+        netns("dmdoc") as host,
+        service_lab(engine, host, Path(workdir)) as built,
+    ):
+        yield built
+
+
+def doctor(lab: ServiceLab, *extra: str) -> subprocess.CompletedProcess[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "dmnc",
+        "doctor",
+        "--docker-host",
+        f"unix://{lab.engine.socket_path}",
+        "--setup-image",
+        LAB_SETUP_IMAGE,
+        "--control-socket",
+        str(lab.control_socket),
+        "--config",
+        str(lab.config_file),
+        *extra,
+    ]
+    completed = lab.host.run(argv, check=False, timeout=DOCTOR_TIMEOUT_S)
+    print(completed.stdout, completed.stderr)  # shown by pytest when an assertion fails
+    assert "Traceback" not in completed.stderr
+    return completed
+
+
+def lines_by_check(output: str) -> dict[str, str]:
+    """`VERDICT name: detail` lines by name (the `  fix:` lines stay attached to the line above)."""
+    checks: dict[str, str] = {}
+    name = ""
+    for line in output.splitlines():
+        if line.startswith("  fix: "):
+            checks[name] += "\n" + line
+        else:
+            name = line.split(" ", 2)[1].rstrip(":")
+            checks[name] = line
+    return checks
+
+
+def containers_and_networks(lab: ServiceLab) -> tuple[list[str], list[str]]:
+    containers = lab.engine_request("GET", "/containers/json", params={"all": "1"}).json()
+    networks = lab.engine_request("GET", "/networks").json()
+    return sorted(container["Id"] for container in containers), sorted(network["Name"] for network in networks)
+
+
+def test_without_dmnc_doctor_checks_docker_image_and_kernel_and_leaves_nothing(lab: ServiceLab) -> None:
+    before = containers_and_networks(lab)
+    completed = doctor(lab, "--probe", BUSYBOX_REFERENCE)
+    checks = lines_by_check(completed.stdout)
+    assert list(checks) == [
+        "root",
+        "docker",
+        "runtime",
+        "port",
+        "setup-image",
+        "vm-wireguard",
+        "handshake",
+        "route-conflicts",
+        "probe",
+    ]
+    assert checks["root"] == "PASS root: running as root"
+    assert checks["docker"].startswith(f"PASS docker: --docker-host: unix://{lab.engine.socket_path} answers")
+    assert checks["runtime"].startswith("WARN runtime: Docker Engine at ")
+    assert "containers are already routable from the host: dmnc is not needed" in checks["runtime"]
+    assert checks["port"] == "PASS port: UDP port 3333 is free"
+    assert checks["setup-image"] == f"PASS setup-image: {LAB_SETUP_IMAGE} is in the VM"
+    assert checks["vm-wireguard"].startswith("WARN vm-wireguard: the VM kernel ")
+    assert "has no WireGuard: dmnc runs chip0 in a wireguard-go container" in checks["vm-wireguard"]
+    assert checks["handshake"].startswith("SKIP handshake: dmnc is not running")
+    assert checks["route-conflicts"].startswith("PASS route-conflicts: ")
+    assert checks["probe"] == "SKIP probe: needs a running dmnc (see handshake)"
+    assert completed.returncode == 0
+    assert containers_and_networks(lab) == before
+    assert vm_leftovers(lab) == []
+
+
+def test_a_host_route_overlapping_a_docker_network_fails_naming_both(lab: ServiceLab) -> None:
+    gateway = HOST_ADDRESS.split("/", maxsplit=1)[0].rsplit(".", 1)[0] + ".2"
+    lab.host.run(["ip", "route", "add", "172.17.5.0/24", "via", gateway])
+    completed = doctor(lab)
+    conflict = lines_by_check(completed.stdout)["route-conflicts"]
+    assert conflict.startswith(
+        f"FAIL route-conflicts: network 'bridge' subnet 172.17.0.0/16 overlaps the route 172.17.5.0/24 via {gateway}"
+    )
+    assert "\n  fix: give the Docker network a subnet that overlaps nothing" in conflict
+    assert completed.returncode == 1
+
+
+def test_with_dmnc_running_doctor_sees_its_port_and_handshake_and_reaches_a_probe_container(lab: ServiceLab) -> None:
+    with running_dmnc(lab) as dmnc:
+        dmnc.wait_for_log("tunnel up")
+        before = containers_and_networks(lab)
+        completed = doctor(lab, "--probe", BUSYBOX_REFERENCE)
+        checks = lines_by_check(completed.stdout)
+        assert checks["port"] == "PASS port: UDP port 3333 is held by the running dmnc"
+        assert checks["handshake"].startswith("PASS handshake: last handshake ")
+        assert "(userspace WireGuard)" in checks["handshake"]
+        assert checks["probe"].startswith("PASS probe: reached a container at 172.30.253.2 on the new network")
+        assert completed.returncode == 0
+        assert containers_and_networks(lab) == before
+        assert dmnc.stop() == 0
+
+
+def test_json_output_is_one_object_and_a_bad_config_exits_2(lab: ServiceLab) -> None:
+    completed = doctor(lab, "--json")
+    assert completed.returncode == 0
+    report = json.loads(completed.stdout)
+    assert report["ok"] is True
+    assert [check["name"] for check in report["checks"]][:3] == ["root", "docker", "runtime"]
+    bad = doctor(lab, "--listen", "0.0.0.0:99999")
+    assert bad.returncode == 2
+    assert "dmnc doctor: --listen" in bad.stderr
