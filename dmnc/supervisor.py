@@ -42,7 +42,7 @@ from dmnc.control import (
     serve_control_socket,
 )
 from dmnc.docker.client import DockerClient
-from dmnc.docker.discovery import detect_runtime, discover_endpoint
+from dmnc.docker.discovery import Runtime, detect_runtime, discover_endpoint
 from dmnc.docker.errors import DiscoveryError, DockerError
 from dmnc.docker.models import Event, Network
 from dmnc.logsetup import setup_logging
@@ -83,6 +83,9 @@ HEALTH_INTERVAL_S = 1.0
 # almost nothing, jittered so several clients do not hammer a starting daemon in step.
 RECONNECT_INITIAL_S = 0.25
 RECONNECT_MAX_S = 5.0
+# Podman's event stream has no network events: its networks are listed this often instead. Only for Podman, whose
+# machine VM does not sleep the way Docker Desktop's Resource Saver does.
+NETWORK_POLL_INTERVAL_S = 5.0
 # A failing VM setup (image build offline, a broken VM) is retried more patiently.
 SETUP_RETRY_INITIAL_S = 2.0
 SETUP_RETRY_MAX_S = 60.0
@@ -424,10 +427,11 @@ class Service:
                 async with DockerClient.connect(endpoint.address) as docker:
                     await self._watch_docker(docker, backoff)
                 problem = "the Docker event stream ended"
-            except DiscoveryError as error:
-                problem = f"Docker is not reachable: {error}"
-            except DockerError as error:
-                problem = f"lost Docker: {error}"
+            except Exception as error:  # a nursery below may wrap the Docker error in an exception group
+                found = docker_problem(error)
+                if found is None:
+                    raise
+                problem = found
             if self._docker.connected:
                 self._docker.connected = False
                 self._emit("docker.disconnected", f"{problem}; reconnecting (routes stay)", logging.WARNING)
@@ -453,6 +457,8 @@ class Service:
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._keep_vm_side, docker)
+                    if runtime is Runtime.PODMAN:
+                        nursery.start_soon(self._poll_networks, docker)
                     async for event in events:
                         await self._on_network_event(docker, event)
                     nursery.cancel_scope.cancel()
@@ -473,6 +479,17 @@ class Service:
             logger.warning("VM side not removed (%s); the next dmnc start replaces it", error)
         else:
             logger.info("VM side removed")
+
+    async def _poll_networks(self, docker: DockerClient) -> None:
+        """For engines whose event stream carries no network events (Podman 4 sends none): list them instead."""
+        known: list[NetworkInfo] | None = None
+        while True:
+            await trio.sleep(NETWORK_POLL_INTERVAL_S)
+            listed = await docker.list_networks()
+            networks = sorted((network_info(network) for network in listed), key=lambda info: info.id)
+            if known is not None and networks != known:
+                self._routes().set_networks(networks)
+            known = networks
 
     async def _on_network_event(self, docker: DockerClient, event: Event) -> None:
         if event.action == "create":
@@ -532,6 +549,21 @@ class Service:
             f"VM side ready ({result.mode.value} WireGuard, kernel {result.kernel_release}),"
             f" dialing {result.endpoint_name}",
         )
+
+
+def docker_problem(error: BaseException) -> str | None:
+    """A readable line for a lost or unreachable Docker inside `error` (possibly an exception group); None if
+    `error` is not about Docker (a bug, which must not be retried away)."""
+    if isinstance(error, DiscoveryError):
+        return f"Docker is not reachable: {error}"
+    if isinstance(error, DockerError | VmSetupError):
+        return f"lost Docker: {error}"
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = docker_problem(inner)
+            if found is not None:
+                return found
+    return None
 
 
 class _Started:

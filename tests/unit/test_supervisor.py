@@ -7,6 +7,7 @@ import ipaddress
 import pytest
 
 from dmnc.config import Config, ConfigFlags
+from dmnc.docker.errors import ConnectionLost
 from dmnc.docker.models import IpamConfig, Network
 from dmnc.routes import RouteError
 from dmnc.supervisor import (
@@ -15,6 +16,7 @@ from dmnc.supervisor import (
     Backoff,
     Service,
     _fatal_error,
+    docker_problem,
     network_info,
 )
 from dmnc.wireguard import PeerStats
@@ -114,3 +116,12 @@ def test_user_facing_errors_are_found_inside_exception_groups() -> None:
 def test_stale_after_test_hook_ignores_nonsense(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("DMNC_TEST_VM_STALE_AFTER", value)
     assert Service(Config(), ConfigFlags())._stale_after == VM_STALE_AFTER_S
+
+
+def test_docker_failures_are_found_inside_nursery_exception_groups() -> None:
+    lost = ConnectionLost("the Docker daemon closed the connection mid-response", endpoint="GET /events")
+    problem = docker_problem(ExceptionGroup("nursery", [ExceptionGroup("inner", [lost])]))
+    assert problem is not None
+    assert problem.startswith("lost Docker: ")
+    assert docker_problem(ExceptionGroup("bugs", [KeyError("x")])) is None
+    assert docker_problem(ValueError("bug")) is None

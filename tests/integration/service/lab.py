@@ -139,6 +139,63 @@ def running_dmnc(lab: ServiceLab, *extra: str, env: dict[str, str] | None = None
         dmnc.kill()
 
 
+LAUNCHER = Path(__file__).resolve().parents[2] / "lab" / "netns_cgroups_exec.py"
+
+
+def restart_dockerd(lab: ServiceLab) -> subprocess.Popen[bytes]:
+    """SIGKILL the lab's dockerd and start it again with the same command line in the same namespace.
+
+    The new daemon is stopped with the namespace (running_dockerd kills everything in it at teardown).
+    """
+    argv = Path(f"/proc/{lab.engine.pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    # The daemon and its containerd die together, as in a daemon crash; container shims live on, as they do there.
+    children = _children(lab.engine.pid)
+    lab.engine.kill()
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+    wait_until(lambda: not Path(f"/proc/{lab.engine.pid}").exists() or _is_zombie(lab.engine.pid), 10, "dockerd gone")
+    arguments = [part.decode() for part in argv]
+    # Killed daemons leave pid files behind; the new dockerd refuses to start over its own and waits forever for a
+    # containerd it believes alive (the killed one may linger as a zombie here, where nothing reaps orphans).
+    for option, relative in (("--pidfile", ""), ("--exec-root", "containerd/containerd.pid")):
+        if option in arguments:
+            (Path(arguments[arguments.index(option) + 1]) / relative).unlink(missing_ok=True)
+    with (lab.workdir / "dockerd-restarted.log").open("ab") as log:
+        process = subprocess.Popen(
+            lab.vm.command([sys.executable, str(LAUNCHER), "--", *arguments]),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    lab.vm.processes.append(process)
+    wait_until(lambda: _engine_answers(lab), 60, "restarted dockerd answers /_ping")
+    return process
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _engine_answers(lab: ServiceLab) -> bool:
+    try:
+        return lab.engine_request("GET", "/_ping").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def start_web_container(lab: ServiceLab, network: str | None = None) -> str:
     """A busybox httpd serving PAGE, on `network` (default bridge when None); returns its IPv4 address."""
     command = f"mkdir -p /www && echo {PAGE} > /www/index.html && exec httpd -f -p 80 -h /www"

@@ -23,6 +23,7 @@ from tests.integration.service.lab import (
     create_network,
     dmnc_routes,
     http_get,
+    restart_dockerd,
     running_dmnc,
     service_lab,
     start_web_container,
@@ -80,6 +81,23 @@ def test_containers_answer_by_ip_status_reports_them_and_sigterm_cleans_up(lab: 
     assert dmnc_routes(lab) == []
     assert vm_leftovers(lab) == []
     assert "VM side removed" in dmnc.log()
+    assert "Traceback" not in dmnc.log()
+
+
+def test_dockerd_killed_and_restarted_is_followed_and_new_networks_are_routed(lab: ServiceLab) -> None:
+    address = start_web_container(lab)
+    with running_dmnc(lab) as dmnc:
+        http_get(lab, address)
+        killed_at = time.monotonic()
+        restart_dockerd(lab)
+        # Created before dmnc is back: the resync on reconnect must pick it up, not the event stream.
+        create_network(lab, "after-restart", "172.31.9.0/24")
+        web_address = start_web_container(lab, "after-restart")
+        http_get(lab, web_address)
+        print(f"dockerd killed -> container on a new network answering: {time.monotonic() - killed_at:.1f} s")
+        dmnc.wait_for_log("reconnecting (routes stay)")
+        assert status_json(lab)["docker"]["connected"] is True
+        assert dmnc.stop() == 0
     assert "Traceback" not in dmnc.log()
 
 
