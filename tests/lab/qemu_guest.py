@@ -814,7 +814,8 @@ class QemuGuest:
         try:
             # A request this short is queued whole or not at all on a unix stream socket.
             self._channel.send(request, socket.MSG_DONTWAIT)
-        except BlockingIOError:
+        except (BlockingIOError, TimeoutError):
+            # TimeoutError: with a socket timeout set, Python first waits (that long) for room, then gives up.
             return
         except OSError as error:
             self._require_running("sending to the agent")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import binascii
+import shutil
+import socket
 import stat
 from pathlib import Path
 
@@ -10,12 +12,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.lab.netns import Netns
 from tests.lab.qemu_guest import (
     CommandReply,
     CommandResult,
+    GuestImage,
     GuestImageUnavailable,
     GuestProtocolError,
     LineSplitter,
+    QemuGuest,
     ReadyReply,
     encode_put,
     encode_run,
@@ -140,6 +145,29 @@ def test_ready_reply_never_raises_anything_but_protocol_error(tail: bytes) -> No
     except GuestProtocolError:
         return
     assert boot_id is None or (boot_id.isprintable() and boot_id)
+
+
+def test_hellos_to_a_guest_that_does_not_read_never_block_or_raise(tmp_path: Path) -> None:
+    # While the guest boots nobody drains its UART; hellos pile up until the socket is full.
+    guest = QemuGuest(
+        Netns("not-created"),
+        image=GuestImage("none", tmp_path / "kernel", tmp_path / "initramfs"),
+        guest_addresses=[],
+        host_addresses=[],
+        gateways=[],
+        memory_mb=256,
+    )
+    host_end, guest_end = socket.socketpair()
+    try:
+        host_end.settimeout(0.001)  # as left by the last wait for an answer
+        guest._channel = host_end
+        for _ in range(1000):  # the socket buffer holds ~280 of them
+            guest._offer_hello(b"hello 0123456789abcdef\n")
+        assert guest_end.recv(64).startswith(b"hello 0123456789abcdef\n")
+    finally:
+        host_end.close()
+        guest_end.close()
+        shutil.rmtree(guest.workdir)
 
 
 # --- requests ---------------------------------------------------------------------------------------------------
