@@ -118,12 +118,10 @@ def root_check(is_root: bool) -> CheckResult:
 
 def docker_unreachable_check(error: DiscoveryError) -> CheckResult:
     tried = "; ".join(attempt.describe() for attempt in error.attempts) or "nothing to try"
-    return CheckResult(
-        "docker",
-        Verdict.FAIL,
-        f"no Docker daemon answered; tried {tried}",
-        fix="start Docker (Docker Desktop, Colima, ...), or name its socket: dmnc doctor --docker-host unix:///PATH",
-    )
+    fix = "start Docker (Docker Desktop, Colima, ...), or name its socket: dmnc doctor --docker-host unix:///PATH"
+    if any("permission denied" in attempt.outcome.lower() for attempt in error.attempts):
+        fix = "sudo dmnc doctor (dmnc runs as root), or join the group that owns the Docker socket"
+    return CheckResult("docker", Verdict.FAIL, f"no Docker daemon answered; tried {tried}", fix=fix)
 
 
 def docker_error_check(error: DockerError) -> CheckResult:

@@ -97,6 +97,12 @@ def test_unreachable_docker_lists_every_place_tried() -> None:
     assert "Docker Desktop: /Users/me/.docker/run/docker.sock: does not exist" in result.detail
     assert "system docker socket: /var/run/docker.sock: permission denied" in result.detail
     assert result.fix is not None
+    assert "sudo dmnc doctor" in result.fix
+
+
+def test_docker_not_found_anywhere_says_to_start_it_or_name_the_socket() -> None:
+    result = docker_unreachable_check(DiscoveryError((DiscoveryAttempt("Colima", "/Users/me/.colima", "no profile"),)))
+    assert result.fix is not None
     assert "--docker-host" in result.fix
 
 

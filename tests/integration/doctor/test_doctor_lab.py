@@ -7,6 +7,7 @@ this kernel has no WireGuard, so the VM end is the userspace fallback and doctor
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.lab
 
 # Doctor bounds each of its own steps; this only stops a broken test from waiting forever.
 DOCTOR_TIMEOUT_S = 120.0
+NOBODY = 65534
 
 
 @pytest.fixture
@@ -40,8 +42,24 @@ def lab() -> Iterator[ServiceLab]:
         yield built
 
 
-def doctor(lab: ServiceLab, *extra: str) -> subprocess.CompletedProcess[str]:
+@pytest.fixture
+def public_config_file() -> Iterator[Path]:
+    """An empty config file every user may read: the lab's work directory is private to root."""
+    with tempfile.TemporaryDirectory(prefix="dmnc-doctor-public-") as directory:
+        Path(directory).chmod(0o755)
+        path = Path(directory) / "config.toml"
+        path.write_text("", encoding="utf-8")
+        path.chmod(0o644)
+        yield path
+
+
+def doctor(
+    lab: ServiceLab, *extra: str, as_user: int | None = None, config_file: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`dmnc doctor` in the lab's host namespace, as root or (`as_user`) as that uid without any groups."""
+    drop_root = [] if as_user is None else ["setpriv", f"--reuid={as_user}", f"--regid={as_user}", "--clear-groups"]
     argv = [
+        *drop_root,
         sys.executable,
         "-m",
         "dmnc",
@@ -53,7 +71,7 @@ def doctor(lab: ServiceLab, *extra: str) -> subprocess.CompletedProcess[str]:
         "--control-socket",
         str(lab.control_socket),
         "--config",
-        str(lab.config_file),
+        str(config_file or lab.config_file),
         *extra,
     ]
     completed = lab.host.run(argv, check=False, timeout=DOCTOR_TIMEOUT_S)
@@ -148,3 +166,71 @@ def test_json_output_is_one_object_and_a_bad_config_exits_2(lab: ServiceLab) -> 
     bad = doctor(lab, "--listen", "0.0.0.0:99999")
     assert bad.returncode == 2
     assert "dmnc doctor: --listen" in bad.stderr
+
+
+def test_as_a_user_without_docker_access_doctor_names_the_socket_and_skips_the_root_checks(
+    lab: ServiceLab, public_config_file: Path
+) -> None:
+    completed = doctor(lab, as_user=NOBODY, config_file=public_config_file)
+    checks = lines_by_check(completed.stdout)
+    assert checks["root"].startswith("WARN root: not root: skipping vm-wireguard, probe")
+    assert checks["docker"].startswith(
+        f"FAIL docker: no Docker daemon answered; tried --docker-host: unix://{lab.engine.socket_path}: "
+    )
+    assert "ermission denied" in checks["docker"]
+    assert (
+        "\n  fix: sudo dmnc doctor (dmnc runs as root), or join the group that owns the Docker socket"
+        in (checks["docker"])
+    )
+    assert checks["vm-wireguard"] == "SKIP vm-wireguard: needs Docker"
+    assert completed.returncode == 1
+
+
+def test_a_probe_image_that_does_not_exist_fails_and_leaves_no_network(lab: ServiceLab) -> None:
+    with running_dmnc(lab) as dmnc:
+        dmnc.wait_for_log("tunnel up")
+        before = containers_and_networks(lab)
+        completed = doctor(lab, "--probe", "dmnc-test/absent:1")
+        probe = lines_by_check(completed.stdout)["probe"]
+        assert probe.startswith("FAIL probe: cannot start a probe container from dmnc-test/absent:1 on a test network")
+        assert "\n  fix: pass --probe with an image present in the VM" in probe
+        assert completed.returncode == 1
+        assert containers_and_networks(lab) == before
+        assert dmnc.stop() == 0
+
+
+def test_a_daemon_that_accepts_but_never_answers_is_reported_not_waited_for(tmp_path: Path) -> None:
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        silent.bind(str(tmp_path / "silent.sock"))
+        silent.listen(8)  # connections queue in the backlog; nothing ever reads or answers them
+        config_file = tmp_path / "config.toml"
+        config_file.write_text("", encoding="utf-8")
+        completed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dmnc",
+                "doctor",
+                "--docker-host",
+                f"unix://{tmp_path}/silent.sock",
+                "--config",
+                str(config_file),
+                "--control-socket",
+                str(tmp_path / "dmnc.sock"),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=DOCTOR_TIMEOUT_S,
+            check=False,
+        )
+    finally:
+        silent.close()
+    checks = lines_by_check(completed.stdout)
+    assert checks["docker"].startswith(
+        f"FAIL docker: no Docker daemon answered; tried --docker-host: unix://{tmp_path}"
+    )
+    assert "did not answer in time" in checks["docker"]
+    assert completed.returncode == 1
