@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 import pytest
 
@@ -30,3 +31,10 @@ def require_root() -> None:
 def require_tools(*tools: str) -> None:
     for tool in tools:
         require_lab(shutil.which(tool) is not None, f"the `{tool}` command (tests/lab/install.sh installs it)")
+
+
+def dmnc_command() -> list[str]:
+    """How tests run the `dmnc` command: the frozen binary named by DMNC_EXECUTABLE (CI's binary job), else this
+    source tree's package with the test interpreter."""
+    executable = os.environ.get("DMNC_EXECUTABLE")
+    return [executable] if executable else [sys.executable, "-m", "dmnc"]

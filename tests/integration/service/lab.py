@@ -17,13 +17,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from tests.conftest import dmnc_command
 from tests.lab.dockerd import BUSYBOX_REFERENCE, EngineProcess, import_busybox_image
 from tests.lab.netns import Netns, add_veth
 from tests.lab.setup_image import LAB_SETUP_IMAGE, import_setup_image
@@ -71,14 +72,14 @@ def service_lab(engine: EngineProcess, host: Netns, workdir: Path) -> Iterator[S
 class DmncProcess:
     """`dmnc run` inside the host namespace, its log in a file."""
 
-    def __init__(self, lab: ServiceLab, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, lab: ServiceLab, *extra: str, env: dict[str, str] | None = None, command: Sequence[str] | None = None
+    ) -> None:
         self.lab = lab
         self.log_path = lab.workdir / f"dmnc-{time.monotonic_ns()}.log"
         docker_host = [] if "--docker-host" in extra else ["--docker-host", f"unix://{lab.engine.socket_path}"]
         argv = [
-            sys.executable,
-            "-m",
-            "dmnc",
+            *(dmnc_command() if command is None else command),
             "run",
             *docker_host,
             "--endpoint",
@@ -128,8 +129,10 @@ class DmncProcess:
 
 
 @contextlib.contextmanager
-def running_dmnc(lab: ServiceLab, *extra: str, env: dict[str, str] | None = None) -> Iterator[DmncProcess]:
-    dmnc = DmncProcess(lab, *extra, env=env)
+def running_dmnc(
+    lab: ServiceLab, *extra: str, env: dict[str, str] | None = None, command: Sequence[str] | None = None
+) -> Iterator[DmncProcess]:
+    dmnc = DmncProcess(lab, *extra, env=env, command=command)
     try:
         yield dmnc
     except BaseException:
@@ -238,7 +241,7 @@ def dmnc_routes(lab: ServiceLab) -> list[str]:
 
 def status_json(lab: ServiceLab) -> dict[str, Any]:
     result = lab.host.run(
-        [sys.executable, "-m", "dmnc", "status", "--json", "--control-socket", str(lab.control_socket)],
+        [*dmnc_command(), "status", "--json", "--control-socket", str(lab.control_socket)],
         check=False,
     )
     assert result.returncode == 0, result.stderr

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_root, require_tools
+from tests.conftest import dmnc_command, require_root, require_tools
 from tests.integration.service.lab import (
     ServiceLab,
     create_network,
@@ -126,9 +125,7 @@ def test_sigkill_leaves_state_that_a_new_dmnc_takes_over(lab: ServiceLab) -> Non
 
 
 def run_second_dmnc(lab: ServiceLab, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return lab.host.run(
-        [sys.executable, "-m", "dmnc", "run", "--config", str(lab.config_file), *arguments], check=False, timeout=60
-    )
+    return lab.host.run([*dmnc_command(), "run", "--config", str(lab.config_file), *arguments], check=False, timeout=60)
 
 
 def test_a_second_dmnc_is_refused_with_a_clear_message(lab: ServiceLab) -> None:
@@ -177,7 +174,7 @@ def test_default_port_taken_falls_back_to_a_free_one_and_still_works(lab: Servic
 def following_events(lab: ServiceLab) -> Iterator[list[str]]:
     """`dmnc status --follow` running, its lines collected; yields once it demonstrably receives events."""
     follower = lab.host.popen(
-        [sys.executable, "-m", "dmnc", "status", "--follow", "--control-socket", str(lab.control_socket)],
+        [*dmnc_command(), "status", "--follow", "--control-socket", str(lab.control_socket)],
         stdout=subprocess.PIPE,
     )
     lines: list[str] = []
