@@ -17,40 +17,50 @@ from dmnc import __version__
 EXIT_OK = 0
 EXIT_USAGE = 2
 
-# One line per subcommand module; each module owns its parser and handler.
-COMMAND_MODULES = (
-    "dmnc.commands.version",
-    "dmnc.commands.service",
-    "dmnc.commands.wg",
-    "dmnc.commands.run",
-    "dmnc.commands.status",
-    "dmnc.commands.doctor",
-    "dmnc.vm.command",
-    "dmnc.docker.command",
-)
+# Command name -> the module that registers it; each module owns its parser and handler. Only the module of the
+# command being run is imported (the others pull in trio, httpx, the tunnel...): `dmnc version` and `dmnc status`
+# start in a fraction of the time. Help without a command imports them all to list them.
+COMMANDS = {
+    "version": "dmnc.commands.version",
+    "service": "dmnc.commands.service",
+    "wg": "dmnc.commands.wg",
+    "run": "dmnc.commands.run",
+    "status": "dmnc.commands.status",
+    "doctor": "dmnc.commands.doctor",
+    "vm": "dmnc.vm.command",
+    "docker": "dmnc.docker.command",
+}
+COMMAND_MODULES = tuple(COMMANDS.values())
 # The command run when none is named: `dmnc` and `dmnc --listen ...` start the service, as users and the system
 # service (`dmnc service install -- ARGS`) invoke it. Top-level -h/--help and --version keep their meaning.
 DEFAULT_COMMAND = "run"
 _TOP_LEVEL_FLAGS = frozenset({"-h", "--help", "--version"})
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
+    """The parser with the subcommands of `modules` (all by default)."""
     parser = argparse.ArgumentParser(
         prog="dmnc",
         description="Reach Docker containers by IP from the host through a WireGuard tunnel into the Docker VM.",
     )
     parser.add_argument("--version", action="version", version=f"dmnc {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in COMMAND_MODULES:
+    for module_name in modules:
         importlib.import_module(module_name).register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     arguments = list(sys.argv[1:] if argv is None else argv)
     if not arguments or (arguments[0].startswith("-") and arguments[0] not in _TOP_LEVEL_FLAGS):
         arguments.insert(0, DEFAULT_COMMAND)
+    first = arguments[0]
+    if first in COMMANDS:
+        parser = build_parser((COMMANDS[first],))
+    elif first == "--version":
+        parser = build_parser(())
+    else:
+        parser = build_parser()
     args = parser.parse_args(arguments)
     handler = getattr(args, "handler", None)
     if handler is None:
