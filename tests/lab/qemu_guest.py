@@ -539,6 +539,7 @@ DEFAULT_BOOT_TIMEOUT_SECONDS = 120.0
 # How long the host waits beyond a command's own timeout: the answer still has to cross the emulated UART.
 _ANSWER_MARGIN_SECONDS = 15.0
 _HELLO_INTERVAL_SECONDS = 1.0
+_EXIT_GRACE_SECONDS = 5.0
 _LOG_TAIL_BYTES = 4000
 # Kernel parameters: console on the first UART (logged to a file); quiet keeps slow TCG console output short;
 # mitigations=off because speculative-execution mitigations only slow down the emulated CPU.
@@ -800,7 +801,7 @@ class QemuGuest:
             self._require_running("sending to the agent")
             raise GuestTimeout(f"the guest does not read its serial port (request {request[:60]!r}...)") from None
         except OSError as error:
-            self._require_running("sending to the agent")
+            self._require_running("sending to the agent", grace=_EXIT_GRACE_SECONDS)
             raise GuestBootError(self._diagnosis(f"agent channel broken while sending: {error}")) from None
 
     def _offer_hello(self, request: bytes) -> None:
@@ -818,7 +819,7 @@ class QemuGuest:
             # TimeoutError: with a socket timeout set, Python first waits (that long) for room, then gives up.
             return
         except OSError as error:
-            self._require_running("sending to the agent")
+            self._require_running("sending to the agent", grace=_EXIT_GRACE_SECONDS)
             raise GuestBootError(self._diagnosis(f"agent channel broken while sending: {error}")) from None
 
     def _next_line(self, deadline: float) -> bytes | None:
@@ -834,9 +835,10 @@ class QemuGuest:
                 self._require_running("waiting for the agent")
                 continue
             except OSError as error:
-                self._require_running("waiting for the agent")
+                self._require_running("waiting for the agent", grace=_EXIT_GRACE_SECONDS)
                 raise GuestBootError(self._diagnosis(f"agent channel broken: {error}")) from None
             if not data:
+                self._require_running("waiting for the agent", grace=_EXIT_GRACE_SECONDS)
                 raise GuestBootError(self._diagnosis("qemu closed the agent channel"))
             self._pending.extend(self._lines.feed_untrusted(data))
         return self._pending.pop(0)
@@ -863,7 +865,12 @@ class QemuGuest:
                     return boot_id
         raise GuestBootError(self._diagnosis("the guest agent did not answer in time"))
 
-    def _require_running(self, doing: str) -> None:
+    def _require_running(self, doing: str, *, grace: float = 0.0) -> None:
+        """Raise GuestBootError if qemu has exited, waiting up to `grace` seconds for an exit already under way."""
+        if self._process is not None and grace > 0:
+            # qemu closes its sockets before it has exited: a broken channel usually means "about to exit".
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=grace)
         if self._process is None or self._process.poll() is not None:
             code = None if self._process is None else self._process.returncode
             raise GuestBootError(self._diagnosis(f"qemu exited ({code}) while {doing}"))
