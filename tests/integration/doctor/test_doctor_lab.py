@@ -234,3 +234,18 @@ def test_a_daemon_that_accepts_but_never_answers_is_reported_not_waited_for(tmp_
     )
     assert "did not answer in time" in checks["docker"]
     assert completed.returncode == 1
+
+
+def test_a_probe_container_dmnc_does_not_route_fails_with_what_to_check_and_is_removed(lab: ServiceLab) -> None:
+    # dmnc is told (by its own flag, which doctor does not see) not to route the probe subnets.
+    with running_dmnc(lab, "--route-exclude", "172.30.253.0/24") as dmnc:
+        dmnc.wait_for_log("tunnel up")
+        before = containers_and_networks(lab)
+        completed = doctor(lab, "--probe", BUSYBOX_REFERENCE)
+        probe = lines_by_check(completed.stdout)["probe"]
+        assert probe.startswith("FAIL probe: the container at 172.30.253.2 on the new network dmnc-doctor-")
+        assert "did not answer from this host within" in probe
+        assert "\n  fix: run `dmnc status`: is the route of the new network installed" in probe
+        assert completed.returncode == 1
+        assert containers_and_networks(lab) == before
+        assert dmnc.stop() == 0
