@@ -29,6 +29,7 @@ COMMANDS = {
     "doctor": "dmnc.commands.doctor",
     "vm": "dmnc.vm.command",
     "docker": "dmnc.docker.command",
+    "uninstall": "dmnc.commands.uninstall",
 }
 COMMAND_MODULES = tuple(COMMANDS.values())
 # The command run when none is named: `dmnc` and `dmnc --listen ...` start the service, as users and the system

@@ -60,6 +60,7 @@ from dmnc.docker.models import (
     Event,
     ImageInfo,
     Info,
+    JsonFields,
     Network,
     ProgressMessage,
     Version,
@@ -416,6 +417,20 @@ class DockerClient:
 
     async def inspect_image(self, image: str) -> ImageInfo:
         return ImageInfo.from_json_untrusted(await self._get_json(f"/images/{_segment(image)}/json"))
+
+    async def list_images(self, reference: str) -> list[ImageInfo]:
+        """Images with a tag matching `reference` (a repository name matches all its tags), `GET /images/json`."""
+        path = "/images/json"
+        value = await self._get_json(path, params={"filters": encode_filters({"reference": [reference]})})
+        if not isinstance(value, list):
+            raise BadResponse("the image list is not a JSON array", endpoint=f"GET {path}")
+        # A summary, not an inspect answer: `Created` is a number here and there is no `Config`.
+        summaries = [JsonFields(item, "image summary") for item in value]
+        return [ImageInfo(id=item.required_str("Id"), repo_tags=item.string_list("RepoTags")) for item in summaries]
+
+    async def remove_image(self, image: str, *, force: bool = False) -> None:
+        """`DELETE /images/{name}`: untag, and delete once no tag is left."""
+        await self._request("DELETE", f"/images/{_segment(image)}", params={"force": "1" if force else "0"})
 
     @asynccontextmanager
     async def pull_image(self, reference: str, *, idle_timeout: float | None = None) -> AsyncIterator[ProgressStream]:

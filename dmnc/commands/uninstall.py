@@ -1,0 +1,146 @@
+"""`dmnc uninstall`: remove everything dmnc ever created, and say what was removed.
+
+In order: the system service (stopping it makes the daemon remove its routes and VM side itself); then, if no dmnc
+is still running, the VM side (chip0, its iptables rules, the userspace fallback container) and the setup images
+`dmnc-setup:*`, through the Docker API; last a control socket file left by a killed dmnc. Host routes need no step:
+they die with dmnc's tunnel interface. The config file (/etc/dmnc/config.toml) is the user's and stays.
+
+Exit codes: 0 everything removed (or nothing was there), 1 something could not be removed (each such line says why
+and what to do), 2 bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from dmnc.config import DEFAULT_CONFIG_PATH, Config, ConfigError, ConfigFlags, load_config
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_CONFIG = 2
+REAL_ROOT = Path("/")
+SETUP_IMAGE_REPOSITORY = "dmnc-setup"
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "uninstall",
+        help="remove everything dmnc created: service, VM side, setup images",
+        description="Remove the dmnc system service, the VM side (chip0, its firewall rules, the userspace "
+        "fallback container) and the setup images, and print what was removed. Needs root. The config file stays.",
+    )
+    parser.add_argument("--docker-host", metavar="URL", help="Docker API socket, unix:///path (default: detect)")
+    parser.add_argument(
+        "--config", metavar="PATH", dest="config_file", help=f"config file (default {DEFAULT_CONFIG_PATH})"
+    )
+    parser.add_argument("--control-socket", metavar="PATH", help="control socket of the dmnc to look for")
+    parser.add_argument("--setup-image", metavar="REF", help="the setup image dmnc ran with, if not its own")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=REAL_ROOT,
+        metavar="DIR",
+        help="look for service files under DIR instead of / (for tests); the service manager is not touched",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        print("dmnc uninstall: needs root (service files, the Docker socket): run it with sudo", file=sys.stderr)
+        return EXIT_FAILURE
+    flags = ConfigFlags(
+        config_file=args.config_file,
+        docker_host=args.docker_host,
+        control_socket=args.control_socket,
+        setup_image=args.setup_image,
+    )
+    try:
+        config = load_config(flags, os.environ)
+    except ConfigError as error:
+        print(f"dmnc uninstall: {error}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    import trio  # noqa: PLC0415 (heavy; only this command's handler needs it)
+
+    problems = _remove_service(args.root)
+    problems += trio.run(_remove_runtime_state, config)
+    if problems:
+        print(f"dmnc uninstall: {problems} item(s) could not be removed, see above", file=sys.stderr)
+        return EXIT_FAILURE
+    print("dmnc uninstall: done")
+    return EXIT_OK
+
+
+def _remove_service(root: Path) -> int:
+    from dmnc.service import ServiceError, ServiceManager, apply, plan_uninstall, staged_path  # noqa: PLC0415
+
+    manager = ServiceManager.for_platform()
+    if not staged_path(root, manager.service_path).exists():
+        print(f"service: none installed ({manager.service_path})")
+        return 0
+    try:
+        for line in apply(plan_uninstall(manager, root=root, activate=root == REAL_ROOT)):
+            print(f"service: {line}")
+    except ServiceError as error:
+        print(f"service: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _remove_runtime_state(config: Config) -> int:
+    from dmnc.control import ControlError, fetch_snapshot  # noqa: PLC0415
+
+    try:
+        snapshot = await fetch_snapshot(config.control_socket)
+    except ControlError:
+        snapshot = None
+    if snapshot is not None:
+        print(
+            f"dmnc {snapshot.version} is still running (control socket {config.control_socket}): stop it"
+            " (Ctrl-C, or SIGTERM) and run `sudo dmnc uninstall` again",
+            file=sys.stderr,
+        )
+        return 1
+    problems = await _remove_vm_side(config)
+    if config.control_socket.is_socket():
+        config.control_socket.unlink(missing_ok=True)
+        print(f"control socket: removed the stale {config.control_socket}")
+    return problems
+
+
+async def _remove_vm_side(config: Config) -> int:
+    from dmnc.docker.client import DockerClient  # noqa: PLC0415
+    from dmnc.docker.discovery import discover_endpoint  # noqa: PLC0415
+    from dmnc.docker.errors import DockerError  # noqa: PLC0415
+    from dmnc.vm.errors import VmSetupError  # noqa: PLC0415
+    from dmnc.vm.runner import VmSetupRunner  # noqa: PLC0415
+
+    try:
+        docker_host = None if config.docker_host is None else config.docker_host.url
+        endpoint = await discover_endpoint(docker_host)
+        async with DockerClient.connect(endpoint.address) as docker:
+            images = await docker.list_images(SETUP_IMAGE_REPOSITORY)
+            tags = sorted(tag for image in images for tag in image.repo_tags if tag.startswith(SETUP_IMAGE_REPOSITORY))
+            if tags or config.setup_image is not None:
+                # The teardown runs the setup image itself: it must come before the images go.
+                runner = VmSetupRunner(docker, setup_image=config.setup_image or (tags[-1] if tags else None))
+                done = await runner.teardown()
+                print(f"VM side: removed chip0, its rules and any userspace fallback (kernel {done.kernel_release})")
+            else:
+                print(
+                    "VM side: no dmnc setup image in the VM, so dmnc never configured it (if it ran with"
+                    " --setup-image REF, pass the same here)"
+                )
+            for tag in tags:
+                await docker.remove_image(tag)
+                print(f"setup image: removed {tag}")
+    except (DockerError, VmSetupError) as error:
+        print(
+            f"VM side: not removed ({error}). Start Docker and run `sudo dmnc uninstall` again, or `dmnc vm teardown`",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
