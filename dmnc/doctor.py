@@ -45,7 +45,7 @@ CONTROL_TIMEOUT_S = 5.0
 STEP_TIMEOUT_S = 15.0
 # A one-shot container in a VM starts in about a second; a cold VM (Resource Saver) may need much longer.
 VM_CHECK_TIMEOUT_S = 90.0
-PROBE_TIMEOUT_S = 30.0
+DEFAULT_PROBE_TIMEOUT_S = 30.0
 PROBE_CONNECT_TIMEOUT_S = 1.0
 CLEANUP_TIMEOUT_S = 15.0
 
@@ -97,6 +97,8 @@ class DoctorSettings:
     config: Config
     is_root: bool
     probe_image: str | None = None
+    # From the probe network's creation to the container's answer (dmnc installs the route within that time).
+    probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S
     platform: str = sys.platform
 
 
@@ -520,7 +522,7 @@ async def _probe(settings: DoctorSettings, docker: DockerClient, facts: _Facts) 
     if subnet not in evaluate([probe_network], settings.config.routes).desired:
         return _skip("probe", f"dmnc's route selection (--route-include/--route-exclude) would not route {subnet}")
     try:
-        result = await _run_probe(docker, image, resources, subnet)
+        result = await _run_probe(docker, image, resources, subnet, settings.probe_timeout_s)
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT_S) as cleanup:
             await _remove_probe(docker, resources)
@@ -547,12 +549,12 @@ class _ProbeResources:
 
 
 async def _run_probe(
-    docker: DockerClient, image: str, resources: _ProbeResources, subnet: ipaddress.IPv4Network
+    docker: DockerClient, image: str, resources: _ProbeResources, subnet: ipaddress.IPv4Network, timeout_s: float
 ) -> CheckResult:
     address = subnet.network_address + PROBE_CONTAINER_OFFSET
     # Timed from the network's creation: that includes dmnc noticing the network and installing its route.
     started = time.monotonic()
-    with trio.move_on_after(PROBE_TIMEOUT_S):
+    with trio.move_on_after(timeout_s):
         try:
             labels = {PROBE_LABEL: PROBE_LABEL_VALUE}
             await docker.create_network(resources.network, subnets=[str(subnet)], labels=labels)
@@ -578,7 +580,7 @@ async def _run_probe(
             f" {time.monotonic() - started:.1f} s after creating the network",
         )
     if resources.container_id is None:
-        return CheckResult("probe", Verdict.FAIL, f"the probe container did not start within {PROBE_TIMEOUT_S:g} s")
+        return CheckResult("probe", Verdict.FAIL, f"the probe container did not start within {timeout_s:g} s")
     return CheckResult(
         "probe",
         Verdict.FAIL,

@@ -9,7 +9,9 @@ Exit codes: 0 when nothing failed (warnings allowed), 1 when a check failed, 2 f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import sys
 
@@ -40,8 +42,29 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="IMAGE",
         help="start a container from IMAGE (it must have `sleep`) on a test network and reach it from this host",
     )
+    parser.add_argument(
+        "--probe-timeout",
+        metavar="SECONDS",
+        type=positive_seconds,
+        help="how long the probe container may take to answer (default 30)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     parser.set_defaults(handler=run)
+
+
+# A day: longer is no time limit at all, and trio's deadlines must stay finite.
+MAX_PROBE_TIMEOUT_S = 86400.0
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type for --probe-timeout: a finite number of seconds in (0, MAX_PROBE_TIMEOUT_S]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or not 0 < value <= MAX_PROBE_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 and at most {MAX_PROBE_TIMEOUT_S:g} seconds")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
             print(result.render(), flush=True)  # flushed per check: some take seconds, the user sees progress
 
     settings = DoctorSettings(config=config, is_root=os.geteuid() == 0, probe_image=probe_image)
+    if args.probe_timeout is not None:
+        settings = dataclasses.replace(settings, probe_timeout_s=args.probe_timeout)
     results = trio.run(run_doctor, settings, print_line)
     failed = any(result.verdict is Verdict.FAIL for result in results)
     if args.json:

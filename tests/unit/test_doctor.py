@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
 import ipaddress
 from pathlib import Path
@@ -11,6 +12,8 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dmnc.cli import main
+from dmnc.commands.doctor import EXIT_BAD_CONFIG, MAX_PROBE_TIMEOUT_S, positive_seconds
 from dmnc.config import Config, ConfigFlags, load_config
 from dmnc.docker.discovery import Runtime
 from dmnc.docker.errors import DiscoveryAttempt, DiscoveryError
@@ -295,3 +298,48 @@ async def test_without_docker_every_docker_check_is_skipped_and_docker_fails(tmp
     ]
     assert f"{tmp_path}/missing.sock: does not exist" in results[1].detail
     assert "dmnc is not running" in results[6].detail
+
+
+@settings(deadline=None)
+@given(text=st.text(max_size=30))
+def test_probe_timeout_flag_accepts_only_finite_positive_seconds(text: str) -> None:
+    value: float | None = None
+    problem = ""
+    try:
+        value = positive_seconds(text)
+    except argparse.ArgumentTypeError as error:
+        problem = str(error)
+    if value is None:
+        assert repr(text) in problem
+    else:
+        assert 0 < value <= MAX_PROBE_TIMEOUT_S
+
+
+@pytest.fixture
+def empty_config(tmp_path: Path) -> Path:
+    config_file = tmp_path / "config.toml"
+    config_file.write_text("", encoding="utf-8")
+    return config_file
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--probe", "Not An Image"], "dmnc doctor: --probe: 'Not An Image' is not an image reference"),
+        (["--listen", "0.0.0.0:99999"], "dmnc doctor: --listen"),
+    ],
+)
+def test_bad_values_exit_2_with_one_line_naming_the_flag(
+    argv: list[str], message: str, empty_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["doctor", "--config", str(empty_config), *argv]) == EXIT_BAD_CONFIG
+    captured = capsys.readouterr()
+    assert message in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_a_bad_probe_timeout_is_a_usage_error(empty_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["doctor", "--config", str(empty_config), "--probe-timeout", "0"])
+    assert exited.value.code == EXIT_BAD_CONFIG
+    assert "--probe-timeout: '0' must be more than 0" in capsys.readouterr().err

@@ -241,7 +241,7 @@ def test_a_probe_container_dmnc_does_not_route_fails_with_what_to_check_and_is_r
     with running_dmnc(lab, "--route-exclude", "172.30.253.0/24") as dmnc:
         dmnc.wait_for_log("tunnel up")
         before = containers_and_networks(lab)
-        completed = doctor(lab, "--probe", BUSYBOX_REFERENCE)
+        completed = doctor(lab, "--probe", BUSYBOX_REFERENCE, "--probe-timeout", "4")
         probe = lines_by_check(completed.stdout)["probe"]
         assert probe.startswith("FAIL probe: the container at 172.30.253.2 on the new network dmnc-doctor-")
         assert "did not answer from this host within" in probe
