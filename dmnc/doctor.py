@@ -30,7 +30,7 @@ from dmnc.docker.client import ContainerSpec, DockerClient
 from dmnc.docker.discovery import Runtime, detect_runtime, discover_endpoint
 from dmnc.docker.errors import DiscoveryError, DockerError, NotFound
 from dmnc.docker.models import Network
-from dmnc.routes import InstalledRoute, RouteError, open_route_manager
+from dmnc.routes import InstalledRoute, InterfaceNotFoundError, RouteError, open_route_manager
 from dmnc.routes.policy import NetworkInfo, PolicyConfig, evaluate
 from dmnc.status import StatusSnapshot
 from dmnc.udp import DEFAULT_LISTEN_ADDRESSES, UdpEndpoint, UdpError
@@ -164,7 +164,13 @@ def _listen_port(snapshot: StatusSnapshot | None) -> int | None:
     return int(port_text) if _PORT_TEXT.fullmatch(port_text) else None
 
 
-def port_check(port: int, explicit: bool, bind_error: UdpError | None, snapshot: StatusSnapshot | None) -> CheckResult:
+def port_check(
+    port: int,
+    explicit: bool,
+    bind_error: UdpError | None,
+    snapshot: StatusSnapshot | None,
+    platform: str = sys.platform,
+) -> CheckResult:
     """Whether dmnc can listen on its UDP port, given what binding it just now said and what a running dmnc uses."""
     running_port = _listen_port(snapshot)
     if bind_error is None:
@@ -177,7 +183,7 @@ def port_check(port: int, explicit: bool, bind_error: UdpError | None, snapshot:
     in_use = isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE
     if in_use and running_port == port:
         return CheckResult("port", Verdict.PASS, f"UDP port {port} is held by the running dmnc")
-    find = f"sudo lsof -nP -iUDP:{port}" if sys.platform == "darwin" else f"ss -ulpn 'sport = :{port}'"
+    find = f"sudo lsof -nP -iUDP:{port}" if platform == "darwin" else f"ss -ulpn 'sport = :{port}'"
     if not in_use:
         return CheckResult(
             "port", Verdict.FAIL, f"cannot listen on UDP port {port}: {bind_error}", fix="choose --listen ADDR:PORT"
@@ -431,7 +437,7 @@ def _port(settings: DoctorSettings, facts: _Facts) -> CheckResult:
         UdpEndpoint.open(listen.port, addresses).close()
     except UdpError as error:
         bind_error = error
-    return port_check(listen.port, listen.port_explicit, bind_error, facts.snapshot)
+    return port_check(listen.port, listen.port_explicit, bind_error, facts.snapshot, settings.platform)
 
 
 async def _setup_image(settings: DoctorSettings, docker: DockerClient, facts: _Facts) -> CheckResult:
@@ -471,20 +477,31 @@ async def _route_conflicts(settings: DoctorSettings, docker: DockerClient, facts
         facts.networks = await docker.list_networks()
     except DockerError as error:
         return CheckResult("route-conflicts", Verdict.FAIL, f"cannot list Docker networks: {error}")
-    # The manager marks routes through this interface as dmnc's own; without a running dmnc nothing is ours.
-    interface = facts.snapshot.tunnel.interface if facts.snapshot is not None else None
-    if interface is None:
-        interface = "lo0" if settings.platform == "darwin" else "lo"
+    # The manager marks routes through this interface as dmnc's own; without a running dmnc nothing is ours, and
+    # any interface that surely exists (loopback) will do.
+    loopback = "lo0" if settings.platform == "darwin" else "lo"
+    tunnel = facts.snapshot.tunnel.interface if facts.snapshot is not None else None
     try:
         with trio.fail_after(STEP_TIMEOUT_S):
-            async with open_route_manager(interface) as manager:
-                facts.routes = await manager.list_routes()
+            facts.routes = await _list_routes(tunnel or loopback, loopback)
     except trio.TooSlowError:
         return _timeout("route-conflicts", STEP_TIMEOUT_S)
     except RouteError as error:
         return CheckResult("route-conflicts", Verdict.FAIL, f"cannot read this host's routing table: {error}")
     networks = [NetworkInfo.of(network) for network in facts.networks]
     return route_conflict_check(networks, settings.config.routes, facts.routes)
+
+
+async def _list_routes(interface: str, fallback_interface: str) -> list[InstalledRoute]:
+    """Every route of this host; through `fallback_interface` when `interface` is gone (dmnc stopping meanwhile)."""
+    try:
+        async with open_route_manager(interface) as manager:
+            return await manager.list_routes()
+    except InterfaceNotFoundError:
+        if interface == fallback_interface:
+            raise
+    async with open_route_manager(fallback_interface) as manager:
+        return await manager.list_routes()
 
 
 def _probe_inputs(

@@ -150,8 +150,11 @@ def test_default_port_taken_by_another_program_warns_about_the_fallback() -> Non
 
 
 def test_explicit_port_taken_by_another_program_fails_with_a_way_to_find_it() -> None:
-    result = port_check(3399, True, address_in_use(3399), None)
+    result = port_check(3399, True, address_in_use(3399), None, "linux")
     assert result.verdict is Verdict.FAIL
+    assert result.fix is not None
+    assert "ss -ulpn 'sport = :3399'" in result.fix
+    assert "sudo lsof -nP -iUDP:3399" in (port_check(3399, True, address_in_use(3399), None, "darwin").fix or "")
     assert result.fix is not None
     assert ":3399" in result.fix
     assert "--listen ADDR:PORT" in result.fix

@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import require_root, require_tools
 from tests.integration.service.lab import HOST_ADDRESS, ServiceLab, running_dmnc, service_lab, vm_leftovers
 from tests.lab.dockerd import BUSYBOX_REFERENCE, running_dockerd
-from tests.lab.netns import netns
+from tests.lab.netns import Netns, netns
 from tests.lab.setup_image import LAB_SETUP_IMAGE
 
 pytestmark = pytest.mark.lab
@@ -54,9 +54,14 @@ def public_config_file() -> Iterator[Path]:
 
 
 def doctor(
-    lab: ServiceLab, *extra: str, as_user: int | None = None, config_file: Path | None = None
+    lab: ServiceLab,
+    *extra: str,
+    as_user: int | None = None,
+    config_file: Path | None = None,
+    namespace: Netns | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`dmnc doctor` in the lab's host namespace, as root or (`as_user`) as that uid without any groups."""
+    """`dmnc doctor` in the lab's host namespace (or `namespace`), as root or (`as_user`) as that uid without any
+    groups."""
     drop_root = [] if as_user is None else ["setpriv", f"--reuid={as_user}", f"--regid={as_user}", "--clear-groups"]
     argv = [
         *drop_root,
@@ -74,7 +79,7 @@ def doctor(
         str(config_file or lab.config_file),
         *extra,
     ]
-    completed = lab.host.run(argv, check=False, timeout=DOCTOR_TIMEOUT_S)
+    completed = (namespace or lab.host).run(argv, check=False, timeout=DOCTOR_TIMEOUT_S)
     print(completed.stdout, completed.stderr)  # shown by pytest when an assertion fails
     assert "Traceback" not in completed.stderr
     return completed
@@ -154,6 +159,11 @@ def test_with_dmnc_running_doctor_sees_its_port_and_handshake_and_reaches_a_prob
         assert checks["probe"].startswith("PASS probe: reached a container at 172.30.253.2 on the new network")
         assert completed.returncode == 0
         assert containers_and_networks(lab) == before
+
+        # From a namespace without dmnc's interface (its status names dmnc0, which is not there): still a verdict.
+        with netns("dmdoc") as elsewhere:
+            routes = lines_by_check(doctor(lab, namespace=elsewhere).stdout)["route-conflicts"]
+        assert routes.startswith("PASS route-conflicts: ")
         assert dmnc.stop() == 0
 
 
