@@ -65,6 +65,9 @@ PROBE_SUBNETS = tuple(ipaddress.IPv4Network(f"172.30.253.{16 * index}/28") for i
 PROBE_CONTAINER_OFFSET = 2
 
 ROOT_ONLY_CHECKS = ("vm-wireguard", "probe")
+# Where podman machine keeps its VMs' API sockets (~/.local/share/containers/podman/machine/...); a Podman socket
+# anywhere else on Linux is the native service (/run/podman/podman.sock, /run/user/<uid>/podman/podman.sock).
+PODMAN_MACHINE_PATH = "/podman/machine/"
 _PORT_TEXT = re.compile(r"[0-9]{1,5}")
 
 
@@ -152,6 +155,14 @@ def runtime_check(runtime: Runtime, platform: str, host: str, api_version: str) 
             f"{where}: the engine runs natively on this Linux host, so its containers are already routable from"
             " the host: dmnc is not needed",
             fix="nothing to do: reach containers by IP directly (dmnc is for engines inside a VM)",
+        )
+    if runtime is Runtime.PODMAN and platform == "linux" and PODMAN_MACHINE_PATH not in host:
+        return CheckResult(
+            "runtime",
+            Verdict.WARN,
+            f"{where}: Podman runs natively on this Linux host (not in a podman machine), so rootful containers are"
+            " already routable from the host: dmnc is not needed",
+            fix="nothing to do: reach rootful containers by IP directly (dmnc is for engines inside a VM)",
         )
     return CheckResult("runtime", Verdict.PASS, f"{where}: containers run in a VM, dmnc is what routes to them")
 

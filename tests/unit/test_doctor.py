@@ -128,6 +128,14 @@ def test_engines_in_a_vm_on_macos_need_dmnc(runtime: Runtime) -> None:
     assert result.detail.startswith(f"{runtime.value} at {SOCKET} (API 1.47)")
 
 
+def test_native_podman_on_linux_is_told_dmnc_is_not_needed_but_a_podman_machine_needs_it() -> None:
+    native = runtime_check(Runtime.PODMAN, "linux", "unix:///run/podman/podman.sock", "1.41")
+    assert native.verdict is Verdict.WARN
+    assert "rootful containers are already routable from the host: dmnc is not needed" in native.detail
+    machine = "unix:///home/me/.local/share/containers/podman/machine/qemu/podman.sock"
+    assert runtime_check(Runtime.PODMAN, "linux", machine, "1.41").verdict is Verdict.PASS
+
+
 def test_docker_desktop_on_linux_runs_in_a_vm_and_needs_dmnc() -> None:
     assert runtime_check(Runtime.DOCKER_DESKTOP, "linux", SOCKET, "1.47").verdict is Verdict.PASS
 

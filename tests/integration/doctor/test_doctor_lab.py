@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from dmnc.vm.runner import default_setup_image
 from tests.conftest import require_root, require_tools
 from tests.integration.service.lab import HOST_ADDRESS, ServiceLab, running_dmnc, service_lab, vm_leftovers
-from tests.lab.dockerd import BUSYBOX_REFERENCE, running_dockerd
+from tests.lab.dockerd import BUSYBOX_REFERENCE, running_dockerd, running_podman
 from tests.lab.netns import Netns, netns
 from tests.lab.setup_image import LAB_SETUP_IMAGE
 
@@ -259,3 +260,35 @@ def test_a_probe_container_dmnc_does_not_route_fails_with_what_to_check_and_is_r
         assert completed.returncode == 1
         assert containers_and_networks(lab) == before
         assert dmnc.stop() == 0
+
+
+def test_native_podman_is_told_plainly_that_dmnc_is_not_needed_and_the_missing_setup_image_is_explained(
+    tmp_path: Path,
+) -> None:
+    require_root()
+    require_tools("ip", "podman")
+    config_file = tmp_path / "config.toml"
+    config_file.write_text("", encoding="utf-8")
+    with running_podman() as engine:
+        argv = [
+            sys.executable,
+            "-m",
+            "dmnc",
+            "doctor",
+            "--docker-host",
+            f"unix://{engine.socket_path}",
+            "--config",
+            str(config_file),
+            "--control-socket",
+            str(tmp_path / "dmnc.sock"),
+        ]
+        completed = Netns(engine.netns).run(argv, check=False, timeout=DOCTOR_TIMEOUT_S)
+        print(completed.stdout, completed.stderr)  # shown by pytest when an assertion fails
+    runtime = lines_by_check(completed.stdout)["runtime"]
+    assert runtime.startswith(f"WARN runtime: Podman at unix://{engine.socket_path}")
+    assert "rootful containers are already routable from the host: dmnc is not needed" in runtime
+    # No --setup-image: the built-in one, which this engine has never built.
+    assert lines_by_check(completed.stdout)["setup-image"].startswith(
+        f"WARN setup-image: {default_setup_image()} is not built yet: dmnc builds it at start"
+    )
+    assert "Traceback" not in completed.stderr
