@@ -86,6 +86,10 @@ RECONNECT_MAX_S = 5.0
 # Podman's event stream has no network events: its networks are listed this often instead. Only for Podman, whose
 # machine VM does not sleep the way Docker Desktop's Resource Saver does.
 NETWORK_POLL_INTERVAL_S = 5.0
+# A VM that stays silent right after a setup is asleep or broken: further setups wait for a container start, or
+# this long (doubling) at most, so dmnc does not keep a Resource Saver VM awake.
+QUIET_VM_RETRY_INITIAL_S = 60.0
+QUIET_VM_RETRY_MAX_S = 900.0
 # A failing VM setup (image build offline, a broken VM) is retried more patiently.
 SETUP_RETRY_INITIAL_S = 2.0
 SETUP_RETRY_MAX_S = 60.0
@@ -197,6 +201,7 @@ class Service:
         self._last_rx_at: float | None = None
         self._handshakes_seen = 0
         self._stale_after = _stale_after_from_env()
+        self._docker_activity = trio.Event()
         self._stopping = False
         self._scope = trio.CancelScope()
 
@@ -402,10 +407,11 @@ class Service:
         if peer.rx_packets != self._last_rx_packets:
             self._last_rx_packets = peer.rx_packets
             self._last_rx_at = now
-        if self._vm.stale.is_set() or self._vm.set_up_at is None:
+        set_up_at = self._vm.set_up_at
+        if self._vm.stale.is_set() or set_up_at is None:
             return
-        if self._last_rx_at is None or self._last_rx_at < self._vm.set_up_at:
-            silent_for, limit = now - self._vm.set_up_at, FIRST_HANDSHAKE_GRACE_S
+        if self._last_rx_at is None or self._last_rx_at < set_up_at:
+            silent_for, limit = now - set_up_at, FIRST_HANDSHAKE_GRACE_S
         else:
             silent_for, limit = now - self._last_rx_at, self._stale_after
         if silent_for > limit:
@@ -446,7 +452,7 @@ class Service:
         self._docker = _DockerState(
             host=docker.address.url, runtime=runtime.value, api_version=docker.api_version, connected=True
         )
-        async with docker.events({"type": ["network"]}) as events:
+        async with docker.events({"type": ["network", "container"]}) as events:
             # The stream is open before the list is read, so nothing created in between is missed.
             self._routes().set_networks(network_info(network) for network in await docker.list_networks())
             self._emit(
@@ -460,7 +466,7 @@ class Service:
                     if runtime is Runtime.PODMAN:
                         nursery.start_soon(self._poll_networks, docker)
                     async for event in events:
-                        await self._on_network_event(docker, event)
+                        await self._on_event(docker, event)
                     nursery.cancel_scope.cancel()
             finally:
                 if self._stopping:
@@ -491,7 +497,11 @@ class Service:
                 self._routes().set_networks(networks)
             known = networks
 
-    async def _on_network_event(self, docker: DockerClient, event: Event) -> None:
+    async def _on_event(self, docker: DockerClient, event: Event) -> None:
+        if event.type == "container":
+            if event.action == "start":
+                self._docker_activity.set()
+            return
         if event.action == "create":
             try:
                 network = await docker.inspect_network(event.actor_id)
@@ -509,7 +519,19 @@ class Service:
         """Set the VM side up now unless it is known healthy, and again each time it goes stale."""
         runner = VmSetupRunner(docker, setup_image=self.config.setup_image, on_progress=_log_progress)
         retry = Backoff(SETUP_RETRY_INITIAL_S, SETUP_RETRY_MAX_S)
+        quiet = Backoff(QUIET_VM_RETRY_INITIAL_S, QUIET_VM_RETRY_MAX_S)
         while True:
+            if self._vm.stale.is_set() and self._silent_since_setup():
+                # The last setup brought no handshake: the VM is asleep (Resource Saver) or broken. Setting it up
+                # again at once would only wake a sleeping VM for nothing; wait for a container to start (someone
+                # uses Docker again) or, failing that, a growing while.
+                delay = quiet.next_delay()
+                logger.info("the VM side stayed silent after setup; next try on a container start or in %.0f s", delay)
+                self._docker_activity = trio.Event()
+                with trio.move_on_after(delay):
+                    await self._docker_activity.wait()
+            else:
+                quiet.reset()
             if self._vm_needs_setup():
                 try:
                     result = await runner.setup(self._setup_params())
@@ -520,6 +542,9 @@ class Service:
                 retry.reset()
                 self._install_vm_peer(result)
             await self._vm.stale.wait()
+
+    def _silent_since_setup(self) -> bool:
+        return self._vm.set_up_at is not None and (self._last_rx_at is None or self._last_rx_at < self._vm.set_up_at)
 
     def _vm_needs_setup(self) -> bool:
         return self._vm_peer is None or self._vm.stale.is_set()

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import os
+from types import SimpleNamespace
+from typing import ClassVar, cast
 
 import pytest
+import trio
+import trio.testing
 
+from dmnc import supervisor
 from dmnc.config import Config, ConfigFlags
+from dmnc.docker.client import DockerClient
 from dmnc.docker.errors import ConnectionLost
 from dmnc.docker.models import IpamConfig, Network
 from dmnc.routes import RouteError
@@ -19,7 +27,9 @@ from dmnc.supervisor import (
     docker_problem,
     network_info,
 )
-from dmnc.wireguard import PeerStats
+from dmnc.udp import UdpEndpoint
+from dmnc.vm import SetupParams, SetupResult, VmMode
+from dmnc.wireguard import Device, PeerStats, public_key
 
 
 def test_backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() -> None:
@@ -125,3 +135,46 @@ def test_docker_failures_are_found_inside_nursery_exception_groups() -> None:
     assert problem.startswith("lost Docker: ")
     assert docker_problem(ExceptionGroup("bugs", [KeyError("x")])) is None
     assert docker_problem(ValueError("bug")) is None
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+class FakeRunner:
+    """Stands in for VmSetupRunner: every setup succeeds at once and is recorded."""
+
+    setups: ClassVar[list[float]] = []
+
+    def __init__(self, docker: object, **options: object) -> None:
+        pass
+
+    async def setup(self, params: SetupParams) -> SetupResult:
+        FakeRunner.setups.append(trio.current_time())
+        vm_key = public_key(bytes(range(32)))
+        return SetupResult(VmMode.USERSPACE, vm_key, ("192.168.65.2", 3333), "host.docker.internal", "6.1", True)
+
+
+async def test_a_vm_silent_after_setup_is_set_up_again_only_when_a_container_starts(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    monkeypatch.setattr(supervisor, "VmSetupRunner", FakeRunner)
+    FakeRunner.setups = []
+    service = Service(Config(), ConfigFlags())
+    service._device = Device(bytes(range(1, 33)), rng=os.urandom, wall_offset=0.0)
+    service._udp = cast(UdpEndpoint, SimpleNamespace(port=3333))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(service._keep_vm_side, cast(DockerClient, None))
+        nursery.start_soon(service._health)
+        await trio.sleep(FIRST_HANDSHAKE_GRACE_S + 10)  # no handshake ever: stale, but do not wake the VM again
+        assert len(FakeRunner.setups) == 1
+        service._docker_activity.set()  # a container started: Docker is in use, the VM awake
+        await trio.sleep(1)
+        assert len(FakeRunner.setups) == 2
+        await trio.sleep(2000)  # silent again: retries spaced further and further apart, not every 20 s
+        gaps = [later - earlier for earlier, later in itertools.pairwise(FakeRunner.setups[1:])]
+        assert len(gaps) >= 2
+        assert gaps == sorted(gaps)
+        assert gaps[0] >= FIRST_HANDSHAKE_GRACE_S + supervisor.QUIET_VM_RETRY_INITIAL_S / 2
+        nursery.cancel_scope.cancel()
