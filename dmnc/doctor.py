@@ -31,7 +31,7 @@ from dmnc.docker.discovery import Runtime, detect_runtime, discover_endpoint
 from dmnc.docker.errors import DiscoveryError, DockerError, NotFound
 from dmnc.docker.models import Network
 from dmnc.routes import InstalledRoute, InterfaceNotFoundError, RouteError, open_route_manager
-from dmnc.routes.policy import NetworkInfo, PolicyConfig, evaluate
+from dmnc.routes.policy import NetworkInfo, PolicyConfig, SkipReason, evaluate
 from dmnc.status import StatusSnapshot
 from dmnc.udp import DEFAULT_LISTEN_ADDRESSES, UdpEndpoint, UdpError
 from dmnc.vm.errors import VmSetupError
@@ -316,6 +316,38 @@ def route_conflict_check(
     )
 
 
+# Routes dmnc leaves out on purpose (policy, overlaps: see route-conflicts) carry these reasons in its status.
+_DELIBERATE_SKIPS = frozenset(reason.value for reason in SkipReason)
+# A route dmnc wants but has not added yet: normal for a second after a network appears.
+_NOT_YET = "not installed yet"
+
+
+def installed_routes_check(snapshot: StatusSnapshot | None, not_running: str) -> CheckResult:
+    """The running dmnc's routes: every container subnet it wants is installed, or why not."""
+    if snapshot is None:
+        return CheckResult("routes", Verdict.SKIP, not_running)
+    wanted = [route for route in snapshot.routes if route.installed or route.reason not in _DELIBERATE_SKIPS]
+    missing = [route for route in wanted if not route.installed]
+    interface = snapshot.tunnel.interface or "the tunnel"
+    if not missing:
+        return CheckResult("routes", Verdict.PASS, f"{len(wanted)} container subnet(s) routed through {interface}")
+    described = "; ".join(f"{route.subnet} ({route.network}): {route.reason or 'not installed'}" for route in missing)
+    if all(route.reason == _NOT_YET for route in missing):
+        return CheckResult(
+            "routes",
+            Verdict.WARN,
+            f"{len(wanted) - len(missing)} of {len(wanted)} routed, still adding {described}",
+            fix="run dmnc doctor again in a few seconds",
+        )
+    return CheckResult(
+        "routes",
+        Verdict.FAIL,
+        f"{len(wanted) - len(missing)} of {len(wanted)} routed through {interface}; not routed: {described}",
+        fix="read dmnc's log; a route 'taken by another program' was replaced by another route to the same subnet"
+        " (VPN client?): stop that program or change the Docker network's subnet",
+    )
+
+
 def choose_probe_subnet(
     taken: Collection[ipaddress.IPv4Network | ipaddress.IPv6Network],
 ) -> ipaddress.IPv4Network | None:
@@ -417,6 +449,7 @@ async def _checks_without_docker(settings: DoctorSettings, facts: _Facts, add: R
         add(_skip(name, "needs Docker"))
     add(handshake_check(facts.snapshot, facts.not_running))
     add(_skip("route-conflicts", "needs Docker (its network list)"))
+    add(installed_routes_check(facts.snapshot, facts.not_running))
     add(_skip("probe", "needs Docker"))
 
 
@@ -427,6 +460,7 @@ async def _checks_with_docker(settings: DoctorSettings, docker: DockerClient, fa
     add(await _vm_wireguard(settings, docker, facts))
     add(handshake_check(facts.snapshot, facts.not_running))
     add(await _route_conflicts(settings, docker, facts))
+    add(installed_routes_check(facts.snapshot, facts.not_running))
     add(await _probe(settings, docker, facts))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import ipaddress
 from pathlib import Path
@@ -25,6 +26,7 @@ from dmnc.doctor import (
     choose_probe_subnet,
     docker_unreachable_check,
     handshake_check,
+    installed_routes_check,
     kernel_check,
     port_check,
     root_check,
@@ -35,7 +37,7 @@ from dmnc.doctor import (
 )
 from dmnc.routes import InstalledRoute
 from dmnc.routes.policy import NetworkInfo, PolicyConfig
-from dmnc.status import DockerStatus, StatusSnapshot, TunnelStatus, VmStatus
+from dmnc.status import DockerStatus, RouteStatus, StatusSnapshot, TunnelStatus, VmStatus
 from dmnc.udp import UdpError
 from dmnc.vm import KernelWireGuardMissing, KernelWireGuardPresent
 
@@ -305,6 +307,7 @@ async def test_without_docker_every_docker_check_is_skipped_and_docker_fails(tmp
         ("vm-wireguard", Verdict.SKIP),
         ("handshake", Verdict.SKIP),
         ("route-conflicts", Verdict.SKIP),
+        ("routes", Verdict.SKIP),
         ("probe", Verdict.SKIP),
     ]
     assert f"{tmp_path}/missing.sock: does not exist" in results[1].detail
@@ -354,3 +357,44 @@ def test_a_bad_probe_timeout_is_a_usage_error(empty_config: Path, capsys: pytest
         main(["doctor", "--config", str(empty_config), "--probe-timeout", "0"])
     assert exited.value.code == EXIT_BAD_CONFIG
     assert "--probe-timeout: '0' must be more than 0" in capsys.readouterr().err
+
+
+def with_routes(*routes: RouteStatus) -> StatusSnapshot:
+    return dataclasses.replace(running(), routes=routes)
+
+
+def route_status(subnet: str, network: str, installed: bool, reason: str | None = None) -> RouteStatus:
+    return RouteStatus(ipaddress.ip_network(subnet), network, installed, reason)
+
+
+def test_routes_check_passes_when_every_wanted_subnet_is_installed_and_ignores_deliberate_skips() -> None:
+    result = installed_routes_check(
+        with_routes(
+            route_status("172.17.0.0/16", "bridge", True),
+            route_status("10.8.0.0/24", "web", False, "overlaps a route dmnc does not own"),
+            route_status("172.20.0.0/16", "other", False, "matches an exclude pattern"),
+        ),
+        "",
+    )
+    assert result == CheckResult("routes", Verdict.PASS, "1 container subnet(s) routed through utun7")
+
+
+def test_routes_dmnc_could_not_install_fail_naming_subnet_network_and_reason() -> None:
+    result = installed_routes_check(
+        with_routes(
+            route_status("172.17.0.0/16", "bridge", True),
+            route_status("172.18.0.0/16", "web", False, "taken by another program"),
+        ),
+        "",
+    )
+    assert result.verdict is Verdict.FAIL
+    assert "1 of 2 routed through utun7; not routed: 172.18.0.0/16 (web): taken by another program" in result.detail
+
+
+def test_routes_still_being_added_only_warn() -> None:
+    result = installed_routes_check(with_routes(route_status("172.18.0.0/16", "web", False, "not installed yet")), "")
+    assert result.verdict is Verdict.WARN
+
+
+def test_routes_check_skipped_without_a_running_dmnc() -> None:
+    assert installed_routes_check(None, "dmnc is not running").verdict is Verdict.SKIP

@@ -118,6 +118,7 @@ def test_without_dmnc_doctor_checks_docker_image_and_kernel_and_leaves_nothing(l
         "vm-wireguard",
         "handshake",
         "route-conflicts",
+        "routes",
         "probe",
     ]
     assert checks["root"] == "PASS root: running as root"
@@ -156,6 +157,7 @@ def test_with_dmnc_running_doctor_sees_its_port_and_handshake_and_reaches_a_prob
         checks = lines_by_check(completed.stdout)
         assert checks["port"] == "PASS port: UDP port 3333 is held by the running dmnc"
         assert checks["handshake"].startswith("PASS handshake: last handshake ")
+        assert checks["routes"].startswith("PASS routes: 1 container subnet(s) routed through dmnc")
         assert "(userspace WireGuard)" in checks["handshake"]
         assert checks["probe"].startswith("PASS probe: reached a container at 172.30.253.2 on the new network")
         assert completed.returncode == 0
