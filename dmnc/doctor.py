@@ -91,8 +91,14 @@ class CheckResult:
         return {"name": self.name, "verdict": self.verdict.value, "detail": self.detail, "fix": self.fix}
 
     def render(self) -> str:
-        line = f"{self.verdict.value} {self.name}: {self.detail}"
-        return line if self.fix is None else f"{line}\n  fix: {self.fix}"
+        """The lines `dmnc doctor` prints. Details quote the daemon (network names, errors): control characters
+        are escaped so they cannot drive the terminal or fake a line."""
+        line = f"{self.verdict.value} {self.name}: {_printable(self.detail)}"
+        return line if self.fix is None else f"{line}\n  fix: {_printable(self.fix)}"
+
+
+def _printable(text: str) -> str:
+    return "".join(char if char.isprintable() else f"\\x{ord(char):02x}" for char in text)
 
 
 @dataclasses.dataclass(frozen=True)

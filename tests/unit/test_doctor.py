@@ -82,6 +82,11 @@ def test_render_puts_the_fix_under_the_line() -> None:
     assert CheckResult("root", Verdict.PASS, "running as root").render() == "PASS root: running as root"
 
 
+def test_render_escapes_control_characters_from_the_daemon() -> None:
+    result = CheckResult("route-conflicts", Verdict.FAIL, "network 'a\x1b[2J\nPASS x' overlaps", fix="b\rc")
+    assert result.render() == "FAIL route-conflicts: network 'a\\x1b[2J\\x0aPASS x' overlaps\n  fix: b\\x0dc"
+
+
 def test_without_root_the_root_only_checks_are_named_as_skipped() -> None:
     assert root_check(True).verdict is Verdict.PASS
     result = root_check(False)
