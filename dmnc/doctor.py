@@ -38,8 +38,8 @@ from dmnc.vm.errors import VmSetupError
 from dmnc.vm.result import KernelWireGuardMissing, KernelWireGuardPresent
 from dmnc.vm.runner import VmSetupRunner, default_setup_image
 
-# Time limits per step: doctor must never hang. Discovery probes each candidate socket for up to 3 s
-# (dmnc.docker.discovery.PROBE_TIMEOUT_S) and may try a dozen of them.
+# Time limits per step: doctor must never hang. Discovery probes each candidate socket for up to 8 s
+# (dmnc.docker.discovery.PROBE_TIMEOUT_S); missing sockets fail at once, so a dozen candidates cost little.
 DOCKER_TIMEOUT_S = 30.0
 CONTROL_TIMEOUT_S = 5.0
 STEP_TIMEOUT_S = 15.0

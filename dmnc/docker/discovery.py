@@ -48,7 +48,10 @@ logger = logging.getLogger(__name__)
 
 SYSTEM_DOCKER_SOCKET = Path("/var/run/docker.sock")
 SYSTEM_PODMAN_SOCKET = Path("/run/podman/podman.sock")
-PROBE_TIMEOUT_S = 3.0
+# How long a candidate socket may take to answer GET /version. A daemon that is starting, waking (Resource Saver)
+# or busy takes seconds (Podman's API service under load took over 3 s in the lab); missing sockets fail at once,
+# so only a socket that accepts and never answers costs this much.
+PROBE_TIMEOUT_S = 8.0
 # The docker CLI's name for "no context configured: use DOCKER_HOST or the default socket".
 DEFAULT_CONTEXT_NAME = "default"
 
