@@ -201,3 +201,32 @@ def following_events(lab: ServiceLab) -> Iterator[list[str]]:
         follower.kill()
         follower.wait()
         reader.join(timeout=5)
+
+
+def test_sighup_reloads_route_selection_from_the_config_file(lab: ServiceLab) -> None:
+    address = start_web_container(lab)
+    with running_dmnc(lab) as dmnc:
+        http_get(lab, address)
+        assert any(line.startswith("172.17.0.0/16 ") for line in dmnc_routes(lab))
+        lab.config_file.write_text('[routes]\nexclude = ["172.17.0.0/16"]\n', encoding="utf-8")
+        dmnc.process.send_signal(signal.SIGHUP)
+        dmnc.wait_for_log("configuration reloaded")
+        wait_until(lambda: not any("172.17.0.0/16" in line for line in dmnc_routes(lab)), 10, "route withdrawn")
+        excluded = [route for route in status_json(lab)["routes"] if route["subnet"] == "172.17.0.0/16"]
+        assert excluded == [
+            {"subnet": "172.17.0.0/16", "network": "bridge", "installed": False, "reason": "matches an exclude pattern"}
+        ]
+        assert dmnc.stop() == 0
+
+
+def test_a_second_stop_signal_exits_at_once(lab: ServiceLab) -> None:
+    start_web_container(lab)
+    with running_dmnc(lab) as dmnc:
+        dmnc.wait_for_log("VM side ready")
+        dmnc.process.send_signal(signal.SIGTERM)
+        dmnc.wait_for_log("shutting down")  # trio merges a signal repeated before it is received: wait for this one
+        dmnc.process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert dmnc.process.wait(timeout=10) == 1
+        assert time.monotonic() - started < 5
+        assert "second SIGTERM: exiting now" in dmnc.log()
