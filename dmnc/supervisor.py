@@ -131,19 +131,6 @@ class Backoff:
         return delay / 2 + self._rng() * delay / 2
 
 
-def network_info(network: Network) -> NetworkInfo:
-    """The routing policy's view of a Docker network."""
-    return NetworkInfo(
-        name=network.name,
-        id=network.id,
-        driver=network.driver,
-        scope=network.scope,
-        internal=network.internal,
-        labels=dict(network.labels),
-        subnets=network.subnets,
-    )
-
-
 def open_udp(config: Config) -> UdpEndpoint:
     """Bind the tunnel's UDP port; the default port falls back to a free one when taken (an explicit one may not)."""
     addresses = DEFAULT_LISTEN_ADDRESSES if config.listen.host == DEFAULT_LISTEN_HOST else (str(config.listen.host),)
@@ -454,7 +441,7 @@ class Service:
         )
         async with docker.events({"type": ["network", "container"]}) as events:
             # The stream is open before the list is read, so nothing created in between is missed.
-            self._routes().set_networks(network_info(network) for network in await docker.list_networks())
+            self._routes().set_networks(NetworkInfo.of(network) for network in await docker.list_networks())
             self._emit(
                 "docker.connected",
                 f"connected to {runtime.value} at {docker.address.url} (API {docker.api_version})",
@@ -492,7 +479,7 @@ class Service:
         while True:
             await trio.sleep(NETWORK_POLL_INTERVAL_S)
             listed = await docker.list_networks()
-            networks = sorted((network_info(network) for network in listed), key=lambda info: info.id)
+            networks = sorted((NetworkInfo.of(network) for network in listed), key=lambda info: info.id)
             if known is not None and networks != known:
                 self._routes().set_networks(networks)
             known = networks
@@ -508,7 +495,7 @@ class Service:
             except DockerError as error:
                 logger.warning("network %s created but not readable: %s", event.actor_id[:12], error)
                 return
-            self._routes().update_network(network_info(network))
+            self._routes().update_network(NetworkInfo.of(network))
             self._emit("network.created", f"network {network.name} created: {_subnets(network)}")
         elif event.action == "destroy":
             self._routes().remove_network(event.actor_id)

@@ -18,6 +18,7 @@ from dmnc.docker.client import DockerClient
 from dmnc.docker.errors import ConnectionLost
 from dmnc.docker.models import IpamConfig, Network
 from dmnc.routes import RouteError
+from dmnc.routes.policy import NetworkInfo
 from dmnc.supervisor import (
     FIRST_HANDSHAKE_GRACE_S,
     VM_STALE_AFTER_S,
@@ -25,7 +26,6 @@ from dmnc.supervisor import (
     Service,
     _fatal_error,
     docker_problem,
-    network_info,
 )
 from dmnc.udp import UdpEndpoint
 from dmnc.vm import SetupParams, SetupResult, VmMode
@@ -47,7 +47,7 @@ def test_backoff_reset_starts_over() -> None:
     assert backoff.next_delay() == 1.0
 
 
-def test_network_info_carries_what_the_route_policy_needs() -> None:
+def test_network_info_of_a_docker_network_carries_what_the_route_policy_needs() -> None:
     network = Network(
         id="abc",
         name="web",
@@ -61,7 +61,7 @@ def test_network_info_carries_what_the_route_policy_needs() -> None:
             IpamConfig(ipaddress.ip_network("fd00:1::/64")),
         ),
     )
-    info = network_info(network)
+    info = NetworkInfo.of(network)
     assert (info.name, info.id, info.driver, info.scope, info.internal) == ("web", "abc", "bridge", "local", True)
     assert info.labels == {"dmnc.route": "false"}
     assert info.subnets == (ipaddress.ip_network("172.30.0.0/16"), ipaddress.ip_network("fd00:1::/64"))
