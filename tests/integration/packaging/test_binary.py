@@ -164,8 +164,6 @@ def test_frozen_binary_makes_and_derives_wireguard_keys(detached_binary: Path) -
 
 def test_frozen_binary_status_reports_a_missing_service_cleanly(detached_binary: Path, tmp_path: Path) -> None:
     """Loads trio and trio-websocket inside the frozen binary and runs the status client up to its socket."""
-    if "dmnc.commands.status" not in COMMAND_MODULES:
-        pytest.skip("`dmnc status` is not registered in dmnc.cli.COMMAND_MODULES yet")
     result = run_frozen(detached_binary, "status", "--control-socket", str(tmp_path / "absent.sock"))
     assert result.returncode == 3, result.stderr  # dmnc.commands.status: EXIT_NOT_RUNNING
     assert "Traceback" not in result.stderr
@@ -173,8 +171,6 @@ def test_frozen_binary_status_reports_a_missing_service_cleanly(detached_binary:
 
 def test_frozen_binary_talks_to_a_real_docker_engine(detached_binary: Path) -> None:
     """httpx over the Unix socket under trio (anyio's trio backend is imported by name at run time) in the binary."""
-    if "dmnc.docker.command" not in COMMAND_MODULES:
-        pytest.skip("`dmnc docker` is not registered in dmnc.cli.COMMAND_MODULES yet")
     require_root()
     require_tools("ip", "dockerd")
     with running_dockerd() as engine:
