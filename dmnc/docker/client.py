@@ -27,6 +27,7 @@ hours) unless `idle_timeout` is given.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -36,7 +37,7 @@ import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Self, cast
+from typing import Generic, Self, TypeVar, cast
 
 import httpx
 import trio
@@ -81,6 +82,7 @@ ERROR_BODY_PREVIEW_CHARS = 300
 MAX_RESPONSE_BYTES = 64 << 20
 # dockerd's refusal of an API version: "client version 1.52 is too new. Maximum supported API version is 1.41".
 _VERSION_ERROR = re.compile(r"client version \S+ is too (new|old)", re.IGNORECASE)
+_Item = TypeVar("_Item")
 
 
 def parse_api_version(text: str) -> tuple[int, int]:
@@ -201,14 +203,37 @@ class _Body:
         await self._chunks.aclose()
 
 
-class EventStream:
-    """Async iterator of `Event`s from one `GET /events` response. See `dmnc.docker.events` for `since`."""
+class _DecodedBody(Generic[_Item]):
+    """Items decoded from one streamed response body, handed out one at a time (the async iterator protocol)."""
 
     def __init__(self, body: _Body) -> None:
         self._body = body
-        self._decoder = EventDecoder()
-        self._pending: list[Event] = []
+        self._pending: collections.deque[_Item] = collections.deque()
         self._ended = False
+
+    def _decode(self, chunk: bytes | None) -> list[_Item]:
+        """The items `chunk` completes; `chunk` None means the body ended."""
+        raise NotImplementedError
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def _next_item(self) -> _Item:
+        while not self._pending:
+            if self._ended:
+                raise StopAsyncIteration
+            chunk = await self._body.read()
+            self._ended = chunk is None
+            self._pending.extend(self._decode(chunk))
+        return self._pending.popleft()
+
+
+class EventStream(_DecodedBody[Event]):
+    """Async iterator of `Event`s from one `GET /events` response. See `dmnc.docker.events` for `since`."""
+
+    def __init__(self, body: _Body) -> None:
+        super().__init__(body)
+        self._decoder = EventDecoder()
 
     @property
     def last_time_nano(self) -> int:
@@ -220,56 +245,38 @@ class EventStream:
         """Lines dropped as garbage so far."""
         return self._decoder.skipped
 
-    def __aiter__(self) -> Self:
-        return self
+    def _decode(self, chunk: bytes | None) -> list[Event]:
+        return self._decoder.finish() if chunk is None else self._decoder.feed(chunk)
 
     async def __anext__(self) -> Event:
-        while not self._pending:
-            if self._ended:
-                raise StopAsyncIteration
-            chunk = await self._body.read()
-            if chunk is None:
-                self._ended = True
-                self._pending = self._decoder.finish()
-            else:
-                self._pending = self._decoder.feed(chunk)
-        return self._pending.pop(0)
+        return await self._next_item()
 
 
-class OutputStream:
+class OutputStream(_DecodedBody[OutputChunk]):
     """Async iterator of `OutputChunk`s of a container's logs, stdout and stderr kept apart.
 
     A TTY container has one raw stream (reported as stdout); otherwise the body is demultiplexed.
     """
 
     def __init__(self, body: _Body, *, multiplexed: bool, endpoint: str) -> None:
-        self._body = body
+        super().__init__(body)
         self._demuxer = FrameDemuxer() if multiplexed else None
-        self._pending: list[OutputChunk] = []
-        self._ended = False
         self._endpoint = endpoint
 
-    def __aiter__(self) -> Self:
-        return self
+    def _decode(self, chunk: bytes | None) -> list[OutputChunk]:
+        if self._demuxer is None:
+            return [] if chunk is None else [OutputChunk(StreamKind.STDOUT, chunk)]
+        if chunk is None:
+            with map_exceptions(self._endpoint):
+                self._demuxer.finish()
+            return []
+        return self._demuxer.feed(chunk)
 
     async def __anext__(self) -> OutputChunk:
-        while not self._pending:
-            if self._ended:
-                raise StopAsyncIteration
-            chunk = await self._body.read()
-            if chunk is None:
-                self._ended = True
-                if self._demuxer is not None:
-                    with map_exceptions(self._endpoint):
-                        self._demuxer.finish()
-            elif self._demuxer is None:
-                self._pending = [OutputChunk(StreamKind.STDOUT, chunk)]
-            else:
-                self._pending = self._demuxer.feed(chunk)
-        return self._pending.pop(0)
+        return await self._next_item()
 
 
-class ProgressStream:
+class ProgressStream(_DecodedBody[ProgressMessage]):
     """Async iterator of `ProgressMessage`s of an image pull or build.
 
     A message carrying an error raises `OperationFailed` (after the earlier messages were delivered). After a build,
@@ -277,27 +284,16 @@ class ProgressStream:
     """
 
     def __init__(self, body: _Body, endpoint: str) -> None:
-        self._body = body
+        super().__init__(body)
         self._endpoint = endpoint
         self._decoder = ProgressDecoder()
-        self._pending: list[ProgressMessage] = []
-        self._ended = False
         self.image_id: str | None = None
 
-    def __aiter__(self) -> Self:
-        return self
+    def _decode(self, chunk: bytes | None) -> list[ProgressMessage]:
+        return self._decoder.finish() if chunk is None else self._decoder.feed(chunk)
 
     async def __anext__(self) -> ProgressMessage:
-        while not self._pending:
-            if self._ended:
-                raise StopAsyncIteration
-            chunk = await self._body.read()
-            if chunk is None:
-                self._ended = True
-                self._pending = self._decoder.finish()
-            else:
-                self._pending = self._decoder.feed(chunk)
-        message = self._pending.pop(0)
+        message = await self._next_item()
         if message.error:
             raise OperationFailed(message.error, endpoint=self._endpoint)
         self._remember_image_id(message)
