@@ -304,7 +304,7 @@ class Service:
                     async with trio.open_nursery() as nursery:
                         await nursery.start(self._tunnel.run)
                         await nursery.start(self._reconciler.run)
-                        await nursery.start(self._serve_control, control)
+                        await nursery.start(serve_control_socket, control, self)
                         nursery.start_soon(self._health)
                         nursery.start_soon(self._docker_loop)
                         task_status.started()
@@ -315,14 +315,6 @@ class Service:
             if self._udp is not None:
                 self._udp.close()
             self._tun.close()
-
-    async def _serve_control(
-        self, control: BoundControlSocket, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        try:
-            await serve_control_socket(control, self, task_status=_Started(task_status))
-        except ControlError as error:
-            raise ServiceError(str(error)) from error
 
     async def _clean_up(self) -> None:
         if self._reconciler is not None:
@@ -563,29 +555,25 @@ class Service:
         )
 
 
-def docker_problem(error: BaseException) -> str | None:
-    """A readable line for a lost or unreachable Docker inside `error` (possibly an exception group); None if
-    `error` is not about Docker (a bug, which must not be retried away)."""
-    if isinstance(error, DiscoveryError):
-        return f"Docker is not reachable: {error}"
-    if isinstance(error, DockerError | VmSetupError):
-        return f"lost Docker: {error}"
+def first_of(error: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of `kinds` in `error`, looking inside exception groups (trio nurseries wrap errors)."""
+    if isinstance(error, kinds):
+        return error
     if isinstance(error, BaseExceptionGroup):
         for inner in error.exceptions:
-            found = docker_problem(inner)
+            found = first_of(inner, kinds)
             if found is not None:
                 return found
     return None
 
 
-class _Started:
-    """Adapts serve_control_socket's started(path) to a started() without a value."""
-
-    def __init__(self, outer: trio.TaskStatus[None]) -> None:
-        self._outer = outer
-
-    def started(self, value: object = None) -> None:
-        self._outer.started()
+def docker_problem(error: BaseException) -> str | None:
+    """A readable line for a lost or unreachable Docker inside `error` (possibly an exception group); None if
+    `error` is not about Docker (a bug, which must not be retried away)."""
+    found = first_of(error, (DockerError, VmSetupError))
+    if found is None:
+        return None
+    return f"Docker is not reachable: {found}" if isinstance(found, DiscoveryError) else f"lost Docker: {found}"
 
 
 def _stale_after_from_env() -> float:
@@ -644,15 +632,8 @@ _FATAL_ERRORS = (ServiceError, TunError, UdpError, RouteError, ControlError, Con
 
 
 def _fatal_error(error: BaseException) -> BaseException | None:
-    """The first user-facing error inside `error` (trio nurseries wrap errors in exception groups)."""
-    if isinstance(error, _FATAL_ERRORS):
-        return error
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            found = _fatal_error(inner)
-            if found is not None:
-                return found
-    return None
+    """The first user-facing error inside `error`."""
+    return first_of(error, _FATAL_ERRORS)
 
 
 def run(config: Config, flags: ConfigFlags) -> int:
