@@ -27,8 +27,8 @@ COMMANDS = {
     "run": "dmnc.commands.run",
     "status": "dmnc.commands.status",
     "doctor": "dmnc.commands.doctor",
-    "vm": "dmnc.vm.command",
-    "docker": "dmnc.docker.command",
+    "vm": "dmnc.commands.vm",
+    "docker": "dmnc.commands.docker",
     "uninstall": "dmnc.commands.uninstall",
 }
 COMMAND_MODULES = tuple(COMMANDS.values())

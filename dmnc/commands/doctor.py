@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: the checks pull in trio, httpx and the platform's route backend, which parsing flags never needs.
     import trio  # noqa: PLC0415
 
-    from dmnc.doctor import CheckResult, DoctorSettings, Verdict, run_doctor  # noqa: PLC0415
+    from dmnc.doctor.doctor import CheckResult, DoctorSettings, Verdict, run_doctor  # noqa: PLC0415
 
     def print_line(result: CheckResult) -> None:
         if not args.json:

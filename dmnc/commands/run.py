@@ -109,6 +109,6 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_CONFIG
     setup_logging(config.log_level)
     # Imported here: the service pulls in trio, httpx and the platform backends, which `dmnc status` never needs.
-    from dmnc import supervisor  # noqa: PLC0415
+    from dmnc.supervisor import supervisor  # noqa: PLC0415
 
     return supervisor.run(config, flags_from_args(args))

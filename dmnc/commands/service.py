@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from dmnc.cli import DEFAULT_COMMAND, build_parser
-from dmnc.service import (
+from dmnc.system_service import (
     Action,
     RunCommand,
     ServiceError,

@@ -1,8 +1,8 @@
 """`dmnc status [--json] [--follow] [--control-socket PATH]`: what the running service is doing. Needs no root.
 
 Reads the control socket (flag > DMNC_CONTROL_SOCKET > control_socket in the config file > /var/run/dmnc.sock).
-Output: a readable summary by default, one JSON object with --json (see dmnc.status); with --follow, one line per
-event as it happens (one JSON object per line with --json) until dmnc stops or Ctrl-C.
+Output: a readable summary by default, one JSON object with --json (see dmnc.control.messages); with --follow, one
+line per event as it happens (one JSON object per line with --json) until dmnc stops or Ctrl-C.
 
 Exit codes: 0 success (or the followed dmnc stopped), 1 dmnc answered wrongly or not in time, 2 bad flag or
 configuration, 3 dmnc is not running, 4 permission denied on the control socket.
@@ -28,7 +28,7 @@ from dmnc.control import (
     fetch_snapshot,
     open_event_feed,
 )
-from dmnc.status import StatusEvent, StatusSnapshot
+from dmnc.control.messages import StatusEvent, StatusSnapshot
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _remove_service(root: Path) -> int:
-    from dmnc.service import ServiceError, ServiceManager, apply, plan_uninstall, staged_path  # noqa: PLC0415
+    from dmnc.system_service import ServiceError, ServiceManager, apply, plan_uninstall, staged_path  # noqa: PLC0415
 
     manager = ServiceManager.for_platform()
     if not staged_path(root, manager.service_path).exists():

@@ -1,8 +1,8 @@
 """`dmnc wg up CONFIG`, `dmnc wg genkey`, `dmnc wg pubkey`: dmnc's WireGuard peer on its own, like wireguard-go.
 
-`wg up` runs the tunnel from a standard WireGuard config file (see dmnc.wgconfig) until SIGTERM/SIGINT, so dmnc can
-be checked against any WireGuard peer and benchmarked with identical configs. It prints one `ready` line once the
-interface is up and the UDP port bound; SIGUSR1 prints the per-peer counters as one JSON line; SIGHUP re-reads the
+`wg up` runs the tunnel from a standard WireGuard config file (see dmnc.wireguard.conffile) until SIGTERM/SIGINT, so
+dmnc can be checked against any WireGuard peer and benchmarked with identical configs. It prints one `ready` line once
+the interface is up and the UDP port bound; SIGUSR1 prints the per-peer counters as one JSON line; SIGHUP re-reads the
 file's peers like `wg syncconf` (a `reloaded ...` line; [Interface] changes need a restart).
 `genkey` and `pubkey` behave like wg(8): pubkey reads a private key on stdin.
 """
@@ -21,9 +21,8 @@ from collections.abc import Sequence
 import trio
 
 from dmnc.tun import DEFAULT_MTU, TunAddress, TunDevice, TunError, open_tun
-from dmnc.tunnel import Tunnel
-from dmnc.udp import UdpEndpoint, UdpError
-from dmnc.wgconfig import ConfigError, PeerSection, WireGuardConfig, load_config
+from dmnc.tunnel.datapath import Tunnel
+from dmnc.tunnel.udp import UdpEndpoint, UdpError
 from dmnc.wireguard import ConfigError as DeviceConfigError
 from dmnc.wireguard import (
     Device,
@@ -35,6 +34,7 @@ from dmnc.wireguard import (
     generate_private_key,
     public_key,
 )
+from dmnc.wireguard.conffile import ConfigError, PeerSection, WireGuardConfig, load_config
 
 EXIT_FAILURE = 1
 # Test hook: shortens REKEY_AFTER_TIME (seconds) so a rekey can be observed in seconds, not minutes.

@@ -22,7 +22,7 @@ import nacl.bindings  # noqa: F401  # runs sodium_init()
 from nacl._sodium import ffi, lib
 
 from dmnc.wireguard import SendDatagram
-from tests.unit.wireguard.inmemory import Network, ip4
+from tests.fakes.wireguard_network import Network, ip4
 
 PACKET_SIZE = 1420
 BATCH = 1000  # 1.4 MB of datagrams per decapsulate batch: warm in cache like freshly received ones

@@ -35,7 +35,7 @@ def test_version_loads_none_of_the_heavy_libraries(argv: list[str]) -> None:
     """Cold start of `dmnc version` is a packaging target (<= 0.5 s): only the named command's module is imported."""
     probe = (
         "import sys\nfrom dmnc.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('trio', 'httpx', 'nacl', 'dmnc.tunnel') if m in sys.modules))"
+        "print(sorted(m for m in ('trio', 'httpx', 'nacl', 'dmnc.tunnel.datapath') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, check=True)
     assert result.stdout.splitlines()[-1] == "[]"

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from dmnc.control import EventBroadcaster
-from dmnc.status import StatusEvent
+from dmnc.control.messages import StatusEvent
 
 
 def event(number: int) -> StatusEvent:

@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from dmnc.cli import main
 from dmnc.commands.doctor import EXIT_BAD_CONFIG, MAX_PROBE_TIMEOUT_S, positive_seconds
 from dmnc.config import Config, ConfigFlags, load_config
+from dmnc.control.messages import DockerStatus, RouteStatus, StatusSnapshot, TunnelStatus, VmStatus
 from dmnc.docker.discovery import Runtime
 from dmnc.docker.errors import DiscoveryAttempt, DiscoveryError
-from dmnc.doctor import (
+from dmnc.doctor.doctor import (
     PROBE_SUBNETS,
     CheckResult,
     DoctorSettings,
@@ -37,8 +38,7 @@ from dmnc.doctor import (
 )
 from dmnc.routes import InstalledRoute
 from dmnc.routes.policy import NetworkInfo, PolicyConfig
-from dmnc.status import DockerStatus, RouteStatus, StatusSnapshot, TunnelStatus, VmStatus
-from dmnc.udp import UdpError
+from dmnc.tunnel.udp import UdpError
 from dmnc.vm import KernelWireGuardMissing, KernelWireGuardPresent
 
 SOCKET = "unix:///Users/me/.docker/run/docker.sock"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from dmnc.service import LAUNCHD_LABEL, ServiceSpec, launchd_plist, systemd_unit
+from dmnc.system_service import LAUNCHD_LABEL, ServiceSpec, launchd_plist, systemd_unit
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "build"

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from dmnc import config, supervisor
+from dmnc import config
 from dmnc.cli import build_parser, main
 from dmnc.commands.run import NOT_ROOT_MESSAGE, flags_from_args
 from dmnc.config import Config, ConfigFlags, LogLevel
+from dmnc.supervisor import supervisor
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dmnc.status import (
+from dmnc.control.messages import (
     DockerStatus,
     RouteStatus,
     StatusEvent,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from dmnc.commands.status import format_age, format_bytes, printable, render_event, render_snapshot
-from dmnc.status import RouteStatus, StatusEvent, StatusSnapshot, TunnelStatus
+from dmnc.control.messages import RouteStatus, StatusEvent, StatusSnapshot, TunnelStatus
 
 
 def test_fresh_service_shows_what_is_not_known_yet() -> None:

@@ -12,14 +12,14 @@ import pytest
 import trio
 import trio.testing
 
-from dmnc import supervisor
 from dmnc.config import Config, ConfigFlags
 from dmnc.docker.client import DockerClient
 from dmnc.docker.errors import ConnectionLost
 from dmnc.docker.models import IpamConfig, Network
 from dmnc.routes import RouteError
 from dmnc.routes.policy import NetworkInfo
-from dmnc.supervisor import (
+from dmnc.supervisor import supervisor
+from dmnc.supervisor.supervisor import (
     FIRST_HANDSHAKE_GRACE_S,
     VM_STALE_AFTER_S,
     Backoff,
@@ -27,7 +27,7 @@ from dmnc.supervisor import (
     _fatal_error,
     docker_problem,
 )
-from dmnc.udp import UdpEndpoint
+from dmnc.tunnel.udp import UdpEndpoint
 from dmnc.vm import SetupParams, SetupResult, VmMode
 from dmnc.wireguard import Device, PeerStats, public_key
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dmnc.tunnel import segment_run_end
-from dmnc.udp import MAX_UDP_PAYLOAD, UDP_MAX_SEGMENTS
+from dmnc.tunnel.datapath import segment_run_end
+from dmnc.tunnel.udp import MAX_UDP_PAYLOAD, UDP_MAX_SEGMENTS
 from dmnc.wireguard import SendDatagram
 
 ENDPOINTS = [("10.0.0.1", 51820), ("10.0.0.2", 51820), ("fd00::1", 51820)]

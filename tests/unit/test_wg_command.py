@@ -17,7 +17,6 @@ from dmnc.commands.wg import (
     reload_peers,
     timing_from_environment,
 )
-from dmnc.wgconfig import ConfigError, PeerSection, load_config
 from dmnc.wireguard import ConfigError as DeviceConfigError
 from dmnc.wireguard import (
     Device,
@@ -28,6 +27,7 @@ from dmnc.wireguard import (
     generate_private_key,
     public_key,
 )
+from dmnc.wireguard.conffile import ConfigError, PeerSection, load_config
 
 
 def dmnc(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

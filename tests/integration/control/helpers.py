@@ -21,7 +21,7 @@ from typing import Any
 import trio
 
 from dmnc.control import EventBroadcaster, admin_group_id
-from dmnc.status import DockerStatus, RouteStatus, StatusSnapshot, TunnelStatus, VmStatus
+from dmnc.control.messages import DockerStatus, RouteStatus, StatusSnapshot, TunnelStatus, VmStatus
 from tests.conftest import require_lab, require_root
 
 DMNC = [sys.executable, "-m", "dmnc"]

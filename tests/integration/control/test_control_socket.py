@@ -26,7 +26,7 @@ from dmnc.control import (
     open_event_feed,
     serve_control_socket,
 )
-from dmnc.status import StatusEvent
+from dmnc.control.messages import StatusEvent
 from tests.conftest import require_root
 from tests.integration.control.helpers import SNAPSHOT, FakeSource, Served, wait_for_subscribers
 

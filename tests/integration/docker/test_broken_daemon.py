@@ -24,7 +24,7 @@ from dmnc.docker.errors import (
     NotFound,
     OperationFailed,
 )
-from tests.integration.docker.fake_daemon import (
+from tests.fakes.docker_daemon import (
     Request,
     chunk,
     chunked_head,

@@ -21,7 +21,7 @@ import pytest
 
 from dmnc import __version__
 from dmnc.cli import COMMAND_MODULES
-from dmnc.service import LAUNCHD_LABEL, ServiceSpec, launchd_plist, systemd_unit
+from dmnc.system_service import LAUNCHD_LABEL, ServiceSpec, launchd_plist, systemd_unit
 from dmnc.wireguard.keys import decode_key, encode_key, public_key
 from tests.conftest import require_root, require_tools
 from tests.integration.service.lab import dmnc_routes, http_get, running_dmnc, service_lab, start_web_container

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dmnc.service import LAUNCHD_LABEL
+from dmnc.system_service import LAUNCHD_LABEL
 from tests.conftest import require_tools
 
 pytestmark = pytest.mark.lab

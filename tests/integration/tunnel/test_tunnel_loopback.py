@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import pytest
 import trio
 
-from dmnc.tun.fake import FakeTun
-from dmnc.tunnel import Tunnel
-from dmnc.udp import UdpEndpoint
+from dmnc.tunnel.datapath import Tunnel
+from dmnc.tunnel.udp import UdpEndpoint
 from dmnc.wireguard import Device, DropReason, PeerConfig, SendDatagram, generate_private_key
+from tests.fakes.tun import FakeTun
 
 # Fits in a default socket receive buffer (~200 KiB, ~800 B of kernel accounting per datagram): none lost there.
 FLOOD = 150

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from dmnc import udp
-from dmnc.udp import SOCKET_BUFFER_BYTES, UdpEndpoint, UdpError, normalize_endpoint
+from dmnc.tunnel import udp
+from dmnc.tunnel.udp import SOCKET_BUFFER_BYTES, UdpEndpoint, UdpError, normalize_endpoint
 from tests.conftest import require_root
 
 

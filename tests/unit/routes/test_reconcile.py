@@ -15,7 +15,6 @@ import trio
 import trio.testing
 
 from dmnc.routes import RouteEvent, RouteOperationError
-from dmnc.routes.fake import FakeRouteManager, Operation
 from dmnc.routes.policy import NetworkInfo, PolicyConfig
 from dmnc.routes.reconcile import (
     MAX_RESTORES,
@@ -27,6 +26,7 @@ from dmnc.routes.reconcile import (
     describe_sender,
     plan_changes,
 )
+from tests.fakes.routes import FakeRouteManager, Operation
 
 net = ipaddress.ip_network
 

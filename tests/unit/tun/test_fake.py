@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from dmnc.tun.fake import FakeTun
+from tests.fakes.tun import FakeTun
 
 
 def test_fake_tun_passes_whole_packets_both_ways_and_never_blocks() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dmnc.cli import build_parser
-from dmnc.vm.command import run_image, run_teardown
+from dmnc.commands.vm import run_image, run_teardown
 
 
 def test_vm_actions_parse_docker_host_setup_image_and_config() -> None:

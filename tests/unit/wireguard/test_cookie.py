@@ -8,7 +8,7 @@ from dmnc.wireguard import DropReason
 from dmnc.wireguard.cookie import CookieChecker, CookieError, CookieGenerator
 from dmnc.wireguard.keys import generate_private_key, public_key
 from dmnc.wireguard.messages import Initiation
-from tests.unit.wireguard.inmemory import SeededRandom
+from tests.fakes.wireguard_network import SeededRandom
 
 SOURCE = ("192.0.2.1", 51820)
 

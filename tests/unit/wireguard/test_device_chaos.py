@@ -9,7 +9,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.wireguard.inmemory import Host, Network, ip4
+from tests.fakes.wireguard_network import Host, Network, ip4
 
 actions = st.lists(
     st.one_of(

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dmnc.wireguard import Device, Drop, SendDatagram
-from tests.unit.wireguard.inmemory import Host, Network, ip4
+from tests.fakes.wireguard_network import Host, Network, ip4
 
 SIZES = {1: 148, 2: 92, 3: 64}
 

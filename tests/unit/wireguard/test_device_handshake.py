@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from dmnc.wireguard import DropReason
-from tests.unit.wireguard.inmemory import Host, InFlight, Network, ip4, ip6
+from tests.fakes.wireguard_network import Host, InFlight, Network, ip4, ip6
 
 
 def test_first_packet_triggers_handshake_and_is_delivered_after_it() -> None:

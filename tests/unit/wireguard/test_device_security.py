@@ -8,7 +8,7 @@ import ipaddress
 import pytest
 
 from dmnc.wireguard import ConfigError, Device, Drop, DropReason, PeerConfig, SendDatagram, generate_private_key
-from tests.unit.wireguard.inmemory import WALL_OFFSET, Host, Network, ip4, ip6
+from tests.fakes.wireguard_network import WALL_OFFSET, Host, Network, ip4, ip6
 
 
 def establish(net: Network, a: Host, b: Host) -> None:

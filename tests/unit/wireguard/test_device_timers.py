@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dmnc.wireguard import DropReason, Timing
-from tests.unit.wireguard.inmemory import Host, InFlight, Network, ip4
+from tests.fakes.wireguard_network import Host, InFlight, Network, ip4
 
 KEEPALIVE_SIZE = 32  # header + empty payload + tag
 

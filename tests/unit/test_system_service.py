@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dmnc.cli import main
-from dmnc.service import (
+from dmnc.system_service import (
     LAUNCHD_LABEL,
     LAUNCHD_LOG_PATH,
     Action,

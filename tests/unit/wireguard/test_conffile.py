@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dmnc.wgconfig import ConfigError, InterfaceSection, PeerSection, WireGuardConfig, load_config, parse_config
+from dmnc.wireguard.conffile import (
+    ConfigError,
+    InterfaceSection,
+    PeerSection,
+    WireGuardConfig,
+    load_config,
+    parse_config,
+)
 
 KEY_A = base64.b64encode(bytes(range(32))).decode()
 KEY_B = base64.b64encode(bytes(range(1, 33))).decode()

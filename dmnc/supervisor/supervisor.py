@@ -2,7 +2,7 @@
 
 ```
 Service.run
-├── tunnel        TUN <-> UDP data path, handshakes, timers (dmnc.tunnel)
+├── tunnel        TUN <-> UDP data path, handshakes, timers (dmnc.tunnel.datapath)
 ├── routes        RouteReconciler: desired subnets (from Docker) vs installed routes (dmnc.routes)
 ├── control       status snapshot + live events on a Unix socket (dmnc.control)
 ├── health        watches the VM peer's counters: handshakes, and a VM side gone silent
@@ -41,6 +41,7 @@ from dmnc.control import (
     bind_control_socket,
     serve_control_socket,
 )
+from dmnc.control.messages import DockerStatus, RouteStatus, StatusSnapshot, TunnelStatus, VmStatus
 from dmnc.docker.client import DockerClient
 from dmnc.docker.discovery import Runtime, detect_runtime, discover_endpoint
 from dmnc.docker.errors import DiscoveryError, DockerError
@@ -49,10 +50,9 @@ from dmnc.logsetup import setup_logging
 from dmnc.routes import RouteError, open_route_manager
 from dmnc.routes.policy import NetworkInfo
 from dmnc.routes.reconcile import RouteReconciler
-from dmnc.status import DockerStatus, RouteStatus, StatusSnapshot, TunnelStatus, VmStatus
 from dmnc.tun import DEFAULT_MTU, TunAddress, TunDevice, TunError, open_tun
-from dmnc.tunnel import Tunnel
-from dmnc.udp import DEFAULT_LISTEN_ADDRESSES, UdpEndpoint, UdpError
+from dmnc.tunnel.datapath import Tunnel
+from dmnc.tunnel.udp import DEFAULT_LISTEN_ADDRESSES, UdpEndpoint, UdpError
 from dmnc.vm.errors import VmSetupError
 from dmnc.vm.params import (
     DEFAULT_HOST_ADDRESS,
@@ -65,7 +65,7 @@ from dmnc.vm.result import SetupResult
 from dmnc.vm.runner import VmSetupRunner
 from dmnc.wireguard import Device, PeerConfig, PeerStats, encode_key, generate_private_key
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("dmnc.supervisor")  # one log component for the whole service package
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

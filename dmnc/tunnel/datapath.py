@@ -36,7 +36,7 @@ from typing import Generic, TypeVar
 import trio
 
 from dmnc.tun import TunDevice, TunError
-from dmnc.udp import (
+from dmnc.tunnel.udp import (
     MAX_UDP_PAYLOAD,
     UDP_MAX_SEGMENTS,
     Endpoint,

@@ -1,4 +1,4 @@
-"""The control socket: `dmnc status` talks to the running service over a websocket on a local Unix socket.
+"""The control socket's server side: the running service answers `dmnc status` over a local Unix socket.
 
 Access. The socket file is created owned by root (the service's user) with mode 0660 and the group of the first of
 `ADMIN_GROUPS` that exists on the machine: `admin` (macOS administrators), `wheel` (Fedora, Arch), `sudo` (Debian,
@@ -6,22 +6,14 @@ Ubuntu). Members of that group run `dmnc status` without sudo; everyone else get
 of those groups only root can connect. The file is bound in a private 0700 directory, given its mode and group, and
 only then renamed into place, so there is no moment where it is reachable with looser permissions.
 
-Protocol (websocket over the Unix socket, text messages of JSON, see dmnc.status for the objects):
-- `GET /v1/status`: the server sends one snapshot and closes (1000).
-- `GET /v1/events`: the server sends one event per message as they happen. It closes with 1001 when dmnc stops,
-  and with `FEED_OVERFLOW_CLOSE_CODE` when the client reads so slowly that `EVENT_BUFFER` events piled up.
-
-Server side: `serve_control_socket(path, source)` under `nursery.start()`, fed by any `StatusSource` (a
-`snapshot()` callable and an `EventBroadcaster` the service publishes to). `bind_control_socket(path)` first, at
-startup, turns the socket into the single-instance check; the bound socket is then passed to
-`serve_control_socket`. Client side: `fetch_snapshot(path)` and `open_event_feed(path)`. Both sides raise only
-`ControlError` subclasses.
+`bind_control_socket(path)` first, at startup, turns the socket into the single-instance check; the bound socket
+is then passed to `serve_control_socket` under `nursery.start()`, fed by any `StatusSource` (a `snapshot()`
+callable and an `EventBroadcaster` the service publishes to). The protocol is in `dmnc.control.protocol`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import grp
 import logging
 import os
@@ -30,7 +22,7 @@ import socket
 import stat
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -38,13 +30,14 @@ from typing import Protocol
 import trio
 import trio_websocket
 
-from dmnc.status import (
-    DetailValue,
-    StatusEvent,
-    StatusFormatError,
-    StatusSnapshot,
-    decode_event_untrusted,
-    decode_snapshot_untrusted,
+from dmnc.control.messages import DetailValue, StatusEvent, StatusSnapshot
+from dmnc.control.protocol import (
+    DEFAULT_TIMEOUT_S,
+    EVENTS_PATH,
+    FEED_OVERFLOW_CLOSE_CODE,
+    STATUS_PATH,
+    ControlError,
+    ControlSocketBusy,
 )
 
 logger = logging.getLogger("dmnc.control")
@@ -52,42 +45,9 @@ logger = logging.getLogger("dmnc.control")
 CONTROL_SOCKET_MODE = 0o660
 # Administrators' groups, first existing wins: macOS, then Fedora/Arch, then Debian/Ubuntu.
 ADMIN_GROUPS = ("admin", "wheel", "sudo")
-STATUS_PATH = "/v1/status"
-EVENTS_PATH = "/v1/events"
 # Events a follower may lag behind before it is dropped; the service never waits for a slow reader.
 EVENT_BUFFER = 256
-# RFC 6455 section 7.4.2: 4000-4999 are for private use.
-FEED_OVERFLOW_CLOSE_CODE = 4000
-# RFC 6455 section 7.4.1: 1000 normal closure, 1001 "going away" (the server shuts down).
-_NORMAL_CLOSE_CODES = frozenset({1000, 1001})
-# RFC 6455 section 7.4.1: 1006, the connection dropped without a close frame (never sent on the wire).
-_ABNORMAL_CLOSURE = 1006
-DEFAULT_TIMEOUT_S = 5.0
 _LISTEN_BACKLOG = 16
-
-
-class ControlError(Exception):
-    """Any failure of the control socket, server or client side; the message is meant for the user."""
-
-
-class ControlSocketBusy(ControlError):
-    """Another process (another dmnc) already answers on the control socket path."""
-
-
-class ControlNotRunning(ControlError):
-    """No dmnc answers: the socket file is missing, or left behind by a dmnc that is gone."""
-
-
-class ControlPermissionDenied(ControlError):
-    """The user may not connect to the control socket."""
-
-
-class ControlProtocolError(ControlError):
-    """The peer answered something that is not the control protocol, or not in time."""
-
-
-class EventFeedLost(ControlError):
-    """The event feed ended abnormally (dropped for reading too slowly, or the connection broke)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -347,148 +307,3 @@ async def _close(connection: trio_websocket.WebSocketConnection, code: int, reas
     # Shielded so that clients get a proper close frame when the service itself is being cancelled.
     with trio.CancelScope(shield=True), trio.move_on_after(1.0):
         await connection.aclose(code, reason)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Client
-
-
-def _permission_hint(path: Path) -> str:
-    try:
-        group_id = path.stat().st_gid
-        group = grp.getgrgid(group_id).gr_name
-    except (OSError, KeyError):
-        return "run it with sudo"
-    if group_id == 0:
-        return "run it with sudo"
-    return f"run it with sudo, or add yourself to group '{group}' (then log in again)"
-
-
-def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception inside `group` (however nested), or None when it holds several."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        error = pending.pop()
-        if isinstance(error, BaseExceptionGroup):
-            pending.extend(error.exceptions)
-        else:
-            leaves.append(error)
-    return leaves[0] if len(leaves) == 1 else None
-
-
-@contextlib.contextmanager
-def _client_errors(path: Path, resource: str) -> Iterator[None]:
-    """Translate what a client exchange can raise into ControlErrors, unwrapping trio's exception groups.
-
-    trio-websocket raises a rejected handshake from its background reader task, so it arrives through the
-    nursery, wrapped in a group, like any error of the caller's own block inside `open_event_feed`.
-    """
-    try:
-        try:
-            yield
-        except BaseExceptionGroup as group:
-            sole = _sole_error(group)
-            if sole is None:
-                raise
-            raise sole from None
-    except trio_websocket.ConnectionRejected as rejected:
-        raise ControlProtocolError(f"dmnc at {path} refused {resource} (HTTP {rejected.status_code})") from None
-    except trio_websocket.HandshakeError as error:
-        raise ControlProtocolError(f"no websocket handshake from {path}: {error!r}") from None
-
-
-async def _connect(path: Path) -> trio.SocketStream:
-    try:
-        return await trio.open_unix_socket(str(path))
-    except FileNotFoundError:
-        raise ControlNotRunning(f"dmnc is not running (no control socket at {path})") from None
-    except ConnectionRefusedError:
-        raise ControlNotRunning(f"dmnc is not running (nothing answers on {path}; a stopped dmnc left it)") from None
-    except PermissionError:
-        raise ControlPermissionDenied(
-            f"permission denied on {path}: only root and dmnc's admin group may read dmnc's status; "
-            + _permission_hint(path)
-        ) from None
-    except OSError as error:
-        if error.errno == errno.ENOTDIR:
-            raise ControlNotRunning(f"dmnc is not running (no control socket at {path})") from None
-        raise ControlError(f"cannot connect to dmnc at {path}: {error.strerror}") from None
-
-
-async def _open_websocket(nursery: trio.Nursery, path: Path, resource: str) -> trio_websocket.WebSocketConnection:
-    stream = await _connect(path)
-    try:
-        return await trio_websocket.wrap_client_stream(nursery, stream, "localhost", resource)
-    except trio_websocket.ConnectionClosed as closed:
-        raise ControlProtocolError(f"dmnc at {path} hung up during the websocket handshake ({closed.reason})") from None
-
-
-async def fetch_snapshot(path: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> StatusSnapshot:
-    """The running service's status snapshot. Raises a ControlError subclass saying what went wrong."""
-    message: str | bytes | None = None
-    with trio.move_on_after(timeout_s), _client_errors(path, STATUS_PATH):
-        async with trio.open_nursery() as nursery:
-            connection = await _open_websocket(nursery, path, STATUS_PATH)
-            try:
-                message = await connection.get_message()
-            except trio_websocket.ConnectionClosed as closed:
-                raise ControlProtocolError(f"dmnc at {path} closed without a status ({closed.reason})") from None
-            finally:
-                await connection.aclose()
-    if message is None:
-        raise ControlProtocolError(f"dmnc did not answer on {path} within {timeout_s:g} s")
-    try:
-        return decode_snapshot_untrusted(message)
-    except StatusFormatError as error:
-        raise ControlProtocolError(f"dmnc at {path} sent a malformed status: {error}") from None
-
-
-class EventFeed:
-    """The live events of a running service, as an async iterator; ends when dmnc stops."""
-
-    def __init__(self, connection: trio_websocket.WebSocketConnection, path: Path) -> None:
-        self._connection = connection
-        self._path = path
-
-    def __aiter__(self) -> EventFeed:
-        return self
-
-    async def __anext__(self) -> StatusEvent:
-        try:
-            message = await self._connection.get_message()
-        except trio_websocket.ConnectionClosed as closed:
-            reason = closed.reason
-            if reason is not None and reason.code in _NORMAL_CLOSE_CODES:
-                raise StopAsyncIteration from None
-            if reason is not None and reason.code == FEED_OVERFLOW_CLOSE_CODE:
-                raise EventFeedLost(f"dmnc dropped this event feed: {reason.reason}") from None
-            if reason is None or reason.code == _ABNORMAL_CLOSURE:
-                raise EventFeedLost(f"the event feed from {self._path} broke off: dmnc exited or was killed") from None
-            raise EventFeedLost(
-                f"dmnc closed the event feed with code {reason.code} ({reason.name}): {reason.reason or 'no reason'}"
-            ) from None
-        try:
-            return decode_event_untrusted(message)
-        except StatusFormatError as error:
-            raise ControlProtocolError(f"dmnc at {self._path} sent a malformed event: {error}") from None
-
-
-@contextlib.asynccontextmanager
-async def open_event_feed(path: Path, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> AsyncIterator[EventFeed]:
-    """Subscribe to the running service's events. Connecting is bounded by `timeout_s`; following is not.
-
-    Errors from the feed, and from the caller's block, come out as themselves, not wrapped in exception groups.
-    """
-    with _client_errors(path, EVENTS_PATH):
-        async with trio.open_nursery() as nursery:
-            connection = None
-            with trio.move_on_after(timeout_s):
-                connection = await _open_websocket(nursery, path, EVENTS_PATH)
-            if connection is None:
-                raise ControlProtocolError(f"dmnc did not answer on {path} within {timeout_s:g} s")
-            try:
-                yield EventFeed(connection, path)
-            finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                    await connection.aclose()

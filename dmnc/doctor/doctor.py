@@ -26,14 +26,14 @@ import trio
 
 from dmnc.config import DEFAULT_LISTEN_HOST, Config
 from dmnc.control import ControlError, ControlNotRunning, fetch_snapshot
+from dmnc.control.messages import StatusSnapshot
 from dmnc.docker.client import ContainerSpec, DockerClient
 from dmnc.docker.discovery import Runtime, detect_runtime, discover_endpoint
 from dmnc.docker.errors import DiscoveryError, DockerError, NotFound
 from dmnc.docker.models import Network
 from dmnc.routes import InstalledRoute, InterfaceNotFoundError, RouteError, open_route_manager
 from dmnc.routes.policy import NetworkInfo, PolicyConfig, SkipReason, evaluate
-from dmnc.status import StatusSnapshot
-from dmnc.udp import DEFAULT_LISTEN_ADDRESSES, UdpEndpoint, UdpError
+from dmnc.tunnel.udp import DEFAULT_LISTEN_ADDRESSES, UdpEndpoint, UdpError
 from dmnc.vm.errors import VmSetupError
 from dmnc.vm.result import KernelWireGuardMissing, KernelWireGuardPresent
 from dmnc.vm.runner import VmSetupRunner, default_setup_image

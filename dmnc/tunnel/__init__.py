@@ -1,0 +1,1 @@
+"""The data path: TUN packets through the WireGuard core to UDP datagrams and back."""
