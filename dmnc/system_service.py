@@ -23,9 +23,10 @@ SERVICE_NAME = "dmnc"
 DESCRIPTION = "dmnc: reach Docker containers by IP through a WireGuard tunnel into the Docker VM"
 
 SYSTEMD_UNIT_PATH = PurePosixPath("/etc/systemd/system/dmnc.service")
-# Reverse-DNS label; Homebrew's own service uses `homebrew.mxcl.dmnc`, so both can be told apart (MACOS.md section 4).
+# Reverse-DNS label; Homebrew's own service uses `homebrew.mxcl.dmnc`, so both can be told apart.
 LAUNCHD_LABEL = "io.github.dmnc"
-# Root daemons live in /Library/LaunchDaemons and are loaded into launchd's "system" domain (MACOS.md section 4).
+# Root daemons live in /Library/LaunchDaemons and are loaded into launchd's "system" domain (launchd.plist(5),
+# launchctl(1) `bootstrap system`).
 LAUNCHD_PLIST_PATH = PurePosixPath(f"/Library/LaunchDaemons/{LAUNCHD_LABEL}.plist")
 LAUNCHD_LOG_PATH = PurePosixPath("/var/log/dmnc.log")
 # What `sudo brew services start dmnc` installs (Homebrew service.rb: label homebrew.mxcl.<formula>). Two dmnc
@@ -33,8 +34,8 @@ LAUNCHD_LOG_PATH = PurePosixPath("/var/log/dmnc.log")
 HOMEBREW_LAUNCHD_PLIST_PATH = PurePosixPath("/Library/LaunchDaemons/homebrew.mxcl.dmnc.plist")
 
 SERVICE_FILE_MODE = 0o644
-# launchd is reported to refuse daemon plists that are group/world-writable or not root:wheel (MACOS.md section 4
-# marks it unconfirmed; the macOS CI job bootstraps a plist written this way). wheel is gid 0.
+# launchd is reported to refuse daemon plists that are group/world-writable or not root:wheel (not confirmed in
+# Apple's documentation; the macOS CI job bootstraps a plist written this way). wheel is gid 0.
 ROOT_UID = 0
 ROOT_GID = 0
 
@@ -239,7 +240,8 @@ def plan_install(
             RunCommand(("systemctl", "enable", "--now", SYSTEMD_UNIT_PATH.name)),
         ]
     else:
-        # Same sequence as `brew services start` for a root service (MACOS.md section 4). A service that is already
+        # Same sequence as `brew services start` for a root service (Homebrew's Library/Homebrew/services: `launchctl
+        # enable` then `bootstrap system FILE`). A service that is already
         # loaded must be booted out first, or bootstrap fails and the old plist keeps running.
         actions += [
             RunCommand(("launchctl", "bootout", f"system/{LAUNCHD_LABEL}"), may_fail=True),

@@ -1,8 +1,8 @@
 """macOS routing socket (PF_ROUTE) messages: a pure encoder and decoder, no sockets.
 
 Layouts from xnu bsd/net/route.h (rt_msghdr, rt_metrics, RTM_*, RTF_*, RTA_*), bsd/net/rtsock.c (ROUNDUP32
-sockaddr padding), bsd/net/if_dl.h (sockaddr_dl), bsd/netinet/in.h and bsd/netinet6/in6.h (sockaddr_in/_in6), as
-collected in /work/shared/MACOS.md. 64-bit Darwin, host byte order (little-endian on x86_64 and arm64), addresses
+sockaddr padding), bsd/net/if_dl.h (sockaddr_dl), bsd/netinet/in.h and bsd/netinet6/in6.h (sockaddr_in/_in6), in
+apple-oss-distributions/xnu (macOS 13-15). 64-bit Darwin, host byte order (little-endian on x86_64 and arm64), addresses
 and ports in network byte order. Darwin's address family numbers differ from Linux's, so they are spelled out here
 instead of taken from `socket`.
 

@@ -1,4 +1,4 @@
-"""The dmnc service: every part in one trio nursery, healing itself (DESIGN.md, "Process shape").
+"""The dmnc service: every part in one trio nursery, healing itself.
 
 ```
 Service.run

@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Protocol
 
-# dmnc's tunnel MTU (DESIGN.md): 1500 minus the 80 bytes of WireGuard-over-IPv6 overhead, as wg-quick picks.
+# dmnc's tunnel MTU: 1500 minus the 80 bytes of WireGuard-over-IPv6 overhead, as wg-quick(8) picks.
 DEFAULT_MTU = 1420
 
 

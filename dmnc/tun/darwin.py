@@ -1,6 +1,6 @@
 """macOS utun: a PF_SYSTEM control socket, configured with the classic interface ioctls.
 
-Every number and layout here is from xnu (see /work/shared/MACOS.md sections 1, 2 and 5): bsd/net/if_utun.h,
+Every number and layout here is from xnu (apple-oss-distributions/xnu, macOS 13-15): bsd/net/if_utun.h,
 bsd/sys/kern_control.h, bsd/sys/sys_domain.h, bsd/sys/sockio.h, bsd/net/if.h, bsd/netinet6/in6_var.h. Darwin's
 address family numbers differ from Linux's (AF_INET6 is 30), so they are spelled out rather than taken from
 `socket`. The byte builders are pure functions, unit-tested on Linux against those values.

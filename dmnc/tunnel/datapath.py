@@ -1,6 +1,6 @@
 """The data path: the protocol core (`dmnc.wireguard.Device`) pumped between a TUN device and UDP sockets by trio.
 
-Tasks in one nursery (DESIGN.md, "Process shape"):
+Tasks in one nursery:
 - tun->udp: read IP packets from the TUN, encapsulate, send.
 - udp->tun: one receiver per UDP socket (the listeners and each socket connected to a peer); data messages are
   decapsulated in place, handshake messages go to a bounded queue.

@@ -1,11 +1,11 @@
 """The tunnel's UDP endpoint: listening sockets (IPv4 and/or IPv6) on one port, plus connected sockets per peer.
 
-Sending on a connected socket skips CPython's address parsing and the kernel's route lookup per packet (~1.6 us of
-a ~10 us budget, DESIGN.md). Every socket is bound with SO_REUSEPORT to the same address and port, so a socket
-connected to a peer's endpoint shares the port with the listener; both Linux (udp4_lib_lookup2 scoring) and the
-BSDs (in_pcblookup: exact match first) deliver that peer's datagrams to the connected socket, everything else to
-the listener. Every socket is non-blocking, with 7 MiB buffers, and on Linux a run of equal-sized datagrams to
-one peer can leave in one GSO send (`send_segments`).
+Sending on a connected socket skips CPython's address parsing and the kernel's route lookup per packet (~1.6 us of a ~10
+us budget per packet, measured with tests/bench/bench_tunnel.py). Every socket is bound with SO_REUSEPORT to the same
+address and port, so a socket connected to a peer's endpoint shares the port with the listener; both Linux
+(udp4_lib_lookup2 scoring) and the BSDs (in_pcblookup: exact match first) deliver that peer's datagrams to the connected
+socket, everything else to the listener. Every socket is non-blocking, with 7 MiB buffers, and on Linux a run of
+equal-sized datagrams to one peer can leave in one GSO send (`send_segments`).
 
 SO_REUSEPORT has a cost: another process of the same user (root, for dmnc) could bind the same port and share its
 datagrams. Binding is refused when a process holds the port without SO_REUSEPORT, as a busy port should be.

@@ -1,4 +1,4 @@
-"""WireGuard protocol core, sans-I/O: no sockets, no clock, no global randomness (see DESIGN.md)."""
+"""WireGuard protocol core, sans-I/O: no sockets, no clock, no global randomness (`now` and an RNG are arguments)."""
 
 from dmnc.wireguard.config import PeerConfig, PeerStats, Timing
 from dmnc.wireguard.device import ConfigError, Device

@@ -72,5 +72,5 @@ TAI64_EPOCH: Final = 2**62 + 10
 # (about 16 ms) so they do not leak the sender's fine-grained clock.
 TIMESTAMP_WHITENER_MASK: Final = 0xFFFFFF
 
-# The TUN MTU dmnc configures (DESIGN.md); padding never grows a packet past it.
+# The TUN MTU dmnc configures (1420, as wg-quick(8) picks for IPv6 underlay); padding never grows a packet past it.
 DEFAULT_MTU: Final = 1420

@@ -9,7 +9,8 @@ from typing import Final
 
 _BITS_PER_BLOCK: Final = 64
 _BLOCK_SHIFT: Final = 6
-WINDOW_BITS_TOTAL: Final = 2048  # DESIGN.md: 2048-bit window
+# RFC 6479 leaves the window size to the implementation; 2048 bits accept packets reordered by up to ~2000.
+WINDOW_BITS_TOTAL: Final = 2048
 _RING_BLOCKS: Final = WINDOW_BITS_TOTAL // _BITS_PER_BLOCK
 _RING_MASK: Final = _RING_BLOCKS - 1
 # One block is always being recycled, so the usable window is one block short of the ring (kernel

@@ -1,7 +1,7 @@
 """The data fast path (whitepaper 5.4.6): ChaCha20-Poly1305 of transport packets into preallocated buffers.
 
 libsodium is called through PyNaCl's cffi `lib` directly: PyNaCl's public wrapper allocates and copies per call and
-costs several times more (DESIGN.md, "Data path budget"). One `TransportCipher` belongs to one Device and is used
+costs several times more (tests/bench/bench_core.py). One `TransportCipher` belongs to one Device and is used
 from one thread, so its buffers are reused for every packet.
 """
 

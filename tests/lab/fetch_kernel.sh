@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Obtains the Debian 6.1 cloud kernel that the qemu guest lab (tests/lab/qemu_guest.py) boots to get a real Linux
-# kernel WireGuard peer: this host's kernel has none (see /work/shared/LAB.md).
+# kernel WireGuard peer: the lab host's kernel may have none.
 #
 # Idempotent: resolves the newest available linux-image-6.1.0-*-cloud-amd64 with apt-cache, downloads the .deb
 # (apt-get download, no install), unpacks it with dpkg-deb -x and runs depmod on the unpacked tree. Nothing is done
@@ -12,7 +12,7 @@ set -euo pipefail
 cache="${DMNC_LAB_CACHE:-/var/cache/dmnc-lab}"
 kernel_dir="$cache/kernel"
 
-# The 6.1 series is the one LAB.md checked (wireguard and virtio-net as modules, boots in seconds under TCG).
+# The 6.1 series is the one checked here (wireguard and virtio-net as modules, boots in seconds under TCG).
 # The cloud-amd64 meta package names the current ABI; fall back to the highest versioned package apt knows.
 resolve_version() {
     local dep

@@ -5,7 +5,7 @@ Usage: ip netns exec NS python netns_cgroups_exec.py [--private-tmpfs DIR]... --
 `ip netns exec` gives the program a private mount namespace with a fresh /sys, which has no cgroup mounts, and dockerd
 then refuses to start ("Devices cgroup isn't mounted"). This mounts, in that private mount namespace only, a tmpfs on
 /sys/fs/cgroup, every cgroup v1 controller the host offers, the named systemd hierarchy and cgroup2 at `unified`
-(the layout of the lab host, see /work/shared/LAB.md), then replaces itself with PROGRAM. No shell is involved: the
+(the layout of a Debian host with the legacy hierarchy), then replaces itself with PROGRAM. No shell is involved: the
 arguments go to execv unchanged.
 
 `--private-tmpfs DIR` hides a host directory behind an empty tmpfs in that mount namespace, for engines that put

@@ -1,6 +1,6 @@
 """Lab fixture: a real Linux kernel WireGuard peer in a qemu guest, attached by a TAP device to a test's namespace.
 
-This host's kernel has no WireGuard (see /work/shared/LAB.md), so the kernel peer runs in Debian's 6.1 cloud kernel
+The lab host's kernel may have no WireGuard module, so the kernel peer runs in Debian's 6.1 cloud kernel
 booted by qemu with TCG. `tests/lab/fetch_kernel.sh` (run by tests/lab/install.sh) downloads and unpacks the kernel;
 this module builds a small initramfs around it (cached, rebuilt only when its inputs change) and drives the guest.
 

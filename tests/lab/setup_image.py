@@ -1,6 +1,6 @@
 """Lab fixture: a dmnc setup image made from this machine's own binaries (there is no registry in the lab).
 
-Holds what dmnc/vm/setup.sh needs, as LAB.md describes: dash as /bin/sh (busybox's sh would run its own `ip`
+Holds what dmnc/vm/setup.sh needs, in this lab: dash as /bin/sh (busybox's sh would run its own `ip`
 applet, which lacks WireGuard, before PATH), iproute2's `ip`, `wg`, `wireguard-go`, `getent`, both iptables
 flavours (`xtables-nft-multi` / `xtables-legacy-multi` under their iptables/ip6tables names, the xtables extension
 directory and /etc/protocols), the shared libraries `ldd` lists for all of them, and busybox-static for the small

@@ -1,9 +1,10 @@
 """macOS smoke test of what dmnc asks of the kernel: a utun device, an address on it, a route through it.
 
-Run as root on macOS (CI's macOS job: `sudo python tests/integration/packaging/macos_utun_smoke.py`). It follows
-/work/shared/MACOS.md sections 1-2 with the system tools for configuration, so a failure points at the platform
-(permissions, SIP, runner image) rather than at dmnc's own encoders, which are unit-tested on Linux. Uses the
-TEST-NET-2 range (RFC 5737), which nothing on a CI machine routes. Exits 0 and prints what it saw, or 1 with why.
+Run as root on macOS (CI's macOS job: `sudo python tests/integration/packaging/macos_utun_smoke.py`). It follows xnu's
+utun interface (bsd/net/if_utun.h, bsd/sys/kern_control.h) with the system tools for configuration, so a failure points
+at the platform (permissions, SIP, runner image) rather than at dmnc's own encoders, which are unit-tested on Linux.
+Uses the TEST-NET-2 range (RFC 5737), which nothing on a CI machine routes. Exits 0 and prints what it saw, or 1 with
+why.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import socket
 import subprocess
 import sys
 
-# xnu bsd/sys/socket.h, bsd/sys/sys_domain.h, bsd/net/if_utun.h (MACOS.md section 1).
+# xnu bsd/sys/socket.h, bsd/sys/sys_domain.h, bsd/net/if_utun.h .
 PF_SYSTEM = 32
 SYSPROTO_CONTROL = 2
 UTUN_CONTROL_NAME = "com.apple.net.utun_control"

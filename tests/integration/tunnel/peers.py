@@ -26,7 +26,7 @@ DMNC_PORT = 51820
 WGGO_PORT = 51821
 DMNC_ADDRESS = "10.44.0.1"
 WGGO_ADDRESS = "10.44.0.2"
-# The tunnel is dual-stack, as dmnc's own (an IPv6 ULA pair next to the IPv4 one, DESIGN.md).
+# The tunnel is dual-stack, as dmnc's own (an IPv6 ULA pair next to the IPv4 one).
 DMNC_ADDRESS6 = "fd00:44::1"
 WGGO_ADDRESS6 = "fd00:44::2"
 DMNC_INTERFACE_ADDRESSES = f"{DMNC_ADDRESS}/24, {DMNC_ADDRESS6}/64"

@@ -140,8 +140,9 @@ async def remove_all_containers(docker: DockerClient, engine: EngineProcess) -> 
 
 
 def add_docker_28_drop_rules(vm: Netns, container_address: str, bridge: str) -> None:
-    """What Docker >= 28 and Docker Desktop >= 4.39 add (LAB.md): direct-access filtering of container addresses
-    from any other interface, and a DROP for traffic forwarded into the bridge from foreign interfaces."""
+    """What Docker >= 28 and Docker Desktop >= 4.39 add (Docker Engine 28 release notes: direct access to container
+    addresses is blocked): direct-access filtering of container addresses from any other interface, and a DROP for
+    traffic forwarded into the bridge from foreign interfaces."""
     vm.run(["iptables", "-t", "raw", "-A", "PREROUTING", "-d", container_address, "!", "-i", bridge, "-j", "DROP"])
     vm.run(["iptables", "-I", "DOCKER", "!", "-i", bridge, "-o", bridge, "-j", "DROP"])
 

@@ -1,4 +1,4 @@
-"""macOS routing socket messages: byte layouts against xnu's headers (see /work/shared/MACOS.md), round trips,
+"""macOS routing socket messages: byte layouts against xnu's headers (bsd/net/route.h, bsd/net/if_dl.h), round trips,
 kernel-style trimmed netmasks, and malformed messages that must never raise."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""utun byte layouts against the xnu values collected in /work/shared/MACOS.md (sections 1, 2, 5)."""
+"""utun byte layouts against xnu's headers (bsd/net/if_utun.h, bsd/sys/kern_control.h,
+bsd/sys/sockio.h, bsd/net/if.h, bsd/netinet6/in6_var.h)."""
 
 from __future__ import annotations
 
