@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import trio
 
+from dmnc.errors import leaf_exceptions
 from dmnc.tun import DEFAULT_MTU, TunAddress, TunDevice, TunError, open_tun
 from dmnc.tunnel.datapath import Tunnel
 from dmnc.tunnel.udp import UdpEndpoint, UdpError
@@ -83,7 +84,7 @@ def run_up(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     for key in config.ignored_keys:
         print(f"dmnc wg up: ignoring wg-quick setting `{key}`", file=sys.stderr)
-    failures: list[Exception] = []
+    failures: list[BaseException] = []
     try:
         trio.run(_serve, config, peers, timing, args.interface, args.config)
     except* (TunError, UdpError, WgUpError) as group:
@@ -92,16 +93,6 @@ def run_up(args: argparse.Namespace) -> int:
     for failure in failures:
         print(f"dmnc wg up: {failure}", file=sys.stderr)
     return EXIT_FAILURE if failures else 0
-
-
-def leaf_exceptions(group: BaseExceptionGroup[Exception]) -> list[Exception]:
-    leaves: list[Exception] = []
-    for exception in group.exceptions:
-        if isinstance(exception, BaseExceptionGroup):
-            leaves.extend(leaf_exceptions(exception))
-        else:
-            leaves.append(exception)
-    return leaves
 
 
 def timing_from_environment(environment: dict[str, str] | os._Environ[str]) -> Timing:

@@ -34,6 +34,7 @@ from dmnc.control.protocol import (
     ControlProtocolError,
     EventFeedLost,
 )
+from dmnc.errors import sole_exception
 
 
 def _permission_hint(path: Path) -> str:
@@ -47,19 +48,6 @@ def _permission_hint(path: Path) -> str:
     return f"run it with sudo, or add yourself to group '{group}' (then log in again)"
 
 
-def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception inside `group` (however nested), or None when it holds several."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        error = pending.pop()
-        if isinstance(error, BaseExceptionGroup):
-            pending.extend(error.exceptions)
-        else:
-            leaves.append(error)
-    return leaves[0] if len(leaves) == 1 else None
-
-
 @contextlib.contextmanager
 def _client_errors(path: Path, resource: str) -> Iterator[None]:
     """Translate what a client exchange can raise into ControlErrors, unwrapping trio's exception groups.
@@ -71,7 +59,7 @@ def _client_errors(path: Path, resource: str) -> Iterator[None]:
         try:
             yield
         except BaseExceptionGroup as group:
-            sole = _sole_error(group)
+            sole = sole_exception(group)
             if sole is None:
                 raise
             raise sole from None

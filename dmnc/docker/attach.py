@@ -18,6 +18,7 @@ import trio_websocket
 
 from dmnc.docker.address import DaemonAddress
 from dmnc.docker.errors import ApiError, ConnectionLost, DaemonTimeout, NotFound, map_exceptions
+from dmnc.errors import sole_exception
 
 # A close code is a 2-byte status (RFC 6455 section 7.4); 1000 = normal closure.
 NORMAL_CLOSURE = 1000
@@ -80,25 +81,15 @@ async def open_attach_session(
                 with trio.CancelScope(shield=True), trio.move_on_after(handshake_timeout):
                     await connection.aclose(NORMAL_CLOSURE)
     except BaseExceptionGroup as group:
-        leaves = _leaf_exceptions(group)
-        if len(leaves) != 1:
+        sole = sole_exception(group)
+        if sole is None:
             raise
-        raise _translate(leaves[0], endpoint) from group
+        raise _translate(sole, endpoint) from group
     finally:
         # The websocket does not always close the socket under it (a refused handshake, a daemon that vanished).
         if stream is not None:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
-
-
-def _leaf_exceptions(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    leaves: list[BaseException] = []
-    for exception in group.exceptions:
-        if isinstance(exception, BaseExceptionGroup):
-            leaves.extend(_leaf_exceptions(exception))
-        else:
-            leaves.append(exception)
-    return leaves
 
 
 def _translate(error: BaseException, endpoint: str) -> BaseException:

@@ -46,6 +46,7 @@ from dmnc.docker.client import DockerClient
 from dmnc.docker.discovery import Runtime, detect_runtime, discover_endpoint
 from dmnc.docker.errors import DiscoveryError, DockerError
 from dmnc.docker.models import Event, Network
+from dmnc.errors import first_of
 from dmnc.logsetup import setup_logging
 from dmnc.routes import RouteError, open_route_manager
 from dmnc.routes.policy import NetworkInfo
@@ -553,18 +554,6 @@ class Service:
             f"VM side ready ({result.mode.value} WireGuard, kernel {result.kernel_release}),"
             f" dialing {result.endpoint_name}",
         )
-
-
-def first_of(error: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
-    """The first exception of `kinds` in `error`, looking inside exception groups (trio nurseries wrap errors)."""
-    if isinstance(error, kinds):
-        return error
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            found = first_of(inner, kinds)
-            if found is not None:
-                return found
-    return None
 
 
 def docker_problem(error: BaseException) -> str | None:

@@ -11,7 +11,6 @@ import pytest
 from dmnc.commands.wg import (
     REKEY_AFTER_TIME_VARIABLE,
     WgUpError,
-    leaf_exceptions,
     load_peers_for_reload,
     peer_config,
     reload_peers,
@@ -75,12 +74,6 @@ def test_peer_endpoint_is_resolved_and_unresolvable_names_report_the_peer_line()
     unresolvable = PeerSection(public_key=bytes(32), endpoint=("no-such-host.invalid", 51820), line=7)
     with pytest.raises(ConfigError, match=r"^x\.conf:7: Endpoint 'no-such-host.invalid' does not resolve"):
         peer_config(unresolvable, "x.conf")
-
-
-def test_leaf_exceptions_flattens_nested_groups_in_order() -> None:
-    first, second, third = WgUpError("a"), ValueError("b"), WgUpError("c")
-    group = ExceptionGroup("outer", [first, ExceptionGroup("inner", [second, third])])
-    assert leaf_exceptions(group) == [first, second, third]
 
 
 def test_reload_keeps_unchanged_peers_and_replaces_changed_ones() -> None:
