@@ -28,6 +28,7 @@ from tests.conftest import dmnc_command
 from tests.lab.dockerd import BUSYBOX_REFERENCE, EngineProcess, import_busybox_image
 from tests.lab.netns import Netns, add_veth
 from tests.lab.setup_image import LAB_SETUP_IMAGE, import_setup_image
+from tests.lab.wait import wait_until
 
 HOST_ADDRESS = "10.204.0.1/24"
 VM_ADDRESS = "10.204.0.2/24"
@@ -269,12 +270,3 @@ def vm_leftovers(lab: ServiceLab) -> list[str]:
         if "dmnc" in name and "busybox" not in container.get("Image", "")
     )
     return found
-
-
-def wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not true within {timeout} s")

@@ -28,10 +28,10 @@ from tests.integration.service.lab import (
     start_web_container,
     status_json,
     vm_leftovers,
-    wait_until,
 )
 from tests.lab.dockerd import running_dockerd
 from tests.lab.netns import netns
+from tests.lab.wait import wait_until
 
 pytestmark = pytest.mark.lab
 
