@@ -110,7 +110,7 @@ class ListenAddress:
     port_explicit: bool
 
     def __str__(self) -> str:
-        return _join_host_port(str(self.host), self.port)
+        return format_host_port(str(self.host), self.port)
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class Endpoint:
     port: int | None
 
     def __str__(self) -> str:
-        return self.host if self.port is None else _join_host_port(self.host, self.port)
+        return self.host if self.port is None else format_host_port(self.host, self.port)
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,9 @@ _HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _MAX_HOSTNAME_LENGTH = 253
 
 
-def _join_host_port(host: str, port: int) -> str:
+def format_host_port(host: str, port: int) -> str:
+    """`HOST:PORT`, an IPv6 address in brackets (RFC 3986 section 3.2.2): the one way dmnc writes an endpoint, in
+    logs, `dmnc status` and `dmnc doctor`."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

@@ -32,7 +32,15 @@ from collections.abc import Callable
 import trio
 
 from dmnc import __version__
-from dmnc.config import DEFAULT_LISTEN_HOST, Config, ConfigError, ConfigFlags, ListenAddress, load_config
+from dmnc.config import (
+    DEFAULT_LISTEN_HOST,
+    Config,
+    ConfigError,
+    ConfigFlags,
+    ListenAddress,
+    format_host_port,
+    load_config,
+)
 from dmnc.control import (
     BoundControlSocket,
     ControlError,
@@ -219,7 +227,7 @@ class Service:
             last_handshake_age_s=(
                 None if peer is None or peer.last_handshake is None else max(0.0, now - peer.last_handshake)
             ),
-            endpoint=None if peer is None or peer.endpoint is None else f"{peer.endpoint[0]}:{peer.endpoint[1]}",
+            endpoint=None if peer is None or peer.endpoint is None else format_host_port(*peer.endpoint),
             rx_bytes=0 if peer is None else peer.rx_bytes,
             tx_bytes=0 if peer is None else peer.tx_bytes,
             drops=drops,
@@ -380,7 +388,7 @@ class Service:
             return
         if peer.handshakes != self._handshakes_seen:
             if self._handshakes_seen == 0:
-                self._emit("tunnel.up", f"tunnel up: the VM handshook from {_format_endpoint(peer.endpoint)}")
+                self._emit("tunnel.up", f"tunnel up: the VM handshook from {_peer_endpoint_text(peer)}")
             else:
                 logger.debug("handshake with the VM (%d so far)", peer.handshakes)
             self._handshakes_seen = peer.handshakes
@@ -576,11 +584,8 @@ def _stale_after_from_env() -> float:
     return value if math.isfinite(value) and value > 0 else VM_STALE_AFTER_S
 
 
-def _format_endpoint(endpoint: tuple[str, int] | None) -> str:
-    if endpoint is None:
-        return "an unknown endpoint"
-    host, port = endpoint
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def _peer_endpoint_text(peer: PeerStats) -> str:
+    return "an unknown endpoint" if peer.endpoint is None else format_host_port(*peer.endpoint)
 
 
 def _subnets(network: Network) -> str:

@@ -508,3 +508,12 @@ def test_any_route_pattern_text_loads_or_names_the_variable(text: str) -> None:
     else:
         blamed = "DMNC_ROUTES_INCLUDE"
     assert blamed == "DMNC_ROUTES_INCLUDE"
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "text"),
+    [("192.0.2.1", 51820, "192.0.2.1:51820"), ("fd00::1", 51820, "[fd00::1]:51820"), ("vm.example", 1, "vm.example:1")],
+)
+def test_endpoints_are_written_one_way_with_ipv6_in_brackets(host: str, port: int, text: str) -> None:
+    assert config.format_host_port(host, port) == text
+    assert config.split_host_port(text) == (host, str(port))
