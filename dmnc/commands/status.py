@@ -20,7 +20,17 @@ from pathlib import Path
 
 import trio
 
-from dmnc.config import ConfigError, load_control_socket_path
+from dmnc.commands._common import (
+    EXIT_BAD_CONFIG,
+    EXIT_FAILURE,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    EXIT_PERMISSION_DENIED,
+    Subcommands,
+    add_control_socket_flag,
+    load_control_socket_or_report,
+    printable,
+)
 from dmnc.control import (
     ControlError,
     ControlNotRunning,
@@ -30,16 +40,10 @@ from dmnc.control import (
 )
 from dmnc.control.messages import StatusEvent, StatusSnapshot
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_BAD_CONFIG = 2
-EXIT_NOT_RUNNING = 3
-EXIT_PERMISSION_DENIED = 4
-
 _KIB = 1024
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "status",
         help="show the running service: tunnel, Docker, VM and routes",
@@ -48,15 +52,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument("--json", action="store_true", help="print JSON (one object; one per line with --follow)")
     parser.add_argument("--follow", action="store_true", help="print events as they happen until dmnc stops")
-    parser.add_argument("--control-socket", metavar="PATH", help="the service's control socket")
+    add_control_socket_flag(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        path = load_control_socket_path(args.control_socket, os.environ)
-    except ConfigError as error:
-        print(f"dmnc status: {error}", file=sys.stderr)
+    path = load_control_socket_or_report("dmnc status", args.control_socket)
+    if path is None:
         return EXIT_BAD_CONFIG
     try:
         if args.follow:
@@ -90,11 +92,6 @@ async def _follow(path: Path, as_json: bool) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Readable output
-
-
-def printable(text: str) -> str:
-    """`text` with control characters escaped: names come from the Docker daemon and must not drive the terminal."""
-    return "".join(char if char.isprintable() else f"\\x{ord(char):02x}" for char in text)
 
 
 def _shown(value: str | None, missing: str = "-") -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from dmnc.commands.status import format_age, format_bytes, printable, render_event, render_snapshot
+from dmnc.commands._common import printable
+from dmnc.commands.status import format_age, format_bytes, render_event, render_snapshot
 from dmnc.control.messages import RouteStatus, StatusEvent, StatusSnapshot, TunnelStatus
 
 
