@@ -126,7 +126,7 @@ def load_control_socket_or_report(command: str, flag: str | None) -> Path | None
         return None
 
 
-def report_bad_config(command: str, error: Exception) -> None:
+def report_bad_config(command: str, error: Exception | str) -> None:
     print(f"{command}: {error}", file=sys.stderr)
 
 

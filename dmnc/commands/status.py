@@ -15,7 +15,6 @@ import datetime
 import json
 import os
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 import trio
@@ -38,7 +37,7 @@ from dmnc.control import (
     fetch_snapshot,
     open_event_feed,
 )
-from dmnc.control.messages import StatusEvent, StatusSnapshot
+from dmnc.control.messages import StatusEvent, StatusSnapshot, format_drops
 
 _KIB = 1024
 
@@ -119,11 +118,6 @@ def format_age(seconds: float | None) -> str:
     return f"{seconds / 3600:.0f} h ago"
 
 
-def _format_drops(drops: Mapping[str, int]) -> str:
-    shown = [f"{printable(reason)} {count}" for reason, count in sorted(drops.items()) if count]
-    return ", ".join(shown) if shown else "none"
-
-
 def _section(title: str, rows: list[tuple[str, str]]) -> list[str]:
     return [title, *(f"  {label:<16} {value}" for label, value in rows)]
 
@@ -141,7 +135,7 @@ def render_snapshot(snapshot: StatusSnapshot) -> str:
             ("last handshake", format_age(tunnel.last_handshake_age_s)),
             ("received", format_bytes(tunnel.rx_bytes)),
             ("sent", format_bytes(tunnel.tx_bytes)),
-            ("dropped packets", _format_drops(tunnel.drops)),
+            ("dropped packets", printable(format_drops(tunnel.drops))),
         ],
     )
     lines += _section(

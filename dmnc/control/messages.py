@@ -62,6 +62,12 @@ class TunnelStatus:
     drops: Mapping[str, int] = field(default_factory=dict)
 
 
+def format_drops(drops: Mapping[str, int]) -> str:
+    """Dropped-packet counts as `dmnc status` and `dmnc doctor` show them: "invalid_mac 2, replay 1", or "none"."""
+    shown = [f"{reason} {count}" for reason, count in sorted(drops.items()) if count]
+    return ", ".join(shown) if shown else "none"
+
+
 @dataclass(frozen=True)
 class DockerStatus:
     """The Docker Engine dmnc talks to: its socket URL, the runtime behind it (Docker Desktop, Colima...)."""
