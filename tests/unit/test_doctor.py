@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from dmnc.cli import main
 from dmnc.commands._common import EXIT_BAD_CONFIG
 from dmnc.commands.doctor import MAX_PROBE_TIMEOUT_S, positive_seconds, render_check
-from dmnc.config import Config, ConfigFlags, load_config
+from dmnc.config import Config, ConfigFlags, format_host_port, load_config
 from dmnc.control.messages import DockerStatus, RouteStatus, StatusSnapshot, TunnelStatus, VmStatus
 from dmnc.docker.discovery import Runtime
 from dmnc.docker.errors import DiscoveryAttempt, DiscoveryError
@@ -402,3 +402,15 @@ def test_routes_still_being_added_only_warn() -> None:
 
 def test_routes_check_skipped_without_a_running_dmnc() -> None:
     assert installed_routes_check(None, "dmnc is not running").verdict is Verdict.SKIP
+
+
+def test_ipv6_endpoints_of_the_running_dmnc_are_shown_in_brackets() -> None:
+    """The service writes endpoints with format_host_port; doctor quotes them as they are and reads the port."""
+    snapshot = running(format_host_port("fd00::2", 3333))
+    snapshot = dataclasses.replace(
+        snapshot, tunnel=dataclasses.replace(snapshot.tunnel, endpoint=format_host_port("fd00::1", 51820))
+    )
+    assert port_check(3333, False, address_in_use(3333), snapshot).detail == "UDP port 3333 is held by the running dmnc"
+    assert "from [fd00::1]:51820 (kernel WireGuard)" in handshake_check(snapshot, "").detail
+    silent = dataclasses.replace(snapshot, tunnel=dataclasses.replace(snapshot.tunnel, last_handshake_age_s=None))
+    assert "the VM must reach this host on UDP [fd00::2]:3333 " in (handshake_check(silent, "").fix or "")
