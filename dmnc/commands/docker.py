@@ -10,35 +10,35 @@ only access to the Docker socket. Exit codes: 0 a daemon answered, 1 none did (e
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import trio
 
-from dmnc.config import DEFAULT_CONFIG_PATH, ConfigError, ConfigFlags, load_config
+from dmnc.commands._common import (
+    EXIT_BAD_CONFIG,
+    EXIT_FAILURE,
+    EXIT_OK,
+    Subcommands,
+    add_config_flag,
+    add_docker_host_flag,
+    load_config_or_report,
+)
+from dmnc.config import ConfigFlags
 from dmnc.docker.client import DockerClient
 from dmnc.docker.discovery import detect_runtime, discover_endpoint
 from dmnc.docker.errors import DiscoveryError, DockerError
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_BAD_CONFIG = 2
 
-
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(commands: Subcommands) -> None:
     parser = commands.add_parser("docker", help="show which Docker daemon dmnc finds, how, and its networks")
-    parser.add_argument("--docker-host", metavar="URL", help="Docker API socket, unix:///path (default: detect)")
-    parser.add_argument(
-        "--config", metavar="PATH", dest="config_file", help=f"config file (default {DEFAULT_CONFIG_PATH})"
-    )
+    add_docker_host_flag(parser)
+    add_config_flag(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(ConfigFlags(config_file=args.config_file, docker_host=args.docker_host), os.environ)
-    except ConfigError as error:
-        print(f"dmnc: {error}", file=sys.stderr)
+    config = load_config_or_report("dmnc", ConfigFlags(config_file=args.config_file, docker_host=args.docker_host))
+    if config is None:
         return EXIT_BAD_CONFIG
     docker_host = config.docker_host.url if config.docker_host is not None else None
     try:

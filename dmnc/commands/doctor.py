@@ -13,16 +13,28 @@ import dataclasses
 import json
 import math
 import os
-import sys
+from typing import TYPE_CHECKING
 
-from dmnc.config import ConfigError, ConfigFlags, ValueProblem, load_config, parse_image_reference
+from dmnc.commands._common import (
+    EXIT_BAD_CONFIG,
+    EXIT_FAILURE,
+    EXIT_OK,
+    Subcommands,
+    add_config_flag,
+    add_control_socket_flag,
+    add_docker_host_flag,
+    add_setup_image_flag,
+    load_config_or_report,
+    printable,
+    report_bad_config,
+)
+from dmnc.config import ConfigFlags, ValueProblem, parse_image_reference
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_CONFIG = 2
+if TYPE_CHECKING:
+    from dmnc.doctor.checks import CheckResult
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "doctor",
         help="check Docker, the port, the VM, the tunnel and the routes, with a fix for each problem",
@@ -30,10 +42,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         " port, the setup image, WireGuard in the VM kernel, the running dmnc's handshake, route conflicts with VPN"
         " or LAN routes, and (with --probe) a test container reached by IP. Run it with sudo for every check.",
     )
-    parser.add_argument("--docker-host", metavar="URL", help="Docker API socket, unix:///path (default: detect)")
-    parser.add_argument("--config", metavar="PATH", dest="config_file", help="dmnc's config file")
-    parser.add_argument("--control-socket", metavar="PATH", help="the running dmnc's status socket")
-    parser.add_argument("--setup-image", metavar="REF", help="image of the VM setup container (default: built-in)")
+    add_docker_host_flag(parser)
+    add_config_flag(parser)
+    add_control_socket_flag(parser)
+    add_setup_image_flag(parser)
     parser.add_argument(
         "--listen", metavar="ADDR[:PORT]", help="the UDP address dmnc is configured to use (default 0.0.0.0:3333)"
     )
@@ -75,23 +87,23 @@ def run(args: argparse.Namespace) -> int:
         setup_image=args.setup_image,
         control_socket=args.control_socket,
     )
-    try:
-        config = load_config(flags, os.environ)
-        probe_image = None if args.probe is None else parse_image_reference(args.probe)
-    except ConfigError as error:
-        print(f"dmnc doctor: {error}", file=sys.stderr)
+    config = load_config_or_report("dmnc doctor", flags)
+    if config is None:
         return EXIT_BAD_CONFIG
+    try:
+        probe_image = None if args.probe is None else parse_image_reference(args.probe)
     except ValueProblem as error:
-        print(f"dmnc doctor: --probe: {error}", file=sys.stderr)
+        report_bad_config("dmnc doctor", f"--probe: {error}")
         return EXIT_BAD_CONFIG
     # Imported here: the checks pull in trio, httpx and the platform's route backend, which parsing flags never needs.
     import trio  # noqa: PLC0415
 
-    from dmnc.doctor.doctor import CheckResult, DoctorSettings, Verdict, run_doctor  # noqa: PLC0415
+    from dmnc.doctor.checks import Verdict  # noqa: PLC0415
+    from dmnc.doctor.gather import DoctorSettings, run_doctor  # noqa: PLC0415
 
     def print_line(result: CheckResult) -> None:
         if not args.json:
-            print(result.render(), flush=True)  # flushed per check: some take seconds, the user sees progress
+            print(render_check(result), flush=True)  # flushed per check: some take seconds, the user sees progress
 
     settings = DoctorSettings(config=config, is_root=os.geteuid() == 0, probe_image=probe_image)
     if args.probe_timeout is not None:
@@ -100,4 +112,11 @@ def run(args: argparse.Namespace) -> int:
     failed = any(result.verdict is Verdict.FAIL for result in results)
     if args.json:
         print(json.dumps({"checks": [result.to_json_object() for result in results], "ok": not failed}))
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def render_check(result: CheckResult) -> str:
+    """The lines `dmnc doctor` prints for one check: `VERDICT name: detail`, and `  fix: ...` under it. Details
+    quote the daemon (network names, errors), so they go through `printable`."""
+    line = f"{result.verdict.value} {result.name}: {printable(result.detail)}"
+    return line if result.fix is None else f"{line}\n  fix: {printable(result.fix)}"

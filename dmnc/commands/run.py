@@ -10,17 +10,25 @@ import argparse
 import os
 import sys
 
-from dmnc.config import DEFAULT_CONFIG_PATH, DEFAULT_CONTROL_SOCKET, ConfigError, ConfigFlags, LogLevel, load_config
+from dmnc.commands._common import (
+    EXIT_BAD_CONFIG,
+    EXIT_FAILURE,
+    Subcommands,
+    add_config_flag,
+    add_control_socket_flag,
+    add_docker_host_flag,
+    add_setup_image_flag,
+    load_config_or_report,
+)
+from dmnc.config import DEFAULT_CONFIG_PATH, ConfigFlags, LogLevel
 from dmnc.logsetup import setup_logging
 
-EXIT_FAILURE = 1
-EXIT_BAD_CONFIG = 2
 NOT_ROOT_MESSAGE = (
     "dmnc: must run as root: it creates a network interface and routes and opens the Docker socket. Try: sudo dmnc"
 )
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "run",
         help="run the tunnel service in the foreground (the default when no command is given)",
@@ -34,7 +42,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
     """The CLI contract's flags of the service; every one is optional (None when not given)."""
-    parser.add_argument("--docker-host", metavar="URL", help="Docker API socket, unix:///path (default: detect)")
+    add_docker_host_flag(parser)
     parser.add_argument(
         "--listen",
         metavar="ADDR[:PORT]",
@@ -43,13 +51,9 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--endpoint", metavar="HOST[:PORT]", help="address the VM dials to reach this host (default: try candidates)"
     )
-    parser.add_argument("--setup-image", metavar="REF", help="image of the VM setup container (default: built-in)")
-    parser.add_argument(
-        "--config", metavar="PATH", dest="config_file", help=f"config file (default {DEFAULT_CONFIG_PATH})"
-    )
-    parser.add_argument(
-        "--control-socket", metavar="PATH", help=f"status socket for `dmnc status` (default {DEFAULT_CONTROL_SOCKET})"
-    )
+    add_setup_image_flag(parser)
+    add_config_flag(parser)
+    add_control_socket_flag(parser, "status socket for `dmnc status`")
     parser.add_argument(
         "--keep-vm-config",
         action="store_true",
@@ -102,10 +106,8 @@ def run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print(NOT_ROOT_MESSAGE, file=sys.stderr)
         return EXIT_FAILURE
-    try:
-        config = load_config(flags_from_args(args), os.environ)
-    except ConfigError as error:
-        print(f"dmnc: {error}", file=sys.stderr)
+    config = load_config_or_report("dmnc", flags_from_args(args))
+    if config is None:
         return EXIT_BAD_CONFIG
     setup_logging(config.log_level)
     # Imported here: the service pulls in trio, httpx and the platform backends, which `dmnc status` never needs.

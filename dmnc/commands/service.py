@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from dmnc.cli import DEFAULT_COMMAND, build_parser
+from dmnc.commands._common import COMMANDS, DEFAULT_COMMAND, EXIT_FAILURE, EXIT_OK, Subcommands, build_parser
 from dmnc.system_service import (
     Action,
     RunCommand,
@@ -22,12 +22,10 @@ from dmnc.system_service import (
     plan_uninstall,
 )
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
 REAL_ROOT = Path("/")
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "service",
         help="install or remove the dmnc system service (systemd on Linux, launchd on macOS)",
@@ -104,9 +102,10 @@ def run_uninstall(args: argparse.Namespace) -> int:
 
 def _check_daemon_arguments(daemon_args: list[str]) -> None:
     """Parse the daemon's arguments with dmnc's own parser, so an unknown or malformed flag fails now rather than
-    in the service's restart loop. (Values are checked when the daemon loads its configuration.)"""
+    in the service's restart loop. (Values are checked when the daemon loads its configuration.) The service
+    starts `dmnc ARGS`, which runs DEFAULT_COMMAND: only that command's parser is needed."""
     try:
-        build_parser().parse_args([DEFAULT_COMMAND, *daemon_args])
+        build_parser((COMMANDS[DEFAULT_COMMAND],)).parse_args([DEFAULT_COMMAND, *daemon_args])
     except SystemExit as exit_request:  # argparse has printed the reason (or the help) already
         raise ServiceError(f"not valid arguments for the dmnc daemon: {' '.join(daemon_args)}") from exit_request
 

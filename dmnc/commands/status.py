@@ -15,12 +15,21 @@ import datetime
 import json
 import os
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 import trio
 
-from dmnc.config import ConfigError, load_control_socket_path
+from dmnc.commands._common import (
+    EXIT_BAD_CONFIG,
+    EXIT_FAILURE,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    EXIT_PERMISSION_DENIED,
+    Subcommands,
+    add_control_socket_flag,
+    load_control_socket_or_report,
+    printable,
+)
 from dmnc.control import (
     ControlError,
     ControlNotRunning,
@@ -28,18 +37,12 @@ from dmnc.control import (
     fetch_snapshot,
     open_event_feed,
 )
-from dmnc.control.messages import StatusEvent, StatusSnapshot
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_BAD_CONFIG = 2
-EXIT_NOT_RUNNING = 3
-EXIT_PERMISSION_DENIED = 4
+from dmnc.control.messages import StatusEvent, StatusSnapshot, format_drops
 
 _KIB = 1024
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "status",
         help="show the running service: tunnel, Docker, VM and routes",
@@ -48,15 +51,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument("--json", action="store_true", help="print JSON (one object; one per line with --follow)")
     parser.add_argument("--follow", action="store_true", help="print events as they happen until dmnc stops")
-    parser.add_argument("--control-socket", metavar="PATH", help="the service's control socket")
+    add_control_socket_flag(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        path = load_control_socket_path(args.control_socket, os.environ)
-    except ConfigError as error:
-        print(f"dmnc status: {error}", file=sys.stderr)
+    path = load_control_socket_or_report("dmnc status", args.control_socket)
+    if path is None:
         return EXIT_BAD_CONFIG
     try:
         if args.follow:
@@ -92,11 +93,6 @@ async def _follow(path: Path, as_json: bool) -> None:
 # Readable output
 
 
-def printable(text: str) -> str:
-    """`text` with control characters escaped: names come from the Docker daemon and must not drive the terminal."""
-    return "".join(char if char.isprintable() else f"\\x{ord(char):02x}" for char in text)
-
-
 def _shown(value: str | None, missing: str = "-") -> str:
     return missing if value is None else printable(value)
 
@@ -122,11 +118,6 @@ def format_age(seconds: float | None) -> str:
     return f"{seconds / 3600:.0f} h ago"
 
 
-def _format_drops(drops: Mapping[str, int]) -> str:
-    shown = [f"{printable(reason)} {count}" for reason, count in sorted(drops.items()) if count]
-    return ", ".join(shown) if shown else "none"
-
-
 def _section(title: str, rows: list[tuple[str, str]]) -> list[str]:
     return [title, *(f"  {label:<16} {value}" for label, value in rows)]
 
@@ -144,7 +135,7 @@ def render_snapshot(snapshot: StatusSnapshot) -> str:
             ("last handshake", format_age(tunnel.last_handshake_age_s)),
             ("received", format_bytes(tunnel.rx_bytes)),
             ("sent", format_bytes(tunnel.tx_bytes)),
-            ("dropped packets", _format_drops(tunnel.drops)),
+            ("dropped packets", printable(format_drops(tunnel.drops))),
         ],
     )
     lines += _section(

@@ -16,28 +16,34 @@ import os
 import sys
 from pathlib import Path
 
-from dmnc.config import DEFAULT_CONFIG_PATH, Config, ConfigError, ConfigFlags, load_config
+from dmnc.commands._common import (
+    EXIT_BAD_CONFIG,
+    EXIT_FAILURE,
+    EXIT_OK,
+    Subcommands,
+    add_config_flag,
+    add_control_socket_flag,
+    add_docker_host_flag,
+    add_setup_image_flag,
+    load_config_or_report,
+)
+from dmnc.config import Config, ConfigFlags
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_BAD_CONFIG = 2
 REAL_ROOT = Path("/")
 SETUP_IMAGE_REPOSITORY = "dmnc-setup"
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(commands: Subcommands) -> None:
     parser = commands.add_parser(
         "uninstall",
         help="remove everything dmnc created: service, VM side, setup images",
         description="Remove the dmnc system service, the VM side (chip0, its firewall rules, the userspace "
         "fallback container) and the setup images, and print what was removed. Needs root. The config file stays.",
     )
-    parser.add_argument("--docker-host", metavar="URL", help="Docker API socket, unix:///path (default: detect)")
-    parser.add_argument(
-        "--config", metavar="PATH", dest="config_file", help=f"config file (default {DEFAULT_CONFIG_PATH})"
-    )
-    parser.add_argument("--control-socket", metavar="PATH", help="control socket of the dmnc to look for")
-    parser.add_argument("--setup-image", metavar="REF", help="the setup image dmnc ran with, if not its own")
+    add_docker_host_flag(parser)
+    add_config_flag(parser)
+    add_control_socket_flag(parser, "control socket of the dmnc to look for")
+    add_setup_image_flag(parser, "the setup image dmnc ran with, if not its own")
     parser.add_argument(
         "--root",
         type=Path,
@@ -58,10 +64,8 @@ def run(args: argparse.Namespace) -> int:
         control_socket=args.control_socket,
         setup_image=args.setup_image,
     )
-    try:
-        config = load_config(flags, os.environ)
-    except ConfigError as error:
-        print(f"dmnc uninstall: {error}", file=sys.stderr)
+    config = load_config_or_report("dmnc uninstall", flags)
+    if config is None:
         return EXIT_BAD_CONFIG
     import trio  # noqa: PLC0415 (heavy; only this command's handler needs it)
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 
 from dmnc import __version__
+from dmnc.commands._common import EXIT_OK, Subcommands
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(commands: Subcommands) -> None:
     parser = commands.add_parser("version", help="print the version and exit")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     print(f"dmnc {__version__}")
-    return 0
+    return EXIT_OK

@@ -11,23 +11,28 @@ configuration.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from dmnc.config import DEFAULT_CONFIG_PATH, Config, ConfigError, ConfigFlags, load_config
+from dmnc.commands._common import (
+    EXIT_BAD_CONFIG,
+    EXIT_FAILURE,
+    EXIT_OK,
+    Subcommands,
+    add_config_flag,
+    add_docker_host_flag,
+    add_setup_image_flag,
+    load_config_or_report,
+)
+from dmnc.config import Config, ConfigFlags
 from dmnc.vm.errors import VmSetupError
 
 if TYPE_CHECKING:
     from dmnc.vm.runner import VmSetupRunner
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_BAD_CONFIG = 2
 
-
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(commands: Subcommands) -> None:
     parser = commands.add_parser("vm", help="set up or clean up the Docker VM side by hand (teardown, image)")
     actions = parser.add_subparsers(dest="vm_command", metavar="ACTION", required=True)
     teardown = actions.add_parser(
@@ -35,11 +40,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     image = actions.add_parser("image", help="build (or pull, with --setup-image) the VM setup image now")
     for action, handler in ((teardown, run_teardown), (image, run_image)):
-        action.add_argument("--docker-host", metavar="URL", help="Docker API socket, unix:///path (default: detect)")
-        action.add_argument("--setup-image", metavar="REF", help="image of the VM setup container (default: built-in)")
-        action.add_argument(
-            "--config", metavar="PATH", dest="config_file", help=f"config file (default {DEFAULT_CONFIG_PATH})"
-        )
+        add_docker_host_flag(action)
+        add_setup_image_flag(action)
+        add_config_flag(action)
         action.set_defaults(handler=handler)
 
 
@@ -60,10 +63,8 @@ def run_image(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, action: Callable[[VmSetupRunner], Awaitable[str]]) -> int:
     flags = ConfigFlags(config_file=args.config_file, docker_host=args.docker_host, setup_image=args.setup_image)
-    try:
-        config = load_config(flags, os.environ)
-    except ConfigError as error:
-        print(f"dmnc: {error}", file=sys.stderr)
+    config = load_config_or_report("dmnc", flags)
+    if config is None:
         return EXIT_BAD_CONFIG
     # Imported here, not at the top: every `dmnc` invocation registers this command, and `dmnc status` must stay
     # light; only these actions need trio, httpx and the Docker client.

@@ -2,7 +2,7 @@
 
 The JSON of a snapshot (one object, `dmnc status --json`) is a contract users and tests rely on:
 
-    {"version": "0.1.0",
+    {"schema": 1, "version": "0.1.0",
      "tunnel": {"interface": "utun4", "listen": "0.0.0.0:3333", "last_handshake_age_s": 12.5,
                 "endpoint": "192.168.65.3:51820", "rx_bytes": 1024, "tx_bytes": 2048, "drops": {"replay": 1}},
      "docker": {"host": "unix:///var/run/docker.sock", "runtime": "Docker Desktop", "api_version": "1.41",
@@ -10,14 +10,27 @@ The JSON of a snapshot (one object, `dmnc status --json`) is a contract users an
      "vm": {"mode": "kernel", "public_key": "<base64 of 32 bytes>"},
      "routes": [{"subnet": "172.17.0.0/16", "network": "bridge", "installed": true, "reason": null}]}
 
-null means "not known yet" (no handshake so far, Docker not reached, VM not set up); a route's `reason` says why it
-is not installed (e.g. it overlaps a VPN route). An event is one object:
+null means "not known yet" (no handshake so far, Docker not reached, VM not set up); `listen` and `endpoint` are
+`HOST:PORT`, an IPv6 host in brackets (`[fd00::1]:51820`); a route's `reason` says why it is not installed (e.g. it
+overlaps a VPN route). An event is one object:
 
-    {"time": 1795000000.25, "kind": "docker.connected", "message": "connected to Docker Desktop (API 1.41)",
-     "details": {"api_version": "1.41"}}
+    {"schema": 1, "time": 1795000000.25, "kind": "docker.connected",
+     "message": "connected to Docker Desktop (API 1.41)", "details": {"api_version": "1.41"}}
+
+`schema` (in the snapshot and in every event, so each message can be read on its own) is the version of this
+format, SCHEMA_VERSION; `version` is dmnc's release. The rules that let clients and services of different releases
+talk:
+- a new schema only adds fields: a field of an older schema keeps its name, type and meaning and stays present. A
+  change that breaks this needs new resource paths (`/v2/...`, see `dmnc.control.protocol`), not a schema number;
+- so a reader takes a newer schema than it knows leniently: it reads the fields it knows and ignores the others
+  (unknown keys are ignored at every level in any schema);
+- a message without `schema` is schema 0, the format of dmnc 0.1 (identical to schema 1 but for the `schema` key);
+  fields added after 0.1, like a route's `reason`, read as null when absent;
+- `schema` must be a non-negative integer; anything else is a malformed message.
+A decoded snapshot re-encoded (`dmnc status --json`) is in the reader's own schema: the fields it knows.
 
 Decoding treats the bytes as untrusted: every `*_untrusted` function raises only `StatusFormatError`, naming the
-field and what is wrong. Unknown keys are ignored, so an older `dmnc status` can read a newer service's snapshot.
+field and what is wrong.
 """
 
 from __future__ import annotations
@@ -33,6 +46,9 @@ from dataclasses import dataclass, field
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DetailValue = str | int | float | bool | None
+
+# The version of the JSON format above: bumped whenever a field is added (see the rules in the docstring).
+SCHEMA_VERSION = 1
 
 # A WireGuard public key is a Curve25519 point, 32 bytes (whitepaper section 5.4), shown in base64 as wg(8) does.
 PUBLIC_KEY_BYTES = 32
@@ -60,6 +76,12 @@ class TunnelStatus:
     rx_bytes: int = 0
     tx_bytes: int = 0
     drops: Mapping[str, int] = field(default_factory=dict)
+
+
+def format_drops(drops: Mapping[str, int]) -> str:
+    """Dropped-packet counts as `dmnc status` and `dmnc doctor` show them: "invalid_mac 2, replay 1", or "none"."""
+    shown = [f"{reason} {count}" for reason, count in sorted(drops.items()) if count]
+    return ", ".join(shown) if shown else "none"
 
 
 @dataclass(frozen=True)
@@ -103,6 +125,7 @@ class StatusSnapshot:
     def to_json_object(self) -> dict[str, object]:
         tunnel, docker, vm = self.tunnel, self.docker, self.vm
         return {
+            "schema": SCHEMA_VERSION,
             "version": self.version,
             "tunnel": {
                 "interface": tunnel.interface,
@@ -149,7 +172,13 @@ class StatusEvent:
             raise ValueError(f"event kind {self.kind!r} is not 'area.what' in lower case")
 
     def to_json_object(self) -> dict[str, object]:
-        return {"time": self.time, "kind": self.kind, "message": self.message, "details": dict(self.details)}
+        return {
+            "schema": SCHEMA_VERSION,
+            "time": self.time,
+            "kind": self.kind,
+            "message": self.message,
+            "details": dict(self.details),
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_json_object(), allow_nan=False)
@@ -220,6 +249,12 @@ class _Object:
 
     def optional_text(self, key: str) -> str | None:
         return None if self.raw(key) is None else self.text(key)
+
+    def check_schema(self) -> None:
+        """A present `schema` is a non-negative integer. Absent (dmnc 0.1), ours, or newer: all are read the same
+        way, since a newer schema only adds fields, which the decoders ignore (see the module docstring)."""
+        if "schema" in self._fields:
+            self.count("schema")
 
     def later_text(self, key: str) -> str | None:
         """A string field added after the first release: absent (an older dmnc) reads as null."""
@@ -296,6 +331,7 @@ def _route(value: object, where: str) -> RouteStatus:
 def decode_snapshot_untrusted(text: str | bytes) -> StatusSnapshot:
     """Parse and check the JSON form of a snapshot; raises StatusFormatError naming the bad field."""
     top = _Object(_load_json_untrusted(text), "")
+    top.check_schema()
     tunnel = top.nested("tunnel")
     docker = top.nested("docker")
     vm = top.nested("vm")
@@ -327,6 +363,7 @@ def decode_snapshot_untrusted(text: str | bytes) -> StatusSnapshot:
 def decode_event_untrusted(text: str | bytes) -> StatusEvent:
     """Parse and check the JSON form of an event; raises StatusFormatError naming the bad field."""
     fields = _Object(_load_json_untrusted(text), "")
+    fields.check_schema()
     kind = fields.text("kind")
     if not _EVENT_KIND.fullmatch(kind):
         raise StatusFormatError("kind", f"{kind!r} is not 'area.what' in lower case")

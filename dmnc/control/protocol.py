@@ -4,6 +4,9 @@ Websocket over a local Unix socket, text messages of JSON (the objects are in `d
 - `GET /v1/status`: the server sends one snapshot and closes (1000).
 - `GET /v1/events`: the server sends one event per message as they happen. It closes with 1001 when dmnc stops,
   and with `FEED_OVERFLOW_CLOSE_CODE` when the client reads so slowly that the server's buffer filled.
+
+New fields reach clients through the messages' `schema` number (`dmnc.control.messages`); the `/v1` prefix changes
+only for a change those schema rules do not allow (a field removed, renamed or given another meaning).
 """
 
 from __future__ import annotations

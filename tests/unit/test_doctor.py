@@ -14,17 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmnc.cli import main
-from dmnc.commands.doctor import EXIT_BAD_CONFIG, MAX_PROBE_TIMEOUT_S, positive_seconds
-from dmnc.config import Config, ConfigFlags, load_config
+from dmnc.commands._common import EXIT_BAD_CONFIG
+from dmnc.commands.doctor import MAX_PROBE_TIMEOUT_S, positive_seconds, render_check
+from dmnc.config import Config, ConfigFlags, format_host_port, load_config
 from dmnc.control.messages import DockerStatus, RouteStatus, StatusSnapshot, TunnelStatus, VmStatus
 from dmnc.docker.discovery import Runtime
 from dmnc.docker.errors import DiscoveryAttempt, DiscoveryError
-from dmnc.doctor.doctor import (
-    PROBE_SUBNETS,
+from dmnc.doctor.checks import (
     CheckResult,
-    DoctorSettings,
     Verdict,
-    choose_probe_subnet,
     docker_unreachable_check,
     handshake_check,
     installed_routes_check,
@@ -32,10 +30,11 @@ from dmnc.doctor.doctor import (
     port_check,
     root_check,
     route_conflict_check,
-    run_doctor,
     runtime_check,
     setup_image_check,
 )
+from dmnc.doctor.gather import DoctorSettings, run_doctor
+from dmnc.doctor.probe import PROBE_SUBNETS, choose_probe_subnet
 from dmnc.routes import InstalledRoute
 from dmnc.routes.policy import NetworkInfo, PolicyConfig
 from dmnc.tunnel.udp import UdpError
@@ -78,13 +77,13 @@ def route(destination: str, interface: str, *, ours: bool = False) -> InstalledR
 
 def test_render_puts_the_fix_under_the_line() -> None:
     result = CheckResult("port", Verdict.FAIL, "taken", fix="choose another")
-    assert result.render() == "FAIL port: taken\n  fix: choose another"
-    assert CheckResult("root", Verdict.PASS, "running as root").render() == "PASS root: running as root"
+    assert render_check(result) == "FAIL port: taken\n  fix: choose another"
+    assert render_check(CheckResult("root", Verdict.PASS, "running as root")) == "PASS root: running as root"
 
 
 def test_render_escapes_control_characters_from_the_daemon() -> None:
     result = CheckResult("route-conflicts", Verdict.FAIL, "network 'a\x1b[2J\nPASS x' overlaps", fix="b\rc")
-    assert result.render() == "FAIL route-conflicts: network 'a\\x1b[2J\\x0aPASS x' overlaps\n  fix: b\\x0dc"
+    assert render_check(result) == "FAIL route-conflicts: network 'a\\x1b[2J\\x0aPASS x' overlaps\n  fix: b\\x0dc"
 
 
 def test_without_root_the_root_only_checks_are_named_as_skipped() -> None:
@@ -403,3 +402,15 @@ def test_routes_still_being_added_only_warn() -> None:
 
 def test_routes_check_skipped_without_a_running_dmnc() -> None:
     assert installed_routes_check(None, "dmnc is not running").verdict is Verdict.SKIP
+
+
+def test_ipv6_endpoints_of_the_running_dmnc_are_shown_in_brackets() -> None:
+    """The service writes endpoints with format_host_port; doctor quotes them as they are and reads the port."""
+    snapshot = running(format_host_port("fd00::2", 3333))
+    snapshot = dataclasses.replace(
+        snapshot, tunnel=dataclasses.replace(snapshot.tunnel, endpoint=format_host_port("fd00::1", 51820))
+    )
+    assert port_check(3333, False, address_in_use(3333), snapshot).detail == "UDP port 3333 is held by the running dmnc"
+    assert "from [fd00::1]:51820 (kernel WireGuard)" in handshake_check(snapshot, "").detail
+    silent = dataclasses.replace(snapshot, tunnel=dataclasses.replace(snapshot.tunnel, last_handshake_age_s=None))
+    assert "the VM must reach this host on UDP [fd00::2]:3333 " in (handshake_check(silent, "").fix or "")

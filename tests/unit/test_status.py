@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmnc.control.messages import (
+    SCHEMA_VERSION,
     DockerStatus,
     RouteStatus,
     StatusEvent,
@@ -56,7 +57,8 @@ def snapshot_object() -> dict[str, Any]:
 
 def test_snapshot_json_has_the_contract_fields() -> None:
     encoded = json.loads(full_snapshot().to_json())
-    assert set(encoded) >= {"tunnel", "docker", "vm", "routes"}
+    assert set(encoded) >= {"schema", "version", "tunnel", "docker", "vm", "routes"}
+    assert encoded["schema"] == SCHEMA_VERSION == 1
     assert set(encoded["tunnel"]) == {
         "interface",
         "listen",
@@ -97,6 +99,32 @@ def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
     encoded["uptime_s"] = 5
     encoded["tunnel"]["mtu"] = 1420
     assert decode_snapshot_untrusted(json.dumps(encoded)) == full_snapshot()
+
+
+def test_a_snapshot_or_event_without_schema_is_read_as_the_0_1_format() -> None:
+    encoded = snapshot_object()
+    del encoded["schema"]
+    for route in encoded["routes"]:
+        del route["reason"]  # added after 0.1
+    decoded = decode_snapshot_untrusted(json.dumps(encoded))
+    assert decoded.tunnel == full_snapshot().tunnel
+    assert [route.reason for route in decoded.routes] == [None, None]
+    event = StatusEvent(1.0, "tunnel.up", "tunnel up", {"n": 1})
+    without_schema = event.to_json_object()
+    del without_schema["schema"]
+    assert decode_event_untrusted(json.dumps(without_schema)) == event
+
+
+@pytest.mark.parametrize("schema", [-1, 1.5, "1", True, None, [1], {}])
+def test_a_schema_that_is_not_a_non_negative_integer_is_malformed(schema: object) -> None:
+    encoded = snapshot_object()
+    encoded["schema"] = schema
+    with pytest.raises(StatusFormatError, match=r"^schema: expected a non-negative integer"):
+        decode_snapshot_untrusted(json.dumps(encoded))
+    event = StatusEvent(1.0, "tunnel.up", "tunnel up").to_json_object()
+    event["schema"] = schema
+    with pytest.raises(StatusFormatError, match=r"^schema: expected a non-negative integer"):
+        decode_event_untrusted(json.dumps(event))
 
 
 def mutate(path: str, value: object) -> str:
@@ -151,6 +179,7 @@ def test_malformed_snapshots_name_the_field(text: str | bytes, message: str) -> 
 def test_event_round_trips() -> None:
     event = StatusEvent(1795000000.25, "docker.connected", "connected (API 1.41)", {"api_version": "1.41", "n": 2})
     assert json.loads(event.to_json()) == {
+        "schema": SCHEMA_VERSION,
         "time": 1795000000.25,
         "kind": "docker.connected",
         "message": "connected (API 1.41)",
@@ -264,7 +293,7 @@ def test_decoders_raise_only_status_format_error(data: str | bytes) -> None:
 
 
 @untimed
-@given(snapshots, st.sampled_from(["tunnel", "docker", "vm", "routes", "version"]), json_values)
+@given(snapshots, st.sampled_from(["schema", "tunnel", "docker", "vm", "routes", "version"]), json_values)
 def test_snapshot_with_any_section_replaced_decodes_or_names_a_field(
     snapshot: StatusSnapshot, section: str, replacement: object
 ) -> None:
@@ -277,3 +306,47 @@ def test_snapshot_with_any_section_replaced_decodes_or_names_a_field(
     else:
         blamed = section
     assert blamed.startswith(section)
+
+
+# A newer schema only adds fields (dmnc.control.messages): whatever it adds, where, a reader gets the fields it knows.
+newer_schemas = st.integers(min_value=SCHEMA_VERSION, max_value=2**64)
+added_fields = st.dictionaries(st.text(max_size=8).map(lambda name: f"new_{name}"), json_values, max_size=3)
+
+
+@untimed
+@given(snapshots, newer_schemas, added_fields, st.sampled_from(["", "tunnel", "docker", "vm"]))
+def test_a_newer_schema_is_read_leniently_for_the_fields_this_reader_knows(
+    snapshot: StatusSnapshot, schema: int, added: dict[str, object], section: str
+) -> None:
+    encoded = snapshot.to_json_object()
+    encoded["schema"] = schema
+    target: Any = encoded if not section else encoded[section]
+    target.update(added)
+    decoded = decode_snapshot_untrusted(json.dumps(encoded))
+    assert decoded == snapshot
+    assert json.loads(decoded.to_json())["schema"] == SCHEMA_VERSION  # re-encoded in the reader's own schema
+
+
+events = st.builds(
+    StatusEvent,
+    time=seconds,
+    kind=st.from_regex(r"[a-z][a-z0-9_]{0,5}(\.[a-z][a-z0-9_]{0,5}){1,2}", fullmatch=True),
+    message=st.text(max_size=20),
+    details=st.dictionaries(
+        st.text(max_size=8),
+        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text()),
+        max_size=4,
+    ),
+)
+
+
+@untimed
+@given(events, newer_schemas, added_fields)
+def test_any_event_round_trips_and_a_newer_schema_adds_nothing_it_cannot_skip(
+    event: StatusEvent, schema: int, added: dict[str, object]
+) -> None:
+    assert decode_event_untrusted(event.to_json()) == event
+    encoded = event.to_json_object()
+    encoded["schema"] = schema
+    encoded.update(added)
+    assert decode_event_untrusted(json.dumps(encoded)) == event

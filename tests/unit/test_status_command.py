@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from dmnc.commands.status import format_age, format_bytes, printable, render_event, render_snapshot
+from dmnc.commands._common import printable
+from dmnc.commands.status import format_age, format_bytes, render_event, render_snapshot
+from dmnc.config import format_host_port
 from dmnc.control.messages import RouteStatus, StatusEvent, StatusSnapshot, TunnelStatus
 
 
@@ -74,3 +76,10 @@ def test_event_line_has_time_kind_message_and_details() -> None:
 
 def test_event_time_beyond_the_calendar_is_shown_raw() -> None:
     assert render_event(StatusEvent(1e20, "a.b", "far")).startswith("@100000000000000000000 a.b")
+
+
+def test_ipv6_endpoints_are_shown_in_brackets() -> None:
+    tunnel = TunnelStatus(listen=format_host_port("::", 3333), endpoint=format_host_port("fd00::1", 51820))
+    lines = render_snapshot(StatusSnapshot(version="0.1.0", tunnel=tunnel)).splitlines()
+    assert "  listening on     [::]:3333" in lines
+    assert "  peer endpoint    [fd00::1]:51820" in lines

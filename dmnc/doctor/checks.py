@@ -1,0 +1,324 @@
+"""`dmnc doctor`'s verdicts: facts in, one `CheckResult` out, each with a concrete fix.
+
+Pure: no I/O and no clock (ages arrive in the facts), so the wording users see is unit-tested with plain values.
+`dmnc.doctor.gather` collects the facts and `dmnc.doctor.probe` runs the probe container; both hand their findings
+to these functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import errno
+import re
+import sys
+from collections.abc import Iterable, Sequence
+
+from dmnc.control.messages import StatusSnapshot, format_drops
+from dmnc.docker.discovery import Runtime
+from dmnc.docker.errors import DiscoveryError, DockerError
+from dmnc.routes import InstalledRoute
+from dmnc.routes.policy import NetworkInfo, PolicyConfig, SkipReason, evaluate
+from dmnc.tunnel.udp import UdpError
+from dmnc.vm.errors import VmSetupError
+from dmnc.vm.result import KernelWireGuardMissing, KernelWireGuardPresent
+
+# A session's keys are refused REJECT_AFTER_TIME after its handshake (whitepaper section 6.1, 180 s); a live tunnel
+# rekeys every REKEY_AFTER_TIME (120 s) while it carries traffic, so an older handshake means the tunnel is dead.
+REJECT_AFTER_TIME_S = 180.0
+
+ROOT_ONLY_CHECKS = ("vm-wireguard", "probe")
+# Where podman machine keeps its VMs' API sockets (~/.local/share/containers/podman/machine/...); a Podman socket
+# anywhere else on Linux is the native service (/run/podman/podman.sock, /run/user/<uid>/podman/podman.sock).
+PODMAN_MACHINE_PATH = "/podman/machine/"
+_PORT_TEXT = re.compile(r"[0-9]{1,5}")
+
+
+class Verdict(enum.Enum):
+    PASS = "PASS"  # noqa: S105 (a verdict, not a password)
+    WARN = "WARN"
+    FAIL = "FAIL"
+    SKIP = "SKIP"
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    """One line of the report: what was checked, the verdict, what was found, and what to do about it."""
+
+    name: str
+    verdict: Verdict
+    detail: str
+    fix: str | None = None
+
+    def to_json_object(self) -> dict[str, str | None]:
+        return {"name": self.name, "verdict": self.verdict.value, "detail": self.detail, "fix": self.fix}
+
+
+def root_check(is_root: bool) -> CheckResult:
+    if is_root:
+        return CheckResult("root", Verdict.PASS, "running as root")
+    return CheckResult(
+        "root",
+        Verdict.WARN,
+        f"not root: skipping {', '.join(ROOT_ONLY_CHECKS)} (they start containers in the VM, as dmnc does);"
+        " dmnc itself must run as root",
+        fix="sudo dmnc doctor",
+    )
+
+
+def docker_unreachable_check(error: DiscoveryError) -> CheckResult:
+    tried = "; ".join(attempt.describe() for attempt in error.attempts) or "nothing to try"
+    fix = "start Docker (Docker Desktop, Colima, ...), or name its socket: dmnc doctor --docker-host unix:///PATH"
+    if any("permission denied" in attempt.outcome.lower() for attempt in error.attempts):
+        fix = "sudo dmnc doctor (dmnc runs as root), or join the group that owns the Docker socket"
+    return CheckResult("docker", Verdict.FAIL, f"no Docker daemon answered; tried {tried}", fix=fix)
+
+
+def docker_error_check(error: DockerError) -> CheckResult:
+    return CheckResult(
+        "docker",
+        Verdict.FAIL,
+        f"the Docker daemon failed: {error}",
+        fix="restart Docker, then run dmnc doctor again",
+    )
+
+
+def runtime_check(runtime: Runtime, platform: str, host: str, api_version: str) -> CheckResult:
+    """Which engine is behind the socket, and whether dmnc has anything to do for it."""
+    where = f"{runtime.value} at {host} (API {api_version})"
+    if runtime is Runtime.ORBSTACK:
+        return CheckResult(
+            "runtime",
+            Verdict.WARN,
+            f"{where}: OrbStack routes container IPs to the host itself, dmnc is not needed",
+            fix="use OrbStack's own container networking and stop dmnc (sudo dmnc service uninstall)",
+        )
+    if runtime is Runtime.DOCKER_ENGINE and platform == "linux":
+        return CheckResult(
+            "runtime",
+            Verdict.WARN,
+            f"{where}: the engine runs natively on this Linux host, so its containers are already routable from"
+            " the host: dmnc is not needed",
+            fix="nothing to do: reach containers by IP directly (dmnc is for engines inside a VM)",
+        )
+    if runtime is Runtime.PODMAN and platform == "linux" and PODMAN_MACHINE_PATH not in host:
+        return CheckResult(
+            "runtime",
+            Verdict.WARN,
+            f"{where}: Podman runs natively on this Linux host (not in a podman machine), so rootful containers are"
+            " already routable from the host: dmnc is not needed",
+            fix="nothing to do: reach rootful containers by IP directly (dmnc is for engines inside a VM)",
+        )
+    return CheckResult("runtime", Verdict.PASS, f"{where}: containers run in a VM, dmnc is what routes to them")
+
+
+def _listen_port(snapshot: StatusSnapshot | None) -> int | None:
+    if snapshot is None or snapshot.tunnel.listen is None:
+        return None
+    _, _, port_text = snapshot.tunnel.listen.rpartition(":")
+    # ASCII digits only: str.isdigit() also accepts characters int() refuses (superscripts).
+    return int(port_text) if _PORT_TEXT.fullmatch(port_text) else None
+
+
+def port_check(
+    port: int,
+    explicit: bool,
+    bind_error: UdpError | None,
+    snapshot: StatusSnapshot | None,
+    platform: str = sys.platform,
+) -> CheckResult:
+    """Whether dmnc can listen on its UDP port, given what binding it just now said and what a running dmnc uses."""
+    running_port = _listen_port(snapshot)
+    if bind_error is None:
+        if running_port is not None:
+            return CheckResult(
+                "port", Verdict.PASS, f"UDP port {port} is free; the running dmnc listens on {running_port}"
+            )
+        return CheckResult("port", Verdict.PASS, f"UDP port {port} is free")
+    cause = bind_error.__cause__
+    in_use = isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE
+    if in_use and running_port == port:
+        return CheckResult("port", Verdict.PASS, f"UDP port {port} is held by the running dmnc")
+    find = f"sudo lsof -nP -iUDP:{port}" if platform == "darwin" else f"ss -ulpn 'sport = :{port}'"
+    if not in_use:
+        return CheckResult(
+            "port", Verdict.FAIL, f"cannot listen on UDP port {port}: {bind_error}", fix="choose --listen ADDR:PORT"
+        )
+    if explicit:
+        return CheckResult(
+            "port",
+            Verdict.FAIL,
+            f"UDP port {port} is taken by another program; dmnc will not start on it",
+            fix=f"find it with `{find}` and stop it, or choose another port with --listen ADDR:PORT",
+        )
+    instead = f"; the running dmnc listens on {running_port} instead" if running_port is not None else ""
+    return CheckResult(
+        "port",
+        Verdict.WARN,
+        f"UDP port {port} is taken by another program: dmnc falls back to a free port{instead}",
+        fix=f"find it with `{find}` if port {port} is wanted",
+    )
+
+
+def setup_image_check(image: str, present: bool, explicit: bool) -> CheckResult:
+    if present:
+        return CheckResult("setup-image", Verdict.PASS, f"{image} is in the VM")
+    if explicit:
+        return CheckResult(
+            "setup-image",
+            Verdict.WARN,
+            f"{image} is not in the VM: dmnc pulls it at start",
+            fix=f"if the VM cannot reach that registry: docker pull {image} (or docker load it) beforehand",
+        )
+    return CheckResult(
+        "setup-image",
+        Verdict.WARN,
+        f"{image} is not built yet: dmnc builds it at start from its recipe (the VM downloads Alpine packages)",
+        fix="if the VM is offline or behind a proxy: pass --setup-image REF with ip, wg, wireguard-go and iptables",
+    )
+
+
+def kernel_check(outcome: KernelWireGuardPresent | KernelWireGuardMissing) -> CheckResult:
+    if isinstance(outcome, KernelWireGuardPresent):
+        return CheckResult(
+            "vm-wireguard", Verdict.PASS, f"the VM kernel {outcome.kernel_release} has WireGuard (chip0 runs in it)"
+        )
+    return CheckResult(
+        "vm-wireguard",
+        Verdict.WARN,
+        f"the VM kernel {outcome.kernel_release} has no WireGuard: dmnc runs chip0 in a wireguard-go container"
+        " instead (works, costs CPU in the VM)",
+        fix="for the faster kernel path, use a VM kernel with CONFIG_WIREGUARD (update Docker Desktop/Colima)",
+    )
+
+
+def handshake_check(snapshot: StatusSnapshot | None, not_running: str) -> CheckResult:
+    """The running dmnc's tunnel to the VM, from its status: last handshake age and dropped packets."""
+    if snapshot is None:
+        return CheckResult("handshake", Verdict.SKIP, not_running)
+    tunnel = snapshot.tunnel
+    drops = format_drops(tunnel.drops)
+    docker_note = "" if snapshot.docker.connected else "; dmnc is not connected to Docker right now"
+    age = tunnel.last_handshake_age_s
+    if age is None:
+        return CheckResult(
+            "handshake",
+            Verdict.FAIL,
+            f"dmnc runs, but the VM has not completed a handshake (VM setup: {snapshot.vm.mode or 'not done'};"
+            f" dropped packets: {drops}){docker_note}",
+            fix=f"read dmnc's log for VM setup errors; the VM must reach this host on UDP {tunnel.listen or 'port'}"
+            " (firewall?), or name the address it should dial with --endpoint HOST",
+        )
+    if age > REJECT_AFTER_TIME_S:
+        return CheckResult(
+            "handshake",
+            Verdict.FAIL,
+            f"last handshake {age:.0f} s ago: the session expired, the VM side is gone or cannot reach this host"
+            f" (dropped packets: {drops}){docker_note}",
+            fix="dmnc sets the VM side up again on its own within a minute; if not, restart dmnc and read its log",
+        )
+    return CheckResult(
+        "handshake",
+        Verdict.PASS,
+        f"last handshake {age:.0f} s ago from {tunnel.endpoint or 'the VM'} ({snapshot.vm.mode or '?'} WireGuard);"
+        f" dropped packets: {drops}{docker_note}",
+    )
+
+
+def route_conflict_check(
+    networks: Sequence[NetworkInfo], policy: PolicyConfig, routes: Iterable[InstalledRoute]
+) -> CheckResult:
+    """Docker subnets that overlap host routes dmnc does not own (VPN, LAN), naming both."""
+    installed = list(routes)
+    ours = {route.destination for route in installed if route.ours}
+    result = evaluate(networks, policy, other_routes=installed, already_routed=ours)
+    blocked = [finding for finding in result.overlaps if not finding.routed]
+    forced = [finding for finding in result.overlaps if finding.routed]
+    if blocked:
+        return CheckResult(
+            "route-conflicts",
+            Verdict.FAIL,
+            "; ".join(finding.describe() for finding in blocked + forced),
+            fix="give the Docker network a subnet that overlaps nothing (docker network create --subnet ..., or the"
+            " daemon's default-address-pools), exclude it with --route-exclude, or take it over with --force-routes",
+        )
+    if forced:
+        return CheckResult(
+            "route-conflicts",
+            Verdict.WARN,
+            "; ".join(finding.describe() for finding in forced),
+            fix="the other route (VPN? LAN?) loses those addresses while dmnc routes them: change the Docker subnet",
+        )
+    return CheckResult(
+        "route-conflicts",
+        Verdict.PASS,
+        f"{len(result.desired)} subnet(s) to route, none overlaps another route of this host",
+    )
+
+
+# Routes dmnc leaves out on purpose (policy, overlaps: see route-conflicts) carry these reasons in its status.
+_DELIBERATE_SKIPS = frozenset(reason.value for reason in SkipReason)
+# A route dmnc wants but has not added yet: normal for a second after a network appears.
+_NOT_YET = "not installed yet"
+
+
+def installed_routes_check(snapshot: StatusSnapshot | None, not_running: str) -> CheckResult:
+    """The running dmnc's routes: every container subnet it wants is installed, or why not."""
+    if snapshot is None:
+        return CheckResult("routes", Verdict.SKIP, not_running)
+    wanted = [route for route in snapshot.routes if route.installed or route.reason not in _DELIBERATE_SKIPS]
+    missing = [route for route in wanted if not route.installed]
+    interface = snapshot.tunnel.interface or "the tunnel"
+    if not missing:
+        return CheckResult("routes", Verdict.PASS, f"{len(wanted)} container subnet(s) routed through {interface}")
+    described = "; ".join(f"{route.subnet} ({route.network}): {route.reason or 'not installed'}" for route in missing)
+    if all(route.reason == _NOT_YET for route in missing):
+        return CheckResult(
+            "routes",
+            Verdict.WARN,
+            f"{len(wanted) - len(missing)} of {len(wanted)} routed, still adding {described}",
+            fix="run dmnc doctor again in a few seconds",
+        )
+    return CheckResult(
+        "routes",
+        Verdict.FAIL,
+        f"{len(wanted) - len(missing)} of {len(wanted)} routed through {interface}; not routed: {described}",
+        fix="read dmnc's log; a route 'taken by another program' was replaced by another route to the same subnet"
+        " (VPN client?): stop that program or change the Docker network's subnet",
+    )
+
+
+def skipped(name: str, reason: str) -> CheckResult:
+    return CheckResult(name, Verdict.SKIP, reason)
+
+
+def timeout_check(name: str, seconds: float) -> CheckResult:
+    return CheckResult(
+        name,
+        Verdict.FAIL,
+        f"no answer within {seconds:g} s",
+        fix="run dmnc doctor again; if it persists, restart Docker",
+    )
+
+
+def docker_answers_check(source: str, url: str, engine_version: str | None) -> CheckResult:
+    return CheckResult("docker", Verdict.PASS, f"{source}: {url} answers (engine {engine_version or '?'})")
+
+
+def setup_image_unknown_check(image: str, error: DockerError) -> CheckResult:
+    return CheckResult("setup-image", Verdict.FAIL, f"cannot look up {image}: {error}")
+
+
+def kernel_test_failed_check(error: VmSetupError | DockerError) -> CheckResult:
+    return CheckResult(
+        "vm-wireguard",
+        Verdict.FAIL,
+        f"the setup container could not test the VM kernel: {error}",
+        fix="the engine must allow --net=host containers with NET_ADMIN (rootless engines do not), and a"
+        " --setup-image needs /bin/sh, ip and wg",
+    )
+
+
+def route_facts_missing_check(what: str, error: Exception) -> CheckResult:
+    """route-conflicts when its inputs cannot be read: `what` says which (Docker's networks, the routing table)."""
+    return CheckResult("route-conflicts", Verdict.FAIL, f"cannot {what}: {error}")

@@ -1,0 +1,257 @@
+"""`dmnc doctor`'s facts: what Docker, a running dmnc, the UDP port and the routing table say, in check order.
+
+`run_doctor` gathers each fact and hands it to its verdict in `dmnc.doctor.checks`, reporting every result as soon as
+it is known. Every step has a time limit, so doctor never hangs; the probe (`dmnc.doctor.probe`) and the setup
+container remove what they create, also when a step fails or times out.
+
+Nothing is changed in the VM without root: like dmnc itself, doctor starts containers there only under sudo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable
+
+import trio
+
+from dmnc.config import DEFAULT_LISTEN_HOST, Config
+from dmnc.control import ControlError, ControlNotRunning, fetch_snapshot
+from dmnc.control.messages import StatusSnapshot
+from dmnc.docker.client import DockerClient
+from dmnc.docker.discovery import detect_runtime, discover_endpoint
+from dmnc.docker.errors import DiscoveryError, DockerError, NotFound
+from dmnc.docker.models import Network
+from dmnc.doctor.checks import (
+    CheckResult,
+    docker_answers_check,
+    docker_error_check,
+    docker_unreachable_check,
+    handshake_check,
+    installed_routes_check,
+    kernel_check,
+    kernel_test_failed_check,
+    port_check,
+    root_check,
+    route_conflict_check,
+    route_facts_missing_check,
+    runtime_check,
+    setup_image_check,
+    setup_image_unknown_check,
+    skipped,
+    timeout_check,
+)
+from dmnc.doctor.probe import DEFAULT_PROBE_TIMEOUT_S, probe_check
+from dmnc.routes import InstalledRoute, InterfaceNotFoundError, RouteError, open_route_manager
+from dmnc.routes.policy import NetworkInfo
+from dmnc.tunnel.udp import DEFAULT_LISTEN_ADDRESSES, UdpEndpoint, UdpError
+from dmnc.vm.errors import VmSetupError
+from dmnc.vm.runner import VmSetupRunner, default_setup_image
+
+# Time limits per step: doctor must never hang. Discovery probes each candidate socket for up to 8 s
+# (dmnc.docker.discovery.PROBE_TIMEOUT_S); missing sockets fail at once, so a dozen candidates cost little.
+DOCKER_TIMEOUT_S = 30.0
+CONTROL_TIMEOUT_S = 5.0
+STEP_TIMEOUT_S = 15.0
+# A one-shot container in a VM starts in about a second; a cold VM (Resource Saver) may need much longer.
+VM_CHECK_TIMEOUT_S = 90.0
+
+
+@dataclasses.dataclass(frozen=True)
+class DoctorSettings:
+    config: Config
+    is_root: bool
+    probe_image: str | None = None
+    # From the probe network's creation to the container's answer (dmnc installs the route within that time).
+    probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S
+    platform: str = sys.platform
+
+
+Report = Callable[[CheckResult], None]
+
+
+@dataclasses.dataclass
+class _Facts:
+    """What earlier checks learned that later ones build on."""
+
+    snapshot: StatusSnapshot | None = None
+    not_running: str = "dmnc is not running"
+    image_present: bool = False
+    networks: list[Network] | None = None
+    routes: list[InstalledRoute] | None = None
+
+
+async def run_doctor(settings: DoctorSettings, report: Report) -> list[CheckResult]:
+    """Run every check in order, handing each result to `report` as soon as it is known; return them all."""
+    results: list[CheckResult] = []
+
+    def add(result: CheckResult) -> None:
+        results.append(result)
+        report(result)
+
+    add(root_check(settings.is_root))
+    config = settings.config
+    facts = _Facts()
+    try:
+        with trio.fail_after(DOCKER_TIMEOUT_S):
+            endpoint = await discover_endpoint(None if config.docker_host is None else config.docker_host.url)
+    except DiscoveryError as error:
+        add(docker_unreachable_check(error))
+        await _checks_without_docker(settings, facts, add)
+        return results
+    except trio.TooSlowError:
+        add(timeout_check("docker", DOCKER_TIMEOUT_S))
+        await _checks_without_docker(settings, facts, add)
+        return results
+    connected = False
+    try:
+        # request_timeout bounds every request doctor makes, so no step waits on the daemon for longer.
+        async with DockerClient.connect(endpoint.address, request_timeout=STEP_TIMEOUT_S) as docker:
+            version, info = await docker.version(), await docker.info()
+            connected = True
+            add(docker_answers_check(endpoint.source, docker.address.url, version.version))
+            add(
+                runtime_check(
+                    detect_runtime(version, info, docker.address),
+                    settings.platform,
+                    docker.address.url,
+                    docker.api_version,
+                )
+            )
+            await _checks_with_docker(settings, docker, facts, add)
+    except DockerError as error:
+        # Every check catches the errors of its own requests; this is the daemon failing while connecting.
+        add(docker_error_check(error))
+        if not connected:
+            await _checks_without_docker(settings, facts, add)
+    return results
+
+
+async def _checks_without_docker(settings: DoctorSettings, facts: _Facts, add: Report) -> None:
+    add(skipped("runtime", "needs Docker"))
+    await _read_status(settings, facts)
+    add(_port(settings, facts))
+    for name in ("setup-image", "vm-wireguard"):
+        add(skipped(name, "needs Docker"))
+    add(handshake_check(facts.snapshot, facts.not_running))
+    add(skipped("route-conflicts", "needs Docker (its network list)"))
+    add(installed_routes_check(facts.snapshot, facts.not_running))
+    add(skipped("probe", "needs Docker"))
+
+
+async def _checks_with_docker(settings: DoctorSettings, docker: DockerClient, facts: _Facts, add: Report) -> None:
+    await _read_status(settings, facts)
+    add(_port(settings, facts))
+    add(await _setup_image(settings, docker, facts))
+    add(await _vm_wireguard(settings, docker, facts))
+    add(handshake_check(facts.snapshot, facts.not_running))
+    add(await _route_conflicts(settings, docker, facts))
+    add(installed_routes_check(facts.snapshot, facts.not_running))
+    add(await _probe(settings, docker, facts))
+
+
+async def _read_status(settings: DoctorSettings, facts: _Facts) -> None:
+    path = settings.config.control_socket
+    try:
+        facts.snapshot = await fetch_snapshot(path, timeout_s=CONTROL_TIMEOUT_S)
+    except ControlNotRunning:
+        facts.not_running = f"dmnc is not running (no service on {path}); start it: sudo dmnc"
+    except ControlError as error:
+        facts.not_running = f"cannot read the running dmnc's status: {error}"
+
+
+def _port(settings: DoctorSettings, facts: _Facts) -> CheckResult:
+    listen = settings.config.listen
+    addresses = DEFAULT_LISTEN_ADDRESSES if listen.host == DEFAULT_LISTEN_HOST else (str(listen.host),)
+    bind_error: UdpError | None = None
+    try:
+        UdpEndpoint.open(listen.port, addresses).close()
+    except UdpError as error:
+        bind_error = error
+    return port_check(listen.port, listen.port_explicit, bind_error, facts.snapshot, settings.platform)
+
+
+async def _setup_image(settings: DoctorSettings, docker: DockerClient, facts: _Facts) -> CheckResult:
+    explicit = settings.config.setup_image
+    image = explicit if explicit is not None else default_setup_image()
+    try:
+        await docker.inspect_image(image)
+    except NotFound:
+        return setup_image_check(image, present=False, explicit=explicit is not None)
+    except DockerError as error:
+        return setup_image_unknown_check(image, error)
+    facts.image_present = True
+    return setup_image_check(image, present=True, explicit=explicit is not None)
+
+
+async def _vm_wireguard(settings: DoctorSettings, docker: DockerClient, facts: _Facts) -> CheckResult:
+    if not settings.is_root:
+        return skipped("vm-wireguard", "needs root (it starts a setup container in the VM)")
+    if not facts.image_present:
+        return skipped("vm-wireguard", "needs the setup image (see setup-image)")
+    runner = VmSetupRunner(docker, setup_image=settings.config.setup_image, run_timeout=VM_CHECK_TIMEOUT_S)
+    try:
+        outcome = await runner.check_kernel()
+    except (VmSetupError, DockerError) as error:
+        return kernel_test_failed_check(error)
+    return kernel_check(outcome)
+
+
+async def _route_conflicts(settings: DoctorSettings, docker: DockerClient, facts: _Facts) -> CheckResult:
+    try:
+        facts.networks = await docker.list_networks()
+    except DockerError as error:
+        return route_facts_missing_check("list Docker networks", error)
+    # The manager marks routes through this interface as dmnc's own; without a running dmnc nothing is ours, and
+    # any interface that surely exists (loopback) will do.
+    loopback = "lo0" if settings.platform == "darwin" else "lo"
+    tunnel = facts.snapshot.tunnel.interface if facts.snapshot is not None else None
+    try:
+        with trio.fail_after(STEP_TIMEOUT_S):
+            facts.routes = await _list_routes(tunnel or loopback, loopback)
+    except trio.TooSlowError:
+        return timeout_check("route-conflicts", STEP_TIMEOUT_S)
+    except RouteError as error:
+        return route_facts_missing_check("read this host's routing table", error)
+    networks = [NetworkInfo.of(network) for network in facts.networks]
+    return route_conflict_check(networks, settings.config.routes, facts.routes)
+
+
+async def _list_routes(interface: str, fallback_interface: str) -> list[InstalledRoute]:
+    """Every route of this host; through `fallback_interface` when `interface` is gone (dmnc stopping meanwhile)."""
+    try:
+        async with open_route_manager(interface) as manager:
+            return await manager.list_routes()
+    except InterfaceNotFoundError:
+        if interface == fallback_interface:
+            raise
+    async with open_route_manager(fallback_interface) as manager:
+        return await manager.list_routes()
+
+
+def _probe_inputs(
+    settings: DoctorSettings, facts: _Facts
+) -> tuple[str, list[Network], list[InstalledRoute]] | CheckResult:
+    """The probe image, the Docker networks and the host routes; or the SKIP result saying what is missing."""
+    if settings.probe_image is None:
+        return skipped(
+            "probe",
+            "pass --probe IMAGE (a small image with `sleep`, e.g. busybox) to reach a test container from this host",
+        )
+    if not settings.is_root:
+        return skipped("probe", "needs root (it creates a network and a container in the VM)")
+    if facts.snapshot is None:
+        return skipped("probe", "needs a running dmnc (see handshake)")
+    if facts.networks is None or facts.routes is None:
+        return skipped("probe", "needs the network and route lists (see route-conflicts)")
+    return settings.probe_image, facts.networks, facts.routes
+
+
+async def _probe(settings: DoctorSettings, docker: DockerClient, facts: _Facts) -> CheckResult:
+    inputs = _probe_inputs(settings, facts)
+    if isinstance(inputs, CheckResult):
+        return inputs
+    image, networks, routes = inputs
+    return await probe_check(
+        docker, image, networks, routes, route_policy=settings.config.routes, timeout_s=settings.probe_timeout_s
+    )
