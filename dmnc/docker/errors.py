@@ -153,8 +153,8 @@ Translate = Callable[[BaseException, str], DockerError]
 """Builds the typed error for one caught exception and the endpoint (method and path, or socket) it happened on."""
 
 
-def _always(error_type: type[DockerError], message: str) -> Translate:
-    """A translation to `error_type`; `message` may name {reason} (the errno behind it) and {error} (its text)."""
+def to_error(error_type: type[DockerError], message: str) -> Translate:
+    """A translation to `error_type`; `message` may name {reason} (the errno behind it) and {error} (the exception)."""
 
     def translate(error: BaseException, endpoint: str) -> DockerError:
         return error_type(message.format(reason=_describe_os_error(error), error=error), endpoint=endpoint)
@@ -168,26 +168,26 @@ def _remote_protocol_error(error: BaseException, endpoint: str) -> DockerError:
     return BadResponse(f"malformed HTTP from the Docker daemon: {error}", endpoint=endpoint)
 
 
-_TIMED_OUT = _always(DaemonTimeout, "the Docker daemon did not answer in time")
-_LOST = _always(ConnectionLost, "connection to the Docker daemon lost: {reason}")
+_TIMED_OUT = to_error(DaemonTimeout, "the Docker daemon did not answer in time")
+_LOST = to_error(ConnectionLost, "connection to the Docker daemon lost: {reason}")
 
 TRANSPORT_ERRORS: Mapping[type[BaseException], Translate] = {
     # httpx (httpx/_exceptions.py): timeouts of every phase, failed connects, broken HTTP, dropped connections.
     httpx.TimeoutException: _TIMED_OUT,
-    httpx.ConnectError: _always(DaemonUnavailable, "cannot connect to the Docker daemon: {reason}"),
+    httpx.ConnectError: to_error(DaemonUnavailable, "cannot connect to the Docker daemon: {reason}"),
     httpx.RemoteProtocolError: _remote_protocol_error,
     httpx.ReadError: _LOST,
     httpx.WriteError: _LOST,
     httpx.CloseError: _LOST,
-    httpx.DecodingError: _always(BadResponse, "undecodable response body: {error}"),
+    httpx.DecodingError: to_error(BadResponse, "undecodable response body: {error}"),
     # The rest (a proxy, an unsupported scheme, HTTP dmnc itself got wrong, redirects, which dmnc never follows):
     # nothing dmnc can talk to.
-    httpx.RequestError: _always(DaemonUnavailable, "transport error: {error}"),
+    httpx.RequestError: to_error(DaemonUnavailable, "transport error: {error}"),
     # trio: our own deadlines (trio.fail_after) and streams the daemon broke (trio's SocketStream wraps the OSError).
     trio.TooSlowError: _TIMED_OUT,
     trio.BrokenResourceError: _LOST,
     # OS errors from connecting to the socket ourselves (the attach websocket): ENOENT, ECONNREFUSED, EACCES, ...
-    OSError: _always(DaemonUnavailable, "cannot use the Docker daemon socket: {reason}"),
+    OSError: to_error(DaemonUnavailable, "cannot use the Docker daemon socket: {reason}"),
 }
 """How each exception type from the I/O boundary becomes a typed Docker error; `translation_for` picks the entry of
 the most specific type, whatever the order here."""

@@ -9,9 +9,12 @@ import httpcore
 import httpx
 import pytest
 import trio
+import trio_websocket
 
+from dmnc.docker.attach import ATTACH_ERRORS
 from dmnc.docker.errors import (
     TRANSPORT_ERRORS,
+    ApiError,
     BadResponse,
     ConnectionLost,
     DaemonTimeout,
@@ -212,3 +215,32 @@ def test_discovery_error_lists_every_attempt() -> None:
         "OrbStack: /h/.orbstack/run/docker.sock: Connection refused"
     )
     assert isinstance(error, DaemonUnavailable)
+
+
+@pytest.mark.parametrize(
+    ("exception", "expected", "status"),
+    [
+        (trio_websocket.ConnectionRejected(404, (), b"No such container: x\n"), NotFound, 404),
+        (trio_websocket.ConnectionRejected(500, (), None), ApiError, 500),
+        (trio_websocket.ConnectionTimeout(), DaemonTimeout, None),
+        (trio_websocket.ConnectionClosed(None), ConnectionLost, None),
+        (trio.BrokenResourceError(), ConnectionLost, None),
+        (ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"), ConnectionLost, None),
+    ],
+)
+def test_attach_session_errors_become_typed_errors(
+    exception: Exception, expected: type[DockerError], status: int | None
+) -> None:
+    translate = translation_for(type(exception), ATTACH_ERRORS)
+    assert translate is not None
+    error = translate(exception, "GET /containers/x/attach/ws")
+    assert (type(error), error.status, error.endpoint) == (expected, status, "GET /containers/x/attach/ws")
+
+
+def test_a_refused_attach_carries_the_daemons_text() -> None:
+    translate = translation_for(trio_websocket.ConnectionRejected, ATTACH_ERRORS)
+    assert translate is not None
+    assert translate(trio_websocket.ConnectionRejected(404, (), b"No such container: x\n"), "e").message == (
+        "No such container: x"
+    )
+    assert translate(trio_websocket.ConnectionRejected(500, (), None), "e").message == "attach refused"
