@@ -125,8 +125,9 @@ def _describe_os_error(error: BaseException) -> str:
 
 # h11 has one RemoteProtocolError type for every violation and no attribute saying which; it reports a peer that
 # closed the connection before the message was complete with these words (h11/_readers.py `read_eof`,
-# h11/_connection.py `_extract_next_receive_event`). tests/unit/docker/test_errors.py drives a real h11 connection
-# into each case, so a change of wording in h11 fails there rather than turning lost connections into BadResponse.
+# h11/_connection.py `_extract_next_receive_event`). tests/unit/docker/test_errors.py runs the real httpx, httpcore
+# and h11 over truncated answers, so a change of wording in h11 fails there rather than turning lost connections
+# into BadResponse.
 _H11_PEER_CLOSED = re.compile(r"peer (unexpectedly )?closed connection")
 
 
