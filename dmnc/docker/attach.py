@@ -9,15 +9,25 @@ dies instead gives ConnectionLost). Use it through
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Self
+from typing import Self, cast
 
 import trio
 import trio_websocket
 
 from dmnc.docker.address import DaemonAddress
-from dmnc.docker.errors import ApiError, ConnectionLost, DaemonTimeout, NotFound, map_exceptions
+from dmnc.docker.errors import (
+    ApiError,
+    ConnectionLost,
+    DaemonTimeout,
+    DockerError,
+    NotFound,
+    Translate,
+    map_exceptions,
+    to_error,
+    translation_for,
+)
 from dmnc.errors import sole_exception
 
 # A close code is a 2-byte status (RFC 6455 section 7.4); 1000 = normal closure.
@@ -84,7 +94,8 @@ async def open_attach_session(
         sole = sole_exception(group)
         if sole is None:
             raise
-        raise _translate(sole, endpoint) from group
+        translate = translation_for(type(sole), ATTACH_ERRORS)
+        raise (sole if translate is None else translate(sole, endpoint)) from group
     finally:
         # The websocket does not always close the socket under it (a refused handshake, a daemon that vanished).
         if stream is not None:
@@ -92,13 +103,22 @@ async def open_attach_session(
                 await stream.aclose()
 
 
-def _translate(error: BaseException, endpoint: str) -> BaseException:
-    if isinstance(error, trio_websocket.ConnectionRejected):
-        body = (error.body or b"").decode(errors="replace").strip()
-        error_type = NotFound if error.status_code == 404 else ApiError
-        return error_type(body or "attach refused", endpoint=endpoint, status=error.status_code)
-    if isinstance(error, trio_websocket.HandshakeError):
-        return DaemonTimeout(f"attach websocket handshake failed: {error!r}", endpoint=endpoint)
-    if isinstance(error, trio_websocket.ConnectionClosed | trio.BrokenResourceError | OSError):
-        return ConnectionLost(f"attach websocket lost: {error!r}", endpoint=endpoint)
-    return error
+def _rejected(error: BaseException, endpoint: str) -> DockerError:
+    """The daemon answered the upgrade with an HTTP error status instead of 101: its own error, typed as for HTTP."""
+    rejected = cast("trio_websocket.ConnectionRejected", error)  # ATTACH_ERRORS hands only these here
+    body = (rejected.body or b"").decode(errors="replace").strip()
+    error_type = NotFound if rejected.status_code == 404 else ApiError
+    return error_type(body or "attach refused", endpoint=endpoint, status=rejected.status_code)
+
+
+_LOST = to_error(ConnectionLost, "attach websocket lost: {error!r}")
+
+ATTACH_ERRORS: Mapping[type[BaseException], Translate] = {
+    # trio-websocket's errors from its reader task (ConnectionRejected is the most specific HandshakeError).
+    trio_websocket.ConnectionRejected: _rejected,
+    trio_websocket.HandshakeError: to_error(DaemonTimeout, "attach websocket handshake failed: {error!r}"),
+    trio_websocket.ConnectionClosed: _LOST,
+    trio.BrokenResourceError: _LOST,
+    OSError: _LOST,
+}
+"""How the errors of an open attach session become typed errors (dmnc.docker.errors.translation_for picks one)."""

@@ -13,13 +13,14 @@ Every error carries `message` (one readable line), `endpoint` (method and path, 
 - `DiscoveryError`: no daemon socket was found; lists every place tried and why each failed.
 - `InvalidDaemonAddress`: an address that is not unix:// or plain tcp://.
 
-`map_exceptions` translates httpx, trio, OS and websocket exceptions at the I/O boundary.
+`map_exceptions` translates httpx, trio and OS exceptions at the I/O boundary, by the table `TRANSPORT_ERRORS`.
 """
 
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -109,7 +110,10 @@ class DiscoveryError(DaemonUnavailable):
 
 
 def _describe_os_error(error: BaseException) -> str:
-    """The most specific reason in an exception chain (httpx wraps the OSError that says what really happened)."""
+    """The most specific reason in an exception chain (httpx wraps the OSError that says what really happened).
+
+    The errno, not the message, tells a missing socket (ENOENT) from a refused (ECONNREFUSED) or denied (EACCES) one:
+    httpx's ConnectError is the same type for all three and carries the OSError as its cause."""
     current: BaseException | None = error
     while current is not None:
         if isinstance(current, OSError) and current.errno is not None:
@@ -119,36 +123,101 @@ def _describe_os_error(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+# h11 has one RemoteProtocolError type for every violation and no attribute saying which; it reports a peer that
+# closed the connection before the message was complete with these words (h11/_readers.py `read_eof`,
+# h11/_connection.py `_extract_next_receive_event`). tests/unit/docker/test_errors.py runs the real httpx, httpcore
+# and h11 over truncated answers, so a change of wording in h11 fails there rather than turning lost connections
+# into BadResponse.
+_H11_PEER_CLOSED = re.compile(r"peer (unexpectedly )?closed connection")
+
+
+def _peer_closed(error: BaseException) -> bool:
+    """Whether an httpx.RemoteProtocolError means the daemon closed the connection mid-response.
+
+    httpx raises it `from` httpcore's error (httpx/_transports/default.py `map_httpcore_exceptions`), which httpcore
+    raises while handling h11's (httpcore/_exceptions.py `map_exceptions`), so the chain says who saw the problem:
+    - no cause: httpx's own (a redirect with a bad Location), malformed;
+    - an httpcore error with nothing under it: over HTTP/1.1 httpcore raises one itself only when the server closed
+      the connection before sending a response (httpcore/_async/http11.py `_receive_event`);
+    - an h11 error under it: a close if h11 says so (see _H11_PEER_CLOSED), any other violation is malformed HTTP.
+    """
+    from_httpcore = error.__cause__
+    if from_httpcore is None:
+        return False
+    # httpcore's connection pool re-raises its error `from None` (httpcore/_async/connection_pool.py), which clears
+    # the cause and leaves h11's error as the context only.
+    from_h11 = from_httpcore.__cause__ or from_httpcore.__context__
+    return from_h11 is None or _H11_PEER_CLOSED.match(str(from_h11)) is not None
+
+
+Translate = Callable[[BaseException, str], DockerError]
+"""Builds the typed error for one caught exception and the endpoint (method and path, or socket) it happened on."""
+
+
+def to_error(error_type: type[DockerError], message: str) -> Translate:
+    """A translation to `error_type`; `message` may name {reason} (the errno behind it) and {error} (the exception)."""
+
+    def translate(error: BaseException, endpoint: str) -> DockerError:
+        return error_type(message.format(reason=_describe_os_error(error), error=error), endpoint=endpoint)
+
+    return translate
+
+
+def _remote_protocol_error(error: BaseException, endpoint: str) -> DockerError:
+    if _peer_closed(error):
+        return ConnectionLost("the Docker daemon closed the connection mid-response", endpoint=endpoint)
+    return BadResponse(f"malformed HTTP from the Docker daemon: {error}", endpoint=endpoint)
+
+
+_TIMED_OUT = to_error(DaemonTimeout, "the Docker daemon did not answer in time")
+_LOST = to_error(ConnectionLost, "connection to the Docker daemon lost: {reason}")
+
+TRANSPORT_ERRORS: Mapping[type[BaseException], Translate] = {
+    # httpx (httpx/_exceptions.py): timeouts of every phase, failed connects, broken HTTP, dropped connections.
+    httpx.TimeoutException: _TIMED_OUT,
+    httpx.ConnectError: to_error(DaemonUnavailable, "cannot connect to the Docker daemon: {reason}"),
+    httpx.RemoteProtocolError: _remote_protocol_error,
+    httpx.ReadError: _LOST,
+    httpx.WriteError: _LOST,
+    httpx.CloseError: _LOST,
+    httpx.DecodingError: to_error(BadResponse, "undecodable response body: {error}"),
+    # The rest (a proxy, an unsupported scheme, HTTP dmnc itself got wrong, redirects, which dmnc never follows):
+    # nothing dmnc can talk to.
+    httpx.RequestError: to_error(DaemonUnavailable, "transport error: {error}"),
+    # trio: our own deadlines (trio.fail_after) and streams the daemon broke (trio's SocketStream wraps the OSError).
+    trio.TooSlowError: _TIMED_OUT,
+    trio.BrokenResourceError: _LOST,
+    # OS errors from connecting to the socket ourselves (the attach websocket): ENOENT, ECONNREFUSED, EACCES, ...
+    OSError: to_error(DaemonUnavailable, "cannot use the Docker daemon socket: {reason}"),
+}
+"""How each exception type from the I/O boundary becomes a typed Docker error; `translation_for` picks the entry of
+the most specific type, whatever the order here."""
+
+
+def translation_for(
+    exception_type: type[BaseException], table: Mapping[type[BaseException], Translate] = TRANSPORT_ERRORS
+) -> Translate | None:
+    """The entry of `table` for the nearest class in `exception_type`'s method resolution order, if any."""
+    for candidate in exception_type.__mro__:
+        translate = table.get(candidate)
+        if translate is not None:
+            return translate
+    return None
+
+
 @contextmanager
 def map_exceptions(endpoint: str) -> Iterator[None]:
-    """Translate transport exceptions raised inside the block into DockerError subclasses naming `endpoint`.
+    """Translate exceptions in TRANSPORT_ERRORS raised inside the block into DockerError subclasses naming `endpoint`.
 
-    DockerError passes through unchanged; trio.Cancelled is a BaseException and is never caught.
+    DockerError and exceptions not in the table (bugs) pass through unchanged; trio.Cancelled is a BaseException and
+    is never caught.
     """
     try:
         yield
     except DockerError:
         raise
-    except (httpx.ConnectTimeout, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout, trio.TooSlowError) as error:
-        raise DaemonTimeout("the Docker daemon did not answer in time", endpoint=endpoint) from error
-    except httpx.ConnectError as error:
-        raise DaemonUnavailable(
-            f"cannot connect to the Docker daemon: {_describe_os_error(error)}", endpoint=endpoint
-        ) from error
-    except httpx.RemoteProtocolError as error:
-        # h11 reports a peer that closed mid-response this way; anything else it rejects is malformed HTTP.
-        if "peer closed connection" in str(error) or "Server disconnected" in str(error):
-            raise ConnectionLost("the Docker daemon closed the connection mid-response", endpoint=endpoint) from error
-        raise BadResponse(f"malformed HTTP from the Docker daemon: {error}", endpoint=endpoint) from error
-    except (httpx.ReadError, httpx.WriteError, httpx.CloseError, trio.BrokenResourceError) as error:
-        raise ConnectionLost(
-            f"connection to the Docker daemon lost: {_describe_os_error(error)}", endpoint=endpoint
-        ) from error
-    except httpx.DecodingError as error:
-        raise BadResponse(f"undecodable response body: {error}", endpoint=endpoint) from error
-    except httpx.TransportError as error:
-        raise DaemonUnavailable(f"transport error: {error}", endpoint=endpoint) from error
-    except OSError as error:
-        raise DaemonUnavailable(
-            f"cannot use the Docker daemon socket: {_describe_os_error(error)}", endpoint=endpoint
-        ) from error
+    except Exception as error:
+        translate = translation_for(type(error))
+        if translate is None:
+            raise
+        raise translate(error, endpoint) from error

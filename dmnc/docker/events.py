@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from dmnc.docker.errors import BadResponse
 from dmnc.docker.models import Event
-from dmnc.docker.streams import JsonLinesDecoder
+from dmnc.docker.streams import JsonModelDecoder
 
 EventFilters = Mapping[str, Sequence[str]]
 """Filters as the Engine API takes them, e.g. {"type": ["network", "container"], "event": ["create", "destroy"]}."""
@@ -33,34 +32,16 @@ def format_since(time_nano: int) -> str:
     return f"{seconds}.{nanoseconds:09d}"
 
 
-class EventDecoder:
+class EventDecoder(JsonModelDecoder[Event]):
     """Bytes of an events body in, Events out; see the module docstring."""
 
     def __init__(self) -> None:
-        self._lines = JsonLinesDecoder()
-        self._malformed = 0
+        super().__init__(Event.from_json_untrusted)
         self.last_time_nano = 0
         """timeNano of the newest event decoded so far (0 before the first)."""
 
-    @property
-    def skipped(self) -> int:
-        """Lines and objects dropped because they were not events."""
-        return self._lines.skipped + self._malformed
-
-    def feed(self, data: bytes) -> list[Event]:
-        return self._events(self._lines.feed(data))
-
-    def finish(self) -> list[Event]:
-        return self._events(self._lines.finish())
-
-    def _events(self, values: list[object]) -> list[Event]:
-        events: list[Event] = []
-        for value in values:
-            try:
-                event = Event.from_json_untrusted(value)
-            except BadResponse:
-                self._malformed += 1
-                continue
+    def _models(self, values: list[object]) -> list[Event]:
+        events = super()._models(values)
+        for event in events:
             self.last_time_nano = max(self.last_time_nano, event.time_nano)
-            events.append(event)
         return events

@@ -7,7 +7,8 @@
   is an 8-byte header `[stream type, 0, 0, 0, payload size as uint32 big-endian]` and the payload (Engine API
   "Attach to a container", section "Stream format"). Payload bytes are handed out as they arrive; a frame is never
   buffered whole.
-- `ProgressDecoder`: pull/build progress messages (`ProgressMessage`) on top of JsonLinesDecoder.
+- `JsonModelDecoder`: one model per JSON line, what the model refuses counted and dropped; `ProgressDecoder` is
+  the one for pull/build progress messages (`ProgressMessage`), `dmnc.docker.events.EventDecoder` the one for events.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from __future__ import annotations
 import enum
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from dmnc.docker.errors import BadResponse
 from dmnc.docker.models import ProgressMessage
@@ -23,6 +26,7 @@ from dmnc.docker.models import ProgressMessage
 DEFAULT_MAX_LINE_BYTES = 1 << 20
 FRAME_HEADER = struct.Struct(">BxxxI")
 _json_decoder = json.JSONDecoder()
+_Model = TypeVar("_Model")
 
 
 class JsonLinesDecoder:
@@ -151,28 +155,38 @@ class FrameDemuxer:
         self._remaining = size
 
 
-class ProgressDecoder:
-    """Turns a pull/build progress body into ProgressMessages; values that are not message objects are skipped."""
+class JsonModelDecoder(Generic[_Model]):
+    """JSON lines in, one model per line out: `decode` (a model's `from_json_untrusted`) turns each JSON value into
+    a model; lines that are not JSON, and values `decode` refuses with BadResponse, are counted and dropped."""
 
-    def __init__(self) -> None:
+    def __init__(self, decode: Callable[[object], _Model]) -> None:
         self._lines = JsonLinesDecoder()
+        self._decode = decode
         self._malformed = 0
 
     @property
     def skipped(self) -> int:
+        """Lines and values dropped because they were not JSON or not a model."""
         return self._lines.skipped + self._malformed
 
-    def feed(self, data: bytes) -> list[ProgressMessage]:
-        return self._messages(self._lines.feed(data))
+    def feed(self, data: bytes) -> list[_Model]:
+        return self._models(self._lines.feed(data))
 
-    def finish(self) -> list[ProgressMessage]:
-        return self._messages(self._lines.finish())
+    def finish(self) -> list[_Model]:
+        return self._models(self._lines.finish())
 
-    def _messages(self, values: list[object]) -> list[ProgressMessage]:
-        messages: list[ProgressMessage] = []
+    def _models(self, values: list[object]) -> list[_Model]:
+        models: list[_Model] = []
         for value in values:
             try:
-                messages.append(ProgressMessage.from_json_untrusted(value))
+                models.append(self._decode(value))
             except BadResponse:
                 self._malformed += 1
-        return messages
+        return models
+
+
+class ProgressDecoder(JsonModelDecoder[ProgressMessage]):
+    """Turns a pull/build progress body into ProgressMessages; values that are not message objects are skipped."""
+
+    def __init__(self) -> None:
+        super().__init__(ProgressMessage.from_json_untrusted)

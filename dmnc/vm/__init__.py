@@ -22,7 +22,7 @@ from dmnc.vm.params import (
     script_command,
 )
 from dmnc.vm.result import (
-    Endpoint,
+    HostPeerEndpoint,
     KernelWireGuardMissing,
     KernelWireGuardPresent,
     ScriptOutcome,
@@ -35,7 +35,7 @@ from dmnc.vm.result import (
 
 __all__ = [
     "DEFAULT_ENDPOINT_CANDIDATES",
-    "Endpoint",
+    "HostPeerEndpoint",
     "IptablesBackend",
     "KernelWireGuardMissing",
     "KernelWireGuardPresent",

@@ -34,8 +34,9 @@ _PORT = re.compile(r"[1-9][0-9]{0,4}")
 
 _IPV6_VALUES = {"on": True, "off": False}
 
-Endpoint = tuple[str, int]
-"""(IP address string, UDP port), as in dmnc.wireguard."""
+HostPeerEndpoint = tuple[str, int]
+"""(IP address, UDP port) of the host's WireGuard peer as the VM dials it: chip0's peer endpoint inside the VM, an
+address in the VM's view of the network (resolved there from the endpoint name), not necessarily one the host has."""
 
 
 class VmMode(enum.Enum):
@@ -52,7 +53,7 @@ class SetupResult:
 
     mode: VmMode
     vm_public_key: bytes
-    endpoint: Endpoint
+    endpoint: HostPeerEndpoint
     endpoint_name: str
     kernel_release: str
     ipv6: bool
@@ -90,7 +91,7 @@ _FIELDS_BY_MODE: dict[str, frozenset[str]] = {
 }
 
 
-def _parse_endpoint_untrusted(text: str) -> Endpoint:
+def _parse_endpoint_untrusted(text: str) -> HostPeerEndpoint:
     if text.startswith("["):
         address_text, separator, port_text = text[1:].partition("]:")
         version = 6

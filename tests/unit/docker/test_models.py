@@ -13,14 +13,17 @@ from hypothesis import strategies as st
 from dmnc.docker.errors import BadResponse
 from dmnc.docker.models import (
     ContainerInfo,
+    ContainerState,
     CreatedContainer,
     Event,
     ImageInfo,
     Info,
+    IpamConfig,
     Network,
     ProgressMessage,
     Version,
     WaitResult,
+    json_list_untrusted,
 )
 
 DOCKER_NETWORK = {
@@ -203,6 +206,9 @@ def test_event_reads_modern_and_legacy_fields() -> None:
 
 MODELS: list[Callable[[object], object]] = [
     Network.from_json_untrusted,
+    IpamConfig.from_json_untrusted,
+    ContainerState.from_json_untrusted,
+    lambda value: json_list_untrusted(value, "networks"),
     Version.from_json_untrusted,
     Info.from_json_untrusted,
     ContainerInfo.from_json_untrusted,
@@ -231,6 +237,10 @@ KEYS = [
     "Config",
     "Subnet",
     "Gateway",
+    "IPRange",
+    "Running",
+    "Pid",
+    "ExitCode",
     "Version",
     "ApiVersion",
     "Components",
@@ -264,3 +274,61 @@ def test_any_json_either_parses_or_raises_bad_response(model: Callable[[object],
     # Anything but BadResponse (KeyError, TypeError, ValueError...) escaping fails the test.
     with contextlib.suppress(BadResponse):
         model(value)
+
+
+ipv4_subnets = st.builds(
+    lambda address, prefix: ipaddress.IPv4Network((address, prefix), strict=False),
+    st.ip_addresses(v=4),
+    st.integers(min_value=8, max_value=32),
+)
+ipv6_subnets = st.builds(
+    lambda address, prefix: ipaddress.IPv6Network((address, prefix), strict=False),
+    st.ip_addresses(v=6),
+    st.integers(min_value=16, max_value=128),
+)
+names = st.text(min_size=1, max_size=20)
+
+
+@given(
+    network_id=st.text(alphabet="0123456789abcdef", min_size=12, max_size=64),
+    name=names,
+    internal=st.booleans(),
+    enable_ipv6=st.booleans(),
+    labels=st.dictionaries(names, st.text(max_size=10), max_size=3),
+    pools=st.lists(st.tuples(ipv4_subnets | ipv6_subnets, st.booleans()), max_size=4),
+)
+def test_any_well_formed_network_reads_back_what_the_daemon_sent(
+    *,
+    network_id: str,
+    name: str,
+    internal: bool,
+    enable_ipv6: bool,
+    labels: dict[str, str],
+    pools: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, bool]],
+) -> None:
+    """The decoder keeps every subnet in daemon order, and the gateway (written as Docker or Podman does)."""
+    configs: list[dict[str, str]] = []
+    for subnet, with_prefix in pools:
+        gateway = subnet.network_address
+        configs.append(
+            {"Subnet": str(subnet), "Gateway": f"{gateway}/{subnet.prefixlen}" if with_prefix else str(gateway)}
+        )
+    payload = {
+        "Id": network_id,
+        "Name": name,
+        "Driver": "bridge",
+        "Internal": internal,
+        "EnableIPv6": enable_ipv6,
+        "Labels": labels,
+        "IPAM": {"Driver": "default", "Config": configs},
+    }
+    network = Network.from_json_untrusted(payload)
+    assert (network.id, network.name, network.internal, network.enable_ipv6) == (
+        network_id,
+        name,
+        internal,
+        enable_ipv6,
+    )
+    assert dict(network.labels) == labels
+    assert network.subnets == tuple(subnet for subnet, _ in pools)
+    assert [config.gateway for config in network.ipam_configs] == [subnet.network_address for subnet, _ in pools]

@@ -179,3 +179,45 @@ def test_progress_decoder_reads_build_output_errors_and_aux() -> None:
     assert messages[1].aux == {"ID": "sha256:abc"}
     assert messages[2].error == "no such image"
     assert decoder.skipped == 1
+
+
+progress_lines = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "status": st.text(max_size=20),
+            "id": st.text(max_size=12),
+            "progress": st.text(max_size=20),
+            "stream": st.text(max_size=30),
+        },
+    ),
+    max_size=8,
+)
+
+
+@settings(deadline=None)  # wall-clock deadlines flake on a loaded shared machine
+@given(
+    lines=progress_lines,
+    garbage=st.lists(st.binary(max_size=30).filter(lambda data: b"\n" not in data), max_size=4),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=10),
+)
+def test_progress_decoder_keeps_every_message_among_garbage_however_the_bytes_are_split(
+    lines: list[dict[str, str]], garbage: list[bytes], cuts: list[int]
+) -> None:
+    # "%" starts no JSON value: each garbage line is dropped and counted, never mistaken for a message.
+    noise = [b"%" + data + b"\n" for data in garbage]
+    body = b"".join(json.dumps(line).encode() + b"\r\n" + (noise.pop() if noise else b"") for line in lines)
+    decoder = ProgressDecoder()
+    messages = [message for piece in split_at(body, cuts) for message in decoder.feed(piece)] + decoder.finish()
+    assert [(message.status, message.id, message.progress, message.stream) for message in messages] == [
+        (line.get("status", ""), line.get("id", ""), line.get("progress", ""), line.get("stream", "")) for line in lines
+    ]
+    assert decoder.skipped == min(len(garbage), len(lines))
+
+
+@given(data=st.binary(max_size=300), cuts=st.lists(st.integers(min_value=0, max_value=300), max_size=5))
+def test_progress_decoder_on_arbitrary_bytes_never_raises(data: bytes, cuts: list[int]) -> None:
+    decoder = ProgressDecoder()
+    for piece in split_at(data, cuts):
+        decoder.feed(piece)
+    decoder.finish()
