@@ -21,6 +21,7 @@ from dmnc.routes.manager import (
     RouteExistsError,
     RouteManager,
     RouteOperationError,
+    RouteResult,
 )
 
 
@@ -55,5 +56,6 @@ __all__ = [
     "RouteExistsError",
     "RouteManager",
     "RouteOperationError",
+    "RouteResult",
     "open_route_manager",
 ]

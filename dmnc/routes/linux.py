@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -28,6 +28,7 @@ from dmnc.routes.manager import (
     RouteEventKind,
     RouteExistsError,
     RouteOperationError,
+    RouteResult,
 )
 
 logger = logging.getLogger(__name__)
@@ -171,7 +172,8 @@ class LinuxRouteManager:
         return _Request(destination, operation, rtnetlink.encode_route_message(message), seq)
 
     async def _transact(self, requests: Sequence[_Request]) -> dict[int, int]:
-        """Send `requests` in batches; the errno (0 = success) of each, by seq."""
+        """Send `requests` in batches; the errno (0 = success) of each, by seq: the kernel acknowledges every
+        request (NLM_F_ACK) with an NLMSG_ERROR carrying the request's nlmsg_seq (netlink(7))."""
         results: dict[int, int] = {}
         async with self._lock:
             for start in range(0, len(requests), REQUESTS_PER_BATCH):
@@ -188,37 +190,29 @@ class LinuxRouteManager:
                             raise RouteOperationError("netlink request", None, errno.ENOBUFS, "replies were lost")
         return results
 
-    async def add_many(self, destinations: Iterable[Destination], *, replace: bool = False) -> None:
-        """Add several routes in as few system calls as the kernel allows; raises the first failure after trying
-        all of them."""
+    async def add_many(self, destinations: Sequence[Destination], *, replace: bool = False) -> list[RouteResult]:
+        """Add several routes in as few system calls as the kernel allows, one result per destination."""
         flags = netlink.NLM_F_CREATE | (netlink.NLM_F_REPLACE if replace else netlink.NLM_F_EXCL)
         requests = [self._route_request(rtnetlink.RouteMessageKind.NEW, d, flags) for d in destinations]
         results = await self._transact(requests)
-        for request in requests:
-            code = results[request.seq]
-            if code == errno.EEXIST:
-                raise RouteExistsError(request.destination)
-            if code:
-                raise RouteOperationError(request.operation, request.destination, code, os.strerror(code))
+        return [_add_result(request, results[request.seq]) for request in requests]
 
     async def add(self, destination: Destination, *, replace: bool = False) -> None:
-        await self.add_many([destination], replace=replace)
+        """One route (see add_many); raises its error."""
+        [result] = await self.add_many([destination], replace=replace)
+        result.raise_error()
 
-    async def delete_many(self, destinations: Iterable[Destination]) -> set[Destination]:
-        """Delete several of our routes; returns the ones that were there."""
+    async def delete_many(self, destinations: Sequence[Destination]) -> list[RouteResult]:
+        """Delete several of our routes, one result per destination."""
         requests = [self._route_request(rtnetlink.RouteMessageKind.DELETE, d, 0) for d in destinations]
         results = await self._transact(requests)
-        deleted: set[Destination] = set()
-        for request in requests:
-            code = results[request.seq]
-            if code == 0:
-                deleted.add(request.destination)
-            elif code != errno.ESRCH:  # ESRCH: no such route of ours, which is what delete wants
-                raise RouteOperationError(request.operation, request.destination, code, os.strerror(code))
-        return deleted
+        return [_delete_result(request, results[request.seq]) for request in requests]
 
     async def delete(self, destination: Destination) -> bool:
-        return bool(await self.delete_many([destination]))
+        """One route (see delete_many): False when there was none; raises its error."""
+        [result] = await self.delete_many([destination])
+        result.raise_error()
+        return result.changed
 
     async def _dump(self) -> list[rtnetlink.RouteMessage]:
         async with self._lock:
@@ -320,6 +314,22 @@ class _RouteEventStream:
             sender_pid=sender_pid(message.port_id),
             caused_by_us=message.port_id == self._manager.request_port_id,
         )
+
+
+def _add_result(request: _Request, code: int) -> RouteResult:
+    if code == 0:
+        return RouteResult(request.destination)
+    if code == errno.EEXIST:
+        return RouteResult(request.destination, RouteExistsError(request.destination), changed=False)
+    error = RouteOperationError(request.operation, request.destination, code, os.strerror(code))
+    return RouteResult(request.destination, error, changed=False)
+
+
+def _delete_result(request: _Request, code: int) -> RouteResult:
+    if code in (0, errno.ESRCH):  # ESRCH: no such route of ours, which is what a delete wants
+        return RouteResult(request.destination, changed=code == 0)
+    error = RouteOperationError(request.operation, request.destination, code, os.strerror(code))
+    return RouteResult(request.destination, error, changed=False)
 
 
 def sender_pid(port_id: int) -> int | None:

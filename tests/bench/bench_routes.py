@@ -50,8 +50,11 @@ async def netlink_one_by_one(manager: LinuxRouteManager, destinations: list[Dest
 
 async def netlink_batched(manager: LinuxRouteManager, destinations: list[Destination]) -> float:
     started = time.perf_counter()
-    await manager.add_many(destinations)
-    return time.perf_counter() - started
+    results = await manager.add_many(destinations)
+    elapsed = time.perf_counter() - started
+    for result in results:
+        result.raise_error()
+    return elapsed
 
 
 def ip_process_per_route(interface: str, destinations: list[Destination]) -> float:

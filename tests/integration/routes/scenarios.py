@@ -94,10 +94,24 @@ async def crud(interface: str, other_interface: str) -> Facts:
         facts["after_delete"] = kernel_routes("proto", "220")
         # More than one batch of pipelined requests (REQUESTS_PER_BATCH) in each direction.
         many = [net(f"10.{64 + index // 256}.{index % 256}.0/24") for index in range(150)]
-        await manager.add_many(many)
-        facts["many_added"] = len(await manager.list_ours())
-        facts["many_deleted"] = len(await manager.delete_many([*many, net("10.99.99.0/24")]))
+        added = await manager.add_many(many)
+        facts["many_added"] = (len(await manager.list_ours()), sum(result.error is None for result in added))
+        deleted = await manager.delete_many([*many, net("10.99.99.0/24")])
+        facts["many_deleted"] = [result.changed for result in deleted].count(True)
+        facts["many_results"] = sorted({str(result.error) for result in [*added, *deleted]})
         facts["after_many"] = kernel_routes("proto", "220")
+        # One batch in which the kernel refuses one destination (another program's route is there, NLM_F_EXCL):
+        # the others still land, and each result says what became of its destination.
+        batch = [net("172.30.3.0/24"), net("172.30.9.0/24"), net("fd00:30:3::/64")]
+        facts["partial_batch"] = [
+            [str(result.destination), result.changed, None if result.error is None else str(result.error)]
+            for result in await manager.add_many(batch)
+        ]
+        facts["after_partial_batch"] = kernel_routes("proto", "220")
+        facts["foreign_after_batch"] = kernel_routes("172.30.9.0/24", families=("-4",))
+        facts["partial_delete"] = [
+            [str(result.destination), result.changed, result.error] for result in await manager.delete_many(batch)
+        ]
         # Routes die with the tunnel interface: a crashed dmnc leaves none behind.
         await manager.add(subnets[0])
         await manager.add(subnets[2])

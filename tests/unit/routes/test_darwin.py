@@ -45,6 +45,7 @@ class FakeXnu:
         self.sent: list[pfroute.RouteSocketMessage] = []
         self.monitors: list[FakeMonitorSource] = []
         self.dump_error: OSError | None = None
+        self.refuse: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, int] = {}  # destination -> errno of write
         self.closed = False
 
     def _echo(self, message_type: int, route: pfroute.RouteSocketMessage, pid: int) -> None:
@@ -62,6 +63,9 @@ class FakeXnu:
         sockaddr = 16 if message.destination.version == 4 else 28
         assert len(data) == 92 + sockaddr + 20 + (0 if message.flags & pfroute.RTF_HOST else sockaddr)
         self.sent.append(message)
+        if message.destination in self.refuse:
+            code = self.refuse[message.destination]
+            raise OSError(code, os.strerror(code))
         if message.message_type == pfroute.RTM_ADD:
             if message.destination in self.table:
                 raise OSError(errno.EEXIST, "File exists")
@@ -234,3 +238,74 @@ async def test_malformed_kernel_messages_are_counted_and_skipped(
     assert event.route.destination == net("10.1.0.0/16")
     assert manager.dropped_messages == {"malformed": 1}
     assert reconciler.status().dropped_messages == {"malformed": 1}
+
+
+async def test_batch_add_sends_one_message_per_destination_and_reports_each_result(
+    xnu: FakeXnu, manager: DarwinRouteManager
+) -> None:
+    xnu.other_program(pfroute.RTM_ADD, "172.17.0.0/16")
+    xnu.refuse[net("fd00:d0c::/64")] = errno.ENETUNREACH
+    destinations = [net("172.16.0.0/16"), net("172.17.0.0/16"), net("fd00:d0c::/64"), net("172.18.0.0/16")]
+    results = await manager.add_many(destinations)
+    assert [result.destination for result in results] == destinations
+    assert [result.changed for result in results] == [True, False, False, True]
+    assert results[0].error is None
+    assert isinstance(results[1].error, RouteExistsError)
+    assert isinstance(results[2].error, RouteOperationError)
+    assert results[2].error.errno == errno.ENETUNREACH
+    assert str(results[2].error).startswith("add route fd00:d0c::/64 failed")
+    assert results[3].error is None
+    assert [message.message_type for message in xnu.sent] == [pfroute.RTM_ADD] * 4
+    assert {route.destination for route in await manager.list_ours()} == {net("172.16.0.0/16"), net("172.18.0.0/16")}
+
+
+async def test_batch_replace_takes_over_each_existing_route(xnu: FakeXnu, manager: DarwinRouteManager) -> None:
+    xnu.other_program(pfroute.RTM_ADD, "172.17.0.0/16")
+    results = await manager.add_many([net("172.16.0.0/16"), net("172.17.0.0/16")], replace=True)
+    assert [(result.error, result.changed) for result in results] == [(None, True), (None, True)]
+    assert [message.message_type for message in xnu.sent] == [
+        pfroute.RTM_ADD,
+        pfroute.RTM_ADD,
+        pfroute.RTM_DELETE,
+        pfroute.RTM_ADD,
+    ]
+    assert {route.destination for route in await manager.list_ours()} == {net("172.16.0.0/16"), net("172.17.0.0/16")}
+
+
+async def test_batch_delete_removes_ours_skips_others_and_reports_a_refusal_alone(
+    xnu: FakeXnu, manager: DarwinRouteManager
+) -> None:
+    for destination in ("172.16.0.0/16", "172.18.0.0/16", "172.19.0.0/16"):
+        await manager.add(net(destination))
+    xnu.other_program(pfroute.RTM_ADD, "172.17.0.0/16")
+    xnu.refuse[net("172.18.0.0/16")] = errno.EPERM
+    xnu.sent.clear()
+    destinations = [net(d) for d in ("172.16.0.0/16", "172.17.0.0/16", "172.18.0.0/16", "172.19.0.0/16", "10.0.0.0/8")]
+    results = await manager.delete_many(destinations)
+    assert [result.destination for result in results] == destinations
+    assert [result.changed for result in results] == [True, False, False, True, False]
+    assert [result.error is None for result in results] == [True, True, False, True, True]
+    assert isinstance(results[2].error, RouteOperationError)
+    assert results[2].error.errno == errno.EPERM
+    # Another program's route and an absent one are never sent a delete.
+    assert [message.destination for message in xnu.sent] == [
+        net("172.16.0.0/16"),
+        net("172.18.0.0/16"),
+        net("172.19.0.0/16"),
+    ]
+    assert set(xnu.table) == {net("172.17.0.0/16"), net("172.18.0.0/16")}
+
+
+async def test_reconciler_on_macos_installs_the_rest_when_one_route_is_refused(
+    xnu: FakeXnu, manager: DarwinRouteManager, nursery: trio.Nursery
+) -> None:
+    xnu.refuse[net("172.18.0.0/16")] = errno.ENETDOWN
+    reconciler = RouteReconciler(manager, PolicyConfig())
+    await nursery.start(reconciler.run)
+    subnets = (net("172.17.0.0/16"), net("172.18.0.0/16"), net("172.19.0.0/16"))
+    reconciler.set_networks([NetworkInfo("app", "id-app", "bridge", "local", False, {}, subnets)])
+    await reconciler.settled()
+    assert set(xnu.table) == {net("172.17.0.0/16"), net("172.19.0.0/16")}
+    [refused] = [subnet for subnet in reconciler.status().subnets if not subnet.installed]
+    assert refused.subnet == net("172.18.0.0/16")
+    assert refused.reason == f"could not install: {os.strerror(errno.ENETDOWN)} (errno {errno.ENETDOWN})"
