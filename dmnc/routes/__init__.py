@@ -22,6 +22,8 @@ from dmnc.routes.manager import (
     RouteManager,
     RouteOperationError,
     RouteResult,
+    add_route,
+    delete_route,
 )
 
 
@@ -57,5 +59,7 @@ __all__ = [
     "RouteManager",
     "RouteOperationError",
     "RouteResult",
+    "add_route",
+    "delete_route",
     "open_route_manager",
 ]

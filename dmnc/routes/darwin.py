@@ -186,10 +186,6 @@ class DarwinRouteManager:
         """One RTM_ADD after another (a routing socket answers each write on its own), one result each."""
         return [await self._add(destination, replace=replace) for destination in destinations]
 
-    async def add(self, destination: Destination, *, replace: bool = False) -> None:
-        """One route (see add_many); raises its error."""
-        (await self._add(destination, replace=replace)).raise_error()
-
     async def _add(self, destination: Destination, *, replace: bool) -> RouteResult:
         try:
             await self._transport.send(self._message(pfroute.RTM_ADD, destination))
@@ -216,12 +212,6 @@ class DarwinRouteManager:
             await self._delete(destination) if destination in ours else RouteResult(destination, changed=False)
             for destination in destinations
         ]
-
-    async def delete(self, destination: Destination) -> bool:
-        """One route (see delete_many): False when there was none; raises its error."""
-        [result] = await self.delete_many([destination])
-        result.raise_error()
-        return result.changed
 
     async def _delete(self, destination: Destination) -> RouteResult:
         try:

@@ -197,22 +197,11 @@ class LinuxRouteManager:
         results = await self._transact(requests)
         return [_add_result(request, results[request.seq]) for request in requests]
 
-    async def add(self, destination: Destination, *, replace: bool = False) -> None:
-        """One route (see add_many); raises its error."""
-        [result] = await self.add_many([destination], replace=replace)
-        result.raise_error()
-
     async def delete_many(self, destinations: Sequence[Destination]) -> list[RouteResult]:
         """Delete several of our routes, one result per destination."""
         requests = [self._route_request(rtnetlink.RouteMessageKind.DELETE, d, 0) for d in destinations]
         results = await self._transact(requests)
         return [_delete_result(request, results[request.seq]) for request in requests]
-
-    async def delete(self, destination: Destination) -> bool:
-        """One route (see delete_many): False when there was none; raises its error."""
-        [result] = await self.delete_many([destination])
-        result.raise_error()
-        return result.changed
 
     async def _dump(self) -> list[rtnetlink.RouteMessage]:
         async with self._lock:

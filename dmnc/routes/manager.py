@@ -132,3 +132,16 @@ class RouteManager(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+async def add_route(manager: RouteManager, destination: Destination, *, replace: bool = False) -> None:
+    """One route through `manager.add_many`; raises its error (RouteExistsError, RouteOperationError)."""
+    [result] = await manager.add_many([destination], replace=replace)
+    result.raise_error()
+
+
+async def delete_route(manager: RouteManager, destination: Destination) -> bool:
+    """One route through `manager.delete_many`: False when there was none of ours; raises its error."""
+    [result] = await manager.delete_many([destination])
+    result.raise_error()
+    return result.changed
