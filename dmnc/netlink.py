@@ -3,7 +3,7 @@
 The message format is RFC 3549 section 2.3.2 (nlmsghdr, 4-byte alignment) as Linux implements it; layouts and
 numbers come from the Linux UAPI headers `linux/netlink.h` (nlmsghdr, nlmsgerr, NLMSG_*, NLM_F_*) and
 `linux/rtnetlink.h` (rtattr, RTA_ALIGNTO). Everything is host byte order. What a message's payload means (a route,
-a link, an address) is its family's business: `dmnc.routes.netlink` and `dmnc.tun.rtnetlink` build on this module.
+a link, an address) is its family's business: `dmnc.routes.rtnetlink` and `dmnc.tun.rtnetlink` build on this module.
 
 Bytes from the kernel are untrusted: `decode_messages_untrusted` never raises. A malformed message is dropped with
 one log line and counted by reason; decoding stops at a malformed header because the next message's offset is
