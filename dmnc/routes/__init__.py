@@ -21,6 +21,9 @@ from dmnc.routes.manager import (
     RouteExistsError,
     RouteManager,
     RouteOperationError,
+    RouteResult,
+    add_route,
+    delete_route,
 )
 
 
@@ -55,5 +58,8 @@ __all__ = [
     "RouteExistsError",
     "RouteManager",
     "RouteOperationError",
+    "RouteResult",
+    "add_route",
+    "delete_route",
     "open_route_manager",
 ]

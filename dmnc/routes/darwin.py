@@ -18,7 +18,7 @@ import errno
 import os
 import socket
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
 
@@ -33,6 +33,7 @@ from dmnc.routes.manager import (
     RouteEventKind,
     RouteExistsError,
     RouteOperationError,
+    RouteResult,
 )
 
 # bsd/sys/sysctl.h and bsd/net/route.h: {CTL_NET, PF_ROUTE, 0, AF_UNSPEC, NET_RT_DUMP, 0} dumps every route.
@@ -181,33 +182,45 @@ class DarwinRouteManager:
             )
         )
 
-    async def add(self, destination: Destination, *, replace: bool = False) -> None:
+    async def add_many(self, destinations: Sequence[Destination], *, replace: bool = False) -> list[RouteResult]:
+        """One RTM_ADD after another (a routing socket answers each write on its own), one result each."""
+        return [await self._add(destination, replace=replace) for destination in destinations]
+
+    async def _add(self, destination: Destination, *, replace: bool) -> RouteResult:
         try:
             await self._transport.send(self._message(pfroute.RTM_ADD, destination))
         except OSError as error:
             if error.errno != errno.EEXIST:
-                raise _failure("add route", destination, error) from error
+                return RouteResult(destination, _failure("add route", destination, error), changed=False)
             if not replace:
-                raise RouteExistsError(destination) from error
+                return RouteResult(destination, RouteExistsError(destination), changed=False)
         else:
-            return
+            return RouteResult(destination)
         # Restoring over another program's route: xnu keeps one route per destination and netmask, so it goes.
         try:
             await self._transport.send(self._message(pfroute.RTM_DELETE, destination))
             await self._transport.send(self._message(pfroute.RTM_ADD, destination))
         except OSError as error:
-            raise _failure("replace route", destination, error) from error
+            return RouteResult(destination, _failure("replace route", destination, error), changed=False)
+        return RouteResult(destination)
 
-    async def delete(self, destination: Destination) -> bool:
-        if destination not in {route.destination for route in await self.list_ours()}:
-            return False
+    async def delete_many(self, destinations: Sequence[Destination]) -> list[RouteResult]:
+        """Our routes among `destinations`, each removed with its own RTM_DELETE; one result each. xnu's
+        RTM_DELETE does not match on flags, so only destinations a fresh dump lists as ours are sent."""
+        ours = {route.destination for route in await self.list_ours()}
+        return [
+            await self._delete(destination) if destination in ours else RouteResult(destination, changed=False)
+            for destination in destinations
+        ]
+
+    async def _delete(self, destination: Destination) -> RouteResult:
         try:
             await self._transport.send(self._message(pfroute.RTM_DELETE, destination))
         except OSError as error:
             if error.errno == errno.ESRCH:
-                return False
-            raise _failure("delete route", destination, error) from error
-        return True
+                return RouteResult(destination, changed=False)
+            return RouteResult(destination, _failure("delete route", destination, error), changed=False)
+        return RouteResult(destination)
 
     def installed_route(self, message: pfroute.RouteSocketMessage) -> InstalledRoute | None:
         """The InstalledRoute a kernel message describes; None for derived entries (clones, local, broadcast,

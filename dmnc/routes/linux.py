@@ -1,6 +1,6 @@
 """Linux route manager: rtnetlink over a non-blocking AF_NETLINK socket, driven by trio.
 
-No subprocess per route: requests are netlink messages (see `netlink.py`), sent in batches and acknowledged one
+No subprocess per route: requests are netlink messages (see `rtnetlink.py`), sent in batches and acknowledged one
 by one. dmnc's routes carry `rtm_protocol = RTPROT_DMNC` and go through the tunnel's interface index; deletes
 carry both, so the kernel itself refuses to remove any route that is not ours.
 """
@@ -12,13 +12,14 @@ import logging
 import os
 import socket
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import trio
 
-from dmnc.routes import netlink
+from dmnc import netlink
+from dmnc.routes import rtnetlink
 from dmnc.routes.manager import (
     Destination,
     InstalledRoute,
@@ -27,6 +28,7 @@ from dmnc.routes.manager import (
     RouteEventKind,
     RouteExistsError,
     RouteOperationError,
+    RouteResult,
 )
 
 logger = logging.getLogger(__name__)
@@ -88,7 +90,7 @@ class NetlinkSocket:
             else:
                 return
 
-    async def receive(self) -> list[netlink.NetlinkMessage]:
+    async def receive(self) -> list[rtnetlink.NetlinkMessage]:
         """The messages of the next datagram. ENOBUFS (the kernel dropped messages for us) becomes an overrun."""
         while True:
             try:
@@ -100,7 +102,7 @@ class NetlinkSocket:
                     return [netlink.OverrunMessage(seq=0, port_id=0)]
                 raise _socket_error("netlink receive", error) from error
             else:
-                return netlink.decode_messages_untrusted(data, self._drops)
+                return rtnetlink.decode_messages_untrusted(data, self._drops)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,26 +153,27 @@ class LinuxRouteManager:
         self._next_seq = self._next_seq % 0xFFFFFFFF + 1
         return seq
 
-    def _route_request(self, kind: netlink.RouteMessageKind, destination: Destination, flags: int) -> _Request:
+    def _route_request(self, kind: rtnetlink.RouteMessageKind, destination: Destination, flags: int) -> _Request:
         family = netlink.AF_INET if destination.version == 4 else netlink.AF_INET6
         # iproute2 gives a device route without gateway link scope; IPv6 has no route scopes (always universe).
-        scope = netlink.RT_SCOPE_LINK if destination.version == 4 else netlink.RT_SCOPE_UNIVERSE
+        scope = rtnetlink.RT_SCOPE_LINK if destination.version == 4 else netlink.RT_SCOPE_UNIVERSE
         seq = self._seq()
-        message = netlink.RouteMessage(
+        message = rtnetlink.RouteMessage(
             kind=kind,
             family=family,
             destination=destination,
             flags=netlink.NLM_F_REQUEST | netlink.NLM_F_ACK | flags,
             seq=seq,
-            protocol=netlink.RTPROT_DMNC,
+            protocol=rtnetlink.RTPROT_DMNC,
             scope=scope,
             output_interface=self._interface_index,
         )
-        operation = "add route" if kind is netlink.RouteMessageKind.NEW else "delete route"
-        return _Request(destination, operation, netlink.encode_route_message(message), seq)
+        operation = "add route" if kind is rtnetlink.RouteMessageKind.NEW else "delete route"
+        return _Request(destination, operation, rtnetlink.encode_route_message(message), seq)
 
     async def _transact(self, requests: Sequence[_Request]) -> dict[int, int]:
-        """Send `requests` in batches; the errno (0 = success) of each, by seq."""
+        """Send `requests` in batches; the errno (0 = success) of each, by seq: the kernel acknowledges every
+        request (NLM_F_ACK) with an NLMSG_ERROR carrying the request's nlmsg_seq (netlink(7))."""
         results: dict[int, int] = {}
         async with self._lock:
             for start in range(0, len(requests), REQUESTS_PER_BATCH):
@@ -187,51 +190,32 @@ class LinuxRouteManager:
                             raise RouteOperationError("netlink request", None, errno.ENOBUFS, "replies were lost")
         return results
 
-    async def add_many(self, destinations: Iterable[Destination], *, replace: bool = False) -> None:
-        """Add several routes in as few system calls as the kernel allows; raises the first failure after trying
-        all of them."""
+    async def add_many(self, destinations: Sequence[Destination], *, replace: bool = False) -> list[RouteResult]:
+        """Add several routes in as few system calls as the kernel allows, one result per destination."""
         flags = netlink.NLM_F_CREATE | (netlink.NLM_F_REPLACE if replace else netlink.NLM_F_EXCL)
-        requests = [self._route_request(netlink.RouteMessageKind.NEW, d, flags) for d in destinations]
+        requests = [self._route_request(rtnetlink.RouteMessageKind.NEW, d, flags) for d in destinations]
         results = await self._transact(requests)
-        for request in requests:
-            code = results[request.seq]
-            if code == errno.EEXIST:
-                raise RouteExistsError(request.destination)
-            if code:
-                raise RouteOperationError(request.operation, request.destination, code, os.strerror(code))
+        return [_add_result(request, results[request.seq]) for request in requests]
 
-    async def add(self, destination: Destination, *, replace: bool = False) -> None:
-        await self.add_many([destination], replace=replace)
-
-    async def delete_many(self, destinations: Iterable[Destination]) -> set[Destination]:
-        """Delete several of our routes; returns the ones that were there."""
-        requests = [self._route_request(netlink.RouteMessageKind.DELETE, d, 0) for d in destinations]
+    async def delete_many(self, destinations: Sequence[Destination]) -> list[RouteResult]:
+        """Delete several of our routes, one result per destination."""
+        requests = [self._route_request(rtnetlink.RouteMessageKind.DELETE, d, 0) for d in destinations]
         results = await self._transact(requests)
-        deleted: set[Destination] = set()
-        for request in requests:
-            code = results[request.seq]
-            if code == 0:
-                deleted.add(request.destination)
-            elif code != errno.ESRCH:  # ESRCH: no such route of ours, which is what delete wants
-                raise RouteOperationError(request.operation, request.destination, code, os.strerror(code))
-        return deleted
+        return [_delete_result(request, results[request.seq]) for request in requests]
 
-    async def delete(self, destination: Destination) -> bool:
-        return bool(await self.delete_many([destination]))
-
-    async def _dump(self) -> list[netlink.RouteMessage]:
+    async def _dump(self) -> list[rtnetlink.RouteMessage]:
         async with self._lock:
             for attempt in range(1, DUMP_ATTEMPTS + 1):
                 seq = self._seq()
-                await self._socket.send(netlink.encode_dump_request(seq))
-                routes: list[netlink.RouteMessage] = []
+                await self._socket.send(rtnetlink.encode_dump_request(seq))
+                routes: list[rtnetlink.RouteMessage] = []
                 interrupted = False
                 done = False
                 while not done:
                     for message in await self._socket.receive():
                         if message.seq != seq:
                             continue
-                        if isinstance(message, netlink.RouteMessage):
+                        if isinstance(message, rtnetlink.RouteMessage):
                             routes.append(message)
                             interrupted |= bool(message.flags & netlink.NLM_F_DUMP_INTR)
                         elif isinstance(message, netlink.DoneMessage):
@@ -245,13 +229,13 @@ class LinuxRouteManager:
                 logger.debug("route dump interrupted by a concurrent change; dumping again")
         raise AssertionError("unreachable: the last attempt returns")
 
-    def installed_route(self, message: netlink.RouteMessage) -> InstalledRoute | None:
+    def installed_route(self, message: rtnetlink.RouteMessage) -> InstalledRoute | None:
         """The InstalledRoute a kernel route message describes, or None for what dmnc does not track (other
         tables, local/broadcast/multicast types, IPv6 cache clones)."""
         if (
             message.destination is None
-            or message.table != netlink.RT_TABLE_MAIN
-            or message.route_type != netlink.RTN_UNICAST
+            or message.table != rtnetlink.RT_TABLE_MAIN
+            or message.route_type != rtnetlink.RTN_UNICAST
             or message.route_flags & RTM_F_CLONED
         ):
             return None
@@ -260,7 +244,7 @@ class LinuxRouteManager:
             destination=message.destination,
             interface=_interface_name(index),
             interface_index=index,
-            ours=message.protocol == netlink.RTPROT_DMNC and index == self._interface_index,
+            ours=message.protocol == rtnetlink.RTPROT_DMNC and index == self._interface_index,
             gateway=message.gateway,
         )
 
@@ -273,7 +257,7 @@ class LinuxRouteManager:
 
     @asynccontextmanager
     async def monitor(self) -> AsyncIterator[AsyncIterator[RouteEvent]]:
-        groups = netlink.group_mask(netlink.RTNLGRP_LINK, netlink.RTNLGRP_IPV4_ROUTE, netlink.RTNLGRP_IPV6_ROUTE)
+        groups = netlink.group_mask(rtnetlink.RTNLGRP_LINK, rtnetlink.RTNLGRP_IPV4_ROUTE, rtnetlink.RTNLGRP_IPV6_ROUTE)
         subscription = NetlinkSocket(self._dropped, groups)
         try:
             yield _RouteEventStream(self, subscription)
@@ -298,19 +282,19 @@ class _RouteEventStream:
             self._ready = [event for m in await self._subscription.receive() if (event := self._event(m))]
         return self._ready.pop(0)
 
-    def _event(self, message: netlink.NetlinkMessage) -> RouteEvent | None:
+    def _event(self, message: rtnetlink.NetlinkMessage) -> RouteEvent | None:
         if isinstance(message, netlink.OverrunMessage):
             return RouteEvent(RouteEventKind.RESYNC_NEEDED, None)
-        if isinstance(message, netlink.LinkMessage):
+        if isinstance(message, rtnetlink.LinkMessage):
             if message.interface_index != self._manager.interface_index:
                 return None
             return RouteEvent(RouteEventKind.INTERFACE_CHANGED, None, sender_pid=sender_pid(message.port_id))
-        if not isinstance(message, netlink.RouteMessage):
+        if not isinstance(message, rtnetlink.RouteMessage):
             return None
         route = self._manager.installed_route(message)
         if route is None:
             return None
-        kind = RouteEventKind.ADDED if message.kind is netlink.RouteMessageKind.NEW else RouteEventKind.REMOVED
+        kind = RouteEventKind.ADDED if message.kind is rtnetlink.RouteMessageKind.NEW else RouteEventKind.REMOVED
         # nlmsg_pid of a notification is the netlink port of the request that caused it (0: the kernel itself);
         # a process's first netlink socket gets the process id as its port, which is what `ip` does.
         return RouteEvent(
@@ -319,6 +303,22 @@ class _RouteEventStream:
             sender_pid=sender_pid(message.port_id),
             caused_by_us=message.port_id == self._manager.request_port_id,
         )
+
+
+def _add_result(request: _Request, code: int) -> RouteResult:
+    if code == 0:
+        return RouteResult(request.destination)
+    if code == errno.EEXIST:
+        return RouteResult(request.destination, RouteExistsError(request.destination), changed=False)
+    error = RouteOperationError(request.operation, request.destination, code, os.strerror(code))
+    return RouteResult(request.destination, error, changed=False)
+
+
+def _delete_result(request: _Request, code: int) -> RouteResult:
+    if code in (0, errno.ESRCH):  # ESRCH: no such route of ours, which is what a delete wants
+        return RouteResult(request.destination, changed=code == 0)
+    error = RouteOperationError(request.operation, request.destination, code, os.strerror(code))
+    return RouteResult(request.destination, error, changed=False)
 
 
 def sender_pid(port_id: int) -> int | None:

@@ -1,15 +1,16 @@
 """What every route manager offers, and the values that cross its boundary.
 
 A manager is bound to one interface (the tunnel). It adds and deletes routes through that interface marked as
-dmnc's own, lists routes (its own and everybody else's, for overlap checks), and reports changes to the routing
-table as they happen so the reconciler can put back what another program took away.
+dmnc's own, in batches with one result per destination (one refused route does not hold up the others), lists
+routes (its own and everybody else's, for overlap checks), and reports changes to the routing table as they
+happen so the reconciler can put back what another program took away.
 """
 
 from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -73,12 +74,26 @@ class RouteOperationError(RouteError):
         self.operation = operation
         self.destination = destination
         self.errno = errno
+        self.reason = reason
 
 
 class InterfaceNotFoundError(RouteError):
     def __init__(self, interface: str) -> None:
         super().__init__(f"no network interface named {interface!r}")
         self.interface = interface
+
+
+@dataclass(frozen=True, slots=True)
+class RouteResult:
+    """What one destination of a batch call came to: done, or the error for that destination alone."""
+
+    destination: Destination
+    error: RouteError | None = None
+    changed: bool = True  # False: a delete found no route of ours to remove (which is not a failure)
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 class RouteManager(Protocol):
@@ -92,13 +107,16 @@ class RouteManager(Protocol):
         """Malformed messages from the kernel, dropped (each with a log line), by reason."""
         ...
 
-    async def add(self, destination: Destination, *, replace: bool = False) -> None:
-        """Route `destination` through the interface. With `replace`, take over an existing route to the same
-        destination (used only to restore a route another program redirected); otherwise raise RouteExistsError."""
+    async def add_many(self, destinations: Sequence[Destination], *, replace: bool = False) -> list[RouteResult]:
+        """Route each destination through the interface; one result per destination, in order. With `replace`,
+        take over an existing route to the same destination (used only to restore a route another program
+        redirected); otherwise that destination's result is a RouteExistsError. Raises RouteError only when the
+        whole batch failed (the socket itself)."""
         ...
 
-    async def delete(self, destination: Destination) -> bool:
-        """Remove dmnc's route to `destination`; False when there was none. Never removes another route."""
+    async def delete_many(self, destinations: Sequence[Destination]) -> list[RouteResult]:
+        """Remove dmnc's route to each destination; one result per destination, in order, `changed` False where
+        there was none. Never removes another route. Raises RouteError only when the whole batch failed."""
         ...
 
     async def list_routes(self) -> list[InstalledRoute]:
@@ -114,3 +132,16 @@ class RouteManager(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+async def add_route(manager: RouteManager, destination: Destination, *, replace: bool = False) -> None:
+    """One route through `manager.add_many`; raises its error (RouteExistsError, RouteOperationError)."""
+    [result] = await manager.add_many([destination], replace=replace)
+    result.raise_error()
+
+
+async def delete_route(manager: RouteManager, destination: Destination) -> bool:
+    """One route through `manager.delete_many`: False when there was none of ours; raises its error."""
+    [result] = await manager.delete_many([destination])
+    result.raise_error()
+    return result.changed

@@ -1,9 +1,11 @@
 """Keep the installed routes equal to the routes the policy wants.
 
 `plan_changes` is the pure part: desired set vs installed set -> the minimal adds and deletes. `RouteReconciler`
-is the one trio task around it. A pass runs on every trigger (network event, full resync after a reconnect, a
-route change seen by the monitor), triggers that arrive during a pass coalesce into one more pass, and each pass
-re-reads the routing table, so a lost notification costs at most one pass of delay and never a wrong table.
+is the one trio task around it; it applies each plan through the manager's batch calls, so one refused route
+does not hold up the others, and remembers per subnet why a route could not be installed. A pass runs on every
+trigger (network event, full resync after a reconnect, a route change seen by the monitor), triggers that arrive
+during a pass coalesce into one more pass, and each pass re-reads the routing table, so a lost notification
+costs at most one pass of delay and never a wrong table.
 """
 
 from __future__ import annotations
@@ -16,7 +18,16 @@ from pathlib import Path
 
 import trio
 
-from dmnc.routes.manager import Destination, InstalledRoute, RouteError, RouteEvent, RouteEventKind, RouteManager
+from dmnc.routes.manager import (
+    Destination,
+    InstalledRoute,
+    RouteError,
+    RouteEvent,
+    RouteEventKind,
+    RouteManager,
+    RouteOperationError,
+    RouteResult,
+)
 from dmnc.routes.policy import NetworkInfo, OverlapFinding, PolicyConfig, PolicyResult, evaluate
 
 logger = logging.getLogger(__name__)
@@ -106,6 +117,9 @@ class RouteReconciler:
         self._routed: set[Destination] = set()  # what dmnc installed and still stands behind
         self._restores: dict[Destination, deque[float]] = {}
         self._given_up: set[Destination] = set()
+        # Why the last pass that got to apply its plan could not add a wanted route; replaced only when a pass
+        # has its own answer, so `status` read while a pass runs shows the last one's.
+        self._install_failures: dict[Destination, str] = {}
         self._overlaps: tuple[OverlapFinding, ...] = ()
         self._last_result: PolicyResult | None = None
         self._passes = 0
@@ -152,6 +166,8 @@ class RouteReconciler:
                 reason = None
                 if wanted.subnet in self._given_up:
                     reason = "taken by another program"
+                elif wanted.subnet in self._install_failures and not installed:
+                    reason = f"could not install: {self._install_failures[wanted.subnet]}"
                 elif not installed:
                     reason = f"failed: {self._last_error}" if self._last_error else "not installed yet"
                 subnets.append(SubnetStatus(wanted.network, wanted.subnet, installed, reason))
@@ -207,8 +223,9 @@ class RouteReconciler:
         """Remove every route dmnc installed through the interface (clean shutdown). Safe while `run` is still
         running: the wanted set becomes empty first, so no pass puts a route back."""
         self._networks = {}
-        for route in await self._manager.list_ours():
-            await self._manager.delete(route.destination)
+        results = await self._manager.delete_many([route.destination for route in await self._manager.list_ours()])
+        self._routed.difference_update(result.destination for result in results if result.error is None)
+        _raise_failures(results)
         self._routed.clear()
 
     async def _watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -312,28 +329,47 @@ class RouteReconciler:
         desired = set(result.desired) - self._given_up
         plan = plan_changes(desired, ours)
         self._routed.intersection_update(desired)
-        failures: list[RouteError] = []
-        for destination in plan.delete:
-            try:
-                await self._manager.delete(destination)
-            except RouteError as error:
-                failures.append(error)
-            else:
-                logger.info("removed route %s dev %s", destination, self._manager.interface)
-        for destination in plan.add:
-            restoring = destination in self._routed
-            if restoring and not self._may_restore(destination):
-                self._routed.discard(destination)
+        results: list[RouteResult] = []
+        install_failures: dict[Destination, str] = {}
+        if plan.delete:
+            deleted = await self._manager.delete_many(plan.delete)
+            for outcome in deleted:
+                if outcome.changed:
+                    logger.info("removed route %s dev %s", outcome.destination, self._manager.interface)
+            results += deleted
+        restores = [destination for destination in plan.add if destination in self._routed]
+        new = [destination for destination in plan.add if destination not in self._routed]
+        allowed_restores = [destination for destination in restores if self._may_restore(destination)]
+        self._routed.difference_update(set(restores) - set(allowed_restores))
+        # A restore replaces, as the destination may now be routed elsewhere by the program that took ours.
+        for batch, replace in ((new, False), (allowed_restores, True)):
+            if not batch:
                 continue
-            try:
-                # A restore replaces, as the destination may now be routed elsewhere by the program that took ours.
-                await self._manager.add(destination, replace=restoring)
-            except RouteError as error:
-                failures.append(error)
-                continue
-            self._routed.add(destination)
-            action = "restored" if restoring else "added"
-            logger.info("%s route %s dev %s", action, destination, self._manager.interface)
+            added = await self._manager.add_many(batch, replace=replace)
+            for outcome in added:
+                if outcome.error is not None:
+                    install_failures[outcome.destination] = _reason(outcome.error)
+                    continue
+                self._routed.add(outcome.destination)
+                action = "restored" if replace else "added"
+                logger.info("%s route %s dev %s", action, outcome.destination, self._manager.interface)
+            results += added
         self._routed.update(desired & ours)
-        if failures:
-            raise failures[0] if len(failures) == 1 else RouteError("; ".join(str(error) for error in failures))
+        self._install_failures = install_failures
+        _raise_failures(results)
+
+
+def _reason(error: RouteError) -> str:
+    """Why one destination failed, without the operation and destination its message repeats."""
+    if isinstance(error, RouteOperationError):
+        return f"{error.reason} (errno {error.errno})"
+    return str(error)
+
+
+def _raise_failures(results: Iterable[RouteResult]) -> None:
+    """Raise the failures among `results`: the error itself when one destination failed, else one naming all."""
+    failures = [result.error for result in results if result.error is not None]
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        raise RouteError("; ".join(str(error) for error in failures))

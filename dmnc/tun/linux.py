@@ -12,15 +12,12 @@ import itertools
 import os
 import socket
 import struct
+from collections import Counter
 from collections.abc import Sequence
 
+from dmnc import netlink
 from dmnc.tun._device import DEFAULT_MTU, TunAddress, TunError
-from dmnc.tun.rtnetlink import (
-    NetlinkError,
-    encode_add_address,
-    encode_link_settings,
-    parse_acknowledgements_untrusted,
-)
+from dmnc.tun.rtnetlink import encode_add_address, encode_link_settings
 
 TUN_CLONE_DEVICE = "/dev/net/tun"
 TUNSETIFF = 0x400454CA
@@ -28,10 +25,11 @@ IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000  # no 4-byte packet information header: reads and writes are bare IP packets
 IFREQ = struct.Struct("16sH22x")
 IFNAMSIZ = 16
-NETLINK_ROUTE = 0
 # A TUN read returns one whole packet; a buffer of the largest IP packet means no MTU change can truncate one.
 MAX_PACKET = 65535
 _NETLINK_TIMEOUT_SECONDS = 5.0
+# Holds any reply to a request (an acknowledgement, or an error with extended attributes).
+_NETLINK_RECEIVE_BYTES = 65536
 
 
 class LinuxTun:
@@ -115,34 +113,38 @@ def configure_interface(name: str, *, mtu: int, addresses: Sequence[TunAddress])
     requests = [
         (
             f"adding address {address.local} to {name}",
-            encode_add_address(index, next(sequence), address.local, address.peer),
+            seq := next(sequence),
+            encode_add_address(index, seq, address.local, address.peer),
         )
         for address in addresses
     ]
+    seq = next(sequence)
     requests.append(
-        (f"setting MTU {mtu} and link up on {name}", encode_link_settings(index, next(sequence), mtu=mtu, up=True))
+        (f"setting MTU {mtu} and link up on {name}", seq, encode_link_settings(index, seq, mtu=mtu, up=True))
     )
     try:
-        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE) as netlink:
-            netlink.settimeout(_NETLINK_TIMEOUT_SECONDS)
-            for what, message in requests:
-                _request_acknowledged(netlink, message, what)
+        with socket.socket(
+            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, netlink.NETLINK_ROUTE
+        ) as request_socket:
+            request_socket.settimeout(_NETLINK_TIMEOUT_SECONDS)
+            for what, seq, message in requests:
+                request_acknowledged(request_socket, seq, message, what)
     except OSError as error:
         raise TunError(f"configuring {name} over rtnetlink: {error.strerror or error}") from error
 
 
-def _request_acknowledged(netlink: socket.socket, message: bytes, what: str) -> None:
-    seq = struct.unpack_from("=I", message, 8)[0]
-    netlink.send(message)
+def request_acknowledged(request_socket: socket.socket, seq: int, message: bytes, what: str) -> None:
+    request_socket.send(message)
     while True:
-        reply = netlink.recv(65536)
-        try:
-            acknowledgements = parse_acknowledgements_untrusted(reply)
-        except NetlinkError as error:
-            raise TunError(f"{what}: {error}") from error
-        for acknowledgement in acknowledgements:
-            if acknowledgement.seq != seq:
+        drops: Counter[str] = Counter()
+        replies = netlink.decode_messages_untrusted(
+            request_socket.recv(_NETLINK_RECEIVE_BYTES), netlink.NO_PAYLOADS, drops
+        )
+        if drops:
+            raise TunError(f"{what}: malformed netlink reply ({', '.join(sorted(drops))})")
+        for reply in replies:
+            if not isinstance(reply, netlink.ErrorMessage) or reply.seq != seq:
                 continue
-            if acknowledgement.errno:
-                raise TunError(f"{what}: {os.strerror(acknowledgement.errno)}")
+            if reply.error:
+                raise TunError(f"{what}: {os.strerror(-reply.error)}")
             return

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import trio
 
-from dmnc.routes import Destination
+from dmnc.routes import Destination, add_route
 from dmnc.routes.linux import LinuxRouteManager
 from dmnc.routes.policy import NetworkInfo, PolicyConfig
 from dmnc.routes.reconcile import RouteReconciler
@@ -44,14 +44,17 @@ def flush(interface: str) -> None:
 async def netlink_one_by_one(manager: LinuxRouteManager, destinations: list[Destination]) -> float:
     started = time.perf_counter()
     for destination in destinations:
-        await manager.add(destination)
+        await add_route(manager, destination)
     return time.perf_counter() - started
 
 
 async def netlink_batched(manager: LinuxRouteManager, destinations: list[Destination]) -> float:
     started = time.perf_counter()
-    await manager.add_many(destinations)
-    return time.perf_counter() - started
+    results = await manager.add_many(destinations)
+    elapsed = time.perf_counter() - started
+    for result in results:
+        result.raise_error()
+    return elapsed
 
 
 def ip_process_per_route(interface: str, destinations: list[Destination]) -> float:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -17,6 +17,7 @@ from dmnc.routes.manager import (
     RouteEventKind,
     RouteExistsError,
     RouteOperationError,
+    RouteResult,
 )
 
 # The fake's own "pid" in events it causes, like the netlink port of dmnc's request socket.
@@ -42,7 +43,8 @@ class FakeRouteManager:
         self._subscribers: list[trio.MemorySendChannel[RouteEvent | RouteOperationError]] = []
         self.subscriptions = 0  # monitors opened so far
         self.operations: list[Operation] = []
-        self.refuse: dict[Destination, int] = {}  # destination -> errno that add() fails with
+        self.refuse: dict[Destination, int] = {}  # destination -> errno its add or delete fails with
+        self.batches: list[tuple[str, tuple[Destination, ...]]] = []  # ("add"/"replace"/"delete", destinations)
         self.closed = False
         self.dropped: Counter[str] = Counter()  # tests may count drops here, as a kernel-facing manager would
 
@@ -58,26 +60,39 @@ class FakeRouteManager:
         for channel in self._subscribers:
             channel.send_nowait(event)
 
-    async def add(self, destination: Destination, *, replace: bool = False) -> None:
+    async def add_many(self, destinations: Sequence[Destination], *, replace: bool = False) -> list[RouteResult]:
         await trio.lowlevel.checkpoint()
+        self.batches.append(("replace" if replace else "add", tuple(destinations)))
+        return [self._add(destination, replace=replace) for destination in destinations]
+
+    def _add(self, destination: Destination, *, replace: bool) -> RouteResult:
         if destination in self.refuse:
-            raise RouteOperationError("add route", destination, self.refuse[destination], "refused by the test")
+            error = RouteOperationError("add route", destination, self.refuse[destination], "refused by the test")
+            return RouteResult(destination, error, changed=False)
         if destination in self._routes and not replace:
-            raise RouteExistsError(destination)
+            return RouteResult(destination, RouteExistsError(destination), changed=False)
         route = InstalledRoute(destination, self._interface, self._interface_index, ours=True)
         self._routes[destination] = route
         self.operations.append(Operation("replace" if replace else "add", destination))
         self._publish(RouteEvent(RouteEventKind.ADDED, route, OWN_SENDER_PID, caused_by_us=True))
+        return RouteResult(destination)
 
-    async def delete(self, destination: Destination) -> bool:
+    async def delete_many(self, destinations: Sequence[Destination]) -> list[RouteResult]:
         await trio.lowlevel.checkpoint()
+        self.batches.append(("delete", tuple(destinations)))
+        return [self._delete(destination) for destination in destinations]
+
+    def _delete(self, destination: Destination) -> RouteResult:
+        if destination in self.refuse:
+            error = RouteOperationError("delete route", destination, self.refuse[destination], "refused by the test")
+            return RouteResult(destination, error, changed=False)
         route = self._routes.get(destination)
         if route is None or not route.ours:
-            return False
+            return RouteResult(destination, changed=False)
         del self._routes[destination]
         self.operations.append(Operation("delete", destination))
         self._publish(RouteEvent(RouteEventKind.REMOVED, route, OWN_SENDER_PID, caused_by_us=True))
-        return True
+        return RouteResult(destination)
 
     async def list_routes(self) -> list[InstalledRoute]:
         await trio.lowlevel.checkpoint()

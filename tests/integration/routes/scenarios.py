@@ -23,7 +23,7 @@ from typing import Any
 
 import trio
 
-from dmnc.routes import Destination, InterfaceNotFoundError, RouteExistsError
+from dmnc.routes import Destination, InterfaceNotFoundError, RouteExistsError, add_route, delete_route
 from dmnc.routes.linux import LinuxRouteManager
 from dmnc.routes.policy import NetworkInfo, PolicyConfig
 from dmnc.routes.reconcile import RouteReconciler
@@ -77,30 +77,44 @@ async def crud(interface: str, other_interface: str) -> Facts:
         manager = LinuxRouteManager(tun)
         subnets = [net("172.30.1.0/24"), net("172.30.2.0/24"), net("fd00:30:1::/64"), net("fd00:30:2::/64")]
         for subnet in subnets:
-            await manager.add(subnet)
+            await add_route(manager, subnet)
         facts["after_add"] = kernel_routes("proto", "220")
         facts["listed_ours"] = sorted(str(route.destination) for route in await manager.list_ours())
         try:
-            await manager.add(subnets[0])
+            await add_route(manager, subnets[0])
             facts["duplicate_add"] = "accepted"
         except RouteExistsError as error:
             facts["duplicate_add"] = str(error)
         # Another program's route to the same destination through another interface is never ours to delete.
         subprocess.run(["ip", "route", "add", "172.30.9.0/24", "dev", other_interface], check=True)
-        facts["delete_foreign"] = await manager.delete(net("172.30.9.0/24"))
+        facts["delete_foreign"] = await delete_route(manager, net("172.30.9.0/24"))
         facts["foreign_still_there"] = kernel_routes("172.30.9.0/24", families=("-4",))
-        facts["deleted"] = [await manager.delete(subnet) for subnet in subnets]
-        facts["deleted_again"] = await manager.delete(subnets[0])
+        facts["deleted"] = [await delete_route(manager, subnet) for subnet in subnets]
+        facts["deleted_again"] = await delete_route(manager, subnets[0])
         facts["after_delete"] = kernel_routes("proto", "220")
         # More than one batch of pipelined requests (REQUESTS_PER_BATCH) in each direction.
         many = [net(f"10.{64 + index // 256}.{index % 256}.0/24") for index in range(150)]
-        await manager.add_many(many)
-        facts["many_added"] = len(await manager.list_ours())
-        facts["many_deleted"] = len(await manager.delete_many([*many, net("10.99.99.0/24")]))
+        added = await manager.add_many(many)
+        facts["many_added"] = (len(await manager.list_ours()), sum(result.error is None for result in added))
+        deleted = await manager.delete_many([*many, net("10.99.99.0/24")])
+        facts["many_deleted"] = [result.changed for result in deleted].count(True)
+        facts["many_results"] = sorted({str(result.error) for result in [*added, *deleted]})
         facts["after_many"] = kernel_routes("proto", "220")
+        # One batch in which the kernel refuses one destination (another program's route is there, NLM_F_EXCL):
+        # the others still land, and each result says what became of its destination.
+        batch = [net("172.30.3.0/24"), net("172.30.9.0/24"), net("fd00:30:3::/64")]
+        facts["partial_batch"] = [
+            [str(result.destination), result.changed, None if result.error is None else str(result.error)]
+            for result in await manager.add_many(batch)
+        ]
+        facts["after_partial_batch"] = kernel_routes("proto", "220")
+        facts["foreign_after_batch"] = kernel_routes("172.30.9.0/24", families=("-4",))
+        facts["partial_delete"] = [
+            [str(result.destination), result.changed, result.error] for result in await manager.delete_many(batch)
+        ]
         # Routes die with the tunnel interface: a crashed dmnc leaves none behind.
-        await manager.add(subnets[0])
-        await manager.add(subnets[2])
+        await add_route(manager, subnets[0])
+        await add_route(manager, subnets[2])
         await manager.aclose()
     finally:
         os.close(fd)

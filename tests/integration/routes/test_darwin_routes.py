@@ -42,14 +42,14 @@ def route_get(destination: str) -> str:
 async def test_add_list_delete_ipv4_and_ipv6_routes_through_a_utun(utun: str) -> None:
     subnets = [net("172.31.250.0/24"), net("fd00:77::/64")]
     async with open_route_manager(utun) as manager:
-        for subnet in subnets:
-            await manager.add(subnet)
+        added = await manager.add_many(subnets)
         try:
+            assert [(result.error, result.changed) for result in added] == [(None, True), (None, True)]
             assert f"interface: {utun}" in route_get("172.31.250.9")
             assert {route.destination for route in await manager.list_ours()} == set(subnets)
         finally:
-            deleted = [await manager.delete(subnet) for subnet in subnets]
-        assert deleted == [True, True]
+            deleted = await manager.delete_many(subnets)
+        assert [(result.error, result.changed) for result in deleted] == [(None, True), (None, True)]
         assert await manager.list_ours() == []
 
 

@@ -65,7 +65,23 @@ def test_add_list_delete_ipv4_and_ipv6_routes_through_a_tun_and_they_die_with_it
     assert facts["deleted"] == [True, True, True, True]
     assert facts["deleted_again"] is False
     assert facts["after_delete"] == []
-    assert (facts["many_added"], facts["many_deleted"], facts["after_many"]) == (150, 150, [])
+    assert (facts["many_added"], facts["many_deleted"], facts["after_many"]) == ([150, 150], 150, [])
+    assert facts["many_results"] == ["None"]
+    assert facts["partial_batch"] == [
+        ["172.30.3.0/24", True, None],
+        ["172.30.9.0/24", False, "a route to 172.30.9.0/24 exists already"],
+        ["fd00:30:3::/64", True, None],
+    ]
+    assert facts["after_partial_batch"] == [
+        f"172.30.3.0/24 dev {tun} scope link",
+        f"fd00:30:3::/64 dev {tun} metric 1024 pref medium",
+    ]
+    assert facts["foreign_after_batch"] == [f"172.30.9.0/24 dev {lab[2]} scope link"]
+    assert facts["partial_delete"] == [
+        ["172.30.3.0/24", True, None],
+        ["172.30.9.0/24", False, None],
+        ["fd00:30:3::/64", True, None],
+    ]
     assert facts["after_tun_closed"] == []
     assert facts["gone_interface"] == f"no network interface named {tun!r}"
 

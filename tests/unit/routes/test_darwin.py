@@ -12,7 +12,15 @@ import pytest
 import trio
 import trio.testing
 
-from dmnc.routes import InstalledRoute, RouteEventKind, RouteExistsError, RouteOperationError, pfroute
+from dmnc.routes import (
+    InstalledRoute,
+    RouteEventKind,
+    RouteExistsError,
+    RouteOperationError,
+    add_route,
+    delete_route,
+    pfroute,
+)
 from dmnc.routes.darwin import DarwinRouteManager
 from dmnc.routes.policy import NetworkInfo, PolicyConfig
 from dmnc.routes.reconcile import RouteReconciler
@@ -45,6 +53,7 @@ class FakeXnu:
         self.sent: list[pfroute.RouteSocketMessage] = []
         self.monitors: list[FakeMonitorSource] = []
         self.dump_error: OSError | None = None
+        self.refuse: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, int] = {}  # destination -> errno of write
         self.closed = False
 
     def _echo(self, message_type: int, route: pfroute.RouteSocketMessage, pid: int) -> None:
@@ -62,6 +71,9 @@ class FakeXnu:
         sockaddr = 16 if message.destination.version == 4 else 28
         assert len(data) == 92 + sockaddr + 20 + (0 if message.flags & pfroute.RTF_HOST else sockaddr)
         self.sent.append(message)
+        if message.destination in self.refuse:
+            code = self.refuse[message.destination]
+            raise OSError(code, os.strerror(code))
         if message.message_type == pfroute.RTM_ADD:
             if message.destination in self.table:
                 raise OSError(errno.EEXIST, "File exists")
@@ -118,8 +130,8 @@ def manager(xnu: FakeXnu) -> DarwinRouteManager:
 async def test_add_sends_route_add_interface_with_proto1_and_lists_it_as_ours(
     xnu: FakeXnu, manager: DarwinRouteManager
 ) -> None:
-    await manager.add(net("172.17.0.0/16"))
-    await manager.add(net("fd00:d0c::/64"))
+    await add_route(manager, net("172.17.0.0/16"))
+    await add_route(manager, net("fd00:d0c::/64"))
     [first, _] = xnu.sent
     assert first.message_type == pfroute.RTM_ADD
     assert first.flags == pfroute.RTF_UP | pfroute.RTF_STATIC | pfroute.RTF_PROTO1
@@ -129,16 +141,16 @@ async def test_add_sends_route_add_interface_with_proto1_and_lists_it_as_ours(
 
 
 async def test_full_length_destination_is_added_as_host_route(xnu: FakeXnu, manager: DarwinRouteManager) -> None:
-    await manager.add(net("10.9.9.9/32"))
+    await add_route(manager, net("10.9.9.9/32"))
     assert xnu.sent[0].flags & pfroute.RTF_HOST
 
 
 async def test_existing_route_is_not_replaced_unless_asked(xnu: FakeXnu, manager: DarwinRouteManager) -> None:
     xnu.other_program(pfroute.RTM_ADD, "172.17.0.0/16")
     with pytest.raises(RouteExistsError):
-        await manager.add(net("172.17.0.0/16"))
+        await add_route(manager, net("172.17.0.0/16"))
     assert xnu.table[net("172.17.0.0/16")].interface_index == 4
-    await manager.add(net("172.17.0.0/16"), replace=True)
+    await add_route(manager, net("172.17.0.0/16"), replace=True)
     assert [message.message_type for message in xnu.sent] == [
         pfroute.RTM_ADD,
         pfroute.RTM_ADD,
@@ -151,11 +163,11 @@ async def test_existing_route_is_not_replaced_unless_asked(xnu: FakeXnu, manager
 async def test_delete_never_touches_another_programs_route(xnu: FakeXnu, manager: DarwinRouteManager) -> None:
     xnu.other_program(pfroute.RTM_ADD, "172.17.0.0/16")
     xnu.other_program(pfroute.RTM_ADD, "172.18.0.0/16", interface_index=UTUN_INDEX, flags=0x803)  # no RTF_PROTO1
-    assert await manager.delete(net("172.17.0.0/16")) is False
-    assert await manager.delete(net("172.18.0.0/16")) is False
+    assert await delete_route(manager, net("172.17.0.0/16")) is False
+    assert await delete_route(manager, net("172.18.0.0/16")) is False
     assert xnu.sent == []
-    await manager.add(net("172.19.0.0/16"))
-    assert await manager.delete(net("172.19.0.0/16")) is True
+    await add_route(manager, net("172.19.0.0/16"))
+    assert await delete_route(manager, net("172.19.0.0/16")) is True
     assert net("172.19.0.0/16") not in xnu.table
 
 
@@ -177,7 +189,7 @@ async def test_os_errors_become_route_errors(xnu: FakeXnu, manager: DarwinRouteM
 
 async def test_monitor_reports_who_changed_what(xnu: FakeXnu, manager: DarwinRouteManager) -> None:
     async with manager.monitor() as events:
-        await manager.add(net("172.17.0.0/16"))
+        await add_route(manager, net("172.17.0.0/16"))
         xnu.other_program(pfroute.RTM_DELETE, "172.17.0.0/16")
         mine = await events.__anext__()
         theirs = await events.__anext__()
@@ -234,3 +246,74 @@ async def test_malformed_kernel_messages_are_counted_and_skipped(
     assert event.route.destination == net("10.1.0.0/16")
     assert manager.dropped_messages == {"malformed": 1}
     assert reconciler.status().dropped_messages == {"malformed": 1}
+
+
+async def test_batch_add_sends_one_message_per_destination_and_reports_each_result(
+    xnu: FakeXnu, manager: DarwinRouteManager
+) -> None:
+    xnu.other_program(pfroute.RTM_ADD, "172.17.0.0/16")
+    xnu.refuse[net("fd00:d0c::/64")] = errno.ENETUNREACH
+    destinations = [net("172.16.0.0/16"), net("172.17.0.0/16"), net("fd00:d0c::/64"), net("172.18.0.0/16")]
+    results = await manager.add_many(destinations)
+    assert [result.destination for result in results] == destinations
+    assert [result.changed for result in results] == [True, False, False, True]
+    assert results[0].error is None
+    assert isinstance(results[1].error, RouteExistsError)
+    assert isinstance(results[2].error, RouteOperationError)
+    assert results[2].error.errno == errno.ENETUNREACH
+    assert str(results[2].error).startswith("add route fd00:d0c::/64 failed")
+    assert results[3].error is None
+    assert [message.message_type for message in xnu.sent] == [pfroute.RTM_ADD] * 4
+    assert {route.destination for route in await manager.list_ours()} == {net("172.16.0.0/16"), net("172.18.0.0/16")}
+
+
+async def test_batch_replace_takes_over_each_existing_route(xnu: FakeXnu, manager: DarwinRouteManager) -> None:
+    xnu.other_program(pfroute.RTM_ADD, "172.17.0.0/16")
+    results = await manager.add_many([net("172.16.0.0/16"), net("172.17.0.0/16")], replace=True)
+    assert [(result.error, result.changed) for result in results] == [(None, True), (None, True)]
+    assert [message.message_type for message in xnu.sent] == [
+        pfroute.RTM_ADD,
+        pfroute.RTM_ADD,
+        pfroute.RTM_DELETE,
+        pfroute.RTM_ADD,
+    ]
+    assert {route.destination for route in await manager.list_ours()} == {net("172.16.0.0/16"), net("172.17.0.0/16")}
+
+
+async def test_batch_delete_removes_ours_skips_others_and_reports_a_refusal_alone(
+    xnu: FakeXnu, manager: DarwinRouteManager
+) -> None:
+    for destination in ("172.16.0.0/16", "172.18.0.0/16", "172.19.0.0/16"):
+        await add_route(manager, net(destination))
+    xnu.other_program(pfroute.RTM_ADD, "172.17.0.0/16")
+    xnu.refuse[net("172.18.0.0/16")] = errno.EPERM
+    xnu.sent.clear()
+    destinations = [net(d) for d in ("172.16.0.0/16", "172.17.0.0/16", "172.18.0.0/16", "172.19.0.0/16", "10.0.0.0/8")]
+    results = await manager.delete_many(destinations)
+    assert [result.destination for result in results] == destinations
+    assert [result.changed for result in results] == [True, False, False, True, False]
+    assert [result.error is None for result in results] == [True, True, False, True, True]
+    assert isinstance(results[2].error, RouteOperationError)
+    assert results[2].error.errno == errno.EPERM
+    # Another program's route and an absent one are never sent a delete.
+    assert [message.destination for message in xnu.sent] == [
+        net("172.16.0.0/16"),
+        net("172.18.0.0/16"),
+        net("172.19.0.0/16"),
+    ]
+    assert set(xnu.table) == {net("172.17.0.0/16"), net("172.18.0.0/16")}
+
+
+async def test_reconciler_on_macos_installs_the_rest_when_one_route_is_refused(
+    xnu: FakeXnu, manager: DarwinRouteManager, nursery: trio.Nursery
+) -> None:
+    xnu.refuse[net("172.18.0.0/16")] = errno.ENETDOWN
+    reconciler = RouteReconciler(manager, PolicyConfig())
+    await nursery.start(reconciler.run)
+    subnets = (net("172.17.0.0/16"), net("172.18.0.0/16"), net("172.19.0.0/16"))
+    reconciler.set_networks([NetworkInfo("app", "id-app", "bridge", "local", False, {}, subnets)])
+    await reconciler.settled()
+    assert set(xnu.table) == {net("172.17.0.0/16"), net("172.19.0.0/16")}
+    [refused] = [subnet for subnet in reconciler.status().subnets if not subnet.installed]
+    assert refused.subnet == net("172.18.0.0/16")
+    assert refused.reason == f"could not install: {os.strerror(errno.ENETDOWN)} (errno {errno.ENETDOWN})"

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dmnc.routes import RouteEvent, RouteOperationError
 from dmnc.routes.policy import NetworkInfo, PolicyConfig
@@ -289,7 +291,12 @@ async def test_status_lists_every_subnet_with_why_it_is_not_routed(
         SubnetStatus("a", net("fd00:a::/64"), installed=True),
         SubnetStatus("b", net("172.20.0.0/16"), installed=False, reason="overlaps a route dmnc does not own"),
         SubnetStatus("c", net("10.3.0.0/16"), installed=False, reason="label dmnc.route=false"),
-        SubnetStatus("d", net("10.22.0.0/16"), installed=False, reason=f"failed: {reconciler.status().last_error}"),
+        SubnetStatus(
+            "d",
+            net("10.22.0.0/16"),
+            installed=False,
+            reason=f"could not install: refused by the test (errno {errno.ENETDOWN})",
+        ),
     }
 
 
@@ -373,3 +380,120 @@ async def test_a_monitor_that_cannot_be_opened_fails_the_start(nursery: trio.Nur
 
     with pytest.raises(RouteOperationError):
         await nursery.start(RouteReconciler(NoMonitor(), PolicyConfig()).run)
+
+
+async def test_one_refused_route_does_not_hold_up_the_rest_of_its_batch_and_is_retried(
+    fake: FakeRouteManager, reconciler: RouteReconciler, autojump_clock: trio.testing.MockClock
+) -> None:
+    reconciler.set_networks([])
+    await reconciler.settled()
+    fake.refuse[net("10.2.0.0/16")] = errno.ENETUNREACH
+    reconciler.set_networks([network("a", "10.1.0.0/16", "10.2.0.0/16", "fd00:a::/64")])
+    await reconciler.settled()
+    assert fake.batches == [("add", (net("10.1.0.0/16"), net("10.2.0.0/16"), net("fd00:a::/64")))]
+    assert await ours(fake) == {net("10.1.0.0/16"), net("fd00:a::/64")}
+    reason = f"could not install: refused by the test (errno {errno.ENETUNREACH})"
+    assert SubnetStatus("a", net("10.2.0.0/16"), installed=False, reason=reason) in reconciler.status().subnets
+    assert reconciler.status().last_error == (
+        f"add route 10.2.0.0/16 failed: refused by the test (errno {errno.ENETUNREACH})"
+    )
+    del fake.refuse[net("10.2.0.0/16")]
+    fake.batches.clear()
+    await trio.sleep(RETRY_AFTER_FAILURE_SECONDS + 0.1)
+    assert fake.batches == [("add", (net("10.2.0.0/16"),))]
+    assert await ours(fake) == {net("10.1.0.0/16"), net("10.2.0.0/16"), net("fd00:a::/64")}
+    assert set(reconciler.status().subnets) == {
+        SubnetStatus("a", subnet, installed=True)
+        for subnet in (net("10.1.0.0/16"), net("10.2.0.0/16"), net("fd00:a::/64"))
+    }
+    assert reconciler.status().last_error is None
+
+
+async def test_every_refusal_of_a_pass_is_reported_per_subnet_and_in_the_error(
+    fake: FakeRouteManager, reconciler: RouteReconciler
+) -> None:
+    fake.refuse[net("10.1.0.0/16")] = errno.EACCES
+    fake.refuse[net("10.3.0.0/16")] = errno.ENETDOWN
+    reconciler.set_networks([network("a", "10.1.0.0/16"), network("b", "10.2.0.0/16"), network("c", "10.3.0.0/16")])
+    await reconciler.settled()
+    status = reconciler.status()
+    assert {(subnet.network, subnet.installed, subnet.reason) for subnet in status.subnets} == {
+        ("a", False, f"could not install: refused by the test (errno {errno.EACCES})"),
+        ("b", True, None),
+        ("c", False, f"could not install: refused by the test (errno {errno.ENETDOWN})"),
+    }
+    assert "10.1.0.0/16" in (status.last_error or "")
+    assert "10.3.0.0/16" in (status.last_error or "")
+
+
+async def test_a_refused_delete_does_not_keep_the_other_deletes_from_happening(
+    fake: FakeRouteManager, reconciler: RouteReconciler, autojump_clock: trio.testing.MockClock
+) -> None:
+    reconciler.set_networks([network("a", "10.1.0.0/16"), network("b", "10.2.0.0/16"), network("c", "10.3.0.0/16")])
+    await reconciler.settled()
+    fake.refuse[net("10.2.0.0/16")] = errno.EBUSY
+    reconciler.set_networks([])
+    await reconciler.settled()
+    assert await ours(fake) == {net("10.2.0.0/16")}
+    assert "delete route 10.2.0.0/16 failed" in (reconciler.status().last_error or "")
+    del fake.refuse[net("10.2.0.0/16")]
+    await trio.sleep(RETRY_AFTER_FAILURE_SECONDS + 0.1)
+    assert await ours(fake) == set()
+    assert reconciler.status().last_error is None
+
+
+async def test_withdraw_removes_what_it_can_and_names_what_it_could_not(
+    fake: FakeRouteManager, reconciler: RouteReconciler
+) -> None:
+    reconciler.set_networks([network("a", "10.1.0.0/16", "10.2.0.0/16", "10.3.0.0/16")])
+    await reconciler.settled()
+    fake.refuse[net("10.2.0.0/16")] = errno.EBUSY
+    with pytest.raises(RouteOperationError, match=r"delete route 10\.2\.0\.0/16 failed"):
+        await reconciler.withdraw()
+    assert await ours(fake) == {net("10.2.0.0/16")}
+    assert reconciler.status().routed == {net("10.2.0.0/16")}
+
+
+async def test_a_pass_applies_its_plan_in_one_batch_per_kind_of_change(
+    fake: FakeRouteManager, reconciler: RouteReconciler
+) -> None:
+    reconciler.set_networks([network("a", "10.1.0.0/16"), network("b", "10.2.0.0/16")])
+    await reconciler.settled()
+    fake.remove_other(net("10.1.0.0/16"))  # another program takes one away while the networks change
+    reconciler.set_networks([network("a", "10.1.0.0/16"), network("c", "10.3.0.0/16"), network("d", "10.4.0.0/16")])
+    await trio.testing.wait_all_tasks_blocked()
+    await reconciler.settled()
+    assert await ours(fake) == {net("10.1.0.0/16"), net("10.3.0.0/16"), net("10.4.0.0/16")}
+    assert fake.batches[-3:] == [
+        ("delete", (net("10.2.0.0/16"),)),
+        ("add", (net("10.3.0.0/16"), net("10.4.0.0/16"))),
+        ("replace", (net("10.1.0.0/16"),)),
+    ]
+
+
+subnet_sets = st.sets(
+    st.one_of(
+        st.builds(
+            lambda a, p: ipaddress.IPv4Network((a, p), strict=False), st.integers(0, 2**32 - 1), st.integers(8, 32)
+        ),
+        st.builds(
+            lambda a, p: ipaddress.IPv6Network((a, p), strict=False), st.integers(0, 2**128 - 1), st.integers(32, 128)
+        ),
+    ),
+    max_size=12,
+)
+
+
+@given(subnet_sets, subnet_sets)
+def test_plan_is_the_minimal_change_that_turns_installed_into_desired(
+    desired: set[ipaddress.IPv4Network | ipaddress.IPv6Network],
+    installed: set[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> None:
+    plan = plan_changes(desired, installed)
+    assert (installed - set(plan.delete)) | set(plan.add) == desired
+    assert len(plan.add) + len(plan.delete) == len(desired ^ installed)  # nothing added or deleted needlessly
+    assert len(set(plan.add)) == len(plan.add)
+    assert len(set(plan.delete)) == len(plan.delete)
+    for changes in (plan.add, plan.delete):
+        assert list(changes) == sorted(changes, key=lambda subnet: (subnet.version, subnet))
+    assert plan.empty == (desired == installed)

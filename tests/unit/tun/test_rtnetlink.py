@@ -1,44 +1,28 @@
+"""TUN link and address requests (RTM_NEWLINK, RTM_NEWADDR), and how their acknowledgements are awaited."""
+
 from __future__ import annotations
 
-import contextlib
 import errno
 import ipaddress
 import socket
 import struct
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
+from dmnc import netlink
+from dmnc.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, RTM_NEWLINK
+from dmnc.tun import TunError
+from dmnc.tun.linux import request_acknowledged
 from dmnc.tun.rtnetlink import (
     IFA_ADDRESS,
     IFA_F_NODAD,
     IFA_LOCAL,
     IFF_UP,
     IFLA_MTU,
-    NLM_F_ACK,
-    NLM_F_CREATE,
-    NLM_F_REPLACE,
-    NLM_F_REQUEST,
-    NLMSG_ERROR,
     RTM_NEWADDR,
-    RTM_NEWLINK,
-    Acknowledgement,
-    NetlinkError,
     encode_add_address,
     encode_link_settings,
-    parse_acknowledgements_untrusted,
 )
-
-
-def attributes(data: bytes) -> dict[int, bytes]:
-    found = {}
-    offset = 0
-    while offset < len(data):
-        length, kind = struct.unpack_from("=HH", data, offset)
-        found[kind] = data[offset + 4 : offset + length]
-        offset += (length + 3) & ~3
-    return found
 
 
 def test_link_settings_sets_mtu_and_up_flag_with_change_mask() -> None:
@@ -47,7 +31,7 @@ def test_link_settings_sets_mtu_and_up_flag_with_change_mask() -> None:
     assert (length, kind, flags, seq, pid) == (len(message), RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, 42, 0)
     family, _type, index, ifi_flags, change = struct.unpack_from("=BxHiII", message, 16)
     assert (family, index, ifi_flags, change) == (socket.AF_UNSPEC, 7, IFF_UP, IFF_UP)
-    assert attributes(message[32:]) == {IFLA_MTU: struct.pack("=I", 1420)}
+    assert netlink.attributes_untrusted(message[32:]) == {IFLA_MTU: struct.pack("=I", 1420)}
 
 
 def test_point_to_point_ipv4_address_is_local_plus_peer_with_host_prefix() -> None:
@@ -56,7 +40,7 @@ def test_point_to_point_ipv4_address_is_local_plus_peer_with_host_prefix() -> No
     assert kind == RTM_NEWADDR
     assert flags == NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
     assert struct.unpack_from("=BBBBI", message, 16) == (socket.AF_INET, 32, 0, 0, 3)
-    assert attributes(message[24:]) == {
+    assert netlink.attributes_untrusted(message[24:]) == {
         IFA_LOCAL: bytes([10, 33, 33, 1]),
         IFA_ADDRESS: bytes([10, 33, 33, 2]),
     }
@@ -66,7 +50,7 @@ def test_ipv6_address_without_peer_keeps_prefix_and_skips_duplicate_detection() 
     local = ipaddress.IPv6Interface("fd00:33::1/64")
     message = encode_add_address(9, 1, local)
     assert struct.unpack_from("=BBBBI", message, 16) == (socket.AF_INET6, 64, IFA_F_NODAD, 0, 9)
-    assert attributes(message[24:]) == {IFA_LOCAL: local.ip.packed, IFA_ADDRESS: local.ip.packed}
+    assert netlink.attributes_untrusted(message[24:]) == {IFA_LOCAL: local.ip.packed, IFA_ADDRESS: local.ip.packed}
 
 
 def test_mixed_ip_versions_are_refused() -> None:
@@ -74,28 +58,31 @@ def test_mixed_ip_versions_are_refused() -> None:
         encode_add_address(1, 1, ipaddress.IPv4Interface("10.0.0.1/32"), ipaddress.IPv6Address("::1"))
 
 
-def error_message(seq: int, error: int) -> bytes:
-    payload = struct.pack("=i", error) + struct.pack("=IHHII", 16, RTM_NEWADDR, 0, seq, 0)
-    return struct.pack("=IHHII", 16 + len(payload), NLMSG_ERROR, 0, seq, 0) + payload
+def kernel_answering(reply: bytes) -> tuple[socket.socket, socket.socket]:
+    """A datagram socket pair standing in for a netlink socket: the second end has `reply` queued to read."""
+    ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    kernel.send(reply)
+    return ours, kernel
 
 
-def test_acknowledgements_report_errno_per_sequence_number() -> None:
-    data = error_message(1, 0) + error_message(2, -errno.EEXIST)
-    assert parse_acknowledgements_untrusted(data) == [Acknowledgement(1, 0), Acknowledgement(2, errno.EEXIST)]
+def test_request_is_acknowledged_by_the_ack_of_its_own_sequence_number() -> None:
+    reply = netlink.encode_error_message(netlink.ErrorMessage(1, 0, -errno.EEXIST)) + netlink.encode_error_message(
+        netlink.ErrorMessage(2, 0, 0)
+    )
+    ours, kernel = kernel_answering(reply)
+    with ours, kernel:
+        request_acknowledged(ours, 2, b"request", "adding an address")
+        assert kernel.recv(100) == b"request"
 
 
-def test_truncated_reply_is_a_netlink_error() -> None:
-    with pytest.raises(NetlinkError, match="claims"):
-        parse_acknowledgements_untrusted(error_message(1, 0)[:-4])
+def test_refused_request_is_a_tun_error_naming_the_step_and_the_reason() -> None:
+    ours, kernel = kernel_answering(netlink.encode_error_message(netlink.ErrorMessage(1, 0, -errno.EEXIST)))
+    with ours, kernel, pytest.raises(TunError, match="adding an address: File exists"):
+        request_acknowledged(ours, 1, b"request", "adding an address")
 
 
-@given(st.binary(max_size=200))
-def test_acknowledgement_parser_raises_only_netlink_error(data: bytes) -> None:
-    with contextlib.suppress(NetlinkError):
-        parse_acknowledgements_untrusted(data)
-
-
-@given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 4095)), max_size=5))
-def test_acknowledgements_round_trip(entries: list[tuple[int, int]]) -> None:
-    data = b"".join(error_message(seq, -code) for seq, code in entries)
-    assert parse_acknowledgements_untrusted(data) == [Acknowledgement(seq, code) for seq, code in entries]
+def test_malformed_reply_is_a_tun_error_not_a_traceback() -> None:
+    truncated = netlink.encode_error_message(netlink.ErrorMessage(1, 0, 0))[:-4]
+    ours, kernel = kernel_answering(truncated)
+    with ours, kernel, pytest.raises(TunError, match=r"malformed netlink reply \(bad-length\)"):
+        request_acknowledged(ours, 1, b"request", "adding an address")
