@@ -2,22 +2,29 @@
 
 Precedence, per option: command-line flag > environment variable > config file > built-in default.
 
-| option          | flag                    | environment                      | TOML key           |
-|-----------------|-------------------------|----------------------------------|--------------------|
-| docker_host     | --docker-host URL       | DMNC_DOCKER_HOST                 | docker_host        |
-| listen          | --listen ADDR[:PORT]    | DMNC_LISTEN                      | listen             |
-| endpoint        | --endpoint HOST[:PORT]  | DMNC_ENDPOINT                    | endpoint           |
-| setup_image     | --setup-image REF       | DMNC_SETUP_IMAGE                 | setup_image        |
-| control_socket  | --control-socket PATH   | DMNC_CONTROL_SOCKET              | control_socket     |
-| keep_vm_config  | --keep-vm-config        | DMNC_KEEP_VM_CONFIG              | keep_vm_config     |
-| log_level       | -v/--log-level LEVEL    | DMNC_LOG_LEVEL, then LOG_LEVEL   | log_level          |
-| routes.force    | --force-routes          | DMNC_FORCE_ROUTES                | force_routes       |
-| routes.include  | --route-include PATTERN | DMNC_ROUTES_INCLUDE (a,b,...)    | [routes] include   |
-| routes.exclude  | --route-exclude PATTERN | DMNC_ROUTES_EXCLUDE (a,b,...)    | [routes] exclude   |
+| option         | flag                     | environment                    | TOML key         |
+|----------------|--------------------------|--------------------------------|------------------|
+| docker_host    | --docker-host URL        | DMNC_DOCKER_HOST               | docker_host      |
+| listen         | --listen ADDR[:PORT]     | DMNC_LISTEN                    | listen           |
+| endpoint       | --endpoint HOST[:PORT]   | DMNC_ENDPOINT                  | endpoint         |
+| setup_image    | --setup-image REF        | DMNC_SETUP_IMAGE               | setup_image      |
+| control_socket | --control-socket PATH    | DMNC_CONTROL_SOCKET            | control_socket   |
+| keep_vm_config | --keep-vm-config         | DMNC_KEEP_VM_CONFIG            | keep_vm_config   |
+| log_level      | -v/--log-level LEVEL     | DMNC_LOG_LEVEL, then LOG_LEVEL | log_level        |
+| vm_stale_after | --vm-stale-after SECONDS | DMNC_VM_STALE_AFTER            | vm_stale_after   |
+| routes.force   | --force-routes           | DMNC_FORCE_ROUTES              | force_routes     |
+| routes.include | --route-include PATTERN  | DMNC_ROUTES_INCLUDE (a,b,...)  | [routes] include |
+| routes.exclude | --route-exclude PATTERN  | DMNC_ROUTES_EXCLUDE (a,b,...)  | [routes] exclude |
 
 The config file is /etc/dmnc/config.toml unless `--config PATH` or DMNC_CONFIG names another one. A missing default
 file is normal (every option has a default); a missing file that was named explicitly is an error. LOG_LEVEL is read
 for compatibility with docker-mac-net-connect. Empty environment variables count as unset, as in Docker's own CLI.
+
+vm_stale_after is how many seconds without a packet from the VM side make dmnc set that side up again: a number
+(fractions allowed) from 1 to 3600, default 40. The VM sends a keepalive every 25 s, so below 30 s (keepalive plus
+one REKEY_TIMEOUT) an idle but healthy VM looks stale; such values are for tests and the service warns about them.
+SIGHUP applies a new value at once, as it does log_level and the route options; the other options take effect when
+dmnc restarts.
 
 Every bad value raises `ConfigError`, whose message names where the value came from (flag, environment variable,
 or file:line and key) and what is wrong with it.
@@ -51,6 +58,14 @@ DEFAULT_CONTROL_SOCKET = Path("/var/run/dmnc.sock")
 DEFAULT_LISTEN_PORT = 3333
 # Every address: the VM reaches the host through an address dmnc cannot know in advance (host.docker.internal).
 DEFAULT_LISTEN_HOST = ipaddress.IPv4Address("0.0.0.0")  # noqa: S104
+
+# The VM side sends a persistent keepalive every 25 s (PERSISTENT_KEEPALIVE in dmnc/vm/setup.sh): silence for that
+# long plus one REKEY_TIMEOUT (5 s, WireGuard whitepaper section 6.1) and a 10 s margin means the VM lost its end.
+DEFAULT_VM_STALE_AFTER_S = 40.0
+# Bounds of vm_stale_after: from 1 s, so that tests see a recovery within seconds, to one hour, beyond which a VM
+# side that lost its end (VM restarted, interface deleted) would stay unreachable too long to be worth configuring.
+MIN_VM_STALE_AFTER_S = 1.0
+MAX_VM_STALE_AFTER_S = 3600.0
 
 # sockaddr_un.sun_path is 108 bytes on Linux (<linux/un.h> UNIX_PATH_MAX) and 104 on macOS (<sys/un.h>), NUL included.
 MAX_UNIX_SOCKET_PATH_BYTES = 103 if sys.platform == "darwin" else 107
@@ -114,8 +129,11 @@ class ListenAddress:
 
 
 @dataclass(frozen=True)
-class Endpoint:
-    """What the VM dials to reach the host. `port` None means "the port dmnc actually listens on"."""
+class EndpointOption:
+    """The --endpoint option: what the VM dials to reach the host.
+
+    `port` None means "the port dmnc actually listens on". (Not the WireGuard core's `Endpoint`, an address pair.)
+    """
 
     host: str
     port: int | None
@@ -131,12 +149,14 @@ class Config:
     # None: detect the daemon (DOCKER_HOST, docker context, the runtimes' usual sockets).
     docker_host: DaemonAddress | None = None
     listen: ListenAddress = ListenAddress(DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, port_explicit=False)
-    endpoint: Endpoint | None = None
+    endpoint: EndpointOption | None = None
     # None: the setup image dmnc builds from its embedded recipe.
     setup_image: str | None = None
     control_socket: Path = DEFAULT_CONTROL_SOCKET
     keep_vm_config: bool = False
     log_level: LogLevel = LogLevel.INFO
+    # Seconds without a packet from the VM side after which it is set up again.
+    vm_stale_after: float = DEFAULT_VM_STALE_AFTER_S
     # Which networks get routes: include/exclude patterns and --force-routes (routes.force).
     routes: PolicyConfig = field(default_factory=PolicyConfig)
     # The file the values were read from, if one was read: SIGHUP reloads it.
@@ -155,6 +175,7 @@ class ConfigFlags:
     control_socket: str | None = None
     keep_vm_config: bool | None = None
     log_level: str | None = None
+    vm_stale_after: str | None = None
     force_routes: bool | None = None
     route_include: tuple[str, ...] | None = None
     route_exclude: tuple[str, ...] | None = None
@@ -235,7 +256,7 @@ def parse_hostname(text: str) -> str:
     return text
 
 
-def parse_endpoint(text: str) -> Endpoint:
+def parse_endpoint(text: str) -> EndpointOption:
     """`HOST[:PORT]`: a host name or IP address the VM can reach (IPv6 in brackets when a port follows)."""
     host_text, port_text = split_host_port(text.strip())
     if not host_text:
@@ -244,7 +265,7 @@ def parse_endpoint(text: str) -> Endpoint:
         host = str(ipaddress.ip_address(host_text))
     except ValueError:
         host = parse_hostname(host_text)
-    return Endpoint(host, None if port_text is None else parse_port(port_text, allow_zero=False))
+    return EndpointOption(host, None if port_text is None else parse_port(port_text, allow_zero=False))
 
 
 def parse_unix_socket_path(text: str) -> Path:
@@ -301,6 +322,24 @@ def parse_log_level(text: str) -> LogLevel:
         raise ValueProblem(f"unknown log level {text!r}; expected one of {choices}") from None
 
 
+# Plain decimal seconds: no sign, exponent, "inf" or "nan", which float() would accept.
+_SECONDS_TEXT = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?")
+
+
+def parse_vm_stale_after(value: str | float) -> float:
+    """Seconds as text (flag, environment) or a TOML number, within MIN_VM_STALE_AFTER_S-MAX_VM_STALE_AFTER_S."""
+    if isinstance(value, str):
+        if not _SECONDS_TEXT.fullmatch(value.strip()):
+            raise ValueProblem(f"{value!r} is not a number of seconds")
+        value = float(value)
+    if not MIN_VM_STALE_AFTER_S <= value <= MAX_VM_STALE_AFTER_S:
+        raise ValueProblem(
+            f"{value:g} seconds is not in {MIN_VM_STALE_AFTER_S:g}-{MAX_VM_STALE_AFTER_S:g}"
+            f" (the default is {DEFAULT_VM_STALE_AFTER_S:g})"
+        )
+    return value
+
+
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
@@ -326,6 +365,7 @@ class _Kind(enum.Enum):
     TEXT = "a string"
     SWITCH = "true or false"
     LIST = "an array of strings"
+    SECONDS = "a number of seconds"
 
 
 @dataclass(frozen=True)
@@ -350,6 +390,9 @@ _KEEP_VM_CONFIG = _Option(
     "keep_vm_config", _Kind.SWITCH, "--keep-vm-config", ("DMNC_KEEP_VM_CONFIG",), ("keep_vm_config",)
 )
 _LOG_LEVEL = _Option("log_level", _Kind.TEXT, "--log-level", ("DMNC_LOG_LEVEL", "LOG_LEVEL"), ("log_level",))
+_VM_STALE_AFTER = _Option(
+    "vm_stale_after", _Kind.SECONDS, "--vm-stale-after", ("DMNC_VM_STALE_AFTER",), ("vm_stale_after",)
+)
 _FORCE_ROUTES = _Option("force_routes", _Kind.SWITCH, "--force-routes", ("DMNC_FORCE_ROUTES",), ("force_routes",))
 _ROUTE_INCLUDE = _Option(
     "route_include", _Kind.LIST, "--route-include", ("DMNC_ROUTES_INCLUDE",), ("routes", "include")
@@ -365,6 +408,7 @@ _OPTIONS = (
     _CONTROL_SOCKET,
     _KEEP_VM_CONFIG,
     _LOG_LEVEL,
+    _VM_STALE_AFTER,
     _FORCE_ROUTES,
     _ROUTE_INCLUDE,
     _ROUTE_EXCLUDE,
@@ -500,6 +544,8 @@ def _has_kind(value: object, kind: _Kind) -> bool:
         return isinstance(value, str)
     if kind is _Kind.SWITCH:
         return isinstance(value, bool)
+    if kind is _Kind.SECONDS:
+        return isinstance(value, int | float) and not isinstance(value, bool)
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
@@ -573,6 +619,14 @@ class _Layers:
         except PolicyConfigError as error:
             raise ConfigError(given.source, str(error)) from None
 
+    def seconds(self, option: _Option, parse: Callable[[str | float], _T]) -> _T | None:
+        """A duration: text from a flag or variable, a TOML integer or float from the file."""
+        if given := self.text(option):
+            return _parse_given(given, parse)
+        if (in_file := self._file_value(option)) and isinstance(in_file.value, int | float):
+            return _parse_given(_Given(float(in_file.value), in_file.source), parse)
+        return None
+
     def parsed(self, option: _Option, parse: Callable[[str], _T]) -> _T | None:
         given = self.text(option)
         return None if given is None else _parse_given(given, parse)
@@ -624,6 +678,7 @@ def load_config(flags: ConfigFlags, environ: Mapping[str, str]) -> Config:
         control_socket=layers.parsed(_CONTROL_SOCKET, parse_unix_socket_path) or defaults.control_socket,
         keep_vm_config=layers.switch(_KEEP_VM_CONFIG),
         log_level=layers.parsed(_LOG_LEVEL, parse_log_level) or defaults.log_level,
+        vm_stale_after=layers.seconds(_VM_STALE_AFTER, parse_vm_stale_after) or defaults.vm_stale_after,
         routes=PolicyConfig(
             include=layers.patterns(_ROUTE_INCLUDE),
             exclude=layers.patterns(_ROUTE_EXCLUDE),

@@ -69,6 +69,11 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         help=f"one of {', '.join(LogLevel)} (default info); -v alone means debug",
     )
     parser.add_argument(
+        "--vm-stale-after",
+        metavar="SECONDS",
+        help="set the VM side up again after this long without a packet from it (default 40, 1-3600)",
+    )
+    parser.add_argument(
         "--force-routes",
         action="store_true",
         default=None,
@@ -96,6 +101,7 @@ def flags_from_args(args: argparse.Namespace) -> ConfigFlags:
         control_socket=args.control_socket,
         keep_vm_config=args.keep_vm_config,
         log_level=args.log_level,
+        vm_stale_after=args.vm_stale_after,
         force_routes=args.force_routes,
         route_include=None if args.route_include is None else tuple(args.route_include),
         route_exclude=None if args.route_exclude is None else tuple(args.route_exclude),

@@ -4,7 +4,7 @@ The JSON of a snapshot (one object, `dmnc status --json`) is a contract users an
 
     {"schema": 1, "version": "0.1.0",
      "tunnel": {"interface": "utun4", "listen": "0.0.0.0:3333", "last_handshake_age_s": 12.5,
-                "endpoint": "192.168.65.3:51820", "rx_bytes": 1024, "tx_bytes": 2048, "drops": {"replay": 1}},
+                "endpoint": "192.168.65.3:51820", "rx_bytes": 1024, "tx_bytes": 2048, "drops": {"replayed_counter": 1}},
      "docker": {"host": "unix:///var/run/docker.sock", "runtime": "Docker Desktop", "api_version": "1.41",
                 "connected": true},
      "vm": {"mode": "kernel", "public_key": "<base64 of 32 bytes>"},
@@ -67,7 +67,17 @@ class StatusFormatError(ValueError):
 
 @dataclass(frozen=True)
 class TunnelStatus:
-    """The host's WireGuard peer. `drops` counts discarded packets by reason (e.g. "replay", "invalid_mac")."""
+    """The host's WireGuard peer. `drops` counts discarded packets by reason, listing only reasons that occurred.
+
+    The reasons are the WireGuard core's `DropReason` members in lower case (dmnc/wireguard/outputs.py), then the
+    data path's own counters (`TunnelCounters` in dmnc/tunnel/datapath.py); no other names appear:
+
+    too_short, unknown_type, bad_length, invalid_mac1, decrypt_failed, unknown_peer, unknown_receiver_index,
+    unexpected_message, invalid_public_key, replayed_counter, stale_timestamp, rate_limited, cookie_required,
+    expired_keypair, disallowed_source_ip, no_route_to_peer, no_endpoint, invalid_ip_packet, queue_full,
+    handshake_gave_up, key_material_zeroed, udp_send_failed, udp_receive_errors, tun_write_failed,
+    handshake_queue_full
+    """
 
     interface: str | None = None
     listen: str | None = None

@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import os
+import re
 import string
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from dmnc.config import (
     Config,
     ConfigError,
     ConfigFlags,
-    Endpoint,
+    EndpointOption,
     ListenAddress,
     LogLevel,
     ValueProblem,
@@ -31,6 +32,7 @@ from dmnc.config import (
     parse_image_reference,
     parse_listen,
     parse_log_level,
+    parse_vm_stale_after,
 )
 from dmnc.docker.address import DaemonAddress
 
@@ -71,6 +73,7 @@ def test_nothing_given_yields_documented_defaults() -> None:
     assert loaded.config_file is None
     assert not loaded.keep_vm_config
     assert not loaded.routes.force
+    assert loaded.vm_stale_after == config.DEFAULT_VM_STALE_AFTER_S == 40.0
 
 
 def test_default_config_file_is_read_when_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -345,15 +348,15 @@ def test_explicit_default_port_is_still_explicit() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("host.docker.internal", Endpoint("host.docker.internal", None)),
-        ("host.docker.internal:3333", Endpoint("host.docker.internal", 3333)),
-        ("192.168.65.254:51820", Endpoint("192.168.65.254", 51820)),
-        ("[fd00::1]:3333", Endpoint("fd00::1", 3333)),
-        ("fd00::1", Endpoint("fd00::1", None)),
-        ("[FD00:0::1]", Endpoint("fd00::1", None)),
+        ("host.docker.internal", EndpointOption("host.docker.internal", None)),
+        ("host.docker.internal:3333", EndpointOption("host.docker.internal", 3333)),
+        ("192.168.65.254:51820", EndpointOption("192.168.65.254", 51820)),
+        ("[fd00::1]:3333", EndpointOption("fd00::1", 3333)),
+        ("fd00::1", EndpointOption("fd00::1", None)),
+        ("[FD00:0::1]", EndpointOption("fd00::1", None)),
     ],
 )
-def test_endpoint_forms(text: str, expected: Endpoint) -> None:
+def test_endpoint_forms(text: str, expected: EndpointOption) -> None:
     assert parse_endpoint(text) == expected
 
 
@@ -422,14 +425,14 @@ def test_listen_without_port_uses_default(address: ipaddress.IPv4Address | ipadd
 @untimed
 @given(ipv6, st.integers(min_value=1, max_value=65535))
 def test_ipv6_endpoint_with_port_needs_brackets(address: ipaddress.IPv6Address, port: int) -> None:
-    assert parse_endpoint(f"[{address}]:{port}") == Endpoint(str(address), port)
-    assert parse_endpoint(str(Endpoint(str(address), port))) == Endpoint(str(address), port)
+    assert parse_endpoint(f"[{address}]:{port}") == EndpointOption(str(address), port)
+    assert parse_endpoint(str(EndpointOption(str(address), port))) == EndpointOption(str(address), port)
 
 
 @untimed
 @given(st.one_of(hostnames, ipv4.map(str)), st.one_of(st.none(), st.integers(min_value=1, max_value=65535)))
 def test_endpoint_round_trips(host: str, port: int | None) -> None:
-    endpoint = Endpoint(host, port)
+    endpoint = EndpointOption(host, port)
     assert parse_endpoint(str(endpoint)) == endpoint
 
 
@@ -453,6 +456,7 @@ def test_parsers_raise_only_value_problem(text: str) -> None:
         parse_image_reference,
         parse_log_level,
         parse_bool_word,
+        parse_vm_stale_after,
     ]
     for parse in parsers:
         with contextlib.suppress(ValueProblem):
@@ -517,3 +521,59 @@ def test_any_route_pattern_text_loads_or_names_the_variable(text: str) -> None:
 def test_endpoints_are_written_one_way_with_ipv6_in_brackets(host: str, port: int, text: str) -> None:
     assert config.format_host_port(host, port) == text
     assert config.split_host_port(text) == (host, str(port))
+
+
+# --- vm_stale_after ---------------------------------------------------------------------------------------------------
+
+
+def test_vm_stale_after_from_each_layer(tmp_path: Path) -> None:
+    environ = write_config(tmp_path, "vm_stale_after = 60\n")
+    assert load_config(ConfigFlags(), environ).vm_stale_after == 60.0
+    with_env = {**environ, "DMNC_VM_STALE_AFTER": "4"}
+    assert load_config(ConfigFlags(), with_env).vm_stale_after == 4.0
+    assert load_config(ConfigFlags(vm_stale_after="2.5"), with_env).vm_stale_after == 2.5
+    assert load_config(ConfigFlags(), write_config(tmp_path, "vm_stale_after = 90.5\n")).vm_stale_after == 90.5
+
+
+@pytest.mark.parametrize("value", [1, 1.0, "1", "40", " 40 ", "3600", "4.25", "3599.999"])
+def test_vm_stale_after_accepts_seconds_within_bounds(value: str | float) -> None:
+    assert config.MIN_VM_STALE_AFTER_S <= parse_vm_stale_after(value) <= config.MAX_VM_STALE_AFTER_S
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "0 seconds is not in 1-3600"),
+        ("0.5", "0.5 seconds is not in 1-3600"),
+        ("3601", "3601 seconds is not in 1-3600"),
+        ("-4", "'-4' is not a number of seconds"),
+        ("nan", "'nan' is not a number of seconds"),
+        ("inf", "'inf' is not a number of seconds"),
+        ("1e3", "'1e3' is not a number of seconds"),
+        ("4s", "'4s' is not a number of seconds"),
+        ("", "'' is not a number of seconds"),
+        (float("nan"), "nan seconds is not in 1-3600"),
+        (1e9, "1e+09 seconds is not in 1-3600"),
+    ],
+)
+def test_vm_stale_after_rejects_what_is_not_seconds_in_bounds(value: str | float, message: str) -> None:
+    with pytest.raises(ValueProblem, match="^" + re.escape(message)):
+        parse_vm_stale_after(value)
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "text", "message"),
+    [
+        (ConfigFlags(vm_stale_after="0"), {}, "", "--vm-stale-after: 0 seconds is not in 1-3600 (the default is 40)"),
+        (ConfigFlags(), {"DMNC_VM_STALE_AFTER": "soon"}, "", "DMNC_VM_STALE_AFTER: 'soon' is not a number of seconds"),
+        (ConfigFlags(), {}, "vm_stale_after = 0\n", "config.toml:1 (vm_stale_after): 0 seconds is not in 1-3600"),
+        (ConfigFlags(), {}, 'vm_stale_after = "40"\n', "config.toml:1 (vm_stale_after): expected a number of seconds"),
+        (ConfigFlags(), {}, "vm_stale_after = true\n", "(vm_stale_after): expected a number of seconds, got a bool"),
+    ],
+)
+def test_bad_vm_stale_after_names_its_source(
+    tmp_path: Path, flags: ConfigFlags, environ: dict[str, str], text: str, message: str
+) -> None:
+    if text:
+        environ = {**environ, **write_config(tmp_path, text)}
+    assert message in config_error(flags, environ)

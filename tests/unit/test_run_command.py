@@ -118,6 +118,12 @@ def test_bad_config_file_exits_2_naming_file_and_line(tmp_path: Path, capsys: py
     assert capsys.readouterr().err == f"dmnc: {path}:2 (endpoint): port 0 is not in 1-65535\n"
 
 
+@pytest.mark.usefixtures("as_root")
+def test_vm_stale_after_out_of_bounds_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--vm-stale-after", "0.1"]) == 2
+    assert capsys.readouterr().err == "dmnc: --vm-stale-after: 0.1 seconds is not in 1-3600 (the default is 40)\n"
+
+
 @pytest.fixture
 def service_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Config, ConfigFlags]]:
     """Stands in for the service: records what `run` hands over and exits 0 at once."""
@@ -137,6 +143,14 @@ def test_valid_configuration_is_handed_to_the_service(service_runs: list[tuple[C
     [(configuration, flags)] = service_runs
     assert str(configuration.listen) == "127.0.0.1:3333"
     assert flags.listen == "127.0.0.1"
+
+
+@pytest.mark.usefixtures("as_root")
+def test_vm_stale_after_flag_reaches_the_service(service_runs: list[tuple[Config, ConfigFlags]]) -> None:
+    assert main(["run", "--vm-stale-after", "4"]) == 0
+    [(configuration, flags)] = service_runs
+    assert configuration.vm_stale_after == 4.0
+    assert flags.vm_stale_after == "4"
 
 
 @pytest.mark.usefixtures("as_root")

@@ -38,7 +38,7 @@ def full_snapshot() -> StatusSnapshot:
             endpoint="192.168.65.3:51820",
             rx_bytes=1024,
             tx_bytes=2048,
-            drops={"replay": 1, "invalid_mac": 3},
+            drops={"replayed_counter": 1, "invalid_mac1": 3},
         ),
         docker=DockerStatus(
             host="unix:///var/run/docker.sock", runtime="Docker Desktop", api_version="1.41", connected=True
@@ -71,7 +71,7 @@ def test_snapshot_json_has_the_contract_fields() -> None:
     assert set(encoded["docker"]) == {"host", "runtime", "api_version", "connected"}
     assert set(encoded["vm"]) == {"mode", "public_key"}
     assert encoded["routes"][0] == {"subnet": "172.17.0.0/16", "network": "bridge", "installed": True, "reason": None}
-    assert encoded["tunnel"]["drops"] == {"replay": 1, "invalid_mac": 3}
+    assert encoded["tunnel"]["drops"] == {"replayed_counter": 1, "invalid_mac1": 3}
 
 
 def test_snapshot_round_trips() -> None:
@@ -154,7 +154,10 @@ def mutate(path: str, value: object) -> str:
         (mutate("tunnel.rx_bytes", -1), "tunnel.rx_bytes: expected a non-negative integer, got an integer -1"),
         (mutate("tunnel.tx_bytes", 1.5), "tunnel.tx_bytes: expected a non-negative integer, got a number 1.5"),
         (mutate("tunnel.tx_bytes", True), "tunnel.tx_bytes: expected a non-negative integer, got a boolean True"),
-        (mutate("tunnel.drops", {"replay": "1"}), "tunnel.drops.replay: expected a non-negative integer"),
+        (
+            mutate("tunnel.drops", {"replayed_counter": "1"}),
+            "tunnel.drops.replayed_counter: expected a non-negative integer",
+        ),
         (mutate("tunnel.last_handshake_age_s", -2), "tunnel.last_handshake_age_s: expected a non-negative number"),
         (
             mutate("tunnel.last_handshake_age_s", 0.125).replace("0.125", "1e400"),

@@ -102,7 +102,7 @@ def test_dockerd_killed_and_restarted_is_followed_and_new_networks_are_routed(la
 
 def test_vm_interface_deleted_behind_dmncs_back_is_set_up_again(lab: ServiceLab) -> None:
     address = start_web_container(lab)
-    with running_dmnc(lab, env={"DMNC_TEST_VM_STALE_AFTER": "4"}) as dmnc:
+    with running_dmnc(lab, env={"DMNC_VM_STALE_AFTER": "4"}) as dmnc:
         http_get(lab, address)
         lab.vm.run(["ip", "link", "delete", "chip0"])
         dmnc.wait_for_log("setting it up again", timeout=60)

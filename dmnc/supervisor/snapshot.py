@@ -1,0 +1,106 @@
+"""The status snapshot (`dmnc status`) built from the running parts; the drop names are the ones
+dmnc/control/messages.py documents."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import trio
+
+from dmnc import __version__
+from dmnc.config import Config, ListenAddress, format_host_port
+from dmnc.control import EventBroadcaster
+from dmnc.control.messages import DockerStatus, RouteStatus, StatusSnapshot, TunnelStatus, VmStatus
+from dmnc.routes.reconcile import ReconcilerStatus
+from dmnc.supervisor.docker_watch import DockerState, DockerWatch
+from dmnc.supervisor.parts import RunningParts
+from dmnc.supervisor.vm_keeper import VmKeeper, VmSide
+from dmnc.tunnel.datapath import TunnelCounters
+from dmnc.wireguard import Device, PeerStats, encode_key
+
+
+def drop_counts(device: Device, vm_peer: PeerStats | None, counters: TunnelCounters) -> dict[str, int]:
+    """Discarded packets by reason: the core's `DropReason` names in lower case (device-wide and the VM peer's,
+    added up), then the data path's own `TunnelCounters` fields that are not zero."""
+    drops: dict[str, int] = {}
+    for source in (device.drops, {} if vm_peer is None else vm_peer.drops):
+        for reason, count in source.items():
+            name = reason.name.lower()
+            drops[name] = drops.get(name, 0) + count
+    for name, count in dataclasses.asdict(counters).items():
+        if count:
+            drops[name] = count
+    return drops
+
+
+def build_snapshot(
+    *,
+    now: float,
+    interface: str,
+    listen: ListenAddress,
+    device: Device,
+    counters: TunnelCounters,
+    vm: VmSide | None,
+    docker: DockerState,
+    routes: ReconcilerStatus,
+) -> StatusSnapshot:
+    peer = None if vm is None else vm.peer
+    tunnel = TunnelStatus(
+        interface=interface,
+        listen=str(listen),
+        last_handshake_age_s=(
+            None if peer is None or peer.last_handshake is None else max(0.0, now - peer.last_handshake)
+        ),
+        endpoint=None if peer is None or peer.endpoint is None else format_host_port(*peer.endpoint),
+        rx_bytes=0 if peer is None else peer.rx_bytes,
+        tx_bytes=0 if peer is None else peer.tx_bytes,
+        drops=drop_counts(device, peer, counters),
+    )
+    return StatusSnapshot(
+        version=__version__,
+        tunnel=tunnel,
+        docker=DockerStatus(
+            host=docker.host, runtime=docker.runtime, api_version=docker.api_version, connected=docker.connected
+        ),
+        vm=VmStatus(mode=None if vm is None else vm.mode, public_key=None if vm is None else encode_key(vm.public_key)),
+        routes=tuple(
+            RouteStatus(subnet=subnet.subnet, network=subnet.network, installed=subnet.installed, reason=subnet.reason)
+            for subnet in routes.subnets
+        ),
+    )
+
+
+class ServiceStatus:
+    """What the control socket serves (a `dmnc.control.StatusSource`): snapshots of the running parts, the feed."""
+
+    def __init__(
+        self,
+        parts: RunningParts,
+        docker: DockerWatch,
+        vm: VmKeeper,
+        config: Callable[[], Config],
+        events: EventBroadcaster,
+    ) -> None:
+        self._parts = parts
+        self._docker = docker
+        self._vm = vm
+        self._config = config
+        self._events = events
+
+    @property
+    def events(self) -> EventBroadcaster:
+        return self._events
+
+    def snapshot(self) -> StatusSnapshot:
+        parts = self._parts
+        return build_snapshot(
+            now=trio.current_time(),
+            interface=parts.tun.name,
+            listen=ListenAddress(self._config().listen.host, parts.udp.port, port_explicit=True),
+            device=parts.device,
+            counters=parts.tunnel.counters,
+            vm=self._vm.side,
+            docker=self._docker.state,
+            routes=parts.routes.status(),
+        )

@@ -1,0 +1,285 @@
+"""The VM side of the tunnel: set it up, watch its health from our own counters, set it up again when it goes stale,
+and remove it on stop.
+
+The health verdict is a pure core (`VmHealth`: fed `now` and the VM peer's counters, no clock, no I/O); `VmKeeper`
+runs it once a second and does the setups. The VM side is declared stale from our counters (no authenticated packet
+for longer than `Config.vm_stale_after`), never by polling the daemon, so a VM that Docker Desktop's Resource Saver
+put to sleep is not kept awake by dmnc.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from dmnc.config import Config, format_host_port
+from dmnc.control import EventBroadcaster
+from dmnc.docker.client import DockerClient
+from dmnc.docker.errors import DockerError
+from dmnc.supervisor.backoff import Backoff
+from dmnc.supervisor.log import announce, logger
+from dmnc.tunnel.datapath import Tunnel
+from dmnc.tunnel.udp import UdpEndpoint
+from dmnc.vm.errors import VmSetupError
+from dmnc.vm.params import SetupParams
+from dmnc.vm.result import SetupResult
+from dmnc.vm.runner import VmSetupRunner
+from dmnc.wireguard import Device, PeerConfig, PeerStats
+from dmnc.wireguard.constants import REKEY_TIMEOUT
+
+# The VM side sends a persistent keepalive this often (PERSISTENT_KEEPALIVE in dmnc/vm/setup.sh). A stale limit
+# below it plus one REKEY_TIMEOUT (whitepaper section 6.1) declares an idle but healthy VM side stale.
+VM_KEEPALIVE_S = 25.0
+SHORTEST_SENSIBLE_STALE_AFTER_S = VM_KEEPALIVE_S + REKEY_TIMEOUT
+# After a setup the VM's first handshake normally arrives within a second; this long without one, set up again.
+FIRST_HANDSHAKE_GRACE_S = 20.0
+HEALTH_INTERVAL_S = 1.0
+# A VM that stays silent right after a setup is asleep or broken: further setups wait for a container start, or
+# this long (doubling) at most, so dmnc does not keep a Resource Saver VM awake.
+QUIET_VM_RETRY_INITIAL_S = 60.0
+QUIET_VM_RETRY_MAX_S = 900.0
+# A failing VM setup (image build offline, a broken VM) is retried more patiently.
+SETUP_RETRY_INITIAL_S = 2.0
+SETUP_RETRY_MAX_S = 60.0
+
+# The host end of the tunnel routes only Docker subnets into the TUN; the VM peer is the only peer, so it owns
+# every destination (cryptokey routing) and may send from any container subnet.
+VM_PEER_ALLOWED_IPS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+
+
+class Verdict(enum.Enum):
+    """What the VM side's counters say, as of one health check."""
+
+    NOT_SET_UP = "no VM side set up yet"
+    AWAITING_FIRST_HANDSHAKE = "set up; its first packet is not overdue yet"
+    HEALTHY = "heard from within the stale limit"
+    FIRST_HANDSHAKE_OVERDUE = "set up, but no packet within the first-handshake grace period"
+    STALE = "silent for longer than the stale limit"
+
+    @property
+    def needs_setup(self) -> bool:
+        return self in {Verdict.FIRST_HANDSHAKE_OVERDUE, Verdict.STALE}
+
+
+@dataclass(frozen=True)
+class HealthEvent:
+    """Something to tell: `kind` is its event-feed kind, None for a log line only."""
+
+    kind: str | None
+    message: str
+    level: int = logging.INFO
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    verdict: Verdict
+    events: tuple[HealthEvent, ...] = ()
+
+
+class VmHealth:
+    """The VM side's health from the VM peer's counters (sans-I/O: `now` is an argument).
+
+    The first handshake is announced once per peer; "stale" (no packet for `stale_after` seconds, or none at all
+    within `first_handshake_grace` of a setup) is announced once per setup.
+    """
+
+    def __init__(self, first_handshake_grace: float = FIRST_HANDSHAKE_GRACE_S) -> None:
+        self._first_handshake_grace = first_handshake_grace
+        self._set_up_at: float | None = None
+        self._handshakes_seen = 0
+        self._rx_packets_seen = 0
+        self._last_rx_at: float | None = None
+        self._declared_stale = False
+
+    def peer_added(self, peer: PeerStats) -> None:
+        """A new VM peer: count its handshakes and packets from here."""
+        self._handshakes_seen = peer.handshakes
+        self._rx_packets_seen = peer.rx_packets
+
+    def set_up(self, now: float) -> None:
+        """The VM side was (re)configured at `now`: its silence is measured from here."""
+        self._set_up_at = now
+        self._declared_stale = False
+
+    @property
+    def silent_since_setup(self) -> bool:
+        """Set up, and not one packet from the VM side since."""
+        return self._set_up_at is not None and (self._last_rx_at is None or self._last_rx_at < self._set_up_at)
+
+    def check(self, now: float, peer: PeerStats, stale_after: float) -> HealthCheck:
+        events: list[HealthEvent] = []
+        if peer.handshakes != self._handshakes_seen:
+            if self._handshakes_seen == 0:
+                endpoint = "an unknown endpoint" if peer.endpoint is None else format_host_port(*peer.endpoint)
+                events.append(HealthEvent("tunnel.up", f"tunnel up: the VM handshook from {endpoint}"))
+            else:
+                events.append(HealthEvent(None, f"handshake with the VM ({peer.handshakes} so far)", logging.DEBUG))
+            self._handshakes_seen = peer.handshakes
+        if peer.rx_packets != self._rx_packets_seen:
+            self._rx_packets_seen = peer.rx_packets
+            self._last_rx_at = now
+        set_up_at, last_rx_at = self._set_up_at, self._last_rx_at
+        if set_up_at is None:
+            return HealthCheck(Verdict.NOT_SET_UP, tuple(events))
+        if last_rx_at is None or last_rx_at < set_up_at:
+            silent_for, limit = now - set_up_at, self._first_handshake_grace
+            verdict = Verdict.FIRST_HANDSHAKE_OVERDUE if silent_for > limit else Verdict.AWAITING_FIRST_HANDSHAKE
+        else:
+            silent_for, limit = now - last_rx_at, stale_after
+            verdict = Verdict.STALE if silent_for > limit else Verdict.HEALTHY
+        if verdict.needs_setup and not self._declared_stale:
+            self._declared_stale = True
+            events.append(
+                HealthEvent(
+                    "vm.stale",
+                    f"nothing heard from the VM side for {silent_for:.0f} s: setting it up again",
+                    logging.WARNING,
+                )
+            )
+        return HealthCheck(verdict, tuple(events))
+
+
+def stale_after_warning(stale_after: float) -> str | None:
+    """The log line for a stale limit an idle, healthy VM side would exceed, or None."""
+    if stale_after >= SHORTEST_SENSIBLE_STALE_AFTER_S:
+        return None
+    return (
+        f"vm_stale_after is {stale_after:g} s, below the VM's keepalive interval plus REKEY_TIMEOUT"
+        f" ({SHORTEST_SENSIBLE_STALE_AFTER_S:g} s): an idle VM side will be set up again and again"
+    )
+
+
+@dataclass(frozen=True)
+class VmSide:
+    """The VM side as the last setup left it, and its peer on our device."""
+
+    peer: PeerStats
+    public_key: bytes
+    mode: str
+    endpoint_name: str
+
+
+class VmKeeper:
+    """Sets the VM side up while Docker is connected, and again each time it goes stale; removes it on stop."""
+
+    def __init__(
+        self,
+        device: Device,
+        tunnel: Tunnel,
+        udp: UdpEndpoint,
+        config: Callable[[], Config],
+        events: EventBroadcaster,
+    ) -> None:
+        self._device = device
+        self._tunnel = tunnel
+        self._udp = udp
+        self._config = config  # the current configuration: SIGHUP may replace it
+        self._events = events
+        self._health = VmHealth()
+        self._side: VmSide | None = None
+        self._stale = trio.Event()
+        self._docker_activity = trio.Event()
+
+    @property
+    def side(self) -> VmSide | None:
+        """The VM side, None before the first setup."""
+        return self._side
+
+    def container_started(self) -> None:
+        """Docker is in use (so its VM is awake): a VM side that stayed silent may be set up again now."""
+        self._docker_activity.set()
+
+    async def watch_health(self) -> None:
+        while True:
+            await trio.sleep(HEALTH_INTERVAL_S)
+            self.check_health(trio.current_time())
+
+    def check_health(self, now: float) -> Verdict:
+        if self._side is None:
+            return Verdict.NOT_SET_UP
+        check = self._health.check(now, self._side.peer, self._config().vm_stale_after)
+        for event in check.events:
+            if event.kind is None:
+                logger.log(event.level, "%s", event.message)
+            else:
+                announce(self._events, event.kind, event.message, event.level)
+        if check.verdict.needs_setup:
+            self._stale.set()
+        return check.verdict
+
+    async def keep(self, docker: DockerClient) -> None:
+        """Set the VM side up now unless it is known healthy, and again each time it goes stale."""
+        runner = VmSetupRunner(docker, setup_image=self._config().setup_image, on_progress=_log_progress)
+        retry = Backoff(SETUP_RETRY_INITIAL_S, SETUP_RETRY_MAX_S)
+        quiet = Backoff(QUIET_VM_RETRY_INITIAL_S, QUIET_VM_RETRY_MAX_S)
+        while True:
+            if self._stale.is_set() and self._health.silent_since_setup:
+                # The last setup brought no handshake: the VM is asleep (Resource Saver) or broken. Setting it up
+                # again at once would only wake a sleeping VM for nothing; wait for a container to start (someone
+                # uses Docker again) or, failing that, a growing while.
+                delay = quiet.next_delay()
+                logger.info("the VM side stayed silent after setup; next try on a container start or in %.0f s", delay)
+                self._docker_activity = trio.Event()
+                with trio.move_on_after(delay):
+                    await self._docker_activity.wait()
+            else:
+                quiet.reset()
+            if self._side is None or self._stale.is_set():
+                try:
+                    result = await runner.setup(self._setup_params())
+                except (DockerError, VmSetupError) as error:
+                    announce(self._events, "vm.setup_failed", f"VM setup failed: {error}", logging.ERROR)
+                    await trio.sleep(retry.next_delay())
+                    continue
+                retry.reset()
+                self._install(result, trio.current_time())
+            await self._stale.wait()
+
+    async def tear_down(self, docker: DockerClient) -> None:
+        """On stop, with the connection still open: remove chip0, its rules and the fallback container."""
+        config = self._config()
+        if config.keep_vm_config or self._side is None:
+            return
+        try:
+            await VmSetupRunner(docker, setup_image=config.setup_image).teardown(self._setup_params())
+        except (DockerError, VmSetupError) as error:
+            logger.warning("VM side not removed (%s); the next dmnc start replaces it", error)
+        else:
+            logger.info("VM side removed")
+
+    def _setup_params(self) -> SetupParams:
+        endpoint = self._config().endpoint
+        return SetupParams(
+            host_public_key=self._device.public_key,
+            port=self._udp.port if endpoint is None or endpoint.port is None else endpoint.port,
+            endpoint=None if endpoint is None else endpoint.host,
+        )
+
+    def _install(self, result: SetupResult, now: float) -> None:
+        peer = None if self._side is None else self._side.peer
+        if self._side is not None and self._side.public_key != result.vm_public_key:
+            self._device.remove_peer(self._side.public_key)
+            peer = None
+        if peer is None:
+            peer = self._device.add_peer(PeerConfig(public_key=result.vm_public_key, allowed_ips=VM_PEER_ALLOWED_IPS))
+            self._health.peer_added(peer)
+            if self._tunnel.answer_recent_initiation():
+                logger.debug("answered the VM's first initiation, which arrived before its key")
+        self._side = VmSide(peer, result.vm_public_key, result.mode.value, result.endpoint_name)
+        self._health.set_up(now)
+        self._stale = trio.Event()
+        announce(
+            self._events,
+            "vm.ready",
+            f"VM side ready ({result.mode.value} WireGuard, kernel {result.kernel_release}),"
+            f" dialing {result.endpoint_name}",
+        )
+
+
+def _log_progress(message: str) -> None:
+    logger.info("setup: %s", message)

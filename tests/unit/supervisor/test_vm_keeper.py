@@ -1,0 +1,128 @@
+"""The VM keeper on trio's mock clock: when it sets the VM side up again, and what it leaves alone."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from types import SimpleNamespace
+from typing import cast
+
+import pytest
+import trio
+import trio.testing
+
+from dmnc.config import Config
+from dmnc.control import EventBroadcaster
+from dmnc.docker.client import DockerClient
+from dmnc.supervisor import vm_keeper
+from dmnc.supervisor.vm_keeper import (
+    FIRST_HANDSHAKE_GRACE_S,
+    HEALTH_INTERVAL_S,
+    QUIET_VM_RETRY_INITIAL_S,
+    QUIET_VM_RETRY_MAX_S,
+    Verdict,
+    VmKeeper,
+)
+from dmnc.tunnel.datapath import Tunnel
+from dmnc.tunnel.udp import UdpEndpoint
+from dmnc.vm import SetupParams, SetupResult, VmMode
+from dmnc.wireguard import Device, public_key
+
+# Clock readings are sums of float sleeps: compare with this much slack.
+EPSILON_S = 1e-6
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    """pytest-trio runs a test on the clock fixture it takes as an argument: this one skips every idle wait."""
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+@pytest.fixture
+def setups(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Replaces VmSetupRunner: every setup succeeds at once; the list records when each ran."""
+    started: list[float] = []
+
+    class FakeRunner:
+        def __init__(self, docker: object, **options: object) -> None:
+            pass
+
+        async def setup(self, params: SetupParams) -> SetupResult:
+            started.append(trio.current_time())
+            vm_key = public_key(bytes(range(32)))
+            return SetupResult(VmMode.USERSPACE, vm_key, ("192.168.65.2", 3333), "host.docker.internal", "6.1", True)
+
+    monkeypatch.setattr(vm_keeper, "VmSetupRunner", FakeRunner)
+    return started
+
+
+def keeper_with(config: list[Config], events: EventBroadcaster | None = None) -> VmKeeper:
+    """A keeper on a real Device; `config[0]` is the current configuration (a test may replace it, as SIGHUP does)."""
+    return VmKeeper(
+        Device(bytes(range(1, 33)), rng=os.urandom, wall_offset=0.0),
+        cast(Tunnel, SimpleNamespace(answer_recent_initiation=lambda: False)),
+        cast(UdpEndpoint, SimpleNamespace(port=3333)),
+        lambda: config[0],
+        events or EventBroadcaster(),
+    )
+
+
+def quiet_wait_bound(retry: int) -> float:
+    """The longest wait before quiet retry number `retry` (0 = the first): doubling, capped."""
+    return min(QUIET_VM_RETRY_MAX_S, QUIET_VM_RETRY_INITIAL_S * 2.0**retry)
+
+
+async def test_a_vm_silent_after_setup_is_set_up_again_only_when_a_container_starts(
+    setups: list[float], autojump_clock: trio.testing.MockClock
+) -> None:
+    keeper = keeper_with([Config()])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keeper.keep, cast(DockerClient, None))
+        nursery.start_soon(keeper.watch_health)
+        await trio.sleep(FIRST_HANDSHAKE_GRACE_S + 10)  # no handshake ever: stale, but do not wake the VM again
+        assert len(setups) == 1
+        container_started_at = trio.current_time()
+        keeper.container_started()  # Docker is in use, the VM awake
+        await trio.sleep(1)
+        assert len(setups) == 2
+        assert setups[1] - container_started_at < EPSILON_S
+        await trio.sleep(2000)  # silent again: retries spaced further and further apart, not every 20 s
+        nursery.cancel_scope.cancel()
+    # After setup 2 the VM side is declared stale within one health interval past the grace period, then the keeper
+    # waits a jittered [d/2, d] of the doubling schedule (the first quiet wait, cut short by the container, was
+    # retry 0). Jitter may make a capped wait shorter than the one before: only these bounds are promised.
+    gaps = [later - earlier for earlier, later in itertools.pairwise(setups[1:])]
+    assert len(gaps) >= 3
+    for retry, gap in enumerate(gaps, start=1):
+        longest = quiet_wait_bound(retry)
+        assert FIRST_HANDSHAKE_GRACE_S + longest / 2 < gap + EPSILON_S
+        assert gap <= FIRST_HANDSHAKE_GRACE_S + HEALTH_INTERVAL_S + longest + EPSILON_S
+
+
+async def test_a_vm_side_gone_silent_after_talking_is_set_up_again_at_once_by_the_current_limit(
+    setups: list[float], autojump_clock: trio.testing.MockClock
+) -> None:
+    config = [Config(vm_stale_after=40.0)]
+    events = EventBroadcaster()
+    keeper = keeper_with(config, events)
+    assert keeper.check_health(0.0) is Verdict.NOT_SET_UP
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keeper.keep, cast(DockerClient, None))
+        await trio.sleep(0.5)
+        side = keeper.side
+        assert side is not None
+        assert side.mode == "userspace"
+        side.peer.rx_packets = 1
+        now = trio.current_time()
+        assert keeper.check_health(now) is Verdict.HEALTHY
+        assert keeper.check_health(now + 10.0) is Verdict.HEALTHY
+        config[0] = Config(vm_stale_after=4.0)  # SIGHUP: the next check applies the new limit
+        with events.subscribe() as subscription:
+            assert keeper.check_health(now + 10.0) is Verdict.STALE
+            event = subscription.receive.receive_nowait()
+        assert event.kind == "vm.stale"
+        await trio.sleep(0.5)
+        assert len(setups) == 2  # it talked after the last setup: no quiet wait
+        assert keeper.side is not None
+        assert keeper.side.peer is side.peer  # same VM key: the peer and its counters stay
+        nursery.cancel_scope.cancel()
