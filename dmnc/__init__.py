@@ -1,3 +1,25 @@
-"""dmnc: reach Docker containers by IP from the host through a userspace WireGuard tunnel."""
+"""dmnc: reach Docker containers by IP from the host through a userspace WireGuard tunnel into the Docker VM.
+
+The map, top to bottom (imports point downwards only; each folder is one job):
+
+- Entry: `cli` parses the command line and imports only the subcommand being run, from `commands/` (one module per
+  subcommand, plus `commands/_common.py` for what they share: flags, exit codes, config-or-exit, printable text).
+- The running service, `supervisor/`: `Supervisor` owns one trio nursery with the tunnel, the route reconciler, the
+  control socket, the Docker watcher (`docker_watch`) and, below it, the VM keeper (`vm_keeper`, with the pure
+  `VmHealth` verdicts); `snapshot` turns the parts into the status snapshot.
+- What talks to the outside, each behind a small interface:
+  - `control/`: the control socket (`protocol`, `messages` = the status/event JSON contract, `server`, `client`);
+  - `doctor/`: `dmnc doctor` (`checks` = pure verdicts, `gather` = facts, `probe` = the probe container);
+  - `tunnel/`: the data path, TUN <-> WireGuard core <-> UDP (`datapath`), and `udp`, the socket boundary;
+  - `docker/`: the Docker Engine API over its Unix socket with httpx (models and errors mapped at the boundary);
+  - `vm/`: the VM side (the setup script, its image and the runner that drives them through Docker);
+  - `routes/`: host routes (Linux rtnetlink, macOS PF_ROUTE), the pure route policy and the reconciler;
+  - `tun/`: TUN devices (Linux /dev/net/tun, macOS utun), one module per platform.
+- The protocol core, `wireguard/`: WireGuard, sans-I/O (`now` and the RNG are arguments), and `conffile` for
+  standard WireGuard config files (`dmnc wg up`).
+- Cross-cutting basics: `config` (flags > environment > config file), `logsetup`, `errors` (exception groups),
+  `netlink` (the rtnetlink codec shared by `tun/` and `routes/`), `system_service` (the systemd unit and launchd
+  plist that `dmnc service install` writes).
+"""
 
 __version__ = "0.1.0"

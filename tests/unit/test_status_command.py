@@ -40,8 +40,10 @@ def test_routes_are_a_table_aligned_on_the_longest_entry() -> None:
 
 
 def test_drops_are_listed_by_reason_skipping_zero_counts() -> None:
-    snapshot = StatusSnapshot(version="x", tunnel=TunnelStatus(drops={"replay": 2, "invalid_mac": 1, "other": 0}))
-    assert "  dropped packets  invalid_mac 1, replay 2" in render_snapshot(snapshot).splitlines()
+    snapshot = StatusSnapshot(
+        version="x", tunnel=TunnelStatus(drops={"replayed_counter": 2, "invalid_mac1": 1, "tun_write_failed": 0})
+    )
+    assert "  dropped packets  invalid_mac1 1, replayed_counter 2" in render_snapshot(snapshot).splitlines()
 
 
 def test_names_from_the_daemon_cannot_drive_the_terminal() -> None:
