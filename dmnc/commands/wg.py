@@ -24,18 +24,18 @@ from dmnc.errors import leaf_exceptions
 from dmnc.tun import DEFAULT_MTU, TunAddress, TunDevice, TunError, open_tun
 from dmnc.tunnel.datapath import Tunnel
 from dmnc.tunnel.udp import UdpEndpoint, UdpError
-from dmnc.wireguard import ConfigError as DeviceConfigError
 from dmnc.wireguard import (
     Device,
     KeyFormatError,
     PeerConfig,
+    PeerConfigError,
     Timing,
     decode_key,
     encode_key,
     generate_private_key,
     public_key,
 )
-from dmnc.wireguard.conffile import ConfigError, PeerSection, WireGuardConfig, load_config
+from dmnc.wireguard.conffile import ConfFileError, PeerSection, WireGuardConfig, load_conffile
 
 EXIT_FAILURE = 1
 # Test hook: shortens REKEY_AFTER_TIME (seconds) so a rekey can be observed in seconds, not minutes.
@@ -76,10 +76,10 @@ def run_pubkey(args: argparse.Namespace) -> int:
 
 def run_up(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config)
+        config = load_conffile(args.config)
         timing = timing_from_environment(os.environ)
         peers = [peer_config(peer, args.config) for peer in config.peers]
-    except (ConfigError, WgUpError) as error:
+    except (ConfFileError, WgUpError) as error:
         print(f"dmnc wg up: {error}", file=sys.stderr)
         return EXIT_FAILURE
     for key in config.ignored_keys:
@@ -116,7 +116,7 @@ def peer_config(peer: PeerSection, filename: str) -> PeerConfig:
         try:
             resolved = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         except socket.gaierror as error:
-            raise ConfigError(filename, peer.line, f"Endpoint {host!r} does not resolve: {error.strerror}") from None
+            raise ConfFileError(filename, peer.line, f"Endpoint {host!r} does not resolve: {error.strerror}") from None
         address = ipaddress.ip_address(str(resolved[0][4][0]).split("%", 1)[0])
         endpoint = (str(address), port)
     return PeerConfig(
@@ -166,7 +166,7 @@ def reload_peers(device: Device, current: Sequence[PeerConfig], wanted: Sequence
     """Make the device's peers `wanted`, like `wg syncconf`: unchanged peers keep their sessions, changed ones are
     re-added (sessions lost), missing ones removed. Returns what changed, one line per peer."""
     if any(peer.public_key == device.public_key for peer in wanted):
-        raise DeviceConfigError("a peer cannot have the device's own public key")
+        raise PeerConfigError("a peer cannot have the device's own public key")
     wanted_by_key = {peer.public_key: peer for peer in wanted}
     current_by_key = {peer.public_key: peer for peer in current}
     changes = []
@@ -183,10 +183,10 @@ def reload_peers(device: Device, current: Sequence[PeerConfig], wanted: Sequence
 
 
 def load_peers_for_reload(path: str, running: WireGuardConfig) -> list[PeerConfig]:
-    """The peers of the config file at `path` (blocking: resolves host names). Raises ConfigError."""
-    config = load_config(path)
+    """The peers of the config file at `path` (blocking: resolves host names). Raises ConfFileError."""
+    config = load_conffile(path)
     if config.interface != running.interface:
-        raise ConfigError(path, None, "[Interface] changed: restart to apply it (peers were not reloaded)")
+        raise ConfFileError(path, None, "[Interface] changed: restart to apply it (peers were not reloaded)")
     return [peer_config(peer, path) for peer in config.peers]
 
 
@@ -194,7 +194,7 @@ async def _reload(path: str, running: WireGuardConfig, device: Device, current: 
     try:
         wanted = await trio.to_thread.run_sync(load_peers_for_reload, path, running)
         changes = reload_peers(device, current, wanted)
-    except (ConfigError, DeviceConfigError) as error:
+    except (ConfFileError, PeerConfigError) as error:
         print(f"dmnc wg up: reload: {error}", file=sys.stderr, flush=True)
         return
     current[:] = wanted
@@ -211,7 +211,7 @@ async def _serve(
     try:
         for peer in peers:
             device.add_peer(peer)
-    except DeviceConfigError as error:
+    except PeerConfigError as error:
         raise WgUpError(str(error)) from None
     tun = open_tun(name, mtu=mtu, addresses=[TunAddress(address) for address in config.interface.addresses])
     try:

@@ -39,14 +39,13 @@ from dmnc.tun import TunDevice, TunError
 from dmnc.tunnel.udp import (
     MAX_UDP_PAYLOAD,
     UDP_MAX_SEGMENTS,
-    Endpoint,
     UdpEndpoint,
     UdpError,
     is_transient,
     normalize_endpoint,
 )
 from dmnc.wireguard import Device, Drop, DropReason, SendDatagram, WriteTunnel
-from dmnc.wireguard.outputs import Output
+from dmnc.wireguard.outputs import Endpoint, Output
 
 DEFAULT_BATCH = 128
 DEFAULT_HANDSHAKE_QUEUE = 256

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-Endpoint = tuple[str, int]
+from dmnc.wireguard.outputs import Endpoint
 
 # The VM reaches the host through the VM's NAT, from an address dmnc cannot know in advance: listen on all.
 DEFAULT_LISTEN_ADDRESSES = ("0.0.0.0", "::")  # noqa: S104

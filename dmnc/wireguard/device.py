@@ -35,7 +35,7 @@ _IP_LENGTH: Final = struct.Struct(">H")
 _KEEPALIVE: Final = b""
 
 
-class ConfigError(ValueError):
+class PeerConfigError(ValueError):
     """A peer configuration the device cannot accept (wrong key sizes, unusable, duplicate or own key)."""
 
 
@@ -53,7 +53,7 @@ class Device:
     ) -> None:
         """`now + wall_offset` must be UNIX time (it dates initiations); `mtu` caps the padding of data packets."""
         if len(private_key) != constants.KEY_SIZE:
-            raise ConfigError(f"private key must be {constants.KEY_SIZE} bytes, got {len(private_key)}")
+            raise PeerConfigError(f"private key must be {constants.KEY_SIZE} bytes, got {len(private_key)}")
         self.public_key = keys.public_key(private_key)
         self.drops: collections.Counter[DropReason] = collections.Counter()
         self._local = noise.LocalIdentity(private_key, self.public_key)
@@ -75,19 +75,19 @@ class Device:
 
     def add_peer(self, config: PeerConfig) -> PeerStats:
         if len(config.public_key) != constants.KEY_SIZE:
-            raise ConfigError(f"peer public key must be {constants.KEY_SIZE} bytes, got {len(config.public_key)}")
+            raise PeerConfigError(f"peer public key must be {constants.KEY_SIZE} bytes, got {len(config.public_key)}")
         if config.preshared_key is not None and len(config.preshared_key) != constants.KEY_SIZE:
-            raise ConfigError(f"preshared key must be {constants.KEY_SIZE} bytes, got {len(config.preshared_key)}")
+            raise PeerConfigError(f"preshared key must be {constants.KEY_SIZE} bytes, got {len(config.preshared_key)}")
         if config.public_key == self.public_key:
-            raise ConfigError("a peer cannot have the device's own public key")
+            raise PeerConfigError("a peer cannot have the device's own public key")
         if config.public_key in self._peers:
-            raise ConfigError(f"peer {keys.encode_key(config.public_key)} is already configured")
+            raise PeerConfigError(f"peer {keys.encode_key(config.public_key)} is already configured")
         if config.persistent_keepalive < 0:
-            raise ConfigError("persistent keepalive must be >= 0 seconds")
+            raise PeerConfigError("persistent keepalive must be >= 0 seconds")
         try:
             handshake = noise.Handshake.for_peer(self._local, config.public_key, config.preshared_key)
         except crypto.InvalidPublicKeyError:
-            raise ConfigError(
+            raise PeerConfigError(
                 f"peer public key {keys.encode_key(config.public_key)} is a low-order point: no handshake can succeed"
             ) from None
         timers = PeerTimers(self._timing, self._jitter, config.persistent_keepalive)
@@ -104,7 +104,7 @@ class Device:
     def remove_peer(self, public_key: bytes) -> None:
         peer = self._peers.pop(public_key, None)
         if peer is None:
-            raise ConfigError(f"no peer {keys.encode_key(public_key) if len(public_key) == 32 else public_key!r}")
+            raise PeerConfigError(f"no peer {keys.encode_key(public_key) if len(public_key) == 32 else public_key!r}")
         self._zero_key_material(peer)
         peer.timers.stop()
         self._routes.remove_value(peer)

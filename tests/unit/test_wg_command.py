@@ -16,17 +16,17 @@ from dmnc.commands.wg import (
     reload_peers,
     timing_from_environment,
 )
-from dmnc.wireguard import ConfigError as DeviceConfigError
 from dmnc.wireguard import (
     Device,
     PeerConfig,
+    PeerConfigError,
     Timing,
     decode_key,
     encode_key,
     generate_private_key,
     public_key,
 )
-from dmnc.wireguard.conffile import ConfigError, PeerSection, load_config
+from dmnc.wireguard.conffile import ConfFileError, PeerSection, load_conffile
 
 
 def dmnc(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -72,7 +72,7 @@ def test_peer_endpoint_is_resolved_and_unresolvable_names_report_the_peer_line()
     peer = PeerSection(public_key=bytes(32), endpoint=("127.0.0.1", 51820), line=7)
     assert peer_config(peer, "x.conf").endpoint == ("127.0.0.1", 51820)
     unresolvable = PeerSection(public_key=bytes(32), endpoint=("no-such-host.invalid", 51820), line=7)
-    with pytest.raises(ConfigError, match=r"^x\.conf:7: Endpoint 'no-such-host.invalid' does not resolve"):
+    with pytest.raises(ConfFileError, match=r"^x\.conf:7: Endpoint 'no-such-host.invalid' does not resolve"):
         peer_config(unresolvable, "x.conf")
 
 
@@ -95,7 +95,7 @@ def test_reload_keeps_unchanged_peers_and_replaces_changed_ones() -> None:
         f"removed peer {encode_key(keys[1])}",
         f"removed peer {encode_key(keys[2])}",
     ]
-    with pytest.raises(DeviceConfigError, match="own public key"):
+    with pytest.raises(PeerConfigError, match="own public key"):
         reload_peers(device, [kept], [kept, PeerConfig(device.public_key)])
     assert set(device.peer_stats()) == {keys[0]}  # refused before anything changed
 
@@ -104,8 +104,8 @@ def test_reload_refuses_interface_changes(tmp_path: Path) -> None:
     key = encode_key(generate_private_key(os.urandom))
     path = tmp_path / "wg.conf"
     path.write_text(f"[Interface]\nPrivateKey = {key}\nListenPort = 51820\n")
-    running = load_config(path)
+    running = load_conffile(path)
     assert load_peers_for_reload(str(path), running) == []
     path.write_text(f"[Interface]\nPrivateKey = {key}\nListenPort = 51821\n")
-    with pytest.raises(ConfigError, match=r"\[Interface\] changed: restart to apply it"):
+    with pytest.raises(ConfFileError, match=r"\[Interface\] changed: restart to apply it"):
         load_peers_for_reload(str(path), running)
