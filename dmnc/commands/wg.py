@@ -4,6 +4,8 @@
 dmnc can be checked against any WireGuard peer and benchmarked with identical configs. It prints one `ready` line once
 the interface is up and the UDP port bound; SIGUSR1 prints the per-peer counters as one JSON line; SIGHUP re-reads the
 file's peers like `wg syncconf` (a `reloaded ...` line; [Interface] changes need a restart).
+`--rekey-after-time SECONDS` shortens REKEY_AFTER_TIME (whitepaper 6.1, 120 s) so tests and experiments see a rekey
+in seconds; it must lie in (0, REJECT_AFTER_TIME]. A bad value exits 2 with one line, like any usage error.
 `genkey` and `pubkey` behave like wg(8): pubkey reads a private key on stdin.
 """
 
@@ -38,8 +40,7 @@ from dmnc.wireguard import (
 from dmnc.wireguard.conffile import ConfFileError, PeerSection, WireGuardConfig, load_conffile
 
 EXIT_FAILURE = 1
-# Test hook: shortens REKEY_AFTER_TIME (seconds) so a rekey can be observed in seconds, not minutes.
-REKEY_AFTER_TIME_VARIABLE = "DMNC_WG_REKEY_AFTER_TIME"
+EXIT_USAGE = 2  # argparse's status for a bad command line, which a bad flag value is
 
 
 class WgUpError(Exception):
@@ -52,6 +53,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     up = actions.add_parser("up", help="bring up a tunnel from a WireGuard config file and run until stopped")
     up.add_argument("config", help="WireGuard config file ([Interface] and [Peer] sections)")
     up.add_argument("--interface", help="TUN interface name (Linux: may contain %%d; macOS: utunN)")
+    up.add_argument(
+        "--rekey-after-time",
+        metavar="SECONDS",
+        help=(
+            "start a new handshake once a session is this old; default REKEY_AFTER_TIME"
+            f" ({Timing().rekey_after_time:g}), allowed (0, REJECT_AFTER_TIME = {Timing().reject_after_time:g}]."
+            " For tests that want to see a rekey"
+        ),
+    )
     up.set_defaults(handler=run_up)
     genkey = actions.add_parser("genkey", help="print a new private key (base64)")
     genkey.set_defaults(handler=run_genkey)
@@ -76,8 +86,12 @@ def run_pubkey(args: argparse.Namespace) -> int:
 
 def run_up(args: argparse.Namespace) -> int:
     try:
+        timing = timing_from_flag(args.rekey_after_time)
+    except WgUpError as error:
+        print(f"dmnc wg up: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         config = load_conffile(args.config)
-        timing = timing_from_environment(os.environ)
         peers = [peer_config(peer, args.config) for peer in config.peers]
     except (ConfFileError, WgUpError) as error:
         print(f"dmnc wg up: {error}", file=sys.stderr)
@@ -95,16 +109,18 @@ def run_up(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if failures else 0
 
 
-def timing_from_environment(environment: dict[str, str] | os._Environ[str]) -> Timing:
-    value = environment.get(REKEY_AFTER_TIME_VARIABLE)
-    if value is None:
+def timing_from_flag(rekey_after_time: str | None) -> Timing:
+    """The core's Timing for `--rekey-after-time` (None: the protocol's defaults). Raises WgUpError."""
+    if rekey_after_time is None:
         return Timing()
     try:
-        seconds = float(value)
+        seconds = float(rekey_after_time)
     except ValueError:
-        raise WgUpError(f"{REKEY_AFTER_TIME_VARIABLE}={value!r} is not a number of seconds") from None
-    if not 0 < seconds <= Timing().reject_after_time:
-        raise WgUpError(f"{REKEY_AFTER_TIME_VARIABLE} must be in (0, {Timing().reject_after_time}] seconds")
+        raise WgUpError(f"--rekey-after-time {rekey_after_time!r} is not a number of seconds") from None
+    limit = Timing().reject_after_time
+    # The comparison is False for NaN, so NaN is refused too; inf is above the limit.
+    if not 0 < seconds <= limit:
+        raise WgUpError(f"--rekey-after-time must be in (0, {limit:g}] seconds, got {rekey_after_time}")
     return Timing(rekey_after_time=seconds)
 
 

@@ -44,15 +44,11 @@ from dmnc.tunnel.udp import (
     is_transient,
     normalize_endpoint,
 )
-from dmnc.wireguard import Device, Drop, DropReason, SendDatagram, WriteTunnel
+from dmnc.wireguard import Device, SendDatagram, WriteTunnel
 from dmnc.wireguard.outputs import Endpoint, Output
 
 DEFAULT_BATCH = 128
 DEFAULT_HANDSHAKE_QUEUE = 256
-# An initiator retries after REKEY_TIMEOUT (5 s, whitepaper 6.1): an unanswered initiation older than that has
-# been superseded.
-UNMATCHED_INITIATION_MAX_AGE = 5.0
-_UNKNOWN_PEER_DROP = Drop(DropReason.UNKNOWN_PEER)
 # wireguard-go device/receive.go: under load once the handshake queue is an eighth full.
 UNDER_LOAD_FRACTION = 8
 MAX_DATAGRAM = 65535
@@ -187,7 +183,6 @@ class Tunnel:
         self.batch = batch
         self.counters = TunnelCounters()
         self._handshake_capacity = handshake_queue
-        self._unmatched_initiation: tuple[bytes, Endpoint, float] | None = None
         self._handshake_send, self._handshake_receive = trio.open_memory_channel[tuple[bytes, Endpoint]](
             handshake_queue
         )
@@ -432,31 +427,16 @@ class Tunnel:
         async for datagram, source in self._handshake_receive:
             under_load = self._handshake_receive.statistics().current_buffer_used >= threshold
             now = trio.current_time()
-            outputs = self.device.decapsulate(datagram, source, now, under_load=under_load)
-            if len(outputs) == 1 and outputs[0] == _UNKNOWN_PEER_DROP:
-                self._unmatched_initiation = (datagram, source, now)
-            self._dispatch(outputs)
+            self._dispatch(self.device.decapsulate(datagram, source, now, under_load=under_load))
             self._reschedule_timers()
 
-    def answer_recent_initiation(self, max_age: float = UNMATCHED_INITIATION_MAX_AGE) -> bool:
-        """Process again the newest initiation that came from a key that was not a peer, if at most `max_age` old.
-
-        Call it right after adding a peer. The VM's key becomes known only with the setup result, and by then the
-        VM has already sent its first initiation, which was dropped as UNKNOWN_PEER; answering it now saves the
-        initiator's REKEY_TIMEOUT (5 s) retry. Replaying is what a slow network would have done: the initiation's
-        TAI64N timestamp and mac1 are checked as usual, and an initiator that has moved on ignores the response.
-        True if an initiation was processed.
-        """
-        pending, self._unmatched_initiation = self._unmatched_initiation, None
-        if pending is None:
-            return False
-        datagram, source, received_at = pending
-        now = trio.current_time()
-        if now - received_at > max_age:
-            return False
-        self._dispatch(self.device.decapsulate(datagram, source, now))
+    def answer_recent_initiation(self) -> bool:
+        """Call right after adding a peer: the core answers the initiation it kept from that peer's key, if recent
+        (`Device.answer_unmatched_initiation`). True if one was answered."""
+        outputs = self.device.answer_unmatched_initiation(trio.current_time())
+        self._dispatch(outputs)
         self._reschedule_timers()
-        return True
+        return bool(outputs)
 
     async def _timers(self) -> None:
         while True:

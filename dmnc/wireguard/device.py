@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 from dmnc.wireguard import constants, crypto, keys, messages, noise
@@ -33,6 +34,19 @@ _IPV4_HEADER_SIZE: Final = 20  # RFC 791 minimum header
 _IPV6_HEADER_SIZE: Final = 40  # RFC 8200 fixed header
 _IP_LENGTH: Final = struct.Struct(">H")
 _KEEPALIVE: Final = b""
+# An initiator retries after REKEY_TIMEOUT (whitepaper 6.1): an unanswered initiation older than that has been
+# superseded by the next one, and answering it would only start a handshake the initiator has given up on.
+UNMATCHED_INITIATION_MAX_AGE: Final = constants.REKEY_TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
+class _UnmatchedInitiation:
+    """An initiation that passed mac1 and decrypted its static key, which was no peer's (yet)."""
+
+    datagram: bytes
+    source: Endpoint
+    static_key: bytes
+    received_at: float
 
 
 class PeerConfigError(ValueError):
@@ -70,6 +84,9 @@ class Device:
         self._cipher = TransportCipher(mtu)
         self._cookie_checker = CookieChecker(self.public_key, rng)
         self._ratelimiter = RateLimiter()
+        # The newest initiation from a key that is no peer (at most one: memory an unknown sender can claim stays
+        # bounded), for `answer_unmatched_initiation` once that key becomes a peer.
+        self._unmatched_initiation: _UnmatchedInitiation | None = None
 
     # Configuration
 
@@ -108,6 +125,27 @@ class Device:
         self._zero_key_material(peer)
         peer.timers.stop()
         self._routes.remove_value(peer)
+
+    def answer_unmatched_initiation(self, now: float) -> list[Output]:
+        """Answer the newest initiation that came from a key that was no peer, if that key is one now.
+
+        Call it right after `add_peer`. The Docker VM's key becomes known only with the setup result, and by then the
+        VM has already sent its first initiation, which was dropped as UNKNOWN_PEER; answering it now saves the
+        initiator's REKEY_TIMEOUT (5 s) retry. Replaying is what a slow network would have done: the initiation's
+        mac1 and TAI64N timestamp are checked again as usual, and an initiator that has moved on ignores the
+        response. An initiation older than UNMATCHED_INITIATION_MAX_AGE is forgotten; one from a key that is still
+        no peer is kept for a later call. Returns the outputs of processing it, nothing when none was answered.
+        """
+        pending = self._unmatched_initiation
+        if pending is None:
+            return []
+        if now - pending.received_at > UNMATCHED_INITIATION_MAX_AGE:
+            self._unmatched_initiation = None
+            return []
+        if pending.static_key not in self._peers:
+            return []
+        self._unmatched_initiation = None
+        return self._receive_initiation(pending.datagram, pending.source, now, under_load=False)
 
     def peer_stats(self) -> dict[bytes, PeerStats]:
         return {key: peer.stats for key, peer in self._peers.items()}
@@ -331,6 +369,7 @@ class Device:
             return [self._device_drop(error.reason)]
         peer = self._peers.get(opened.remote_static)
         if peer is None:
+            self._unmatched_initiation = _UnmatchedInitiation(datagram, source, opened.remote_static, now)
             return [self._device_drop(DropReason.UNKNOWN_PEER)]
         try:
             noise.consume_initiation(peer.handshake, opened, now)

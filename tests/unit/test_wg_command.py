@@ -7,14 +7,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dmnc.commands.wg import (
-    REKEY_AFTER_TIME_VARIABLE,
     WgUpError,
     load_peers_for_reload,
     peer_config,
     reload_peers,
-    timing_from_environment,
+    timing_from_flag,
 )
 from dmnc.wireguard import (
     Device,
@@ -59,13 +60,30 @@ def test_up_with_bad_config_names_file_and_line_without_traceback(tmp_path: Path
     assert result.stderr.strip() == f"dmnc wg up: {config}:2: ListenPort must be a number, got 'nope'"
 
 
-def test_rekey_time_comes_from_the_environment_and_is_checked() -> None:
-    assert timing_from_environment({}) == Timing()
-    assert timing_from_environment({REKEY_AFTER_TIME_VARIABLE: "2.5"}).rekey_after_time == 2.5
+def test_rekey_time_comes_from_the_flag_and_is_checked() -> None:
+    assert timing_from_flag(None) == Timing()
+    assert timing_from_flag("2.5").rekey_after_time == 2.5
+    assert timing_from_flag(str(Timing().reject_after_time)).rekey_after_time == Timing().reject_after_time
     with pytest.raises(WgUpError, match="not a number"):
-        timing_from_environment({REKEY_AFTER_TIME_VARIABLE: "soon"})
-    with pytest.raises(WgUpError, match="must be in"):
-        timing_from_environment({REKEY_AFTER_TIME_VARIABLE: "0"})
+        timing_from_flag("soon")
+    for out_of_bounds in ("0", "-1", "nan", "inf", str(Timing().reject_after_time + 1)):
+        with pytest.raises(WgUpError, match="must be in"):
+            timing_from_flag(out_of_bounds)
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_rekey_time_flag_accepts_exactly_the_bounded_interval(seconds: float) -> None:
+    if 0 < seconds <= Timing().reject_after_time:
+        assert timing_from_flag(repr(seconds)).rekey_after_time == seconds
+    else:
+        with pytest.raises(WgUpError, match="must be in"):
+            timing_from_flag(repr(seconds))
+
+
+def test_a_bad_rekey_time_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = dmnc("wg", "up", str(tmp_path / "never-read.conf"), "--rekey-after-time", "0")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "dmnc wg up: --rekey-after-time must be in (0, 180] seconds, got 0"
 
 
 def test_peer_endpoint_is_resolved_and_unresolvable_names_report_the_peer_line() -> None:
