@@ -4,6 +4,8 @@
 dmnc can be checked against any WireGuard peer and benchmarked with identical configs. It prints one `ready` line once
 the interface is up and the UDP port bound; SIGUSR1 prints the per-peer counters as one JSON line; SIGHUP re-reads the
 file's peers like `wg syncconf` (a `reloaded ...` line; [Interface] changes need a restart).
+`--rekey-after-time SECONDS` shortens REKEY_AFTER_TIME (whitepaper 6.1, 120 s) so tests and experiments see a rekey
+in seconds; it must lie in (0, REJECT_AFTER_TIME]. A bad value exits 2 with one line, like any usage error.
 `genkey` and `pubkey` behave like wg(8): pubkey reads a private key on stdin.
 """
 
@@ -24,22 +26,21 @@ from dmnc.errors import leaf_exceptions
 from dmnc.tun import DEFAULT_MTU, TunAddress, TunDevice, TunError, open_tun
 from dmnc.tunnel.datapath import Tunnel
 from dmnc.tunnel.udp import UdpEndpoint, UdpError
-from dmnc.wireguard import ConfigError as DeviceConfigError
 from dmnc.wireguard import (
     Device,
     KeyFormatError,
     PeerConfig,
+    PeerConfigError,
     Timing,
     decode_key,
     encode_key,
     generate_private_key,
     public_key,
 )
-from dmnc.wireguard.conffile import ConfigError, PeerSection, WireGuardConfig, load_config
+from dmnc.wireguard.conffile import ConfFileError, PeerSection, WireGuardConfig, load_conffile
 
 EXIT_FAILURE = 1
-# Test hook: shortens REKEY_AFTER_TIME (seconds) so a rekey can be observed in seconds, not minutes.
-REKEY_AFTER_TIME_VARIABLE = "DMNC_WG_REKEY_AFTER_TIME"
+EXIT_USAGE = 2  # argparse's status for a bad command line, which a bad flag value is
 
 
 class WgUpError(Exception):
@@ -52,6 +53,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     up = actions.add_parser("up", help="bring up a tunnel from a WireGuard config file and run until stopped")
     up.add_argument("config", help="WireGuard config file ([Interface] and [Peer] sections)")
     up.add_argument("--interface", help="TUN interface name (Linux: may contain %%d; macOS: utunN)")
+    up.add_argument(
+        "--rekey-after-time",
+        metavar="SECONDS",
+        help=(
+            "start a new handshake once a session is this old; default REKEY_AFTER_TIME"
+            f" ({Timing().rekey_after_time:g}), allowed (0, REJECT_AFTER_TIME = {Timing().reject_after_time:g}]."
+            " For tests that want to see a rekey"
+        ),
+    )
     up.set_defaults(handler=run_up)
     genkey = actions.add_parser("genkey", help="print a new private key (base64)")
     genkey.set_defaults(handler=run_genkey)
@@ -76,10 +86,14 @@ def run_pubkey(args: argparse.Namespace) -> int:
 
 def run_up(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config)
-        timing = timing_from_environment(os.environ)
+        timing = timing_from_flag(args.rekey_after_time)
+    except WgUpError as error:
+        print(f"dmnc wg up: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        config = load_conffile(args.config)
         peers = [peer_config(peer, args.config) for peer in config.peers]
-    except (ConfigError, WgUpError) as error:
+    except (ConfFileError, WgUpError) as error:
         print(f"dmnc wg up: {error}", file=sys.stderr)
         return EXIT_FAILURE
     for key in config.ignored_keys:
@@ -95,16 +109,18 @@ def run_up(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if failures else 0
 
 
-def timing_from_environment(environment: dict[str, str] | os._Environ[str]) -> Timing:
-    value = environment.get(REKEY_AFTER_TIME_VARIABLE)
-    if value is None:
+def timing_from_flag(rekey_after_time: str | None) -> Timing:
+    """The core's Timing for `--rekey-after-time` (None: the protocol's defaults). Raises WgUpError."""
+    if rekey_after_time is None:
         return Timing()
     try:
-        seconds = float(value)
+        seconds = float(rekey_after_time)
     except ValueError:
-        raise WgUpError(f"{REKEY_AFTER_TIME_VARIABLE}={value!r} is not a number of seconds") from None
-    if not 0 < seconds <= Timing().reject_after_time:
-        raise WgUpError(f"{REKEY_AFTER_TIME_VARIABLE} must be in (0, {Timing().reject_after_time}] seconds")
+        raise WgUpError(f"--rekey-after-time {rekey_after_time!r} is not a number of seconds") from None
+    limit = Timing().reject_after_time
+    # The comparison is False for NaN, so NaN is refused too; inf is above the limit.
+    if not 0 < seconds <= limit:
+        raise WgUpError(f"--rekey-after-time must be in (0, {limit:g}] seconds, got {rekey_after_time}")
     return Timing(rekey_after_time=seconds)
 
 
@@ -116,7 +132,7 @@ def peer_config(peer: PeerSection, filename: str) -> PeerConfig:
         try:
             resolved = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         except socket.gaierror as error:
-            raise ConfigError(filename, peer.line, f"Endpoint {host!r} does not resolve: {error.strerror}") from None
+            raise ConfFileError(filename, peer.line, f"Endpoint {host!r} does not resolve: {error.strerror}") from None
         address = ipaddress.ip_address(str(resolved[0][4][0]).split("%", 1)[0])
         endpoint = (str(address), port)
     return PeerConfig(
@@ -166,7 +182,7 @@ def reload_peers(device: Device, current: Sequence[PeerConfig], wanted: Sequence
     """Make the device's peers `wanted`, like `wg syncconf`: unchanged peers keep their sessions, changed ones are
     re-added (sessions lost), missing ones removed. Returns what changed, one line per peer."""
     if any(peer.public_key == device.public_key for peer in wanted):
-        raise DeviceConfigError("a peer cannot have the device's own public key")
+        raise PeerConfigError("a peer cannot have the device's own public key")
     wanted_by_key = {peer.public_key: peer for peer in wanted}
     current_by_key = {peer.public_key: peer for peer in current}
     changes = []
@@ -183,10 +199,10 @@ def reload_peers(device: Device, current: Sequence[PeerConfig], wanted: Sequence
 
 
 def load_peers_for_reload(path: str, running: WireGuardConfig) -> list[PeerConfig]:
-    """The peers of the config file at `path` (blocking: resolves host names). Raises ConfigError."""
-    config = load_config(path)
+    """The peers of the config file at `path` (blocking: resolves host names). Raises ConfFileError."""
+    config = load_conffile(path)
     if config.interface != running.interface:
-        raise ConfigError(path, None, "[Interface] changed: restart to apply it (peers were not reloaded)")
+        raise ConfFileError(path, None, "[Interface] changed: restart to apply it (peers were not reloaded)")
     return [peer_config(peer, path) for peer in config.peers]
 
 
@@ -194,7 +210,7 @@ async def _reload(path: str, running: WireGuardConfig, device: Device, current: 
     try:
         wanted = await trio.to_thread.run_sync(load_peers_for_reload, path, running)
         changes = reload_peers(device, current, wanted)
-    except (ConfigError, DeviceConfigError) as error:
+    except (ConfFileError, PeerConfigError) as error:
         print(f"dmnc wg up: reload: {error}", file=sys.stderr, flush=True)
         return
     current[:] = wanted
@@ -211,7 +227,7 @@ async def _serve(
     try:
         for peer in peers:
             device.add_peer(peer)
-    except DeviceConfigError as error:
+    except PeerConfigError as error:
         raise WgUpError(str(error)) from None
     tun = open_tun(name, mtu=mtu, addresses=[TunAddress(address) for address in config.interface.addresses])
     try:

@@ -14,8 +14,10 @@ Per wakeup each pump drains at most `batch` packets from its non-blocking fd, th
 data queued) or `wait_readable` (fd empty): never an await per packet (one checkpoint costs ~10 us, the budget of a
 whole packet), never an unbounded drain that would starve the timers and the other direction.
 
-The pumps hand what a batch produced to two offload threads (`OffloadThread`): one writes packets to the TUN, one
-sends runs of datagrams (as one UDP GSO send where Linux allows). Those syscalls carry the kernel's per-packet work
+The pumps never touch a socket: they send with `UdpEndpoint.send` and receive through `UdpReceiver`s, which own
+the sockets, GSO and the one rule for which socket errors are transient (dmnc.tunnel.udp). They hand what a batch
+produced to two offload threads (`OffloadThread`): one writes packets to the TUN, one sends runs of datagrams to
+one connected peer (as UDP GSO sends where Linux allows). Those syscalls carry the kernel's per-packet work
 and release the GIL, so it overlaps with the crypto of the next batch. Everything else, the core included, stays in
 the trio thread. The I/O drop counters are plain integers bumped from both sides, so they are exact only to within
 a rare lost update.
@@ -26,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import math
 import queue
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -36,52 +37,28 @@ from typing import Generic, TypeVar
 import trio
 
 from dmnc.tun import TunDevice, TunError
-from dmnc.tunnel.udp import (
-    MAX_UDP_PAYLOAD,
-    UDP_MAX_SEGMENTS,
-    Endpoint,
-    UdpEndpoint,
-    UdpError,
-    is_transient,
-    normalize_endpoint,
-)
-from dmnc.wireguard import Device, Drop, DropReason, SendDatagram, WriteTunnel
-from dmnc.wireguard.outputs import Output
+from dmnc.tunnel.udp import UdpEndpoint, UdpError, UdpReceiver
+from dmnc.wireguard import Device, SendDatagram, WriteTunnel
+from dmnc.wireguard.outputs import Endpoint, Output
 
 DEFAULT_BATCH = 128
 DEFAULT_HANDSHAKE_QUEUE = 256
-# An initiator retries after REKEY_TIMEOUT (5 s, whitepaper 6.1): an unanswered initiation older than that has
-# been superseded.
-UNMATCHED_INITIATION_MAX_AGE = 5.0
-_UNKNOWN_PEER_DROP = Drop(DropReason.UNKNOWN_PEER)
 # wireguard-go device/receive.go: under load once the handshake queue is an eighth full.
 UNDER_LOAD_FRACTION = 8
-MAX_DATAGRAM = 65535
 MAX_PENDING_BATCHES = 64
 # Batches this small are written or sent inline when the offload thread is idle (see OffloadThread.submit).
 INLINE_BATCH = 2
 _Batch = TypeVar("_Batch")
-# A run of datagrams for one connected socket: (socket, endpoint, datagrams), sent by the sender thread.
-SendJob = tuple[socket.socket, Endpoint, list[bytes]]
+# A run of datagrams to one connected peer, sent by the sender thread.
+SendJob = tuple[Endpoint, list[bytes]]
 
 
-def segment_run_end(datagrams: list[SendDatagram], start: int) -> int:
-    """End (exclusive) of the run from `start` that one UDP GSO send can carry.
-
-    A run goes to one endpoint, its datagrams all have the first one's size except a shorter last one (the kernel
-    cuts the payload at that size), at most UDP_MAX_SEGMENTS of them and MAX_UDP_PAYLOAD bytes in total.
-    """
-    first = datagrams[start]
-    endpoint, size = first.endpoint, len(first.data)
-    limit = min(len(datagrams), start + UDP_MAX_SEGMENTS, start + MAX_UDP_PAYLOAD // max(size, 1))
-    end = start + 1
-    while end < limit:
-        following = datagrams[end]
-        if following.endpoint != endpoint or len(following.data) > size:
-            break
+def endpoint_run_end(datagrams: list[SendDatagram], start: int) -> int:
+    """End (exclusive) of the run of datagrams from `start` that go to the same endpoint: one `UdpEndpoint.send`."""
+    endpoint = datagrams[start].endpoint
+    end, count = start + 1, len(datagrams)
+    while end < count and datagrams[end].endpoint == endpoint:
         end += 1
-        if len(following.data) < size:
-            break
     return end
 
 
@@ -188,7 +165,6 @@ class Tunnel:
         self.batch = batch
         self.counters = TunnelCounters()
         self._handshake_capacity = handshake_queue
-        self._unmatched_initiation: tuple[bytes, Endpoint, float] | None = None
         self._handshake_send, self._handshake_receive = trio.open_memory_channel[tuple[bytes, Endpoint]](
             handshake_queue
         )
@@ -215,8 +191,8 @@ class Tunnel:
                 nursery.start_soon(self._tun_writer.watch)
                 nursery.start_soon(self._udp_sender.watch)
                 nursery.start_soon(self._tun_to_udp)
-                for listener in self.udp.listeners:
-                    nursery.start_soon(self._udp_to_tun, listener, None)
+                for receiver in self.udp.receivers():
+                    nursery.start_soon(self._udp_to_tun, receiver)
                 nursery.start_soon(self._handshakes)
                 nursery.start_soon(self._timers)
                 task_status.started()
@@ -236,20 +212,11 @@ class Tunnel:
         self.counters.tun_write_failed += len(packets)
 
     def _send_job(self, job: SendJob) -> None:
-        sock, endpoint, datagrams = job
-        try:
-            if len(datagrams) > 1 and self.udp.send_segments(sock, datagrams):
-                return
-            for data in datagrams:
-                sock.send(data)
-        except OSError as error:
-            if sock.fileno() >= 0 and not is_transient(error):
-                raise UdpError(f"sending to {endpoint[0]} port {endpoint[1]}: {error.strerror}") from error
-            # Transient, or the socket was retired under us after its peer roamed: the rest of the run is lost.
-            self.counters.udp_send_failed += len(datagrams)
+        endpoint, datagrams = job
+        self.counters.udp_send_failed += self.udp.send(endpoint, datagrams)
 
     def _lost_job(self, job: SendJob) -> None:
-        self.counters.udp_send_failed += len(job[2])
+        self.counters.udp_send_failed += len(job[1])
 
     # -- outputs ---------------------------------------------------------------------------------------------------
 
@@ -262,18 +229,10 @@ class Tunnel:
             # Drop: already counted by the core.
 
     def _send(self, data: bytes, endpoint: Endpoint) -> None:
-        connected = self.udp.connected.get(endpoint)
-        if connected is not None:
-            try:
-                connected.send(data)
-            except OSError as error:
-                if not is_transient(error):
-                    raise UdpError(f"sending to {endpoint[0]} port {endpoint[1]}: {error.strerror}") from error
-                self.counters.udp_send_failed += 1
-            return
-        if not self.udp.send_unconnected(data, endpoint):
-            self.counters.udp_send_failed += 1
-        self._connect_if_peer(endpoint)
+        connected = self.udp.is_connected(endpoint)
+        self.counters.udp_send_failed += self.udp.send(endpoint, (data,))
+        if not connected:
+            self._connect_if_peer(endpoint)
 
     def _connect_if_peer(self, endpoint: Endpoint) -> None:
         """Connect a socket to `endpoint` if it is a peer's current endpoint, and retire sockets of old endpoints.
@@ -284,14 +243,10 @@ class Tunnel:
         current = {stats.endpoint for stats in self.device.peer_stats().values() if stats.endpoint is not None}
         if endpoint not in current or self._nursery is None:
             return
-        for stale in [known for known in self.udp.connected if known not in current]:
-            sock = self.udp.disconnect(stale)
-            if sock is not None:
-                trio.lowlevel.notify_closing(sock)
-                sock.close()
-        sock = self.udp.connect(endpoint)
-        if sock is not None:
-            self._nursery.start_soon(self._udp_to_tun, sock, endpoint)
+        self.udp.keep_connected(current)
+        receiver = self.udp.connect(endpoint)
+        if receiver is not None:
+            self._nursery.start_soon(self._udp_to_tun, receiver)
 
     def _reschedule_timers(self) -> None:
         deadline = self.device.next_deadline()
@@ -341,84 +296,57 @@ class Tunnel:
         return handled
 
     def _send_many(self, datagrams: list[SendDatagram]) -> None:
-        """Send in order: runs to one connected endpoint go to the sender thread, as GSO sends of equal sizes."""
+        """Send in order: runs to one connected endpoint go to the sender thread, the rest inline (see `_send`)."""
         start, count = 0, len(datagrams)
         while start < count:
-            first = datagrams[start]
-            endpoint = first.endpoint
-            connected = self.udp.connected.get(endpoint)
-            if connected is None:
-                self._send(first.data, endpoint)  # connects the socket once the endpoint is a peer's
+            endpoint = datagrams[start].endpoint
+            if not self.udp.is_connected(endpoint):
+                self._send(datagrams[start].data, endpoint)  # connects the socket once the endpoint is a peer's
                 start += 1
                 continue
-            end = segment_run_end(datagrams, start)
+            end = endpoint_run_end(datagrams, start)
             self._udp_sender.submit(
-                (connected, endpoint, [datagram.data for datagram in datagrams[start:end]]),
-                small=end - start <= INLINE_BATCH,
+                (endpoint, [datagram.data for datagram in datagrams[start:end]]), small=end - start <= INLINE_BATCH
             )
             start = end
 
-    async def _udp_to_tun(self, sock: socket.socket, connected_to: Endpoint | None) -> None:
-        """Receive on one socket; `connected_to` is its peer when the socket is connected (source known)."""
-        buffer = bytearray(MAX_DATAGRAM)
+    async def _udp_to_tun(self, receiver: UdpReceiver) -> None:
+        """Receive on one socket until it is retired (its peer roamed)."""
 
         def handle_batch() -> int:
-            return self._receive_batch(sock, buffer, connected_to)
+            return self._receive_batch(receiver)
 
-        while True:
-            try:
-                await trio.lowlevel.wait_readable(sock)
-            except trio.ClosedResourceError:
-                return  # retired by _connect_if_peer after its peer roamed
+        while await receiver.wait_readable():
             if not await self._pump(handle_batch):
                 return
 
-    def _receive_batch(self, sock: socket.socket, buffer: bytearray, connected_to: Endpoint | None) -> int:
-        """Handle up to `batch` datagrams waiting on `sock`: how many, or -1 once the socket is closed."""
+    def _receive_batch(self, receiver: UdpReceiver) -> int:
+        """Handle up to `batch` datagrams waiting on `receiver`: how many, or -1 once its socket is closed.
+
+        Data messages are decapsulated here and the packets go to the TUN writer in one batch; handshake messages
+        go to the handshake queue.
+        """
+        received = receiver.receive(self.batch)
+        if received is None:
+            return -1
+        self.counters.udp_receive_errors += received.errors
+        device, now = self.device, trio.current_time()
+        is_handshake_message = Device.is_handshake_message
         packets: list[bytes] = []
         try:
-            return self._receive_into(sock, buffer, connected_to, packets)
+            for datagram, source in received.datagrams:
+                if is_handshake_message(datagram):
+                    self._enqueue_handshake(datagram, source, now)
+                    continue
+                for output in device.decapsulate(datagram, source, now):
+                    if type(output) is WriteTunnel:
+                        packets.append(output.packet)
+                    elif type(output) is SendDatagram:
+                        self._send(output.data, output.endpoint)
         finally:
             if packets:
                 self._tun_writer.submit(packets, small=len(packets) <= INLINE_BATCH)
-
-    def _receive_into(
-        self, sock: socket.socket, buffer: bytearray, connected_to: Endpoint | None, packets: list[bytes]
-    ) -> int:
-        """The loop of `_receive_batch`; decrypted packets for the TUN are appended to `packets`."""
-        device = self.device
-        is_handshake_message = Device.is_handshake_message
-        view = memoryview(buffer)
-        now = trio.current_time()
-        source: Endpoint
-        for handled in range(self.batch):
-            try:
-                if connected_to is None:
-                    length, address = sock.recvfrom_into(buffer)
-                    source = normalize_endpoint(address)
-                else:
-                    length = sock.recv_into(buffer)
-                    source = connected_to
-            except BlockingIOError:
-                return handled
-            except OSError as error:
-                if sock.fileno() < 0:
-                    return -1  # closed under us by _connect_if_peer, from this very batch
-                if not is_transient(error):
-                    raise UdpError(f"receiving on UDP port {self.udp.port}: {error.strerror}") from error
-                # An ICMP error queued on the socket (e.g. the peer's port was closed): not a datagram.
-                self.counters.udp_receive_errors += 1
-                continue
-            datagram = bytes(view[:length])
-            if is_handshake_message(datagram):
-                self._enqueue_handshake(datagram, source, now)
-                continue
-            for output in device.decapsulate(datagram, source, now):
-                if type(output) is WriteTunnel:
-                    packets.append(output.packet)
-                elif type(output) is SendDatagram:
-                    self._send(output.data, output.endpoint)
-        return self.batch
+        return len(received.datagrams) + received.errors if received.drained else self.batch
 
     def _enqueue_handshake(self, datagram: bytes, source: Endpoint, now: float) -> None:
         try:
@@ -433,31 +361,16 @@ class Tunnel:
         async for datagram, source in self._handshake_receive:
             under_load = self._handshake_receive.statistics().current_buffer_used >= threshold
             now = trio.current_time()
-            outputs = self.device.decapsulate(datagram, source, now, under_load=under_load)
-            if len(outputs) == 1 and outputs[0] == _UNKNOWN_PEER_DROP:
-                self._unmatched_initiation = (datagram, source, now)
-            self._dispatch(outputs)
+            self._dispatch(self.device.decapsulate(datagram, source, now, under_load=under_load))
             self._reschedule_timers()
 
-    def answer_recent_initiation(self, max_age: float = UNMATCHED_INITIATION_MAX_AGE) -> bool:
-        """Process again the newest initiation that came from a key that was not a peer, if at most `max_age` old.
-
-        Call it right after adding a peer. The VM's key becomes known only with the setup result, and by then the
-        VM has already sent its first initiation, which was dropped as UNKNOWN_PEER; answering it now saves the
-        initiator's REKEY_TIMEOUT (5 s) retry. Replaying is what a slow network would have done: the initiation's
-        TAI64N timestamp and mac1 are checked as usual, and an initiator that has moved on ignores the response.
-        True if an initiation was processed.
-        """
-        pending, self._unmatched_initiation = self._unmatched_initiation, None
-        if pending is None:
-            return False
-        datagram, source, received_at = pending
-        now = trio.current_time()
-        if now - received_at > max_age:
-            return False
-        self._dispatch(self.device.decapsulate(datagram, source, now))
+    def answer_recent_initiation(self) -> bool:
+        """Call right after adding a peer: the core answers the initiation it kept from that peer's key, if recent
+        (`Device.answer_unmatched_initiation`). True if one was answered."""
+        outputs = self.device.answer_unmatched_initiation(trio.current_time())
+        self._dispatch(outputs)
         self._reschedule_timers()
-        return True
+        return bool(outputs)
 
     async def _timers(self) -> None:
         while True:

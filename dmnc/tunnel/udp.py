@@ -1,11 +1,16 @@
-"""The tunnel's UDP endpoint: listening sockets (IPv4 and/or IPv6) on one port, plus connected sockets per peer.
+"""The tunnel's UDP endpoint, the data path's only contact with sockets: listening sockets (IPv4 and/or IPv6) on
+one port, plus connected sockets per peer, in the spirit of wireguard-go's conn.Bind (conn/bind_std.go).
+
+The data path sends with `send(endpoint, datagrams)` and receives through `UdpReceiver`s (one per socket); how a
+datagram leaves (connected socket or sendto, one GSO sendmsg or one send each) and which socket errors lose one
+datagram and which end the tunnel (`is_transient`) are decided here, once.
 
 Sending on a connected socket skips CPython's address parsing and the kernel's route lookup per packet (~1.6 us of a ~10
 us budget per packet, measured with tests/bench/bench_tunnel.py). Every socket is bound with SO_REUSEPORT to the same
 address and port, so a socket connected to a peer's endpoint shares the port with the listener; both Linux
 (udp4_lib_lookup2 scoring) and the BSDs (in_pcblookup: exact match first) deliver that peer's datagrams to the connected
 socket, everything else to the listener. Every socket is non-blocking, with 7 MiB buffers, and on Linux a run of
-equal-sized datagrams to one peer can leave in one GSO send (`send_segments`).
+equal-sized datagrams to one peer can leave in one GSO send (`segment_run_end`).
 
 SO_REUSEPORT has a cost: another process of the same user (root, for dmnc) could bind the same port and share its
 datagrams. Binding is refused when a process holds the port without SO_REUSEPORT, as a busy port should be.
@@ -19,10 +24,13 @@ import ipaddress
 import socket
 import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-Endpoint = tuple[str, int]
+import trio
+
+from dmnc.wireguard.outputs import Endpoint
 
 # The VM reaches the host through the VM's NAT, from an address dmnc cannot know in advance: listen on all.
 DEFAULT_LISTEN_ADDRESSES = ("0.0.0.0", "::")  # noqa: S104
@@ -60,6 +68,11 @@ UDP_SEGMENT = 103
 UDP_MAX_SEGMENTS = 64
 MAX_UDP_PAYLOAD = 65507  # 65535 - 8 (UDP header) - 20 (IPv4 header)
 _SEGMENT_SIZE = struct.Struct("=H")
+# sendmsg with UDP_SEGMENT refused: no kernel support (ENOPROTOOPT, EOPNOTSUPP), a device or route without it (EIO,
+# EINVAL; udp(7) "UDP_SEGMENT").
+_NO_SEGMENTATION_ERRNOS = frozenset({errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
+# The largest UDP datagram there is (the IP length field's limit): every receive fits.
+MAX_DATAGRAM = 65535
 
 
 class UdpError(Exception):
@@ -75,7 +88,27 @@ _FREE_PORT_ATTEMPTS = 8
 
 
 def is_transient(error: OSError) -> bool:
-    return error.errno in TRANSIENT_ERRNOS
+    """True for an error that loses one datagram (see TRANSIENT_ERRNOS); others mean the socket is unusable."""
+    return error.errno in TRANSIENT_ERRNOS or isinstance(error, socket.gaierror)
+
+
+def segment_run_end(datagrams: Sequence[bytes], start: int) -> int:
+    """End (exclusive) of the run from `start` that one UDP GSO send can carry.
+
+    The datagrams of a run all have the first one's size except a shorter last one (the kernel cuts the payload at
+    that size), at most UDP_MAX_SEGMENTS of them and MAX_UDP_PAYLOAD bytes in total.
+    """
+    size = len(datagrams[start])
+    limit = min(len(datagrams), start + UDP_MAX_SEGMENTS, start + MAX_UDP_PAYLOAD // max(size, 1))
+    end = start + 1
+    while end < limit:
+        following = len(datagrams[end])
+        if following > size:
+            break
+        end += 1
+        if following < size:
+            break
+    return end
 
 
 def normalize_endpoint(address: tuple[Any, ...]) -> Endpoint:
@@ -137,14 +170,77 @@ def _claim_address(family: socket.AddressFamily, bind_address: Endpoint) -> Endp
     return bind_address[0], port
 
 
+@dataclass(slots=True)
+class Received:
+    """What one `UdpReceiver.receive` call got: datagrams with their sources, and the transient errors skipped."""
+
+    datagrams: list[tuple[bytes, Endpoint]] = field(default_factory=list)
+    errors: int = 0  # ICMP errors queued on the socket (e.g. the peer's port was closed): not datagrams
+    drained: bool = False  # the socket ran empty before the limit
+
+
+class UdpReceiver:
+    """The receiving side of one socket: a listener (any source) or a socket connected to one peer's endpoint."""
+
+    __slots__ = ("_buffer", "_port", "_socket", "connected_to")
+
+    def __init__(self, sock: socket.socket, connected_to: Endpoint | None, port: int) -> None:
+        self._socket = sock
+        self._port = port
+        self._buffer = bytearray(MAX_DATAGRAM)
+        self.connected_to = connected_to
+
+    async def wait_readable(self) -> bool:
+        """Wait until a datagram (or an error) is queued; False once the socket was retired (`keep_connected`)."""
+        if self._socket.fileno() < 0:
+            return False
+        try:
+            await trio.lowlevel.wait_readable(self._socket)
+        except trio.ClosedResourceError:
+            return False
+        return True
+
+    def receive(self, limit: int) -> Received | None:
+        """Take up to `limit` datagrams or errors without blocking; None once the socket is closed. Raises UdpError
+        for an error that is not one datagram's."""
+        sock, buffer, connected_to = self._socket, self._buffer, self.connected_to
+        view = memoryview(buffer)
+        received = Received()
+        datagrams = received.datagrams
+        for _ in range(limit):
+            try:
+                if connected_to is None:
+                    length, address = sock.recvfrom_into(buffer)
+                    source = normalize_endpoint(address)
+                else:
+                    length = sock.recv_into(buffer)
+                    source = connected_to
+            except BlockingIOError:
+                received.drained = True
+                break
+            except OSError as error:
+                if sock.fileno() < 0:
+                    return None  # retired after its peer roamed
+                if not is_transient(error):
+                    raise UdpError(f"receiving on UDP port {self._port}: {error.strerror}") from error
+                received.errors += 1
+                continue
+            datagrams.append((bytes(view[:length]), source))
+        return received
+
+
 class UdpEndpoint:
-    """Listening sockets on one port (`port`), and sockets connected to known peer endpoints."""
+    """Listening sockets on one port (`port`), and sockets connected to known peer endpoints.
+
+    `send` may be called from a thread other than trio's (the tunnel's sender thread); everything else is called
+    from trio's thread.
+    """
 
     def __init__(self, listeners: Sequence[socket.socket], port: int) -> None:
         self.listeners = tuple(listeners)
         self.port = port
         self._listener_by_family = {sock.family: sock for sock in self.listeners}
-        self.connected: dict[Endpoint, socket.socket] = {}
+        self._connected: dict[Endpoint, socket.socket] = {}
         self.segmentation_offload = sys.platform == "linux"
 
     @classmethod
@@ -198,28 +294,74 @@ class UdpEndpoint:
             raise UdpError(f"no UDP listen address could be bound: {'; '.join(failures)}")
         return cls(listeners, chosen_port)
 
-    def listener_for(self, endpoint: Endpoint) -> socket.socket | None:
-        return self._listener_by_family.get(family_of(endpoint[0]))
+    def receivers(self) -> list[UdpReceiver]:
+        """One receiver per listening socket."""
+        return [UdpReceiver(sock, None, self.port) for sock in self.listeners]
 
-    def send_unconnected(self, data: bytes, endpoint: Endpoint) -> bool:
-        """sendto on the listener of `endpoint`'s family; False if the datagram was dropped. Raises UdpError."""
-        listener = self.listener_for(endpoint)
-        if listener is None:
-            return False
+    def send(self, endpoint: Endpoint, datagrams: Sequence[bytes]) -> int:
+        """Send `datagrams` to `endpoint` in order; returns how many were lost (transient errors). Raises UdpError.
+
+        On the socket connected to `endpoint` if there is one (runs of equal sizes as one GSO sendmsg each), else
+        with sendto on the listener of its family.
+        """
+        sock = self._connected.get(endpoint)
+        if sock is None:
+            listener = self._listener_by_family.get(family_of(endpoint[0]))
+            if listener is None:
+                return len(datagrams)
+            return self._send_each(listener, endpoint, datagrams, unconnected=True)
+        if len(datagrams) == 1 or not self.segmentation_offload:
+            return self._send_each(sock, endpoint, datagrams, unconnected=False)
+        lost, start, count = 0, 0, len(datagrams)
+        while start < count:
+            end = segment_run_end(datagrams, start)
+            run = datagrams[start:end]
+            lost_of_run = None if end - start == 1 else self._send_segments(sock, endpoint, run)
+            lost += self._send_each(sock, endpoint, run, unconnected=False) if lost_of_run is None else lost_of_run
+            start = end
+        return lost
+
+    def _send_each(
+        self, sock: socket.socket, endpoint: Endpoint, datagrams: Sequence[bytes], *, unconnected: bool
+    ) -> int:
+        lost = 0
+        for data in datagrams:
+            try:
+                if unconnected:
+                    sock.sendto(data, endpoint)
+                else:
+                    sock.send(data)
+            except OSError as error:
+                _check_transient(error, sock, endpoint)
+                lost += 1
+        return lost
+
+    def _send_segments(self, sock: socket.socket, endpoint: Endpoint, run: Sequence[bytes]) -> int | None:
+        """Send a run (see `segment_run_end`) on connected `sock` in one GSO sendmsg: how many were lost (all of
+        them on a transient error), or None, having sent nothing, when the kernel or route refuses segmentation
+        offload (the caller then sends them one by one, and this endpoint stops trying). Raises UdpError."""
+        segment_size = _SEGMENT_SIZE.pack(len(run[0]))
         try:
-            listener.sendto(data, endpoint)
+            sock.sendmsg([b"".join(run)], [(socket.IPPROTO_UDP, UDP_SEGMENT, segment_size)])
         except OSError as error:
-            if is_transient(error) or isinstance(error, socket.gaierror):
-                return False
-            raise UdpError(f"sending to {endpoint[0]} port {endpoint[1]}: {error.strerror}") from error
-        return True
+            if error.errno in _NO_SEGMENTATION_ERRNOS:
+                self.segmentation_offload = False
+                return None
+            _check_transient(error, sock, endpoint)
+            return len(run)
+        return 0
 
-    def connect(self, endpoint: Endpoint) -> socket.socket | None:
-        """A socket on our port connected to `endpoint` (created once); None if the system refuses one."""
-        existing = self.connected.get(endpoint)
-        if existing is not None:
-            return existing
-        listener = self.listener_for(endpoint)
+    def is_connected(self, endpoint: Endpoint) -> bool:
+        return endpoint in self._connected
+
+    def connected_endpoints(self) -> list[Endpoint]:
+        return list(self._connected)
+
+    def connect(self, endpoint: Endpoint) -> UdpReceiver | None:
+        """Connect a socket on our port to `endpoint`: its receiver, or None if already connected or refused."""
+        if endpoint in self._connected:
+            return None
+        listener = self._listener_by_family.get(family_of(endpoint[0]))
         if listener is None:
             return None
         try:
@@ -231,33 +373,27 @@ class UdpEndpoint:
         except OSError:
             sock.close()
             return None
-        self.connected[endpoint] = sock
-        return sock
+        self._connected[endpoint] = sock
+        return UdpReceiver(sock, endpoint, self.port)
 
-    def disconnect(self, endpoint: Endpoint) -> socket.socket | None:
-        """Forget the socket connected to `endpoint` and return it; the caller closes it after waking its reader."""
-        return self.connected.pop(endpoint, None)
-
-    def send_segments(self, sock: socket.socket, datagrams: list[bytes]) -> bool:
-        """Send datagrams of equal size (the last may be shorter) on connected `sock` in one GSO sendmsg.
-
-        Returns False, having sent nothing, when segmentation offload is unavailable (not Linux, or the kernel or
-        route refuses it); the caller then sends them one by one and this endpoint stops trying. Raises OSError
-        for any other failure of the send, like socket.send.
-        """
-        if not self.segmentation_offload:
-            return False
-        size = len(datagrams[0])
-        try:
-            sock.sendmsg([b"".join(datagrams)], [(socket.IPPROTO_UDP, UDP_SEGMENT, _SEGMENT_SIZE.pack(size))])
-        except OSError as error:
-            if error.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
-                self.segmentation_offload = False
-                return False
-            raise
-        return True
+    def keep_connected(self, endpoints: Collection[Endpoint]) -> None:
+        """Close the sockets connected to any other endpoint (their peers roamed); their receivers then end."""
+        for stale in [known for known in self._connected if known not in endpoints]:
+            sock = self._connected.pop(stale)
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
 
     def close(self) -> None:
-        for sock in (*self.listeners, *self.connected.values()):
+        for sock in (*self.listeners, *self._connected.values()):
             sock.close()
-        self.connected.clear()
+        self._connected.clear()
+
+
+def _check_transient(error: OSError, sock: socket.socket, endpoint: Endpoint) -> None:
+    """The one send-error policy: return for a lost datagram, raise UdpError when the socket is unusable.
+
+    A socket retired by `keep_connected` while a send on it was under way (the sender thread) loses that send.
+    """
+    if is_transient(error) or sock.fileno() < 0:
+        return
+    raise UdpError(f"sending to {endpoint[0]} port {endpoint[1]}: {error.strerror}") from error

@@ -1,13 +1,12 @@
 """WireGuard protocol core, sans-I/O: no sockets, no clock, no global randomness (`now` and an RNG are arguments)."""
 
 from dmnc.wireguard.config import PeerConfig, PeerStats, Timing
-from dmnc.wireguard.device import ConfigError, Device
+from dmnc.wireguard.device import Device, PeerConfigError
 from dmnc.wireguard.keys import KeyFormatError, decode_key, encode_key, generate_private_key, public_key
 from dmnc.wireguard.messages import MessageError
 from dmnc.wireguard.outputs import Drop, DropReason, Endpoint, Output, SendDatagram, WriteTunnel
 
 __all__ = [
-    "ConfigError",
     "Device",
     "Drop",
     "DropReason",
@@ -16,6 +15,7 @@ __all__ = [
     "MessageError",
     "Output",
     "PeerConfig",
+    "PeerConfigError",
     "PeerStats",
     "SendDatagram",
     "Timing",

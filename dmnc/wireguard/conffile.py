@@ -44,7 +44,7 @@ MAX_PERSISTENT_KEEPALIVE = 65535
 WG_QUICK_ONLY_KEYS = frozenset({"dns", "table", "preup", "postup", "predown", "postdown", "saveconfig", "fwmark"})
 
 
-class ConfigError(ValueError):
+class ConfFileError(ValueError):
     """A configuration file is unreadable or wrong; `str()` is `FILE:LINE: reason`."""
 
     def __init__(self, filename: str, line: int | None, reason: str) -> None:
@@ -80,16 +80,16 @@ class WireGuardConfig:
     ignored_keys: tuple[str, ...] = field(default=())
 
 
-def load_config(path: str | Path) -> WireGuardConfig:
-    """Read and parse a configuration file; raises ConfigError (also for an unreadable file)."""
+def load_conffile(path: str | Path) -> WireGuardConfig:
+    """Read and parse a configuration file; raises ConfFileError (also for an unreadable file)."""
     filename = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
-        raise ConfigError(filename, None, f"cannot read: {error.strerror}") from error
+        raise ConfFileError(filename, None, f"cannot read: {error.strerror}") from error
     except UnicodeDecodeError as error:
-        raise ConfigError(filename, None, f"not UTF-8 text: {error.reason}") from error
-    return parse_config(text, filename)
+        raise ConfFileError(filename, None, f"not UTF-8 text: {error.reason}") from error
+    return parse_conffile(text, filename)
 
 
 class _SectionBuilder:
@@ -110,8 +110,8 @@ class _SectionBuilder:
         self.persistent_keepalive = 0
 
 
-def parse_config(text: str, filename: str = "<config>") -> WireGuardConfig:
-    """Parse configuration text; raises ConfigError naming `filename`, the line and the reason."""
+def parse_conffile(text: str, filename: str = "<config>") -> WireGuardConfig:
+    """Parse configuration text; raises ConfFileError naming `filename`, the line and the reason."""
     sections: list[_SectionBuilder] = []
     ignored: list[str] = []
     for number, raw_line in enumerate(text.splitlines(), start=1):
@@ -120,25 +120,25 @@ def parse_config(text: str, filename: str = "<config>") -> WireGuardConfig:
             continue
         if line.startswith("["):
             if not line.endswith("]"):
-                raise ConfigError(filename, number, f"unterminated section header {line!r}")
+                raise ConfFileError(filename, number, f"unterminated section header {line!r}")
             kind = line[1:-1].strip().lower()
             if kind not in ("interface", "peer"):
-                raise ConfigError(filename, number, f"unknown section [{line[1:-1].strip()}]")
+                raise ConfFileError(filename, number, f"unknown section [{line[1:-1].strip()}]")
             if kind == "interface" and any(section.kind == "interface" for section in sections):
-                raise ConfigError(filename, number, "a second [Interface] section")
+                raise ConfFileError(filename, number, "a second [Interface] section")
             sections.append(_SectionBuilder(kind, number))
             continue
         key, equals, value = line.partition("=")
         key, value = key.strip().lower(), value.strip()
         if not equals or not key:
-            raise ConfigError(filename, number, f"expected `Key = Value`, got {line!r}")
+            raise ConfFileError(filename, number, f"expected `Key = Value`, got {line!r}")
         if not sections:
-            raise ConfigError(filename, number, f"`{key}` outside of a section")
+            raise ConfFileError(filename, number, f"`{key}` outside of a section")
         section = sections[-1]
         try:
             _set_value(section, key, value, ignored)
         except ValueError as error:
-            raise ConfigError(filename, number, str(error)) from None
+            raise ConfFileError(filename, number, str(error)) from None
     return _build(sections, filename, ignored)
 
 
@@ -247,19 +247,19 @@ def _parse_list(value: str, parse_item: Callable[[str], _Item]) -> list[_Item]:
 def _build(sections: list[_SectionBuilder], filename: str, ignored: list[str]) -> WireGuardConfig:
     interfaces = [section for section in sections if section.kind == "interface"]
     if not interfaces:
-        raise ConfigError(filename, None, "no [Interface] section")
+        raise ConfFileError(filename, None, "no [Interface] section")
     interface = interfaces[0]
     if interface.private_key is None:
-        raise ConfigError(filename, interface.line, "[Interface] has no PrivateKey")
+        raise ConfFileError(filename, interface.line, "[Interface] has no PrivateKey")
     peers: list[PeerSection] = []
     seen: dict[bytes, int] = {}
     for section in sections:
         if section.kind != "peer":
             continue
         if section.public_key is None:
-            raise ConfigError(filename, section.line, "[Peer] has no PublicKey")
+            raise ConfFileError(filename, section.line, "[Peer] has no PublicKey")
         if section.public_key in seen:
-            raise ConfigError(
+            raise ConfFileError(
                 filename, section.line, f"the same PublicKey as the [Peer] on line {seen[section.public_key]}"
             )
         seen[section.public_key] = section.line

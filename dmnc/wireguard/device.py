@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 from dmnc.wireguard import constants, crypto, keys, messages, noise
@@ -33,9 +34,22 @@ _IPV4_HEADER_SIZE: Final = 20  # RFC 791 minimum header
 _IPV6_HEADER_SIZE: Final = 40  # RFC 8200 fixed header
 _IP_LENGTH: Final = struct.Struct(">H")
 _KEEPALIVE: Final = b""
+# An initiator retries after REKEY_TIMEOUT (whitepaper 6.1): an unanswered initiation older than that has been
+# superseded by the next one, and answering it would only start a handshake the initiator has given up on.
+UNMATCHED_INITIATION_MAX_AGE: Final = constants.REKEY_TIMEOUT
 
 
-class ConfigError(ValueError):
+@dataclass(frozen=True, slots=True)
+class _UnmatchedInitiation:
+    """An initiation that passed mac1 and decrypted its static key, which was no peer's (yet)."""
+
+    datagram: bytes
+    source: Endpoint
+    static_key: bytes
+    received_at: float
+
+
+class PeerConfigError(ValueError):
     """A peer configuration the device cannot accept (wrong key sizes, unusable, duplicate or own key)."""
 
 
@@ -53,7 +67,7 @@ class Device:
     ) -> None:
         """`now + wall_offset` must be UNIX time (it dates initiations); `mtu` caps the padding of data packets."""
         if len(private_key) != constants.KEY_SIZE:
-            raise ConfigError(f"private key must be {constants.KEY_SIZE} bytes, got {len(private_key)}")
+            raise PeerConfigError(f"private key must be {constants.KEY_SIZE} bytes, got {len(private_key)}")
         self.public_key = keys.public_key(private_key)
         self.drops: collections.Counter[DropReason] = collections.Counter()
         self._local = noise.LocalIdentity(private_key, self.public_key)
@@ -70,24 +84,27 @@ class Device:
         self._cipher = TransportCipher(mtu)
         self._cookie_checker = CookieChecker(self.public_key, rng)
         self._ratelimiter = RateLimiter()
+        # The newest initiation from a key that is no peer (at most one: memory an unknown sender can claim stays
+        # bounded), for `answer_unmatched_initiation` once that key becomes a peer.
+        self._unmatched_initiation: _UnmatchedInitiation | None = None
 
     # Configuration
 
     def add_peer(self, config: PeerConfig) -> PeerStats:
         if len(config.public_key) != constants.KEY_SIZE:
-            raise ConfigError(f"peer public key must be {constants.KEY_SIZE} bytes, got {len(config.public_key)}")
+            raise PeerConfigError(f"peer public key must be {constants.KEY_SIZE} bytes, got {len(config.public_key)}")
         if config.preshared_key is not None and len(config.preshared_key) != constants.KEY_SIZE:
-            raise ConfigError(f"preshared key must be {constants.KEY_SIZE} bytes, got {len(config.preshared_key)}")
+            raise PeerConfigError(f"preshared key must be {constants.KEY_SIZE} bytes, got {len(config.preshared_key)}")
         if config.public_key == self.public_key:
-            raise ConfigError("a peer cannot have the device's own public key")
+            raise PeerConfigError("a peer cannot have the device's own public key")
         if config.public_key in self._peers:
-            raise ConfigError(f"peer {keys.encode_key(config.public_key)} is already configured")
+            raise PeerConfigError(f"peer {keys.encode_key(config.public_key)} is already configured")
         if config.persistent_keepalive < 0:
-            raise ConfigError("persistent keepalive must be >= 0 seconds")
+            raise PeerConfigError("persistent keepalive must be >= 0 seconds")
         try:
             handshake = noise.Handshake.for_peer(self._local, config.public_key, config.preshared_key)
         except crypto.InvalidPublicKeyError:
-            raise ConfigError(
+            raise PeerConfigError(
                 f"peer public key {keys.encode_key(config.public_key)} is a low-order point: no handshake can succeed"
             ) from None
         timers = PeerTimers(self._timing, self._jitter, config.persistent_keepalive)
@@ -104,10 +121,31 @@ class Device:
     def remove_peer(self, public_key: bytes) -> None:
         peer = self._peers.pop(public_key, None)
         if peer is None:
-            raise ConfigError(f"no peer {keys.encode_key(public_key) if len(public_key) == 32 else public_key!r}")
+            raise PeerConfigError(f"no peer {keys.encode_key(public_key) if len(public_key) == 32 else public_key!r}")
         self._zero_key_material(peer)
         peer.timers.stop()
         self._routes.remove_value(peer)
+
+    def answer_unmatched_initiation(self, now: float) -> list[Output]:
+        """Answer the newest initiation that came from a key that was no peer, if that key is one now.
+
+        Call it right after `add_peer`. The Docker VM's key becomes known only with the setup result, and by then the
+        VM has already sent its first initiation, which was dropped as UNKNOWN_PEER; answering it now saves the
+        initiator's REKEY_TIMEOUT (5 s) retry. Replaying is what a slow network would have done: the initiation's
+        mac1 and TAI64N timestamp are checked again as usual, and an initiator that has moved on ignores the
+        response. An initiation older than UNMATCHED_INITIATION_MAX_AGE is forgotten; one from a key that is still
+        no peer is kept for a later call. Returns the outputs of processing it, nothing when none was answered.
+        """
+        pending = self._unmatched_initiation
+        if pending is None:
+            return []
+        if now - pending.received_at > UNMATCHED_INITIATION_MAX_AGE:
+            self._unmatched_initiation = None
+            return []
+        if pending.static_key not in self._peers:
+            return []
+        self._unmatched_initiation = None
+        return self._receive_initiation(pending.datagram, pending.source, now, under_load=False)
 
     def peer_stats(self) -> dict[bytes, PeerStats]:
         return {key: peer.stats for key, peer in self._peers.items()}
@@ -331,6 +369,7 @@ class Device:
             return [self._device_drop(error.reason)]
         peer = self._peers.get(opened.remote_static)
         if peer is None:
+            self._unmatched_initiation = _UnmatchedInitiation(datagram, source, opened.remote_static, now)
             return [self._device_drop(DropReason.UNKNOWN_PEER)]
         try:
             noise.consume_initiation(peer.handshake, opened, now)

@@ -1,10 +1,12 @@
+"""How a batch of datagrams is cut for sending: runs to one endpoint (the tunnel), then GSO runs (the UDP endpoint)."""
+
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dmnc.tunnel.datapath import segment_run_end
-from dmnc.tunnel.udp import MAX_UDP_PAYLOAD, UDP_MAX_SEGMENTS
+from dmnc.tunnel.datapath import endpoint_run_end
+from dmnc.tunnel.udp import MAX_UDP_PAYLOAD, UDP_MAX_SEGMENTS, segment_run_end
 from dmnc.wireguard import SendDatagram
 
 ENDPOINTS = [("10.0.0.1", 51820), ("10.0.0.2", 51820), ("fd00::1", 51820)]
@@ -15,10 +17,17 @@ def datagram(endpoint: int, size: int) -> SendDatagram:
 
 
 def runs(datagrams: list[SendDatagram]) -> list[list[SendDatagram]]:
+    """What leaves as one send each: the runs to one endpoint, each cut into GSO runs."""
     result, start = [], 0
     while start < len(datagrams):
-        end = segment_run_end(datagrams, start)
-        result.append(datagrams[start:end])
+        end = endpoint_run_end(datagrams, start)
+        to_one_endpoint = datagrams[start:end]
+        payloads = [item.data for item in to_one_endpoint]
+        segment_start = 0
+        while segment_start < len(payloads):
+            segment_end = segment_run_end(payloads, segment_start)
+            result.append(to_one_endpoint[segment_start:segment_end])
+            segment_start = segment_end
         start = end
     return result
 
@@ -51,3 +60,14 @@ def test_runs_cover_everything_in_order_and_each_is_sendable(entries: list[tuple
         assert len(run[-1].data) <= size
         assert len(run) <= UDP_MAX_SEGMENTS
         assert len(run) == 1 or sum(len(item.data) for item in run) <= MAX_UDP_PAYLOAD
+
+
+@given(st.lists(st.integers(0, 2), min_size=1))
+def test_endpoint_runs_are_maximal(endpoints: list[int]) -> None:
+    datagrams = [datagram(endpoint, 10) for endpoint in endpoints]
+    start = 0
+    while start < len(datagrams):
+        end = endpoint_run_end(datagrams, start)
+        assert {item.endpoint for item in datagrams[start:end]} == {datagrams[start].endpoint}
+        assert end == len(datagrams) or datagrams[end].endpoint != datagrams[start].endpoint
+        start = end

@@ -7,26 +7,27 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dmnc.commands.wg import (
-    REKEY_AFTER_TIME_VARIABLE,
     WgUpError,
     load_peers_for_reload,
     peer_config,
     reload_peers,
-    timing_from_environment,
+    timing_from_flag,
 )
-from dmnc.wireguard import ConfigError as DeviceConfigError
 from dmnc.wireguard import (
     Device,
     PeerConfig,
+    PeerConfigError,
     Timing,
     decode_key,
     encode_key,
     generate_private_key,
     public_key,
 )
-from dmnc.wireguard.conffile import ConfigError, PeerSection, load_config
+from dmnc.wireguard.conffile import ConfFileError, PeerSection, load_conffile
 
 
 def dmnc(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -59,20 +60,37 @@ def test_up_with_bad_config_names_file_and_line_without_traceback(tmp_path: Path
     assert result.stderr.strip() == f"dmnc wg up: {config}:2: ListenPort must be a number, got 'nope'"
 
 
-def test_rekey_time_comes_from_the_environment_and_is_checked() -> None:
-    assert timing_from_environment({}) == Timing()
-    assert timing_from_environment({REKEY_AFTER_TIME_VARIABLE: "2.5"}).rekey_after_time == 2.5
+def test_rekey_time_comes_from_the_flag_and_is_checked() -> None:
+    assert timing_from_flag(None) == Timing()
+    assert timing_from_flag("2.5").rekey_after_time == 2.5
+    assert timing_from_flag(str(Timing().reject_after_time)).rekey_after_time == Timing().reject_after_time
     with pytest.raises(WgUpError, match="not a number"):
-        timing_from_environment({REKEY_AFTER_TIME_VARIABLE: "soon"})
-    with pytest.raises(WgUpError, match="must be in"):
-        timing_from_environment({REKEY_AFTER_TIME_VARIABLE: "0"})
+        timing_from_flag("soon")
+    for out_of_bounds in ("0", "-1", "nan", "inf", str(Timing().reject_after_time + 1)):
+        with pytest.raises(WgUpError, match="must be in"):
+            timing_from_flag(out_of_bounds)
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_rekey_time_flag_accepts_exactly_the_bounded_interval(seconds: float) -> None:
+    if 0 < seconds <= Timing().reject_after_time:
+        assert timing_from_flag(repr(seconds)).rekey_after_time == seconds
+    else:
+        with pytest.raises(WgUpError, match="must be in"):
+            timing_from_flag(repr(seconds))
+
+
+def test_a_bad_rekey_time_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = dmnc("wg", "up", str(tmp_path / "never-read.conf"), "--rekey-after-time", "0")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "dmnc wg up: --rekey-after-time must be in (0, 180] seconds, got 0"
 
 
 def test_peer_endpoint_is_resolved_and_unresolvable_names_report_the_peer_line() -> None:
     peer = PeerSection(public_key=bytes(32), endpoint=("127.0.0.1", 51820), line=7)
     assert peer_config(peer, "x.conf").endpoint == ("127.0.0.1", 51820)
     unresolvable = PeerSection(public_key=bytes(32), endpoint=("no-such-host.invalid", 51820), line=7)
-    with pytest.raises(ConfigError, match=r"^x\.conf:7: Endpoint 'no-such-host.invalid' does not resolve"):
+    with pytest.raises(ConfFileError, match=r"^x\.conf:7: Endpoint 'no-such-host.invalid' does not resolve"):
         peer_config(unresolvable, "x.conf")
 
 
@@ -95,7 +113,7 @@ def test_reload_keeps_unchanged_peers_and_replaces_changed_ones() -> None:
         f"removed peer {encode_key(keys[1])}",
         f"removed peer {encode_key(keys[2])}",
     ]
-    with pytest.raises(DeviceConfigError, match="own public key"):
+    with pytest.raises(PeerConfigError, match="own public key"):
         reload_peers(device, [kept], [kept, PeerConfig(device.public_key)])
     assert set(device.peer_stats()) == {keys[0]}  # refused before anything changed
 
@@ -104,8 +122,8 @@ def test_reload_refuses_interface_changes(tmp_path: Path) -> None:
     key = encode_key(generate_private_key(os.urandom))
     path = tmp_path / "wg.conf"
     path.write_text(f"[Interface]\nPrivateKey = {key}\nListenPort = 51820\n")
-    running = load_config(path)
+    running = load_conffile(path)
     assert load_peers_for_reload(str(path), running) == []
     path.write_text(f"[Interface]\nPrivateKey = {key}\nListenPort = 51821\n")
-    with pytest.raises(ConfigError, match=r"\[Interface\] changed: restart to apply it"):
+    with pytest.raises(ConfFileError, match=r"\[Interface\] changed: restart to apply it"):
         load_peers_for_reload(str(path), running)

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,7 @@ class DmncWg:
 
     namespace: Netns
     config_text: str
-    environment: Mapping[str, str] = field(default_factory=dict)
+    arguments: Sequence[str] = ()  # extra `dmnc wg up` flags
     interface: str = field(default_factory=lambda: unique_name("dm"))
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
@@ -83,11 +83,9 @@ class DmncWg:
     def start(self) -> None:
         config_path = Path(self._config_directory.name) / "dmnc.conf"
         config_path.write_text(self.config_text)
-        environment = {**os.environ, **self.environment}
         self.process = self.namespace.popen(
-            [*dmnc_command(), "wg", "up", str(config_path), "--interface", self.interface],
+            [*dmnc_command(), "wg", "up", str(config_path), "--interface", self.interface, *self.arguments],
             cwd=REPOSITORY,
-            env=environment,
             stdout=subprocess.PIPE,
         )
         ready = self._read_line()
@@ -144,8 +142,8 @@ class DmncWg:
 
 
 @contextlib.contextmanager
-def dmnc_wg(namespace: Netns, config_text: str, environment: Mapping[str, str] | None = None) -> Iterator[DmncWg]:
-    peer = DmncWg(namespace, config_text, dict(environment or {}))
+def dmnc_wg(namespace: Netns, config_text: str, arguments: Sequence[str] = ()) -> Iterator[DmncWg]:
+    peer = DmncWg(namespace, config_text, tuple(arguments))
     try:
         peer.start()
         yield peer
@@ -184,7 +182,7 @@ def dmnc_and_wireguard_go(
     *,
     dmnc_knows_endpoint: bool = True,
     wggo_knows_endpoint: bool = True,
-    dmnc_environment: Mapping[str, str] | None = None,
+    dmnc_arguments: Sequence[str] = (),
     underlay: tuple[str, str] = ("10.201.0.1/24", "10.201.0.2/24"),
 ) -> Iterator[Topology]:
     """Both peers up and configured for each other; whoever knows the other's endpoint can start the handshake.
@@ -211,6 +209,6 @@ def dmnc_and_wireguard_go(
                 peers=[wggo_peer],
                 private_key=wggo_key,
             ) as wggo,
-            dmnc_wg(left, config, dmnc_environment) as dmnc,
+            dmnc_wg(left, config, dmnc_arguments) as dmnc,
         ):
             yield Topology(left, right, link, dmnc, wggo, dmnc_key, wggo_key)

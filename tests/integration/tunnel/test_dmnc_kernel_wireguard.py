@@ -6,7 +6,6 @@ The guest initiates, as the Docker VM does: it knows the host's endpoint, dmnc d
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ from tests.conftest import require_root, require_tools
 from tests.integration.tunnel.peers import DmncPeer, DmncWg, dmnc_wg, render_dmnc_config
 from tests.lab.netns import Netns, netns, wait_for_ping
 from tests.lab.qemu_guest import QemuGuest, qemu_guest, require_guest_image
+from tests.lab.wait import wait_until
 from tests.lab.wggo import wg_genkey, wg_pubkey
 
 pytestmark = pytest.mark.lab
@@ -25,6 +25,11 @@ HOST_PORT = 51820
 KEEPALIVE_SECONDS = 1
 TRANSFER_BYTES = 4 * 1024 * 1024  # TCG emulation carries ~40 Mbit/s: about a second
 TRANSFER_PORT = 5201
+# /proc/net/tcp and tcp6 (proc(5)): the local address ends in the port in hex, state 0A is TCP_LISTEN.
+LISTENING_PATTERN = f":{TRANSFER_PORT:04X} [0-9A-F:]+ 0A "
+# How long a command the guest has started may take to reach a state (listening, a keepalive): emulated CPU, loaded
+# host.
+GUEST_SETTLE_TIMEOUT_S = 30.0
 
 
 def configure_guest_wireguard(guest: QemuGuest, private_key: str, host_public_key: str) -> None:
@@ -48,7 +53,12 @@ def guest_pings_host(guest: QemuGuest) -> bool:
 def guest_receives_tcp_transfer(namespace: Netns, guest: QemuGuest) -> tuple[str, str]:
     """sha256 of what the host sent and of what the guest received, through the tunnel."""
     guest.check(f"(nc -l -p {TRANSFER_PORT} | sha256sum > /run/received.sum) >/dev/null 2>&1 &")
-    time.sleep(0.5)
+    wait_until(
+        lambda: guest.run(f"grep -sqE '{LISTENING_PATTERN}' /proc/net/tcp /proc/net/tcp6").exit_code == 0,
+        GUEST_SETTLE_TIMEOUT_S,
+        f"nc listening on TCP port {TRANSFER_PORT} in the guest",
+        interval=0.2,
+    )
     sender = namespace.run(
         [
             sys.executable,
@@ -97,9 +107,14 @@ def test_kernel_wireguard_guest_initiates_carries_traffic_keeps_alive_and_recove
         assert received_sum == sent_sum
 
         # Persistent keepalive: with no traffic at all, the guest's empty packets keep arriving every second.
+        # Three of them within four intervals (and a half for jitter), counted by dmnc.
         before = current_peer(dmnc, guest_key)["rx_packets"]
-        time.sleep(4 * KEEPALIVE_SECONDS + 0.5)
-        assert current_peer(dmnc, guest_key)["rx_packets"] - before >= 3
+        wait_until(
+            lambda: current_peer(dmnc, guest_key)["rx_packets"] - before >= 3,
+            4 * KEEPALIVE_SECONDS + 0.5,
+            "3 persistent keepalives from the guest",
+            interval=0.2,
+        )
 
         previous_boot = guest.boot_id
         guest.reboot()

@@ -106,7 +106,7 @@ def test_100_megabyte_tcp_transfer_arrives_intact() -> None:
 def test_dmnc_rekeys_after_a_shortened_rekey_after_time_without_losing_pings() -> None:
     rekey_seconds = 2
     with dmnc_and_wireguard_go(
-        wggo_knows_endpoint=False, dmnc_environment={"DMNC_WG_REKEY_AFTER_TIME": str(rekey_seconds)}
+        wggo_knows_endpoint=False, dmnc_arguments=["--rekey-after-time", str(rekey_seconds)]
     ) as topology:
         assert wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5)
         first_handshake = topology.wggo.peer_status()[0].latest_handshake

@@ -88,8 +88,8 @@ async def test_packets_cross_in_both_directions_after_the_handshake(pair: tuple[
     (right_stats,) = right.tunnel.device.peer_stats().values()
     assert left_stats.handshakes == right_stats.handshakes == 1
     # Once the endpoints are authenticated, both sides send on sockets connected to each other.
-    assert list(left.udp.connected) == [("127.0.0.1", right.udp.port)]
-    assert list(right.udp.connected) == [("127.0.0.1", left.udp.port)]
+    assert left.udp.connected_endpoints() == [("127.0.0.1", right.udp.port)]
+    assert right.udp.connected_endpoints() == [("127.0.0.1", left.udp.port)]
     assert left.tunnel.counters.udp_send_failed == right.tunnel.counters.udp_send_failed == 0
 
 

@@ -1,26 +1,56 @@
-"""UDP endpoint on loopback: shared port across families, connected-socket delivery, transient errors."""
+"""UDP endpoint on loopback: shared port across families, connected-socket delivery, GSO, the send-error policy."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
-import time
 
 import pytest
 
 from dmnc.tunnel import udp
-from dmnc.tunnel.udp import SOCKET_BUFFER_BYTES, UdpEndpoint, UdpError, normalize_endpoint
+from dmnc.tunnel.udp import (
+    SOCKET_BUFFER_BYTES,
+    Received,
+    UdpEndpoint,
+    UdpError,
+    UdpReceiver,
+    normalize_endpoint,
+)
 from tests.conftest import require_root
+from tests.lab.wait import wait_until
+
+# Loopback delivers within the sending call; the deadline only matters on a badly overloaded machine.
+ARRIVAL_TIMEOUT_S = 5.0
 
 
-def receive_all(sock: socket.socket) -> list[bytes]:
-    time.sleep(0.05)
-    datagrams = []
-    while True:
-        try:
-            datagrams.append(sock.recv(2048))
-        except BlockingIOError:
-            return datagrams
+def receive_datagrams(sock: socket.socket, count: int) -> list[bytes]:
+    """The datagrams waiting on non-blocking `sock` once at least `count` have arrived."""
+    datagrams: list[bytes] = []
+
+    def arrived() -> int:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                datagrams.append(sock.recv(2048))
+        return len(datagrams) >= count
+
+    wait_until(arrived, ARRIVAL_TIMEOUT_S, f"{count} datagram(s)")
+    return datagrams
+
+
+def receive_on(receiver: UdpReceiver, count: int) -> Received:
+    """Everything `receiver` got once at least `count` datagrams or errors have arrived."""
+    total = Received()
+
+    def arrived() -> bool:
+        batch = receiver.receive(64)
+        assert batch is not None
+        total.datagrams += batch.datagrams
+        total.errors += batch.errors
+        return len(total.datagrams) + total.errors >= count
+
+    wait_until(arrived, ARRIVAL_TIMEOUT_S, f"{count} datagram(s) or error(s)")
+    return total
 
 
 def test_port_zero_picks_one_free_port_for_both_families() -> None:
@@ -42,7 +72,7 @@ def test_busy_port_and_bad_address_are_udp_errors() -> None:
         UdpEndpoint.open(0, ["localhost"])
 
 
-def test_connected_socket_gets_its_peers_datagrams_and_listener_the_rest() -> None:
+async def test_connected_socket_gets_its_peers_datagrams_and_listener_the_rest() -> None:
     endpoint = UdpEndpoint.open(0, ["127.0.0.1"])
     with (
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer,
@@ -50,17 +80,25 @@ def test_connected_socket_gets_its_peers_datagrams_and_listener_the_rest() -> No
     ):
         try:
             peer.bind(("127.0.0.1", 0))
+            stranger.bind(("127.0.0.1", 0))
             peer_endpoint = normalize_endpoint(peer.getsockname())
+            (listener,) = endpoint.receivers()
             connected = endpoint.connect(peer_endpoint)
             assert connected is not None
-            assert endpoint.connect(peer_endpoint) is connected
-            connected.send(b"hello peer")
+            assert connected.connected_to == peer_endpoint
+            assert endpoint.connect(peer_endpoint) is None  # one socket per endpoint
+            assert endpoint.connected_endpoints() == [peer_endpoint]
+            assert endpoint.send(peer_endpoint, [b"hello peer"]) == 0
             assert peer.recvfrom(100) == (b"hello peer", ("127.0.0.1", endpoint.port))
             peer.sendto(b"from peer", ("127.0.0.1", endpoint.port))
             stranger.sendto(b"from stranger", ("127.0.0.1", endpoint.port))
-            assert receive_all(connected) == [b"from peer"]
-            assert receive_all(endpoint.listeners[0]) == [b"from stranger"]
-            assert endpoint.disconnect(peer_endpoint) is connected
+            assert receive_on(connected, 1).datagrams == [(b"from peer", peer_endpoint)]
+            stranger_endpoint = normalize_endpoint(stranger.getsockname())
+            assert receive_on(listener, 1).datagrams == [(b"from stranger", stranger_endpoint)]
+            endpoint.keep_connected([])  # the peer roamed away: its socket is retired, its receiver ends
+            assert endpoint.connected_endpoints() == []
+            assert not await connected.wait_readable()
+            assert connected.receive(1) is None
         finally:
             endpoint.close()
 
@@ -68,10 +106,37 @@ def test_connected_socket_gets_its_peers_datagrams_and_listener_the_rest() -> No
 def test_unconnected_send_to_a_missing_family_or_refused_port_is_a_drop_not_an_error() -> None:
     endpoint = UdpEndpoint.open(0, ["127.0.0.1"])
     try:
-        assert not endpoint.send_unconnected(b"x", ("::1", 9))
-        assert endpoint.send_unconnected(b"x", ("127.0.0.1", 9))
+        assert endpoint.send(("::1", 9), [b"x", b"y"]) == 2
+        assert endpoint.send(("127.0.0.1", 9), [b"x"]) == 0
     finally:
         endpoint.close()
+
+
+def test_icmp_errors_on_a_connected_socket_are_counted_not_raised() -> None:
+    endpoint = UdpEndpoint.open(0, ["127.0.0.1"])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gone:
+        gone.bind(("127.0.0.1", 0))
+        closed_port = normalize_endpoint(gone.getsockname())
+    try:
+        receiver = endpoint.connect(closed_port)
+        assert receiver is not None
+        assert endpoint.send(closed_port, [b"nobody listens"]) == 0
+        # The port unreachable answer is queued on the socket (ECONNREFUSED): one error, no datagram.
+        received = receive_on(receiver, 1)
+        assert (received.datagrams, received.errors) == ([], 1)
+    finally:
+        endpoint.close()
+
+
+def test_the_send_error_policy_drops_transient_errors_and_raises_the_rest() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for transient in (errno.ECONNREFUSED, errno.ENOBUFS, errno.EPERM):
+            udp._check_transient(OSError(transient, "transient"), sock, ("192.0.2.1", 1))
+        udp._check_transient(socket.gaierror(socket.EAI_NONAME, "no name"), sock, ("192.0.2.1", 1))
+        with pytest.raises(UdpError, match=r"^sending to 192\.0\.2\.1 port 1: Bad file descriptor$"):
+            udp._check_transient(OSError(errno.EBADF, "Bad file descriptor"), sock, ("192.0.2.1", 1))
+    # A socket retired while a send on it was under way loses that send; the tunnel goes on.
+    udp._check_transient(OSError(errno.EBADF, "Bad file descriptor"), sock, ("192.0.2.1", 1))
 
 
 def test_ipv6_scope_is_dropped_from_endpoints() -> None:
@@ -98,12 +163,13 @@ def test_segmented_send_arrives_as_separate_datagrams_with_a_short_last_one() ->
         try:
             peer.bind(("127.0.0.1", 0))
             peer.setblocking(False)
-            connected = endpoint.connect(normalize_endpoint(peer.getsockname()))
-            assert connected is not None
-            datagrams = [b"a" * 100, b"b" * 100, b"c" * 40]
-            if not endpoint.send_segments(connected, datagrams):
+            peer_endpoint = normalize_endpoint(peer.getsockname())
+            assert endpoint.connect(peer_endpoint) is not None
+            datagrams = [b"a" * 100, b"b" * 100, b"c" * 40, b"d" * 100]  # two GSO runs: 100, 100, 40 | 100
+            assert endpoint.send(peer_endpoint, datagrams) == 0
+            if not endpoint.segmentation_offload:
                 pytest.skip("this kernel has no UDP segmentation offload")
-            assert receive_all(peer) == datagrams
+            assert receive_datagrams(peer, len(datagrams)) == datagrams
         finally:
             endpoint.close()
 

@@ -10,12 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dmnc.wireguard.conffile import (
-    ConfigError,
+    ConfFileError,
     InterfaceSection,
     PeerSection,
     WireGuardConfig,
-    load_config,
-    parse_config,
+    load_conffile,
+    parse_conffile,
 )
 
 KEY_A = base64.b64encode(bytes(range(32))).decode()
@@ -49,7 +49,7 @@ persistentkeepalive = off
 
 
 def test_full_config_with_two_peers() -> None:
-    config = parse_config(FULL, "wg0.conf")
+    config = parse_conffile(FULL, "wg0.conf")
     assert config.interface == InterfaceSection(
         private_key=bytes(range(32)),
         listen_port=51820,
@@ -78,7 +78,7 @@ def test_full_config_with_two_peers() -> None:
 
 
 def test_minimal_config_defaults() -> None:
-    config = parse_config(f"[Interface]\nPrivateKey={KEY_A}\n")
+    config = parse_conffile(f"[Interface]\nPrivateKey={KEY_A}\n")
     assert config.interface.listen_port is None
     assert config.interface.mtu is None
     assert config.peers == ()
@@ -112,31 +112,31 @@ def test_minimal_config_defaults() -> None:
     ],
 )
 def test_errors_name_file_line_and_reason(text: str, line: int, reason: str) -> None:
-    with pytest.raises(ConfigError, match=reason) as raised:
-        parse_config(text, "bad.conf")
+    with pytest.raises(ConfFileError, match=reason) as raised:
+        parse_conffile(text, "bad.conf")
     assert raised.value.filename == "bad.conf"
     assert raised.value.line == line
     assert str(raised.value).startswith(f"bad.conf:{line}: ")
 
 
 def test_config_without_interface_is_an_error_for_the_file() -> None:
-    with pytest.raises(ConfigError, match=r"^x\.conf: no \[Interface\] section$"):
-        parse_config(f"[Peer]\nPublicKey = {KEY_B}\n", "x.conf")
+    with pytest.raises(ConfFileError, match=r"^x\.conf: no \[Interface\] section$"):
+        parse_conffile(f"[Peer]\nPublicKey = {KEY_B}\n", "x.conf")
 
 
 def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read"):
-        load_config(tmp_path / "missing.conf")
+    with pytest.raises(ConfFileError, match="cannot read"):
+        load_conffile(tmp_path / "missing.conf")
     binary = tmp_path / "binary.conf"
     binary.write_bytes(b"\xff\xfe")
-    with pytest.raises(ConfigError, match="not UTF-8"):
-        load_config(binary)
+    with pytest.raises(ConfFileError, match="not UTF-8"):
+        load_conffile(binary)
 
 
 @given(st.text(max_size=300))
 def test_any_text_parses_or_raises_config_error(text: str) -> None:
-    with contextlib.suppress(ConfigError):
-        parse_config(text)
+    with contextlib.suppress(ConfFileError):
+        parse_conffile(text)
 
 
 @given(
@@ -165,8 +165,8 @@ def test_any_text_parses_or_raises_config_error(text: str) -> None:
     )
 )
 def test_shuffled_config_lines_parse_or_raise_config_error(lines: list[str]) -> None:
-    with contextlib.suppress(ConfigError):
-        parse_config("\n".join(lines))
+    with contextlib.suppress(ConfFileError):
+        parse_conffile("\n".join(lines))
 
 
 keys = st.binary(min_size=32, max_size=32)
@@ -215,7 +215,7 @@ def test_rendered_config_parses_back_to_the_same_values(
     private_key: bytes, listen_port: int | None, mtu: int | None, peer_list: list[PeerSection]
 ) -> None:
     config = WireGuardConfig(InterfaceSection(private_key, listen_port, (), mtu), tuple(peer_list))
-    parsed = parse_config(render(config))
+    parsed = parse_conffile(render(config))
     assert parsed.interface == config.interface
     assert [
         (p.public_key, p.preshared_key, p.endpoint, p.allowed_ips, p.persistent_keepalive) for p in parsed.peers

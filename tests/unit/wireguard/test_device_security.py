@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from dmnc.wireguard import ConfigError, Device, Drop, DropReason, PeerConfig, SendDatagram, generate_private_key
+from dmnc.wireguard import Device, Drop, DropReason, PeerConfig, PeerConfigError, SendDatagram, generate_private_key
 from tests.fakes.wireguard_network import WALL_OFFSET, Host, Network, ip4, ip6
 
 
@@ -280,17 +280,17 @@ def test_matching_preshared_keys_work() -> None:
 def test_bad_peer_configurations_raise_config_error() -> None:
     net = Network()
     a, b = net.pair()
-    with pytest.raises(ConfigError, match="already configured"):
+    with pytest.raises(PeerConfigError, match="already configured"):
         a.device.add_peer(PeerConfig(b.device.public_key))
-    with pytest.raises(ConfigError, match="own public key"):
+    with pytest.raises(PeerConfigError, match="own public key"):
         a.device.add_peer(PeerConfig(a.device.public_key))
-    with pytest.raises(ConfigError, match="32 bytes"):
+    with pytest.raises(PeerConfigError, match="32 bytes"):
         a.device.add_peer(PeerConfig(b"short"))
-    with pytest.raises(ConfigError, match="preshared key"):
+    with pytest.raises(PeerConfigError, match="preshared key"):
         a.device.add_peer(PeerConfig(bytes(range(32)), preshared_key=b"x"))
-    with pytest.raises(ConfigError, match="low-order point"):
+    with pytest.raises(PeerConfigError, match="low-order point"):
         a.device.add_peer(PeerConfig(bytes(32)))
-    with pytest.raises(ConfigError, match="no peer"):
+    with pytest.raises(PeerConfigError, match="no peer"):
         a.device.remove_peer(bytes(range(32)))
 
 
