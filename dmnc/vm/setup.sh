@@ -368,6 +368,28 @@ configure_interface() {
             ip -6 addr add "$VM_ADDRESS6" peer "$HOST_ADDRESS6" dev "$IFACE" nodad
     fi
     must "setting $IFACE mtu $MTU and up" ip link set dev "$IFACE" mtu "$MTU" up
+    if [ "$TUNNEL6" = on ]; then
+        ensure_peer_route6
+    fi
+}
+
+# Replies to the host leave through the route to its tunnel address, which the kernel usually does not install for
+# an IPv6 `peer` address added while the link is down (Linux net/ipv6/addrconf.c). inet6_addr_add() ->
+# addrconf_dad_start() queues the DAD work (addrconf_mod_dad_work()); chip0 is IFF_NOARP and the address nodad, so
+# addrconf_dad_begin() completes DAD at once and addrconf_dad_completed() -> __ipv6_ifa_notify(RTM_NEWADDR) calls
+# addrconf_prefix_route() for the peer. If that work runs before `ip link set up` (nearly always), the insert fails
+# on the down device ("Nexthop device is not up", fib6_nh_init() in net/ipv6/route.c) and the error is dropped. On
+# NETDEV_UP, addrconf_notify() -> addrconf_permanent_addr() -> fixup_permanent_addr() restores only the host route
+# and the address's own prefix route (fd33:33:33::2/128), and restarts DAD only for addresses still
+# INET6_IFADDR_STATE_PREDAD, so no second RTM_NEWADDR adds the peer route. IPv4 has no such gap:
+# fib_netdev_event(NETDEV_UP) -> fib_add_ifaddr() (net/ipv4/fib_frontend.c) re-adds every address's peer route.
+# So the IPv6 route is installed here, after the link is up, whatever the race did. Metric 256 is the kernel's own
+# for address routes (IP6_RT_PRIO_ADDRCONF, include/net/addrconf.h): `replace` takes over a peer route the kernel
+# did add, leaving one route however often setup runs. It belongs to chip0 and goes when the link is deleted
+# (teardown, or wireguard-go exiting with the fallback container).
+ensure_peer_route6() {
+    must "routing $HOST_ADDRESS6 to $IFACE" \
+        ip -6 route replace "$HOST_ADDRESS6/128" dev "$IFACE" metric 256
 }
 
 apply_all_rules() {

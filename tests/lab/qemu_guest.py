@@ -7,7 +7,8 @@ this module builds a small initramfs around it (cached, rebuilt only when its in
 The guest has: busybox (init and the small tools), dash as /bin/sh, the host's `ip` (iproute2, with wireguard
 support), `wg`, iptables/ip6tables in both flavours (`iptables` is the nft one, as on Debian; `iptables-legacy`,
 `iptables-nft`, the -save/-restore variants, the xtables extensions and /etc/protocols), the virtio-net and
-wireguard modules (loaded at boot), and every netfilter and the tun module (loaded on demand by the kernel).
+wireguard modules (loaded at boot), and every netfilter module, tun, veth and bridge (loaded on demand by the
+kernel).
 busybox provides ping, nc (TCP transfers), sha256sum, base64 and the like; there is no wireguard-go in the guest.
 
 Usage (synchronous, so a module-scoped fixture can share one boot between tests; the `a*` methods run the same call
@@ -254,7 +255,8 @@ GUEST_FILES = Path(__file__).with_name("guest")
 BOOT_MODULES = ("virtio_pci", "virtio_net", "wireguard")
 # Kernel module directories shipped whole: iptables (legacy and nft) and conntrack/NAT for the VM-side script.
 ON_DEMAND_MODULE_DIRECTORIES = ("kernel/net/netfilter", "kernel/net/ipv4/netfilter", "kernel/net/ipv6/netfilter")
-ON_DEMAND_MODULES = ("tun",)
+# tun for wireguard-go; veth and bridge for a network namespace behind a bridge standing in for a container.
+ON_DEMAND_MODULES = ("tun", "veth", "bridge")
 # Debian's default `iptables` alternative is the nft flavour (update-alternatives in the iptables package).
 XTABLES_DEFAULT_FLAVOUR = "nft"
 XTABLES_PLUGIN_DIRECTORY = Path("/usr/lib/x86_64-linux-gnu/xtables")
