@@ -69,6 +69,7 @@ from dmnc.docker.models import (
     json_list_untrusted,
 )
 from dmnc.docker.streams import FrameDemuxer, OutputChunk, ProgressDecoder, StreamKind
+from dmnc.docker.untrusted_json import JsonTooDeep, loads_untrusted
 
 # Docker Engine 28.3 speaks API 1.51; everything dmnc calls exists unchanged from 1.41 (Engine 20.10) on.
 NEWEST_KNOWN_API_VERSION = (1, 51)
@@ -691,10 +692,11 @@ def _split_reference(reference: str) -> tuple[str, str]:
 
 def _decode_json(response: _Reply, endpoint: str) -> object:
     try:
-        value: object = json.loads(response.content)
+        return loads_untrusted(response.content)
+    except JsonTooDeep as error:
+        raise BadResponse(f"response is not usable JSON: {error}", endpoint=endpoint) from error
     except ValueError as error:
         raise BadResponse(f"response is not JSON: {response.text[:80]!r}", endpoint=endpoint) from error
-    return value
 
 
 def _json_field_str(response: _Reply, key: str, endpoint: str) -> str:
@@ -708,8 +710,9 @@ def _json_field_str(response: _Reply, key: str, endpoint: str) -> str:
 def _api_error(response: _Reply, endpoint: str) -> ApiError:
     """The typed error for an error status; the daemon's JSON `message` if it sent one, else the body or reason."""
     message = ""
+    body: object
     try:
-        body: object = json.loads(response.content)
+        body = loads_untrusted(response.content)
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("message"), str):

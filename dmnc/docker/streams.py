@@ -2,7 +2,8 @@
 
 - `JsonLinesDecoder`: newline-delimited JSON (events, pull and build progress). Tolerant: a value split across
   reads is reassembled, blank lines are ignored, a line that is not JSON is counted in `skipped` and dropped, and a
-  line longer than `max_line_bytes` is dropped too, so a broken daemon cannot grow the buffer without bound.
+  line longer than `max_line_bytes` is dropped too, so a broken daemon cannot grow the buffer without bound; so is
+  a value nested deeper than `dmnc.docker.untrusted_json.MAX_JSON_DEPTH`.
 - `FrameDemuxer`: the multiplexed stdout/stderr stream of logs and attach for containers without a TTY. Each frame
   is an 8-byte header `[stream type, 0, 0, 0, payload size as uint32 big-endian]` and the payload (Engine API
   "Attach to a container", section "Stream format"). Payload bytes are handed out as they arrive; a frame is never
@@ -14,7 +15,6 @@
 from __future__ import annotations
 
 import enum
-import json
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,10 +22,10 @@ from typing import Generic, TypeVar
 
 from dmnc.docker.errors import BadResponse
 from dmnc.docker.models import ProgressMessage
+from dmnc.docker.untrusted_json import raw_decode_untrusted
 
 DEFAULT_MAX_LINE_BYTES = 1 << 20
 FRAME_HEADER = struct.Struct(">BxxxI")
-_json_decoder = json.JSONDecoder()
 _Model = TypeVar("_Model")
 
 
@@ -83,7 +83,7 @@ class JsonLinesDecoder:
             if position >= length:
                 return
             try:
-                value, position = _json_decoder.raw_decode(text, position)
+                value, position = raw_decode_untrusted(text, position)
             except ValueError:
                 self.skipped += 1
                 return

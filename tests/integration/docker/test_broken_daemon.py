@@ -122,6 +122,18 @@ async def test_malformed_json_body_is_a_bad_response() -> None:
             await docker.list_networks()
 
 
+@pytest.mark.parametrize("status", [200, 500])
+async def test_json_nested_deeper_than_the_recursion_limit_is_a_bad_response_or_api_error(status: int) -> None:
+    # An impostor's list answer (or error body) nested 100 000 levels deep: json.loads alone raises RecursionError.
+    hostile = response(status, b"[" * 100_000 + b"]" * 100_000)
+    async with fake_daemon({"/networks": reply(hostile)}) as url, DockerClient.connect(url) as docker:
+        with trio.fail_after(GUARD_S), pytest.raises(BadResponse if status == 200 else ApiError) as raised:
+            await docker.list_networks()
+    assert raised.value.endpoint == "GET /networks"
+    if status == 200:
+        assert "nested deeper than" in raised.value.message
+
+
 async def test_json_of_the_wrong_shape_is_a_bad_response() -> None:
     wrong = json_response(200, [{"Name": "bridge", "Id": 7}])
     async with fake_daemon({"/networks": reply(wrong)}) as url, DockerClient.connect(url) as docker:

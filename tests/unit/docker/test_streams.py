@@ -221,3 +221,10 @@ def test_progress_decoder_on_arbitrary_bytes_never_raises(data: bytes, cuts: lis
     for piece in split_at(data, cuts):
         decoder.feed(piece)
     decoder.finish()
+
+
+def test_json_lines_decoder_drops_a_hostile_deeply_nested_line_and_keeps_going() -> None:
+    decoder = JsonLinesDecoder()
+    values = decoder.feed(b"[" * 100_000 + b"]" * 100_000 + b'\n{"ok": 1}\n')
+    assert values == [{"ok": 1}]
+    assert decoder.skipped == 1
