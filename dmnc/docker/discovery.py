@@ -43,6 +43,7 @@ from dmnc.docker.address import DaemonAddress
 from dmnc.docker.client import DockerClient
 from dmnc.docker.errors import DiscoveryAttempt, DiscoveryError, DockerError, InvalidDaemonAddress
 from dmnc.docker.models import Info, Version
+from dmnc.printable import printable
 
 logger = logging.getLogger(__name__)
 
@@ -303,13 +304,16 @@ async def discover_endpoint(
         )
     attempts: list[DiscoveryAttempt] = []
     for candidate in all_candidates(docker_host, environment):
-        logger.info("docker discovery: trying %s at %s", candidate.source, candidate.location)
+        # Locations come from the environment and the user's Docker contexts.
+        logger.info("docker discovery: trying %s at %s", candidate.source, printable(candidate.location))
         outcome = await _check(candidate, probe)
         attempts.append(DiscoveryAttempt(candidate.source, candidate.location, outcome or "ok"))
         if outcome is None and candidate.address is not None:
-            logger.info("docker discovery: using %s at %s", candidate.source, candidate.location)
+            logger.info("docker discovery: using %s at %s", candidate.source, printable(candidate.location))
             return DockerEndpoint(candidate.address, candidate.source, tuple(attempts))
-        logger.info("docker discovery: %s at %s: %s", candidate.source, candidate.location, outcome)
+        logger.info(
+            "docker discovery: %s at %s: %s", candidate.source, printable(candidate.location), printable(outcome or "")
+        )
     raise DiscoveryError(tuple(attempts))
 
 
