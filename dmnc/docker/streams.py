@@ -8,6 +8,7 @@
   is an 8-byte header `[stream type, 0, 0, 0, payload size as uint32 big-endian]` and the payload (Engine API
   "Attach to a container", section "Stream format"). Payload bytes are handed out as they arrive; a frame is never
   buffered whole.
+- `OutputTail`: the bounded tail of a container's output, for callers that collect it.
 - `JsonModelDecoder`: one model per JSON line, what the model refuses counted and dropped; `ProgressDecoder` is
   the one for pull/build progress messages (`ProgressMessage`), `dmnc.docker.events.EventDecoder` the one for events.
 """
@@ -153,6 +154,27 @@ class FrameDemuxer:
         except ValueError as error:
             raise BadResponse(f"multiplexed output stream: unknown stream type {kind_byte}") from error
         self._remaining = size
+
+
+class OutputTail:
+    """The last `limit` bytes of a container's output: what it printed last (a result line) survives, however much
+    it printed before, and memory stays bounded."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._data = bytearray()
+        self.dropped = 0
+        """Bytes dropped from the front so far."""
+
+    def append(self, data: bytes) -> None:
+        self._data += data
+        excess = len(self._data) - self._limit
+        if excess > 0:
+            del self._data[:excess]
+            self.dropped += excess
+
+    def __bytes__(self) -> bytes:
+        return bytes(self._data)
 
 
 class JsonModelDecoder(Generic[_Model]):
