@@ -14,7 +14,7 @@ from dmnc.config import Config
 from dmnc.control import EventBroadcaster
 from dmnc.docker.client import DockerClient
 from dmnc.docker.discovery import Runtime, detect_runtime, discover_endpoint
-from dmnc.docker.errors import DiscoveryError, DockerError
+from dmnc.docker.errors import BadResponse, DiscoveryError, DockerError
 from dmnc.docker.models import Event, Network
 from dmnc.errors import first_of
 from dmnc.printable import printable
@@ -155,7 +155,12 @@ def docker_problem(error: BaseException) -> str | None:
     if found is None:
         return None
     reason = printable(str(found))
-    return f"Docker is not reachable: {reason}" if isinstance(found, DiscoveryError) else f"lost Docker: {reason}"
+    if isinstance(found, DiscoveryError):
+        return f"Docker is not reachable: {reason}"
+    if isinstance(found, BadResponse):
+        # It answers, but not as the Engine API says: an impostor or a broken proxy, not a lost connection.
+        return f"the Docker daemon misbehaves: {reason}"
+    return f"lost Docker: {reason}"
 
 
 def _subnets(network: Network) -> str:

@@ -57,7 +57,9 @@ def test_docker_failures_are_found_inside_nursery_exception_groups() -> None:
 
 def test_a_docker_problem_escapes_the_daemons_control_characters() -> None:
     hostile = BadResponse("network \x1b[31mred\nFAKE LOG LINE", endpoint="GET /networks")
-    assert docker_problem(hostile) == "lost Docker: network \\x1b[31mred\\x0aFAKE LOG LINE (GET /networks)"
+    assert docker_problem(hostile) == (
+        "the Docker daemon misbehaves: network \\x1b[31mred\\x0aFAKE LOG LINE (GET /networks)"
+    )
 
 
 def test_setup_progress_from_the_daemon_is_logged_escaped(caplog: pytest.LogCaptureFixture) -> None:
