@@ -3,7 +3,7 @@
 The map, top to bottom (imports point downwards only; each folder is one job):
 
 - Entry: `cli` parses the command line and imports only the subcommand being run, from `commands/` (one module per
-  subcommand, plus `commands/_common.py` for what they share: flags, exit codes, config-or-exit, printable text).
+  subcommand, plus `commands/_common.py` for what they share: flags, exit codes, config-or-exit).
 - The running service, `supervisor/`: `Supervisor` owns one trio nursery with the tunnel, the route reconciler, the
   control socket, the Docker watcher (`docker_watch`) and, below it, the VM keeper (`vm_keeper`, with the pure
   `VmHealth` verdicts); `snapshot` turns the parts into the status snapshot.
@@ -18,6 +18,7 @@ The map, top to bottom (imports point downwards only; each folder is one job):
 - The protocol core, `wireguard/`: WireGuard, sans-I/O (`now` and the RNG are arguments), and `conffile` for
   standard WireGuard config files (`dmnc wg up`).
 - Cross-cutting basics: `config` (flags > environment > config file), `logsetup`, `errors` (exception groups),
+  `printable` (escapes outside text for logs and output),
   `netlink` (the rtnetlink codec shared by `tun/` and `routes/`), `system_service` (the systemd unit and launchd
   plist that `dmnc service install` writes).
 """

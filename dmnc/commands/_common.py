@@ -1,5 +1,5 @@
-"""What the subcommands share: the command table, the exit codes, the shared flags, the configuration preamble and
-printable text.
+"""What the subcommands share: the command table, the exit codes, the shared flags and the configuration preamble.
+(Printable text, which the service needs too, is `dmnc.printable`.)
 
 Light on purpose: every `dmnc` invocation imports it, and `dmnc version` and `dmnc status` must start fast, so it
 imports neither trio nor httpx, and the command modules only by name (`build_parser`).
@@ -128,13 +128,3 @@ def load_control_socket_or_report(command: str, flag: str | None) -> Path | None
 
 def report_bad_config(command: str, error: Exception | str) -> None:
     print(f"{command}: {error}", file=sys.stderr)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Printable text
-
-
-def printable(text: str) -> str:
-    """`text` with control characters escaped (`\\x1b`): values quoted from the daemon or Docker (network names,
-    error messages) must not drive the terminal or fake a line of output."""
-    return "".join(char if char.isprintable() else f"\\x{ord(char):02x}" for char in text)

@@ -25,10 +25,10 @@ from dmnc.commands._common import (
     add_docker_host_flag,
     add_setup_image_flag,
     load_config_or_report,
-    printable,
     report_bad_config,
 )
 from dmnc.config import ConfigFlags, ValueProblem, parse_image_reference
+from dmnc.printable import printable
 
 if TYPE_CHECKING:
     from dmnc.doctor.checks import CheckResult

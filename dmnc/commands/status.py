@@ -28,7 +28,6 @@ from dmnc.commands._common import (
     Subcommands,
     add_control_socket_flag,
     load_control_socket_or_report,
-    printable,
 )
 from dmnc.control import (
     ControlError,
@@ -38,6 +37,7 @@ from dmnc.control import (
     open_event_feed,
 )
 from dmnc.control.messages import StatusEvent, StatusSnapshot, format_drops
+from dmnc.printable import printable
 
 _KIB = 1024
 

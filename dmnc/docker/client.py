@@ -68,7 +68,8 @@ from dmnc.docker.models import (
     WaitResult,
     json_list_untrusted,
 )
-from dmnc.docker.streams import FrameDemuxer, OutputChunk, ProgressDecoder, StreamKind
+from dmnc.docker.streams import FrameDemuxer, OutputChunk, OutputTail, ProgressDecoder, StreamKind
+from dmnc.docker.untrusted_json import JsonTooDeep, loads_untrusted
 
 # Docker Engine 28.3 speaks API 1.51; everything dmnc calls exists unchanged from 1.41 (Engine 20.10) on.
 NEWEST_KNOWN_API_VERSION = (1, 51)
@@ -80,6 +81,9 @@ ERROR_BODY_PREVIEW_CHARS = 300
 # A plain answer (/networks, /info, an inspect) is kilobytes, a few MB with thousands of networks; anything bigger is
 # not a sane daemon's answer and must not exhaust memory. Streams (events, logs, builds) are not limited this way.
 MAX_RESPONSE_BYTES = 64 << 20
+# `run_container` keeps the last this many bytes of each stream: a one-shot tool's verdict is at the end, and a
+# container that prints without end must not exhaust memory.
+MAX_RUN_OUTPUT_BYTES = 1 << 20
 # dockerd's refusal of an API version: "client version 1.52 is too new. Maximum supported API version is 1.41".
 _VERSION_ERROR = re.compile(r"client version \S+ is too (new|old)", re.IGNORECASE)
 _Item = TypeVar("_Item")
@@ -173,7 +177,7 @@ class ContainerSpec:
 
 @dataclass(frozen=True)
 class ContainerRun:
-    """Outcome of `run_container`: exit code and the complete stdout and stderr, kept apart."""
+    """Outcome of `run_container`: exit code and stdout and stderr kept apart, each its last MAX_RUN_OUTPUT_BYTES."""
 
     container_id: str
     exit_code: int
@@ -512,21 +516,22 @@ class DockerClient:
             yield OutputStream(body, multiplexed=not tty, endpoint=f"GET {path}")
 
     async def run_container(self, spec: ContainerSpec, *, name: str | None = None) -> ContainerRun:
-        """Create and start a container, wait for it to exit, collect stdout and stderr apart, and remove it, also
-        when something failed or the caller was cancelled (limit the run with `trio.fail_after` around the call)."""
+        """Create and start a container, wait for it to exit, collect stdout and stderr apart (the last
+        MAX_RUN_OUTPUT_BYTES of each), and remove it, also when something failed or the caller was cancelled (limit
+        the run with `trio.fail_after` around the call)."""
         # The daemon's auto-remove would delete the container, and its logs, before they are read; this removes it.
         created = await self.create_container(dataclasses.replace(spec, auto_remove=False), name=name)
         try:
             await self.start_container(created.id)
             result = await self.wait_container(created.id)
-            stdout = bytearray()
-            stderr = bytearray()
+            stdout = OutputTail(MAX_RUN_OUTPUT_BYTES)
+            stderr = OutputTail(MAX_RUN_OUTPUT_BYTES)
             async with self.container_logs(created.id, tty=spec.tty) as output:
                 async for chunk in output:
                     if chunk.stream == StreamKind.STDERR:
-                        stderr += chunk.data
+                        stderr.append(chunk.data)
                     elif chunk.stream == StreamKind.STDOUT:
-                        stdout += chunk.data
+                        stdout.append(chunk.data)
             return ContainerRun(created.id, result.status_code, bytes(stdout), bytes(stderr))
         finally:
             with trio.CancelScope(shield=True):
@@ -691,10 +696,11 @@ def _split_reference(reference: str) -> tuple[str, str]:
 
 def _decode_json(response: _Reply, endpoint: str) -> object:
     try:
-        value: object = json.loads(response.content)
+        return loads_untrusted(response.content)
+    except JsonTooDeep as error:
+        raise BadResponse(f"response is not usable JSON: {error}", endpoint=endpoint) from error
     except ValueError as error:
         raise BadResponse(f"response is not JSON: {response.text[:80]!r}", endpoint=endpoint) from error
-    return value
 
 
 def _json_field_str(response: _Reply, key: str, endpoint: str) -> str:
@@ -708,8 +714,9 @@ def _json_field_str(response: _Reply, key: str, endpoint: str) -> str:
 def _api_error(response: _Reply, endpoint: str) -> ApiError:
     """The typed error for an error status; the daemon's JSON `message` if it sent one, else the body or reason."""
     message = ""
+    body: object
     try:
-        body: object = json.loads(response.content)
+        body = loads_untrusted(response.content)
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("message"), str):

@@ -17,6 +17,13 @@
    and, for Podman 5 on macOS, the user's $TMPDIR/podman/<machine>-api.sock; /run/podman/podman.sock,
    /run/user/<uid>/podman/podman.sock).
 
+Running as root, dmnc trusts only what root or that user owns: their config.json and meta.json are read only when
+they are regular files (symlinks followed) owned by them or root and at most MAX_DOCKER_FILE_BYTES, opened without
+blocking (a FIFO there must not freeze the service); a socket must be owned by root or them (one given with
+`--docker-host` is root's own choice); a tcp:// daemon is used only from `--docker-host` (the flag or docker_host in
+the root-owned config), never from DOCKER_HOST or a context, which come from the user (`sudo -E` keeps DOCKER_HOST).
+dmnc speaks no TLS: DOCKER_TLS_VERIFY or a context with TLS material is reported, never downgraded to plain HTTP.
+
 A socket counts when it exists, is a socket, and answers `GET /version` with an API version dmnc can speak. If
 nothing does, `DiscoveryError.attempts` lists every place tried and why each failed (missing, dangling symlink,
 not a socket, permission denied, refused, timed out, ...).
@@ -28,7 +35,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import json
 import logging
 import os
 import pwd
@@ -43,6 +49,8 @@ from dmnc.docker.address import DaemonAddress
 from dmnc.docker.client import DockerClient
 from dmnc.docker.errors import DiscoveryAttempt, DiscoveryError, DockerError, InvalidDaemonAddress
 from dmnc.docker.models import Info, Version
+from dmnc.docker.untrusted_json import loads_untrusted
+from dmnc.printable import printable
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +62,13 @@ SYSTEM_PODMAN_SOCKET = Path("/run/podman/podman.sock")
 PROBE_TIMEOUT_S = 8.0
 # The docker CLI's name for "no context configured: use DOCKER_HOST or the default socket".
 DEFAULT_CONTEXT_NAME = "default"
+# config.json (auths, credential helpers, proxies) and a context's meta.json are kilobytes; root reads no more of a
+# user's file than this.
+MAX_DOCKER_FILE_BYTES = 1 << 20
+# Sources root has configured itself (the flag, or docker_host in the root-owned config file, which arrives as the
+# flag's value): only these may name a tcp:// daemon when dmnc runs as root.
+ROOT_CONFIGURED_SOURCES = frozenset({"--docker-host"})
+NO_TLS = "dmnc speaks no TLS to the Docker daemon"
 
 Probe = Callable[[DaemonAddress], Awaitable[str | None]]
 """Checks a candidate: None when a daemon answers there, else why not."""
@@ -157,11 +172,25 @@ def explicit_candidate(docker_host: str | None, env: DiscoveryEnvironment) -> Ca
         if not value:
             continue
         candidate = _candidate_for_url(source, value)
-        # dmnc speaks plain HTTP only; against a TLS port that would end in a confusing "malformed HTTP".
+        # dmnc speaks plain HTTP only; against a TLS port that would end in a confusing "malformed HTTP", and
+        # speaking plain HTTP where TLS was asked for would be a silent downgrade.
         if candidate.address is not None and candidate.address.host is not None and _tls_requested(env):
-            return Candidate(source, value, problem="TLS (DOCKER_TLS_VERIFY) is not supported: use the unix socket")
-        return candidate
+            return Candidate(source, value, problem=f"DOCKER_TLS_VERIFY is set and {NO_TLS}: use the unix socket")
+        return _refuse_tcp_from_the_user(candidate, env, root_configured=source in ROOT_CONFIGURED_SOURCES)
     return None
+
+
+def _refuse_tcp_from_the_user(candidate: Candidate, env: DiscoveryEnvironment, *, root_configured: bool) -> Candidate:
+    """As root, a tcp:// daemon only when root configured it: DOCKER_HOST (kept by `sudo -E`) and contexts come from
+    the user's environment and files, and a tcp:// daemon there could be anyone's, where a socket's owner is known."""
+    if env.euid != 0 or root_configured or candidate.address is None or candidate.address.host is None:
+        return candidate
+    return Candidate(
+        candidate.source,
+        candidate.location,
+        problem="a tcp:// daemon from the user's environment is not used by root: pass --docker-host"
+        " or set docker_host in the root-owned config file",
+    )
 
 
 def _tls_requested(env: DiscoveryEnvironment) -> bool:
@@ -186,7 +215,8 @@ def context_candidate(env: DiscoveryEnvironment) -> Candidate | None:
         if name is None or name == DEFAULT_CONTEXT_NAME:
             return None
         source = f"docker context {name!r}"
-        return _candidate_for_url(source, _context_docker_host(config_dir, name))
+        candidate = _candidate_for_url(source, _context_docker_host(env, config_dir, name))
+        return _refuse_tcp_from_the_user(candidate, env, root_configured=False)
     except _UnusableContext as unusable:
         return Candidate(source, str(unusable.location), problem=unusable.problem)
 
@@ -199,17 +229,22 @@ def _active_context_name(env: DiscoveryEnvironment, config_dir: Path) -> str | N
     config_path = config_dir / "config.json"
     if not config_path.exists():
         return None
-    config = _read_json(config_path)
+    config = _read_json(config_path, env)
     current = config.get("currentContext") if isinstance(config, dict) else None
     return current if isinstance(current, str) and current else None
 
 
-def _context_docker_host(config_dir: Path, name: str) -> str:
-    # The CLI stores each context under the SHA-256 of its name (docker/cli, context/store).
-    meta_path = config_dir / "contexts" / "meta" / hashlib.sha256(name.encode()).hexdigest() / "meta.json"
+def _context_docker_host(env: DiscoveryEnvironment, config_dir: Path, name: str) -> str:
+    # The CLI stores each context under the SHA-256 of its name (docker/cli, context/store), its TLS material under
+    # contexts/tls/<same>/docker.
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    meta_path = config_dir / "contexts" / "meta" / digest / "meta.json"
     if not meta_path.exists():
         raise _UnusableContext(meta_path, "context not found (no meta.json)")
-    meta = _read_json(meta_path)
+    tls_path = config_dir / "contexts" / "tls" / digest / "docker"
+    if tls_path.exists():
+        raise _UnusableContext(tls_path, f"the context uses TLS and {NO_TLS}: use a unix socket context")
+    meta = _read_json(meta_path, env)
     endpoints = meta.get("Endpoints") if isinstance(meta, dict) else None
     docker = endpoints.get("docker") if isinstance(endpoints, dict) else None
     host = docker.get("Host") if isinstance(docker, dict) else None
@@ -218,12 +253,47 @@ def _context_docker_host(config_dir: Path, name: str) -> str:
     return host
 
 
-def _read_json(path: Path) -> object:
+def _read_json(path: Path, env: DiscoveryEnvironment) -> object:
     try:
-        value: object = json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as error:
+        return loads_untrusted(read_user_file(path, env.invoking_uid()))
+    except (UnusableFile, ValueError) as error:  # ValueError includes UnicodeDecodeError
         raise _UnusableContext(path, f"unreadable: {error}") from error
-    return value
+
+
+class UnusableFile(Exception):
+    """A user's Docker file that root does not read: why, in one line."""
+
+
+def read_user_file(path: Path, owner_uid: int) -> bytes:
+    """The bytes of a regular file of `owner_uid` (or root), at most MAX_DOCKER_FILE_BYTES; UnusableFile if not.
+
+    Root reads the user's files: opened with O_NONBLOCK, so a FIFO or a device in their place cannot block the
+    event loop (open(2): a FIFO opened read-only and non-blocking returns at once), then judged by fstat(2) on what
+    was opened, so a symlink (a dotfile manager's) is allowed and judged by its target, with no race between a
+    check and the open."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        descriptor = os.open(path, flags)
+    except OSError as error:
+        raise UnusableFile(error.strerror or str(error)) from error
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnusableFile("not a regular file")
+        if info.st_uid not in (0, owner_uid):
+            raise UnusableFile(f"owned by uid {info.st_uid}, neither root nor uid {owner_uid}")
+        if info.st_size > MAX_DOCKER_FILE_BYTES:
+            raise UnusableFile(f"larger than {MAX_DOCKER_FILE_BYTES} bytes")
+        data = bytearray()
+        while len(data) <= MAX_DOCKER_FILE_BYTES and (piece := os.read(descriptor, MAX_DOCKER_FILE_BYTES + 1)):
+            data += piece
+        if len(data) > MAX_DOCKER_FILE_BYTES:  # it grew after fstat
+            raise UnusableFile(f"larger than {MAX_DOCKER_FILE_BYTES} bytes")
+        return bytes(data)
+    except OSError as error:
+        raise UnusableFile(error.strerror or str(error)) from error
+    finally:
+        os.close(descriptor)
 
 
 def runtime_socket_candidates(env: DiscoveryEnvironment) -> list[Candidate]:
@@ -303,46 +373,61 @@ async def discover_endpoint(
         )
     attempts: list[DiscoveryAttempt] = []
     for candidate in all_candidates(docker_host, environment):
-        logger.info("docker discovery: trying %s at %s", candidate.source, candidate.location)
-        outcome = await _check(candidate, probe)
+        # Locations come from the environment and the user's Docker contexts.
+        logger.info("docker discovery: trying %s at %s", candidate.source, printable(candidate.location))
+        # A socket root configured is root's choice; any other must be root's or the user's whose files were read.
+        owner_uid = None if candidate.source in ROOT_CONFIGURED_SOURCES else environment.invoking_uid()
+        outcome = await _check(candidate, probe, owner_uid)
         attempts.append(DiscoveryAttempt(candidate.source, candidate.location, outcome or "ok"))
         if outcome is None and candidate.address is not None:
-            logger.info("docker discovery: using %s at %s", candidate.source, candidate.location)
+            logger.info("docker discovery: using %s at %s", candidate.source, printable(candidate.location))
             return DockerEndpoint(candidate.address, candidate.source, tuple(attempts))
-        logger.info("docker discovery: %s at %s: %s", candidate.source, candidate.location, outcome)
+        logger.info(
+            "docker discovery: %s at %s: %s", candidate.source, printable(candidate.location), printable(outcome or "")
+        )
     raise DiscoveryError(tuple(attempts))
 
 
-async def _check(candidate: Candidate, probe: Probe) -> str | None:
+async def _check(candidate: Candidate, probe: Probe, owner_uid: int | None) -> str | None:
     if candidate.problem is not None or candidate.address is None:
         return candidate.problem or "no address"
     if candidate.address.socket_path is not None:
-        problem = socket_file_problem(Path(candidate.address.socket_path))
+        problem = socket_file_problem(Path(candidate.address.socket_path), owner_uid=owner_uid)
         if problem is not None:
             return problem
     return await probe(candidate.address)
 
 
-def socket_file_problem(path: Path) -> str | None:
-    """Why `path` cannot be a daemon socket (missing, dangling symlink, not a socket), or None if it may be one."""
+def socket_file_problem(path: Path, *, owner_uid: int | None = None) -> str | None:
+    """Why `path` cannot be a daemon socket (missing, dangling symlink, not a socket, with `owner_uid` owned by
+    someone else than root or that user), or None if it may be one."""
+    target_stat = _stat_through_symlink(path)
+    if isinstance(target_stat, str):
+        return target_stat
+    if not stat.S_ISSOCK(target_stat.st_mode):
+        return "exists but is not a socket"
+    if owner_uid is not None and target_stat.st_uid not in (0, owner_uid):
+        # Whoever owns the socket serves the daemon behind it: root talks to no third user's daemon.
+        return f"owned by uid {target_stat.st_uid}, neither root nor uid {owner_uid}"
+    return None
+
+
+def _stat_through_symlink(path: Path) -> os.stat_result | str:
+    """The status of what `path` leads to, or why there is none (missing, dangling symlink, ...)."""
     try:
         link_stat = path.lstat()
     except FileNotFoundError:
         return "does not exist"
     except OSError as error:
         return f"cannot look at it: {error.strerror}"
-    if stat.S_ISLNK(link_stat.st_mode):
-        try:
-            target_stat = path.stat()
-        except FileNotFoundError:
-            return f"dangling symlink to {os.readlink(path)}"
-        except OSError as error:
-            return f"cannot follow symlink: {error.strerror}"
-    else:
-        target_stat = link_stat
-    if not stat.S_ISSOCK(target_stat.st_mode):
-        return "exists but is not a socket"
-    return None
+    if not stat.S_ISLNK(link_stat.st_mode):
+        return link_stat
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return f"dangling symlink to {os.readlink(path)}"
+    except OSError as error:
+        return f"cannot follow symlink: {error.strerror}"
 
 
 def _candidate_for_url(source: str, url: str) -> Candidate:

@@ -2,11 +2,13 @@
 
 - `JsonLinesDecoder`: newline-delimited JSON (events, pull and build progress). Tolerant: a value split across
   reads is reassembled, blank lines are ignored, a line that is not JSON is counted in `skipped` and dropped, and a
-  line longer than `max_line_bytes` is dropped too, so a broken daemon cannot grow the buffer without bound.
+  line longer than `max_line_bytes` is dropped too, so a broken daemon cannot grow the buffer without bound; so is
+  a value nested deeper than `dmnc.docker.untrusted_json.MAX_JSON_DEPTH`.
 - `FrameDemuxer`: the multiplexed stdout/stderr stream of logs and attach for containers without a TTY. Each frame
   is an 8-byte header `[stream type, 0, 0, 0, payload size as uint32 big-endian]` and the payload (Engine API
   "Attach to a container", section "Stream format"). Payload bytes are handed out as they arrive; a frame is never
   buffered whole.
+- `OutputTail`: the bounded tail of a container's output, for callers that collect it.
 - `JsonModelDecoder`: one model per JSON line, what the model refuses counted and dropped; `ProgressDecoder` is
   the one for pull/build progress messages (`ProgressMessage`), `dmnc.docker.events.EventDecoder` the one for events.
 """
@@ -14,7 +16,6 @@
 from __future__ import annotations
 
 import enum
-import json
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,10 +23,10 @@ from typing import Generic, TypeVar
 
 from dmnc.docker.errors import BadResponse
 from dmnc.docker.models import ProgressMessage
+from dmnc.docker.untrusted_json import raw_decode_untrusted
 
 DEFAULT_MAX_LINE_BYTES = 1 << 20
 FRAME_HEADER = struct.Struct(">BxxxI")
-_json_decoder = json.JSONDecoder()
 _Model = TypeVar("_Model")
 
 
@@ -83,7 +84,7 @@ class JsonLinesDecoder:
             if position >= length:
                 return
             try:
-                value, position = _json_decoder.raw_decode(text, position)
+                value, position = raw_decode_untrusted(text, position)
             except ValueError:
                 self.skipped += 1
                 return
@@ -153,6 +154,27 @@ class FrameDemuxer:
         except ValueError as error:
             raise BadResponse(f"multiplexed output stream: unknown stream type {kind_byte}") from error
         self._remaining = size
+
+
+class OutputTail:
+    """The last `limit` bytes of a container's output: what it printed last (a result line) survives, however much
+    it printed before, and memory stays bounded."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._data = bytearray()
+        self.dropped = 0
+        """Bytes dropped from the front so far."""
+
+    def append(self, data: bytes) -> None:
+        self._data += data
+        excess = len(self._data) - self._limit
+        if excess > 0:
+            del self._data[:excess]
+            self.dropped += excess
+
+    def __bytes__(self) -> bytes:
+        return bytes(self._data)
 
 
 class JsonModelDecoder(Generic[_Model]):

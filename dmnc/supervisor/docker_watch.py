@@ -14,9 +14,10 @@ from dmnc.config import Config
 from dmnc.control import EventBroadcaster
 from dmnc.docker.client import DockerClient
 from dmnc.docker.discovery import Runtime, detect_runtime, discover_endpoint
-from dmnc.docker.errors import DiscoveryError, DockerError
+from dmnc.docker.errors import BadResponse, DiscoveryError, DockerError
 from dmnc.docker.models import Event, Network
 from dmnc.errors import first_of
+from dmnc.printable import printable
 from dmnc.routes.policy import NetworkInfo
 from dmnc.routes.reconcile import RouteReconciler
 from dmnc.supervisor.backoff import Backoff
@@ -97,7 +98,7 @@ class DockerWatch:
             announce(
                 self._events,
                 "docker.connected",
-                f"connected to {runtime.value} at {docker.address.url} (API {docker.api_version})",
+                f"connected to {runtime.value} at {printable(docker.address.url)} (API {docker.api_version})",
             )
             backoff.reset()
             try:
@@ -135,23 +136,31 @@ class DockerWatch:
             try:
                 network = await docker.inspect_network(event.actor_id)
             except DockerError as error:
-                logger.warning("network %s created but not readable: %s", event.actor_id[:12], error)
+                logger.warning(
+                    "network %s created but not readable: %s", printable(event.actor_id[:12]), printable(str(error))
+                )
                 return
             self._routes.update_network(NetworkInfo.of(network))
-            announce(self._events, "network.created", f"network {network.name} created: {_subnets(network)}")
+            announce(self._events, "network.created", f"network {printable(network.name)} created: {_subnets(network)}")
         elif event.action == "destroy":
             self._routes.remove_network(event.actor_id)
             name = event.actor_attributes.get("name", event.actor_id[:12])
-            announce(self._events, "network.removed", f"network {name} removed")
+            announce(self._events, "network.removed", f"network {printable(name)} removed")
 
 
 def docker_problem(error: BaseException) -> str | None:
     """A readable line for a lost or unreachable Docker inside `error` (possibly an exception group); None if
-    `error` is not about Docker (a bug, which must not be retried away)."""
+    `error` is not about Docker (a bug, which must not be retried away). The daemon's text in it is escaped."""
     found = first_of(error, (DockerError, VmSetupError))
     if found is None:
         return None
-    return f"Docker is not reachable: {found}" if isinstance(found, DiscoveryError) else f"lost Docker: {found}"
+    reason = printable(str(found))
+    if isinstance(found, DiscoveryError):
+        return f"Docker is not reachable: {reason}"
+    if isinstance(found, BadResponse):
+        # It answers, but not as the Engine API says: an impostor or a broken proxy, not a lost connection.
+        return f"the Docker daemon misbehaves: {reason}"
+    return f"lost Docker: {reason}"
 
 
 def _subnets(network: Network) -> str:

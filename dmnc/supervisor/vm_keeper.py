@@ -21,6 +21,7 @@ from dmnc.config import Config, format_host_port
 from dmnc.control import EventBroadcaster
 from dmnc.docker.client import DockerClient
 from dmnc.docker.errors import DockerError
+from dmnc.printable import printable
 from dmnc.supervisor.backoff import Backoff
 from dmnc.supervisor.log import announce, logger
 from dmnc.tunnel.datapath import Tunnel
@@ -233,7 +234,8 @@ class VmKeeper:
                 try:
                     result = await runner.setup(self._setup_params())
                 except (DockerError, VmSetupError) as error:
-                    announce(self._events, "vm.setup_failed", f"VM setup failed: {error}", logging.ERROR)
+                    failure = f"VM setup failed: {printable(str(error))}"
+                    announce(self._events, "vm.setup_failed", failure, logging.ERROR)
                     await trio.sleep(retry.next_delay())
                     continue
                 retry.reset()
@@ -248,7 +250,7 @@ class VmKeeper:
         try:
             await VmSetupRunner(docker, setup_image=config.setup_image).teardown(self._setup_params())
         except (DockerError, VmSetupError) as error:
-            logger.warning("VM side not removed (%s); the next dmnc start replaces it", error)
+            logger.warning("VM side not removed (%s); the next dmnc start replaces it", printable(str(error)))
         else:
             logger.info("VM side removed")
 
@@ -276,10 +278,11 @@ class VmKeeper:
         announce(
             self._events,
             "vm.ready",
-            f"VM side ready ({result.mode.value} WireGuard, kernel {result.kernel_release}),"
-            f" dialing {result.endpoint_name}",
+            f"VM side ready ({result.mode.value} WireGuard, kernel {printable(result.kernel_release)}),"
+            f" dialing {printable(result.endpoint_name)}",
         )
 
 
 def _log_progress(message: str) -> None:
-    logger.info("setup: %s", message)
+    # Build and pull output is the daemon's (and the image's) text.
+    logger.info("setup: %s", printable(message))

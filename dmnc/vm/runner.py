@@ -31,7 +31,7 @@ from dmnc.docker.buildcontext import build_context_tar
 from dmnc.docker.client import ContainerRun, ContainerSpec
 from dmnc.docker.errors import ApiError, NotFound, OperationFailed
 from dmnc.docker.models import ContainerInfo, CreatedContainer, ImageInfo, ProgressMessage
-from dmnc.docker.streams import OutputChunk, StreamKind
+from dmnc.docker.streams import OutputChunk, OutputTail, StreamKind
 from dmnc.vm.assets import dockerfile
 from dmnc.vm.errors import SetupImageError, SetupResultError, VmSetupError
 from dmnc.vm.params import ScriptMode, SetupParams, TeardownParams, script_command
@@ -55,6 +55,9 @@ DEFAULT_RUN_TIMEOUT_S = 120.0
 FALLBACK_RESTART_POLICY = "unless-stopped"
 TUN_DEVICE = "/dev/net/tun"
 _ERROR_MARKER = b"dmnc-setup: error: "
+# The fallback container's output read while waiting for its result line: the script prints a few lines before it,
+# wireguard-go a few more; anything past this is kept only as its tail.
+MAX_FALLBACK_OUTPUT_BYTES = 64 << 10
 
 ProgressCallback = Callable[[str], None]
 
@@ -239,23 +242,24 @@ class VmSetupRunner:
                 with trio.CancelScope(shield=True):
                     await self._remove_fallback()
                 raise
-        output = bytearray()
+        tail = OutputTail(MAX_FALLBACK_OUTPUT_BYTES)
         with trio.move_on_after(self._run_timeout) as scope:
             async with self._docker.container_logs(created.id, follow=True, tty=False) as logs:
                 async for chunk in logs:
                     if chunk.stream in (StreamKind.STDOUT, StreamKind.STDERR):
-                        output += chunk.data
-                    if _has_final_line(output):
+                        tail.append(chunk.data)
+                    if _has_final_line(bytes(tail)):
                         break
+        output = bytes(tail)
         if _has_final_line(output):
-            return self._require_setup_result(outcome_from_output_untrusted(bytes(output), None))
+            return self._require_setup_result(outcome_from_output_untrusted(output, None))
         state = (await self._docker.inspect_container(created.id)).state
         if not state.running:
-            return self._require_setup_result(outcome_from_output_untrusted(bytes(output), state.exit_code))
+            return self._require_setup_result(outcome_from_output_untrusted(output, state.exit_code))
         if scope.cancelled_caught:
             raise VmSetupError(f"the userspace fallback container printed no result within {self._run_timeout:g} s")
         # Its log stream ended, yet it runs: it exited and its restart policy started it again.
-        last_line = bytes(output).decode(errors="replace").strip().rpartition("\n")[2][:200] or "no output"
+        last_line = output.decode(errors="replace").strip().rpartition("\n")[2][:200] or "no output"
         raise VmSetupError(f"the userspace fallback container restarted before printing a result (last: {last_line})")
 
     @staticmethod

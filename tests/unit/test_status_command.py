@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 
-from dmnc.commands._common import printable
 from dmnc.commands.status import format_age, format_bytes, render_event, render_snapshot
 from dmnc.config import format_host_port
 from dmnc.control.messages import RouteStatus, StatusEvent, StatusSnapshot, TunnelStatus
+from dmnc.printable import printable
 
 
 def test_fresh_service_shows_what_is_not_known_yet() -> None:

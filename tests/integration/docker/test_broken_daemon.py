@@ -122,6 +122,44 @@ async def test_malformed_json_body_is_a_bad_response() -> None:
             await docker.list_networks()
 
 
+@pytest.mark.parametrize("status", [200, 500])
+async def test_json_nested_deeper_than_the_recursion_limit_is_a_bad_response_or_api_error(status: int) -> None:
+    # An impostor's list answer (or error body) nested 100 000 levels deep: json.loads alone raises RecursionError.
+    hostile = response(status, b"[" * 100_000 + b"]" * 100_000)
+    async with fake_daemon({"/networks": reply(hostile)}) as url, DockerClient.connect(url) as docker:
+        with trio.fail_after(GUARD_S), pytest.raises(BadResponse if status == 200 else ApiError) as raised:
+            await docker.list_networks()
+    assert raised.value.endpoint == "GET /networks"
+    if status == 200:
+        assert "nested deeper than" in raised.value.message
+
+
+async def test_run_container_keeps_only_the_tail_of_endless_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_module, "MAX_RUN_OUTPUT_BYTES", 1000)
+    noise = b"x" * 4000 + b"\nthe verdict\n"
+
+    async def logs(_request: Request, stream: trio.SocketStream) -> None:
+        # A TTY container's logs are one raw stream: 50 pieces of noise, then the last line.
+        await stream.send_all(chunked_head("application/vnd.docker.raw-stream"))
+        for _ in range(50):
+            await stream.send_all(chunk(noise))
+        await stream.send_all(chunk(b""))
+
+    routes = {
+        "/containers/create": reply(json_response(201, {"Id": "c1", "Warnings": []})),
+        "/containers/c1/start": reply(response(204)),
+        "/containers/c1/wait": reply(json_response(200, {"StatusCode": 0})),
+        "/containers/c1/logs": logs,
+        "/containers/c1": reply(response(204)),
+    }
+    async with fake_daemon(routes) as url, DockerClient.connect(url) as docker:
+        with trio.fail_after(GUARD_S):
+            run = await docker.run_container(client_module.ContainerSpec(image="busybox", tty=True))
+    assert run.exit_code == 0
+    assert run.stdout == (noise * 50)[-1000:]
+    assert run.stdout.endswith(b"\nthe verdict\n")
+
+
 async def test_json_of_the_wrong_shape_is_a_bad_response() -> None:
     wrong = json_response(200, [{"Name": "bridge", "Id": 7}])
     async with fake_daemon({"/networks": reply(wrong)}) as url, DockerClient.connect(url) as docker:

@@ -6,16 +6,25 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
 
 import pytest
+import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dmnc.docker.address import DaemonAddress
-from dmnc.docker.discovery import DiscoveryEnvironment, Runtime, context_candidate, detect_runtime, discover_endpoint
+from dmnc.docker.discovery import (
+    MAX_DOCKER_FILE_BYTES,
+    DiscoveryEnvironment,
+    Runtime,
+    context_candidate,
+    detect_runtime,
+    discover_endpoint,
+)
 from dmnc.docker.errors import DiscoveryError
 from dmnc.docker.models import Info, Version
 
@@ -209,6 +218,84 @@ async def test_unreadable_config_json_is_reported(machine: FakeMachine) -> None:
     (home / ".docker" / "config.json").write_text("{not json")
     with pytest.raises(DiscoveryError, match=r"docker context: .*config.json: unreadable"):
         await discover_endpoint(env=machine.env(), probe=machine.probe)
+
+
+async def test_a_fifo_as_config_json_is_reported_at_once_and_never_blocks(machine: FakeMachine) -> None:
+    home = machine.homes["alice"]
+    (home / ".docker").mkdir()
+    os.mkfifo(home / ".docker" / "config.json")
+    desktop = machine.socket(home / ".docker" / "run" / "docker.sock")
+    # A blocking open of a FIFO without a writer waits forever; the guard only keeps a regression from hanging.
+    with trio.fail_after(5):
+        endpoint = await discover_endpoint(env=machine.env(euid=0, sudo_user="alice"), probe=machine.probe)
+    assert endpoint.address.socket_path == str(desktop)
+    assert endpoint.attempts[0].outcome.endswith("unreadable: not a regular file")
+
+
+async def test_a_config_json_symlinked_by_a_dotfile_manager_is_read(machine: FakeMachine) -> None:
+    home = machine.homes["alice"]
+    colima = machine.socket(home / ".colima" / "work" / "docker.sock")
+    machine.context(home, "colima-work", f"unix://{colima}")
+    dotfiles = home / "dotfiles" / "docker-config.json"
+    dotfiles.parent.mkdir()
+    (home / ".docker" / "config.json").rename(dotfiles)
+    (home / ".docker" / "config.json").symlink_to(dotfiles)
+    endpoint = await discover_endpoint(env=machine.env(euid=0, sudo_user="alice"), probe=machine.probe)
+    assert endpoint.source == "docker context 'colima-work'"
+
+
+async def test_files_and_sockets_of_a_third_user_are_refused(machine: FakeMachine) -> None:
+    home = machine.homes["alice"]
+    colima = machine.socket(home / ".colima" / "work" / "docker.sock", answering=False)
+    machine.context(home, "colima-work", f"unix://{colima}")
+    os.chown(home / ".docker" / "config.json", 4242, 4242)
+    desktop = machine.socket(home / ".docker" / "run" / "docker.sock")
+    os.chown(desktop, 4242, 4242)
+    with pytest.raises(DiscoveryError) as raised:
+        await discover_endpoint(env=machine.env(euid=0, sudo_user="alice"), probe=machine.probe)
+    outcomes = {attempt.location: attempt.outcome for attempt in raised.value.attempts}
+    assert outcomes[str(home / ".docker" / "config.json")] == "unreadable: owned by uid 4242, neither root nor uid 501"
+    assert outcomes[str(desktop)] == "owned by uid 4242, neither root nor uid 501"
+    os.chown(desktop, 501, 20)  # the user's own socket is fine
+    endpoint = await discover_endpoint(env=machine.env(euid=0, sudo_user="alice"), probe=machine.probe)
+    assert endpoint.address.socket_path == str(desktop)
+
+
+async def test_an_oversized_config_json_is_refused(machine: FakeMachine) -> None:
+    home = machine.homes["alice"]
+    (home / ".docker").mkdir()
+    (home / ".docker" / "config.json").write_bytes(b" " * (MAX_DOCKER_FILE_BYTES + 1))
+    with pytest.raises(DiscoveryError, match=f"unreadable: larger than {MAX_DOCKER_FILE_BYTES} bytes"):
+        await discover_endpoint(env=machine.env(euid=0, sudo_user="alice"), probe=machine.probe)
+
+
+async def test_as_root_tcp_comes_only_from_the_flag_not_from_the_users_environment(machine: FakeMachine) -> None:
+    machine.answering.add("tcp://127.0.0.1:2375")
+    root_under_sudo = machine.env(euid=0, sudo_user="alice", DOCKER_HOST="tcp://127.0.0.1:2375")
+    with pytest.raises(DiscoveryError, match="tcp:// daemon from the user's environment is not used by root"):
+        await discover_endpoint(env=root_under_sudo, probe=machine.probe)
+    assert machine.probed == []
+    endpoint = await discover_endpoint("tcp://127.0.0.1:2375", env=root_under_sudo, probe=machine.probe)
+    assert (endpoint.source, endpoint.address.port) == ("--docker-host", 2375)
+
+
+async def test_as_root_a_tcp_context_is_refused(machine: FakeMachine) -> None:
+    machine.answering.add("tcp://10.0.0.5:2375")
+    machine.context(machine.homes["alice"], "remote", "tcp://10.0.0.5:2375")
+    refused = re.escape("docker context 'remote': tcp://10.0.0.5:2375: a tcp:// daemon")
+    with pytest.raises(DiscoveryError, match=refused):
+        await discover_endpoint(env=machine.env(euid=0, sudo_user="alice"), probe=machine.probe)
+    assert machine.probed == []
+
+
+async def test_a_context_with_tls_material_is_reported_not_downgraded(machine: FakeMachine) -> None:
+    home = machine.homes["alice"]
+    machine.answering.add("tcp://10.0.0.5:2376")
+    machine.context(home, "tls", "tcp://10.0.0.5:2376")
+    (home / ".docker" / "contexts" / "tls" / hashlib.sha256(b"tls").hexdigest() / "docker").mkdir(parents=True)
+    with pytest.raises(DiscoveryError, match="the context uses TLS and dmnc speaks no TLS"):
+        await discover_endpoint(env=machine.env(), probe=machine.probe)
+    assert machine.probed == []
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmnc.docker.errors import BadResponse
-from dmnc.docker.streams import FrameDemuxer, JsonLinesDecoder, OutputChunk, ProgressDecoder, StreamKind
+from dmnc.docker.streams import (
+    FrameDemuxer,
+    JsonLinesDecoder,
+    OutputChunk,
+    OutputTail,
+    ProgressDecoder,
+    StreamKind,
+)
 
 
 def frame(kind: int, payload: bytes) -> bytes:
@@ -221,3 +228,20 @@ def test_progress_decoder_on_arbitrary_bytes_never_raises(data: bytes, cuts: lis
     for piece in split_at(data, cuts):
         decoder.feed(piece)
     decoder.finish()
+
+
+def test_json_lines_decoder_drops_a_hostile_deeply_nested_line_and_keeps_going() -> None:
+    decoder = JsonLinesDecoder()
+    values = decoder.feed(b"[" * 100_000 + b"]" * 100_000 + b'\n{"ok": 1}\n')
+    assert values == [{"ok": 1}]
+    assert decoder.skipped == 1
+
+
+@given(st.lists(st.binary(max_size=50), max_size=30), st.integers(min_value=1, max_value=100))
+def test_output_tail_keeps_exactly_the_last_bytes_within_its_limit(pieces: list[bytes], limit: int) -> None:
+    tail = OutputTail(limit)
+    for piece in pieces:
+        tail.append(piece)
+    everything = b"".join(pieces)
+    assert bytes(tail) == everything[-limit:]
+    assert tail.dropped == len(everything) - len(bytes(tail))

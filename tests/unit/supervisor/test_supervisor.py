@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 from pathlib import Path
 
 import pytest
 
 from dmnc import config
 from dmnc.config import Config, ConfigFlags
-from dmnc.docker.errors import ConnectionLost
+from dmnc.docker.errors import BadResponse, ConnectionLost
 from dmnc.docker.models import IpamConfig, Network
 from dmnc.routes import RouteError
 from dmnc.routes.policy import NetworkInfo
 from dmnc.supervisor.docker_watch import docker_problem
 from dmnc.supervisor.supervisor import Supervisor, _fatal_error
+from dmnc.supervisor.vm_keeper import _log_progress
 
 
 def test_network_info_of_a_docker_network_carries_what_the_route_policy_needs() -> None:
@@ -51,6 +53,19 @@ def test_docker_failures_are_found_inside_nursery_exception_groups() -> None:
     assert problem.startswith("lost Docker: ")
     assert docker_problem(ExceptionGroup("bugs", [KeyError("x")])) is None
     assert docker_problem(ValueError("bug")) is None
+
+
+def test_a_docker_problem_escapes_the_daemons_control_characters() -> None:
+    hostile = BadResponse("network \x1b[31mred\nFAKE LOG LINE", endpoint="GET /networks")
+    assert docker_problem(hostile) == (
+        "the Docker daemon misbehaves: network \\x1b[31mred\\x0aFAKE LOG LINE (GET /networks)"
+    )
+
+
+def test_setup_progress_from_the_daemon_is_logged_escaped(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="dmnc.supervisor"):
+        _log_progress("Step 1/3 \x1b]0;pwned\x07")
+    assert caplog.messages == ["setup: Step 1/3 \\x1b]0;pwned\\x07"]
 
 
 def test_reload_applies_a_new_stale_limit_and_keeps_the_old_configuration_on_a_bad_value(

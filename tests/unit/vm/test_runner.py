@@ -30,6 +30,7 @@ from dmnc.vm import (
     VmSetupError,
     script_command,
 )
+from dmnc.vm import runner as runner_module
 from dmnc.vm.runner import FALLBACK_CONTAINER_NAME, VmSetupRunner, default_setup_image
 
 PARAMS = SetupParams(bytes(32), 51820, endpoint="192.168.65.254")
@@ -199,6 +200,17 @@ async def test_missing_kernel_wireguard_starts_the_fallback_and_reads_its_result
     ]
     assert body["Cmd"] == script_command(PARAMS, ScriptMode.USERSPACE)
     assert body["Env"] == []
+
+
+async def test_fallback_output_is_kept_only_as_a_bounded_tail_and_its_result_still_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runner_module, "MAX_FALLBACK_OUTPUT_BYTES", len(USERSPACE_RESULT) + 10)
+    engine = engine_with_image(one_shot(KERNEL_MISSING))
+    engine.fallback_chunks = [b"wireguard-go chatter\n" * 100] * 50 + [USERSPACE_RESULT[:20], USERSPACE_RESULT[20:]]
+    engine.hang_logs = True
+    result = await VmSetupRunner(engine).setup(PARAMS)
+    assert result.mode is VmMode.USERSPACE
 
 
 async def test_setup_removes_an_earlier_fallback_container_first() -> None:
