@@ -17,10 +17,9 @@ The map, top to bottom (imports point downwards only; each folder is one job):
   - `tun/`: TUN devices (Linux /dev/net/tun, macOS utun), one module per platform.
 - The protocol core, `wireguard/`: WireGuard, sans-I/O (`now` and the RNG are arguments), and `conffile` for
   standard WireGuard config files (`dmnc wg up`).
-- Cross-cutting basics: `config` (flags > environment > config file), `logsetup`, `errors` (exception groups),
-  `printable` (escapes outside text for logs and output),
-  `netlink` (the rtnetlink codec shared by `tun/` and `routes/`), `system_service` (the systemd unit and launchd
-  plist that `dmnc service install` writes).
+- Cross-cutting basics: `config` (flags > environment > config file), `logsetup` (log lines, levels, and `printable`
+  for outside text in logs and output), `errors` (exception groups), `netlink` (the rtnetlink codec shared by `tun/`
+  and `routes/`), `system_service` (the systemd unit and launchd plist that `dmnc service install` writes).
 """
 
 __version__ = "0.1.0"

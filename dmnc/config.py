@@ -35,7 +35,6 @@ from __future__ import annotations
 import enum
 import errno
 import ipaddress
-import logging
 import os
 import re
 import stat
@@ -46,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from dmnc.logsetup import LogLevel
 from dmnc.routes.policy import Pattern, PolicyConfig, PolicyConfigError, parse_pattern
 
 if TYPE_CHECKING:
@@ -87,26 +87,6 @@ class ValueProblem(ValueError):
     """Raised by the value parsers; `load_config` turns it into a ConfigError naming the value's source."""
 
 
-class LogLevel(enum.StrEnum):
-    DEBUG = "debug"
-    INFO = "info"
-    WARNING = "warning"
-    ERROR = "error"
-    SILENT = "silent"
-
-    @property
-    def logging_level(self) -> int:
-        """The `logging` module's level for this setting; SILENT is above every level that is ever logged."""
-        return _LOGGING_LEVELS[self]
-
-
-_LOGGING_LEVELS = {
-    LogLevel.DEBUG: logging.DEBUG,
-    LogLevel.INFO: logging.INFO,
-    LogLevel.WARNING: logging.WARNING,
-    LogLevel.ERROR: logging.ERROR,
-    LogLevel.SILENT: logging.CRITICAL + 1,
-}
 # Spellings accepted besides the canonical names: "verbose" is docker-mac-net-connect's (wireguard-go's) name for
 # its debug level, "warn" is common in Go tools.
 _LOG_LEVEL_ALIASES = {"verbose": LogLevel.DEBUG, "warn": LogLevel.WARNING}

@@ -5,16 +5,42 @@
 Loggers are named `dmnc.<component>`; the `dmnc.` prefix is dropped from the output since every line is dmnc's.
 Third-party libraries (trio-websocket, httpx, httpcore) show only their warnings and errors, even at debug level:
 their lines describe dmnc's own requests and frames a second time and would drown dmnc's own debug lines.
+
+Text from outside dmnc (the Docker daemon, a container's output, a user's Docker files) goes through `printable`
+before it reaches a log line, `dmnc status` or `dmnc doctor`: an escape sequence would drive the terminal that shows
+the log, a newline would fake a log line of its own. This module imports nothing of dmnc, so every layer can use it.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import sys
 import textwrap
 from typing import TextIO
 
-from dmnc.config import LogLevel
+
+class LogLevel(enum.StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    SILENT = "silent"
+
+    @property
+    def logging_level(self) -> int:
+        """The `logging` module's level for this setting; SILENT is above every level that is ever logged."""
+        return _LOGGING_LEVELS[self]
+
+
+_LOGGING_LEVELS = {
+    LogLevel.DEBUG: logging.DEBUG,
+    LogLevel.INFO: logging.INFO,
+    LogLevel.WARNING: logging.WARNING,
+    LogLevel.ERROR: logging.ERROR,
+    LogLevel.SILENT: logging.CRITICAL + 1,
+}
+
 
 _ROOT_LOGGER = "dmnc"
 _CHATTY_LIBRARIES = ("trio-websocket", "httpx", "httpcore", "hpack")
@@ -55,3 +81,16 @@ def setup_logging(level: LogLevel, stream: TextIO | None = None) -> logging.Hand
     for library in _CHATTY_LIBRARIES:
         logging.getLogger(library).setLevel(library_level)
     return handler
+
+
+def printable(text: str) -> str:
+    """`text` with every character that `str.isprintable` refuses (controls, line and paragraph separators, format
+    characters) escaped as `\\x1b`, `\\x85`, `\\u2028`: one readable line that shows what was there."""
+    return "".join(char if char.isprintable() else _escape(char) for char in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"

@@ -28,7 +28,7 @@ from dmnc.commands._common import (
     report_bad_config,
 )
 from dmnc.config import ConfigFlags, ValueProblem, parse_image_reference
-from dmnc.printable import printable
+from dmnc.logsetup import printable
 
 if TYPE_CHECKING:
     from dmnc.doctor.checks import CheckResult

@@ -20,8 +20,8 @@ from dmnc.commands._common import (
     add_setup_image_flag,
     load_config_or_report,
 )
-from dmnc.config import DEFAULT_CONFIG_PATH, ConfigFlags, LogLevel
-from dmnc.logsetup import setup_logging
+from dmnc.config import DEFAULT_CONFIG_PATH, ConfigFlags
+from dmnc.logsetup import LogLevel, setup_logging
 
 NOT_ROOT_MESSAGE = (
     "dmnc: must run as root: it creates a network interface and routes and opens the Docker socket. Try: sudo dmnc"

@@ -37,7 +37,7 @@ from dmnc.control import (
     open_event_feed,
 )
 from dmnc.control.messages import StatusEvent, StatusSnapshot, format_drops
-from dmnc.printable import printable
+from dmnc.logsetup import printable
 
 _KIB = 1024
 

@@ -50,7 +50,7 @@ from dmnc.docker.client import DockerClient
 from dmnc.docker.errors import DiscoveryAttempt, DiscoveryError, DockerError, InvalidDaemonAddress
 from dmnc.docker.models import Info, Version
 from dmnc.docker.untrusted_json import loads_untrusted
-from dmnc.printable import printable
+from dmnc.logsetup import printable
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from dmnc.docker.discovery import Runtime, detect_runtime, discover_endpoint
 from dmnc.docker.errors import BadResponse, DiscoveryError, DockerError
 from dmnc.docker.models import Event, Network
 from dmnc.errors import first_of
-from dmnc.printable import printable
+from dmnc.logsetup import printable
 from dmnc.routes.policy import NetworkInfo
 from dmnc.routes.reconcile import RouteReconciler
 from dmnc.supervisor.backoff import Backoff

@@ -21,7 +21,7 @@ from dmnc.config import Config, format_host_port
 from dmnc.control import EventBroadcaster
 from dmnc.docker.client import DockerClient
 from dmnc.docker.errors import DockerError
-from dmnc.printable import printable
+from dmnc.logsetup import printable
 from dmnc.supervisor.backoff import Backoff
 from dmnc.supervisor.log import announce, logger
 from dmnc.tunnel.datapath import Tunnel

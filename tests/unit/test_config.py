@@ -22,7 +22,6 @@ from dmnc.config import (
     ConfigFlags,
     EndpointOption,
     ListenAddress,
-    LogLevel,
     ValueProblem,
     load_config,
     load_control_socket_path,
@@ -35,6 +34,7 @@ from dmnc.config import (
     parse_vm_stale_after,
 )
 from dmnc.docker.address import DaemonAddress
+from dmnc.logsetup import LogLevel
 
 # Property tests check behaviour, not speed: a loaded machine must not fail them (no per-example deadline).
 untimed = settings(deadline=None)

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dmnc.config import LogLevel
-from dmnc.logsetup import setup_logging
+from dmnc.logsetup import LogLevel, setup_logging
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,8 @@ import pytest
 from dmnc import config
 from dmnc.cli import build_parser, main
 from dmnc.commands.run import NOT_ROOT_MESSAGE, flags_from_args
-from dmnc.config import Config, ConfigFlags, LogLevel
+from dmnc.config import Config, ConfigFlags
+from dmnc.logsetup import LogLevel
 from dmnc.supervisor import supervisor
 
 

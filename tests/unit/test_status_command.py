@@ -7,7 +7,7 @@ import ipaddress
 from dmnc.commands.status import format_age, format_bytes, render_event, render_snapshot
 from dmnc.config import format_host_port
 from dmnc.control.messages import RouteStatus, StatusEvent, StatusSnapshot, TunnelStatus
-from dmnc.printable import printable
+from dmnc.logsetup import printable
 
 
 def test_fresh_service_shows_what_is_not_known_yet() -> None:

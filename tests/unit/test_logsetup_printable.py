@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dmnc.printable import printable
+from dmnc.logsetup import printable
 
 
 @given(st.text())
