@@ -22,6 +22,7 @@ from dmnc.commands._common import (
 )
 from dmnc.config import DEFAULT_CONFIG_PATH, ConfigFlags, LogLevel
 from dmnc.logsetup import setup_logging
+from dmnc.process_hardening import HardeningError, forbid_core_dumps
 
 NOT_ROOT_MESSAGE = (
     "dmnc: must run as root: it creates a network interface and routes and opens the Docker socket. Try: sudo dmnc"
@@ -111,6 +112,12 @@ def flags_from_args(args: argparse.Namespace) -> ConfigFlags:
 def run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print(NOT_ROOT_MESSAGE, file=sys.stderr)
+        return EXIT_FAILURE
+    # First of all: the host key is generated and the config file read after this.
+    try:
+        forbid_core_dumps()
+    except HardeningError as error:
+        print(f"dmnc: {error}", file=sys.stderr)
         return EXIT_FAILURE
     config = load_config_or_report("dmnc", flags_from_args(args))
     if config is None:

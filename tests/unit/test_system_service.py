@@ -16,6 +16,7 @@ from dmnc.cli import main
 from dmnc.system_service import (
     LAUNCHD_LABEL,
     LAUNCHD_LOG_PATH,
+    SERVICE_CAPABILITIES,
     Action,
     RemoveFile,
     RunCommand,
@@ -129,6 +130,22 @@ def test_systemd_unit_runs_dmnc_in_the_foreground_and_restarts_it() -> None:
     assert settings["Service"]["ExecReload"] == "kill -HUP $MAINPID"
     assert settings["Install"]["WantedBy"] == "multi-user.target"
     assert "docker.service" in settings["Unit"]["After"]
+
+
+def test_systemd_unit_keeps_only_the_capabilities_and_access_dmnc_uses() -> None:
+    unit = systemd_unit(ServiceSpec(program_arguments=("/usr/local/bin/dmnc",)))
+    service = unit_settings(unit)["Service"]
+    assert service["CapabilityBoundingSet"].split() == list(SERVICE_CAPABILITIES)
+    assert set(service["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"}
+    assert service["DeviceAllow"] == "/dev/net/tun rw"
+    assert service["SystemCallFilter"] == "@system-service"
+    assert (service["ProtectHome"], service["UMask"], service["LimitCORE"]) == ("read-only", "0077", "0")
+    assert service["ReadWritePaths"] == "/run"
+    settings = [line.split("=", 1)[0] for line in unit.splitlines() if not line.startswith("#")]
+    # Each would break dmnc (chown, capset, setrlimit, /proc/sys); the unit says why in a comment.
+    assert "ProcSubset" not in settings
+    assert "~@privileged" not in service["SystemCallFilter"]
+    assert "~@resources" not in service["SystemCallFilter"]
 
 
 def test_launchd_plist_is_a_kept_alive_root_daemon_logging_to_var_log() -> None:
