@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from dmnc.file_trust import untrusted_path
+
 SERVICE_NAME = "dmnc"
 DESCRIPTION = "dmnc: reach Docker containers by IP through a WireGuard tunnel into the Docker VM"
 
@@ -105,6 +107,59 @@ def current_command(argv0: str = sys.argv[0], *, frozen: bool | None = None) -> 
     if script.name == SERVICE_NAME and script.is_file():
         return (str(script.absolute()),)
     return (str(Path(sys.executable).absolute()), "-m", SERVICE_NAME)
+
+
+# How to get a copy that only root can change: what the refusal of a user-writable install suggests.
+ROOT_OWNED_COPY_HINT = (
+    "install a root-owned copy (the released binary: `sudo install -o root -m 0755 dmnc /usr/local/bin/dmnc`; or "
+    "`sudo python3 -m venv /opt/dmnc && sudo /opt/dmnc/bin/pip install dmnc`) and run its `dmnc service install`"
+)
+
+
+def service_code_paths(program_arguments: Sequence[str], *, package_folder: Path | None) -> list[Path]:
+    """The files whose code the service runs: its executable, the interpreter a script's `#!` line names, and the
+    folder of the Python package when it runs from source (`python -m dmnc`, a venv's `dmnc` script)."""
+    executable = Path(program_arguments[0])
+    paths = [executable]
+    interpreter = _shebang_interpreter(executable)
+    if interpreter is not None:
+        paths.append(interpreter)
+    if package_folder is not None:
+        paths.append(package_folder)
+    return paths
+
+
+def _shebang_interpreter(script: Path) -> Path | None:
+    """The absolute interpreter path of a `#!` script (execve(2), "Interpreter scripts"), else None."""
+    try:
+        with script.open("rb") as stream:
+            first_line = stream.readline(4096)
+    except OSError:
+        return None
+    words = first_line[2:].split() if first_line.startswith(b"#!") else []
+    if not words or not words[0].startswith(b"/"):
+        return None
+    return Path(os.fsdecode(words[0]))
+
+
+def code_trust_problems(paths: Sequence[Path]) -> list[str]:
+    """One line per path of `paths` that a non-root user could change (file_trust.untrusted_path), each naming the
+    file or folder, why, and how to install a root-owned copy."""
+    problems = []
+    for path in paths:
+        try:
+            found = untrusted_path(path)
+        except OSError as error:
+            problems.append(f"cannot check {path}: {error.strerror or error}")
+            continue
+        if found is not None:
+            where, reason = found
+            subject = "" if where == path else f" (the service runs {path})"
+            problems.append(
+                f"{where} is {reason}{subject}: a non-root user could change what the root service runs; "
+                + ROOT_OWNED_COPY_HINT
+            )
+    return problems
 
 
 def systemd_quote(argument: str) -> str:
