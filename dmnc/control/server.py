@@ -6,14 +6,16 @@ Ubuntu). Members of that group run `dmnc status` without sudo; everyone else get
 of those groups only root can connect. The file is bound in a private 0700 directory, given its mode and group, and
 only then renamed into place, so there is no moment where it is reachable with looser permissions.
 
-`bind_control_socket(path)` first, at startup, turns the socket into the single-instance check; the bound socket
-is then passed to `serve_control_socket` under `nursery.start()`, fed by any `StatusSource` (a `snapshot()`
-callable and an `EventBroadcaster` the service publishes to). The protocol is in `dmnc.control.protocol`.
+`bind_control_socket(path)` first, at startup, turns the socket into the single-instance check, with a lock file
+beside it held for the life of the process (`instance_lock_path`) so that two started at once cannot both pass. The
+bound socket is then passed to `serve_control_socket` under `nursery.start()`, fed by any `StatusSource` (a
+`snapshot()` callable and an `EventBroadcaster` the service publishes to). The protocol is in `dmnc.control.protocol`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import grp
 import logging
 import os
@@ -159,12 +161,50 @@ def _claim_path(path: Path) -> None:
     raise ControlSocketBusy(f"another dmnc is already running: its control socket {path} answers")
 
 
-def _bind_socket(path: Path, group_id: int | None) -> tuple[socket.socket, os.stat_result]:
-    """Bind a listening socket at `path` with its final mode and group before anyone can reach it.
+def instance_lock_path(control_socket: Path) -> Path:
+    """The lock file beside the control socket that one dmnc holds for its whole life."""
+    return control_socket.with_name(control_socket.name + ".lock")
+
+
+def _take_instance_lock(control_socket: Path) -> int:
+    """Lock the file beside the control socket (flock(2), exclusive, non-blocking); the descriptor holds the lock
+    until it is closed, or the process ends. Two dmncs started at the same moment both find no socket to answer:
+    the lock lets only one of them go on to bind it."""
+    lock_path = instance_lock_path(control_socket)
+    try:
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        raise ControlError(
+            f"cannot create the control socket in {lock_path.parent}: {error.strerror} (its lock file {lock_path.name})"
+        ) from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise ControlSocketBusy(f"another dmnc is already running: it holds the lock {lock_path}") from None
+    except OSError as error:
+        os.close(descriptor)
+        raise ControlError(f"cannot lock {lock_path}: {error.strerror}") from None
+    return descriptor
+
+
+def _bind_socket(path: Path, group_id: int | None) -> tuple[socket.socket, os.stat_result, int]:
+    """Take the instance lock, then bind a listening socket at `path` with its final mode and group before anyone
+    can reach it. Returns the socket, its file's identity and the lock's descriptor.
 
     Blocking file system work: run it in a thread.
     """
     _claim_path(path)
+    lock = _take_instance_lock(path)
+    try:
+        sock, identity = _bind_claimed(path, group_id)
+    except BaseException:
+        os.close(lock)
+        raise
+    return sock, identity, lock
+
+
+def _bind_claimed(path: Path, group_id: int | None) -> tuple[socket.socket, os.stat_result]:
     try:
         staging = Path(tempfile.mkdtemp(prefix=".dmnc-control-", dir=path.parent))
     except OSError as error:
@@ -193,10 +233,11 @@ class BoundControlSocket:
     (ControlSocketBusy) before it touches the network. Closing removes the socket file if it is still this one.
     """
 
-    def __init__(self, path: Path, sock: socket.socket, identity: os.stat_result) -> None:
+    def __init__(self, path: Path, sock: socket.socket, identity: os.stat_result, lock: int) -> None:
         self.path = path
         self.listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
         self._identity = identity
+        self._lock: int | None = lock
 
     async def aclose(self) -> None:
         with contextlib.suppress(OSError):
@@ -205,6 +246,11 @@ class BoundControlSocket:
                 self.path.unlink()
         with trio.CancelScope(shield=True):
             await self.listener.aclose()
+        # Released last, once the socket is gone; the lock file stays: unlinking it would let a newcomer lock a
+        # fresh file while another still waits on the old one.
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
 
 async def bind_control_socket(path: Path, *, group_id: int | None = None) -> BoundControlSocket:
@@ -216,8 +262,8 @@ async def bind_control_socket(path: Path, *, group_id: int | None = None) -> Bou
     chosen_group = admin_group_id() if group_id is None else group_id
     if chosen_group is None:
         logger.warning("none of the groups %s exists: only root can run `dmnc status`", ", ".join(ADMIN_GROUPS))
-    sock, identity = await trio.to_thread.run_sync(_bind_socket, path, chosen_group)
-    return BoundControlSocket(path, sock, identity)
+    sock, identity, lock = await trio.to_thread.run_sync(_bind_socket, path, chosen_group)
+    return BoundControlSocket(path, sock, identity, lock)
 
 
 async def serve_control_socket(

@@ -27,6 +27,7 @@ from dmnc.control import (
     serve_control_socket,
 )
 from dmnc.control.messages import StatusEvent
+from dmnc.control.server import BoundControlSocket, instance_lock_path
 from tests.conftest import require_root
 from tests.integration.control.helpers import SNAPSHOT, FakeSource, Served, wait_for_subscribers
 
@@ -270,12 +271,48 @@ async def test_a_bound_socket_closed_without_serving_leaves_no_file(tmp_path: Pa
 async def test_closing_does_not_remove_a_successors_socket(tmp_path: Path) -> None:
     path = tmp_path / "replaced.sock"
     first = await bind_control_socket(path, group_id=os.getgid())
-    path.unlink()  # as if removed behind its back, and a new dmnc took the path over
+    # As if removed behind its back, lock file included, and a new dmnc took the path over.
+    path.unlink()
+    instance_lock_path(path).unlink()
     second = await bind_control_socket(path, group_id=os.getgid())
     await first.aclose()
     assert path.exists()
     await second.aclose()
     assert not path.exists()
+
+
+async def test_dmncs_binding_at_the_same_moment_let_exactly_one_pass(tmp_path: Path) -> None:
+    path = tmp_path / "raced.sock"
+    bound: list[BoundControlSocket] = []
+    refused: list[ControlSocketBusy] = []
+
+    async def attempt() -> None:
+        try:
+            bound.append(await bind_control_socket(path, group_id=os.getgid()))
+        except ControlSocketBusy as busy:
+            refused.append(busy)
+
+    for _ in range(20):  # each round, eight at once: the claim-then-bind race needs no luck to show
+        async with trio.open_nursery() as racers:
+            for _ in range(8):
+                racers.start_soon(attempt)
+        assert len(bound) == 1, f"{len(bound)} dmncs bound {path} at once"
+        assert len(refused) == 7
+        assert all(str(busy).startswith("another dmnc is already running") for busy in refused)
+        await bound.pop().aclose()
+        refused.clear()
+
+
+async def test_the_instance_lock_is_held_until_the_socket_is_closed(tmp_path: Path) -> None:
+    path = tmp_path / "locked.sock"
+    bound = await bind_control_socket(path, group_id=os.getgid())
+    path.unlink()  # the socket file alone gone: the lock still tells the next dmnc that one runs
+    with pytest.raises(
+        ControlSocketBusy, match=r"another dmnc is already running: it holds the lock .*locked\.sock\.lock"
+    ):
+        await bind_control_socket(path, group_id=os.getgid())
+    await bound.aclose()
+    await (await bind_control_socket(path, group_id=os.getgid())).aclose()
 
 
 async def serve_events_then(path: Path, nursery: trio.Nursery, end: str) -> None:
