@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from dmnc.hardening.file_trust import ROOT_UID, untrusted_path
 from dmnc.logsetup import LogLevel
 from dmnc.routes.policy import Pattern, PolicyConfig, PolicyConfigError, parse_pattern
 
@@ -414,12 +415,8 @@ def _read_config_bytes(path: Path) -> bytes:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
         if not stat.S_ISREG(info.st_mode):
             raise ConfigError(str(path), "not a regular file")
-        if os.geteuid() == 0 and info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise ConfigError(
-                str(path),
-                f"other users may change this file (mode {stat.S_IMODE(info.st_mode):04o}) while dmnc runs it as "
-                f"root; make it writable by its owner only: chmod go-w {path}",
-            )
+        if os.geteuid() == 0:
+            _refuse_config_others_may_change(path, info)
         chunks: list[bytes] = []
         size = 0
         while size <= MAX_CONFIG_FILE_BYTES and (chunk := os.read(descriptor, MAX_CONFIG_FILE_BYTES + 1 - size)):
@@ -430,6 +427,31 @@ def _read_config_bytes(path: Path) -> bytes:
     if size > MAX_CONFIG_FILE_BYTES:
         raise ConfigError(str(path), f"larger than {MAX_CONFIG_FILE_BYTES} bytes; is this the right file?")
     return b"".join(chunks)
+
+
+def _refuse_config_others_may_change(path: Path, info: os.stat_result) -> None:
+    """As root: refuse a config file that anyone but root may change, itself (`info`, from the open descriptor) or
+    by replacing it through a folder above it (the policy of dmnc.hardening.file_trust; sshd's StrictModes rule)."""
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            str(path),
+            f"other users may change this file (mode {stat.S_IMODE(info.st_mode):04o}) while dmnc runs it as "
+            f"root; make it writable by its owner only: chmod go-w {path}",
+        )
+    if info.st_uid != ROOT_UID:
+        raise ConfigError(
+            str(path),
+            f"owned by uid {info.st_uid}, who may change it while dmnc runs it as root; give it to root: "
+            f"chown root {path}",
+        )
+    found = untrusted_path(path)
+    if found is not None:
+        folder, problem = found
+        raise ConfigError(
+            str(path),
+            f"the folder {folder} is {problem}, so others may replace this file while dmnc runs it as root; "
+            f"make the folder root's alone: chown root {folder} && chmod go-w {folder}",
+        )
 
 
 class _ConfigFile:

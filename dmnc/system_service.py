@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from dmnc.hardening.file_trust import untrusted_path
+
 SERVICE_NAME = "dmnc"
 DESCRIPTION = "dmnc: reach Docker containers by IP through a WireGuard tunnel into the Docker VM"
 
@@ -43,11 +45,17 @@ ROOT_GID = 0
 # (routes removed, VM side torn down) is specified to take under 5 s, so twice that leaves margin.
 SYSTEMD_STOP_TIMEOUT_S = 10
 SYSTEMD_RESTART_DELAY_S = 2
+# The capabilities(7) the daemon uses, all it keeps under systemd: CAP_NET_ADMIN (TUN device, routes), CAP_CHOWN
+# (the control socket's group), CAP_NET_BIND_SERVICE (DNS on port 53).
+SERVICE_CAPABILITIES = ("CAP_NET_ADMIN", "CAP_CHOWN", "CAP_NET_BIND_SERVICE")
 
 # Characters that never need quoting in a systemd command line (systemd.service(5), "Command lines").
 _SYSTEMD_PLAIN_WORD = re.compile(r"[A-Za-z0-9_./:=@+,-]+")
 # systemd unit files are line based: control characters cannot be carried by any quoting.
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+# Neither a unit file (UTF-8 text) nor a plist (XML 1.0 section 2.2, "Char") can carry lone surrogates or the
+# noncharacters U+FFFE and U+FFFF.
+_UNENCODABLE_CHARACTER = re.compile("[\ud800-\udfff\ufffe\uffff]")
 
 
 class ServiceError(Exception):
@@ -88,6 +96,8 @@ class ServiceSpec:
         for argument in self.program_arguments:
             if _CONTROL_CHARACTER.search(argument):
                 raise ServiceError(f"service argument {argument!r} contains a control character")
+            if _UNENCODABLE_CHARACTER.search(argument):
+                raise ServiceError(f"service argument {argument!r} contains a character no service file can carry")
 
 
 def current_command(argv0: str = sys.argv[0], *, frozen: bool | None = None) -> tuple[str, ...]:
@@ -102,6 +112,59 @@ def current_command(argv0: str = sys.argv[0], *, frozen: bool | None = None) -> 
     if script.name == SERVICE_NAME and script.is_file():
         return (str(script.absolute()),)
     return (str(Path(sys.executable).absolute()), "-m", SERVICE_NAME)
+
+
+# How to get a copy that only root can change: what the refusal of a user-writable install suggests.
+ROOT_OWNED_COPY_HINT = (
+    "install a root-owned copy (the released binary: `sudo install -o root -m 0755 dmnc /usr/local/bin/dmnc`; or "
+    "`sudo python3 -m venv /opt/dmnc && sudo /opt/dmnc/bin/pip install dmnc`) and run its `dmnc service install`"
+)
+
+
+def service_code_paths(program_arguments: Sequence[str], *, package_folder: Path | None) -> list[Path]:
+    """The files whose code the service runs: its executable, the interpreter a script's `#!` line names, and the
+    folder of the Python package when it runs from source (`python -m dmnc`, a venv's `dmnc` script)."""
+    executable = Path(program_arguments[0])
+    paths = [executable]
+    interpreter = _shebang_interpreter(executable)
+    if interpreter is not None:
+        paths.append(interpreter)
+    if package_folder is not None:
+        paths.append(package_folder)
+    return paths
+
+
+def _shebang_interpreter(script: Path) -> Path | None:
+    """The absolute interpreter path of a `#!` script (execve(2), "Interpreter scripts"), else None."""
+    try:
+        with script.open("rb") as stream:
+            first_line = stream.readline(4096)
+    except OSError:
+        return None
+    words = first_line[2:].split() if first_line.startswith(b"#!") else []
+    if not words or not words[0].startswith(b"/"):
+        return None
+    return Path(os.fsdecode(words[0]))
+
+
+def code_trust_problems(paths: Sequence[Path]) -> list[str]:
+    """One line per path of `paths` that a non-root user could change (file_trust.untrusted_path), each naming the
+    file or folder, why, and how to install a root-owned copy."""
+    problems = []
+    for path in paths:
+        try:
+            found = untrusted_path(path)
+        except OSError as error:
+            problems.append(f"cannot check {path}: {error.strerror or error}")
+            continue
+        if found is not None:
+            where, reason = found
+            subject = "" if where == path else f" (the service runs {path})"
+            problems.append(
+                f"{where} is {reason}{subject}: a non-root user could change what the root service runs; "
+                + ROOT_OWNED_COPY_HINT
+            )
+    return problems
 
 
 def systemd_quote(argument: str) -> str:
@@ -122,6 +185,7 @@ def systemd_quote(argument: str) -> str:
 def systemd_unit(spec: ServiceSpec) -> str:
     """The text of /etc/systemd/system/dmnc.service."""
     exec_start = " ".join(systemd_quote(argument) for argument in spec.program_arguments)
+    capabilities = " ".join(SERVICE_CAPABILITIES)
     return f"""\
 [Unit]
 Description={DESCRIPTION}
@@ -139,10 +203,50 @@ KillMode=mixed
 TimeoutStopSec={SYSTEMD_STOP_TIMEOUT_S}
 Restart=on-failure
 RestartSec={SYSTEMD_RESTART_DELAY_S}
-# dmnc needs root for the TUN device and routes, but never new privileges, a writable /usr or a shared /tmp.
+# Least privilege (systemd.exec(5)). dmnc runs as root but keeps only the capabilities it uses: CAP_NET_ADMIN
+# for the TUN device and its routes, CAP_CHOWN to give the control socket its group, CAP_NET_BIND_SERVICE for
+# DNS on port 53. Without CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH it reaches only root's files and sockets: the
+# system Docker socket is root's, and a socket in a user's home would need CAP_DAC_OVERRIDE (connect(2) needs
+# write permission on the socket), far more than a read-only search capability. AmbientCapabilities= is absent:
+# a root service already holds its bounding set, so it would add nothing.
+CapabilityBoundingSet={capabilities}
 NoNewPrivileges=yes
-ProtectSystem=full
+# dmnc writes only its control socket and lock (under /run); everything else, /proc/sys included, is read-only:
+# the TUN is configured through rtnetlink, never through /proc/sys/net.
+ProtectSystem=strict
+ReadWritePaths=/run
+ProtectHome=read-only
 PrivateTmp=yes
+PrivateIPC=yes
+PrivateMounts=yes
+# The TUN clone device is the only device node dmnc opens. PrivateDevices= is absent: its private /dev has no
+# /dev/net/tun.
+DevicePolicy=closed
+DeviceAllow=/dev/net/tun rw
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+# ProcSubset=pid is absent: it hides /proc/sys and /proc/net, which the kernel's view of the network lives in.
+# AF_UNIX for Docker and the control socket, AF_INET/AF_INET6 for the tunnel, AF_NETLINK for links and routes.
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+# MemoryDenyWriteExecute= is absent: libffi closures (ctypes callbacks) need writable and executable memory, and
+# no lab runs dmnc under systemd to show that none of its libraries ever makes one.
+SystemCallArchitectures=native
+# ~@privileged is absent: it holds chown(2) (the control socket's group) and capset(2). ~@resources is absent: it
+# holds setrlimit(2), which dmnc uses to turn core dumps off.
+SystemCallFilter=@system-service
+SystemCallErrorNumber=EPERM
+# The process holds the host's WireGuard private key: no core dumps, and nothing it creates readable by others.
+LimitCORE=0
+UMask=0077
 
 [Install]
 WantedBy=multi-user.target

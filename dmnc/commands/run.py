@@ -21,6 +21,7 @@ from dmnc.commands._common import (
     load_config_or_report,
 )
 from dmnc.config import DEFAULT_CONFIG_PATH, ConfigFlags
+from dmnc.hardening.process import HardeningError, forbid_core_dumps
 from dmnc.logsetup import LogLevel, setup_logging
 
 NOT_ROOT_MESSAGE = (
@@ -111,6 +112,12 @@ def flags_from_args(args: argparse.Namespace) -> ConfigFlags:
 def run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print(NOT_ROOT_MESSAGE, file=sys.stderr)
+        return EXIT_FAILURE
+    # First of all: the host key is generated and the config file read after this.
+    try:
+        forbid_core_dumps()
+    except HardeningError as error:
+        print(f"dmnc: {error}", file=sys.stderr)
         return EXIT_FAILURE
     config = load_config_or_report("dmnc", flags_from_args(args))
     if config is None:

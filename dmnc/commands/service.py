@@ -6,8 +6,20 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dmnc.commands._common import COMMANDS, DEFAULT_COMMAND, EXIT_FAILURE, EXIT_OK, Subcommands, build_parser
+import dmnc
+from dmnc.commands._common import (
+    COMMANDS,
+    DEFAULT_COMMAND,
+    EXIT_FAILURE,
+    EXIT_OK,
+    Subcommands,
+    build_parser,
+)
+from dmnc.commands.run import flags_from_args
+from dmnc.config import ConfigError, ConfigFlags, load_config
+from dmnc.logsetup import printable
 from dmnc.system_service import (
     Action,
     RunCommand,
@@ -17,10 +29,15 @@ from dmnc.system_service import (
     WriteFile,
     apply,
     check_no_homebrew_service,
+    code_trust_problems,
     current_command,
     plan_install,
     plan_uninstall,
+    service_code_paths,
 )
+
+if TYPE_CHECKING:  # the module pulls in trio and httpx, which the rest of `dmnc service` never needs
+    from dmnc.docker.address import DaemonAddress
 
 REAL_ROOT = Path("/")
 
@@ -80,8 +97,12 @@ def run_install(args: argparse.Namespace) -> int:
         manager = _manager(args)
         executable: Path | None = args.executable
         command = current_command() if executable is None else (str(executable),)
-        _check_daemon_arguments(args.daemon_args)
-        spec = ServiceSpec(program_arguments=(*command, *args.daemon_args))
+        daemon_flags = _check_daemon_arguments(args.daemon_args)
+        daemon_args: list[str] = args.daemon_args
+        if _activates(args) and not args.dry_run:
+            daemon_args = _with_pinned_docker_host(daemon_args, daemon_flags)
+        spec = ServiceSpec(program_arguments=(*command, *daemon_args))
+        _check_root_owned_code(spec, args, from_source=executable is None and not getattr(sys, "frozen", False))
         check_no_homebrew_service(manager, root=args.root)
         actions = plan_install(manager, spec, root=args.root, activate=_activates(args), chown=os.geteuid() == 0)
         return _carry_out(actions, args)
@@ -100,14 +121,67 @@ def run_uninstall(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
 
 
-def _check_daemon_arguments(daemon_args: list[str]) -> None:
+def _check_daemon_arguments(daemon_args: list[str]) -> ConfigFlags:
     """Parse the daemon's arguments with dmnc's own parser, so an unknown or malformed flag fails now rather than
     in the service's restart loop. (Values are checked when the daemon loads its configuration.) The service
     starts `dmnc ARGS`, which runs DEFAULT_COMMAND: only that command's parser is needed."""
     try:
-        build_parser((COMMANDS[DEFAULT_COMMAND],)).parse_args([DEFAULT_COMMAND, *daemon_args])
+        parsed = build_parser((COMMANDS[DEFAULT_COMMAND],)).parse_args([DEFAULT_COMMAND, *daemon_args])
     except SystemExit as exit_request:  # argparse has printed the reason (or the help) already
         raise ServiceError(f"not valid arguments for the dmnc daemon: {' '.join(daemon_args)}") from exit_request
+    return flags_from_args(parsed)
+
+
+def _with_pinned_docker_host(daemon_args: list[str], flags: ConfigFlags) -> list[str]:
+    """`daemon_args` plus `--docker-host` for the daemon discovery finds now, unless the service's flags or root's
+    config file name one already.
+
+    The service runs as root with no desktop user behind it: left to discover, it would follow whatever Docker
+    context the logged-in user selects later. Pinned in the root-owned service file, only root can change it.
+    Only a Unix socket is pinned: a tcp:// daemon from a user's context stays the user's choice, not root's.
+    """
+    try:
+        configured = load_config(flags, {}).docker_host
+    except ConfigError as error:
+        raise ServiceError(str(error)) from None
+    if configured is not None:
+        return daemon_args
+    found = discover_docker_endpoint()
+    if isinstance(found, str):
+        print(f"dmnc service install: warning: {found}; the service will look for Docker each time it starts")
+        return daemon_args
+    print(f"using the Docker daemon found now for the service: {found.url} (pass --docker-host after -- to change)")
+    return [*daemon_args, "--docker-host", found.url]
+
+
+def discover_docker_endpoint() -> DaemonAddress | str:
+    """The Unix socket of the Docker daemon discovery finds, or why there is none to pin."""
+    # Imported here: discovery pulls in trio and httpx, which the rest of `dmnc service` never needs.
+    import trio  # noqa: PLC0415
+
+    from dmnc.docker.discovery import discover_endpoint  # noqa: PLC0415
+    from dmnc.docker.errors import DockerError  # noqa: PLC0415
+
+    try:
+        endpoint = trio.run(discover_endpoint)
+    except DockerError as error:
+        return f"no Docker daemon found now ({printable(str(error))})"
+    if endpoint.address.socket_path is None:
+        return f"Docker was found at {printable(endpoint.address.url)}, not a Unix socket: pass --docker-host to pin it"
+    return endpoint.address
+
+
+def _check_root_owned_code(spec: ServiceSpec, args: argparse.Namespace, *, from_source: bool) -> None:
+    """Refuse a real install whose code a non-root user could change; staging and dry runs only warn (a package
+    manager's test stages into a user-owned prefix)."""
+    package_folder = Path(dmnc.__file__).parent if from_source else None
+    problems = code_trust_problems(service_code_paths(spec.program_arguments, package_folder=package_folder))
+    if not problems:
+        return
+    if _activates(args) and not args.dry_run:
+        raise ServiceError(problems[0])
+    for problem in problems:
+        print(f"dmnc service install: warning: {problem}", file=sys.stderr)
 
 
 def _manager(args: argparse.Namespace) -> ServiceManager:

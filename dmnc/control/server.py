@@ -6,14 +6,16 @@ Ubuntu). Members of that group run `dmnc status` without sudo; everyone else get
 of those groups only root can connect. The file is bound in a private 0700 directory, given its mode and group, and
 only then renamed into place, so there is no moment where it is reachable with looser permissions.
 
-`bind_control_socket(path)` first, at startup, turns the socket into the single-instance check; the bound socket
-is then passed to `serve_control_socket` under `nursery.start()`, fed by any `StatusSource` (a `snapshot()`
-callable and an `EventBroadcaster` the service publishes to). The protocol is in `dmnc.control.protocol`.
+`bind_control_socket(path)` first, at startup, turns the socket into the single-instance check, with a lock file
+beside it held for the life of the process (`instance_lock_path`) so that two started at once cannot both pass. The
+bound socket is then passed to `serve_control_socket` under `nursery.start()`, fed by any `StatusSource` (a
+`snapshot()` callable and an `EventBroadcaster` the service publishes to). The protocol is in `dmnc.control.protocol`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import grp
 import logging
 import os
@@ -48,6 +50,13 @@ ADMIN_GROUPS = ("admin", "wheel", "sudo")
 # Events a follower may lag behind before it is dropped; the service never waits for a slow reader.
 EVENT_BUFFER = 256
 _LISTEN_BACKLOG = 16
+# Bounds on what local clients may cost the service, whose event loop also carries the tunnel: connections open
+# at once, `dmnc status --follow` clients among them, and how long one send may wait for a client to read.
+MAX_CONNECTIONS = 64
+MAX_FOLLOWERS = 16
+SEND_TIMEOUT_S = DEFAULT_TIMEOUT_S
+# RFC 6455 section 7.4 leaves 1013 to the IANA registry: "Try Again Later".
+TRY_AGAIN_LATER_CLOSE_CODE = 1013
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -159,12 +168,50 @@ def _claim_path(path: Path) -> None:
     raise ControlSocketBusy(f"another dmnc is already running: its control socket {path} answers")
 
 
-def _bind_socket(path: Path, group_id: int | None) -> tuple[socket.socket, os.stat_result]:
-    """Bind a listening socket at `path` with its final mode and group before anyone can reach it.
+def instance_lock_path(control_socket: Path) -> Path:
+    """The lock file beside the control socket that one dmnc holds for its whole life."""
+    return control_socket.with_name(control_socket.name + ".lock")
+
+
+def _take_instance_lock(control_socket: Path) -> int:
+    """Lock the file beside the control socket (flock(2), exclusive, non-blocking); the descriptor holds the lock
+    until it is closed, or the process ends. Two dmncs started at the same moment both find no socket to answer:
+    the lock lets only one of them go on to bind it."""
+    lock_path = instance_lock_path(control_socket)
+    try:
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        raise ControlError(
+            f"cannot create the control socket in {lock_path.parent}: {error.strerror} (its lock file {lock_path.name})"
+        ) from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise ControlSocketBusy(f"another dmnc is already running: it holds the lock {lock_path}") from None
+    except OSError as error:
+        os.close(descriptor)
+        raise ControlError(f"cannot lock {lock_path}: {error.strerror}") from None
+    return descriptor
+
+
+def _bind_socket(path: Path, group_id: int | None) -> tuple[socket.socket, os.stat_result, int]:
+    """Take the instance lock, then bind a listening socket at `path` with its final mode and group before anyone
+    can reach it. Returns the socket, its file's identity and the lock's descriptor.
 
     Blocking file system work: run it in a thread.
     """
     _claim_path(path)
+    lock = _take_instance_lock(path)
+    try:
+        sock, identity = _bind_claimed(path, group_id)
+    except BaseException:
+        os.close(lock)
+        raise
+    return sock, identity, lock
+
+
+def _bind_claimed(path: Path, group_id: int | None) -> tuple[socket.socket, os.stat_result]:
     try:
         staging = Path(tempfile.mkdtemp(prefix=".dmnc-control-", dir=path.parent))
     except OSError as error:
@@ -193,10 +240,11 @@ class BoundControlSocket:
     (ControlSocketBusy) before it touches the network. Closing removes the socket file if it is still this one.
     """
 
-    def __init__(self, path: Path, sock: socket.socket, identity: os.stat_result) -> None:
+    def __init__(self, path: Path, sock: socket.socket, identity: os.stat_result, lock: int) -> None:
         self.path = path
         self.listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
         self._identity = identity
+        self._lock: int | None = lock
 
     async def aclose(self) -> None:
         with contextlib.suppress(OSError):
@@ -205,6 +253,11 @@ class BoundControlSocket:
                 self.path.unlink()
         with trio.CancelScope(shield=True):
             await self.listener.aclose()
+        # Released last, once the socket is gone; the lock file stays: unlinking it would let a newcomer lock a
+        # fresh file while another still waits on the old one.
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
 
 async def bind_control_socket(path: Path, *, group_id: int | None = None) -> BoundControlSocket:
@@ -216,8 +269,8 @@ async def bind_control_socket(path: Path, *, group_id: int | None = None) -> Bou
     chosen_group = admin_group_id() if group_id is None else group_id
     if chosen_group is None:
         logger.warning("none of the groups %s exists: only root can run `dmnc status`", ", ".join(ADMIN_GROUPS))
-    sock, identity = await trio.to_thread.run_sync(_bind_socket, path, chosen_group)
-    return BoundControlSocket(path, sock, identity)
+    sock, identity, lock = await trio.to_thread.run_sync(_bind_socket, path, chosen_group)
+    return BoundControlSocket(path, sock, identity, lock)
 
 
 async def serve_control_socket(
@@ -226,6 +279,7 @@ async def serve_control_socket(
     *,
     group_id: int | None = None,
     handshake_timeout_s: float = DEFAULT_TIMEOUT_S,
+    limits: ClientLimits | None = None,
     task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve status and events on the control socket until cancelled, then remove the socket file.
@@ -233,18 +287,29 @@ async def serve_control_socket(
     `where` is a path to bind now (see `bind_control_socket`, which `group_id` goes to) or a socket bound earlier,
     which this call then owns and closes. It never returns on its own; readiness (the socket accepts connections)
     is reported through `task_status`. A client that does not complete the websocket handshake within
-    `handshake_timeout_s` is dropped.
+    `handshake_timeout_s` is dropped, and so are clients beyond `limits` and one that does not read what is sent to
+    it within `limits.send_timeout_s`: none of them can hold up the service.
     """
+    limits = ClientLimits() if limits is None else limits
+    connections = 0
     bound = where if isinstance(where, BoundControlSocket) else await bind_control_socket(where, group_id=group_id)
     try:
         async with trio.open_nursery() as nursery:
 
             async def handle(stream: trio.SocketStream) -> None:
+                nonlocal connections
+                if connections >= limits.connections:
+                    logger.debug("dropping a control client: %d connections are open already", connections)
+                    await stream.aclose()
+                    return
+                connections += 1
                 try:
-                    await _serve_connection(stream, source, handshake_timeout_s)
+                    await _serve_connection(stream, source, handshake_timeout_s, limits)
                 except Exception:
                     # A bug met by one client must not take the service (and the tunnel) down with it.
                     logger.exception("failed to serve a control client")
+                finally:
+                    connections -= 1
 
             await nursery.start(trio.serve_listeners, handle, [bound.listener])
             logger.debug("control socket ready at %s", bound.path)
@@ -254,7 +319,18 @@ async def serve_control_socket(
         await bound.aclose()
 
 
-async def _serve_connection(stream: trio.SocketStream, source: StatusSource, handshake_timeout_s: float) -> None:
+@dataclass(frozen=True)
+class ClientLimits:
+    """What the control socket grants its clients at most (see MAX_CONNECTIONS)."""
+
+    connections: int = MAX_CONNECTIONS
+    followers: int = MAX_FOLLOWERS
+    send_timeout_s: float = SEND_TIMEOUT_S
+
+
+async def _serve_connection(
+    stream: trio.SocketStream, source: StatusSource, handshake_timeout_s: float, limits: ClientLimits
+) -> None:
     async with trio.open_nursery() as nursery:
         request = None
         with trio.move_on_after(handshake_timeout_s):
@@ -264,10 +340,17 @@ async def _serve_connection(stream: trio.SocketStream, source: StatusSource, han
                 logger.debug("dropping a control client that sent no websocket handshake in time")
             elif request.path == STATUS_PATH:
                 connection = await request.accept()
-                await connection.send_message(source.snapshot().to_json())
-                await _close(connection, 1000, "")
+                with trio.move_on_after(limits.send_timeout_s) as sending:
+                    await connection.send_message(source.snapshot().to_json())
+                if sending.cancelled_caught:
+                    logger.warning("dropped a `dmnc status` client that did not read its answer")
+                else:
+                    await _close(connection, 1000, "")
+            elif request.path == EVENTS_PATH and source.events.subscriber_count >= limits.followers:
+                reason = f"{limits.followers} followers already"
+                await _close(await request.accept(), TRY_AGAIN_LATER_CLOSE_CODE, reason)
             elif request.path == EVENTS_PATH:
-                await _serve_events(await request.accept(), source.events)
+                await _serve_events(await request.accept(), source.events, limits.send_timeout_s)
             else:
                 await request.reject(404, body=f"unknown path; use {STATUS_PATH} or {EVENTS_PATH}\n".encode())
         except trio_websocket.ConnectionClosed:
@@ -278,16 +361,26 @@ async def _serve_connection(stream: trio.SocketStream, source: StatusSource, han
                 await stream.aclose()
 
 
-async def _serve_events(connection: trio_websocket.WebSocketConnection, events: EventBroadcaster) -> None:
+async def _serve_events(
+    connection: trio_websocket.WebSocketConnection, events: EventBroadcaster, send_timeout_s: float
+) -> None:
     close_code, close_reason = 1001, "dmnc is stopping"
     try:
         with events.subscribe() as subscription:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_when_client_leaves, connection, nursery.cancel_scope)
+                stalled = False
                 with contextlib.suppress(trio_websocket.ConnectionClosed):
                     async for event in subscription.receive:
-                        await connection.send_message(event.to_json())
-                if subscription.overflowed:
+                        with trio.move_on_after(send_timeout_s) as sending:
+                            await connection.send_message(event.to_json())
+                        if sending.cancelled_caught:
+                            stalled = True
+                            break
+                if stalled:
+                    close_code, close_reason = FEED_OVERFLOW_CLOSE_CODE, f"it read nothing for {send_timeout_s:g} s"
+                    logger.warning("dropped a `dmnc status --follow` client that stopped reading")
+                elif subscription.overflowed:
                     close_code, close_reason = FEED_OVERFLOW_CLOSE_CODE, f"it fell {events.buffer_size} events behind"
                     logger.warning("dropped a `dmnc status --follow` client that read too slowly")
                 nursery.cancel_scope.cancel()

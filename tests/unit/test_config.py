@@ -577,3 +577,35 @@ def test_bad_vm_stale_after_names_its_source(
     if text:
         environ = {**environ, **write_config(tmp_path, text)}
     assert message in config_error(flags, environ)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_root_refuses_a_config_file_a_user_owns(tmp_path: Path) -> None:
+    environ = write_config(tmp_path, "")
+    path = tmp_path / "config.toml"
+    os.chown(path, 1000, 1000)
+    assert config_error(ConfigFlags(), environ) == (
+        f"{path}: owned by uid 1000, who may change it while dmnc runs it as root; give it to root: chown root {path}"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="tmp_path is root's only when run as root")
+def test_root_refuses_a_config_file_in_a_folder_others_may_write_but_not_in_a_sticky_one(tmp_path: Path) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    path = folder / "config.toml"
+    path.write_text('log_level = "debug"\n', encoding="utf-8")
+    folder.chmod(0o777)
+    assert config_error(ConfigFlags(config_file=str(path)), {}) == (
+        f"{path}: the folder {folder} is group- and world-writable (mode 0777), so others may replace this file "
+        f"while dmnc runs it as root; make the folder root's alone: chown root {folder} && chmod go-w {folder}"
+    )
+    folder.chmod(0o1777)  # root-owned and sticky, as /tmp: only root may rename root's file
+    assert load_config(ConfigFlags(config_file=str(path)), {}).log_level is LogLevel.DEBUG
+
+
+def test_without_root_a_config_file_is_not_judged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    environ = write_config(tmp_path, "")
+    (tmp_path / "config.toml").chmod(0o666)
+    assert load_config(ConfigFlags(), environ) == Config(config_file=tmp_path / "config.toml")

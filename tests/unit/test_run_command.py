@@ -11,6 +11,7 @@ import pytest
 
 from dmnc import config
 from dmnc.cli import build_parser, main
+from dmnc.commands import run as run_command
 from dmnc.commands.run import NOT_ROOT_MESSAGE, flags_from_args
 from dmnc.config import Config, ConfigFlags
 from dmnc.logsetup import LogLevel
@@ -31,7 +32,15 @@ def isolated_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
 
 
 @pytest.fixture
-def as_root(monkeypatch: pytest.MonkeyPatch) -> None:
+def core_dumps_forbidden(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Records the call instead of making the test process itself non-dumpable."""
+    calls: list[bool] = []
+    monkeypatch.setattr(run_command, "forbid_core_dumps", lambda: calls.append(True))
+    return calls
+
+
+@pytest.fixture
+def as_root(monkeypatch: pytest.MonkeyPatch, core_dumps_forbidden: list[bool]) -> None:
     monkeypatch.setattr("os.geteuid", lambda: 0)
 
 
@@ -144,6 +153,15 @@ def test_valid_configuration_is_handed_to_the_service(service_runs: list[tuple[C
     [(configuration, flags)] = service_runs
     assert str(configuration.listen) == "127.0.0.1:3333"
     assert flags.listen == "127.0.0.1"
+
+
+@pytest.mark.usefixtures("as_root")
+def test_core_dumps_are_forbidden_before_the_service_starts(
+    service_runs: list[tuple[Config, ConfigFlags]], core_dumps_forbidden: list[bool]
+) -> None:
+    assert main(["run"]) == 0
+    assert core_dumps_forbidden == [True]
+    assert len(service_runs) == 1
 
 
 @pytest.mark.usefixtures("as_root")

@@ -13,9 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dmnc.cli import main
+from dmnc.docker.address import DaemonAddress
 from dmnc.system_service import (
     LAUNCHD_LABEL,
     LAUNCHD_LOG_PATH,
+    SERVICE_CAPABILITIES,
     Action,
     RemoveFile,
     RunCommand,
@@ -24,17 +26,20 @@ from dmnc.system_service import (
     ServiceSpec,
     WriteFile,
     apply,
+    code_trust_problems,
     current_command,
     launchd_plist,
     plan_install,
     plan_uninstall,
+    service_code_paths,
     systemd_quote,
     systemd_unit,
 )
 
 # Printable text, including everything systemd treats specially: quotes, backslash, `%` specifiers, `$` variables.
 service_arguments = st.text(
-    alphabet=st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="\x85\u2028\u2029"), max_size=40
+    alphabet=st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="\x85\u2028\u2029\ufffe\uffff"),
+    max_size=40,
 )
 
 
@@ -97,6 +102,12 @@ def test_launchd_program_arguments_round_trip_any_printable_arguments(arguments:
     assert plistlib.loads(launchd_plist(spec))["ProgramArguments"] == list(spec.program_arguments)
 
 
+@pytest.mark.parametrize("argument", ["\ufffe", "a\uffffb", "\ud800"])
+def test_arguments_no_service_file_can_carry_are_refused(argument: str) -> None:
+    with pytest.raises(ServiceError, match="no service file can carry"):
+        ServiceSpec(program_arguments=("/usr/local/bin/dmnc", argument))
+
+
 def test_plain_arguments_are_not_quoted() -> None:
     assert systemd_quote("--log-level=debug") == "--log-level=debug"
     assert systemd_quote("/usr/local/bin/dmnc") == "/usr/local/bin/dmnc"
@@ -129,6 +140,22 @@ def test_systemd_unit_runs_dmnc_in_the_foreground_and_restarts_it() -> None:
     assert settings["Service"]["ExecReload"] == "kill -HUP $MAINPID"
     assert settings["Install"]["WantedBy"] == "multi-user.target"
     assert "docker.service" in settings["Unit"]["After"]
+
+
+def test_systemd_unit_keeps_only_the_capabilities_and_access_dmnc_uses() -> None:
+    unit = systemd_unit(ServiceSpec(program_arguments=("/usr/local/bin/dmnc",)))
+    service = unit_settings(unit)["Service"]
+    assert service["CapabilityBoundingSet"].split() == list(SERVICE_CAPABILITIES)
+    assert set(service["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"}
+    assert service["DeviceAllow"] == "/dev/net/tun rw"
+    assert service["SystemCallFilter"] == "@system-service"
+    assert (service["ProtectHome"], service["UMask"], service["LimitCORE"]) == ("read-only", "0077", "0")
+    assert service["ReadWritePaths"] == "/run"
+    settings = [line.split("=", 1)[0] for line in unit.splitlines() if not line.startswith("#")]
+    # Each would break dmnc (chown, capset, setrlimit, /proc/sys); the unit says why in a comment.
+    assert "ProcSubset" not in settings
+    assert "~@privileged" not in service["SystemCallFilter"]
+    assert "~@resources" not in service["SystemCallFilter"]
 
 
 def test_launchd_plist_is_a_kept_alive_root_daemon_logging_to_var_log() -> None:
@@ -367,3 +394,105 @@ def test_cli_rejects_daemon_arguments_the_daemon_would_reject(
     assert "unrecognized arguments: --no-such-flag" in err
     assert "dmnc service install: not valid arguments for the dmnc daemon: --no-such-flag" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def user_writable_dmnc(tmp_path: Path) -> Path:
+    """A dmnc executable in a folder anyone may write, as a venv in a user's home is to root."""
+    folder = tmp_path / "venv" / "bin"
+    folder.mkdir(parents=True)
+    executable = folder / "dmnc"
+    executable.write_text("#!/bin/sh\n")
+    executable.chmod(0o755)
+    folder.chmod(0o777)
+    return executable
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="tmp_path is root's only when run as root")
+def test_real_install_refuses_code_a_non_root_user_could_change(
+    user_writable_dmnc: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr("dmnc.commands.service.apply", lambda actions: pytest.fail(f"would have done {actions}"))
+    assert main(["service", "install", "--executable", str(user_writable_dmnc)]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(
+        f"dmnc service install: {user_writable_dmnc.parent} is group- and world-writable (mode 0777)"
+    )
+    assert "install a root-owned copy" in line
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="tmp_path is root's only when run as root")
+def test_staged_and_dry_run_installs_only_warn_about_user_writable_code(
+    user_writable_dmnc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    staged = ["service", "install", "--root", str(tmp_path / "stage"), "--manager", "systemd"]
+    assert main([*staged, "--executable", str(user_writable_dmnc)]) == 0
+    assert f"warning: {user_writable_dmnc.parent} is group- and world-writable" in capsys.readouterr().err
+    assert main(["service", "install", "--dry-run", "--executable", str(user_writable_dmnc)]) == 0
+    assert f"warning: {user_writable_dmnc.parent} is group- and world-writable" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="tmp_path is root's only when run as root")
+def test_the_interpreter_a_script_names_is_checked_too(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "python3").write_text("")
+    shared.chmod(0o777)
+    script = tmp_path / "dmnc"
+    script.write_text(f"#!{shared / 'python3'} -I\n")
+    [problem] = code_trust_problems(service_code_paths((str(script),), package_folder=None))
+    assert problem.startswith(f"{shared} is group- and world-writable (mode 0777) (the service runs {shared}/python3)")
+
+
+def test_a_source_install_checks_the_package_folder_as_well() -> None:
+    paths = service_code_paths(("/usr/bin/python3", "-m", "dmnc"), package_folder=Path("/opt/dmnc/lib/dmnc"))
+    assert paths == [Path("/usr/bin/python3"), Path("/opt/dmnc/lib/dmnc")]
+
+
+@pytest.fixture
+def real_install_captured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Sequence[Action]]:
+    """A real (root, "/") install on Linux whose actions are recorded, not carried out; no machine config file."""
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr("dmnc.config.DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
+    planned: list[Sequence[Action]] = []
+
+    def record(actions: Sequence[Action]) -> list[str]:
+        planned.append(actions)
+        return []
+
+    monkeypatch.setattr("dmnc.commands.service.apply", record)
+    return planned
+
+
+def installed_exec_start(planned: list[Sequence[Action]]) -> str:
+    [actions] = planned
+    [unit] = [action for action in actions if isinstance(action, WriteFile)]
+    return unit_settings(unit.content.decode())["Service"]["ExecStart"]
+
+
+@pytest.mark.skipif(not Path("/usr/bin/true").exists(), reason="needs a root-owned executable")
+def test_real_install_pins_the_unix_socket_docker_it_finds(
+    real_install_captured: list[Sequence[Action]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    found = DaemonAddress.parse("unix:///home/dev/.docker/run/docker.sock")
+    monkeypatch.setattr("dmnc.commands.service.discover_docker_endpoint", lambda: found)
+    assert main(["service", "install", "--executable", "/usr/bin/true"]) == 0
+    assert installed_exec_start(real_install_captured) == (
+        "/usr/bin/true --docker-host unix:///home/dev/.docker/run/docker.sock"
+    )
+
+
+@pytest.mark.skipif(not Path("/usr/bin/true").exists(), reason="needs a root-owned executable")
+def test_a_docker_host_root_named_is_kept_and_none_found_pins_nothing(
+    real_install_captured: list[Sequence[Action]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("dmnc.commands.service.discover_docker_endpoint", lambda: pytest.fail("discovered"))
+    assert main(["service", "install", "--executable", "/usr/bin/true", "--", "--docker-host", "unix:///d.sock"]) == 0
+    assert installed_exec_start(real_install_captured) == "/usr/bin/true --docker-host unix:///d.sock"
+    real_install_captured.clear()
+    monkeypatch.setattr("dmnc.commands.service.discover_docker_endpoint", lambda: "no Docker daemon found now")
+    assert main(["service", "install", "--executable", "/usr/bin/true"]) == 0
+    assert installed_exec_start(real_install_captured) == "/usr/bin/true"
+    assert "warning: no Docker daemon found now; the service will look for Docker" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import stat
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 import trio_websocket
 
 from dmnc.control import (
@@ -27,6 +29,7 @@ from dmnc.control import (
     serve_control_socket,
 )
 from dmnc.control.messages import StatusEvent
+from dmnc.control.server import BoundControlSocket, ClientLimits, instance_lock_path
 from tests.conftest import require_root
 from tests.integration.control.helpers import SNAPSHOT, FakeSource, Served, wait_for_subscribers
 
@@ -270,12 +273,48 @@ async def test_a_bound_socket_closed_without_serving_leaves_no_file(tmp_path: Pa
 async def test_closing_does_not_remove_a_successors_socket(tmp_path: Path) -> None:
     path = tmp_path / "replaced.sock"
     first = await bind_control_socket(path, group_id=os.getgid())
-    path.unlink()  # as if removed behind its back, and a new dmnc took the path over
+    # As if removed behind its back, lock file included, and a new dmnc took the path over.
+    path.unlink()
+    instance_lock_path(path).unlink()
     second = await bind_control_socket(path, group_id=os.getgid())
     await first.aclose()
     assert path.exists()
     await second.aclose()
     assert not path.exists()
+
+
+async def test_dmncs_binding_at_the_same_moment_let_exactly_one_pass(tmp_path: Path) -> None:
+    path = tmp_path / "raced.sock"
+    bound: list[BoundControlSocket] = []
+    refused: list[ControlSocketBusy] = []
+
+    async def attempt() -> None:
+        try:
+            bound.append(await bind_control_socket(path, group_id=os.getgid()))
+        except ControlSocketBusy as busy:
+            refused.append(busy)
+
+    for _ in range(20):  # each round, eight at once: the claim-then-bind race needs no luck to show
+        async with trio.open_nursery() as racers:
+            for _ in range(8):
+                racers.start_soon(attempt)
+        assert len(bound) == 1, f"{len(bound)} dmncs bound {path} at once"
+        assert len(refused) == 7
+        assert all(str(busy).startswith("another dmnc is already running") for busy in refused)
+        await bound.pop().aclose()
+        refused.clear()
+
+
+async def test_the_instance_lock_is_held_until_the_socket_is_closed(tmp_path: Path) -> None:
+    path = tmp_path / "locked.sock"
+    bound = await bind_control_socket(path, group_id=os.getgid())
+    path.unlink()  # the socket file alone gone: the lock still tells the next dmnc that one runs
+    with pytest.raises(
+        ControlSocketBusy, match=r"another dmnc is already running: it holds the lock .*locked\.sock\.lock"
+    ):
+        await bind_control_socket(path, group_id=os.getgid())
+    await bound.aclose()
+    await (await bind_control_socket(path, group_id=os.getgid())).aclose()
 
 
 async def serve_events_then(path: Path, nursery: trio.Nursery, end: str) -> None:
@@ -313,4 +352,62 @@ async def test_feed_ending_abnormally_is_an_error(
             with pytest.raises(EventFeedLost, match=message):
                 await read_all(feed, messages)
     assert messages == ["only one"]
+    nursery.cancel_scope.cancel()
+
+
+# Long enough that a client turned away at once cannot be mistaken for one dropped by the handshake timeout.
+IDLE_HANDSHAKE_S = 8.0
+
+
+async def test_clients_beyond_the_connection_cap_are_turned_away_at_once(tmp_path: Path, nursery: trio.Nursery) -> None:
+    serve = functools.partial(
+        serve_control_socket, limits=ClientLimits(connections=2), handshake_timeout_s=IDLE_HANDSHAKE_S
+    )
+    path = await nursery.start(serve, tmp_path / "capped.sock", FakeSource())
+    idle = []
+    for _ in range(2):  # connected, never a handshake: each holds a slot until the handshake timeout
+        client = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await client.connect(str(path))
+        idle.append(client)
+    await trio.testing.wait_all_tasks_blocked()
+    with trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as turned_away:
+        await turned_away.connect(str(path))
+        with trio.fail_after(5):
+            assert await turned_away.recv(1) == b""  # closed by the server without waiting for anything
+    with trio.fail_after(IDLE_HANDSHAKE_S + 5):
+        while True:  # the slots free up when the server drops the idle clients
+            try:
+                assert await fetch_snapshot(path) == SNAPSHOT
+                break
+            except ControlError:
+                await trio.sleep(0.05)
+    for client in idle:
+        client.close()
+    nursery.cancel_scope.cancel()
+
+
+async def test_a_follower_beyond_the_cap_is_told_to_try_again_later(tmp_path: Path, nursery: trio.Nursery) -> None:
+    source = FakeSource()
+    serve = functools.partial(serve_control_socket, limits=ClientLimits(followers=1))
+    path = await nursery.start(serve, tmp_path / "followers.sock", source)
+    async with open_event_feed(path):
+        await wait_for_subscribers(source, 1)
+        async with open_event_feed(path) as second:
+            with pytest.raises(EventFeedLost, match=r"code 1013 .*: 1 followers already"):
+                await read_all(second, [])
+    nursery.cancel_scope.cancel()
+
+
+async def test_a_follower_that_stops_reading_is_dropped_after_the_send_timeout(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    # A queue too deep to overflow: only the send timeout can drop this client.
+    source = FakeSource(events=EventBroadcaster(buffer_size=10_000))
+    serve = functools.partial(serve_control_socket, limits=ClientLimits(send_timeout_s=0.5))
+    path = await nursery.start(serve, tmp_path / "stalled.sock", source)
+    async with open_event_feed(path):  # never read: the socket buffers fill and the server's send waits
+        await wait_for_subscribers(source, 1)
+        for number in range(200):
+            source.events.emit("test.event", f"{number} " + "x" * 65_536)
+        await wait_for_subscribers(source, 0)  # bounded by wait_for_subscribers' own timeout
     nursery.cancel_scope.cancel()

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,9 +25,9 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import dmnc_command
-from tests.lab.dockerd import BUSYBOX_REFERENCE, EngineProcess, import_busybox_image
-from tests.lab.netns import Netns, add_veth
+from tests.conftest import dmnc_command, require_root, require_tools
+from tests.lab.dockerd import BUSYBOX_REFERENCE, EngineProcess, import_busybox_image, running_dockerd
+from tests.lab.netns import Netns, add_veth, netns
 from tests.lab.setup_image import LAB_SETUP_IMAGE, import_setup_image
 from tests.lab.wait import wait_until
 
@@ -68,6 +69,24 @@ def service_lab(engine: EngineProcess, host: Netns, workdir: Path) -> Iterator[S
     import_busybox_image(engine.socket_path)
     (workdir / "config.toml").write_text("", encoding="utf-8")  # keeps the machine's /etc/dmnc out of the test
     yield ServiceLab(engine, host, vm, workdir)
+
+
+# What every service lab needs on the machine (tests/lab/install.sh installs it).
+LAB_TOOLS = ("ip", "dockerd", "wireguard-go", "wg", "iptables", "curl", "ldd", "busybox")
+
+
+@contextlib.contextmanager
+def service_lab_for_test(host_name: str, *extra_tools: str) -> Iterator[ServiceLab]:
+    """A whole lab for one test (a fixture's body): root and tools checked, dockerd, host namespace, workdir."""
+    require_root()
+    require_tools(*LAB_TOOLS, *extra_tools)
+    with (
+        tempfile.TemporaryDirectory(prefix=f"dmnc-{host_name}-") as workdir,
+        running_dockerd() as engine,
+        netns(host_name) as host,
+        service_lab(engine, host, Path(workdir)) as built,
+    ):
+        yield built
 
 
 class DmncProcess:
