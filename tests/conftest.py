@@ -38,3 +38,7 @@ def dmnc_command() -> list[str]:
     source tree's package with the test interpreter."""
     executable = os.environ.get("DMNC_EXECUTABLE")
     return [executable] if executable else [sys.executable, "-m", "dmnc"]
+
+
+# The service lab's fixtures (service_lab, own_service_lab): tests/lab/service_lab.py.
+pytest_plugins = ["tests.lab.service_lab"]

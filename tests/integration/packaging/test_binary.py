@@ -24,9 +24,8 @@ from dmnc.cli import COMMAND_MODULES
 from dmnc.system_service import LAUNCHD_LABEL, ServiceSpec, launchd_plist, systemd_unit
 from dmnc.wireguard.keys import decode_key, encode_key, public_key
 from tests.conftest import require_root, require_tools
-from tests.integration.service.lab import dmnc_routes, http_get, running_dmnc, service_lab, start_web_container
 from tests.lab.dockerd import running_dockerd
-from tests.lab.netns import netns
+from tests.lab.service_lab import ServiceLab, dmnc_routes, http_get, running_dmnc, start_web_container
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -180,15 +179,12 @@ def test_frozen_binary_talks_to_a_real_docker_engine(detached_binary: Path) -> N
     assert "Traceback" not in result.stderr
 
 
-def test_frozen_binary_reaches_a_container_by_ip(detached_binary: Path, tmp_path: Path) -> None:
+def test_frozen_binary_reaches_a_container_by_ip(detached_binary: Path, own_service_lab: ServiceLab) -> None:
     """The product as users get it: the one-file binary, run as `dmnc run`, makes a container answer by its IP."""
-    require_root()
-    require_tools("ip", "dockerd", "wireguard-go", "wg", "iptables", "curl", "ldd", "busybox")
-    with running_dockerd() as engine, netns("dmbin") as host, service_lab(engine, host, tmp_path) as lab:
-        address = start_web_container(lab)
-        with running_dmnc(lab, command=[str(detached_binary)]) as dmnc:
-            seconds = http_get(lab, address)
-            assert dmnc.stop() == 0
-        print(f"frozen binary: container answered {seconds:.1f} s after the first try")
-        assert dmnc_routes(lab) == []
-        assert "Traceback" not in dmnc.log()
+    address = start_web_container(own_service_lab)
+    with running_dmnc(own_service_lab, command=[str(detached_binary)]) as dmnc:
+        seconds = http_get(own_service_lab, address)
+        assert dmnc.stop() == 0
+    print(f"frozen binary: container answered {seconds:.1f} s after the first try")
+    assert dmnc_routes(own_service_lab) == []
+    assert "Traceback" not in dmnc.log()

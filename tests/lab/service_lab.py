@@ -6,16 +6,32 @@
 
 The VM setup container is the lab image built from the host's binaries (no registry here); this kernel has no
 WireGuard, so the VM end runs in the userspace fallback container, as on a VM kernel without the module.
+
+Building a lab (namespaces, dockerd, two image imports) takes seconds, so a test module shares one, and each test
+gets it clean. The fixtures (registered for the whole suite by tests/conftest.py):
+
+    def test_x(service_lab: ServiceLab) -> None: ...       # the module's shared lab, reset after the test
+    def test_y(own_service_lab: ServiceLab) -> None: ...   # a lab of its own, for tests that break the lab itself
+                                                           # (e.g. restart_dockerd)
+
+After each test the shared lab is reset to how it was built: the containers, networks and images the test added and
+the host routes it added are removed, processes left in the host namespace are killed, and each test has a fresh work
+directory (config file, control socket, logs). Then the reset is verified; if anything is still different (a dmnc
+killed before it removed the VM side, a replaced dockerd, a removed image), the lab is torn down and the next test
+gets a new one, so sharing never leaks state from one test into another.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,10 +39,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.conftest import dmnc_command
-from tests.lab.dockerd import BUSYBOX_REFERENCE, EngineProcess, import_busybox_image
-from tests.lab.netns import Netns, add_veth
+from tests.conftest import dmnc_command, require_root, require_tools
+from tests.lab.dockerd import (
+    BUSYBOX_REFERENCE,
+    EngineProcess,
+    children_by_parent,
+    import_busybox_image,
+    is_running,
+    running_dockerd,
+)
+from tests.lab.netns import LabCommandError, Netns, add_veth, netns, run_host
 from tests.lab.setup_image import LAB_SETUP_IMAGE, import_setup_image
 from tests.lab.wait import wait_until
 
@@ -35,9 +59,13 @@ VM_ADDRESS = "10.204.0.2/24"
 PAGE = "hello-through-dmnc"
 HTTP_TIMEOUT_S = 60.0
 EXIT_TIMEOUT_S = 10.0
+ENGINE_TIMEOUT_S = 30.0
+# What the lab and the tests run on it need on the host (tests/lab/install.sh installs them).
+LAB_TOOLS = ("ip", "dockerd", "wireguard-go", "wg", "iptables", "curl", "ldd", "busybox", "nc", "ss")
+HOST_NETNS_PREFIX = "dmsvc"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ServiceLab:
     engine: EngineProcess
     host: Netns
@@ -54,20 +82,150 @@ class ServiceLab:
 
     def engine_request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         transport = httpx.HTTPTransport(uds=str(self.engine.socket_path))
-        with httpx.Client(transport=transport, base_url="http://docker", timeout=30.0) as client:
+        with httpx.Client(transport=transport, base_url="http://docker", timeout=ENGINE_TIMEOUT_S) as client:
             response = client.request(method, path, **kwargs)
             response.raise_for_status()
             return response
 
 
+def _fresh_workdir(lab: ServiceLab, workdir: Path) -> ServiceLab:
+    """`lab` with its own work directory and an empty config file (keeps the machine's /etc/dmnc out of the test)."""
+    workdir.mkdir(parents=True)
+    (workdir / "config.toml").write_text("", encoding="utf-8")
+    return dataclasses.replace(lab, workdir=workdir)
+
+
 @contextlib.contextmanager
-def service_lab(engine: EngineProcess, host: Netns, workdir: Path) -> Iterator[ServiceLab]:
-    vm = Netns(engine.netns)  # owned by running_dockerd
-    add_veth(host, vm, HOST_ADDRESS, VM_ADDRESS)
-    import_setup_image(engine.socket_path)
-    import_busybox_image(engine.socket_path)
-    (workdir / "config.toml").write_text("", encoding="utf-8")  # keeps the machine's /etc/dmnc out of the test
-    yield ServiceLab(engine, host, vm, workdir)
+def new_service_lab() -> Iterator[ServiceLab]:
+    """Build a service lab (skips, or fails in CI, when a prerequisite is missing); torn down on exit."""
+    require_root()
+    require_tools(*LAB_TOOLS)
+    with (
+        tempfile.TemporaryDirectory(prefix="dmnc-service-lab-") as workdir,
+        running_dockerd() as engine,
+        netns(HOST_NETNS_PREFIX) as host,
+    ):
+        vm = Netns(engine.netns)  # owned by running_dockerd
+        add_veth(host, vm, HOST_ADDRESS, VM_ADDRESS)
+        import_setup_image(engine.socket_path)
+        import_busybox_image(engine.socket_path)
+        yield _fresh_workdir(ServiceLab(engine, host, vm, Path(workdir)), Path(workdir) / "lab")
+
+
+@dataclass(frozen=True)
+class LabState:
+    """What a test may change in a service lab, by identity."""
+
+    containers: frozenset[str]
+    networks: frozenset[str]
+    images: frozenset[str]
+    host_routes: frozenset[str]
+    host_processes: frozenset[int]
+    vm_leftovers: tuple[str, ...]
+
+
+def lab_state(lab: ServiceLab) -> LabState:
+    containers = lab.engine_request("GET", "/containers/json", params={"all": "1"}).json()
+    networks = lab.engine_request("GET", "/networks").json()
+    images = lab.engine_request("GET", "/images/json").json()
+    return LabState(
+        containers=frozenset(container["Id"] for container in containers),
+        networks=frozenset(network["Id"] for network in networks),
+        images=frozenset(image["Id"] for image in images),
+        host_routes=frozenset(host_routes(lab)),
+        host_processes=_host_processes(lab),
+        vm_leftovers=tuple(vm_leftovers(lab)),
+    )
+
+
+def _host_processes(lab: ServiceLab) -> frozenset[int]:
+    return frozenset(int(pid) for pid in run_host(["ip", "netns", "pids", lab.host.name]).stdout.split())
+
+
+def reset_service_lab(lab: ServiceLab, baseline: LabState) -> list[str]:
+    """Remove what a test added to `lab` since `baseline`; return what still differs (empty when clean)."""
+    if not is_running(lab.engine.pid):
+        return [f"dockerd {lab.engine.pid} is gone (restarted or crashed)"]
+    try:
+        stray = _host_processes(lab) - baseline.host_processes
+        for pid in stray:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not any(is_running(pid) for pid in stray), 10, "killed host namespace processes to exit")
+        now = lab_state(lab)
+        removals = [
+            *(f"/containers/{container}" for container in now.containers - baseline.containers),
+            *(f"/networks/{network}" for network in now.networks - baseline.networks),
+            *(f"/images/{image}" for image in now.images - baseline.images),
+        ]
+        for path in removals:
+            # Something may go by itself meanwhile (an auto-removed container); the check below sees what stays.
+            with contextlib.suppress(httpx.HTTPStatusError):
+                lab.engine_request("DELETE", path, params={"force": "1"})
+        for route in now.host_routes - baseline.host_routes:
+            lab.host.run(["ip", "route", "del", *route.split()], check=False)
+        after = lab_state(lab)
+    except (httpx.HTTPError, OSError, subprocess.SubprocessError, LabCommandError, AssertionError) as error:
+        return [f"reset failed: {error!r}"]
+    return [
+        f"{field.name}: {getattr(after, field.name)!r}, was {getattr(baseline, field.name)!r}"
+        for field in dataclasses.fields(LabState)
+        if getattr(after, field.name) != getattr(baseline, field.name)
+    ]
+
+
+class SharedServiceLab:
+    """One service lab for the tests of a module, reset after each; rebuilt when a reset cannot make it clean."""
+
+    def __init__(self) -> None:
+        self._stack = contextlib.ExitStack()
+        self._lab: ServiceLab | None = None
+        self._baseline: LabState | None = None
+        self._tests = itertools.count(1)
+
+    @contextlib.contextmanager
+    def for_test(self) -> Iterator[ServiceLab]:
+        if self._lab is None:
+            self._lab = self._stack.enter_context(new_service_lab())
+            self._baseline = lab_state(self._lab)
+        lab, baseline = self._lab, self._baseline
+        assert baseline is not None
+        # Short names: the control socket's path must fit sockaddr_un's sun_path (108 bytes, unix(7)).
+        try:
+            yield _fresh_workdir(lab, lab.workdir.parent / f"test-{next(self._tests):02d}")
+        finally:
+            differences = reset_service_lab(lab, baseline)
+            if differences:
+                print("service lab rebuilt for the next test, the reset left:", *differences, sep="\n  ")
+                self.close()
+
+    def close(self) -> None:
+        self._lab = self._baseline = None
+        self._stack.close()
+
+
+@pytest.fixture(scope="module")
+def shared_service_lab() -> Iterator[SharedServiceLab]:
+    """The service lab the tests of one module share (built when the first test asks for it)."""
+    shared = SharedServiceLab()
+    try:
+        yield shared
+    finally:
+        shared.close()
+
+
+@pytest.fixture
+def service_lab(shared_service_lab: SharedServiceLab) -> Iterator[ServiceLab]:
+    """The module's shared service lab, with a work directory of this test's own; reset after the test."""
+    with shared_service_lab.for_test() as lab:
+        yield lab
+
+
+@pytest.fixture
+def own_service_lab() -> Iterator[ServiceLab]:
+    """A service lab for this test alone, for tests that break the lab itself (e.g. restart_dockerd)."""
+    with new_service_lab() as lab:
+        yield lab
 
 
 class DmncProcess:
@@ -101,7 +259,7 @@ class DmncProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **(env or {})},
-                cwd=Path(__file__).resolve().parents[3],
+                cwd=Path(__file__).resolve().parents[2],
             )
         self.started_at = time.monotonic()
 
@@ -109,14 +267,16 @@ class DmncProcess:
         return self.log_path.read_text(errors="replace")
 
     def wait_for_log(self, text: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Wait until `text` is in the log; fail at once, with the log, if dmnc exits first."""
+
+        def logged() -> bool:
             if text in self.log():
-                return
+                return True
             if self.process.poll() is not None:
                 raise AssertionError(f"dmnc exited ({self.process.returncode}) before {text!r}:\n{self.log()}")
-            time.sleep(0.1)
-        raise AssertionError(f"no {text!r} in dmnc's log after {timeout} s:\n{self.log()}")
+            return False
+
+        wait_until(logged, timeout, f"{text!r} in dmnc's log", interval=0.1)
 
     def stop(self, signum: int = signal.SIGTERM) -> int:
         """Send `signum` and wait for the exit code (raises if it takes longer than EXIT_TIMEOUT_S)."""
@@ -143,22 +303,23 @@ def running_dmnc(
         dmnc.kill()
 
 
-LAUNCHER = Path(__file__).resolve().parents[2] / "lab" / "netns_cgroups_exec.py"
+LAUNCHER = Path(__file__).with_name("netns_cgroups_exec.py")
 
 
 def restart_dockerd(lab: ServiceLab) -> subprocess.Popen[bytes]:
     """SIGKILL the lab's dockerd and start it again with the same command line in the same namespace.
 
-    The new daemon is stopped with the namespace (running_dockerd kills everything in it at teardown).
+    The new daemon is stopped with the namespace (running_dockerd kills everything in it at teardown). The lab's
+    `engine.pid` no longer names the daemon: only for a lab of the test's own (`own_service_lab`).
     """
     argv = Path(f"/proc/{lab.engine.pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
     # The daemon and its containerd die together, as in a daemon crash; container shims live on, as they do there.
-    children = _children(lab.engine.pid)
+    children = children_by_parent().get(lab.engine.pid, [])
     lab.engine.kill()
     for child in children:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)
-    wait_until(lambda: not Path(f"/proc/{lab.engine.pid}").exists() or _is_zombie(lab.engine.pid), 10, "dockerd gone")
+    wait_until(lambda: not is_running(lab.engine.pid), 10, "dockerd gone")
     arguments = [part.decode() for part in argv]
     # Killed daemons leave pid files behind; the new dockerd refuses to start over its own and waits forever for a
     # containerd it believes alive (the killed one may linger as a zombie here, where nothing reaps orphans).
@@ -175,22 +336,6 @@ def restart_dockerd(lab: ServiceLab) -> subprocess.Popen[bytes]:
     lab.vm.processes.append(process)
     wait_until(lambda: _engine_answers(lab), 60, "restarted dockerd answers /_ping")
     return process
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-    return found
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def _engine_answers(lab: ServiceLab) -> bool:
@@ -220,15 +365,15 @@ def create_network(lab: ServiceLab, name: str, subnet: str, *, internal: bool = 
 
 
 def http_get(lab: ServiceLab, address: str, timeout: float = HTTP_TIMEOUT_S) -> float:
-    """Seconds until `http://address/` answered PAGE from the host namespace; AssertionError if it never did."""
+    """Seconds until `http://address/` answered PAGE from the host namespace; WaitTimeout if it never did."""
     started = time.monotonic()
-    deadline = started + timeout
-    while time.monotonic() < deadline:
+
+    def answered() -> bool:
         result = lab.host.run(["curl", "-s", "--max-time", "2", f"http://{address}/"], check=False)
-        if result.returncode == 0 and PAGE in result.stdout:
-            return time.monotonic() - started
-        time.sleep(0.2)
-    raise AssertionError(f"http://{address}/ did not answer from the host namespace within {timeout} s")
+        return result.returncode == 0 and PAGE in result.stdout
+
+    wait_until(answered, timeout, f"http://{address}/ to answer from the host namespace", interval=0.2)
+    return time.monotonic() - started
 
 
 def host_routes(lab: ServiceLab) -> list[str]:
