@@ -47,6 +47,7 @@ BUSYBOX_PATH = Path("/bin/busybox")
 BUSYBOX_REFERENCE = "dmnc-test/busybox:latest"
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
+SHUTDOWN_TIMEOUT_S = 1
 _LAUNCHER = Path(__file__).with_name("netns_cgroups_exec.py")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -113,9 +114,12 @@ def running_dockerd() -> Iterator[EngineProcess]:
     ):
         socket_path = workdir / "docker.sock"
         # Our own daemon.json: ignores the machine's /etc/docker/daemon.json, and keeps dockerd 20.10 from writing
-        # its (deprecated, config-file-only) identity key to /etc/docker/key.json.
+        # its (deprecated, config-file-only) identity key to /etc/docker/key.json. shutdown-timeout (dockerd(8)
+        # --shutdown-timeout, default 15 s): at teardown dockerd would wait that long for containers that ignore
+        # SIGTERM (busybox httpd as PID 1 does) before STOP_TIMEOUT_S runs out; everything is killed anyway.
         config_path = workdir / "daemon.json"
-        config_path.write_text(json.dumps({"deprecated-key-path": str(workdir / "key.json")}))
+        config = {"deprecated-key-path": str(workdir / "key.json"), "shutdown-timeout": SHUTDOWN_TIMEOUT_S}
+        config_path.write_text(json.dumps(config))
         command = [
             "dockerd",
             "--config-file", str(config_path),
