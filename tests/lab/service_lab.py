@@ -61,6 +61,8 @@ PAGE = "hello-through-dmnc"
 HTTP_TIMEOUT_S = 60.0
 EXIT_TIMEOUT_S = 10.0
 ENGINE_TIMEOUT_S = 30.0
+# The firewall rule dumps vm_leftovers reads in the VM (both iptables flavours, both families).
+VM_RULE_SAVERS = ("iptables-nft-save", "iptables-legacy-save", "ip6tables-nft-save", "ip6tables-legacy-save")
 # Longer than removals in flight take; a lab still different after it is rebuilt (seconds), never a test failure.
 RESET_TIMEOUT_S = 5.0
 # What the lab and the tests run on it need on the host (tests/lab/install.sh installs them).
@@ -153,23 +155,38 @@ def reset_service_lab(lab: ServiceLab, baseline: LabState) -> list[str]:
     differences: list[str] = []
 
     def reset_once() -> bool:
-        differences[:] = _undo_changes(lab, baseline)
+        state = lab_state(lab)
+        differences[:] = _differences(state, baseline)
+        _undo_changes(lab, state, baseline)  # also when the lab is given up: its teardown is quicker without them
+        if any(leftover.startswith(VM_RULE_SAVERS) for leftover in state.vm_leftovers):
+            raise _CannotReset  # the reset removes no firewall rules: no point waiting
         return not differences
 
     try:
         # Some removals finish a moment later (a container dmnc stopped is still being auto-removed and refuses a
         # second removal; a killed process is still exiting): each round removes what is still there.
         wait_until(reset_once, RESET_TIMEOUT_S, "the service lab to be as built", interval=0.2)
-    except WaitTimeout:
+    except (WaitTimeout, _CannotReset):
         return differences
     except (httpx.HTTPError, OSError, subprocess.SubprocessError, LabCommandError) as error:
         return [f"reset failed: {error!r}"]
     return []
 
 
-def _undo_changes(lab: ServiceLab, baseline: LabState) -> list[str]:
-    """One round of the reset: remove what differs from `baseline` now; return the differences seen before."""
-    now = lab_state(lab)
+class _CannotReset(Exception):
+    """The lab differs in a way the reset does not undo."""
+
+
+def _differences(state: LabState, baseline: LabState) -> list[str]:
+    return [
+        f"{field.name}: {getattr(state, field.name)!r}, was {getattr(baseline, field.name)!r}"
+        for field in dataclasses.fields(LabState)
+        if getattr(state, field.name) != getattr(baseline, field.name)
+    ]
+
+
+def _undo_changes(lab: ServiceLab, now: LabState, baseline: LabState) -> None:
+    """One round of the reset: remove what `now` has beyond `baseline`."""
     for pid in now.host_processes - baseline.host_processes:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -183,11 +200,6 @@ def _undo_changes(lab: ServiceLab, baseline: LabState) -> list[str]:
             lab.engine_request("DELETE", path, params={"force": "1"})
     for route in now.host_routes - baseline.host_routes:
         lab.host.run(["ip", "route", "del", *route.split()], check=False)
-    return [
-        f"{field.name}: {getattr(now, field.name)!r}, was {getattr(baseline, field.name)!r}"
-        for field in dataclasses.fields(LabState)
-        if getattr(now, field.name) != getattr(baseline, field.name)
-    ]
 
 
 class LabRebuiltWarning(UserWarning):
@@ -421,7 +433,7 @@ def vm_leftovers(lab: ServiceLab) -> list[str]:
     found = []
     if lab.vm.run(["ip", "link", "show", "chip0"], check=False).returncode == 0:
         found.append("interface chip0")
-    for save in ("iptables-nft-save", "iptables-legacy-save", "ip6tables-nft-save", "ip6tables-legacy-save"):
+    for save in VM_RULE_SAVERS:
         result = lab.vm.run([save], check=False)
         found.extend(
             f"{save}: {line}"
