@@ -47,7 +47,6 @@ BUSYBOX_PATH = Path("/bin/busybox")
 BUSYBOX_REFERENCE = "dmnc-test/busybox:latest"
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
-SHUTDOWN_TIMEOUT_S = 1
 _LAUNCHER = Path(__file__).with_name("netns_cgroups_exec.py")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -114,12 +113,9 @@ def running_dockerd() -> Iterator[EngineProcess]:
     ):
         socket_path = workdir / "docker.sock"
         # Our own daemon.json: ignores the machine's /etc/docker/daemon.json, and keeps dockerd 20.10 from writing
-        # its (deprecated, config-file-only) identity key to /etc/docker/key.json. shutdown-timeout (dockerd(8)
-        # --shutdown-timeout, default 15 s): at teardown dockerd would wait that long for containers that ignore
-        # SIGTERM (busybox httpd as PID 1 does) before STOP_TIMEOUT_S runs out; everything is killed anyway.
+        # its (deprecated, config-file-only) identity key to /etc/docker/key.json.
         config_path = workdir / "daemon.json"
-        config = {"deprecated-key-path": str(workdir / "key.json"), "shutdown-timeout": SHUTDOWN_TIMEOUT_S}
-        config_path.write_text(json.dumps(config))
+        config_path.write_text(json.dumps({"deprecated-key-path": str(workdir / "key.json")}))
         command = [
             "dockerd",
             "--config-file", str(config_path),
@@ -307,6 +303,8 @@ def _engine(
         _wait_ready(engine, process)
         yield engine
     finally:
+        if process.poll() is None:
+            _remove_containers(engine)
         _stop(process)
 
 
@@ -323,6 +321,18 @@ def _wait_ready(engine: EngineProcess, process: subprocess.Popen[bytes]) -> None
                         return
             time.sleep(0.1)
     raise EngineStartError(f"{engine.kind} not ready after {READY_TIMEOUT_S} s:\n{engine.log_tail()}")
+
+
+def _remove_containers(engine: EngineProcess) -> None:
+    """Force-remove (SIGKILL) every container first: on SIGTERM dockerd gives each running container its stop timeout
+    (10 s unless set) before it exits, and busybox httpd as PID 1 ignores SIGTERM."""
+    transport = httpx.HTTPTransport(uds=str(engine.socket_path))
+    with (
+        contextlib.suppress(httpx.HTTPError),
+        httpx.Client(transport=transport, base_url=engine.base_url, timeout=STOP_TIMEOUT_S) as client,
+    ):
+        for container in client.get("/containers/json", params={"all": "1"}).json():
+            client.delete(f"/containers/{container['Id']}", params={"force": "1"})
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
