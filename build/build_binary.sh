@@ -2,6 +2,7 @@
 # Builds the self-contained dmnc executable for this OS/arch with PyInstaller (build/dmnc.spec).
 #
 #   build/build_binary.sh [onefile|onedir]
+#   build/build_binary.sh venv       only make the pinned build venv (tests/run does, before the tests) and print its path
 #
 # Reproducible: the exact versions of build/requirements.txt in a venv of their own (a new one when that file or the
 # Python version changes; build/out/venv links to it), SOURCE_DATE_EPOCH = the last commit's time, PYTHONHASHSEED fixed. Everything goes under
@@ -10,14 +11,16 @@
 #   build/out/dist-onedir/dmnc/dmnc             onedir executable (with its libraries beside it)
 #   build/out/release/dmnc-VERSION-OS-ARCH      (onefile only) the release artifact, plus its .sha256 file
 # PYTHON selects the interpreter the venv is made from (default python3; must be >= 3.11).
+# DMNC_BUILD_VENV_PREBUILT=1 never installs from a package index: a missing build venv is an error (exit 3); the
+# packaging tests set it, so no test depends on what a registry answers at that moment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode="${1:-onefile}"
 case "$mode" in
-    onefile | onedir) ;;
+    onefile | onedir | venv) ;;
     *)
-        echo "usage: $0 [onefile|onedir]" >&2
+        echo "usage: $0 [onefile|onedir|venv]" >&2
         exit 2
         ;;
 esac
@@ -37,6 +40,10 @@ sha256() {
 # build directories; tests use that) and a changed lock can never reuse a stale one.
 key="$({ cat "$lock"; "$python" -c 'import sys; print(sys.version)'; } | sha256)"
 venv="${DMNC_BUILD_VENVS:-$out}/venv-$os_name-$arch-${key:0:16}"
+if [ ! -f "$venv/.complete" ] && [ -n "${DMNC_BUILD_VENV_PREBUILT:-}" ]; then
+    echo "the pinned build venv $venv is missing; make it with: build/build_binary.sh venv (tests/run does)" >&2
+    exit 3
+fi
 if [ ! -f "$venv/.complete" ]; then
     mkdir -p "$(dirname "$venv")"
     # mkdir is atomic: the first build makes the venv, concurrent ones wait for it.
@@ -61,6 +68,10 @@ if [ ! -f "$venv/.complete" ]; then
     fi
     rmdir "$venv.lock"
     trap - EXIT
+fi
+if [ "$mode" = venv ]; then
+    echo "$venv"
+    exit 0
 fi
 mkdir -p "$out"
 ln -sfn "$(cd "$venv" && pwd)" "$out/venv"

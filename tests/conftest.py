@@ -2,6 +2,9 @@
 
 Lab prerequisites (root, tools, kernel features) are checked with `require_lab`: outside CI a missing one skips the
 test with the reason; in CI (CI=true) it fails the run, so a green CI always means the lab tests really ran.
+
+The service lab's fixtures (`service_lab`, one lab shared by a module's tests and reset after each; `own_service_lab`)
+come from tests/lab/service_lab.py, registered below for the whole suite.
 """
 
 from __future__ import annotations
@@ -38,3 +41,6 @@ def dmnc_command() -> list[str]:
     source tree's package with the test interpreter."""
     executable = os.environ.get("DMNC_EXECUTABLE")
     return [executable] if executable else [sys.executable, "-m", "dmnc"]
+
+
+pytest_plugins = ["tests.lab.service_lab"]

@@ -303,6 +303,8 @@ def _engine(
         _wait_ready(engine, process)
         yield engine
     finally:
+        if process.poll() is None:
+            _remove_containers(engine)
         _stop(process)
 
 
@@ -319,6 +321,18 @@ def _wait_ready(engine: EngineProcess, process: subprocess.Popen[bytes]) -> None
                         return
             time.sleep(0.1)
     raise EngineStartError(f"{engine.kind} not ready after {READY_TIMEOUT_S} s:\n{engine.log_tail()}")
+
+
+def _remove_containers(engine: EngineProcess) -> None:
+    """Force-remove (SIGKILL) every container first: on SIGTERM dockerd gives each running container its stop timeout
+    (10 s unless set) before it exits, and busybox httpd as PID 1 ignores SIGTERM."""
+    transport = httpx.HTTPTransport(uds=str(engine.socket_path))
+    with (
+        contextlib.suppress(httpx.HTTPError),
+        httpx.Client(transport=transport, base_url=engine.base_url, timeout=STOP_TIMEOUT_S) as client,
+    ):
+        for container in client.get("/containers/json", params={"all": "1"}).json():
+            client.delete(f"/containers/{container['Id']}", params={"force": "1"})
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -348,12 +362,12 @@ def _kill_namespace_processes(netns: str) -> None:
         time.sleep(0.1)
     # Orphaned container processes leave the namespace's process tree before they are gone: wait for them too.
     for _attempt in range(50):
-        if not any(_is_running(pid) for pid in killed):
+        if not any(is_running(pid) for pid in killed):
             return
         time.sleep(0.05)
 
 
-def _is_running(pid: int) -> bool:
+def is_running(pid: int) -> bool:
     """True unless the process is gone or a zombie (dead, waiting for its new parent to reap it)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -362,7 +376,8 @@ def _is_running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _with_descendants(roots: set[int]) -> set[int]:
+def children_by_parent() -> dict[int, list[int]]:
+    """Every process's PID under its parent's PID, read from /proc now."""
     children: dict[int, list[int]] = {}
     for stat_path in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -372,6 +387,11 @@ def _with_descendants(roots: set[int]) -> set[int]:
         # Field 4 is the parent PID; the command name (field 2) may contain spaces, so split after its ")".
         parent = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(parent, []).append(int(stat_path.parent.name))
+    return children
+
+
+def _with_descendants(roots: set[int]) -> set[int]:
+    children = children_by_parent()
     found: set[int] = set()
     pending = list(roots)
     while pending:

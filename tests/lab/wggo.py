@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.lab.netns import Netns, run_host, stop_process, unique_name
+from tests.lab.wait import wait_until
 
 UAPI_DIRECTORY = Path("/var/run/wireguard")
 _START_TIMEOUT_SECONDS = 10.0
@@ -153,6 +154,15 @@ class WireGuardGo:
                 )
             )
         return statuses
+
+    def wait_for_handshake(self, timeout: float) -> None:
+        """Wait until a handshake with any peer completed (its latest-handshake time is set)."""
+        wait_until(
+            lambda: any(status.latest_handshake for status in self.peer_status()),
+            timeout,
+            f"a WireGuard handshake on {self.interface}",
+            interval=0.2,
+        )
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
 """The real `dmnc doctor` command against a private dockerd in the service lab, with and without a running dmnc.
 
-The lab (tests/integration/service/lab.py): dmnc's "host" namespace and dockerd's "VM" namespace joined by a veth;
-this kernel has no WireGuard, so the VM end is the userspace fallback and doctor's kernel check says so.
+The lab (tests/lab/service_lab.py, one shared by this module's tests): dmnc's "host" namespace and dockerd's "VM"
+namespace joined by a veth; this kernel has no WireGuard, so the VM end is the userspace fallback and doctor's kernel
+check says so.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import pytest
 
 from dmnc.vm.runner import default_setup_image
 from tests.conftest import require_root, require_tools
-from tests.integration.service.lab import HOST_ADDRESS, ServiceLab, running_dmnc, service_lab, vm_leftovers
-from tests.lab.dockerd import BUSYBOX_REFERENCE, running_dockerd, running_podman
+from tests.lab.dockerd import BUSYBOX_REFERENCE, running_podman
 from tests.lab.netns import Netns, netns
+from tests.lab.service_lab import HOST_ADDRESS, ServiceLab, running_dmnc, vm_leftovers
 from tests.lab.setup_image import LAB_SETUP_IMAGE
 
 pytestmark = pytest.mark.lab
@@ -28,19 +29,6 @@ pytestmark = pytest.mark.lab
 # Doctor bounds each of its own steps; this only stops a broken test from waiting forever.
 DOCTOR_TIMEOUT_S = 120.0
 NOBODY = 65534
-
-
-@pytest.fixture
-def lab() -> Iterator[ServiceLab]:
-    require_root()
-    require_tools("ip", "dockerd", "wireguard-go", "wg", "iptables", "ldd", "busybox")
-    with (
-        tempfile.TemporaryDirectory(prefix="dmnc-doctor-") as workdir,
-        running_dockerd() as engine,
-        netns("dmdoc") as host,
-        service_lab(engine, host, Path(workdir)) as built,
-    ):
-        yield built
 
 
 @pytest.fixture
@@ -105,9 +93,9 @@ def containers_and_networks(lab: ServiceLab) -> tuple[list[str], list[str]]:
     return sorted(container["Id"] for container in containers), sorted(network["Name"] for network in networks)
 
 
-def test_without_dmnc_doctor_checks_docker_image_and_kernel_and_leaves_nothing(lab: ServiceLab) -> None:
-    before = containers_and_networks(lab)
-    completed = doctor(lab, "--probe", BUSYBOX_REFERENCE)
+def test_without_dmnc_doctor_checks_docker_image_and_kernel_and_leaves_nothing(service_lab: ServiceLab) -> None:
+    before = containers_and_networks(service_lab)
+    completed = doctor(service_lab, "--probe", BUSYBOX_REFERENCE)
     checks = lines_by_check(completed.stdout)
     assert list(checks) == [
         "root",
@@ -122,7 +110,7 @@ def test_without_dmnc_doctor_checks_docker_image_and_kernel_and_leaves_nothing(l
         "probe",
     ]
     assert checks["root"] == "PASS root: running as root"
-    assert checks["docker"].startswith(f"PASS docker: --docker-host: unix://{lab.engine.socket_path} answers")
+    assert checks["docker"].startswith(f"PASS docker: --docker-host: unix://{service_lab.engine.socket_path} answers")
     assert checks["runtime"].startswith("WARN runtime: Docker Engine at ")
     assert "containers are already routable from the host: dmnc is not needed" in checks["runtime"]
     assert checks["port"] == "PASS port: UDP port 3333 is free"
@@ -133,14 +121,14 @@ def test_without_dmnc_doctor_checks_docker_image_and_kernel_and_leaves_nothing(l
     assert checks["route-conflicts"].startswith("PASS route-conflicts: ")
     assert checks["probe"] == "SKIP probe: needs a running dmnc (see handshake)"
     assert completed.returncode == 0
-    assert containers_and_networks(lab) == before
-    assert vm_leftovers(lab) == []
+    assert containers_and_networks(service_lab) == before
+    assert vm_leftovers(service_lab) == []
 
 
-def test_a_host_route_overlapping_a_docker_network_fails_naming_both(lab: ServiceLab) -> None:
+def test_a_host_route_overlapping_a_docker_network_fails_naming_both(service_lab: ServiceLab) -> None:
     gateway = HOST_ADDRESS.split("/", maxsplit=1)[0].rsplit(".", 1)[0] + ".2"
-    lab.host.run(["ip", "route", "add", "172.17.5.0/24", "via", gateway])
-    completed = doctor(lab)
+    service_lab.host.run(["ip", "route", "add", "172.17.5.0/24", "via", gateway])
+    completed = doctor(service_lab)
     conflict = lines_by_check(completed.stdout)["route-conflicts"]
     assert conflict.startswith(
         f"FAIL route-conflicts: network 'bridge' subnet 172.17.0.0/16 overlaps the route 172.17.5.0/24 via {gateway}"
@@ -149,11 +137,13 @@ def test_a_host_route_overlapping_a_docker_network_fails_naming_both(lab: Servic
     assert completed.returncode == 1
 
 
-def test_with_dmnc_running_doctor_sees_its_port_and_handshake_and_reaches_a_probe_container(lab: ServiceLab) -> None:
-    with running_dmnc(lab) as dmnc:
+def test_with_dmnc_running_doctor_sees_its_port_and_handshake_and_reaches_a_probe_container(
+    service_lab: ServiceLab,
+) -> None:
+    with running_dmnc(service_lab) as dmnc:
         dmnc.wait_for_log("tunnel up")
-        before = containers_and_networks(lab)
-        completed = doctor(lab, "--probe", BUSYBOX_REFERENCE)
+        before = containers_and_networks(service_lab)
+        completed = doctor(service_lab, "--probe", BUSYBOX_REFERENCE)
         checks = lines_by_check(completed.stdout)
         assert checks["port"] == "PASS port: UDP port 3333 is held by the running dmnc"
         assert checks["handshake"].startswith("PASS handshake: last handshake ")
@@ -161,34 +151,34 @@ def test_with_dmnc_running_doctor_sees_its_port_and_handshake_and_reaches_a_prob
         assert "(userspace WireGuard)" in checks["handshake"]
         assert checks["probe"].startswith("PASS probe: reached a container at 172.30.253.2 on the new network")
         assert completed.returncode == 0
-        assert containers_and_networks(lab) == before
+        assert containers_and_networks(service_lab) == before
 
         # From a namespace without dmnc's interface (its status names dmnc0, which is not there): still a verdict.
         with netns("dmdoc") as elsewhere:
-            routes = lines_by_check(doctor(lab, namespace=elsewhere).stdout)["route-conflicts"]
+            routes = lines_by_check(doctor(service_lab, namespace=elsewhere).stdout)["route-conflicts"]
         assert routes.startswith("PASS route-conflicts: ")
         assert dmnc.stop() == 0
 
 
-def test_json_output_is_one_object_and_a_bad_config_exits_2(lab: ServiceLab) -> None:
-    completed = doctor(lab, "--json")
+def test_json_output_is_one_object_and_a_bad_config_exits_2(service_lab: ServiceLab) -> None:
+    completed = doctor(service_lab, "--json")
     assert completed.returncode == 0
     report = json.loads(completed.stdout)
     assert report["ok"] is True
     assert [check["name"] for check in report["checks"]][:3] == ["root", "docker", "runtime"]
-    bad = doctor(lab, "--listen", "0.0.0.0:99999")
+    bad = doctor(service_lab, "--listen", "0.0.0.0:99999")
     assert bad.returncode == 2
     assert "dmnc doctor: --listen" in bad.stderr
 
 
 def test_as_a_user_without_docker_access_doctor_names_the_socket_and_skips_the_root_checks(
-    lab: ServiceLab, public_config_file: Path
+    service_lab: ServiceLab, public_config_file: Path
 ) -> None:
-    completed = doctor(lab, as_user=NOBODY, config_file=public_config_file)
+    completed = doctor(service_lab, as_user=NOBODY, config_file=public_config_file)
     checks = lines_by_check(completed.stdout)
     assert checks["root"].startswith("WARN root: not root: skipping vm-wireguard, probe")
     assert checks["docker"].startswith(
-        f"FAIL docker: no Docker daemon answered; tried --docker-host: unix://{lab.engine.socket_path}: "
+        f"FAIL docker: no Docker daemon answered; tried --docker-host: unix://{service_lab.engine.socket_path}: "
     )
     assert "ermission denied" in checks["docker"]
     assert (
@@ -199,16 +189,16 @@ def test_as_a_user_without_docker_access_doctor_names_the_socket_and_skips_the_r
     assert completed.returncode == 1
 
 
-def test_a_probe_image_that_does_not_exist_fails_and_leaves_no_network(lab: ServiceLab) -> None:
-    with running_dmnc(lab) as dmnc:
+def test_a_probe_image_that_does_not_exist_fails_and_leaves_no_network(service_lab: ServiceLab) -> None:
+    with running_dmnc(service_lab) as dmnc:
         dmnc.wait_for_log("tunnel up")
-        before = containers_and_networks(lab)
-        completed = doctor(lab, "--probe", "dmnc-test/absent:1")
+        before = containers_and_networks(service_lab)
+        completed = doctor(service_lab, "--probe", "dmnc-test/absent:1")
         probe = lines_by_check(completed.stdout)["probe"]
         assert probe.startswith("FAIL probe: cannot start a probe container from dmnc-test/absent:1 on a test network")
         assert "\n  fix: pass --probe with an image present in the VM" in probe
         assert completed.returncode == 1
-        assert containers_and_networks(lab) == before
+        assert containers_and_networks(service_lab) == before
         assert dmnc.stop() == 0
 
 
@@ -249,18 +239,18 @@ def test_a_daemon_that_accepts_but_never_answers_is_reported_not_waited_for(tmp_
     assert completed.returncode == 1
 
 
-def test_a_probe_container_dmnc_does_not_route_fails_with_what_to_check_and_is_removed(lab: ServiceLab) -> None:
+def test_a_probe_container_dmnc_does_not_route_fails_with_what_to_check_and_is_removed(service_lab: ServiceLab) -> None:
     # dmnc is told (by its own flag, which doctor does not see) not to route the probe subnets.
-    with running_dmnc(lab, "--route-exclude", "172.30.253.0/24") as dmnc:
+    with running_dmnc(service_lab, "--route-exclude", "172.30.253.0/24") as dmnc:
         dmnc.wait_for_log("tunnel up")
-        before = containers_and_networks(lab)
-        completed = doctor(lab, "--probe", BUSYBOX_REFERENCE, "--probe-timeout", "4")
+        before = containers_and_networks(service_lab)
+        completed = doctor(service_lab, "--probe", BUSYBOX_REFERENCE, "--probe-timeout", "4")
         probe = lines_by_check(completed.stdout)["probe"]
         assert probe.startswith("FAIL probe: the container at 172.30.253.2 on the new network dmnc-doctor-")
         assert "did not answer from this host within" in probe
         assert "\n  fix: run `dmnc status`: is the route of the new network installed" in probe
         assert completed.returncode == 1
-        assert containers_and_networks(lab) == before
+        assert containers_and_networks(service_lab) == before
         assert dmnc.stop() == 0
 
 

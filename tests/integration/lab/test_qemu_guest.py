@@ -10,7 +10,6 @@ import hashlib
 import os
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from tests.lab.qemu_guest import (
     qemu_guest,
     require_guest_image,
 )
+from tests.lab.wait import wait_until
 from tests.lab.wggo import WgPeer, wg_genkey, wg_pubkey, wireguard_go
 
 pytestmark = pytest.mark.lab
@@ -174,18 +174,18 @@ def _tcp_transfer_into_guest(namespace: Netns, guest: QemuGuest) -> None:
     """Send 1 MiB through the tunnel with the host's nc to busybox nc in the guest; the checksums must match."""
     payload = os.urandom(1 << 20)
     guest.check("nc -l -p 5001 > /tmp/received 2>/dev/null &")
-    deadline = time.monotonic() + 30
-    while True:  # the listener needs a moment to bind on the emulated CPU
-        sent = subprocess.run(
+
+    def sent() -> bool:
+        completed = subprocess.run(
             namespace.command(["nc", "-N", "-w", "10", GUEST_TUNNEL_ADDRESS, "5001"]),
             input=payload,
             capture_output=True,
             check=False,
         )
-        if sent.returncode == 0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert sent.returncode == 0, sent.stderr
+        return completed.returncode == 0
+
+    # The listener needs a moment to bind on the emulated CPU.
+    wait_until(sent, 30, "nc to send 1 MiB to the guest's listener on port 5001", interval=0.5)
     script = "for i in $(seq 50); do pidof nc >/dev/null || break; sleep 0.2; done; sha256sum /tmp/received"
     assert guest.check(script).split()[0] == hashlib.sha256(payload).hexdigest()
 

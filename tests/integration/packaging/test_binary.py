@@ -1,8 +1,10 @@
 """The PyInstaller build (build/build_binary.sh) yields one executable that runs without the source tree and carries
 every library and data file dmnc needs.
 
-The build takes about half a minute on 2 cores, plus a minute or two the first time to make the pinned build venv
-(kept in tests/.cache). It goes to a temporary directory unless DMNC_BUILD_OUT names one.
+The build takes about half a minute on 2 cores. It uses the pinned build venv that tests/run makes before the tests
+(in tests/.cache, `build/build_binary.sh venv`) and never installs anything itself, so no test depends on a package
+registry; without that venv the tests skip, or fail in CI. The build goes to a temporary directory unless
+DMNC_BUILD_OUT names one.
 """
 
 from __future__ import annotations
@@ -23,16 +25,19 @@ from dmnc import __version__
 from dmnc.cli import COMMAND_MODULES
 from dmnc.system_service import LAUNCHD_LABEL, ServiceSpec, launchd_plist, systemd_unit
 from dmnc.wireguard.keys import decode_key, encode_key, public_key
-from tests.conftest import require_root, require_tools
-from tests.integration.service.lab import dmnc_routes, http_get, running_dmnc, service_lab, start_web_container
+from tests.conftest import require_lab, require_root, require_tools
 from tests.lab.dockerd import running_dockerd
-from tests.lab.netns import netns
+from tests.lab.service_lab import ServiceLab, dmnc_routes, http_get, running_dmnc, start_web_container
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[3]
+BUILD_SCRIPT = REPO / "build" / "build_binary.sh"
 BUILD_TIMEOUT_S = 900
+# Where tests/run makes the build venv (its DMNC_BUILD_VENVS).
 VENV_CACHE = REPO / "tests" / ".cache"
+# build_binary.sh's exit status when DMNC_BUILD_VENV_PREBUILT is set and the build venv is missing.
+EXIT_BUILD_VENV_MISSING = 3
 
 
 @dataclass(frozen=True)
@@ -46,9 +51,24 @@ def frozen_build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrozenBui
     require_tools("bash")
     given_out = os.environ.get("DMNC_BUILD_OUT")
     out = Path(given_out) if given_out else tmp_path_factory.mktemp("dmnc-build")
+    environment = {
+        **os.environ,
+        "DMNC_BUILD_OUT": str(out),
+        "DMNC_BUILD_VENVS": str(VENV_CACHE),
+        "DMNC_BUILD_VENV_PREBUILT": "1",
+        "PYTHON": sys.executable,
+    }
+    venv = subprocess.run(
+        [str(BUILD_SCRIPT), "venv"], env=environment, capture_output=True, text=True, timeout=60, check=False
+    )
+    require_lab(
+        venv.returncode != EXIT_BUILD_VENV_MISSING,
+        f"the pinned build venv, made by tests/run before the tests ({venv.stderr.strip()})",
+    )
+    assert venv.returncode == 0, f"build/build_binary.sh venv failed:\n{venv.stdout}\n{venv.stderr}"
     result = subprocess.run(
-        [str(REPO / "build" / "build_binary.sh"), "onefile"],
-        env={**os.environ, "DMNC_BUILD_OUT": str(out), "DMNC_BUILD_VENVS": str(VENV_CACHE), "PYTHON": sys.executable},
+        [str(BUILD_SCRIPT), "onefile"],
+        env=environment,
         capture_output=True,
         text=True,
         timeout=BUILD_TIMEOUT_S,
@@ -180,15 +200,12 @@ def test_frozen_binary_talks_to_a_real_docker_engine(detached_binary: Path) -> N
     assert "Traceback" not in result.stderr
 
 
-def test_frozen_binary_reaches_a_container_by_ip(detached_binary: Path, tmp_path: Path) -> None:
+def test_frozen_binary_reaches_a_container_by_ip(detached_binary: Path, own_service_lab: ServiceLab) -> None:
     """The product as users get it: the one-file binary, run as `dmnc run`, makes a container answer by its IP."""
-    require_root()
-    require_tools("ip", "dockerd", "wireguard-go", "wg", "iptables", "curl", "ldd", "busybox")
-    with running_dockerd() as engine, netns("dmbin") as host, service_lab(engine, host, tmp_path) as lab:
-        address = start_web_container(lab)
-        with running_dmnc(lab, command=[str(detached_binary)]) as dmnc:
-            seconds = http_get(lab, address)
-            assert dmnc.stop() == 0
-        print(f"frozen binary: container answered {seconds:.1f} s after the first try")
-        assert dmnc_routes(lab) == []
-        assert "Traceback" not in dmnc.log()
+    address = start_web_container(own_service_lab)
+    with running_dmnc(own_service_lab, command=[str(detached_binary)]) as dmnc:
+        seconds = http_get(own_service_lab, address)
+        assert dmnc.stop() == 0
+    print(f"frozen binary: container answered {seconds:.1f} s after the first try")
+    assert dmnc_routes(own_service_lab) == []
+    assert "Traceback" not in dmnc.log()

@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
-def lab() -> Iterator[tuple[Netns, str, str]]:
+def veth_namespace() -> Iterator[tuple[Netns, str, str]]:
     require_root()
     require_tools("ip")
     require_lab(Path("/dev/net/tun").exists(), "/dev/net/tun")
@@ -40,8 +40,8 @@ def lab() -> Iterator[tuple[Netns, str, str]]:
         yield namespace, tunnel, other
 
 
-def run_scenario(lab: tuple[Netns, str, str], scenario: str) -> dict[str, Any]:
-    namespace, tunnel, other = lab
+def run_scenario(veth_namespace: tuple[Netns, str, str], scenario: str) -> dict[str, Any]:
+    namespace, tunnel, other = veth_namespace
     argv = namespace.command([sys.executable, "-m", "tests.integration.routes.scenarios", scenario, tunnel, other])
     result = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
@@ -49,9 +49,11 @@ def run_scenario(lab: tuple[Netns, str, str], scenario: str) -> dict[str, Any]:
     return facts
 
 
-def test_add_list_delete_ipv4_and_ipv6_routes_through_a_tun_and_they_die_with_it(lab: tuple[Netns, str, str]) -> None:
-    facts = run_scenario(lab, "crud")
-    tun = f"{lab[1][:11]}tun"
+def test_add_list_delete_ipv4_and_ipv6_routes_through_a_tun_and_they_die_with_it(
+    veth_namespace: tuple[Netns, str, str],
+) -> None:
+    facts = run_scenario(veth_namespace, "crud")
+    tun = f"{veth_namespace[1][:11]}tun"
     assert facts["after_add"] == [
         f"172.30.1.0/24 dev {tun} scope link",
         f"172.30.2.0/24 dev {tun} scope link",
@@ -61,7 +63,7 @@ def test_add_list_delete_ipv4_and_ipv6_routes_through_a_tun_and_they_die_with_it
     assert facts["listed_ours"] == ["172.30.1.0/24", "172.30.2.0/24", "fd00:30:1::/64", "fd00:30:2::/64"]
     assert facts["duplicate_add"] == "a route to 172.30.1.0/24 exists already"
     assert facts["delete_foreign"] is False
-    assert facts["foreign_still_there"] == [f"172.30.9.0/24 dev {lab[2]} scope link"]
+    assert facts["foreign_still_there"] == [f"172.30.9.0/24 dev {veth_namespace[2]} scope link"]
     assert facts["deleted"] == [True, True, True, True]
     assert facts["deleted_again"] is False
     assert facts["after_delete"] == []
@@ -76,7 +78,7 @@ def test_add_list_delete_ipv4_and_ipv6_routes_through_a_tun_and_they_die_with_it
         f"172.30.3.0/24 dev {tun} scope link",
         f"fd00:30:3::/64 dev {tun} metric 1024 pref medium",
     ]
-    assert facts["foreign_after_batch"] == [f"172.30.9.0/24 dev {lab[2]} scope link"]
+    assert facts["foreign_after_batch"] == [f"172.30.9.0/24 dev {veth_namespace[2]} scope link"]
     assert facts["partial_delete"] == [
         ["172.30.3.0/24", True, None],
         ["172.30.9.0/24", False, None],
@@ -87,10 +89,10 @@ def test_add_list_delete_ipv4_and_ipv6_routes_through_a_tun_and_they_die_with_it
 
 
 def test_reconciler_routes_a_burst_of_fifty_networks_removes_them_and_withdraws_all(
-    lab: tuple[Netns, str, str],
+    veth_namespace: tuple[Netns, str, str],
 ) -> None:
-    facts = run_scenario(lab, "burst")
-    tunnel = lab[1]
+    facts = run_scenario(veth_namespace, "burst")
+    tunnel = veth_namespace[1]
 
     def routes_of(index: int) -> set[str]:
         return {
@@ -104,9 +106,11 @@ def test_reconciler_routes_a_burst_of_fifty_networks_removes_them_and_withdraws_
     print(f"50 networks (100 routes) routed in {facts['seconds'] * 1000:.1f} ms")
 
 
-def test_route_deleted_or_replaced_by_another_process_is_restored_within_a_second(lab: tuple[Netns, str, str]) -> None:
-    facts = run_scenario(lab, "restore")  # the scenario fails if a restore takes longer than a second
-    tunnel, other = lab[1], lab[2]
+def test_route_deleted_or_replaced_by_another_process_is_restored_within_a_second(
+    veth_namespace: tuple[Netns, str, str],
+) -> None:
+    facts = run_scenario(veth_namespace, "restore")  # the scenario fails if a restore takes longer than a second
+    tunnel, other = veth_namespace[1], veth_namespace[2]
     assert facts["routes"] == [
         f"172.29.1.0/24 dev {tunnel} proto 220 scope link",
         f"172.29.2.0/24 dev {tunnel} proto 220 scope link",
@@ -128,9 +132,11 @@ def test_route_deleted_or_replaced_by_another_process_is_restored_within_a_secon
     )
 
 
-def test_routes_flushed_by_an_interface_flap_are_back_within_a_second_of_link_up(lab: tuple[Netns, str, str]) -> None:
-    facts = run_scenario(lab, "link_flap")  # the scenario fails if the restore takes longer than a second
-    tunnel = lab[1]
+def test_routes_flushed_by_an_interface_flap_are_back_within_a_second_of_link_up(
+    veth_namespace: tuple[Netns, str, str],
+) -> None:
+    facts = run_scenario(veth_namespace, "link_flap")  # the scenario fails if the restore takes longer than a second
+    tunnel = veth_namespace[1]
     assert facts["while_down"] == []
     assert sorted(facts["after_up"]) == [
         f"172.26.1.0/24 dev {tunnel} scope link",
@@ -139,9 +145,11 @@ def test_routes_flushed_by_an_interface_flap_are_back_within_a_second_of_link_up
     print(f"routes back {facts['restored_seconds'] * 1000:.1f} ms after link up")
 
 
-def test_overlapping_route_to_another_interface_is_reported_and_not_touched(lab: tuple[Netns, str, str]) -> None:
-    facts = run_scenario(lab, "overlap")
-    tunnel, other = lab[1], lab[2]
+def test_overlapping_route_to_another_interface_is_reported_and_not_touched(
+    veth_namespace: tuple[Netns, str, str],
+) -> None:
+    facts = run_scenario(veth_namespace, "overlap")
+    tunnel, other = veth_namespace[1], veth_namespace[2]
     assert facts["findings"] == 1
     assert f"172.28.0.0/16 dev {other} scope link" in facts["after"]
     assert not [line for line in facts["after"] if line.startswith("172.28.5.")]

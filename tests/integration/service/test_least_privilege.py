@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import shlex
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from dmnc.system_service import SERVICE_CAPABILITIES
-from tests.conftest import dmnc_command
-from tests.integration.service.lab import (
+from tests.conftest import dmnc_command, require_tools
+from tests.lab.service_lab import (
     ServiceLab,
     dmnc_routes,
     http_get,
     running_dmnc,
-    service_lab_for_test,
     start_web_container,
     status_json,
     vm_leftovers,
@@ -55,15 +53,16 @@ def status_field(pid: int, name: str) -> str:
 
 
 @pytest.fixture
-def lab() -> Iterator[ServiceLab]:
-    with service_lab_for_test("dmlp", "setpriv", "prlimit", "unshare") as built:
-        yield built
+def restricted_lab(service_lab: ServiceLab) -> ServiceLab:
+    """The module's shared service lab, with the tools that apply the unit's restrictions."""
+    require_tools("setpriv", "prlimit", "unshare")
+    return service_lab
 
 
-def test_containers_answer_by_ip_with_only_the_units_capabilities(lab: ServiceLab) -> None:
-    address = start_web_container(lab)
-    with running_dmnc(lab, command=restricted_command(dmnc_command())) as dmnc:
-        http_get(lab, address)
+def test_containers_answer_by_ip_with_only_the_units_capabilities(restricted_lab: ServiceLab) -> None:
+    address = start_web_container(restricted_lab)
+    with running_dmnc(restricted_lab, command=restricted_command(dmnc_command())) as dmnc:
+        http_get(restricted_lab, address)
         pid = dmnc.process.pid
         expected = sum(1 << CAPABILITY_BITS[name] for name in SERVICE_CAPABILITIES)
         assert int(status_field(pid, "CapBnd"), 16) == expected, shlex.join(restricted_command(dmnc_command()))
@@ -74,10 +73,10 @@ def test_containers_answer_by_ip_with_only_the_units_capabilities(lab: ServiceLa
         mounts = [line.split() for line in Path(f"/proc/{pid}/mounts").read_text().splitlines()]
         for folder in READ_ONLY_FOLDERS:
             assert "ro" in [fields[3].split(",") for fields in mounts if fields[1] == folder][-1], folder
-        status = status_json(lab)
+        status = status_json(restricted_lab)
         assert status["docker"]["connected"] is True
         assert status["tunnel"]["rx_bytes"] > 0
         assert dmnc.stop(signal.SIGTERM) == 0
-    assert dmnc_routes(lab) == []
-    assert vm_leftovers(lab) == []
+    assert dmnc_routes(restricted_lab) == []
+    assert vm_leftovers(restricted_lab) == []
     assert "Traceback" not in dmnc.log()

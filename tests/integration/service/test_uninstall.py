@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,28 +12,13 @@ from dmnc.docker.client import DockerClient
 from dmnc.vm import SetupParams
 from dmnc.vm.runner import VmSetupRunner
 from dmnc.wireguard import generate_private_key, public_key
-from tests.conftest import dmnc_command, require_root, require_tools
-from tests.integration.service.lab import HOST_ADDRESS, ServiceLab, service_lab, vm_leftovers
-from tests.lab.dockerd import running_dockerd
-from tests.lab.netns import netns
+from tests.conftest import dmnc_command
+from tests.lab.service_lab import HOST_ADDRESS, ServiceLab, vm_leftovers
 from tests.lab.setup_image import import_setup_image
 
 pytestmark = pytest.mark.lab
 
 SETUP_TAG = "dmnc-setup:uninstall-test"
-
-
-@pytest.fixture
-def lab() -> Iterator[ServiceLab]:
-    require_root()
-    require_tools("ip", "dockerd", "wireguard-go", "wg", "iptables", "ldd", "busybox")
-    with (
-        tempfile.TemporaryDirectory(prefix="dmnc-uninstall-") as workdir,
-        running_dockerd() as engine,
-        netns("dmuni") as host,
-        service_lab(engine, host, Path(workdir)) as built,
-    ):
-        yield built
 
 
 def uninstall(lab: ServiceLab, root: Path) -> subprocess.CompletedProcess[str]:
@@ -59,51 +42,51 @@ def uninstall(lab: ServiceLab, root: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_uninstall_removes_service_vm_side_and_setup_images_and_reports_each(lab: ServiceLab) -> None:
-    root = lab.workdir / "root"
+async def test_uninstall_removes_service_vm_side_and_setup_images_and_reports_each(service_lab: ServiceLab) -> None:
+    root = service_lab.workdir / "root"
     installed = subprocess.run(
         [*dmnc_command(), "service", "install", "--root", str(root)], capture_output=True, text=True, check=False
     )
     assert installed.returncode == 0, installed.stderr
-    import_setup_image(lab.engine.socket_path, SETUP_TAG)
+    import_setup_image(service_lab.engine.socket_path, SETUP_TAG)
     params = SetupParams(
         public_key(generate_private_key(lambda n: bytes(range(1, n + 1)))), 3333, endpoint=HOST_ADDRESS.split("/")[0]
     )
-    async with DockerClient.connect(f"unix://{lab.engine.socket_path}") as docker:
+    async with DockerClient.connect(f"unix://{service_lab.engine.socket_path}") as docker:
         await VmSetupRunner(docker, setup_image=SETUP_TAG).setup(params)
-    assert vm_leftovers(lab) != []
+    assert vm_leftovers(service_lab) != []
 
-    result = uninstall(lab, root)
+    result = uninstall(service_lab, root)
 
     assert result.returncode == 0, result.stderr
     assert "service: removed" in result.stdout
     assert "VM side: removed chip0" in result.stdout
     assert f"setup image: removed {SETUP_TAG}" in result.stdout
-    assert vm_leftovers(lab) == []
+    assert vm_leftovers(service_lab) == []
     assert not list(root.rglob("dmnc.service"))
-    images = lab.engine_request("GET", "/images/json").json()
+    images = service_lab.engine_request("GET", "/images/json").json()
     assert not [tag for image in images for tag in image.get("RepoTags") or [] if tag.startswith("dmnc-setup")]
     assert base64.b64encode(params.host_public_key).decode() not in result.stdout
 
-    again = uninstall(lab, root)
+    again = uninstall(service_lab, root)
     assert again.returncode == 0, again.stderr
     assert "service: none installed" in again.stdout
     assert "nothing to remove" in again.stdout or "never configured" in again.stdout
 
 
-def test_uninstall_with_docker_unreachable_says_what_is_left(lab: ServiceLab) -> None:
+def test_uninstall_with_docker_unreachable_says_what_is_left(service_lab: ServiceLab) -> None:
     result = subprocess.run(
         [
             *dmnc_command(),
             "uninstall",
             "--docker-host",
-            f"unix://{lab.workdir / 'missing.sock'}",
+            f"unix://{service_lab.workdir / 'missing.sock'}",
             "--config",
-            str(lab.config_file),
+            str(service_lab.config_file),
             "--control-socket",
-            str(lab.control_socket),
+            str(service_lab.control_socket),
             "--root",
-            str(lab.workdir / "root"),
+            str(service_lab.workdir / "root"),
         ],
         capture_output=True,
         text=True,

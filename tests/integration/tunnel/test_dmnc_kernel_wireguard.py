@@ -80,14 +80,16 @@ def guest_receives_tcp_transfer(namespace: Netns, guest: QemuGuest) -> tuple[str
 
 
 @pytest.fixture
-def lab() -> None:
+def guest_prerequisites() -> None:
     require_root()
     require_tools("ip", "ping", "qemu-system-x86_64", "wg")
     require_guest_image()
 
 
 @pytest.mark.slow
-def test_kernel_wireguard_guest_initiates_carries_traffic_keeps_alive_and_recovers_after_reboot(lab: None) -> None:
+def test_kernel_wireguard_guest_initiates_carries_traffic_keeps_alive_and_recovers_after_reboot(
+    guest_prerequisites: None,
+) -> None:
     guest_key, host_key = wg_genkey(), wg_genkey()
     config = render_dmnc_config(
         host_key,

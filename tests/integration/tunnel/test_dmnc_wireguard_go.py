@@ -37,7 +37,7 @@ TRANSFER_PORT = 5201
 
 
 @pytest.fixture(autouse=True)
-def lab() -> None:
+def lab_prerequisites() -> None:
     require_root()
     require_tools("ip", "ping", "wg", "wireguard-go")
 

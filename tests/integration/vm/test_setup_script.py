@@ -1,4 +1,4 @@
-"""The VM-side setup script itself, run as root in lab network namespaces (no Docker involved).
+"""The VM-side setup script itself, run as root in script_lab network namespaces (no Docker involved).
 
 "VM" namespace: the script. "host" namespace: a wireguard-go peer standing in for dmnc. The two are joined by a veth
 pair; the host's veth address is what the VM resolves as its endpoint.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,6 +36,7 @@ from tests.integration.vm.scriptlab import (
     stop_userspace,
 )
 from tests.lab.netns import Netns, add_veth, netns, unique_name, wait_for_ping
+from tests.lab.wait import wait_until
 from tests.lab.wggo import WgPeer, WireGuardGo, wireguard_go
 
 pytestmark = pytest.mark.lab
@@ -46,7 +46,7 @@ HANDSHAKE_TIMEOUT_SECONDS = 15.0
 
 
 @dataclass
-class Lab:
+class ScriptLab:
     vm: Netns
     host: Netns
     host_peer: WireGuardGo
@@ -55,7 +55,7 @@ class Lab:
 
 
 @pytest.fixture
-def lab() -> Iterator[Lab]:
+def script_lab() -> Iterator[ScriptLab]:
     require_root()
     require_tools("ip", "wg", "wireguard-go", "iptables-legacy", "iptables-nft", "ip6tables-nft", "dash")
     with netns("dmvm") as vm, netns("dmho") as host:
@@ -67,62 +67,53 @@ def lab() -> Iterator[Lab]:
                 endpoint=str(link.left_address.ip),
                 interface=unique_name("dv"),
             )
-            yield Lab(vm, host, host_peer, str(link.left_address.ip), params)
+            yield ScriptLab(vm, host, host_peer, str(link.left_address.ip), params)
 
 
-def connect_host_peer(lab: Lab, result: SetupResult) -> None:
+def connect_host_peer(script_lab: ScriptLab, result: SetupResult) -> None:
     """What dmnc does with a result: accept the VM's key; the VM's endpoint is learnt from its handshake."""
-    lab.host_peer.peers = [
+    script_lab.host_peer.peers = [
         WgPeer(base64.b64encode(result.vm_public_key).decode(), ["10.33.33.2/32", "fd33:33:33::2/128"])
     ]
-    lab.host_peer.apply_config()
-    lab.host.run(["ip", "route", "replace", "10.33.33.2/32", "dev", lab.host_peer.interface])
+    script_lab.host_peer.apply_config()
+    script_lab.host.run(["ip", "route", "replace", "10.33.33.2/32", "dev", script_lab.host_peer.interface])
 
 
-def wait_for_handshake(lab: Lab) -> None:
-    deadline = time.monotonic() + HANDSHAKE_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if any(status.latest_handshake for status in lab.host_peer.peer_status()):
-            return
-        time.sleep(0.2)
-    pytest.fail(f"no handshake within {HANDSHAKE_TIMEOUT_SECONDS} s")
-
-
-def test_setup_mode_reports_missing_kernel_wireguard_and_changes_nothing(lab: Lab) -> None:
-    completed = run_script(lab.vm, lab.params, ScriptMode.SETUP)
+def test_setup_mode_reports_missing_kernel_wireguard_and_changes_nothing(script_lab: ScriptLab) -> None:
+    completed = run_script(script_lab.vm, script_lab.params, ScriptMode.SETUP)
     assert completed.returncode == 0, completed.stderr
     outcome = outcome_from_output_untrusted(completed.stdout, completed.returncode)
     assert outcome == KernelWireGuardMissing(os.uname().release)
     assert "Unknown device type" in completed.stderr
-    assert lab.vm.run(["ip", "link", "show", lab.params.interface], check=False).returncode != 0
+    assert script_lab.vm.run(["ip", "link", "show", script_lab.params.interface], check=False).returncode != 0
     for save in ("iptables-nft-save", "iptables-legacy-save"):
-        assert rule_lines(lab.vm, save) == []
+        assert rule_lines(script_lab.vm, save) == []
 
 
-def test_userspace_entry_brings_up_a_tunnel_that_completes_a_handshake(lab: Lab, tmp_path: Path) -> None:
-    process, outcome, output = start_userspace(lab.vm, lab.params, tmp_path)
+def test_userspace_entry_brings_up_a_tunnel_that_completes_a_handshake(script_lab: ScriptLab, tmp_path: Path) -> None:
+    process, outcome, output = start_userspace(script_lab.vm, script_lab.params, tmp_path)
     assert isinstance(outcome, SetupResult), output
     assert outcome.mode is VmMode.USERSPACE
-    assert outcome.endpoint == (lab.host_underlay, HOST_PORT)
+    assert outcome.endpoint == (script_lab.host_underlay, HOST_PORT)
     assert outcome.kernel_release == os.uname().release
     assert outcome.ipv6
-    connect_host_peer(lab, outcome)
-    wait_for_handshake(lab)
-    assert wait_for_ping(lab.host, "10.33.33.2")
-    assert wait_for_ping(lab.vm, "10.33.33.1")
+    connect_host_peer(script_lab, outcome)
+    script_lab.host_peer.wait_for_handshake(HANDSHAKE_TIMEOUT_SECONDS)
+    assert wait_for_ping(script_lab.host, "10.33.33.2")
+    assert wait_for_ping(script_lab.vm, "10.33.33.1")
 
-    interface = lab.params.interface
-    dump = lab.vm.run(["wg", "show", interface, "dump"]).stdout.splitlines()
+    interface = script_lab.params.interface
+    dump = script_lab.vm.run(["wg", "show", interface, "dump"]).stdout.splitlines()
     peer_fields = dump[1].split("\t")
-    assert peer_fields[0] == lab.params.host_public_key_base64
-    assert peer_fields[2] == f"{lab.host_underlay}:{HOST_PORT}"
+    assert peer_fields[0] == script_lab.params.host_public_key_base64
+    assert peer_fields[2] == f"{script_lab.host_underlay}:{HOST_PORT}"
     # Allowed IPs are the host's tunnel addresses only, never a default route.
     assert sorted(peer_fields[3].split(",")) == ["10.33.33.1/32", "fd33:33:33::1/128"]
     assert peer_fields[7] == "25"
-    addresses = lab.vm.run(["ip", "-o", "addr", "show", "dev", interface]).stdout
+    addresses = script_lab.vm.run(["ip", "-o", "addr", "show", "dev", interface]).stdout
     assert "inet 10.33.33.2 peer 10.33.33.1/32" in addresses
     assert "inet6 fd33:33:33::2 peer fd33:33:33::1/128" in addresses
-    assert "mtu 1420" in lab.vm.run(["ip", "link", "show", interface]).stdout
+    assert "mtu 1420" in script_lab.vm.run(["ip", "link", "show", interface]).stdout
 
     # The private key stays in a 0600 file inside the "container"; only the public key was printed.
     key_file = tmp_path / "private.key"
@@ -130,34 +121,36 @@ def test_userspace_entry_brings_up_a_tunnel_that_completes_a_handshake(lab: Lab,
     private_key = key_file.read_text().strip()
     assert private_key not in output
     assert base64.b64encode(outcome.vm_public_key).decode() in output
-    stop_userspace(lab.vm, process)
+    stop_userspace(script_lab.vm, process)
 
 
-def test_a_vm_with_ipv6_disabled_gets_an_ipv4_only_tunnel(lab: Lab, tmp_path: Path) -> None:
+def test_a_vm_with_ipv6_disabled_gets_an_ipv4_only_tunnel(script_lab: ScriptLab, tmp_path: Path) -> None:
     for scope in ("all", "default"):
-        lab.vm.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{scope}.disable_ipv6=1"])
-    process, outcome, output = start_userspace(lab.vm, lab.params, tmp_path)
+        script_lab.vm.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{scope}.disable_ipv6=1"])
+    process, outcome, output = start_userspace(script_lab.vm, script_lab.params, tmp_path)
     assert isinstance(outcome, SetupResult), output
     assert outcome.ipv6 is False
     assert "IPv6 is disabled in the VM" in output
-    allowed_ips = lab.vm.run(["wg", "show", lab.params.interface, "allowed-ips"]).stdout.split("\t")[1].split()
+    allowed_ips = (
+        script_lab.vm.run(["wg", "show", script_lab.params.interface, "allowed-ips"]).stdout.split("\t")[1].split()
+    )
     assert allowed_ips == ["10.33.33.1/32"]
-    assert rule_lines(lab.vm, "ip6tables-nft-save") == []
-    assert len(rule_lines(lab.vm, "iptables-nft-save")) == 4
-    connect_host_peer(lab, outcome)
-    wait_for_handshake(lab)
-    assert wait_for_ping(lab.host, "10.33.33.2")
-    stop_userspace(lab.vm, process)
+    assert rule_lines(script_lab.vm, "ip6tables-nft-save") == []
+    assert len(rule_lines(script_lab.vm, "iptables-nft-save")) == 4
+    connect_host_peer(script_lab, outcome)
+    script_lab.host_peer.wait_for_handshake(HANDSHAKE_TIMEOUT_SECONDS)
+    assert wait_for_ping(script_lab.host, "10.33.33.2")
+    stop_userspace(script_lab.vm, process)
 
 
-def test_userspace_entry_keeps_its_key_across_restarts(lab: Lab, tmp_path: Path) -> None:
-    first, outcome_one, _ = start_userspace(lab.vm, lab.params, tmp_path)
-    stop_userspace(lab.vm, first)
-    second, outcome_two, _ = start_userspace(lab.vm, lab.params, tmp_path)
+def test_userspace_entry_keeps_its_key_across_restarts(script_lab: ScriptLab, tmp_path: Path) -> None:
+    first, outcome_one, _ = start_userspace(script_lab.vm, script_lab.params, tmp_path)
+    stop_userspace(script_lab.vm, first)
+    second, outcome_two, _ = start_userspace(script_lab.vm, script_lab.params, tmp_path)
     assert isinstance(outcome_one, SetupResult)
     assert isinstance(outcome_two, SetupResult)
     assert outcome_one.vm_public_key == outcome_two.vm_public_key
-    stop_userspace(lab.vm, second)
+    stop_userspace(script_lab.vm, second)
 
 
 EXPECTED_V4_RULES = {
@@ -176,33 +169,33 @@ EXPECTED_V6_RULES = {
 
 @pytest.mark.parametrize("backend", [IptablesBackend.LEGACY, IptablesBackend.NFT])
 def test_rules_are_added_once_however_often_setup_runs_and_teardown_removes_all(
-    lab: Lab, tmp_path: Path, backend: IptablesBackend
+    script_lab: ScriptLab, tmp_path: Path, backend: IptablesBackend
 ) -> None:
-    params = replace(lab.params, iptables=backend)
+    params = replace(script_lab.params, iptables=backend)
     other = "nft" if backend is IptablesBackend.LEGACY else "legacy"
     for _run in range(2):
-        process, outcome, output = start_userspace(lab.vm, params, tmp_path)
+        process, outcome, output = start_userspace(script_lab.vm, params, tmp_path)
         assert isinstance(outcome, SetupResult), output
-        stop_userspace(lab.vm, process)
+        stop_userspace(script_lab.vm, process)
     interface = params.interface
-    v4 = rule_lines(lab.vm, f"iptables-{backend.value}-save")
-    v6 = rule_lines(lab.vm, f"ip6tables-{backend.value}-save")
+    v4 = rule_lines(script_lab.vm, f"iptables-{backend.value}-save")
+    v6 = rule_lines(script_lab.vm, f"ip6tables-{backend.value}-save")
     assert sorted(v4) == sorted(rule.format(interface=interface) for rule in EXPECTED_V4_RULES)
     assert sorted(v6) == sorted(rule.format(interface=interface) for rule in EXPECTED_V6_RULES)
-    assert rule_lines(lab.vm, f"iptables-{other}-save") == []
+    assert rule_lines(script_lab.vm, f"iptables-{other}-save") == []
 
-    completed = run_script(lab.vm, params, ScriptMode.TEARDOWN)
+    completed = run_script(script_lab.vm, params, ScriptMode.TEARDOWN)
     assert completed.returncode == 0, completed.stderr
     assert outcome_from_output_untrusted(completed.stdout, 0) == TeardownDone(os.uname().release)
     for save in ("iptables-nft-save", "iptables-legacy-save", "ip6tables-nft-save", "ip6tables-legacy-save"):
-        assert rule_lines(lab.vm, save) == [], save
+        assert rule_lines(script_lab.vm, save) == [], save
     # The DOCKER-USER chain the script created (no Docker here) is gone too.
-    assert "DOCKER-USER" not in lab.vm.run([f"iptables-{backend.value}-save"]).stdout
+    assert "DOCKER-USER" not in script_lab.vm.run([f"iptables-{backend.value}-save"]).stdout
     # Teardown again: nothing left to do, still succeeds.
-    assert run_script(lab.vm, params, ScriptMode.TEARDOWN).returncode == 0
+    assert run_script(script_lab.vm, params, ScriptMode.TEARDOWN).returncode == 0
 
 
-def test_rules_go_first_and_a_docker_owned_chain_survives_teardown(lab: Lab, tmp_path: Path) -> None:
+def test_rules_go_first_and_a_docker_owned_chain_survives_teardown(script_lab: ScriptLab, tmp_path: Path) -> None:
     # Docker's chains live in legacy here: auto must follow them and insert ahead of Docker's own rules.
     for command in (
         ["iptables-legacy", "-N", "DOCKER"],
@@ -211,21 +204,21 @@ def test_rules_go_first_and_a_docker_owned_chain_survives_teardown(lab: Lab, tmp
         ["iptables-legacy", "-A", "FORWARD", "-j", "DOCKER-USER"],
         ["iptables-legacy", "-t", "raw", "-A", "PREROUTING", "-d", "172.18.0.2", "!", "-i", "br-x", "-j", "DROP"],
     ):
-        lab.vm.run(command)
-    params = replace(lab.params, host_address6=None, vm_address6=None)
-    process, outcome, output = start_userspace(lab.vm, params, tmp_path)
+        script_lab.vm.run(command)
+    params = replace(script_lab.params, host_address6=None, vm_address6=None)
+    process, outcome, output = start_userspace(script_lab.vm, params, tmp_path)
     assert isinstance(outcome, SetupResult), output
-    stop_userspace(lab.vm, process)
+    stop_userspace(script_lab.vm, process)
     interface = params.interface
-    legacy = rule_lines(lab.vm, "iptables-legacy-save")
+    legacy = rule_lines(script_lab.vm, "iptables-legacy-save")
     assert legacy.index(f"-A PREROUTING -i {interface} -j ACCEPT") < legacy.index(
         "-A PREROUTING -d 172.18.0.2/32 ! -i br-x -j DROP"
     )
     assert legacy.index(f"-A DOCKER-USER -i {interface} -j ACCEPT") < legacy.index("-A DOCKER-USER -j RETURN")
-    assert rule_lines(lab.vm, "iptables-nft-save") == []
+    assert rule_lines(script_lab.vm, "iptables-nft-save") == []
 
-    assert run_script(lab.vm, params, ScriptMode.TEARDOWN).returncode == 0
-    assert sorted(rule_lines(lab.vm, "iptables-legacy-save")) == sorted(
+    assert run_script(script_lab.vm, params, ScriptMode.TEARDOWN).returncode == 0
+    assert sorted(rule_lines(script_lab.vm, "iptables-legacy-save")) == sorted(
         [
             "-A FORWARD -j DOCKER-USER",
             "-A DOCKER-USER -j RETURN",
@@ -234,60 +227,62 @@ def test_rules_go_first_and_a_docker_owned_chain_survives_teardown(lab: Lab, tmp
     )
 
 
-def test_endpoint_is_the_first_candidate_that_resolves(lab: Lab, tmp_path: Path) -> None:
+def test_endpoint_is_the_first_candidate_that_resolves(script_lab: ScriptLab, tmp_path: Path) -> None:
     tools_dir = tmp_path / "bin"
     tools_dir.mkdir()
-    tools = fake_getent(tools_dir, {"host.lima.internal": lab.host_underlay})
-    params = replace(lab.params, endpoint=None)
-    process, outcome, output = start_userspace(lab.vm, params, tmp_path, path_prefix=tools)
+    tools = fake_getent(tools_dir, {"host.lima.internal": script_lab.host_underlay})
+    params = replace(script_lab.params, endpoint=None)
+    process, outcome, output = start_userspace(script_lab.vm, params, tmp_path, path_prefix=tools)
     assert isinstance(outcome, SetupResult), output
     assert outcome.endpoint_name == "host.lima.internal"
-    assert outcome.endpoint == (lab.host_underlay, HOST_PORT)
-    connect_host_peer(lab, outcome)
-    wait_for_handshake(lab)
-    stop_userspace(lab.vm, process)
+    assert outcome.endpoint == (script_lab.host_underlay, HOST_PORT)
+    connect_host_peer(script_lab, outcome)
+    script_lab.host_peer.wait_for_handshake(HANDSHAKE_TIMEOUT_SECONDS)
+    stop_userspace(script_lab.vm, process)
 
 
-def test_unresolvable_endpoints_fail_with_one_clear_line(lab: Lab, tmp_path: Path) -> None:
+def test_unresolvable_endpoints_fail_with_one_clear_line(script_lab: ScriptLab, tmp_path: Path) -> None:
     tools_dir = tmp_path / "bin"
     tools_dir.mkdir()
     tools = fake_getent(tools_dir, {})
-    params = replace(lab.params, endpoint=None)
-    completed = run_script(lab.vm, params, ScriptMode.SETUP, path_prefix=tools)
+    params = replace(script_lab.params, endpoint=None)
+    completed = run_script(script_lab.vm, params, ScriptMode.SETUP, path_prefix=tools)
     assert completed.returncode == 1
     assert completed.stderr.count("\n") == 1
     with pytest.raises(SetupScriptError, match="none of the endpoint candidates resolves"):
         outcome_from_output_untrusted(completed.stdout + completed.stderr, completed.returncode)
-    explicit = replace(lab.params, endpoint="no-such-host.invalid")
-    completed = run_script(lab.vm, explicit, ScriptMode.SETUP, path_prefix=tools)
+    explicit = replace(script_lab.params, endpoint="no-such-host.invalid")
+    completed = run_script(script_lab.vm, explicit, ScriptMode.SETUP, path_prefix=tools)
     assert completed.returncode == 1
     assert "does not resolve inside the VM" in completed.stderr
 
 
-def test_a_failure_after_wireguard_go_started_stops_it_and_says_why(lab: Lab, tmp_path: Path) -> None:
+def test_a_failure_after_wireguard_go_started_stops_it_and_says_why(script_lab: ScriptLab, tmp_path: Path) -> None:
     tools = tmp_path / "bin"
     tools.mkdir()
     broken = tools / "iptables-legacy"
     broken.write_text("#!/bin/sh\necho 'iptables v1.8.9 (legacy): cannot open table: Permission denied' >&2\nexit 4\n")
     broken.chmod(0o755)
-    params = replace(lab.params, iptables=IptablesBackend.LEGACY)
+    params = replace(script_lab.params, iptables=IptablesBackend.LEGACY)
     state = ["--state-dir", str(tmp_path)]
-    completed = run_script(lab.vm, params, ScriptMode.USERSPACE, extra=state, path_prefix=tools)
+    completed = run_script(script_lab.vm, params, ScriptMode.USERSPACE, extra=state, path_prefix=tools)
     assert completed.returncode == 1
     error_lines = [line for line in completed.stderr.splitlines() if line.startswith("dmnc-setup: error: ")]
     assert len(error_lines) == 1
     assert "iptables-legacy -t filter -N DOCKER-USER failed (exit 4)" in error_lines[0]
     assert "Permission denied" in error_lines[0]
     # The script returned, so wireguard-go is gone and took its interface with it.
-    deadline = time.monotonic() + 5
-    while lab.vm.run(["ip", "link", "show", params.interface], check=False).returncode == 0:
-        assert time.monotonic() < deadline, "wireguard-go outlived the failed script"
-        time.sleep(0.1)
+    wait_until(
+        lambda: script_lab.vm.run(["ip", "link", "show", params.interface], check=False).returncode != 0,
+        5,
+        "wireguard-go to go with the failed script (its interface gone)",
+        interval=0.1,
+    )
 
 
-def test_missing_net_admin_is_reported_not_mistaken_for_missing_wireguard(lab: Lab) -> None:
+def test_missing_net_admin_is_reported_not_mistaken_for_missing_wireguard(script_lab: ScriptLab) -> None:
     require_tools("setpriv")
-    completed = lab.vm.run(
+    completed = script_lab.vm.run(
         [
             "setpriv",
             "--bounding-set",
@@ -295,7 +290,7 @@ def test_missing_net_admin_is_reported_not_mistaken_for_missing_wireguard(lab: L
             "--inh-caps",
             "-net_admin",
             "--",
-            *script_command(lab.params, ScriptMode.SETUP),
+            *script_command(script_lab.params, ScriptMode.SETUP),
         ],
         check=False,
     )

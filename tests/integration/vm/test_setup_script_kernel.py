@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import shlex
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -98,10 +97,7 @@ def test_setup_creates_a_kernel_chip0_that_completes_a_handshake(kernel_lab: Ker
     lab.host_peer.peers = [WgPeer(base64.b64encode(result.vm_public_key).decode(), ["10.33.33.2/32"])]
     lab.host_peer.apply_config()
     lab.host.run(["ip", "route", "replace", "10.33.33.2/32", "dev", lab.host_peer.interface])
-    deadline = time.monotonic() + HANDSHAKE_TIMEOUT_SECONDS
-    while not any(status.latest_handshake for status in lab.host_peer.peer_status()):
-        assert time.monotonic() < deadline, f"no handshake within {HANDSHAKE_TIMEOUT_SECONDS} s"
-        time.sleep(0.2)
+    lab.host_peer.wait_for_handshake(HANDSHAKE_TIMEOUT_SECONDS)
     assert wait_for_ping(lab.host, "10.33.33.2")
 
     # Again: same interface and key (the host's peer stays valid), each rule still exactly once.

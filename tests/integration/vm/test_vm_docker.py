@@ -35,6 +35,7 @@ from tests.lab.dockerd import (
 )
 from tests.lab.netns import Netns, add_veth, netns, wait_for_ping
 from tests.lab.setup_image import LAB_SETUP_IMAGE, import_setup_image
+from tests.lab.wait import wait_until
 from tests.lab.wggo import WgPeer, WireGuardGo, wg_genkey, wg_pubkey, wireguard_go
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -97,15 +98,6 @@ def connect_host_peer(lab: DockerLab, result: SetupResult, subnets: list[str]) -
     lab.host_peer.apply_config()
     for destination in ["10.33.33.2/32", *subnets]:
         lab.host.run(["ip", "route", "replace", destination, "dev", lab.host_peer.interface])
-
-
-def wait_for_handshake(lab: DockerLab) -> None:
-    deadline = time.monotonic() + HANDSHAKE_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if any(status.latest_handshake for status in lab.host_peer.peer_status()):
-            return
-        time.sleep(0.2)
-    pytest.fail(f"no handshake within {HANDSHAKE_TIMEOUT_SECONDS} s")
 
 
 def http_from_host(host: Netns, address: str, timeout: float = HTTP_TIMEOUT_SECONDS) -> str:
@@ -179,7 +171,7 @@ async def check_containers_through_tunnel(
     web_address, web_bridge = await start_web_container(docker, lab.engine, "dmnc-web")
     internal_address, _ = await start_web_container(docker, lab.engine, "dmnc-internal")
     connect_host_peer(lab, result, [BRIDGE_SUBNET, INTERNAL_SUBNET])
-    wait_for_handshake(lab)
+    lab.host_peer.wait_for_handshake(HANDSHAKE_TIMEOUT_SECONDS)
 
     assert PAGE in http_from_host(lab.host, web_address)
     assert PAGE in http_from_host(lab.host, internal_address)
@@ -262,17 +254,21 @@ async def test_fallback_restarted_by_docker_comes_back_with_the_same_key(
     result = await runner.setup(lab.params)
     with httpx.Client(transport=httpx.HTTPTransport(uds=str(lab.engine.socket_path)), base_url="http://docker") as raw:
         raw.post(f"/containers/{FALLBACK_CONTAINER_NAME}/restart", params={"t": "5"}, timeout=30.0).raise_for_status()
-    vm_key = base64.b64encode(result.vm_public_key)
-    deadline = time.monotonic() + HANDSHAKE_TIMEOUT_SECONDS
-    while True:
+    result_line = b"dmnc-setup-result v1 mode=userspace public-key=" + base64.b64encode(result.vm_public_key)
+
+    def result_lines() -> int:
         logs = engine_get(lab.engine, f"/containers/{FALLBACK_CONTAINER_NAME}/logs?stdout=1&stderr=1").content
-        # Each start prints one result line; the restarted script reused the key kept in the container.
-        if logs.count(b"dmnc-setup-result v1 mode=userspace public-key=" + vm_key) == 2:
-            break
-        assert time.monotonic() < deadline, logs.decode(errors="replace")[-2000:]
-        time.sleep(0.2)
+        return logs.count(result_line)
+
+    # Each start prints one result line; the restarted script reused the key kept in the container.
+    wait_until(
+        lambda: result_lines() == 2,
+        HANDSHAKE_TIMEOUT_SECONDS,
+        "the restarted fallback's second result line with the same key",
+        interval=0.2,
+    )
     connect_host_peer(lab, result, [])
-    wait_for_handshake(lab)
+    lab.host_peer.wait_for_handshake(HANDSHAKE_TIMEOUT_SECONDS)
 
 
 async def test_setup_through_podmans_docker_api_brings_up_the_fallback_tunnel() -> None:
@@ -290,7 +286,7 @@ async def test_setup_through_podmans_docker_api_brings_up_the_fallback_tunnel() 
                 result = await runner.setup(params)
                 assert result.mode is VmMode.USERSPACE
                 connect_host_peer(lab, result, [])
-                wait_for_handshake(lab)
+                lab.host_peer.wait_for_handshake(HANDSHAKE_TIMEOUT_SECONDS)
                 assert wait_for_ping(host, "10.33.33.2")
                 await runner.teardown(params)
                 assert dmnc_rules(lab) == []
