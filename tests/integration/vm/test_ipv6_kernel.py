@@ -65,7 +65,7 @@ class ContainerLab(KernelLab):
 
 
 @pytest.fixture
-def lab(guest_lab: KernelLab) -> Iterator[ContainerLab]:  # noqa: F811 # the imported fixture
+def container_lab(guest_lab: KernelLab) -> Iterator[ContainerLab]:  # noqa: F811 # the imported fixture
     """The shared guest with a fresh stand-in container serving HTTP; removed again, with chip0, afterwards."""
     require_tools("curl")
     guest = guest_lab.guest
@@ -106,48 +106,57 @@ def guest_traces(lab: KernelLab, markers: Sequence[str]) -> list[str]:
     return [line for line in lines if any(marker in line for marker in markers)]
 
 
-def test_the_host_reaches_a_container_by_its_ipv6_address_through_kernel_chip0(lab: ContainerLab) -> None:
-    result = set_up(lab)
+def test_the_host_reaches_a_container_by_its_ipv6_address_through_kernel_chip0(container_lab: ContainerLab) -> None:
+    result = set_up(container_lab)
     assert result.ipv6
-    routes = guest_peer_routes(lab)
+    routes = guest_peer_routes(container_lab)
     assert len(routes) == 1, routes
     assert "dev chip0 " in routes[0]
     vm_public_key = base64.b64encode(result.vm_public_key).decode()
-    with dmnc_wg(lab.host, host_peer_config(lab.host_private_key, vm_public_key, HOST_PORT)) as dmnc:
-        route_container_subnets(lab.host, dmnc.interface)
-        assert wait_for_ping(lab.host, CONTAINER_ADDRESS6, timeout=TUNNEL_TIMEOUT_SECONDS)
-        assert fetch_page(lab.host, CONTAINER_ADDRESS6) == PAGE
-        assert fetch_page(lab.host, CONTAINER_ADDRESS) == PAGE
+    with dmnc_wg(
+        container_lab.host, host_peer_config(container_lab.host_private_key, vm_public_key, HOST_PORT)
+    ) as dmnc:
+        route_container_subnets(container_lab.host, dmnc.interface)
+        assert wait_for_ping(container_lab.host, CONTAINER_ADDRESS6, timeout=TUNNEL_TIMEOUT_SECONDS)
+        assert fetch_page(container_lab.host, CONTAINER_ADDRESS6) == PAGE
+        assert fetch_page(container_lab.host, CONTAINER_ADDRESS) == PAGE
 
         # Setup again with chip0 up (the kernel may now add the peer route itself): still one route, still working.
-        again = set_up(lab)
+        again = set_up(container_lab)
         assert again.vm_public_key == result.vm_public_key
-        assert len(guest_peer_routes(lab)) == 1, guest_peer_routes(lab)
-        assert wait_for_ping(lab.host, CONTAINER_ADDRESS6, timeout=TUNNEL_TIMEOUT_SECONDS)
+        assert len(guest_peer_routes(container_lab)) == 1, guest_peer_routes(container_lab)
+        assert wait_for_ping(container_lab.host, CONTAINER_ADDRESS6, timeout=TUNNEL_TIMEOUT_SECONDS)
 
 
-def test_teardown_removes_the_route_to_the_host_and_every_ipv6_rule(lab: ContainerLab) -> None:
-    set_up(lab)
-    assert len(guest_peer_routes(lab)) == 1
-    assert any("fd33:33:33::1" in line for line in guest_traces(lab, ["fd33:33:33::1"]))
-    exit_code, output = run_in_guest(lab, lab.params, ScriptMode.TEARDOWN)
+def test_teardown_removes_the_route_to_the_host_and_every_ipv6_rule(container_lab: ContainerLab) -> None:
+    set_up(container_lab)
+    assert len(guest_peer_routes(container_lab)) == 1
+    assert any("fd33:33:33::1" in line for line in guest_traces(container_lab, ["fd33:33:33::1"]))
+    exit_code, output = run_in_guest(container_lab, container_lab.params, ScriptMode.TEARDOWN)
     assert isinstance(outcome_from_output_untrusted(output, exit_code), TeardownDone), output
-    assert guest_peer_routes(lab) == []
-    assert guest_traces(lab, ["chip0", str(lab.params.host_address), str(lab.params.host_address6)]) == []
-    assert "DOCKER-USER" not in lab.guest.check("ip6tables-nft-save")
+    assert guest_peer_routes(container_lab) == []
+    assert (
+        guest_traces(
+            container_lab, ["chip0", str(container_lab.params.host_address), str(container_lab.params.host_address6)]
+        )
+        == []
+    )
+    assert "DOCKER-USER" not in container_lab.guest.check("ip6tables-nft-save")
 
 
-def test_a_guest_with_ipv6_disabled_keeps_the_ipv4_tunnel_to_the_container_working(lab: ContainerLab) -> None:
+def test_a_guest_with_ipv6_disabled_keeps_the_ipv4_tunnel_to_the_container_working(container_lab: ContainerLab) -> None:
     try:
-        lab.guest.check("sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
-        result = set_up(lab)
+        container_lab.guest.check("sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
+        result = set_up(container_lab)
         assert result.ipv6 is False
-        assert guest_peer_routes(lab) == []
-        assert guest_traces(lab, ["fd33:33:33::1"]) == []
+        assert guest_peer_routes(container_lab) == []
+        assert guest_traces(container_lab, ["fd33:33:33::1"]) == []
         vm_public_key = base64.b64encode(result.vm_public_key).decode()
-        with dmnc_wg(lab.host, host_peer_config(lab.host_private_key, vm_public_key, HOST_PORT)) as dmnc:
-            route_container_subnets(lab.host, dmnc.interface)
-            assert wait_for_ping(lab.host, CONTAINER_ADDRESS, timeout=TUNNEL_TIMEOUT_SECONDS)
-            assert fetch_page(lab.host, CONTAINER_ADDRESS) == PAGE
+        with dmnc_wg(
+            container_lab.host, host_peer_config(container_lab.host_private_key, vm_public_key, HOST_PORT)
+        ) as dmnc:
+            route_container_subnets(container_lab.host, dmnc.interface)
+            assert wait_for_ping(container_lab.host, CONTAINER_ADDRESS, timeout=TUNNEL_TIMEOUT_SECONDS)
+            assert fetch_page(container_lab.host, CONTAINER_ADDRESS) == PAGE
     finally:
-        lab.guest.check("sysctl -q -w net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0")
+        container_lab.guest.check("sysctl -q -w net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0")

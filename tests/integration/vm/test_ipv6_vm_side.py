@@ -56,7 +56,7 @@ class Lab:
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
+def container_lab(tmp_path: Path) -> Iterator[Lab]:
     require_root()
     require_tools("ip", "wg", "wireguard-go", "iptables-nft", "ip6tables-nft", "busybox", "curl", "ping", "ss")
     host_key = wg_genkey()
@@ -122,58 +122,58 @@ def dmnc_traces(lab: Lab) -> list[str]:
     return [line for line in lines if any(marker in line for marker in markers)]
 
 
-def test_the_host_reaches_a_container_by_its_ipv6_address_through_the_userspace_vm_side(lab: Lab) -> None:
-    result = start_vm_side(lab)
+def test_the_host_reaches_a_container_by_its_ipv6_address_through_the_userspace_vm_side(container_lab: Lab) -> None:
+    result = start_vm_side(container_lab)
     assert result.ipv6
-    assert wait_for_ping(lab.host, CONTAINER_ADDRESS6, timeout=TUNNEL_TIMEOUT_SECONDS)
-    assert wait_for_ping(lab.host, CONTAINER_ADDRESS)
-    wait_for_http_server(lab)
-    assert fetch_page(lab.host, CONTAINER_ADDRESS6) == PAGE
-    assert fetch_page(lab.host, CONTAINER_ADDRESS) == PAGE
-    stop_vm_side(lab)
+    assert wait_for_ping(container_lab.host, CONTAINER_ADDRESS6, timeout=TUNNEL_TIMEOUT_SECONDS)
+    assert wait_for_ping(container_lab.host, CONTAINER_ADDRESS)
+    wait_for_http_server(container_lab)
+    assert fetch_page(container_lab.host, CONTAINER_ADDRESS6) == PAGE
+    assert fetch_page(container_lab.host, CONTAINER_ADDRESS) == PAGE
+    stop_vm_side(container_lab)
 
 
-def test_the_route_to_the_host_is_there_once_after_each_setup_and_gone_after_teardown(lab: Lab) -> None:
-    interface = lab.params.interface
+def test_the_route_to_the_host_is_there_once_after_each_setup_and_gone_after_teardown(container_lab: Lab) -> None:
+    interface = container_lab.params.interface
     for _run in range(2):
         # A restarted fallback container runs setup again on a fresh interface: one route each time, tunnel works.
-        start_vm_side(lab)
-        routes = vm_peer_routes(lab)
+        start_vm_side(container_lab)
+        routes = vm_peer_routes(container_lab)
         assert len(routes) == 1, routes
         assert f"dev {interface} " in routes[0]
-        assert wait_for_ping(lab.host, CONTAINER_ADDRESS6, timeout=TUNNEL_TIMEOUT_SECONDS)
-        stop_vm_side(lab)
-    start_vm_side(lab)
-    assert any("MASQUERADE" in line for line in rule_lines(lab.vm, "ip6tables-nft-save"))
+        assert wait_for_ping(container_lab.host, CONTAINER_ADDRESS6, timeout=TUNNEL_TIMEOUT_SECONDS)
+        stop_vm_side(container_lab)
+    start_vm_side(container_lab)
+    assert any("MASQUERADE" in line for line in rule_lines(container_lab.vm, "ip6tables-nft-save"))
 
     # dmnc's teardown: the fallback container stops, then the script's teardown mode runs.
-    stop_vm_side(lab)
-    completed = run_script(lab.vm, lab.params, ScriptMode.TEARDOWN)
+    stop_vm_side(container_lab)
+    completed = run_script(container_lab.vm, container_lab.params, ScriptMode.TEARDOWN)
     assert completed.returncode == 0, completed.stderr
     assert isinstance(outcome_from_output_untrusted(completed.stdout, 0), TeardownDone)
-    assert vm_peer_routes(lab) == []
-    assert dmnc_traces(lab) == []
-    assert "DOCKER-USER" not in lab.vm.run(["ip6tables-nft-save"]).stdout
+    assert vm_peer_routes(container_lab) == []
+    assert dmnc_traces(container_lab) == []
+    assert "DOCKER-USER" not in container_lab.vm.run(["ip6tables-nft-save"]).stdout
 
 
-def test_teardown_with_the_fallback_still_running_removes_the_route_and_rules(lab: Lab) -> None:
-    start_vm_side(lab)
-    assert len(vm_peer_routes(lab)) == 1
-    completed = run_script(lab.vm, lab.params, ScriptMode.TEARDOWN)
+def test_teardown_with_the_fallback_still_running_removes_the_route_and_rules(container_lab: Lab) -> None:
+    start_vm_side(container_lab)
+    assert len(vm_peer_routes(container_lab)) == 1
+    completed = run_script(container_lab.vm, container_lab.params, ScriptMode.TEARDOWN)
     assert completed.returncode == 0, completed.stderr
-    assert vm_peer_routes(lab) == []
-    assert dmnc_traces(lab) == []
-    stop_vm_side(lab)
+    assert vm_peer_routes(container_lab) == []
+    assert dmnc_traces(container_lab) == []
+    stop_vm_side(container_lab)
 
 
-def test_a_vm_with_ipv6_disabled_keeps_the_ipv4_tunnel_to_the_container_working(lab: Lab) -> None:
+def test_a_vm_with_ipv6_disabled_keeps_the_ipv4_tunnel_to_the_container_working(container_lab: Lab) -> None:
     for scope in ("all", "default"):
-        lab.vm.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{scope}.disable_ipv6=1"])
-    result = start_vm_side(lab)
+        container_lab.vm.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{scope}.disable_ipv6=1"])
+    result = start_vm_side(container_lab)
     assert result.ipv6 is False
-    assert vm_peer_routes(lab) == []
-    assert rule_lines(lab.vm, "ip6tables-nft-save") == []
-    assert wait_for_ping(lab.host, CONTAINER_ADDRESS, timeout=TUNNEL_TIMEOUT_SECONDS)
-    wait_for_http_server(lab)
-    assert fetch_page(lab.host, CONTAINER_ADDRESS) == PAGE
-    stop_vm_side(lab)
+    assert vm_peer_routes(container_lab) == []
+    assert rule_lines(container_lab.vm, "ip6tables-nft-save") == []
+    assert wait_for_ping(container_lab.host, CONTAINER_ADDRESS, timeout=TUNNEL_TIMEOUT_SECONDS)
+    wait_for_http_server(container_lab)
+    assert fetch_page(container_lab.host, CONTAINER_ADDRESS) == PAGE
+    stop_vm_side(container_lab)
