@@ -252,6 +252,11 @@ class SkipReason(enum.Enum):
     TAKEN = "yielded to a route of another program"
     TOO_MANY = f"more than {MAX_ROUTES} routes"
 
+    @property
+    def decision(self) -> str:
+        """The machine-readable name `status --json` gives this rule: NOT_PRIVATE -> "not-private"."""
+        return self.name.lower().replace("_", "-")
+
 
 # Rules dmnc 0.1 did not have: a subnet they leave out was routed before (the upgrade note names them).
 NEW_RULES = frozenset(

@@ -90,16 +90,11 @@ def describe_sender(pid: int | None) -> str:
 
 
 # `SubnetStatus.decision` of a subnet the policy wants: installed, or not (yet). A subnet the policy leaves out
-# carries its rule's name instead (`decision_name`).
+# carries its rule's name instead (`SkipReason.decision`).
 DECISION_ROUTED = "routed"
 DECISION_PENDING = "pending"
 DECISION_GIVEN_UP = "given-up"
 DECISION_INSTALL_FAILED = "install-failed"
-
-
-def decision_name(reason: SkipReason) -> str:
-    """The machine-readable decision for a rule: SkipReason.NOT_PRIVATE -> "not-private"."""
-    return reason.name.lower().replace("_", "-")
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +225,7 @@ class RouteReconciler:
                     reason = f"failed: {self._last_error}" if self._last_error else "not installed yet"
                 subnets.append(SubnetStatus(wanted.network, wanted.subnet, installed, reason, decision))
             subnets.extend(
-                SubnetStatus(skip.network, skip.subnet, False, skip.describe(), decision_name(skip.reason))
+                SubnetStatus(skip.network, skip.subnet, False, skip.describe(), skip.reason.decision)
                 for skip in self._last_result.skipped
                 if skip.subnet is not None
             )

@@ -39,6 +39,15 @@ def test_routes_are_a_table_aligned_on_the_longest_entry() -> None:
     ]
 
 
+def test_routes_left_out_show_their_decision_and_reason() -> None:
+    reason = "not a private range: outside ...; allow it with --route-allow 8.8.8.0/24"
+    snapshot = StatusSnapshot(
+        version="0.2.0",
+        routes=(RouteStatus(ipaddress.ip_network("8.8.8.0/24"), "dns", False, reason, decision="not-private"),),
+    )
+    assert render_snapshot(snapshot).splitlines()[-1] == f"  8.8.8.0/24  dns      no [not-private]: {reason}"
+
+
 def test_drops_are_listed_by_reason_skipping_zero_counts() -> None:
     snapshot = StatusSnapshot(version="x", tunnel=TunnelStatus(drops={"replay": 2, "invalid_mac": 1, "other": 0}))
     assert "  dropped packets  invalid_mac 1, replay 2" in render_snapshot(snapshot).splitlines()

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dmnc.routes import RouteEvent, RouteOperationError
-from dmnc.routes.policy import NetworkInfo, PolicyConfig
+from dmnc.routes.policy import FORCE_ROUTES_DEPRECATION, HostState, NetworkInfo, PolicyConfig, Skipped, SkipReason
 from dmnc.routes.reconcile import (
     MAX_RESTORES,
     RESTORE_WINDOW_SECONDS,
@@ -549,3 +549,50 @@ def test_plan_is_the_minimal_change_that_turns_installed_into_desired(
     for changes in (plan.add, plan.delete):
         assert list(changes) == sorted(changes, key=lambda subnet: (subnet.version, subnet))
     assert plan.empty == (desired == installed)
+
+
+async def test_host_state_change_withdraws_a_route_and_reports_it_once(
+    fake: FakeRouteManager, nursery: trio.Nursery
+) -> None:
+    withdrawn: list[Skipped] = []
+    reconciler = RouteReconciler(fake, PolicyConfig(), on_withdrawn=withdrawn.append)
+    await nursery.start(reconciler.run)
+    reconciler.set_networks([network("a", "10.99.0.0/16"), network("b", "172.20.0.0/16")])
+    await reconciler.settled()
+    assert await ours(fake) == {net("10.99.0.0/16"), net("172.20.0.0/16")}
+    # New Wi-Fi: its DNS server sits inside a container subnet.
+    reconciler.set_host_state(HostState(dns_servers=(ipaddress.ip_address("10.99.0.53"),)))
+    await reconciler.settled()
+    reconciler.trigger()
+    await reconciler.settled()
+    assert await ours(fake) == {net("172.20.0.0/16")}
+    assert [(skip.network, skip.reason) for skip in withdrawn] == [("a", SkipReason.DNS_SERVER)]
+    statuses = {status.subnet: status for status in reconciler.status().subnets}
+    assert statuses[net("10.99.0.0/16")].decision == "dns-server"
+    # The DNS server goes away again: routed again.
+    reconciler.set_host_state(HostState())
+    await reconciler.settled()
+    assert await ours(fake) == {net("10.99.0.0/16"), net("172.20.0.0/16")}
+
+
+async def test_subnet_routed_by_dmnc_0_1_and_left_out_now_warns_once_naming_the_option(
+    reconciler: RouteReconciler, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="dmnc.routes.reconcile"):
+        reconciler.set_networks([network("public", "8.8.8.0/24")])
+        await reconciler.settled()
+        reconciler.trigger()
+        await reconciler.settled()
+    warnings = [record.message for record in caplog.records if record.levelno == logging.WARNING]
+    assert warnings == [
+        "network 'public' subnet 8.8.8.0/24 is not routed (dmnc 0.1 routed it): not a private range: outside "
+        "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7 and the documentation ranges; "
+        "allow it with --route-allow 8.8.8.0/24"
+    ]
+
+
+async def test_force_routes_warns_once(fake: FakeRouteManager, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="dmnc.routes.reconcile"):
+        reconciler = RouteReconciler(fake, PolicyConfig(force=True))
+        reconciler.set_policy(PolicyConfig(force=True))
+    assert [record.message for record in caplog.records] == [FORCE_ROUTES_DEPRECATION]
