@@ -15,6 +15,8 @@ Precedence, per option: command-line flag > environment variable > config file >
 | routes.force   | --force-routes           | DMNC_FORCE_ROUTES              | force_routes     |
 | routes.include | --route-include PATTERN  | DMNC_ROUTES_INCLUDE (a,b,...)  | [routes] include |
 | routes.exclude | --route-exclude PATTERN  | DMNC_ROUTES_EXCLUDE (a,b,...)  | [routes] exclude |
+| routes.allow   | --route-allow CIDR       | DMNC_ROUTES_ALLOW (a,b,...)    | [routes] allow   |
+| routes.over    | --route-over CIDR        | DMNC_ROUTES_OVER (a,b,...)     | [routes] over    |
 
 The config file is /etc/dmnc/config.toml unless `--config PATH` or DMNC_CONFIG names another one. A missing default
 file is normal (every option has a default); a missing file that was named explicitly is an error. LOG_LEVEL is read
@@ -25,6 +27,11 @@ vm_stale_after is how many seconds without a packet from the VM side make dmnc s
 one REKEY_TIMEOUT) an idle but healthy VM looks stale; such values are for tests and the service warns about them.
 SIGHUP applies a new value at once, as it does log_level and the route options; the other options take effect when
 dmnc restarts.
+
+The route options (all reloaded by SIGHUP; see dmnc.routes.policy for the rules): include/exclude pick networks by
+name glob or CIDR; allow admits subnets outside the private ranges; over routes the subnets it contains even where
+they overlap routes of other programs (a VPN, a LAN), and keeps them against later ones; force_routes is the
+deprecated spelling of "over everything", and warns. No option routes the never-list.
 
 Every bad value raises `ConfigError`, whose message names where the value came from (flag, environment variable,
 or file:line and key) and what is wrong with it.
@@ -47,7 +54,8 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from dmnc.hardening.file_trust import ROOT_UID, untrusted_path
 from dmnc.logsetup import LogLevel
-from dmnc.routes.policy import Pattern, PolicyConfig, PolicyConfigError, parse_pattern
+from dmnc.routes.manager import Destination
+from dmnc.routes.policy import Pattern, PolicyConfig, PolicyConfigError, parse_cidr, parse_pattern
 
 if TYPE_CHECKING:
     # Imported where used: the Docker client pulls in httpx, which `dmnc status` (a config reader) never needs.
@@ -138,7 +146,7 @@ class Config:
     log_level: LogLevel = LogLevel.INFO
     # Seconds without a packet from the VM side after which it is set up again.
     vm_stale_after: float = DEFAULT_VM_STALE_AFTER_S
-    # Which networks get routes: include/exclude patterns and --force-routes (routes.force).
+    # Which networks get routes: include/exclude patterns, allow and over CIDRs, --force-routes (routes.force).
     routes: PolicyConfig = field(default_factory=PolicyConfig)
     # The file the values were read from, if one was read: SIGHUP reloads it.
     config_file: Path | None = None
@@ -160,6 +168,8 @@ class ConfigFlags:
     force_routes: bool | None = None
     route_include: tuple[str, ...] | None = None
     route_exclude: tuple[str, ...] | None = None
+    route_allow: tuple[str, ...] | None = None
+    route_over: tuple[str, ...] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -381,6 +391,8 @@ _ROUTE_INCLUDE = _Option(
 _ROUTE_EXCLUDE = _Option(
     "route_exclude", _Kind.LIST, "--route-exclude", ("DMNC_ROUTES_EXCLUDE",), ("routes", "exclude")
 )
+_ROUTE_ALLOW = _Option("route_allow", _Kind.LIST, "--route-allow", ("DMNC_ROUTES_ALLOW",), ("routes", "allow"))
+_ROUTE_OVER = _Option("route_over", _Kind.LIST, "--route-over", ("DMNC_ROUTES_OVER",), ("routes", "over"))
 _OPTIONS = (
     _DOCKER_HOST,
     _LISTEN,
@@ -393,8 +405,10 @@ _OPTIONS = (
     _FORCE_ROUTES,
     _ROUTE_INCLUDE,
     _ROUTE_EXCLUDE,
+    _ROUTE_ALLOW,
+    _ROUTE_OVER,
 )
-_TOML_TABLES = {"routes": frozenset({"include", "exclude"})}
+_TOML_TABLES = {"routes": frozenset({"include", "exclude", "allow", "over"})}
 _TOML_TOP_LEVEL_KEYS = frozenset(option.toml_key[0] for option in _OPTIONS if len(option.toml_key) == 1)
 
 
@@ -606,6 +620,13 @@ class _Layers:
         return in_file is not None and in_file.value is True
 
     def patterns(self, option: _Option) -> tuple[Pattern, ...]:
+        return self._list(option, parse_pattern)
+
+    def cidrs(self, option: _Option) -> tuple[Destination, ...]:
+        return self._list(option, parse_cidr)
+
+    def _list(self, option: _Option, parse: Callable[[str], _T]) -> tuple[_T, ...]:
+        """A list option: repeated flags, a comma-separated variable or a TOML array, each item parsed."""
         flag_value = getattr(self._flags, option.name)
         given: _Given[list[str]] | None = None
         if isinstance(flag_value, tuple):
@@ -617,7 +638,7 @@ class _Layers:
         if given is None:
             return ()
         try:
-            return tuple(parse_pattern(text) for text in given.value)
+            return tuple(parse(text) for text in given.value)
         except PolicyConfigError as error:
             raise ConfigError(given.source, str(error)) from None
 
@@ -685,6 +706,8 @@ def load_config(flags: ConfigFlags, environ: Mapping[str, str]) -> Config:
             include=layers.patterns(_ROUTE_INCLUDE),
             exclude=layers.patterns(_ROUTE_EXCLUDE),
             force=layers.switch(_FORCE_ROUTES),
+            allow=layers.cidrs(_ROUTE_ALLOW),
+            over=layers.cidrs(_ROUTE_OVER),
         ),
         config_file=config_file.path if config_file is not None else None,
     )

@@ -78,7 +78,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         "--force-routes",
         action="store_true",
         default=None,
-        help="install container routes even where they overlap existing (VPN, LAN) routes",
+        help="deprecated: route over every overlapping (VPN, LAN) route; use --route-over CIDR",
     )
     parser.add_argument(
         "--route-include",
@@ -88,6 +88,18 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--route-exclude", metavar="PATTERN", action="append", help="never route these networks; repeatable"
+    )
+    parser.add_argument(
+        "--route-allow",
+        metavar="CIDR",
+        action="append",
+        help="also route subnets inside CIDR, beyond the private ranges; repeatable",
+    )
+    parser.add_argument(
+        "--route-over",
+        metavar="CIDR",
+        action="append",
+        help="route subnets inside CIDR even over other programs' (VPN, LAN) routes; repeatable",
     )
 
 
@@ -106,6 +118,8 @@ def flags_from_args(args: argparse.Namespace) -> ConfigFlags:
         force_routes=args.force_routes,
         route_include=None if args.route_include is None else tuple(args.route_include),
         route_exclude=None if args.route_exclude is None else tuple(args.route_exclude),
+        route_allow=None if args.route_allow is None else tuple(args.route_allow),
+        route_over=None if args.route_over is None else tuple(args.route_over),
     )
 
 

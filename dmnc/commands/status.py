@@ -158,7 +158,11 @@ def render_snapshot(snapshot: StatusSnapshot) -> str:
         network_width = max(len("NETWORK"), *map(len, networks))
         lines.append(f"  {'SUBNET':<{subnet_width}}  {'NETWORK':<{network_width}}  INSTALLED")
         for subnet, network, route in zip(subnets, networks, snapshot.routes, strict=True):
-            installed = "yes" if route.installed else "no" if route.reason is None else f"no: {printable(route.reason)}"
+            installed = "yes" if route.installed else "no"
+            if not route.installed and route.decision is not None:
+                installed += f" [{printable(route.decision)}]"
+            if not route.installed and route.reason is not None:
+                installed += f": {printable(route.reason)}"
             lines.append(f"  {subnet:<{subnet_width}}  {network:<{network_width}}  {installed}")
     return "\n".join(lines)
 

@@ -8,11 +8,17 @@ The JSON of a snapshot (one object, `dmnc status --json`) is a contract users an
      "docker": {"host": "unix:///var/run/docker.sock", "runtime": "Docker Desktop", "api_version": "1.41",
                 "connected": true},
      "vm": {"mode": "kernel", "public_key": "<base64 of 32 bytes>"},
-     "routes": [{"subnet": "172.17.0.0/16", "network": "bridge", "installed": true, "reason": null}]}
+     "routes": [{"subnet": "172.17.0.0/16", "network": "bridge", "installed": true, "reason": null,
+                 "decision": "routed"},
+                {"subnet": "8.8.8.0/24", "network": "dns", "installed": false, "decision": "not-private",
+                 "reason": "not a private range: outside ...; allow it with --route-allow 8.8.8.0/24"}]}
 
 null means "not known yet" (no handshake so far, Docker not reached, VM not set up); `listen` and `endpoint` are
-`HOST:PORT`, an IPv6 host in brackets (`[fd00::1]:51820`); a route's `reason` says why it is not installed (e.g. it
-overlaps a VPN route). An event is one object:
+`HOST:PORT`, an IPv6 host in brackets (`[fd00::1]:51820`); a route's `reason` says why it is not installed (the
+rule, what it found and the fix, e.g. it overlaps a VPN route) and its `decision` (schema 2) names the outcome:
+"routed", "pending", "install-failed", "given-up", "shadowed", or the policy rule that left it out
+(`SkipReason.decision` in dmnc/routes/policy.py: "not-private", "special-purpose", "taken", "overlap", ...).
+An event is one object:
 
     {"schema": 1, "time": 1795000000.25, "kind": "docker.connected",
      "message": "connected to Docker Desktop (API 1.41)", "details": {"api_version": "1.41"}}
@@ -48,7 +54,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DetailValue = str | int | float | bool | None
 
 # The version of the JSON format above: bumped whenever a field is added (see the rules in the docstring).
-SCHEMA_VERSION = 1
+# 1: dmnc 0.1 plus `schema`; 2: routes[].decision.
+SCHEMA_VERSION = 2
 
 # A WireGuard public key is a Curve25519 point, 32 bytes (whitepaper section 5.4), shown in base64 as wg(8) does.
 PUBLIC_KEY_BYTES = 32
@@ -120,6 +127,7 @@ class RouteStatus:
     network: str
     installed: bool
     reason: str | None = None
+    decision: str | None = None  # None from a service of schema 1
 
 
 @dataclass(frozen=True)
@@ -159,6 +167,7 @@ class StatusSnapshot:
                     "network": route.network,
                     "installed": route.installed,
                     "reason": route.reason,
+                    "decision": route.decision,
                 }
                 for route in self.routes
             ],
@@ -335,6 +344,7 @@ def _route(value: object, where: str) -> RouteStatus:
         network=fields.text("network"),
         installed=fields.flag("installed"),
         reason=fields.later_text("reason"),
+        decision=fields.later_text("decision"),
     )
 
 

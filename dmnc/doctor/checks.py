@@ -14,7 +14,7 @@ import re
 import sys
 from collections.abc import Iterable, Sequence
 
-from dmnc.control.messages import StatusSnapshot, format_drops
+from dmnc.control.messages import RouteStatus, StatusSnapshot, format_drops
 from dmnc.docker.discovery import Runtime
 from dmnc.docker.errors import DiscoveryError, DockerError
 from dmnc.routes import InstalledRoute
@@ -240,7 +240,8 @@ def route_conflict_check(
             Verdict.FAIL,
             "; ".join(finding.describe() for finding in blocked + forced),
             fix="give the Docker network a subnet that overlaps nothing (docker network create --subnet ..., or the"
-            " daemon's default-address-pools), exclude it with --route-exclude, or take it over with --force-routes",
+            " daemon's default-address-pools), exclude it with --route-exclude, or route it anyway with"
+            " --route-over SUBNET",
         )
     if forced:
         return CheckResult(
@@ -256,7 +257,9 @@ def route_conflict_check(
     )
 
 
-# Routes dmnc leaves out on purpose (policy, overlaps: see route-conflicts) carry these reasons in its status.
+# Routes dmnc leaves out on purpose (policy, overlaps: see route-conflicts) carry these decisions in its status
+# (schema 2), or, from a schema 1 service, a reason that starts with the rule's text.
+_DELIBERATE_DECISIONS = frozenset(reason.decision for reason in SkipReason)
 _DELIBERATE_SKIPS = frozenset(reason.value for reason in SkipReason)
 # A route dmnc wants but has not added yet: normal for a second after a network appears.
 _NOT_YET = "not installed yet"
@@ -266,11 +269,15 @@ def installed_routes_check(snapshot: StatusSnapshot | None, not_running: str) ->
     """The running dmnc's routes: every container subnet it wants is installed, or why not."""
     if snapshot is None:
         return CheckResult("routes", Verdict.SKIP, not_running)
-    wanted = [route for route in snapshot.routes if route.installed or route.reason not in _DELIBERATE_SKIPS]
+    left_out = [route for route in snapshot.routes if not route.installed and _deliberate(route)]
+    wanted = [route for route in snapshot.routes if route not in left_out]
     missing = [route for route in wanted if not route.installed]
     interface = snapshot.tunnel.interface or "the tunnel"
+    decided = "".join(f"; not routed: {route.subnet} ({route.network}): {route.reason}" for route in left_out)
     if not missing:
-        return CheckResult("routes", Verdict.PASS, f"{len(wanted)} container subnet(s) routed through {interface}")
+        return CheckResult(
+            "routes", Verdict.PASS, f"{len(wanted)} container subnet(s) routed through {interface}{decided}"
+        )
     described = "; ".join(f"{route.subnet} ({route.network}): {route.reason or 'not installed'}" for route in missing)
     if all(route.reason == _NOT_YET for route in missing):
         return CheckResult(
@@ -286,6 +293,13 @@ def installed_routes_check(snapshot: StatusSnapshot | None, not_running: str) ->
         fix="read dmnc's log; a route 'taken by another program' was replaced by another route to the same subnet"
         " (VPN client?): stop that program or change the Docker network's subnet",
     )
+
+
+def _deliberate(route: RouteStatus) -> bool:
+    if route.decision is not None:
+        return route.decision in _DELIBERATE_DECISIONS
+    rule = (route.reason or "").split(":")[0].split(";")[0]
+    return rule in _DELIBERATE_SKIPS
 
 
 def skipped(name: str, reason: str) -> CheckResult:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping, Set
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +28,18 @@ from dmnc.routes.manager import (
     RouteOperationError,
     RouteResult,
 )
-from dmnc.routes.policy import NetworkInfo, OverlapFinding, PolicyConfig, PolicyResult, evaluate
+from dmnc.routes.policy import (
+    NEW_RULES,
+    HostState,
+    NetworkInfo,
+    OverlapFinding,
+    PolicyConfig,
+    PolicyResult,
+    Skipped,
+    SkipReason,
+    evaluate,
+    force_routes_warning,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +89,14 @@ def describe_sender(pid: int | None) -> str:
     return f"pid {pid} ({command})"
 
 
+# `SubnetStatus.decision` of a subnet the policy wants: installed, or not (yet). A subnet the policy leaves out
+# carries its rule's name instead (`SkipReason.decision`).
+DECISION_ROUTED = "routed"
+DECISION_PENDING = "pending"
+DECISION_GIVEN_UP = "given-up"
+DECISION_INSTALL_FAILED = "install-failed"
+
+
 @dataclass(frozen=True, slots=True)
 class SubnetStatus:
     """One subnet of a known network: routed through the tunnel or not, and why not."""
@@ -85,7 +104,8 @@ class SubnetStatus:
     network: str
     subnet: Destination
     installed: bool
-    reason: str | None = None  # why it is not installed
+    reason: str | None = None  # why it is not installed: the rule, what it found, and the fix
+    decision: str = DECISION_ROUTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +125,27 @@ class RouteReconciler:
     the task ends (losing Docker must not cut off reachable containers); `withdraw` removes them on clean shutdown.
     """
 
-    def __init__(self, manager: RouteManager, config: PolicyConfig, *, resync_interval: float = 300.0) -> None:
+    def __init__(
+        self,
+        manager: RouteManager,
+        config: PolicyConfig,
+        *,
+        resync_interval: float = 300.0,
+        on_withdrawn: Callable[[Skipped], None] | None = None,
+    ) -> None:
         self._manager = manager
         self._config = config
+        self._host = HostState()
+        # Told when a subnet dmnc routed is left out by a rule (host state changed, a VPN took it): a status event.
+        self._on_withdrawn = on_withdrawn
+        self._force_warned = False
+        self._warn_if_forced()
+        # The last decision logged per (network, subnet) left out, so each change is logged once.
+        self._logged_skips: dict[tuple[str, Destination], Skipped] = {}
+        self._upgrade_noted: set[tuple[str, Destination]] = set()
+        # Subnets dmnc withdrew because another program routes them more specifically: they count as routed by
+        # dmnc before that route, so they keep saying who took them, and come back when it goes.
+        self._yielded: set[Destination] = set()
         self._resync_interval = resync_interval
         self._networks: dict[str, NetworkInfo] | None = None
         self._wake = trio.Event()
@@ -149,9 +187,21 @@ class RouteReconciler:
             self.trigger()
 
     def set_policy(self, config: PolicyConfig) -> None:
-        """New include/exclude/force settings (SIGHUP reload); the next pass applies them."""
+        """New route options (SIGHUP reload); the next pass applies them."""
         self._config = config
+        self._warn_if_forced()
         self.trigger()
+
+    def set_host_state(self, host: HostState) -> None:
+        """The host's own addresses, DNS servers and VM endpoint changed: re-evaluate against them."""
+        if host != self._host:
+            self._host = host
+            self.trigger()
+
+    def _warn_if_forced(self) -> None:
+        if not self._force_warned and (warning := force_routes_warning(self._config)):
+            logger.warning("%s", warning)
+            self._force_warned = True
 
     def trigger(self) -> None:
         self._requested += 1
@@ -164,15 +214,18 @@ class RouteReconciler:
             for wanted in self._last_result.wanted:
                 installed = wanted.subnet in self._routed
                 reason = None
+                decision = DECISION_ROUTED if installed else DECISION_PENDING
                 if wanted.subnet in self._given_up:
                     reason = "taken by another program"
+                    decision = DECISION_GIVEN_UP
                 elif wanted.subnet in self._install_failures and not installed:
                     reason = f"could not install: {self._install_failures[wanted.subnet]}"
+                    decision = DECISION_INSTALL_FAILED
                 elif not installed:
                     reason = f"failed: {self._last_error}" if self._last_error else "not installed yet"
-                subnets.append(SubnetStatus(wanted.network, wanted.subnet, installed, reason))
+                subnets.append(SubnetStatus(wanted.network, wanted.subnet, installed, reason, decision))
             subnets.extend(
-                SubnetStatus(skip.network, skip.subnet, False, skip.reason.value)
+                SubnetStatus(skip.network, skip.subnet, False, skip.describe(), skip.reason.decision)
                 for skip in self._last_result.skipped
                 if skip.subnet is not None
             )
@@ -295,7 +348,9 @@ class RouteReconciler:
     def _evaluate(self, networks: Iterable[NetworkInfo], routes: list[InstalledRoute]) -> PolicyResult:
         # Routes through our own interface lead where ours would; only other interfaces can conflict.
         others = [route for route in routes if not route.ours and route.interface != self._manager.interface]
-        result = evaluate(networks, self._config, others, already_routed=self._routed)
+        result = evaluate(networks, self._config, others, already_routed=self._routed | self._yielded, host=self._host)
+        self._yielded = {skip.subnet for skip in result.skipped if skip.reason is SkipReason.TAKEN and skip.subnet}
+        self._log_skips(result.skipped)
         previous = set(self._overlaps)
         for finding in result.overlaps:
             if finding not in previous:
@@ -305,6 +360,29 @@ class RouteReconciler:
         self._overlaps = result.overlaps
         self._last_result = result
         return result
+
+    def _log_skips(self, skipped: Iterable[Skipped]) -> None:
+        """One log line per subnet left out, when its decision changes. A subnet dmnc routed and now leaves out
+        is a withdrawal (WARNING and `on_withdrawn`); one left out by a rule dmnc 0.1 did not have gets one WARNING
+        per run, as it was routed before the upgrade."""
+        logged: dict[tuple[str, Destination], Skipped] = {}
+        for skip in skipped:
+            if skip.subnet is None:
+                continue
+            key = (skip.network, skip.subnet)
+            logged[key] = skip
+            if self._logged_skips.get(key) == skip:
+                continue
+            if skip.subnet in self._routed:
+                logger.warning("network %r subnet %s: withdrawing its route: %s", *key, skip.describe())
+                if self._on_withdrawn is not None:
+                    self._on_withdrawn(skip)
+            elif skip.reason in NEW_RULES and key not in self._upgrade_noted:
+                self._upgrade_noted.add(key)
+                logger.warning("network %r subnet %s is not routed (dmnc 0.1 routed it): %s", *key, skip.describe())
+            elif skip.reason is not SkipReason.OVERLAP:  # overlaps have their own line, naming both routes
+                logger.info("network %r subnet %s is not routed: %s", *key, skip.describe())
+        self._logged_skips = logged
 
     def _may_restore(self, destination: Destination) -> bool:
         now = trio.current_time()

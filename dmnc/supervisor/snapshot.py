@@ -65,7 +65,13 @@ def build_snapshot(
         ),
         vm=VmStatus(mode=None if vm is None else vm.mode, public_key=None if vm is None else encode_key(vm.public_key)),
         routes=tuple(
-            RouteStatus(subnet=subnet.subnet, network=subnet.network, installed=subnet.installed, reason=subnet.reason)
+            RouteStatus(
+                subnet=subnet.subnet,
+                network=subnet.network,
+                installed=subnet.installed,
+                reason=subnet.reason,
+                decision=subnet.decision,
+            )
             for subnet in routes.subnets
         ),
     )

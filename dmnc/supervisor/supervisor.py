@@ -38,8 +38,10 @@ from dmnc.control import (
 from dmnc.errors import first_of
 from dmnc.logsetup import setup_logging
 from dmnc.routes import RouteError, open_route_manager
+from dmnc.routes.policy import HostState, Skipped
 from dmnc.routes.reconcile import RouteReconciler
 from dmnc.supervisor.docker_watch import DockerWatch
+from dmnc.supervisor.host_watch import watch_host_state
 from dmnc.supervisor.log import announce, logger
 from dmnc.supervisor.parts import SHUTDOWN_BUDGET_S, RunningParts
 from dmnc.supervisor.snapshot import ServiceStatus
@@ -56,6 +58,13 @@ EXIT_FAILURE = 1
 HOST_TUN_ADDRESSES = (
     TunAddress(ipaddress.ip_interface(f"{DEFAULT_HOST_ADDRESS}/32"), DEFAULT_VM_ADDRESS),
     TunAddress(ipaddress.ip_interface(f"{DEFAULT_HOST_ADDRESS6}/128"), DEFAULT_VM_ADDRESS6),
+)
+# The tunnel's own addresses, both ends: no container route may capture them.
+TUNNEL_NETWORKS = tuple(
+    ipaddress.ip_network(address)
+    for tun_address in HOST_TUN_ADDRESSES
+    for address in (tun_address.local.ip, tun_address.peer)
+    if address is not None
 )
 LINUX_TUN_NAME = "dmnc%d"
 # Options SIGHUP cannot change in a running service (log_level, vm_stale_after and the route options it can).
@@ -157,7 +166,9 @@ class Supervisor:
                     encode_key(device.public_key),
                 )
                 async with open_route_manager(tun.name) as manager:
-                    parts = RunningParts(tun, udp, device, tunnel, RouteReconciler(manager, self.config.routes))
+                    routes = RouteReconciler(manager, self.config.routes, on_withdrawn=self._route_withdrawn)
+                    routes.set_host_state(HostState(tunnel=TUNNEL_NETWORKS))
+                    parts = RunningParts(tun, udp, device, tunnel, routes)
                     await self._run_parts(parts, control, task_status)
             finally:
                 udp.close()
@@ -177,12 +188,23 @@ class Supervisor:
                 await nursery.start(parts.routes.run)
                 await nursery.start(serve_control_socket, control, status)
                 nursery.start_soon(vm.watch_health)
+                nursery.start_soon(watch_host_state, parts.routes, vm, TUNNEL_NETWORKS)
                 nursery.start_soon(docker.run)
                 task_status.started()
         finally:
             self._routes = None
             with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_BUDGET_S):
                 await _withdraw_routes(parts)
+
+    def _route_withdrawn(self, skip: Skipped) -> None:
+        """A subnet dmnc routed is left out now (the reconciler logged why): say so on the event feed."""
+        self._events.emit(
+            "route.withdrawn",
+            f"network {skip.network!r} subnet {skip.subnet}: route withdrawn: {skip.describe()}",
+            network=skip.network,
+            subnet=str(skip.subnet),
+            decision=skip.reason.decision,
+        )
 
     def reload(self) -> None:
         """SIGHUP: re-read the configuration; log level, vm_stale_after and route selection apply at once, the rest

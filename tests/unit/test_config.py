@@ -154,6 +154,32 @@ def test_route_patterns_from_each_layer(tmp_path: Path) -> None:
     assert [str(pattern) for pattern in from_flags.include] == ["db"]
 
 
+def test_route_allow_and_over_cidrs_from_each_layer(tmp_path: Path) -> None:
+    environ = write_config(tmp_path, '[routes]\nallow = ["8.8.8.0/24"]\nover = ["172.30.0.0/16", "fd77::/16"]\n')
+    from_file = load_config(ConfigFlags(), environ).routes
+    assert [str(cidr) for cidr in from_file.allow] == ["8.8.8.0/24"]
+    assert [str(cidr) for cidr in from_file.over] == ["172.30.0.0/16", "fd77::/16"]
+    from_env = load_config(ConfigFlags(), {**environ, "DMNC_ROUTES_ALLOW": " 1.2.3.0/24 , 2001:4860::/32,"}).routes
+    assert [str(cidr) for cidr in from_env.allow] == ["1.2.3.0/24", "2001:4860::/32"]
+    from_flags = load_config(ConfigFlags(route_over=("10.9.0.0/16",)), {**environ, "DMNC_ROUTES_OVER": "x"}).routes
+    assert [str(cidr) for cidr in from_flags.over] == ["10.9.0.0/16"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "message"),
+    [
+        (ConfigFlags(route_allow=("web_*",)), {}, "--route-allow: network 'web_*' is not a valid CIDR"),
+        (ConfigFlags(), {"DMNC_ROUTES_OVER": "10.0.0.1/8"}, "DMNC_ROUTES_OVER: network '10.0.0.1/8' is not a valid"),
+    ],
+)
+def test_bad_allow_or_over_cidrs_name_their_source(
+    tmp_path: Path, flags: ConfigFlags, environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(flags, {**write_config(tmp_path, ""), **environ})
+    assert message in str(caught.value)
+
+
 def test_config_file_named_by_flag_beats_environment(tmp_path: Path) -> None:
     environ = write_config(tmp_path, 'listen = "127.0.0.1:5"\n')
     other = tmp_path / "other.toml"
@@ -302,7 +328,10 @@ def test_config_file_not_utf8(tmp_path: Path) -> None:
         ("[routes]\ninclude = [1]\n", "config.toml:2 (routes.include): expected an array of strings, got an array"),
         ('routes = "all"\n', "config.toml:1 (routes): expected a table [routes], got a string"),
         ('lisen = "0.0.0.0"\n', "config.toml:1 (lisen): unknown key (known keys: control_socket, docker_host,"),
-        ("[routes]\nonly = []\n", "config.toml:2 (routes.only): unknown key (known in [routes]: exclude, include)"),
+        (
+            "[routes]\nonly = []\n",
+            "config.toml:2 (routes.only): unknown key (known in [routes]: allow, exclude, include, over)",
+        ),
         ('listen = "0.0.0.0:1"\n"endpoint" = "a_b"\n', "config.toml:2 (endpoint): 'a_b' is neither an IP address"),
         (
             '[routes]\nexclude = ["10.0.0.0/33"]\n',

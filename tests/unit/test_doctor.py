@@ -243,7 +243,7 @@ def test_route_overlap_with_a_vpn_route_names_both() -> None:
     assert "network 'web' subnet 10.8.0.0/24 overlaps the route 10.8.0.0/16 dev utun4" in result.detail
     assert "db" not in result.detail
     assert result.fix is not None
-    assert "--force-routes" in result.fix
+    assert "--route-over SUBNET" in result.fix
 
 
 def test_forced_overlap_warns() -> None:
@@ -380,7 +380,22 @@ def test_routes_check_passes_when_every_wanted_subnet_is_installed_and_ignores_d
         ),
         "",
     )
-    assert result == CheckResult("routes", Verdict.PASS, "1 container subnet(s) routed through utun7")
+    assert result == CheckResult(
+        "routes",
+        Verdict.PASS,
+        "1 container subnet(s) routed through utun7; not routed: 10.8.0.0/24 (web): overlaps a route dmnc does not own"
+        "; not routed: 172.20.0.0/16 (other): matches an exclude pattern",
+    )
+
+
+def test_routes_check_prints_the_decision_for_every_subnet_left_out() -> None:
+    reason = "special-purpose range: overlaps 127.0.0.0/8, loopback (RFC 6890); no option routes it"
+    left_out = dataclasses.replace(route_status("127.0.0.0/16", "evil", False, reason), decision="special-purpose")
+    taken = dataclasses.replace(route_status("172.30.5.0/24", "app", False, "yielded: taken by x"), decision="taken")
+    result = installed_routes_check(with_routes(route_status("172.17.0.0/16", "bridge", True), left_out, taken), "")
+    assert result.verdict is Verdict.PASS
+    assert f"not routed: 127.0.0.0/16 (evil): {reason}" in result.detail
+    assert "not routed: 172.30.5.0/24 (app): yielded: taken by x" in result.detail
 
 
 def test_routes_dmnc_could_not_install_fail_naming_subnet_network_and_reason() -> None:

@@ -76,6 +76,12 @@ def test_every_contract_flag_reaches_the_config_flags() -> None:
         "proj_*",
         "--route-exclude",
         "bridge",
+        "--route-allow",
+        "8.8.8.0/24",
+        "--route-over",
+        "172.30.0.0/16",
+        "--route-over",
+        "fd77::/16",
     )
     assert flags == ConfigFlags(
         config_file="/etc/other.toml",
@@ -89,6 +95,8 @@ def test_every_contract_flag_reaches_the_config_flags() -> None:
         force_routes=True,
         route_include=("10.0.0.0/8", "proj_*"),
         route_exclude=("bridge",),
+        route_allow=("8.8.8.0/24",),
+        route_over=("172.30.0.0/16", "fd77::/16"),
     )
 
 

@@ -45,8 +45,14 @@ def full_snapshot() -> StatusSnapshot:
         ),
         vm=VmStatus(mode="kernel", public_key=PUBLIC_KEY),
         routes=(
-            RouteStatus(ipaddress.ip_network("172.17.0.0/16"), "bridge", installed=True),
-            RouteStatus(ipaddress.ip_network("fd00:5::/64"), "proj_v6", installed=False, reason="overlaps fd00::/8"),
+            RouteStatus(ipaddress.ip_network("172.17.0.0/16"), "bridge", installed=True, decision="routed"),
+            RouteStatus(
+                ipaddress.ip_network("fd00:5::/64"),
+                "proj_v6",
+                installed=False,
+                reason="overlaps fd00::/8",
+                decision="overlap",
+            ),
         ),
     )
 
@@ -58,7 +64,7 @@ def snapshot_object() -> dict[str, Any]:
 def test_snapshot_json_has_the_contract_fields() -> None:
     encoded = json.loads(full_snapshot().to_json())
     assert set(encoded) >= {"schema", "version", "tunnel", "docker", "vm", "routes"}
-    assert encoded["schema"] == SCHEMA_VERSION == 1
+    assert encoded["schema"] == SCHEMA_VERSION == 2  # 2 added routes[].decision
     assert set(encoded["tunnel"]) == {
         "interface",
         "listen",
@@ -70,7 +76,13 @@ def test_snapshot_json_has_the_contract_fields() -> None:
     }
     assert set(encoded["docker"]) == {"host", "runtime", "api_version", "connected"}
     assert set(encoded["vm"]) == {"mode", "public_key"}
-    assert encoded["routes"][0] == {"subnet": "172.17.0.0/16", "network": "bridge", "installed": True, "reason": None}
+    assert encoded["routes"][0] == {
+        "subnet": "172.17.0.0/16",
+        "network": "bridge",
+        "installed": True,
+        "reason": None,
+        "decision": "routed",
+    }
     assert encoded["tunnel"]["drops"] == {"replayed_counter": 1, "invalid_mac1": 3}
 
 
@@ -353,3 +365,13 @@ def test_any_event_round_trips_and_a_newer_schema_adds_nothing_it_cannot_skip(
     encoded["schema"] = schema
     encoded.update(added)
     assert decode_event_untrusted(json.dumps(encoded)) == event
+
+
+def test_a_schema_1_route_without_decision_reads_as_none() -> None:
+    encoded = snapshot_object()
+    encoded["schema"] = 1
+    for route in encoded["routes"]:
+        del route["decision"]
+    decoded = decode_snapshot_untrusted(json.dumps(encoded))
+    assert [route.decision for route in decoded.routes] == [None, None]
+    assert [route.reason for route in decoded.routes] == [None, "overlaps fd00::/8"]

@@ -39,6 +39,15 @@ def test_routes_are_a_table_aligned_on_the_longest_entry() -> None:
     ]
 
 
+def test_routes_left_out_show_their_decision_and_reason() -> None:
+    reason = "not a private range: outside ...; allow it with --route-allow 8.8.8.0/24"
+    snapshot = StatusSnapshot(
+        version="0.2.0",
+        routes=(RouteStatus(ipaddress.ip_network("8.8.8.0/24"), "dns", False, reason, decision="not-private"),),
+    )
+    assert render_snapshot(snapshot).splitlines()[-1] == f"  8.8.8.0/24  dns      no [not-private]: {reason}"
+
+
 def test_drops_are_listed_by_reason_skipping_zero_counts() -> None:
     snapshot = StatusSnapshot(
         version="x", tunnel=TunnelStatus(drops={"replayed_counter": 2, "invalid_mac1": 1, "tun_write_failed": 0})

@@ -128,10 +128,12 @@ async def crud(interface: str, other_interface: str) -> Facts:
 
 
 async def run_reconciler(
-    interface: str, body: Callable[[LinuxRouteManager, RouteReconciler], Awaitable[Facts]]
+    interface: str,
+    body: Callable[[LinuxRouteManager, RouteReconciler], Awaitable[Facts]],
+    policy: PolicyConfig = PolicyConfig(),  # noqa: B008 (frozen)
 ) -> Facts:
     manager = LinuxRouteManager(interface)
-    reconciler = RouteReconciler(manager, PolicyConfig())
+    reconciler = RouteReconciler(manager, policy)
     async with trio.open_nursery() as nursery:
         await nursery.start(reconciler.run)
         facts = await body(manager, reconciler)
@@ -193,6 +195,38 @@ async def restore(interface: str, other_interface: str) -> Facts:
             "routes": kernel_routes("root", "172.29.0.0/16", families=("-4",)),
         }
 
+    # Only --route-over keeps a route against another program's equal one; without it dmnc yields (`yield_`).
+    return await run_reconciler(interface, body, PolicyConfig.from_strings(over=["172.29.2.0/24"]))
+
+
+async def wait_until_not_ours(manager: LinuxRouteManager, destination: Destination) -> None:
+    with trio.fail_after(RESTORE_DEADLINE_SECONDS):
+        while destination in {route.destination for route in await manager.list_ours()}:
+            await trio.sleep(0.005)
+
+
+async def yield_(interface: str, other_interface: str) -> Facts:
+    async def body(manager: LinuxRouteManager, reconciler: RouteReconciler) -> Facts:
+        reconciler.set_networks([bridge_network(1, "172.25.1.0/24"), bridge_network(2, "172.25.2.0/24")])
+        await reconciler.settled()
+        # A "VPN" replaces one route and adds a more specific one inside the other: dmnc yields both.
+        subprocess.run(["ip", "route", "replace", "172.25.1.0/24", "dev", other_interface], check=True)
+        subprocess.run(["ip", "route", "add", "172.25.2.128/25", "dev", other_interface], check=True)
+        await wait_until_not_ours(manager, net("172.25.2.0/24"))
+        reconciler.trigger()
+        await reconciler.settled()
+        facts: Facts = {
+            "while_taken": kernel_routes("root", "172.25.0.0/16", families=("-4",)),
+            "reasons": sorted(str(status.reason) for status in reconciler.status().subnets),
+        }
+        # The VPN goes: both come back.
+        subprocess.run(["ip", "route", "del", "172.25.1.0/24", "dev", other_interface], check=True)
+        subprocess.run(["ip", "route", "del", "172.25.2.128/25", "dev", other_interface], check=True)
+        await wait_until_ours(manager, net("172.25.1.0/24"))
+        await wait_until_ours(manager, net("172.25.2.0/24"))
+        facts["after_vpn_left"] = kernel_routes("root", "172.25.0.0/16", families=("-4",))
+        return facts
+
     return await run_reconciler(interface, body)
 
 
@@ -229,7 +263,14 @@ async def link_flap(interface: str, other_interface: str) -> Facts:
     return await run_reconciler(interface, body)
 
 
-SCENARIOS = {"crud": crud, "burst": burst, "restore": restore, "overlap": overlap, "link_flap": link_flap}
+SCENARIOS = {
+    "crud": crud,
+    "burst": burst,
+    "restore": restore,
+    "yield": yield_,
+    "overlap": overlap,
+    "link_flap": link_flap,
+}
 
 
 async def main(arguments: list[str]) -> Facts:

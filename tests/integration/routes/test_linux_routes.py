@@ -132,6 +132,24 @@ def test_route_deleted_or_replaced_by_another_process_is_restored_within_a_secon
     )
 
 
+def test_route_replaced_or_narrowed_by_another_process_is_yielded_and_back_when_it_goes(
+    veth_namespace: tuple[Netns, str, str],
+) -> None:
+    facts = run_scenario(veth_namespace, "yield")
+    tunnel, other = veth_namespace[1], veth_namespace[2]
+    assert facts["while_taken"] == [f"172.25.1.0/24 dev {other} scope link", f"172.25.2.128/25 dev {other} scope link"]
+    assert facts["reasons"] == [
+        f"yielded to a route of another program: taken by 172.25.1.0/24 via {other}; "
+        "keep it with --route-over 172.25.1.0/24",
+        f"yielded to a route of another program: taken by 172.25.2.128/25 via {other}; "
+        "keep it with --route-over 172.25.2.0/24",
+    ]
+    assert facts["after_vpn_left"] == [
+        f"172.25.1.0/24 dev {tunnel} proto 220 scope link",
+        f"172.25.2.0/24 dev {tunnel} proto 220 scope link",
+    ]
+
+
 def test_routes_flushed_by_an_interface_flap_are_back_within_a_second_of_link_up(
     veth_namespace: tuple[Netns, str, str],
 ) -> None:

@@ -56,6 +56,7 @@ def test_containers_answer_by_ip_status_reports_them_and_sigterm_cleans_up(servi
             "network": "e2e-web",
             "installed": True,
             "reason": None,
+            "decision": "routed",
         }
         assert routed["172.17.0.0/16"]["installed"] is True
 
@@ -200,7 +201,13 @@ def test_sighup_reloads_route_selection_from_the_config_file(service_lab: Servic
         wait_until(lambda: not any("172.17.0.0/16" in line for line in dmnc_routes(service_lab)), 10, "route withdrawn")
         excluded = [route for route in status_json(service_lab)["routes"] if route["subnet"] == "172.17.0.0/16"]
         assert excluded == [
-            {"subnet": "172.17.0.0/16", "network": "bridge", "installed": False, "reason": "matches an exclude pattern"}
+            {
+                "subnet": "172.17.0.0/16",
+                "network": "bridge",
+                "installed": False,
+                "reason": "matches an exclude pattern; remove the matching --route-exclude",
+                "decision": "excluded",
+            }
         ]
         assert dmnc.stop() == 0
 

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dmnc.routes import RouteEvent, RouteOperationError
-from dmnc.routes.policy import NetworkInfo, PolicyConfig
+from dmnc.routes.policy import FORCE_ROUTES_DEPRECATION, HostState, NetworkInfo, PolicyConfig, Skipped, SkipReason
 from dmnc.routes.reconcile import (
     MAX_RESTORES,
     RESTORE_WINDOW_SECONDS,
@@ -147,18 +147,53 @@ async def test_route_deleted_by_another_program_is_restored_and_the_culprit_logg
     assert any("deleted by pid 999999999" in record.message for record in caplog.records)
 
 
-async def test_route_taken_over_by_another_program_is_put_back(
-    fake: FakeRouteManager, reconciler: RouteReconciler, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("route_over", [False, True], ids=["yielded", "kept-by-route-over"])
+async def test_route_taken_over_by_another_program_is_yielded_unless_route_over_names_it(
+    fake: FakeRouteManager, reconciler: RouteReconciler, caplog: pytest.LogCaptureFixture, route_over: bool
 ) -> None:
+    if route_over:
+        reconciler.set_policy(PolicyConfig.from_strings(over=["172.20.0.0/16"]))
     reconciler.set_networks([network("a", "172.20.0.0/16")])
     await reconciler.settled()
     with caplog.at_level(logging.WARNING, logger="dmnc.routes.reconcile"):
         fake.install_other(net("172.20.0.0/16"), "utun4", sender_pid=999999998)
         await trio.testing.wait_all_tasks_blocked()
         await reconciler.settled()
-    assert await ours(fake) == {net("172.20.0.0/16")}
     messages = [record.message for record in caplog.records]
     assert "pid 999999998 added another route to 172.20.0.0/16, which dmnc routes: 172.20.0.0/16 dev utun4" in messages
+    [subnet] = reconciler.status().subnets
+    if route_over:
+        assert await ours(fake) == {net("172.20.0.0/16")}
+        assert subnet.installed
+        return
+    assert await ours(fake) == set()
+    assert [route.interface for route in await fake.list_routes()] == ["utun4"]
+    assert not subnet.installed
+    assert subnet.decision == "taken"
+    assert subnet.reason == (
+        "yielded to a route of another program: taken by 172.20.0.0/16 via utun4; "
+        "keep it with --route-over 172.20.0.0/16"
+    )
+    assert any("withdrawing its route" in message for message in messages)
+
+
+async def test_more_specific_route_of_another_program_makes_dmnc_yield_and_wider_one_does_not(
+    fake: FakeRouteManager, reconciler: RouteReconciler
+) -> None:
+    reconciler.set_networks([network("a", "172.20.0.0/16"), network("b", "172.21.0.0/16")])
+    await reconciler.settled()
+    fake.install_other(net("172.16.0.0/12"), "utun4")  # wider: ours still win by longest prefix
+    fake.install_other(net("172.21.3.0/24"), "utun4")  # more specific: the VPN decided
+    await trio.testing.wait_all_tasks_blocked()
+    await reconciler.settled()
+    assert await ours(fake) == {net("172.20.0.0/16")}
+    reasons = {status.subnet: status.reason for status in reconciler.status().subnets}
+    assert "taken by 172.21.3.0/24 via utun4" in (reasons[net("172.21.0.0/16")] or "")
+    # The VPN's specific route goes (its wide one stays): the subnet is routed again.
+    fake.remove_other(net("172.21.3.0/24"))
+    await trio.testing.wait_all_tasks_blocked()
+    await reconciler.settled()
+    assert await ours(fake) == {net("172.20.0.0/16"), net("172.21.0.0/16")}
 
 
 async def test_overlapping_route_of_another_program_is_reported_and_left_alone(
@@ -220,6 +255,7 @@ async def test_opt_out_label_added_later_removes_the_route(fake: FakeRouteManage
 async def test_a_program_fighting_for_a_route_wins_after_the_restore_limit(
     fake: FakeRouteManager, reconciler: RouteReconciler, caplog: pytest.LogCaptureFixture
 ) -> None:
+    reconciler.set_policy(PolicyConfig.from_strings(over=["172.20.0.0/16"]))
     reconciler.set_networks([network("a", "172.20.0.0/16")])
     await reconciler.settled()
     with caplog.at_level(logging.ERROR, logger="dmnc.routes.reconcile"):
@@ -229,11 +265,12 @@ async def test_a_program_fighting_for_a_route_wins_after_the_restore_limit(
             await reconciler.settled()
     assert [route.ours for route in await fake.list_routes()] == [False]
     assert any("no longer restoring" in record.message for record in caplog.records)
-    # A network event evaluates it afresh, as a new subnet: the other program's route now decides (overlap rule).
+    # A network event evaluates it afresh, as a new subnet: a new route never replaces another program's.
     reconciler.update_network(network("a", "172.20.0.0/16"))
     await reconciler.settled()
     assert [route.interface for route in await fake.list_routes()] == ["utun4"]
-    assert [finding.routed for finding in reconciler.status().overlaps] == [False]
+    [subnet] = reconciler.status().subnets
+    assert not subnet.installed
 
 
 async def test_refused_route_is_retried_without_a_new_trigger(
@@ -289,13 +326,27 @@ async def test_status_lists_every_subnet_with_why_it_is_not_routed(
     assert set(reconciler.status().subnets) == {
         SubnetStatus("a", net("10.1.0.0/16"), installed=True),
         SubnetStatus("a", net("fd00:a::/64"), installed=True),
-        SubnetStatus("b", net("172.20.0.0/16"), installed=False, reason="overlaps a route dmnc does not own"),
-        SubnetStatus("c", net("10.3.0.0/16"), installed=False, reason="label dmnc.route=false"),
+        SubnetStatus(
+            "b",
+            net("172.20.0.0/16"),
+            installed=False,
+            reason="overlaps a route dmnc does not own: overlaps 172.16.0.0/12 dev utun4; "
+            "route it anyway with --route-over 172.20.0.0/16",
+            decision="overlap",
+        ),
+        SubnetStatus(
+            "c",
+            net("10.3.0.0/16"),
+            installed=False,
+            reason="label dmnc.route=false; remove the label dmnc.route=false to route it",
+            decision="opted-out",
+        ),
         SubnetStatus(
             "d",
             net("10.22.0.0/16"),
             installed=False,
             reason=f"could not install: refused by the test (errno {errno.ENETDOWN})",
+            decision="install-failed",
         ),
     }
 
@@ -393,7 +444,8 @@ async def test_one_refused_route_does_not_hold_up_the_rest_of_its_batch_and_is_r
     assert fake.batches == [("add", (net("10.1.0.0/16"), net("10.2.0.0/16"), net("fd00:a::/64")))]
     assert await ours(fake) == {net("10.1.0.0/16"), net("fd00:a::/64")}
     reason = f"could not install: refused by the test (errno {errno.ENETUNREACH})"
-    assert SubnetStatus("a", net("10.2.0.0/16"), installed=False, reason=reason) in reconciler.status().subnets
+    failed = SubnetStatus("a", net("10.2.0.0/16"), installed=False, reason=reason, decision="install-failed")
+    assert failed in reconciler.status().subnets
     assert reconciler.status().last_error == (
         f"add route 10.2.0.0/16 failed: refused by the test (errno {errno.ENETUNREACH})"
     )
@@ -497,3 +549,50 @@ def test_plan_is_the_minimal_change_that_turns_installed_into_desired(
     for changes in (plan.add, plan.delete):
         assert list(changes) == sorted(changes, key=lambda subnet: (subnet.version, subnet))
     assert plan.empty == (desired == installed)
+
+
+async def test_host_state_change_withdraws_a_route_and_reports_it_once(
+    fake: FakeRouteManager, nursery: trio.Nursery
+) -> None:
+    withdrawn: list[Skipped] = []
+    reconciler = RouteReconciler(fake, PolicyConfig(), on_withdrawn=withdrawn.append)
+    await nursery.start(reconciler.run)
+    reconciler.set_networks([network("a", "10.99.0.0/16"), network("b", "172.20.0.0/16")])
+    await reconciler.settled()
+    assert await ours(fake) == {net("10.99.0.0/16"), net("172.20.0.0/16")}
+    # New Wi-Fi: its DNS server sits inside a container subnet.
+    reconciler.set_host_state(HostState(dns_servers=(ipaddress.ip_address("10.99.0.53"),)))
+    await reconciler.settled()
+    reconciler.trigger()
+    await reconciler.settled()
+    assert await ours(fake) == {net("172.20.0.0/16")}
+    assert [(skip.network, skip.reason) for skip in withdrawn] == [("a", SkipReason.DNS_SERVER)]
+    statuses = {status.subnet: status for status in reconciler.status().subnets}
+    assert statuses[net("10.99.0.0/16")].decision == "dns-server"
+    # The DNS server goes away again: routed again.
+    reconciler.set_host_state(HostState())
+    await reconciler.settled()
+    assert await ours(fake) == {net("10.99.0.0/16"), net("172.20.0.0/16")}
+
+
+async def test_subnet_routed_by_dmnc_0_1_and_left_out_now_warns_once_naming_the_option(
+    reconciler: RouteReconciler, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="dmnc.routes.reconcile"):
+        reconciler.set_networks([network("public", "8.8.8.0/24")])
+        await reconciler.settled()
+        reconciler.trigger()
+        await reconciler.settled()
+    warnings = [record.message for record in caplog.records if record.levelno == logging.WARNING]
+    assert warnings == [
+        "network 'public' subnet 8.8.8.0/24 is not routed (dmnc 0.1 routed it): not a private range: outside "
+        "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7 and the documentation ranges; "
+        "allow it with --route-allow 8.8.8.0/24"
+    ]
+
+
+async def test_force_routes_warns_once(fake: FakeRouteManager, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="dmnc.routes.reconcile"):
+        reconciler = RouteReconciler(fake, PolicyConfig(force=True))
+        reconciler.set_policy(PolicyConfig(force=True))
+    assert [record.message for record in caplog.records] == [FORCE_ROUTES_DEPRECATION]

@@ -1,0 +1,77 @@
+"""The host-state feed: DNS re-read on a period, the VM endpoint followed as it roams."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import cast
+
+import trio
+import trio.testing
+
+from dmnc.routes.hoststate import DNS_REREAD_SECONDS
+from dmnc.routes.manager import Address
+from dmnc.routes.policy import HostState, PolicyConfig
+from dmnc.routes.reconcile import RouteReconciler
+from dmnc.supervisor.host_watch import ENDPOINT_CHECK_SECONDS, vm_endpoint_address, watch_host_state
+from dmnc.supervisor.vm_keeper import VmKeeper
+from tests.fakes.routes import FakeRouteManager
+
+TUNNEL = (ipaddress.ip_network("10.33.33.1/32"),)
+
+
+@dataclass
+class Peer:
+    endpoint: tuple[str, int] | None
+
+
+@dataclass
+class Side:
+    peer: Peer
+
+
+@dataclass
+class Vm:
+    side: Side | None
+
+
+class RecordingReconciler(RouteReconciler):
+    def __init__(self) -> None:
+        super().__init__(FakeRouteManager(), PolicyConfig())
+        self.states: list[HostState] = []
+
+    def set_host_state(self, host: HostState) -> None:
+        if not self.states or self.states[-1] != host:
+            self.states.append(host)
+        super().set_host_state(host)
+
+
+def test_vm_endpoint_address_is_an_ip_literal_or_none() -> None:
+    assert vm_endpoint_address(cast(VmKeeper, Vm(None))) is None
+    assert vm_endpoint_address(cast(VmKeeper, Vm(Side(Peer(None))))) is None
+    assert vm_endpoint_address(cast(VmKeeper, Vm(Side(Peer(("host.docker.internal", 1)))))) is None
+    assert vm_endpoint_address(cast(VmKeeper, Vm(Side(Peer(("fe80::1%en0", 1)))))) == ipaddress.ip_address("fe80::1")
+
+
+async def test_dns_is_reread_periodically_and_the_endpoint_followed(autojump_clock: trio.testing.MockClock) -> None:
+    reads: list[int] = []
+    dns: list[tuple[Address, ...]] = [(ipaddress.ip_address("10.1.0.53"),)]
+
+    async def read_dns() -> tuple[Address, ...]:
+        reads.append(len(reads))
+        return dns[-1]
+
+    routes = RecordingReconciler()
+    vm = Vm(None)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_host_state, routes, cast(VmKeeper, vm), TUNNEL, read_dns)
+        await trio.sleep(1)
+        assert routes.states == [HostState(tunnel=TUNNEL, dns_servers=dns[-1])]
+        vm.side = Side(Peer(("192.168.65.3", 51820)))
+        await trio.sleep(ENDPOINT_CHECK_SECONDS)
+        assert routes.states[-1].vm_endpoint == ipaddress.ip_address("192.168.65.3")
+        dns.append((ipaddress.ip_address("10.2.0.53"),))
+        await trio.sleep(DNS_REREAD_SECONDS)
+        assert routes.states[-1].dns_servers == dns[-1]
+        nursery.cancel_scope.cancel()
+    assert len(reads) == 2
