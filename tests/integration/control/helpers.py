@@ -41,7 +41,7 @@ SNAPSHOT = StatusSnapshot(
         host="unix:///var/run/docker.sock", runtime="Docker Engine", api_version="1.41", connected=True
     ),
     vm=VmStatus(mode="kernel", public_key=base64.b64encode(bytes(32)).decode()),
-    routes=(RouteStatus(ipaddress.ip_network("172.17.0.0/16"), "bridge", installed=True),),
+    routes=(RouteStatus(ipaddress.ip_network("172.17.0.0/16"), "bridge", installed=True, decision="routed"),),
 )
 
 

@@ -81,7 +81,9 @@ async def test_status_json_is_one_object_with_the_contract_fields(served: Served
     printed = json.loads(result.stdout)
     assert printed == SNAPSHOT.to_json_object()
     assert printed["tunnel"]["last_handshake_age_s"] == 3.0
-    assert printed["routes"] == [{"subnet": "172.17.0.0/16", "network": "bridge", "installed": True, "reason": None}]
+    assert printed["routes"] == [
+        {"subnet": "172.17.0.0/16", "network": "bridge", "installed": True, "reason": None, "decision": "routed"}
+    ]
 
 
 async def test_control_socket_from_environment(served: Served) -> None:
