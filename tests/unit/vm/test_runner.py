@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -45,6 +46,11 @@ REMOVED = b"dmnc-setup-result v1 mode=removed kernel=5.10\n"
 KERNEL_OK = b"dmnc-setup-result v1 mode=kernel-ok kernel=6.10\n"
 
 
+def image_id_of(reference: str) -> str:
+    """The ID the fake engine gives an image built or pulled as `reference`."""
+    return "sha256:" + hashlib.sha256(reference.encode()).hexdigest()
+
+
 @dataclass
 class FakeEngine:
     """Plays the daemon: images it has, what one-shot runs print, what the fallback container logs."""
@@ -69,11 +75,18 @@ class FakeEngine:
     started: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     existing_containers: set[str] = field(default_factory=set)
+    # Tags that someone re-points to another image right after an inspect has answered for them.
+    repoint_after_inspect: dict[str, str] = field(default_factory=dict)
+    id_overrides: dict[str, str] = field(default_factory=dict)
+    logs_read_from: list[str] = field(default_factory=list)
 
     async def inspect_image(self, image: str) -> ImageInfo:
         if image not in self.images:
             raise NotFound(f"no such image: {image}", status=404)
-        return ImageInfo(id="sha256:" + "0" * 64)
+        answer = ImageInfo(id=self.id_overrides.get(image, image_id_of(image)))
+        if image in self.repoint_after_inspect:
+            self.id_overrides[image] = image_id_of(self.repoint_after_inspect.pop(image))
+        return answer
 
     def build_image(
         self, context_tar: bytes, tag: str, *, labels: Mapping[str, str] | None = None
@@ -150,6 +163,7 @@ class FakeEngine:
         self, container: str, *, follow: bool = False, tty: bool | None = None
     ) -> AbstractAsyncContextManager[AsyncIterator[OutputChunk]]:
         assert follow
+        self.logs_read_from.append(container)
         return self._logs()
 
 
@@ -166,7 +180,7 @@ async def test_kernel_setup_runs_one_host_network_container_with_only_public_val
     result = await VmSetupRunner(engine).setup(PARAMS)
     assert result == SetupResult(VmMode.KERNEL, VM_KEY, ("192.168.65.254", 51820), "x", "6.1", ipv6=True)
     (spec,) = engine.run_specs
-    assert spec.image == f"dmnc-setup:{__version__}"
+    assert spec.image == image_id_of(f"dmnc-setup:{__version__}")
     assert spec.network_mode == "host"
     assert list(spec.cap_add) == ["NET_ADMIN"]
     assert list(spec.command or []) == script_command(PARAMS, ScriptMode.SETUP)
@@ -189,6 +203,9 @@ async def test_missing_kernel_wireguard_starts_the_fallback_and_reads_its_result
     ((spec, name),) = engine.created
     assert name == FALLBACK_CONTAINER_NAME
     assert engine.started == ["fallback-id"]
+    # The result is read from the container the create call returned, never looked up by its name.
+    assert engine.logs_read_from == ["fallback-id"]
+    assert spec.image == image_id_of(default_setup_image())
     body = spec.to_json()
     host_config = body["HostConfig"]
     assert isinstance(host_config, dict)
@@ -294,7 +311,7 @@ async def test_explicit_image_is_pulled_only_when_missing() -> None:
     await runner.setup(PARAMS)
     assert engine.pulled == ["registry.example/dmnc-setup:1"]
     assert engine.built == []
-    assert {spec.image for spec in engine.run_specs} == {"registry.example/dmnc-setup:1"}
+    assert {spec.image for spec in engine.run_specs} == {image_id_of("registry.example/dmnc-setup:1")}
 
 
 async def test_pull_progress_is_relayed_without_progress_bar_updates() -> None:
@@ -393,3 +410,45 @@ async def test_kernel_check_never_builds_or_pulls_a_missing_image() -> None:
 async def test_kernel_check_answered_with_a_setup_result_is_a_result_error() -> None:
     with pytest.raises(SetupResultError, match="kernel check"):
         await VmSetupRunner(engine_with_image(one_shot(KERNEL_RESULT))).check_kernel()
+
+
+async def test_a_tag_re_pointed_after_the_inspect_does_not_change_what_runs() -> None:
+    engine = engine_with_image(one_shot(KERNEL_MISSING))
+    engine.repoint_after_inspect[default_setup_image()] = "attacker/image:latest"
+    engine.fallback_chunks = [USERSPACE_RESULT]
+    await VmSetupRunner(engine).setup(PARAMS)
+    ((fallback_spec, _),) = engine.created
+    assert [spec.image for spec in engine.run_specs] == [image_id_of(default_setup_image())]
+    assert fallback_spec.image == image_id_of(default_setup_image())
+
+
+async def test_a_built_image_runs_by_the_id_inspected_after_the_build() -> None:
+    engine = FakeEngine(runs=[one_shot(KERNEL_RESULT)])
+    runner = VmSetupRunner(engine)
+    assert await runner.ensure_image() == image_id_of(default_setup_image())
+    await runner.setup(PARAMS)
+    assert [spec.image for spec in engine.run_specs] == [image_id_of(default_setup_image())]
+
+
+async def test_kernel_check_runs_by_image_id() -> None:
+    engine = engine_with_image(one_shot(KERNEL_OK))
+    await VmSetupRunner(engine).check_kernel()
+    assert [spec.image for spec in engine.run_specs] == [image_id_of(default_setup_image())]
+
+
+async def test_a_bare_hex_image_id_is_normalised_to_the_sha256_form() -> None:
+    engine = engine_with_image(one_shot(KERNEL_RESULT))
+    engine.id_overrides[default_setup_image()] = "ab" * 32
+    await VmSetupRunner(engine).setup(PARAMS)
+    assert [spec.image for spec in engine.run_specs] == ["sha256:" + "ab" * 32]
+
+
+@pytest.mark.parametrize(
+    "answered", ["dmnc-setup:latest", "sha256:" + "AB" * 32, "sha256:abc", "", "sha512:" + "a" * 64]
+)
+async def test_an_image_id_that_is_not_a_sha256_digest_is_refused(answered: str) -> None:
+    engine = engine_with_image(one_shot(KERNEL_RESULT))
+    engine.id_overrides[default_setup_image()] = answered
+    with pytest.raises(SetupImageError, match="not sha256:HEX"):
+        await VmSetupRunner(engine).setup(PARAMS)
+    assert engine.run_specs == []
