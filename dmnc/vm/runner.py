@@ -38,7 +38,7 @@ from dmnc.docker.models import ContainerInfo, CreatedContainer, ImageInfo, Progr
 from dmnc.docker.streams import OutputChunk, OutputTail, StreamKind
 from dmnc.vm.assets import dockerfile
 from dmnc.vm.errors import SetupImageError, SetupResultError, VmSetupError
-from dmnc.vm.params import ScriptMode, SetupParams, TeardownParams, script_command
+from dmnc.vm.params import ScriptMode, SetupParams, TeardownParams, new_run_nonce, script_command
 from dmnc.vm.result import (
     RESULT_PREFIX,
     KernelWireGuardMissing,
@@ -222,12 +222,14 @@ class VmSetupRunner:
 
     # --- containers -------------------------------------------------------------------------------------------
 
-    def _spec(self, image_id: str, params: SetupParams | TeardownParams, mode: ScriptMode, role: str) -> ContainerSpec:
+    def _spec(
+        self, image_id: str, params: SetupParams | TeardownParams, mode: ScriptMode, role: str, nonce: str
+    ) -> ContainerSpec:
         return ContainerSpec(
             image=image_id,
             # The image's own entrypoint would wrap our command; the script runs with /bin/sh directly.
             entrypoint=[],
-            command=script_command(params, mode),
+            command=script_command(params, mode, nonce=nonce),
             labels=self._labels(role),
             network_mode="host",
             cap_add=["NET_ADMIN"],
@@ -239,16 +241,20 @@ class VmSetupRunner:
     async def _run_one_shot(
         self, image_id: str, params: SetupParams | TeardownParams, mode: ScriptMode
     ) -> ScriptOutcome:
-        spec = self._spec(image_id, params, mode, role=f"vm-{mode.value}")
+        nonce = new_run_nonce()
+        spec = self._spec(image_id, params, mode, role=f"vm-{mode.value}", nonce=nonce)
         with trio.move_on_after(self._run_timeout) as scope, _container_start_errors(self.image):
             run = await self._docker.run_container(spec)
         if scope.cancelled_caught:
             raise VmSetupError(f"the VM {mode.value} container did not finish within {self._run_timeout:g} s")
-        return outcome_from_output_untrusted(run.stdout + b"\n" + run.stderr, run.exit_code)
+        # run_container read this output from the container its own create call returned, and removed it.
+        return outcome_from_output_untrusted(run.stdout + b"\n" + run.stderr, run.exit_code, nonce=nonce)
 
     async def _start_fallback(self, image_id: str, params: SetupParams) -> SetupResult:
+        # A restart by the engine repeats the same argv, so a restarted fallback echoes this nonce too.
+        nonce = new_run_nonce()
         spec = dataclasses.replace(
-            self._spec(image_id, params, ScriptMode.USERSPACE, role="userspace-fallback"),
+            self._spec(image_id, params, ScriptMode.USERSPACE, role="userspace-fallback", nonce=nonce),
             devices=[TUN_DEVICE],
             restart_policy=FALLBACK_RESTART_POLICY,
         )
@@ -271,10 +277,10 @@ class VmSetupRunner:
                         break
         output = bytes(tail)
         if _has_final_line(output):
-            return self._require_setup_result(outcome_from_output_untrusted(output, None))
+            return self._require_setup_result(outcome_from_output_untrusted(output, None, nonce=nonce))
         state = (await self._docker.inspect_container(created.id)).state
         if not state.running:
-            return self._require_setup_result(outcome_from_output_untrusted(output, state.exit_code))
+            return self._require_setup_result(outcome_from_output_untrusted(output, state.exit_code, nonce=nonce))
         if scope.cancelled_caught:
             raise VmSetupError(f"the userspace fallback container printed no result within {self._run_timeout:g} s")
         # Its log stream ended, yet it runs: it exited and its restart policy started it again.

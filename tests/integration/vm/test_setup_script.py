@@ -30,6 +30,7 @@ from dmnc.vm import (
 )
 from tests.conftest import require_root, require_tools
 from tests.integration.vm.scriptlab import (
+    LAB_NONCE,
     fake_getent,
     rule_lines,
     run_script,
@@ -91,7 +92,7 @@ def wait_for_handshake(lab: Lab) -> None:
 def test_setup_mode_reports_missing_kernel_wireguard_and_changes_nothing(lab: Lab) -> None:
     completed = run_script(lab.vm, lab.params, ScriptMode.SETUP)
     assert completed.returncode == 0, completed.stderr
-    outcome = outcome_from_output_untrusted(completed.stdout, completed.returncode)
+    outcome = outcome_from_output_untrusted(completed.stdout, completed.returncode, nonce=LAB_NONCE)
     assert outcome == KernelWireGuardMissing(os.uname().release)
     assert "Unknown device type" in completed.stderr
     assert lab.vm.run(["ip", "link", "show", lab.params.interface], check=False).returncode != 0
@@ -193,7 +194,7 @@ def test_rules_are_added_once_however_often_setup_runs_and_teardown_removes_all(
 
     completed = run_script(lab.vm, params, ScriptMode.TEARDOWN)
     assert completed.returncode == 0, completed.stderr
-    assert outcome_from_output_untrusted(completed.stdout, 0) == TeardownDone(os.uname().release)
+    assert outcome_from_output_untrusted(completed.stdout, 0, nonce=LAB_NONCE) == TeardownDone(os.uname().release)
     for save in ("iptables-nft-save", "iptables-legacy-save", "ip6tables-nft-save", "ip6tables-legacy-save"):
         assert rule_lines(lab.vm, save) == [], save
     # The DOCKER-USER chain the script created (no Docker here) is gone too.
@@ -257,7 +258,7 @@ def test_unresolvable_endpoints_fail_with_one_clear_line(lab: Lab, tmp_path: Pat
     assert completed.returncode == 1
     assert completed.stderr.count("\n") == 1
     with pytest.raises(SetupScriptError, match="none of the endpoint candidates resolves"):
-        outcome_from_output_untrusted(completed.stdout + completed.stderr, completed.returncode)
+        outcome_from_output_untrusted(completed.stdout + completed.stderr, completed.returncode, nonce=LAB_NONCE)
     explicit = replace(lab.params, endpoint="no-such-host.invalid")
     completed = run_script(lab.vm, explicit, ScriptMode.SETUP, path_prefix=tools)
     assert completed.returncode == 1
@@ -295,7 +296,7 @@ def test_missing_net_admin_is_reported_not_mistaken_for_missing_wireguard(lab: L
             "--inh-caps",
             "-net_admin",
             "--",
-            *script_command(lab.params, ScriptMode.SETUP),
+            *script_command(lab.params, ScriptMode.SETUP, nonce=LAB_NONCE),
         ],
         check=False,
     )
@@ -310,11 +311,16 @@ def test_missing_net_admin_is_reported_not_mistaken_for_missing_wireguard(lab: L
         (["bogus"], "unknown mode"),
         (["setup", "--port"], "needs a value"),
         (["setup", "--frobnicate", "1"], "unknown option"),
-        (["setup", "--host-public-key", "x;reboot", "--port", "1"], "host-public-key"),
-        (["setup", "--host-public-key", "A" * 43 + "=", "--port", "65536"], "--port"),
-        (["setup", "--host-public-key", "A" * 43 + "=", "--port", "1", "--mtu", "99"], "--mtu"),
-        (["setup", "--host-public-key", "A" * 43 + "=", "--port", "1", "--interface", "-x"], "interface"),
-        (["teardown", "--host-address", "$(reboot)"], "--host-address"),
+        (["setup", "--nonce", LAB_NONCE, "--host-public-key", "x;reboot", "--port", "1"], "host-public-key"),
+        (["setup", "--nonce", LAB_NONCE, "--host-public-key", "A" * 43 + "=", "--port", "65536"], "--port"),
+        (["setup", "--nonce", LAB_NONCE, "--host-public-key", "A" * 43 + "=", "--port", "1", "--mtu", "99"], "--mtu"),
+        (
+            ["setup", "--nonce", LAB_NONCE, "--host-public-key", "A" * 43 + "=", "--port", "1", "--interface", "-x"],
+            "interface",
+        ),
+        (["teardown", "--nonce", LAB_NONCE, "--host-address", "$(reboot)"], "--host-address"),
+        (["teardown", "--host-address", "10.33.33.1"], "--nonce"),
+        (["check", "--nonce", "$(reboot)"], "--nonce"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(arguments: list[str], message: str) -> None:

@@ -263,11 +263,14 @@ async def test_fallback_restarted_by_docker_comes_back_with_the_same_key(
     with httpx.Client(transport=httpx.HTTPTransport(uds=str(lab.engine.socket_path)), base_url="http://docker") as raw:
         raw.post(f"/containers/{FALLBACK_CONTAINER_NAME}/restart", params={"t": "5"}, timeout=30.0).raise_for_status()
     vm_key = base64.b64encode(result.vm_public_key)
+    command = engine_get(lab.engine, f"/containers/{FALLBACK_CONTAINER_NAME}/json").json()["Config"]["Cmd"]
+    nonce = command[command.index("--nonce") + 1].encode()
     deadline = time.monotonic() + HANDSHAKE_TIMEOUT_SECONDS
     while True:
         logs = engine_get(lab.engine, f"/containers/{FALLBACK_CONTAINER_NAME}/logs?stdout=1&stderr=1").content
-        # Each start prints one result line; the restarted script reused the key kept in the container.
-        if logs.count(b"dmnc-setup-result v1 mode=userspace public-key=" + vm_key) == 2:
+        # Each start prints one result line (the restart repeats the argv, nonce included); the restarted script
+        # reused the key kept in the container.
+        if logs.count(b"dmnc-setup-result v1 nonce=" + nonce + b" mode=userspace public-key=" + vm_key) == 2:
             break
         assert time.monotonic() < deadline, logs.decode(errors="replace")[-2000:]
         time.sleep(0.2)
