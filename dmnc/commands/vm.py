@@ -56,7 +56,9 @@ def run_teardown(args: argparse.Namespace) -> int:
 
 def run_image(args: argparse.Namespace) -> int:
     async def image(runner: VmSetupRunner) -> str:
-        return f"dmnc: setup image {await runner.ensure_image()} is ready"
+        image_id = await runner.ensure_image()
+        # The ID is what dmnc runs (a tag can be re-pointed): printed so it can be compared with `docker images`.
+        return f"dmnc: setup image {runner.image} is ready: {image_id}"
 
     return _run(args, image)
 

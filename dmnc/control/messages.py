@@ -82,7 +82,7 @@ class TunnelStatus:
     too_short, unknown_type, bad_length, invalid_mac1, decrypt_failed, unknown_peer, unknown_receiver_index,
     unexpected_message, invalid_public_key, replayed_counter, stale_timestamp, rate_limited, cookie_required,
     expired_keypair, disallowed_source_ip, no_route_to_peer, no_endpoint, invalid_ip_packet, queue_full,
-    handshake_gave_up, key_material_zeroed, udp_send_failed, udp_receive_errors, tun_write_failed,
+    handshake_gave_up, key_material_zeroed, roaming_refused, udp_send_failed, udp_receive_errors, tun_write_failed,
     handshake_queue_full
     """
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import errno
+import ipaddress
 import re
 import sys
 from collections.abc import Iterable, Sequence
@@ -32,6 +33,11 @@ ROOT_ONLY_CHECKS = ("vm-wireguard", "probe")
 # anywhere else on Linux is the native service (/run/podman/podman.sock, /run/user/<uid>/podman/podman.sock).
 PODMAN_MACHINE_PATH = "/podman/machine/"
 _PORT_TEXT = re.compile(r"[0-9]{1,5}")
+# Private address space (RFC 1918 section 3, RFC 4193 section 3): where VM networks such as Colima's vmnet and
+# bridges live. Not ipaddress's is_private, which also covers documentation and other special-purpose ranges.
+_PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(network) for network in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+)
 
 
 class Verdict(enum.Enum):
@@ -192,8 +198,48 @@ def kernel_check(outcome: KernelWireGuardPresent | KernelWireGuardMissing) -> Ch
     )
 
 
-def handshake_check(snapshot: StatusSnapshot | None, not_running: str) -> CheckResult:
-    """The running dmnc's tunnel to the VM, from its status: last handshake age and dropped packets."""
+def split_host_port(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, str] | None:
+    """(address, port text) of `ADDR:PORT` or `[ADDR]:PORT` (config.format_host_port's form); None otherwise."""
+    host, _, port_text = text.rpartition(":")
+    try:
+        address = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return None
+    return (address, port_text) if _PORT_TEXT.fullmatch(port_text) else None
+
+
+def _is_private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return any(address in network for network in _PRIVATE_NETWORKS)
+
+
+def listen_advice(listen: str | None, vm_endpoint: str | None, local_address: str | None) -> str | None:
+    """How to narrow `--listen` to the one address the VM reaches dmnc on, when that is known and stable: the VM's
+    packets come from loopback (Docker Desktop forwards them through the host's own stack), or from a private address
+    (RFC 1918, RFC 4193: Colima's vmnet, a bridge) that this host reaches from a private address of its own
+    (`local_address`, the source address the host would use toward the VM). None when dmnc already listens on one
+    address or nothing stable is known."""
+    listening = None if listen is None else split_host_port(listen)
+    vm = None if vm_endpoint is None else split_host_port(vm_endpoint)
+    if listening is None or vm is None or not listening[0].is_unspecified:
+        return None
+    vm_address, port = vm[0], listening[1]
+    if vm_address.is_loopback:
+        narrow = vm_address
+    else:
+        local = None if local_address is None else split_host_port(f"[{local_address}]:{port}")
+        if local is None or not (_is_private(vm_address) and _is_private(local[0])):
+            return None
+        narrow = local[0]
+    shown = f"[{narrow}]" if narrow.version == 6 else str(narrow)
+    return (
+        f"dmnc listens on every address, but the VM dials it from {vm_endpoint}: --listen {shown}:{port} (or"
+        " `listen` in the config file) accepts its packets on that address only"
+    )
+
+
+def handshake_check(snapshot: StatusSnapshot | None, not_running: str, local_address: str | None = None) -> CheckResult:
+    """The running dmnc's tunnel to the VM, from its status: last handshake age and dropped packets; with a live
+    tunnel, how to narrow `--listen` when the VM dials from one stable address (`listen_advice`)."""
     if snapshot is None:
         return CheckResult("handshake", Verdict.SKIP, not_running)
     tunnel = snapshot.tunnel
@@ -222,6 +268,7 @@ def handshake_check(snapshot: StatusSnapshot | None, not_running: str) -> CheckR
         Verdict.PASS,
         f"last handshake {age:.0f} s ago from {tunnel.endpoint or 'the VM'} ({snapshot.vm.mode or '?'} WireGuard);"
         f" dropped packets: {drops}{docker_note}",
+        fix=listen_advice(tunnel.listen, tunnel.endpoint, local_address),
     )
 
 

@@ -10,6 +10,7 @@ Nothing is changed in the VM without root: like dmnc itself, doctor starts conta
 from __future__ import annotations
 
 import dataclasses
+import socket
 import sys
 from collections.abc import Callable
 
@@ -39,6 +40,7 @@ from dmnc.doctor.checks import (
     setup_image_check,
     setup_image_unknown_check,
     skipped,
+    split_host_port,
     timeout_check,
 )
 from dmnc.doctor.probe import DEFAULT_PROBE_TIMEOUT_S, probe_check
@@ -133,7 +135,7 @@ async def _checks_without_docker(settings: DoctorSettings, facts: _Facts, add: R
     add(_port(settings, facts))
     for name in ("setup-image", "vm-wireguard"):
         add(skipped(name, "needs Docker"))
-    add(handshake_check(facts.snapshot, facts.not_running))
+    add(handshake_check(facts.snapshot, facts.not_running, _local_address_toward_vm(facts.snapshot)))
     add(skipped("route-conflicts", "needs Docker (its network list)"))
     add(installed_routes_check(facts.snapshot, facts.not_running))
     add(skipped("probe", "needs Docker"))
@@ -144,7 +146,7 @@ async def _checks_with_docker(settings: DoctorSettings, docker: DockerClient, fa
     add(_port(settings, facts))
     add(await _setup_image(settings, docker, facts))
     add(await _vm_wireguard(settings, docker, facts))
-    add(handshake_check(facts.snapshot, facts.not_running))
+    add(handshake_check(facts.snapshot, facts.not_running, _local_address_toward_vm(facts.snapshot)))
     add(await _route_conflicts(settings, docker, facts))
     add(installed_routes_check(facts.snapshot, facts.not_running))
     add(await _probe(settings, docker, facts))
@@ -158,6 +160,24 @@ async def _read_status(settings: DoctorSettings, facts: _Facts) -> None:
         facts.not_running = f"dmnc is not running (no service on {path}); start it: sudo dmnc"
     except ControlError as error:
         facts.not_running = f"cannot read the running dmnc's status: {error}"
+
+
+def _local_address_toward_vm(snapshot: StatusSnapshot | None) -> str | None:
+    """The source address this host uses toward the VM's endpoint, from a connected UDP socket's own address:
+    connect(2) on a datagram socket only chooses the route and sends nothing (udp(7))."""
+    endpoint = None if snapshot is None or snapshot.tunnel.endpoint is None else snapshot.tunnel.endpoint
+    parsed = None if endpoint is None else split_host_port(endpoint)
+    if parsed is None:
+        return None
+    address, port_text = parsed
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((str(address), int(port_text)))
+            local: str = probe.getsockname()[0]
+    except OSError:
+        return None
+    return local
 
 
 def _port(settings: DoctorSettings, facts: _Facts) -> CheckResult:

@@ -268,7 +268,11 @@ class VmKeeper:
             self._device.remove_peer(self._side.public_key)
             peer = None
         if peer is None:
-            peer = self._device.add_peer(PeerConfig(public_key=result.vm_public_key, allowed_ips=VM_PEER_ALLOWED_IPS))
+            # The VM dials from one stable place (loopback on Docker Desktop, a vmnet/bridge address on Colima):
+            # its endpoint may not roam into another address family or off loopback (dmnc.wireguard.roaming).
+            peer = self._device.add_peer(
+                PeerConfig(public_key=result.vm_public_key, allowed_ips=VM_PEER_ALLOWED_IPS, roam_anywhere=False)
+            )
             self._health.peer_added(peer)
             if self._tunnel.answer_recent_initiation():
                 logger.debug("answered the VM's first initiation, which arrived before its key")

@@ -1,7 +1,8 @@
 """The VM end of the tunnel: the setup image, the VM-side script, and the runner that drives them through Docker.
 
 Public surface:
-- `SetupParams` (public inputs), `ScriptMode`, `IptablesBackend`, `script_command(params, mode)`;
+- `SetupParams` (public inputs), `ScriptMode`, `IptablesBackend`, `new_run_nonce()`,
+  `script_command(params, mode, nonce=...)`;
 - the result line: `parse_result_line_untrusted`, `outcome_from_output_untrusted` -> `SetupResult` |
   `KernelWireGuardMissing` | `KernelWireGuardPresent` | `TeardownDone`, with `VmMode`;
 - errors: `VmSetupError` and its subclasses.
@@ -18,6 +19,7 @@ from dmnc.vm.params import (
     SetupParams,
     TeardownParams,
     decode_public_key,
+    new_run_nonce,
     script_arguments,
     script_command,
 )
@@ -52,6 +54,7 @@ __all__ = [
     "VmMode",
     "VmSetupError",
     "decode_public_key",
+    "new_run_nonce",
     "outcome_from_output_untrusted",
     "parse_result_line_untrusted",
     "script_arguments",

@@ -2,8 +2,9 @@
 
 `SetupParams` holds only public values (the host's public key, where the VM can reach the host, the tunnel
 addresses): the VM private key is generated inside the VM by the script. `script_command` turns them into the
-container's argv: `sh -c SCRIPT dmnc-setup MODE --option value ...`, each value its own argv item, so no input is
-ever interpolated into shell code (and every value is validated here first anyway).
+container's argv: `sh -c SCRIPT dmnc-setup MODE --nonce HEX --option value ...`, each value its own argv item, so no
+input is ever interpolated into shell code (and every value is validated here first anyway). The nonce is fresh for
+each run (`new_run_nonce`): the script echoes it in its result line and the parser accepts only that run's line.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import binascii
 import enum
 import ipaddress
 import re
+import secrets
 from dataclasses import dataclass
 
 from dmnc.vm.assets import setup_script
@@ -35,6 +37,10 @@ MAX_MTU = 65535
 WIREGUARD_KEY_LENGTH = 32
 # argv[0] of the script inside `sh -c`: what `$0` and error messages show.
 SCRIPT_NAME = "dmnc-setup"
+# 128 random bits per run (the size `secrets` documents as enough against guessing): a result line echoing this run's
+# nonce was printed by the script of this run, not by another container or an earlier run. setup.sh checks the form.
+RUN_NONCE_BYTES = 16
+_RUN_NONCE = re.compile(rf"[0-9a-f]{{{2 * RUN_NONCE_BYTES}}}")
 
 # Linux IFNAMSIZ is 16 including the NUL (include/uapi/linux/if.h); no leading '-' so it is never an option.
 _INTERFACE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
@@ -160,10 +166,23 @@ def decode_public_key(text: str) -> bytes:
     return key
 
 
-def teardown_arguments(params: TeardownParams) -> list[str]:
+def new_run_nonce() -> str:
+    """A fresh nonce for one run of the setup script: lowercase hex, from the OS's CSPRNG."""
+    return secrets.token_hex(RUN_NONCE_BYTES)
+
+
+def check_run_nonce(nonce: str) -> None:
+    """SetupParamsError unless `nonce` has the form `new_run_nonce` gives."""
+    if not _RUN_NONCE.fullmatch(nonce):
+        raise SetupParamsError(f"run nonce {nonce[:80]!r} is not {2 * RUN_NONCE_BYTES} lowercase hex digits")
+
+
+def teardown_arguments(params: TeardownParams, *, nonce: str) -> list[str]:
     """The script's arguments for a teardown after `sh -c SCRIPT NAME`."""
+    check_run_nonce(nonce)
     arguments = [
         ScriptMode.TEARDOWN.value,
+        "--nonce", nonce,
         "--interface", params.interface,
         "--iptables", params.iptables.value,
         "--host-address", str(params.host_address),
@@ -173,9 +192,9 @@ def teardown_arguments(params: TeardownParams) -> list[str]:
     return arguments
 
 
-def script_arguments(params: SetupParams, mode: ScriptMode) -> list[str]:
+def script_arguments(params: SetupParams, mode: ScriptMode, *, nonce: str) -> list[str]:
     """The script's arguments after `sh -c SCRIPT NAME`: the mode, then one `--option value` pair per input."""
-    arguments = teardown_arguments(params.teardown_params)
+    arguments = teardown_arguments(params.teardown_params, nonce=nonce)
     arguments[0] = mode.value
     if mode is ScriptMode.TEARDOWN:
         return arguments
@@ -195,17 +214,19 @@ def script_arguments(params: SetupParams, mode: ScriptMode) -> list[str]:
     return arguments
 
 
-def script_command(params: SetupParams | TeardownParams, mode: ScriptMode) -> list[str]:
-    """The container command running the embedded script in `mode`: `/bin/sh -c SCRIPT dmnc-setup ARGS...`.
+def script_command(params: SetupParams | TeardownParams, mode: ScriptMode, *, nonce: str) -> list[str]:
+    """The container command running the embedded script in `mode`: `/bin/sh -c SCRIPT dmnc-setup ARGS...`, for
+    the run identified by `nonce` (from `new_run_nonce`; its result line must carry it).
 
     TeardownParams carry only what a teardown needs; SETUP and USERSPACE need SetupParams (SetupParamsError).
-    CHECK takes no options: it touches neither the interface nor the rules the params describe."""
+    CHECK takes only the nonce: it touches neither the interface nor the rules the params describe."""
     if mode is ScriptMode.CHECK:
-        arguments = [mode.value]
+        check_run_nonce(nonce)
+        arguments = [mode.value, "--nonce", nonce]
     elif isinstance(params, TeardownParams):
         if mode is not ScriptMode.TEARDOWN:
             raise SetupParamsError(f"{mode.value} needs the full SetupParams, not TeardownParams")
-        arguments = teardown_arguments(params)
+        arguments = teardown_arguments(params, nonce=nonce)
     else:
-        arguments = script_arguments(params, mode)
+        arguments = script_arguments(params, mode, nonce=nonce)
     return ["/bin/sh", "-c", setup_script(), SCRIPT_NAME, *arguments]

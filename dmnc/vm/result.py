@@ -2,12 +2,15 @@
 
 Format (documented in dmnc/vm/setup.sh; one line, space-separated `key=value` fields, no spaces inside values):
 
-    dmnc-setup-result v1 mode=MODE public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME ipv6=on|off kernel=RELEASE
-    dmnc-setup-result v1 mode=kernel-missing kernel=RELEASE
-    dmnc-setup-result v1 mode=removed kernel=RELEASE
-    dmnc-setup-result v1 mode=kernel-ok kernel=RELEASE          (check mode: the kernel can make WireGuard links)
+    dmnc-setup-result v1 nonce=HEX mode=MODE public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME ipv6=on|off
+        kernel=RELEASE                                          (all on one line)
+    dmnc-setup-result v1 nonce=HEX mode=kernel-missing kernel=RELEASE
+    dmnc-setup-result v1 nonce=HEX mode=removed kernel=RELEASE
+    dmnc-setup-result v1 nonce=HEX mode=kernel-ok kernel=RELEASE     (check mode: the kernel can make WireGuard links)
 
-MODE is kernel or userspace; IPv6 endpoints are written `[ADDR]:PORT`; `ipv6=off` means an IPv4-only tunnel.
+HEX is the nonce dmnc passed to this run (`--nonce`): a line carrying another, or none, is not this run's answer and
+is refused. MODE is kernel or userspace; IPv6 endpoints are written `[ADDR]:PORT`; `ipv6=off` means an IPv4-only
+tunnel.
 Failures are a line `dmnc-setup: error: REASON` instead. Functions ending in `_untrusted` take bytes from the
 container and raise only SetupResultError / SetupScriptError.
 """
@@ -131,8 +134,18 @@ def _is_address_or_host_name(text: str) -> bool:
     return True
 
 
-def parse_result_line_untrusted(line: str) -> ScriptOutcome:
-    """Parse one result line; SetupResultError names what is wrong with it."""
+def _check_nonce_untrusted(fields: dict[str, str], nonce: str) -> None:
+    received = fields.pop("nonce", None)
+    if received is None:
+        raise SetupResultError("result line carries no nonce: it was not printed by this run of the setup script")
+    if received != nonce:
+        raise SetupResultError(
+            f"result line carries the nonce {received[:40]!r}, not this run's: it comes from another container or run"
+        )
+
+
+def parse_result_line_untrusted(line: str, *, nonce: str) -> ScriptOutcome:
+    """Parse one result line of the run that was given `nonce`; SetupResultError names what is wrong with it."""
     if len(line) > MAX_RESULT_LINE:
         raise SetupResultError(f"result line is {len(line)} characters long, more than {MAX_RESULT_LINE}")
     tokens = line.strip().split(" ")
@@ -141,6 +154,7 @@ def parse_result_line_untrusted(line: str) -> ScriptOutcome:
     if tokens[1] != RESULT_VERSION:
         raise SetupResultError(f"result line version {tokens[1][:20]!r}, expected {RESULT_VERSION} (image mismatch?)")
     fields = _parse_fields_untrusted(tokens[2:])
+    _check_nonce_untrusted(fields, nonce)
     mode = fields.get("mode")
     if mode not in _FIELDS_BY_MODE:
         raise SetupResultError(f"result mode {str(mode)[:40]!r} is unknown")
@@ -183,11 +197,12 @@ def _printable(text: str) -> str:
     return cleaned[:MAX_REASON_LENGTH]
 
 
-def outcome_from_output_untrusted(output: bytes | str, exit_code: int | None = None) -> ScriptOutcome:
-    """The outcome of a script run from its whole output (stdout and stderr, merged or not).
+def outcome_from_output_untrusted(output: bytes | str, exit_code: int | None = None, *, nonce: str) -> ScriptOutcome:
+    """The outcome of a script run given `nonce` from its whole output (stdout and stderr, merged or not).
 
     The script's own error line wins (SetupScriptError with its reason); a non-zero exit without one is reported
-    with the output's last line; otherwise the last result line is parsed (SetupResultError when there is none).
+    with the output's last line; otherwise the last result line is parsed (SetupResultError when there is none, or
+    when it does not carry `nonce`).
     """
     text = output.decode("utf-8", errors="replace") if isinstance(output, bytes) else output
     lines = text.splitlines()
@@ -200,4 +215,4 @@ def outcome_from_output_untrusted(output: bytes | str, exit_code: int | None = N
     result_lines = [line for line in lines if line.startswith(RESULT_PREFIX + " ")]
     if not result_lines:
         raise SetupResultError("the setup script printed no result line")
-    return parse_result_line_untrusted(result_lines[-1])
+    return parse_result_line_untrusted(result_lines[-1], nonce=nonce)

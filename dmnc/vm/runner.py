@@ -6,6 +6,9 @@
 
 Image: by default `dmnc-setup:<dmnc version>`, built from the embedded Dockerfile only when that tag is missing;
 with `setup_image` the given reference is used (pulled when missing). Build and pull output goes to `on_progress`.
+The reference is inspected once and every container is created from the image ID that answer names: a tag can be
+re-pointed by anyone with access to the engine at any moment, an ID (the digest of the image's config) cannot, so
+what runs with NET_ADMIN in the VM's network is the image dmnc looked at.
 
 Setup: the fallback container of an earlier run is removed first (a kernel chip0 cannot be created over its TUN, and a
 new fallback must carry the new parameters); then the one-shot container (`--net=host`, NET_ADMIN) runs the script,
@@ -20,6 +23,7 @@ SetupResultError, and VmSetupError for time limits); dmnc.docker.errors.DockerEr
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import Protocol
@@ -34,7 +38,7 @@ from dmnc.docker.models import ContainerInfo, CreatedContainer, ImageInfo, Progr
 from dmnc.docker.streams import OutputChunk, OutputTail, StreamKind
 from dmnc.vm.assets import dockerfile
 from dmnc.vm.errors import SetupImageError, SetupResultError, VmSetupError
-from dmnc.vm.params import ScriptMode, SetupParams, TeardownParams, script_command
+from dmnc.vm.params import ScriptMode, SetupParams, TeardownParams, new_run_nonce, script_command
 from dmnc.vm.result import (
     RESULT_PREFIX,
     KernelWireGuardMissing,
@@ -58,6 +62,10 @@ _ERROR_MARKER = b"dmnc-setup: error: "
 # The fallback container's output read while waiting for its result line: the script prints a few lines before it,
 # wireguard-go a few more; anything past this is kept only as its tail.
 MAX_FALLBACK_OUTPUT_BYTES = 64 << 10
+# An image ID is the SHA-256 digest of the image's config, `sha256:` and 64 lowercase hex digits (Docker Engine API,
+# ImageInspect `Id`; the OCI image spec's descriptor digest). Podman's compatible API answers the same form; a bare
+# 64-hex ID is accepted too, since the engine refuses 64-hex repository names and so cannot confuse it with a tag.
+_IMAGE_ID = re.compile(r"(?:sha256:)?([0-9a-f]{64})")
 
 ProgressCallback = Callable[[str], None]
 
@@ -116,40 +124,50 @@ class VmSetupRunner:
         return self._explicit_image if self._explicit_image is not None else default_setup_image()
 
     async def ensure_image(self) -> str:
-        """Make sure the setup image exists in the VM's engine; return its reference."""
+        """Make sure the setup image exists in the VM's engine (build or pull it when missing); return its image ID,
+        which every container of this runner is then created from."""
         image = self.image
         try:
-            await self._docker.inspect_image(image)
+            return await self._image_id(image)
         except NotFound:
             pass
-        else:
-            return image
         if self._explicit_image is not None:
             await self._pull(image)
         else:
             await self._build(image)
-        return image
+        try:
+            return await self._image_id(image)
+        except NotFound:
+            raise SetupImageError(f"the setup image {image} is still missing after it was built or pulled") from None
+
+    async def _image_id(self, image: str) -> str:
+        """The ID the engine's inspect answer gives for `image` (NotFound when it has none)."""
+        answered = (await self._docker.inspect_image(image)).id
+        match = _IMAGE_ID.fullmatch(answered)
+        if match is None:
+            raise SetupImageError(f"the engine gave the setup image {image} the ID {answered[:80]!r}, not sha256:HEX")
+        return f"sha256:{match[1]}"
 
     async def setup(self, params: SetupParams) -> SetupResult:
         """Configure the VM end (kernel chip0, or the userspace fallback when the kernel lacks WireGuard)."""
-        image = await self.ensure_image()
+        image_id = await self.ensure_image()
         await self._remove_fallback()
-        outcome = await self._run_one_shot(image, params, ScriptMode.SETUP)
+        outcome = await self._run_one_shot(image_id, params, ScriptMode.SETUP)
         if isinstance(outcome, SetupResult):
             return outcome
         if isinstance(outcome, KernelWireGuardMissing):
             self._progress(f"VM kernel {outcome.kernel_release} has no WireGuard: starting the userspace fallback")
-            return await self._start_fallback(image, params)
+            return await self._start_fallback(image_id, params)
         raise SetupResultError(f"the setup script answered {outcome!r} to a setup request")
 
     async def teardown(self, params: SetupParams | TeardownParams | None = None) -> TeardownDone:
         """Remove the fallback container, chip0 and every rule the setup added (idempotent). Without params, the
         defaults (chip0, 10.33.33.1, fd33:33:33::1) are torn down."""
-        image = await self.ensure_image()
+        image_id = await self.ensure_image()
         await self._remove_fallback()
         if params is None:
             params = TeardownParams()
-        outcome = await self._run_one_shot(image, params, ScriptMode.TEARDOWN)
+        outcome = await self._run_one_shot(image_id, params, ScriptMode.TEARDOWN)
         if not isinstance(outcome, TeardownDone):
             raise SetupResultError(f"the setup script answered {outcome!r} to a teardown request")
         return outcome
@@ -157,12 +175,11 @@ class VmSetupRunner:
     async def check_kernel(self) -> KernelWireGuardPresent | KernelWireGuardMissing:
         """Whether the VM kernel can create WireGuard links, tested in a one-shot container that changes nothing
         lasting. Uses the setup image as it is: a missing image is a SetupImageError, never a build or pull."""
-        image = self.image
         try:
-            await self._docker.inspect_image(image)
+            image_id = await self._image_id(self.image)
         except NotFound:
-            raise SetupImageError(f"the setup image {image} is not in the VM") from None
-        outcome = await self._run_one_shot(image, TeardownParams(), ScriptMode.CHECK)
+            raise SetupImageError(f"the setup image {self.image} is not in the VM") from None
+        outcome = await self._run_one_shot(image_id, TeardownParams(), ScriptMode.CHECK)
         if not isinstance(outcome, KernelWireGuardPresent | KernelWireGuardMissing):
             raise SetupResultError(f"the setup script answered {outcome!r} to a kernel check")
         return outcome
@@ -205,12 +222,14 @@ class VmSetupRunner:
 
     # --- containers -------------------------------------------------------------------------------------------
 
-    def _spec(self, image: str, params: SetupParams | TeardownParams, mode: ScriptMode, role: str) -> ContainerSpec:
+    def _spec(
+        self, image_id: str, params: SetupParams | TeardownParams, mode: ScriptMode, role: str, nonce: str
+    ) -> ContainerSpec:
         return ContainerSpec(
-            image=image,
+            image=image_id,
             # The image's own entrypoint would wrap our command; the script runs with /bin/sh directly.
             entrypoint=[],
-            command=script_command(params, mode),
+            command=script_command(params, mode, nonce=nonce),
             labels=self._labels(role),
             network_mode="host",
             cap_add=["NET_ADMIN"],
@@ -219,21 +238,27 @@ class VmSetupRunner:
     def _labels(self, role: str) -> Mapping[str, str]:
         return {ROLE_LABEL: role, VERSION_LABEL: __version__}
 
-    async def _run_one_shot(self, image: str, params: SetupParams | TeardownParams, mode: ScriptMode) -> ScriptOutcome:
-        spec = self._spec(image, params, mode, role=f"vm-{mode.value}")
-        with trio.move_on_after(self._run_timeout) as scope, _container_start_errors(image):
+    async def _run_one_shot(
+        self, image_id: str, params: SetupParams | TeardownParams, mode: ScriptMode
+    ) -> ScriptOutcome:
+        nonce = new_run_nonce()
+        spec = self._spec(image_id, params, mode, role=f"vm-{mode.value}", nonce=nonce)
+        with trio.move_on_after(self._run_timeout) as scope, _container_start_errors(self.image):
             run = await self._docker.run_container(spec)
         if scope.cancelled_caught:
             raise VmSetupError(f"the VM {mode.value} container did not finish within {self._run_timeout:g} s")
-        return outcome_from_output_untrusted(run.stdout + b"\n" + run.stderr, run.exit_code)
+        # run_container read this output from the container its own create call returned, and removed it.
+        return outcome_from_output_untrusted(run.stdout + b"\n" + run.stderr, run.exit_code, nonce=nonce)
 
-    async def _start_fallback(self, image: str, params: SetupParams) -> SetupResult:
+    async def _start_fallback(self, image_id: str, params: SetupParams) -> SetupResult:
+        # A restart by the engine repeats the same argv, so a restarted fallback echoes this nonce too.
+        nonce = new_run_nonce()
         spec = dataclasses.replace(
-            self._spec(image, params, ScriptMode.USERSPACE, role="userspace-fallback"),
+            self._spec(image_id, params, ScriptMode.USERSPACE, role="userspace-fallback", nonce=nonce),
             devices=[TUN_DEVICE],
             restart_policy=FALLBACK_RESTART_POLICY,
         )
-        with _container_start_errors(image):
+        with _container_start_errors(self.image):
             created = await self._docker.create_container(spec, name=self.fallback_name)
             try:
                 await self._docker.start_container(created.id)
@@ -252,10 +277,10 @@ class VmSetupRunner:
                         break
         output = bytes(tail)
         if _has_final_line(output):
-            return self._require_setup_result(outcome_from_output_untrusted(output, None))
+            return self._require_setup_result(outcome_from_output_untrusted(output, None, nonce=nonce))
         state = (await self._docker.inspect_container(created.id)).state
         if not state.running:
-            return self._require_setup_result(outcome_from_output_untrusted(output, state.exit_code))
+            return self._require_setup_result(outcome_from_output_untrusted(output, state.exit_code, nonce=nonce))
         if scope.cancelled_caught:
             raise VmSetupError(f"the userspace fallback container printed no result within {self._run_timeout:g} s")
         # Its log stream ended, yet it runs: it exited and its restart policy started it again.

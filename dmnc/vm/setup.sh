@@ -1,8 +1,8 @@
 # dmnc VM-side setup (POSIX sh). Runs inside the Docker VM, in a container with --net=host and NET_ADMIN,
 # and configures the VM end of dmnc's WireGuard tunnel: the `chip0` interface and the iptables rules Docker needs.
 #
-# dmnc passes this text as `sh -c SCRIPT dmnc-setup MODE OPTIONS...`: every value arrives as its own argv item and
-# is never interpolated into shell code. Only public values come in; the VM private key is generated here and
+# dmnc passes this text as `sh -c SCRIPT dmnc-setup MODE --nonce HEX OPTIONS...`: every value arrives as its own argv
+# item and is never interpolated into shell code. Only public values come in; the VM private key is generated here and
 # never printed (it lives in the kernel, or for the userspace fallback in a 0600 file inside the container).
 #
 # Modes:
@@ -13,8 +13,11 @@
 #              the rules, print the result, then wait for wireguard-go.
 #   teardown   remove chip0 and every rule setup added (from both iptables backends), print the result, exit.
 #   check      test whether the VM kernel can create a WireGuard link (a temporary one, deleted at once; chip0 and
-#              the rules are not touched), print `mode=kernel-ok` or `mode=kernel-missing`, exit. Takes no options.
+#              the rules are not touched), print `mode=kernel-ok` or `mode=kernel-missing`, exit. Takes only --nonce.
 #
+# Every mode requires:
+#   --nonce HEX                  dmnc's nonce for this run, 32 lowercase hex digits, echoed in the result line so
+#                                dmnc accepts only the answer of the run it started
 # Options (setup/userspace; teardown needs only the addresses, interface and iptables choice):
 #   --host-public-key KEY        the host peer's WireGuard public key (base64)
 #   --port PORT                  the host peer's UDP port
@@ -30,15 +33,16 @@
 #                                /var/lib/dmnc-setup, inside the container, so a restart keeps the same key)
 #
 # Output, the last line on stdout on success (one line, space-separated key=value fields, no spaces in values):
-#   dmnc-setup-result v1 mode=kernel public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME ipv6=on|off kernel=RELEASE
-#   dmnc-setup-result v1 mode=userspace public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME ipv6=on|off kernel=RELEASE
-#   dmnc-setup-result v1 mode=kernel-missing kernel=RELEASE
-#   dmnc-setup-result v1 mode=removed kernel=RELEASE
-#   dmnc-setup-result v1 mode=kernel-ok kernel=RELEASE
+#   dmnc-setup-result v1 nonce=HEX mode=kernel public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME ipv6=on|off kernel=RELEASE
+#   dmnc-setup-result v1 nonce=HEX mode=userspace public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME ipv6=on|off kernel=RELEASE
+#   dmnc-setup-result v1 nonce=HEX mode=kernel-missing kernel=RELEASE
+#   dmnc-setup-result v1 nonce=HEX mode=removed kernel=RELEASE
+#   dmnc-setup-result v1 nonce=HEX mode=kernel-ok kernel=RELEASE
 # IPv6 endpoints are written [ADDR]:PORT; ipv6=off means an IPv4-only tunnel (no IPv6 addresses were asked for, or
 # the VM has IPv6 disabled). Every failure prints one line `dmnc-setup: error: ...` on stderr and
 # exits 1 (2 for bad arguments).
 
+# Completed with this run's nonce once the arguments are checked.
 RESULT_PREFIX='dmnc-setup-result v1'
 DEFAULT_CANDIDATES='host.docker.internal host.lima.internal host.containers.internal'
 # Keeps NAT mappings and the host's knowledge of our endpoint alive (wg(8) suggests 25 s behind NAT).
@@ -98,6 +102,7 @@ case $MODE in
     *) usage_error "unknown mode '$MODE': expected setup, userspace, teardown or check" ;;
 esac
 
+NONCE=''
 HOST_PUBLIC_KEY=''
 PORT=''
 ENDPOINT=''
@@ -114,6 +119,7 @@ STATE_DIR='/var/lib/dmnc-setup'
 while [ $# -gt 0 ]; do
     [ $# -ge 2 ] || usage_error "option $1 needs a value"
     case $1 in
+        --nonce) NONCE=$2 ;;
         --host-public-key) HOST_PUBLIC_KEY=$2 ;;
         --port) PORT=$2 ;;
         --endpoint) ENDPOINT=$2 ;;
@@ -162,6 +168,13 @@ is_ip_literal() {
     esac
     return 1
 }
+
+# 16 random bytes from dmnc (Python's secrets.token_hex), lowercase hex: nothing else may reach the result line.
+case $NONCE in
+    '' | *[!0-9a-f]*) usage_error "invalid or missing --nonce: expected 32 lowercase hex digits" ;;
+esac
+[ "${#NONCE}" -eq 32 ] || usage_error "invalid --nonce: expected 32 lowercase hex digits"
+RESULT_PREFIX="$RESULT_PREFIX nonce=$NONCE"
 
 case $IFACE in
     '' | *[!A-Za-z0-9_.-]* | [.-]*) usage_error "invalid interface name '$IFACE'" ;;

@@ -34,6 +34,9 @@ class PeerConfig:
     allowed_ips: tuple[IPNetwork, ...] = ()
     endpoint: Endpoint | None = None
     persistent_keepalive: int = 0  # seconds, 0 = off
+    roam_anywhere: bool = True
+    """True: the endpoint follows every authenticated packet (whitepaper 2.1). False: only within its address family
+    and not off loopback (dmnc.wireguard.roaming); packets that would move it further are dropped as ROAMING_REFUSED."""
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ from dmnc.wireguard.messages import CookieReply, Initiation, MessageError, Respo
 from dmnc.wireguard.outputs import DROPS, Drop, DropReason, Endpoint, Output, SendDatagram, WriteTunnel
 from dmnc.wireguard.peer import Peer
 from dmnc.wireguard.ratelimit import RateLimiter
+from dmnc.wireguard.roaming import restricted_roam_allowed
 from dmnc.wireguard.session import Keypair
 from dmnc.wireguard.timers import PeerTimers, TimerEvent
 from dmnc.wireguard.transport import MAX_PACKET_SIZE, TransportCipher
@@ -290,6 +291,9 @@ class Device:
         plaintext = self._cipher.open(keypair, counter, datagram)
         if plaintext is None:
             return [self._peer_drop(peer, DropReason.DECRYPT_FAILED)]
+        # Before the replay window takes the counter: the same packet arriving from where the peer may be keeps it.
+        if source != peer.stats.endpoint and self._roaming_refused(peer, source):
+            return [self._peer_drop(peer, DropReason.ROAMING_REFUSED)]
         if not keypair.replay.accept(counter):
             return [self._peer_drop(peer, DropReason.REPLAYED_COUNTER)]
 
@@ -358,7 +362,9 @@ class Device:
                 return [self._device_drop(DropReason.RATE_LIMITED)]
         return None
 
-    def _receive_initiation(self, datagram: bytes, source: Endpoint, now: float, under_load: bool) -> list[Output]:
+    def _receive_initiation(  # noqa: PLR0911  # one early return per drop reason, as in _receive_transport
+        self, datagram: bytes, source: Endpoint, now: float, under_load: bool
+    ) -> list[Output]:
         message = Initiation.parse_untrusted(datagram)
         rejected = self._admit_handshake(datagram, message.sender, source, now, under_load)
         if rejected is not None:
@@ -371,6 +377,8 @@ class Device:
         if peer is None:
             self._unmatched_initiation = _UnmatchedInitiation(datagram, source, opened.remote_static, now)
             return [self._device_drop(DropReason.UNKNOWN_PEER)]
+        if self._roaming_refused(peer, source):
+            return [self._peer_drop(peer, DropReason.ROAMING_REFUSED)]
         try:
             noise.consume_initiation(peer.handshake, opened, now)
         except noise.HandshakeError as error:
@@ -400,6 +408,8 @@ class Device:
         peer = self._handshake_indices.get(message.receiver)
         if peer is None:
             return [self._device_drop(DropReason.UNKNOWN_RECEIVER_INDEX)]
+        if self._roaming_refused(peer, source):
+            return [self._peer_drop(peer, DropReason.ROAMING_REFUSED)]
         try:
             noise.consume_response(peer.handshake, self._local, message)
         except noise.HandshakeError as error:
@@ -425,6 +435,12 @@ class Device:
             return [self._peer_drop(peer, error.reason)]
         # The cookie is used from the next retransmission on (whitepaper 5.3): nothing is sent now.
         return []
+
+    @staticmethod
+    def _roaming_refused(peer: Peer, source: Endpoint) -> bool:
+        """A peer that may not roam anywhere refuses an endpoint its roaming policy does not allow (checked before a
+        message changes any state, so a refused one leaves the handshake and the replay window as they were)."""
+        return not peer.config.roam_anywhere and not restricted_roam_allowed(peer.stats.endpoint, source)
 
     def _authenticated_handshake_received(self, peer: Peer, datagram: bytes, source: Endpoint, now: float) -> None:
         peer.stats.rx_bytes += len(datagram)

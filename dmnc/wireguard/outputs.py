@@ -34,6 +34,7 @@ class DropReason(enum.Enum):
     QUEUE_FULL = "the queue of packets waiting for a session overflowed"
     HANDSHAKE_GAVE_UP = "no session after REKEY_ATTEMPT_TIME: waiting packets discarded"
     KEY_MATERIAL_ZEROED = "waiting packets discarded when the session keys were erased"
+    ROAMING_REFUSED = "authenticated, but from an address the peer may not roam to (other family, or off loopback)"
 
 
 # SendDatagram and WriteTunnel are made once per packet on the data path. A frozen dataclass's generated __init__

@@ -112,6 +112,7 @@ class Network:
         b_keepalive: int = 0,
         a_endpoint: Endpoint = ("192.0.2.1", 51820),
         b_endpoint: Endpoint = ("192.0.2.2", 51821),
+        b_lets_a_roam_anywhere: bool = True,
     ) -> tuple[Host, Host]:
         """Two hosts with tunnel addresses 10.0.0.1 / fd00::1 (a) and 10.0.0.2 / fd00::2 (b)."""
         a = self.add_host("a", a_endpoint)
@@ -132,6 +133,7 @@ class Network:
                 allowed_ips=(ipaddress.ip_network("10.0.0.1/32"), ipaddress.ip_network("fd00::1/128")),
                 endpoint=a.endpoint if b_knows_a else None,
                 persistent_keepalive=b_keepalive,
+                roam_anywhere=b_lets_a_roam_anywhere,
             )
         )
         return a, b

@@ -27,6 +27,7 @@ from dmnc.doctor.checks import (
     handshake_check,
     installed_routes_check,
     kernel_check,
+    listen_advice,
     port_check,
     root_check,
     route_conflict_check,
@@ -218,6 +219,51 @@ def test_recent_handshake_passes_with_its_age_and_drops() -> None:
     assert "last handshake 12 s ago from 192.168.65.3:51820 (kernel WireGuard); dropped packets: replay 3" in (
         result.detail
     )
+
+
+def test_vm_dialing_from_loopback_gets_the_loopback_listen_address() -> None:
+    snapshot = running(listen="0.0.0.0:3333")
+    snapshot = dataclasses.replace(snapshot, tunnel=dataclasses.replace(snapshot.tunnel, endpoint="127.0.0.1:61000"))
+    result = handshake_check(snapshot, "")
+    assert result.verdict is Verdict.PASS
+    assert result.fix is not None
+    assert "--listen 127.0.0.1:3333" in result.fix
+    assert "127.0.0.1:61000" in result.fix
+
+
+@pytest.mark.parametrize(
+    ("listen", "vm_endpoint", "local_address", "advice"),
+    [
+        ("[::]:51820", "[::1]:40000", None, "--listen [::1]:51820"),
+        ("0.0.0.0:51820", "192.168.106.2:51820", "192.168.106.1", "--listen 192.168.106.1:51820"),
+        ("[::]:51820", "[fd00:106::2]:51820", "fd00:106::1", "--listen [fd00:106::1]:51820"),
+        # Already narrowed: nothing to say.
+        ("127.0.0.1:51820", "127.0.0.1:40000", None, None),
+        # A VM on a private network whose host side is unknown, or reached over a public address: no advice.
+        ("0.0.0.0:51820", "192.168.106.2:51820", None, None),
+        ("0.0.0.0:51820", "203.0.113.9:51820", "198.51.100.1", None),
+        ("0.0.0.0:51820", "192.168.106.2:51820", "203.0.113.4", None),
+        # Link-local addresses change with the interface: not stable enough to name.
+        ("[::]:51820", "[fe80::2]:51820", "fe80::1", None),
+        (None, "127.0.0.1:1", None, None),
+        ("0.0.0.0:51820", None, None, None),
+        ("0.0.0.0:51820", "garbage", None, None),
+    ],
+)
+def test_listen_advice_only_for_a_known_stable_address(
+    listen: str | None, vm_endpoint: str | None, local_address: str | None, advice: str | None
+) -> None:
+    result = listen_advice(listen, vm_endpoint, local_address)
+    if advice is None:
+        assert result is None
+    else:
+        assert result is not None
+        assert advice in result
+
+
+@given(st.text(max_size=60), st.text(max_size=60), st.one_of(st.none(), st.text(max_size=40)))
+def test_listen_advice_never_raises_on_any_text(listen: str, vm_endpoint: str, local_address: str | None) -> None:
+    listen_advice(listen, vm_endpoint, local_address)
 
 
 def test_no_handshake_yet_fails_with_what_to_look_at() -> None:

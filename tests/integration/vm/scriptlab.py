@@ -18,6 +18,9 @@ from dmnc.vm import ScriptMode, ScriptOutcome, SetupParams, outcome_from_output_
 from tests.lab.netns import Netns, stop_process
 
 RESULT_TIMEOUT_SECONDS = 15.0
+# The run nonce of every script run in the lab: dmnc draws a fresh one per container (new_run_nonce); a test runs and
+# parses one script at a time, so a fixed value serves and keeps the argv reproducible.
+LAB_NONCE = "0123456789abcdef" * 2
 # A complete final line: the result or the script's own error, newline included.
 _FINAL_MARKERS = (b"dmnc-setup-result", b"dmnc-setup: error")
 
@@ -27,7 +30,7 @@ def script_argv(
 ) -> list[str]:
     """The setup command dmnc would give the container, optionally with a PATH that finds fake tools first."""
     environment = [f"PATH={path_prefix}:{os.environ['PATH']}"] if path_prefix is not None else []
-    return ["env", *environment, *script_command(params, mode), *extra]
+    return ["env", *environment, *script_command(params, mode, nonce=LAB_NONCE), *extra]
 
 
 def run_script(
@@ -65,7 +68,11 @@ def start_userspace(
             if not chunk:
                 break
             output += chunk
-    return process, outcome_from_output_untrusted(output, process.poll()), output.decode(errors="replace")
+    return (
+        process,
+        outcome_from_output_untrusted(output, process.poll(), nonce=LAB_NONCE),
+        output.decode(errors="replace"),
+    )
 
 
 def _has_final_line(output: bytes) -> bool:

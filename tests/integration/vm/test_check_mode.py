@@ -12,6 +12,7 @@ import pytest
 
 from dmnc.vm import KernelWireGuardMissing, ScriptMode, TeardownParams, outcome_from_output_untrusted, script_command
 from tests.conftest import require_root, require_tools
+from tests.integration.vm.scriptlab import LAB_NONCE
 from tests.lab.netns import Netns, netns
 
 pytestmark = pytest.mark.lab
@@ -33,9 +34,9 @@ def test_check_without_kernel_wireguard_reports_kernel_missing_and_changes_nothi
     # A chip0 that is not WireGuard (here a TUN) stands for an existing VM side the check must not touch.
     vm.run(["ip", "tuntap", "add", "dev", "chip0", "mode", "tun"])
     before = link_names(vm)
-    completed = vm.run(script_command(TeardownParams(), ScriptMode.CHECK), check=False, timeout=30)
+    completed = vm.run(script_command(TeardownParams(), ScriptMode.CHECK, nonce=LAB_NONCE), check=False, timeout=30)
     assert completed.returncode == 0, completed.stderr
-    outcome = outcome_from_output_untrusted(completed.stdout + completed.stderr, completed.returncode)
+    outcome = outcome_from_output_untrusted(completed.stdout + completed.stderr, completed.returncode, nonce=LAB_NONCE)
     assert isinstance(outcome, KernelWireGuardMissing)
     assert "no kernel WireGuard in this VM" in completed.stderr
     assert link_names(vm) == before

@@ -37,6 +37,7 @@ from tests.integration.vm.containerlab import (
     peer_route_lines,
     route_container_subnets,
 )
+from tests.integration.vm.scriptlab import LAB_NONCE
 from tests.integration.vm.test_setup_script_kernel import (
     HOST_PORT,
     HOST_UNDERLAY,
@@ -88,7 +89,7 @@ def container_lab(guest_lab: KernelLab) -> Iterator[ContainerLab]:  # noqa: F811
 
 def set_up(lab: ContainerLab) -> SetupResult:
     exit_code, output = run_in_guest(lab, lab.params, ScriptMode.SETUP)
-    result = outcome_from_output_untrusted(output, exit_code)
+    result = outcome_from_output_untrusted(output, exit_code, nonce=LAB_NONCE)
     assert isinstance(result, SetupResult), output
     assert result.mode is VmMode.KERNEL
     return result
@@ -133,7 +134,7 @@ def test_teardown_removes_the_route_to_the_host_and_every_ipv6_rule(container_la
     assert len(guest_peer_routes(container_lab)) == 1
     assert any("fd33:33:33::1" in line for line in guest_traces(container_lab, ["fd33:33:33::1"]))
     exit_code, output = run_in_guest(container_lab, container_lab.params, ScriptMode.TEARDOWN)
-    assert isinstance(outcome_from_output_untrusted(output, exit_code), TeardownDone), output
+    assert isinstance(outcome_from_output_untrusted(output, exit_code, nonce=LAB_NONCE), TeardownDone), output
     assert guest_peer_routes(container_lab) == []
     assert (
         guest_traces(

@@ -30,7 +30,7 @@ from tests.integration.vm.containerlab import (
     peer_route_lines,
     route_container_subnets,
 )
-from tests.integration.vm.scriptlab import rule_lines, run_script, start_userspace, stop_userspace
+from tests.integration.vm.scriptlab import LAB_NONCE, rule_lines, run_script, start_userspace, stop_userspace
 from tests.lab.netns import Netns, add_veth, netns, unique_name, unique_suffix, wait_for_ping
 from tests.lab.wait import wait_until
 from tests.lab.wggo import wg_genkey, wg_pubkey
@@ -150,7 +150,7 @@ def test_the_route_to_the_host_is_there_once_after_each_setup_and_gone_after_tea
     stop_vm_side(container_lab)
     completed = run_script(container_lab.vm, container_lab.params, ScriptMode.TEARDOWN)
     assert completed.returncode == 0, completed.stderr
-    assert isinstance(outcome_from_output_untrusted(completed.stdout, 0), TeardownDone)
+    assert isinstance(outcome_from_output_untrusted(completed.stdout, 0, nonce=LAB_NONCE), TeardownDone)
     assert vm_peer_routes(container_lab) == []
     assert dmnc_traces(container_lab) == []
     assert "DOCKER-USER" not in container_lab.vm.run(["ip6tables-nft-save"]).stdout

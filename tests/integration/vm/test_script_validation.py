@@ -15,8 +15,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dmnc.vm import IptablesBackend, ScriptMode, SetupParams, script_command
+from dmnc.vm import (
+    IptablesBackend,
+    ScriptMode,
+    ScriptOutcome,
+    SetupParams,
+    new_run_nonce,
+    outcome_from_output_untrusted,
+    script_command,
+)
+from dmnc.vm.assets import setup_script
+from dmnc.vm.params import SCRIPT_NAME
 from tests.conftest import require_root, require_tools
+from tests.integration.vm.scriptlab import LAB_NONCE
 from tests.lab.netns import Netns, netns
 
 pytestmark = pytest.mark.lab
@@ -72,6 +83,36 @@ def test_every_accepted_setup_params_passes_the_scripts_validation(
     if mode is ScriptMode.USERSPACE:
         # Validation is shared; the userspace entry would start wireguard-go, so check it through `setup`.
         mode = ScriptMode.SETUP
-    completed = empty_namespace.run(script_command(params, mode), check=False, timeout=30)
+    completed = empty_namespace.run(script_command(params, mode, nonce=LAB_NONCE), check=False, timeout=30)
     assert completed.returncode != USAGE_ERROR, completed.stderr
     assert "invalid" not in completed.stderr, completed.stderr
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(nonce=st.sampled_from([new_run_nonce(), LAB_NONCE]), mode=st.sampled_from([ScriptMode.CHECK, ScriptMode.SETUP]))
+def test_the_script_echoes_the_runs_nonce_in_its_result_line(
+    empty_namespace: Netns, nonce: str, mode: ScriptMode
+) -> None:
+    params = SetupParams(bytes(32), 51820, endpoint="192.0.2.1")
+    completed = empty_namespace.run(script_command(params, mode, nonce=nonce), check=False, timeout=30)
+    assert isinstance(outcome_from_output_untrusted(completed.stdout, completed.returncode, nonce=nonce), ScriptOutcome)
+
+
+@pytest.mark.parametrize(
+    "nonce_arguments",
+    [
+        [],
+        ["--nonce", ""],
+        ["--nonce", "0" * 31],
+        ["--nonce", "0" * 33],
+        ["--nonce", "A" * 32],
+        ["--nonce", "0" * 32 + " x"],
+    ],
+)
+def test_a_missing_or_malformed_nonce_is_a_usage_error(empty_namespace: Netns, nonce_arguments: list[str]) -> None:
+    # Built by hand: script_command refuses such a nonce before any script could see it.
+    command = ["/bin/sh", "-c", setup_script(), SCRIPT_NAME, ScriptMode.CHECK.value, *nonce_arguments]
+    completed = empty_namespace.run(command, check=False, timeout=30)
+    assert completed.returncode == USAGE_ERROR, completed.stderr
+    assert "--nonce" in completed.stderr
+    assert "dmnc-setup-result" not in completed.stdout

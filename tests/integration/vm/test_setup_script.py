@@ -29,6 +29,7 @@ from dmnc.vm import (
 )
 from tests.conftest import require_root, require_tools
 from tests.integration.vm.scriptlab import (
+    LAB_NONCE,
     fake_getent,
     rule_lines,
     run_script,
@@ -82,7 +83,7 @@ def connect_host_peer(script_lab: ScriptLab, result: SetupResult) -> None:
 def test_setup_mode_reports_missing_kernel_wireguard_and_changes_nothing(script_lab: ScriptLab) -> None:
     completed = run_script(script_lab.vm, script_lab.params, ScriptMode.SETUP)
     assert completed.returncode == 0, completed.stderr
-    outcome = outcome_from_output_untrusted(completed.stdout, completed.returncode)
+    outcome = outcome_from_output_untrusted(completed.stdout, completed.returncode, nonce=LAB_NONCE)
     assert outcome == KernelWireGuardMissing(os.uname().release)
     assert "Unknown device type" in completed.stderr
     assert script_lab.vm.run(["ip", "link", "show", script_lab.params.interface], check=False).returncode != 0
@@ -186,7 +187,7 @@ def test_rules_are_added_once_however_often_setup_runs_and_teardown_removes_all(
 
     completed = run_script(script_lab.vm, params, ScriptMode.TEARDOWN)
     assert completed.returncode == 0, completed.stderr
-    assert outcome_from_output_untrusted(completed.stdout, 0) == TeardownDone(os.uname().release)
+    assert outcome_from_output_untrusted(completed.stdout, 0, nonce=LAB_NONCE) == TeardownDone(os.uname().release)
     for save in ("iptables-nft-save", "iptables-legacy-save", "ip6tables-nft-save", "ip6tables-legacy-save"):
         assert rule_lines(script_lab.vm, save) == [], save
     # The DOCKER-USER chain the script created (no Docker here) is gone too.
@@ -250,7 +251,7 @@ def test_unresolvable_endpoints_fail_with_one_clear_line(script_lab: ScriptLab, 
     assert completed.returncode == 1
     assert completed.stderr.count("\n") == 1
     with pytest.raises(SetupScriptError, match="none of the endpoint candidates resolves"):
-        outcome_from_output_untrusted(completed.stdout + completed.stderr, completed.returncode)
+        outcome_from_output_untrusted(completed.stdout + completed.stderr, completed.returncode, nonce=LAB_NONCE)
     explicit = replace(script_lab.params, endpoint="no-such-host.invalid")
     completed = run_script(script_lab.vm, explicit, ScriptMode.SETUP, path_prefix=tools)
     assert completed.returncode == 1
@@ -290,7 +291,7 @@ def test_missing_net_admin_is_reported_not_mistaken_for_missing_wireguard(script
             "--inh-caps",
             "-net_admin",
             "--",
-            *script_command(script_lab.params, ScriptMode.SETUP),
+            *script_command(script_lab.params, ScriptMode.SETUP, nonce=LAB_NONCE),
         ],
         check=False,
     )
@@ -305,11 +306,16 @@ def test_missing_net_admin_is_reported_not_mistaken_for_missing_wireguard(script
         (["bogus"], "unknown mode"),
         (["setup", "--port"], "needs a value"),
         (["setup", "--frobnicate", "1"], "unknown option"),
-        (["setup", "--host-public-key", "x;reboot", "--port", "1"], "host-public-key"),
-        (["setup", "--host-public-key", "A" * 43 + "=", "--port", "65536"], "--port"),
-        (["setup", "--host-public-key", "A" * 43 + "=", "--port", "1", "--mtu", "99"], "--mtu"),
-        (["setup", "--host-public-key", "A" * 43 + "=", "--port", "1", "--interface", "-x"], "interface"),
-        (["teardown", "--host-address", "$(reboot)"], "--host-address"),
+        (["setup", "--nonce", LAB_NONCE, "--host-public-key", "x;reboot", "--port", "1"], "host-public-key"),
+        (["setup", "--nonce", LAB_NONCE, "--host-public-key", "A" * 43 + "=", "--port", "65536"], "--port"),
+        (["setup", "--nonce", LAB_NONCE, "--host-public-key", "A" * 43 + "=", "--port", "1", "--mtu", "99"], "--mtu"),
+        (
+            ["setup", "--nonce", LAB_NONCE, "--host-public-key", "A" * 43 + "=", "--port", "1", "--interface", "-x"],
+            "interface",
+        ),
+        (["teardown", "--nonce", LAB_NONCE, "--host-address", "$(reboot)"], "--host-address"),
+        (["teardown", "--host-address", "10.33.33.1"], "--nonce"),
+        (["check", "--nonce", "$(reboot)"], "--nonce"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(arguments: list[str], message: str) -> None:

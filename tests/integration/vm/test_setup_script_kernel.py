@@ -27,6 +27,7 @@ from dmnc.vm import (
 from dmnc.vm.assets import setup_script
 from tests.conftest import require_root, require_tools
 from tests.integration.tunnel.peers import DmncPeer, dmnc_wg, render_dmnc_config
+from tests.integration.vm.scriptlab import LAB_NONCE
 from tests.lab.netns import Netns, netns, wait_for_ping
 from tests.lab.qemu_guest import QemuGuest, qemu_guest, require_guest_image
 from tests.lab.wggo import WgPeer, WireGuardGo, wg_genkey, wg_pubkey, wireguard_go
@@ -71,7 +72,7 @@ def kernel_lab(guest_lab: KernelLab) -> Iterator[KernelLabWithPeer]:
 
 def run_in_guest(lab: KernelLab, params: SetupParams, mode: ScriptMode) -> tuple[int, str]:
     # The guest agent runs a shell command line; every argument is quoted (and was validated by SetupParams).
-    command = shlex.join(["sh", SCRIPT_PATH, *script_arguments(params, mode)])
+    command = shlex.join(["sh", SCRIPT_PATH, *script_arguments(params, mode, nonce=LAB_NONCE)])
     return lab.guest.run(command, timeout=60)
 
 
@@ -87,7 +88,7 @@ def guest_rules(lab: KernelLab) -> list[str]:
 def test_setup_creates_a_kernel_chip0_that_completes_a_handshake(kernel_lab: KernelLabWithPeer) -> None:
     lab = kernel_lab
     exit_code, output = run_in_guest(lab, lab.params, ScriptMode.SETUP)
-    result = outcome_from_output_untrusted(output, exit_code)
+    result = outcome_from_output_untrusted(output, exit_code, nonce=LAB_NONCE)
     assert isinstance(result, SetupResult), output
     assert result.mode is VmMode.KERNEL
     assert result.endpoint == (HOST_UNDERLAY, HOST_PORT)
@@ -104,7 +105,7 @@ def test_setup_creates_a_kernel_chip0_that_completes_a_handshake(kernel_lab: Ker
     rules = guest_rules(lab)
     assert len(rules) == 8
     exit_code, output = run_in_guest(lab, lab.params, ScriptMode.SETUP)
-    again = outcome_from_output_untrusted(output, exit_code)
+    again = outcome_from_output_untrusted(output, exit_code, nonce=LAB_NONCE)
     assert isinstance(again, SetupResult)
     assert again.vm_public_key == result.vm_public_key
     assert guest_rules(lab) == rules
@@ -114,9 +115,9 @@ def test_setup_creates_a_kernel_chip0_that_completes_a_handshake(kernel_lab: Ker
 def test_teardown_removes_kernel_chip0_and_every_rule(kernel_lab: KernelLabWithPeer) -> None:
     lab = kernel_lab
     exit_code, output = run_in_guest(lab, lab.params, ScriptMode.SETUP)
-    assert not isinstance(outcome_from_output_untrusted(output, exit_code), KernelWireGuardMissing)
+    assert not isinstance(outcome_from_output_untrusted(output, exit_code, nonce=LAB_NONCE), KernelWireGuardMissing)
     exit_code, output = run_in_guest(lab, lab.params, ScriptMode.TEARDOWN)
-    assert isinstance(outcome_from_output_untrusted(output, exit_code), TeardownDone)
+    assert isinstance(outcome_from_output_untrusted(output, exit_code, nonce=LAB_NONCE), TeardownDone)
     assert guest_rules(lab) == []
     assert lab.guest.run("ip link show dev chip0").exit_code != 0
 
@@ -126,7 +127,7 @@ def test_kernel_chip0_completes_a_handshake_with_dmncs_own_peer(guest_lab: Kerne
     host_private_key = wg_genkey()
     params = SetupParams(base64.b64decode(wg_pubkey(host_private_key)), HOST_PORT, endpoint=HOST_UNDERLAY)
     exit_code, output = run_in_guest(lab, params, ScriptMode.SETUP)
-    result = outcome_from_output_untrusted(output, exit_code)
+    result = outcome_from_output_untrusted(output, exit_code, nonce=LAB_NONCE)
     assert isinstance(result, SetupResult), output
     assert result.mode is VmMode.KERNEL
     vm_peer = DmncPeer(base64.b64encode(result.vm_public_key).decode(), ["10.33.33.2/32"])
@@ -144,7 +145,7 @@ def test_check_mode_finds_kernel_wireguard_and_leaves_no_link_behind(guest_lab: 
     lab = guest_lab
     links_before = lab.guest.check("ip -o link show")
     exit_code, output = lab.guest.run(shlex.join(["sh", SCRIPT_PATH, ScriptMode.CHECK.value]), timeout=60)
-    outcome = outcome_from_output_untrusted(output, exit_code)
+    outcome = outcome_from_output_untrusted(output, exit_code, nonce=LAB_NONCE)
     assert isinstance(outcome, KernelWireGuardPresent), output
     assert outcome.kernel_release.startswith("6.1.")
     assert lab.guest.check("ip -o link show") == links_before

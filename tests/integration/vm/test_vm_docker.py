@@ -254,13 +254,17 @@ async def test_fallback_restarted_by_docker_comes_back_with_the_same_key(
     result = await runner.setup(lab.params)
     with httpx.Client(transport=httpx.HTTPTransport(uds=str(lab.engine.socket_path)), base_url="http://docker") as raw:
         raw.post(f"/containers/{FALLBACK_CONTAINER_NAME}/restart", params={"t": "5"}, timeout=30.0).raise_for_status()
-    result_line = b"dmnc-setup-result v1 mode=userspace public-key=" + base64.b64encode(result.vm_public_key)
+    vm_key = base64.b64encode(result.vm_public_key)
+    command = engine_get(lab.engine, f"/containers/{FALLBACK_CONTAINER_NAME}/json").json()["Config"]["Cmd"]
+    nonce = command[command.index("--nonce") + 1].encode()
+    result_line = b"dmnc-setup-result v1 nonce=" + nonce + b" mode=userspace public-key=" + vm_key
 
     def result_lines() -> int:
         logs = engine_get(lab.engine, f"/containers/{FALLBACK_CONTAINER_NAME}/logs?stdout=1&stderr=1").content
         return logs.count(result_line)
 
-    # Each start prints one result line; the restarted script reused the key kept in the container.
+    # Each start prints one result line (the restart repeats the argv, nonce included); the restarted script reused
+    # the key kept in the container.
     wait_until(
         lambda: result_lines() == 2,
         HANDSHAKE_TIMEOUT_SECONDS,

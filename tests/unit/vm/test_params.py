@@ -16,6 +16,7 @@ from dmnc.vm import (
     SetupParamsError,
     TeardownParams,
     decode_public_key,
+    new_run_nonce,
     script_arguments,
     script_command,
 )
@@ -23,6 +24,7 @@ from dmnc.vm.assets import setup_script
 
 HOST_KEY = bytes(range(32))
 HOST_KEY_BASE64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+NONCE = "0123456789abcdef" * 2
 
 
 def option_values(arguments: list[str]) -> dict[str, list[str]]:
@@ -38,7 +40,7 @@ def option_values(arguments: list[str]) -> dict[str, list[str]]:
 
 def test_defaults_carry_the_docker_mac_net_connect_addresses_and_candidates() -> None:
     params = SetupParams(HOST_KEY, 51820)
-    values = option_values(script_arguments(params, ScriptMode.SETUP))
+    values = option_values(script_arguments(params, ScriptMode.SETUP, nonce=NONCE))
     assert values["--host-address"] == ["10.33.33.1"]
     assert values["--vm-address"] == ["10.33.33.2"]
     assert values["--host-address6"] == ["fd33:33:33::1"]
@@ -53,31 +55,39 @@ def test_defaults_carry_the_docker_mac_net_connect_addresses_and_candidates() ->
 
 
 def test_explicit_endpoint_replaces_the_candidates() -> None:
-    values = option_values(script_arguments(SetupParams(HOST_KEY, 4000, endpoint="192.168.65.254"), ScriptMode.SETUP))
+    values = option_values(
+        script_arguments(SetupParams(HOST_KEY, 4000, endpoint="192.168.65.254"), ScriptMode.SETUP, nonce=NONCE)
+    )
     assert values["--endpoint"] == ["192.168.65.254"]
     assert "--endpoint-candidate" not in values
 
 
 def test_teardown_gets_only_interface_backend_and_addresses() -> None:
     params = SetupParams(HOST_KEY, 4000, iptables=IptablesBackend.LEGACY, interface="wgx1")
-    arguments = script_arguments(params, ScriptMode.TEARDOWN)
+    arguments = script_arguments(params, ScriptMode.TEARDOWN, nonce=NONCE)
     assert arguments[0] == "teardown"
-    assert set(option_values(arguments)) == {"--interface", "--iptables", "--host-address", "--host-address6"}
+    assert set(option_values(arguments)) == {
+        "--nonce",
+        "--interface",
+        "--iptables",
+        "--host-address",
+        "--host-address6",
+    }
     assert HOST_KEY_BASE64 not in arguments
 
 
 def test_ipv4_only_params_send_no_ipv6_options() -> None:
     params = SetupParams(HOST_KEY, 4000, host_address6=None, vm_address6=None, mtu=1000)
-    values = option_values(script_arguments(params, ScriptMode.USERSPACE))
+    values = option_values(script_arguments(params, ScriptMode.USERSPACE, nonce=NONCE))
     assert "--host-address6" not in values
     assert "--vm-address6" not in values
 
 
 def test_command_runs_the_embedded_script_with_values_as_separate_argv_items() -> None:
     params = SetupParams(HOST_KEY, 4000, endpoint="host.example")
-    command = script_command(params, ScriptMode.SETUP)
+    command = script_command(params, ScriptMode.SETUP, nonce=NONCE)
     assert command[:4] == ["/bin/sh", "-c", setup_script(), "dmnc-setup"]
-    assert command[4:] == script_arguments(params, ScriptMode.SETUP)
+    assert command[4:] == script_arguments(params, ScriptMode.SETUP, nonce=NONCE)
     assert "dmnc-setup-result v1" in command[2]  # the script text, not an interpolated command line
 
 
@@ -126,7 +136,7 @@ def test_endpoint_is_either_rejected_or_passed_as_one_plain_argv_item(text: str)
         params = SetupParams(HOST_KEY, 51820, endpoint=text)
     except SetupParamsError:
         return
-    arguments = script_arguments(params, ScriptMode.SETUP)
+    arguments = script_arguments(params, ScriptMode.SETUP, nonce=NONCE)
     assert arguments[arguments.index("--endpoint") + 1] == text
     # Accepted endpoints never look like options and never carry shell or whitespace characters.
     assert not text.startswith("-")
@@ -142,19 +152,39 @@ def test_any_32_byte_key_is_sent_as_44_base64_characters(key: bytes) -> None:
 
 def test_teardown_params_default_to_what_setup_params_default_to() -> None:
     assert SetupParams(HOST_KEY, 1).teardown_params == TeardownParams()
-    assert script_command(TeardownParams(), ScriptMode.TEARDOWN) == script_command(
-        SetupParams(HOST_KEY, 1), ScriptMode.TEARDOWN
+    assert script_command(TeardownParams(), ScriptMode.TEARDOWN, nonce=NONCE) == script_command(
+        SetupParams(HOST_KEY, 1), ScriptMode.TEARDOWN, nonce=NONCE
     )
 
 
 def test_teardown_params_cannot_run_a_setup() -> None:
     with pytest.raises(SetupParamsError, match="needs the full SetupParams"):
-        script_command(TeardownParams(), ScriptMode.USERSPACE)
+        script_command(TeardownParams(), ScriptMode.USERSPACE, nonce=NONCE)
     with pytest.raises(SetupParamsError, match="interface name"):
         TeardownParams(interface="bad name")
 
 
-def test_check_mode_takes_no_options_whatever_the_params() -> None:
-    command = script_command(SetupParams(HOST_KEY, 1), ScriptMode.CHECK)
-    assert command[-2:] == ["dmnc-setup", "check"]
-    assert command == script_command(TeardownParams(interface="other0"), ScriptMode.CHECK)
+def test_check_mode_takes_only_the_nonce_whatever_the_params() -> None:
+    command = script_command(SetupParams(HOST_KEY, 1), ScriptMode.CHECK, nonce=NONCE)
+    assert command[-4:] == ["dmnc-setup", "check", "--nonce", NONCE]
+    assert command == script_command(TeardownParams(interface="other0"), ScriptMode.CHECK, nonce=NONCE)
+
+
+@pytest.mark.parametrize("mode", list(ScriptMode))
+def test_every_mode_carries_the_runs_nonce_right_after_the_mode(mode: ScriptMode) -> None:
+    command = script_command(SetupParams(HOST_KEY, 1), mode, nonce=NONCE)
+    assert command[5:7] == ["--nonce", NONCE]
+
+
+def test_fresh_nonces_have_the_checked_form_and_differ() -> None:
+    first, second = new_run_nonce(), new_run_nonce()
+    assert first != second
+    for nonce in (first, second):
+        script_command(TeardownParams(), ScriptMode.TEARDOWN, nonce=nonce)
+
+
+@pytest.mark.parametrize("nonce", ["", "0" * 31, "0" * 33, "A" * 32, "g" * 32, "0" * 31 + " ", "-" + "0" * 31])
+def test_a_malformed_nonce_is_refused_before_any_command_is_built(nonce: str) -> None:
+    for mode in ScriptMode:
+        with pytest.raises(SetupParamsError, match="nonce"):
+            script_command(SetupParams(HOST_KEY, 1), mode, nonce=nonce)

@@ -21,16 +21,17 @@ from dmnc.vm import (
     parse_result_line_untrusted,
 )
 
+NONCE = "0123456789abcdef" * 2
 VM_KEY = bytes(range(100, 132))
 VM_KEY_BASE64 = base64.b64encode(VM_KEY).decode()
 KERNEL_LINE = (
-    f"dmnc-setup-result v1 mode=kernel public-key={VM_KEY_BASE64} endpoint=192.168.65.254:51820 "
+    f"dmnc-setup-result v1 nonce={NONCE} mode=kernel public-key={VM_KEY_BASE64} endpoint=192.168.65.254:51820 "
     "endpoint-name=host.docker.internal ipv6=on kernel=6.10.14-linuxkit"
 )
 
 
 def test_kernel_result_line_parses_into_typed_fields() -> None:
-    assert parse_result_line_untrusted(KERNEL_LINE) == SetupResult(
+    assert parse_result_line_untrusted(KERNEL_LINE, nonce=NONCE) == SetupResult(
         mode=VmMode.KERNEL,
         vm_public_key=VM_KEY,
         endpoint=("192.168.65.254", 51820),
@@ -41,7 +42,7 @@ def test_kernel_result_line_parses_into_typed_fields() -> None:
 
 
 def test_ipv6_off_means_an_ipv4_only_tunnel() -> None:
-    result = parse_result_line_untrusted(KERNEL_LINE.replace("ipv6=on", "ipv6=off"))
+    result = parse_result_line_untrusted(KERNEL_LINE.replace("ipv6=on", "ipv6=off"), nonce=NONCE)
     assert isinstance(result, SetupResult)
     assert result.ipv6 is False
 
@@ -50,38 +51,42 @@ def test_userspace_result_with_bracketed_ipv6_endpoint() -> None:
     line = KERNEL_LINE.replace("mode=kernel", "mode=userspace").replace(
         "endpoint=192.168.65.254:51820", "endpoint=[fd00::1]:4000"
     )
-    result = parse_result_line_untrusted(line)
+    result = parse_result_line_untrusted(line, nonce=NONCE)
     assert isinstance(result, SetupResult)
     assert result.mode is VmMode.USERSPACE
     assert result.endpoint == ("fd00::1", 4000)
 
 
 def test_kernel_missing_and_removed_lines() -> None:
-    assert parse_result_line_untrusted("dmnc-setup-result v1 mode=kernel-missing kernel=6.1.0-18-cloud-amd64") == (
-        KernelWireGuardMissing("6.1.0-18-cloud-amd64")
-    )
-    assert parse_result_line_untrusted("dmnc-setup-result v1 mode=removed kernel=unknown") == TeardownDone("unknown")
+    assert parse_result_line_untrusted(
+        f"dmnc-setup-result v1 nonce={NONCE} mode=kernel-missing kernel=6.1.0-18-cloud-amd64", nonce=NONCE
+    ) == (KernelWireGuardMissing("6.1.0-18-cloud-amd64"))
+    assert parse_result_line_untrusted(
+        f"dmnc-setup-result v1 nonce={NONCE} mode=removed kernel=unknown", nonce=NONCE
+    ) == TeardownDone("unknown")
 
 
 def test_kernel_ok_line_of_the_check_mode() -> None:
-    assert parse_result_line_untrusted("dmnc-setup-result v1 mode=kernel-ok kernel=6.10.14-linuxkit") == (
-        KernelWireGuardPresent("6.10.14-linuxkit")
-    )
+    assert parse_result_line_untrusted(
+        f"dmnc-setup-result v1 nonce={NONCE} mode=kernel-ok kernel=6.10.14-linuxkit", nonce=NONCE
+    ) == (KernelWireGuardPresent("6.10.14-linuxkit"))
     with pytest.raises(SetupResultError, match="unexpected"):
-        parse_result_line_untrusted("dmnc-setup-result v1 mode=kernel-ok kernel=6.1 public-key=x")
+        parse_result_line_untrusted(
+            f"dmnc-setup-result v1 nonce={NONCE} mode=kernel-ok kernel=6.1 public-key=x", nonce=NONCE
+        )
 
 
 @pytest.mark.parametrize(
     ("line", "message"),
     [
         ("something else", "not a result line"),
-        ("dmnc-setup-result v2 mode=removed kernel=x", "version"),
-        ("dmnc-setup-result v1 mode=removed kernel=x kernel=y", "twice"),
-        ("dmnc-setup-result v1 mode=removed kernel=", "key=value"),
-        ("dmnc-setup-result v1 mode=removed", "missing"),
-        ("dmnc-setup-result v1 mode=removed kernel=x extra=1", "unexpected"),
-        ("dmnc-setup-result v1 mode=magic kernel=x", "mode"),
-        ("dmnc-setup-result v1 mode=removed kernel=a/b", "kernel release"),
+        (f"dmnc-setup-result v2 nonce={NONCE} mode=removed kernel=x", "version"),
+        (f"dmnc-setup-result v1 nonce={NONCE} mode=removed kernel=x kernel=y", "twice"),
+        (f"dmnc-setup-result v1 nonce={NONCE} mode=removed kernel=", "key=value"),
+        (f"dmnc-setup-result v1 nonce={NONCE} mode=removed", "missing"),
+        (f"dmnc-setup-result v1 nonce={NONCE} mode=removed kernel=x extra=1", "unexpected"),
+        (f"dmnc-setup-result v1 nonce={NONCE} mode=magic kernel=x", "mode"),
+        (f"dmnc-setup-result v1 nonce={NONCE} mode=removed kernel=a/b", "kernel release"),
         (KERNEL_LINE.replace(VM_KEY_BASE64, "AAAA"), "public key"),
         (KERNEL_LINE.replace("192.168.65.254:51820", "192.168.65.254"), "ADDRESS:PORT"),
         (KERNEL_LINE.replace("192.168.65.254:51820", "192.168.65.254:0"), "ADDRESS:PORT"),
@@ -97,12 +102,12 @@ def test_kernel_ok_line_of_the_check_mode() -> None:
 )
 def test_malformed_result_lines_raise_a_typed_error(line: str, message: str) -> None:
     with pytest.raises(SetupResultError, match=message):
-        parse_result_line_untrusted(line)
+        parse_result_line_untrusted(line, nonce=NONCE)
 
 
 def test_output_takes_the_last_result_line_among_other_output() -> None:
     output = f"wireguard-go banner\n{KERNEL_LINE.replace('mode=kernel', 'mode=userspace')}\nnoise\n{KERNEL_LINE}\n"
-    result = outcome_from_output_untrusted(output.encode())
+    result = outcome_from_output_untrusted(output.encode(), nonce=NONCE)
     assert isinstance(result, SetupResult)
     assert result.mode is VmMode.KERNEL
 
@@ -110,32 +115,59 @@ def test_output_takes_the_last_result_line_among_other_output() -> None:
 def test_script_error_line_becomes_setup_script_error_with_its_reason() -> None:
     output = b"dmnc-setup: note\ndmnc-setup: error: the endpoint 'x' does not resolve inside the VM\n"
     with pytest.raises(SetupScriptError, match="does not resolve") as caught:
-        outcome_from_output_untrusted(output, exit_code=1)
+        outcome_from_output_untrusted(output, exit_code=1, nonce=NONCE)
     assert caught.value.exit_code == 1
     assert caught.value.reason == "the endpoint 'x' does not resolve inside the VM"
 
 
 def test_nonzero_exit_without_error_line_reports_the_last_output_line() -> None:
     with pytest.raises(SetupScriptError, match=r"exit 127.*sh: not found"):
-        outcome_from_output_untrusted(b"sh: not found\n\n", exit_code=127)
+        outcome_from_output_untrusted(b"sh: not found\n\n", exit_code=127, nonce=NONCE)
 
 
 def test_output_without_result_line_is_a_result_error() -> None:
     with pytest.raises(SetupResultError, match="no result line"):
-        outcome_from_output_untrusted(b"", exit_code=0)
+        outcome_from_output_untrusted(b"", exit_code=0, nonce=NONCE)
 
 
 def test_error_reason_is_printable_and_bounded() -> None:
     with pytest.raises(SetupScriptError) as caught:
-        outcome_from_output_untrusted(b"dmnc-setup: error: \x1b[31m" + b"x" * 5000, exit_code=1)
+        outcome_from_output_untrusted(b"dmnc-setup: error: \x1b[31m" + b"x" * 5000, exit_code=1, nonce=NONCE)
     assert caught.value.reason.isprintable()
     assert len(caught.value.reason) <= 500
+
+
+def test_a_result_line_without_a_nonce_is_refused() -> None:
+    with pytest.raises(SetupResultError, match="carries no nonce"):
+        parse_result_line_untrusted(KERNEL_LINE.replace(f" nonce={NONCE}", ""), nonce=NONCE)
+    with pytest.raises(SetupResultError, match="carries no nonce"):
+        outcome_from_output_untrusted(b"dmnc-setup-result v1 mode=removed kernel=6.1\n", 0, nonce=NONCE)
+
+
+def test_a_result_line_with_another_runs_nonce_is_refused() -> None:
+    other = "f" * 32
+    with pytest.raises(SetupResultError, match="not this run's"):
+        parse_result_line_untrusted(KERNEL_LINE, nonce=other)
+    # The last result line decides: an earlier line of this run does not vouch for a later foreign one.
+    output = f"{KERNEL_LINE}\n{KERNEL_LINE.replace(NONCE, other)}\n".encode()
+    with pytest.raises(SetupResultError, match="not this run's"):
+        outcome_from_output_untrusted(output, 0, nonce=NONCE)
+
+
+@given(received=st.text(max_size=64).filter(lambda text: " " not in text and "\n" not in text and text))
+def test_every_nonce_but_the_runs_own_is_refused(received: str) -> None:
+    line = KERNEL_LINE.replace(f"nonce={NONCE}", f"nonce={received}")
+    if received == NONCE:
+        assert isinstance(parse_result_line_untrusted(line, nonce=NONCE), SetupResult)
+        return
+    with pytest.raises(SetupResultError):
+        parse_result_line_untrusted(line, nonce=NONCE)
 
 
 @given(st.text(max_size=400))
 def test_any_text_line_parses_or_raises_result_error(line: str) -> None:
     try:
-        outcome = parse_result_line_untrusted(line)
+        outcome = parse_result_line_untrusted(line, nonce=NONCE)
     except SetupResultError:
         return
     assert isinstance(outcome, SetupResult | KernelWireGuardMissing | TeardownDone)
@@ -144,7 +176,7 @@ def test_any_text_line_parses_or_raises_result_error(line: str) -> None:
 @given(st.binary(max_size=600), st.one_of(st.none(), st.integers(-300, 300)))
 def test_any_output_bytes_parse_or_raise_only_typed_errors(output: bytes, exit_code: int | None) -> None:
     with contextlib.suppress(SetupResultError, SetupScriptError):
-        outcome_from_output_untrusted(output, exit_code)
+        outcome_from_output_untrusted(output, exit_code, nonce=NONCE)
 
 
 @given(
@@ -160,10 +192,10 @@ def test_every_well_formed_line_round_trips(
 ) -> None:
     address_text = f"[{address}]" if ":" in str(address) else str(address)
     line = (
-        f"dmnc-setup-result v1 mode={mode} public-key={base64.b64encode(key).decode()} "
+        f"dmnc-setup-result v1 nonce={NONCE} mode={mode} public-key={base64.b64encode(key).decode()} "
         f"endpoint={address_text}:{port} endpoint-name=host.lima.internal ipv6={ipv6} kernel={release}"
     )
-    result = parse_result_line_untrusted(line)
+    result = parse_result_line_untrusted(line, nonce=NONCE)
     assert isinstance(result, SetupResult)
     assert (result.mode.value, result.vm_public_key, result.endpoint, result.kernel_release, result.ipv6) == (
         mode,

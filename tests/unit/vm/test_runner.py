@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from dmnc.vm import (
     script_command,
 )
 from dmnc.vm import runner as runner_module
+from dmnc.vm.params import RUN_NONCE_BYTES
 from dmnc.vm.runner import FALLBACK_CONTAINER_NAME, VmSetupRunner, default_setup_image
 
 PARAMS = SetupParams(bytes(32), 51820, endpoint="192.168.65.254")
@@ -38,11 +40,28 @@ VM_KEY = bytes(range(32))
 RESULT_TAIL = (
     f"public-key={base64.b64encode(VM_KEY).decode()} endpoint=192.168.65.254:51820 endpoint-name=x ipv6=on kernel=6.1"
 )
-KERNEL_RESULT = f"dmnc-setup-result v1 mode=kernel {RESULT_TAIL}\n".encode()
-USERSPACE_RESULT = f"dmnc-setup-result v1 mode=userspace {RESULT_TAIL}\n".encode()
-KERNEL_MISSING = b"dmnc-setup-result v1 mode=kernel-missing kernel=5.10\n"
-REMOVED = b"dmnc-setup-result v1 mode=removed kernel=5.10\n"
-KERNEL_OK = b"dmnc-setup-result v1 mode=kernel-ok kernel=6.10\n"
+# The fake engine replaces this with the nonce in the command of the container that prints it, as setup.sh does.
+RUN_NONCE = b"@RUN-NONCE@"
+KERNEL_RESULT = f"dmnc-setup-result v1 nonce=@RUN-NONCE@ mode=kernel {RESULT_TAIL}\n".encode()
+USERSPACE_RESULT = f"dmnc-setup-result v1 nonce=@RUN-NONCE@ mode=userspace {RESULT_TAIL}\n".encode()
+KERNEL_MISSING = b"dmnc-setup-result v1 nonce=@RUN-NONCE@ mode=kernel-missing kernel=5.10\n"
+REMOVED = b"dmnc-setup-result v1 nonce=@RUN-NONCE@ mode=removed kernel=5.10\n"
+KERNEL_OK = b"dmnc-setup-result v1 nonce=@RUN-NONCE@ mode=kernel-ok kernel=6.10\n"
+
+
+def nonce_of(spec: ContainerSpec) -> str:
+    """The run nonce in a setup container's command (the value after `--nonce`)."""
+    command = list(spec.command or [])
+    return command[command.index("--nonce") + 1]
+
+
+def echo_nonce(spec: ContainerSpec, output: bytes) -> bytes:
+    return output.replace(RUN_NONCE, nonce_of(spec).encode())
+
+
+def image_id_of(reference: str) -> str:
+    """The ID the fake engine gives an image built or pulled as `reference`."""
+    return "sha256:" + hashlib.sha256(reference.encode()).hexdigest()
 
 
 @dataclass
@@ -69,11 +88,18 @@ class FakeEngine:
     started: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     existing_containers: set[str] = field(default_factory=set)
+    # Tags that someone re-points to another image right after an inspect has answered for them.
+    repoint_after_inspect: dict[str, str] = field(default_factory=dict)
+    id_overrides: dict[str, str] = field(default_factory=dict)
+    logs_read_from: list[str] = field(default_factory=list)
 
     async def inspect_image(self, image: str) -> ImageInfo:
         if image not in self.images:
             raise NotFound(f"no such image: {image}", status=404)
-        return ImageInfo(id="sha256:" + "0" * 64)
+        answer = ImageInfo(id=self.id_overrides.get(image, image_id_of(image)))
+        if image in self.repoint_after_inspect:
+            self.id_overrides[image] = image_id_of(self.repoint_after_inspect.pop(image))
+        return answer
 
     def build_image(
         self, context_tar: bytes, tag: str, *, labels: Mapping[str, str] | None = None
@@ -109,7 +135,8 @@ class FakeEngine:
             raise ApiError(self.refuse_run, status=400)
         if self.hang_run:
             await trio.sleep_forever()
-        return self.runs.pop(0)
+        run = self.runs.pop(0)
+        return ContainerRun(run.container_id, run.exit_code, echo_nonce(spec, run.stdout), echo_nonce(spec, run.stderr))
 
     async def create_container(self, spec: ContainerSpec, *, name: str | None = None) -> CreatedContainer:
         self.created.append((spec, name))
@@ -139,8 +166,9 @@ class FakeEngine:
     @asynccontextmanager
     async def _logs(self) -> AsyncIterator[AsyncIterator[OutputChunk]]:
         async def chunks() -> AsyncIterator[OutputChunk]:
+            ((spec, _),) = self.created
             for chunk in self.fallback_chunks:
-                yield OutputChunk(StreamKind.STDOUT, chunk)
+                yield OutputChunk(StreamKind.STDOUT, echo_nonce(spec, chunk))
             if self.hang_logs:
                 await trio.sleep_forever()
 
@@ -150,6 +178,7 @@ class FakeEngine:
         self, container: str, *, follow: bool = False, tty: bool | None = None
     ) -> AbstractAsyncContextManager[AsyncIterator[OutputChunk]]:
         assert follow
+        self.logs_read_from.append(container)
         return self._logs()
 
 
@@ -166,10 +195,10 @@ async def test_kernel_setup_runs_one_host_network_container_with_only_public_val
     result = await VmSetupRunner(engine).setup(PARAMS)
     assert result == SetupResult(VmMode.KERNEL, VM_KEY, ("192.168.65.254", 51820), "x", "6.1", ipv6=True)
     (spec,) = engine.run_specs
-    assert spec.image == f"dmnc-setup:{__version__}"
+    assert spec.image == image_id_of(f"dmnc-setup:{__version__}")
     assert spec.network_mode == "host"
     assert list(spec.cap_add) == ["NET_ADMIN"]
-    assert list(spec.command or []) == script_command(PARAMS, ScriptMode.SETUP)
+    assert list(spec.command or []) == script_command(PARAMS, ScriptMode.SETUP, nonce=nonce_of(spec))
     assert spec.entrypoint == []
     assert not spec.env
     assert not spec.privileged
@@ -189,6 +218,9 @@ async def test_missing_kernel_wireguard_starts_the_fallback_and_reads_its_result
     ((spec, name),) = engine.created
     assert name == FALLBACK_CONTAINER_NAME
     assert engine.started == ["fallback-id"]
+    # The result is read from the container the create call returned, never looked up by its name.
+    assert engine.logs_read_from == ["fallback-id"]
+    assert spec.image == image_id_of(default_setup_image())
     body = spec.to_json()
     host_config = body["HostConfig"]
     assert isinstance(host_config, dict)
@@ -198,14 +230,15 @@ async def test_missing_kernel_wireguard_starts_the_fallback_and_reads_its_result
     assert host_config["Devices"] == [
         {"PathOnHost": "/dev/net/tun", "PathInContainer": "/dev/net/tun", "CgroupPermissions": "rwm"}
     ]
-    assert body["Cmd"] == script_command(PARAMS, ScriptMode.USERSPACE)
+    assert body["Cmd"] == script_command(PARAMS, ScriptMode.USERSPACE, nonce=nonce_of(spec))
     assert body["Env"] == []
 
 
 async def test_fallback_output_is_kept_only_as_a_bounded_tail_and_its_result_still_found(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(runner_module, "MAX_FALLBACK_OUTPUT_BYTES", len(USERSPACE_RESULT) + 10)
+    echoed_result_length = len(USERSPACE_RESULT) - len(RUN_NONCE) + 2 * RUN_NONCE_BYTES
+    monkeypatch.setattr(runner_module, "MAX_FALLBACK_OUTPUT_BYTES", echoed_result_length + 10)
     engine = engine_with_image(one_shot(KERNEL_MISSING))
     engine.fallback_chunks = [b"wireguard-go chatter\n" * 100] * 50 + [USERSPACE_RESULT[:20], USERSPACE_RESULT[20:]]
     engine.hang_logs = True
@@ -294,7 +327,7 @@ async def test_explicit_image_is_pulled_only_when_missing() -> None:
     await runner.setup(PARAMS)
     assert engine.pulled == ["registry.example/dmnc-setup:1"]
     assert engine.built == []
-    assert {spec.image for spec in engine.run_specs} == {"registry.example/dmnc-setup:1"}
+    assert {spec.image for spec in engine.run_specs} == {image_id_of("registry.example/dmnc-setup:1")}
 
 
 async def test_pull_progress_is_relayed_without_progress_bar_updates() -> None:
@@ -343,13 +376,15 @@ async def test_teardown_removes_the_fallback_and_runs_the_teardown_mode() -> Non
     engine.existing_containers.add(FALLBACK_CONTAINER_NAME)
     assert await VmSetupRunner(engine).teardown(PARAMS) == TeardownDone("5.10")
     assert engine.removed == [FALLBACK_CONTAINER_NAME]
-    assert list(engine.run_specs[0].command or []) == script_command(PARAMS, ScriptMode.TEARDOWN)
+    (spec,) = engine.run_specs
+    assert list(spec.command or []) == script_command(PARAMS, ScriptMode.TEARDOWN, nonce=nonce_of(spec))
 
 
 async def test_teardown_without_params_removes_the_defaults() -> None:
     engine = engine_with_image(one_shot(REMOVED))
     await VmSetupRunner(engine).teardown()
-    assert list(engine.run_specs[0].command or []) == script_command(TeardownParams(), ScriptMode.TEARDOWN)
+    (spec,) = engine.run_specs
+    assert list(spec.command or []) == script_command(TeardownParams(), ScriptMode.TEARDOWN, nonce=nonce_of(spec))
 
 
 async def test_answers_that_do_not_fit_the_request_are_result_errors() -> None:
@@ -368,7 +403,7 @@ async def test_kernel_check_runs_the_check_mode_in_a_host_network_container_and_
     engine.existing_containers.add(FALLBACK_CONTAINER_NAME)
     assert await VmSetupRunner(engine).check_kernel() == KernelWireGuardPresent("6.10")
     spec = engine.run_specs[0]
-    assert list(spec.command or []) == script_command(TeardownParams(), ScriptMode.CHECK)
+    assert list(spec.command or []) == script_command(TeardownParams(), ScriptMode.CHECK, nonce=nonce_of(spec))
     assert spec.network_mode == "host"
     assert list(spec.cap_add) == ["NET_ADMIN"]
     assert engine.removed == []  # a running fallback carries the tunnel: a check must not touch it
@@ -393,3 +428,71 @@ async def test_kernel_check_never_builds_or_pulls_a_missing_image() -> None:
 async def test_kernel_check_answered_with_a_setup_result_is_a_result_error() -> None:
     with pytest.raises(SetupResultError, match="kernel check"):
         await VmSetupRunner(engine_with_image(one_shot(KERNEL_RESULT))).check_kernel()
+
+
+async def test_a_tag_re_pointed_after_the_inspect_does_not_change_what_runs() -> None:
+    engine = engine_with_image(one_shot(KERNEL_MISSING))
+    engine.repoint_after_inspect[default_setup_image()] = "attacker/image:latest"
+    engine.fallback_chunks = [USERSPACE_RESULT]
+    await VmSetupRunner(engine).setup(PARAMS)
+    ((fallback_spec, _),) = engine.created
+    assert [spec.image for spec in engine.run_specs] == [image_id_of(default_setup_image())]
+    assert fallback_spec.image == image_id_of(default_setup_image())
+
+
+async def test_a_built_image_runs_by_the_id_inspected_after_the_build() -> None:
+    engine = FakeEngine(runs=[one_shot(KERNEL_RESULT)])
+    runner = VmSetupRunner(engine)
+    assert await runner.ensure_image() == image_id_of(default_setup_image())
+    await runner.setup(PARAMS)
+    assert [spec.image for spec in engine.run_specs] == [image_id_of(default_setup_image())]
+
+
+async def test_kernel_check_runs_by_image_id() -> None:
+    engine = engine_with_image(one_shot(KERNEL_OK))
+    await VmSetupRunner(engine).check_kernel()
+    assert [spec.image for spec in engine.run_specs] == [image_id_of(default_setup_image())]
+
+
+async def test_a_bare_hex_image_id_is_normalised_to_the_sha256_form() -> None:
+    engine = engine_with_image(one_shot(KERNEL_RESULT))
+    engine.id_overrides[default_setup_image()] = "ab" * 32
+    await VmSetupRunner(engine).setup(PARAMS)
+    assert [spec.image for spec in engine.run_specs] == ["sha256:" + "ab" * 32]
+
+
+@pytest.mark.parametrize(
+    "answered", ["dmnc-setup:latest", "sha256:" + "AB" * 32, "sha256:abc", "", "sha512:" + "a" * 64]
+)
+async def test_an_image_id_that_is_not_a_sha256_digest_is_refused(answered: str) -> None:
+    engine = engine_with_image(one_shot(KERNEL_RESULT))
+    engine.id_overrides[default_setup_image()] = answered
+    with pytest.raises(SetupImageError, match="not sha256:HEX"):
+        await VmSetupRunner(engine).setup(PARAMS)
+    assert engine.run_specs == []
+
+
+async def test_each_container_run_gets_a_fresh_nonce() -> None:
+    engine = engine_with_image(one_shot(KERNEL_MISSING), one_shot(KERNEL_RESULT))
+    engine.fallback_chunks = [USERSPACE_RESULT]
+    runner = VmSetupRunner(engine)
+    await runner.setup(PARAMS)
+    engine.created.clear()
+    await runner.setup(PARAMS)
+    nonces = [nonce_of(spec) for spec in engine.run_specs]
+    assert len(set(nonces)) == 2
+    assert all(len(nonce) == 32 and int(nonce, 16) >= 0 for nonce in nonces)
+
+
+async def test_a_one_shot_result_with_another_runs_nonce_is_refused() -> None:
+    stale = KERNEL_RESULT.replace(RUN_NONCE, b"0" * 32)
+    with pytest.raises(SetupResultError, match="not this run's"):
+        await VmSetupRunner(engine_with_image(one_shot(stale))).setup(PARAMS)
+
+
+async def test_a_fallback_result_without_this_runs_nonce_is_refused() -> None:
+    engine = engine_with_image(one_shot(KERNEL_MISSING))
+    engine.fallback_chunks = [USERSPACE_RESULT.replace(b" nonce=" + RUN_NONCE, b"")]
+    engine.hang_logs = True
+    with pytest.raises(SetupResultError, match="carries no nonce"):
+        await VmSetupRunner(engine).setup(PARAMS)
