@@ -1,5 +1,6 @@
 """IPv6 end to end through the real `dmnc` service (issue 12): a container on a dual-stack Docker network answers the
-host by its IPv6 address as by its IPv4 one, and what dmnc adds for IPv6 in the VM goes with the IPv4 part.
+host by its IPv6 address as by its IPv4 one, and what dmnc adds for IPv6 in the VM (the route to the host's tunnel
+address, the ip6tables rules) goes with the IPv4 part, on dmnc's stop and on `dmnc uninstall` after a crash.
 
 The lab's VM side is the userspace fallback (wireguard-go container), see tests/lab/service_lab.py.
 """
@@ -14,8 +15,10 @@ from typing import Any
 
 import pytest
 
+from dmnc.vm.params import DEFAULT_HOST_ADDRESS6
 from tests.conftest import dmnc_command
 from tests.integration.doctor.test_doctor_lab import doctor
+from tests.integration.service.test_uninstall import uninstall
 from tests.lab.netns import Netns
 from tests.lab.service_lab import (
     ServiceLab,
@@ -27,6 +30,7 @@ from tests.lab.service_lab import (
     status_json,
     vm_leftovers,
 )
+from tests.lab.setup_image import import_setup_image
 from tests.lab.wait import wait_until
 
 pytestmark = pytest.mark.lab
@@ -39,6 +43,20 @@ SUBNET6 = "fd77:31::/64"
 # loaded machine.
 DECISION_TIMEOUT_S = 30.0
 IPV6_SCOPES = ("all", "default")
+IPV6_RULE_SAVERS = ("ip6tables-nft-save", "ip6tables-legacy-save")
+UNINSTALL_SETUP_TAG = "dmnc-setup:ipv6-uninstall-test"
+
+
+def vm_ipv6_traces(lab: ServiceLab) -> list[str]:
+    """dmnc's IPv6 state in the VM: routes (every table) and ip6tables rules naming chip0 or the host's IPv6 tunnel
+    address."""
+    markers = ("chip0", str(DEFAULT_HOST_ADDRESS6))
+    routes = lab.vm.run(["ip", "-6", "route", "show", "table", "all"]).stdout.splitlines()
+    found = [f"ip -6 route: {line}" for line in routes if any(marker in line for marker in markers)]
+    for save in IPV6_RULE_SAVERS:
+        rules = lab.vm.run([save], check=False).stdout.splitlines()
+        found += [f"{save}: {line}" for line in rules if line.startswith("-A ") and any(m in line for m in markers)]
+    return found
 
 
 @contextlib.contextmanager
@@ -70,10 +88,40 @@ def test_a_container_on_a_dual_stack_network_answers_by_its_ipv6_address_as_by_i
         for subnet in (SUBNET4, SUBNET6):
             assert routed[subnet]["installed"] is True, routed
             assert routed[subnet]["decision"] == "routed", routed
+        assert_vm_has_ipv6_route_and_rules(service_lab)
         assert dmnc.stop(signal.SIGTERM) == 0
     assert dmnc_routes(service_lab) == []
+    assert SUBNET6 not in service_lab.host.run(["ip", "-6", "route", "show", "table", "main"]).stdout
+    assert vm_ipv6_traces(service_lab) == []
     assert vm_leftovers(service_lab) == []
     assert "Traceback" not in dmnc.log()
+
+
+def assert_vm_has_ipv6_route_and_rules(lab: ServiceLab) -> None:
+    """What the removal must take away is there: the route back to the host's IPv6 tunnel address, the masquerade."""
+    traces = vm_ipv6_traces(lab)
+    assert any(line.startswith(f"ip -6 route: {DEFAULT_HOST_ADDRESS6} ") for line in traces), traces
+    assert any("MASQUERADE" in line for line in traces), traces
+
+
+def test_uninstall_after_a_crash_removes_the_ipv6_route_and_rules_in_the_vm_like_the_ipv4_ones(
+    service_lab: ServiceLab,
+) -> None:
+    # `dmnc uninstall` finds the VM side by dmnc's setup images (dmnc-setup:*): the lab's, under such a tag.
+    import_setup_image(service_lab.engine.socket_path, UNINSTALL_SETUP_TAG)
+    create_network(service_lab, "e2e-dual", SUBNET4, SUBNET6)
+    _address4, address6 = start_web_container_dual_stack(service_lab, "e2e-dual")
+    with running_dmnc(service_lab, "--setup-image", UNINSTALL_SETUP_TAG) as dmnc:
+        http_get(service_lab, address6)
+        dmnc.kill()  # no teardown: the VM side stays, as after a crash or power loss
+    assert_vm_has_ipv6_route_and_rules(service_lab)
+
+    result = uninstall(service_lab, service_lab.workdir / "root")
+
+    assert result.returncode == 0, result.stderr
+    assert "VM side: removed chip0" in result.stdout
+    assert vm_ipv6_traces(service_lab) == []
+    assert vm_leftovers(service_lab) == []
 
 
 def route_of(status: dict[str, Any], subnet: str) -> dict[str, Any] | None:
