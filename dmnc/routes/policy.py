@@ -490,10 +490,13 @@ def evaluate(
     return PolicyResult(frozenset(desired), tuple(skipped), tuple(overlaps), tuple(wanted))
 
 
-# No host route for such a subnet: its packets would enter the tunnel and be dropped in the VM.
+# No host route for such a subnet: its packets would enter the tunnel and be dropped in the VM. The VM side takes
+# chip0's disable_ipv6, which a new interface copies from conf/default (Linux Documentation/networking/
+# ip-sysctl.rst, disable_ipv6); a kernel booted with ipv6.disable=1 has no IPv6 to turn on.
 VM_NO_IPV6_DETAIL = "the tunnel carries IPv4 only, so nothing in the VM could answer"
 VM_NO_IPV6_FIX = (
-    "enable IPv6 in the VM (sysctl net.ipv6.conf.all.disable_ipv6=0), then restart dmnc to set the VM side up again"
+    "enable IPv6 in the VM (sysctl net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0, or boot"
+    " it without ipv6.disable=1), then restart dmnc to set the VM side up again"
 )
 
 

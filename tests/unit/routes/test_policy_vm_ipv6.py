@@ -31,8 +31,8 @@ def test_a_dual_stack_network_keeps_its_ipv4_route_and_says_why_ipv6_is_not_rout
     assert skipped.reason.decision == "vm-no-ipv6"
     assert skipped.describe() == (
         "the Docker VM has IPv6 disabled: the tunnel carries IPv4 only, so nothing in the VM could answer;"
-        " enable IPv6 in the VM (sysctl net.ipv6.conf.all.disable_ipv6=0), then restart dmnc to set the VM side up"
-        " again"
+        " enable IPv6 in the VM (sysctl net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0, or"
+        " boot it without ipv6.disable=1), then restart dmnc to set the VM side up again"
     )
 
 
