@@ -21,8 +21,6 @@ from tests.fakes.docker_daemon import fake_daemon, json_response, reply
 from tests.integration.docker.conftest import start_engine
 from tests.lab.dockerd import EngineProcess
 
-pytestmark = pytest.mark.lab
-
 SUBNET6 = ipaddress.ip_network("fd5e:7a3b:1c2d::/64")
 # `GET /version` of Docker Engine 28.0 (API 1.48, the first with IPv6-only networks).
 VERSION_28 = {"Version": "28.0.0", "ApiVersion": "1.48", "MinAPIVersion": "1.24", "Os": "linux"}
@@ -73,6 +71,7 @@ def podman_engine() -> Iterator[EngineProcess]:
     yield from start_engine("podman")
 
 
+@pytest.mark.lab
 async def test_an_ipv6_only_podman_network_is_routed_like_any_other(podman_engine: EngineProcess) -> None:
     async with DockerClient.connect(f"unix://{podman_engine.socket_path}") as docker:
         name = f"dmnc-v6only-{secrets.token_hex(3)}"
