@@ -17,7 +17,8 @@ null means "not known yet" (no handshake so far, Docker not reached, VM not set 
 `HOST:PORT`, an IPv6 host in brackets (`[fd00::1]:51820`); a route's `reason` says why it is not installed (the
 rule, what it found and the fix, e.g. it overlaps a VPN route) and its `decision` (schema 2) names the outcome:
 "routed", "pending", "install-failed", "given-up", "shadowed", or the policy rule that left it out
-(`SkipReason.decision` in dmnc/routes/policy.py: "not-private", "special-purpose", "taken", "overlap", ...).
+(`SkipReason.decision` in dmnc/routes/policy.py: "not-private", "special-purpose", "taken", "overlap",
+"vm-no-ipv6" for an IPv6 subnet while the VM has IPv6 disabled, ...).
 An event is one object:
 
     {"schema": 1, "time": 1795000000.25, "kind": "docker.connected",

@@ -19,7 +19,7 @@ from dmnc.control.messages import RouteStatus, StatusSnapshot, format_drops
 from dmnc.docker.discovery import Runtime
 from dmnc.docker.errors import DiscoveryError, DockerError
 from dmnc.routes import InstalledRoute
-from dmnc.routes.policy import NetworkInfo, PolicyConfig, SkipReason, evaluate
+from dmnc.routes.policy import VM_NO_IPV6_FIX, NetworkInfo, PolicyConfig, SkipReason, evaluate
 from dmnc.tunnel.udp import UdpError
 from dmnc.vm.errors import VmSetupError
 from dmnc.vm.result import KernelWireGuardMissing, KernelWireGuardPresent
@@ -322,9 +322,11 @@ def installed_routes_check(snapshot: StatusSnapshot | None, not_running: str) ->
     interface = snapshot.tunnel.interface or "the tunnel"
     decided = "".join(f"; not routed: {route.subnet} ({route.network}): {route.reason}" for route in left_out)
     if not missing:
-        return CheckResult(
-            "routes", Verdict.PASS, f"{len(wanted)} container subnet(s) routed through {interface}{decided}"
-        )
+        detail = f"{len(wanted)} container subnet(s) routed through {interface}{decided}"
+        if any(route.decision == SkipReason.VM_NO_IPV6.decision for route in left_out):
+            # Not a choice of the user's: containers on those subnets cannot be reached by IPv6 until the VM has it.
+            return CheckResult("routes", Verdict.WARN, detail, fix=VM_NO_IPV6_FIX)
+        return CheckResult("routes", Verdict.PASS, detail)
     described = "; ".join(f"{route.subnet} ({route.network}): {route.reason or 'not installed'}" for route in missing)
     if all(route.reason == _NOT_YET for route in missing):
         return CheckResult(

@@ -14,6 +14,7 @@ order, per network and then per subnet:
   (loopback, link-local, multicast, ...), the tunnel's own addresses and the host's own traffic (the addresses and
   connected subnets of its other interfaces, the VM's UDP endpoint, its DNS servers). Overlap in either
   direction refuses the subnet whole;
+- IPv6 subnets only while the VM has IPv6 (its setup reports `ipv6=on|off`): with it off the tunnel is IPv4-only;
 - only private ranges, unless `--route-allow` admits more;
 - a subnet that overlaps a route dmnc does not own (a LAN, a VPN) is skipped, naming both routes, unless
   `--route-over` covers it (or the deprecated `--force-routes`). Routes of prefix length 0 or 1 are default routes
@@ -224,12 +225,16 @@ class HostNetwork:
 
 @dataclass(frozen=True, slots=True)
 class HostState:
-    """The host's own traffic, which no container route may capture. Gathered by `dmnc.routes.hoststate`."""
+    """The host's own traffic, which no container route may capture, and what the tunnel carries. Gathered by
+    `dmnc.routes.hoststate`."""
 
     tunnel: tuple[Destination, ...] = ()  # the tunnel's own addresses and subnets
     networks: tuple[HostNetwork, ...] = ()
     vm_endpoint: Address | None = None  # where the VM's UDP packets come from
     dns_servers: tuple[Address, ...] = ()
+    # False once the VM setup reported `ipv6=off` (the VM has IPv6 disabled): the tunnel is IPv4-only and nothing
+    # in the VM answers an IPv6 packet. True while unknown (no setup yet), as before the VM told.
+    vm_ipv6: bool = True
 
 
 class SkipReason(enum.Enum):
@@ -247,6 +252,7 @@ class SkipReason(enum.Enum):
     HOST_NETWORK = "this host's own network"
     VM_ENDPOINT = "the VM's UDP endpoint"
     DNS_SERVER = "this host's DNS server"
+    VM_NO_IPV6 = "the Docker VM has IPv6 disabled"
     NOT_PRIVATE = "not a private range"
     OVERLAP = "overlaps a route dmnc does not own"
     TAKEN = "yielded to a route of another program"
@@ -484,6 +490,16 @@ def evaluate(
     return PolicyResult(frozenset(desired), tuple(skipped), tuple(overlaps), tuple(wanted))
 
 
+# No host route for such a subnet: its packets would enter the tunnel and be dropped in the VM. The VM side takes
+# chip0's disable_ipv6, which a new interface copies from conf/default (Linux Documentation/networking/
+# ip-sysctl.rst, disable_ipv6); a kernel booted with ipv6.disable=1 has no IPv6 to turn on.
+VM_NO_IPV6_DETAIL = "the tunnel carries IPv4 only, so nothing in the VM could answer"
+VM_NO_IPV6_FIX = (
+    "enable IPv6 in the VM (sysctl net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0, or boot"
+    " it without ipv6.disable=1), then restart dmnc to set the VM side up again"
+)
+
+
 def _subnet_skip(network: NetworkInfo, subnet: Destination, config: PolicyConfig, host: HostState) -> Skipped | None:
     """The first rule before the overlap check that leaves `subnet` out."""
     if config.include and not _matches_include(network, subnet, config.include):
@@ -493,6 +509,8 @@ def _subnet_skip(network: NetworkInfo, subnet: Destination, config: PolicyConfig
     if never := never_rule(subnet, host):
         rule, detail = never
         return Skipped(network.name, subnet, rule, detail, _NO_OPTION)
+    if subnet.version == 6 and not host.vm_ipv6:
+        return Skipped(network.name, subnet, SkipReason.VM_NO_IPV6, VM_NO_IPV6_DETAIL, VM_NO_IPV6_FIX)
     if not is_private(subnet, config.allow):
         detail = "outside 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7 and the documentation ranges"
         return Skipped(network.name, subnet, SkipReason.NOT_PRIVATE, detail, f"allow it with --route-allow {subnet}")

@@ -1,6 +1,6 @@
 """Keeps the route policy's view of the host's own traffic current: the tunnel's addresses, the DNS servers
 (re-read every DNS_REREAD_SECONDS: they change with the network, without any event dmnc follows) and the address
-the VM's UDP packets come from (it roams with the VM's network)."""
+the VM's UDP packets come from (it roams with the VM's network), and whether the VM side carries IPv6."""
 
 from __future__ import annotations
 
@@ -50,5 +50,12 @@ async def watch_host_state(
         if trio.current_time() - dns_read_at >= DNS_REREAD_SECONDS:
             dns_servers = await read_dns()
             dns_read_at = trio.current_time()
-        routes.set_host_state(HostState(tunnel=tunnel, vm_endpoint=vm_endpoint_address(vm), dns_servers=dns_servers))
+        routes.set_host_state(
+            HostState(
+                tunnel=tunnel,
+                vm_endpoint=vm_endpoint_address(vm),
+                dns_servers=dns_servers,
+                vm_ipv6=vm.carries_ipv6,
+            )
+        )
         await trio.sleep(ENDPOINT_CHECK_SECONDS)

@@ -163,6 +163,7 @@ class VmSide:
     public_key: bytes
     mode: str
     endpoint_name: str
+    ipv6: bool = True  # the setup's `ipv6=on|off`: False when the VM has IPv6 disabled and the tunnel is IPv4-only
 
 
 class VmKeeper:
@@ -190,6 +191,11 @@ class VmKeeper:
     def side(self) -> VmSide | None:
         """The VM side, None before the first setup."""
         return self._side
+
+    @property
+    def carries_ipv6(self) -> bool:
+        """False once the VM side reported IPv6 off; True while no setup has said (routes stay as before it)."""
+        return self._side is None or self._side.ipv6
 
     def container_started(self) -> None:
         """Docker is in use (so its VM is awake): a VM side that stayed silent may be set up again now."""
@@ -276,14 +282,15 @@ class VmKeeper:
             self._health.peer_added(peer)
             if self._tunnel.answer_recent_initiation():
                 logger.debug("answered the VM's first initiation, which arrived before its key")
-        self._side = VmSide(peer, result.vm_public_key, result.mode.value, result.endpoint_name)
+        self._side = VmSide(peer, result.vm_public_key, result.mode.value, result.endpoint_name, result.ipv6)
         self._health.set_up(now)
         self._stale = trio.Event()
+        ipv4_only = "" if result.ipv6 else "; IPv4 only: the VM has IPv6 disabled"
         announce(
             self._events,
             "vm.ready",
             f"VM side ready ({result.mode.value} WireGuard, kernel {printable(result.kernel_release)}),"
-            f" dialing {printable(result.endpoint_name)}",
+            f" dialing {printable(result.endpoint_name)}{ipv4_only}",
         )
 
 

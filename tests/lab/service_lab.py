@@ -380,6 +380,12 @@ def _engine_answers(lab: ServiceLab) -> bool:
 
 def start_web_container(lab: ServiceLab, network: str | None = None) -> str:
     """A busybox httpd serving PAGE, on `network` (default bridge when None); returns its IPv4 address."""
+    return start_web_container_dual_stack(lab, network)[0]
+
+
+def start_web_container_dual_stack(lab: ServiceLab, network: str | None = None) -> tuple[str, str]:
+    """A busybox httpd serving PAGE, on `network` (default bridge when None); returns its IPv4 and IPv6 addresses
+    (the IPv6 one empty on a network without IPv6, as the engine reports it)."""
     command = f"mkdir -p /www && echo {PAGE} > /www/index.html && exec httpd -f -p 80 -h /www"
     body: dict[str, Any] = {"Image": BUSYBOX_REFERENCE, "Cmd": ["sh", "-c", command]}
     if network is not None:
@@ -387,12 +393,18 @@ def start_web_container(lab: ServiceLab, network: str | None = None) -> str:
     created = lab.engine_request("POST", "/containers/create", json=body).json()
     lab.engine_request("POST", f"/containers/{created['Id']}/start")
     settings = lab.engine_request("GET", f"/containers/{created['Id']}/json").json()["NetworkSettings"]
-    address: str = settings["Networks"][network or "bridge"]["IPAddress"]
-    return address
+    endpoint = settings["Networks"][network or "bridge"]
+    return str(endpoint["IPAddress"]), str(endpoint.get("GlobalIPv6Address") or "")
 
 
-def create_network(lab: ServiceLab, name: str, subnet: str, *, internal: bool = False) -> str:
-    body = {"Name": name, "Internal": internal, "IPAM": {"Config": [{"Subnet": subnet}]}}
+def create_network(lab: ServiceLab, name: str, *subnets: str, internal: bool = False) -> str:
+    """A bridge network with these subnets; IPv6 is enabled when one of them is IPv6 (`--ipv6 --subnet ...`)."""
+    body = {
+        "Name": name,
+        "Internal": internal,
+        "EnableIPv6": any(":" in subnet for subnet in subnets),
+        "IPAM": {"Config": [{"Subnet": subnet} for subnet in subnets]},
+    }
     network_id: str = lab.engine_request("POST", "/networks/create", json=body).json()["Id"]
     return network_id
 
@@ -401,11 +413,13 @@ def http_get(lab: ServiceLab, address: str, timeout: float = HTTP_TIMEOUT_S) -> 
     """Seconds until `http://address/` answered PAGE from the host namespace; WaitTimeout if it never did."""
     started = time.monotonic()
 
+    url = f"http://[{address}]/" if ":" in address else f"http://{address}/"
+
     def answered() -> bool:
-        result = lab.host.run(["curl", "-s", "--max-time", "2", f"http://{address}/"], check=False)
+        result = lab.host.run(["curl", "-s", "-g", "--max-time", "2", url], check=False)
         return result.returncode == 0 and PAGE in result.stdout
 
-    wait_until(answered, timeout, f"http://{address}/ to answer from the host namespace", interval=0.2)
+    wait_until(answered, timeout, f"{url} to answer from the host namespace", interval=0.2)
     return time.monotonic() - started
 
 

@@ -37,7 +37,7 @@ from dmnc.doctor.checks import (
 from dmnc.doctor.gather import DoctorSettings, run_doctor
 from dmnc.doctor.probe import PROBE_SUBNETS, choose_probe_subnet
 from dmnc.routes import InstalledRoute
-from dmnc.routes.policy import NetworkInfo, PolicyConfig
+from dmnc.routes.policy import VM_NO_IPV6_FIX, NetworkInfo, PolicyConfig, SkipReason
 from dmnc.tunnel.udp import UdpError
 from dmnc.vm import KernelWireGuardMissing, KernelWireGuardPresent
 
@@ -432,6 +432,15 @@ def test_routes_check_passes_when_every_wanted_subnet_is_installed_and_ignores_d
         "1 container subnet(s) routed through utun7; not routed: 10.8.0.0/24 (web): overlaps a route dmnc does not own"
         "; not routed: 172.20.0.0/16 (other): matches an exclude pattern",
     )
+
+
+def test_routes_check_warns_per_ipv6_subnet_a_vm_without_ipv6_cannot_reach() -> None:
+    reason = SkipReason.VM_NO_IPV6.value + ": the tunnel carries IPv4 only; enable IPv6 in the VM"
+    no_ipv6 = dataclasses.replace(route_status("fd77:31::/64", "web", False, reason), decision="vm-no-ipv6")
+    result = installed_routes_check(with_routes(route_status("172.31.31.0/24", "web", True), no_ipv6), "")
+    assert result.verdict is Verdict.WARN
+    assert result.detail == f"1 container subnet(s) routed through utun7; not routed: fd77:31::/64 (web): {reason}"
+    assert result.fix == VM_NO_IPV6_FIX
 
 
 def test_routes_check_prints_the_decision_for_every_subnet_left_out() -> None:

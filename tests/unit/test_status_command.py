@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
+
 from dmnc.commands.status import format_age, format_bytes, render_event, render_snapshot
 from dmnc.config import format_host_port
 from dmnc.control.messages import RouteStatus, StatusEvent, StatusSnapshot, TunnelStatus
@@ -39,13 +41,20 @@ def test_routes_are_a_table_aligned_on_the_longest_entry() -> None:
     ]
 
 
-def test_routes_left_out_show_their_decision_and_reason() -> None:
-    reason = "not a private range: outside ...; allow it with --route-allow 8.8.8.0/24"
+LEFT_OUT = [
+    ("8.8.8.0/24", "dns", "not-private", "not a private range: outside ...; allow it with --route-allow 8.8.8.0/24"),
+    # A VM with IPv6 disabled: said per IPv6 subnet.
+    ("fd77:31::/64", "web", "vm-no-ipv6", "the Docker VM has IPv6 disabled: the tunnel carries IPv4 only; enable it"),
+]
+
+
+@pytest.mark.parametrize(("subnet", "network", "decision", "reason"), LEFT_OUT, ids=[case[2] for case in LEFT_OUT])
+def test_routes_left_out_show_their_decision_and_reason(subnet: str, network: str, decision: str, reason: str) -> None:
     snapshot = StatusSnapshot(
         version="0.2.0",
-        routes=(RouteStatus(ipaddress.ip_network("8.8.8.0/24"), "dns", False, reason, decision="not-private"),),
+        routes=(RouteStatus(ipaddress.ip_network(subnet), network, False, reason, decision=decision),),
     )
-    assert render_snapshot(snapshot).splitlines()[-1] == f"  8.8.8.0/24  dns      no [not-private]: {reason}"
+    assert render_snapshot(snapshot).splitlines()[-1] == f"  {subnet}  {network}      no [{decision}]: {reason}"
 
 
 def test_drops_are_listed_by_reason_skipping_zero_counts() -> None:

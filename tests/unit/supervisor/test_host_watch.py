@@ -1,4 +1,4 @@
-"""The host-state feed: DNS re-read on a period, the VM endpoint followed as it roams."""
+"""The host-state feed: DNS re-read on a period, the VM endpoint followed as it roams, the VM's IPv6 passed on."""
 
 from __future__ import annotations
 
@@ -28,11 +28,16 @@ class Peer:
 @dataclass
 class Side:
     peer: Peer
+    ipv6: bool = True
 
 
 @dataclass
 class Vm:
     side: Side | None
+
+    @property
+    def carries_ipv6(self) -> bool:
+        return self.side is None or self.side.ipv6
 
 
 class RecordingReconciler(RouteReconciler):
@@ -75,3 +80,19 @@ async def test_dns_is_reread_periodically_and_the_endpoint_followed(autojump_clo
         assert routes.states[-1].dns_servers == dns[-1]
         nursery.cancel_scope.cancel()
     assert len(reads) == 2
+
+
+async def test_a_vm_side_without_ipv6_reaches_the_route_policy(autojump_clock: trio.testing.MockClock) -> None:
+    async def read_dns() -> tuple[Address, ...]:
+        return ()
+
+    routes = RecordingReconciler()
+    vm = Vm(None)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_host_state, routes, cast(VmKeeper, vm), TUNNEL, read_dns)
+        await trio.sleep(1)
+        vm.side = Side(Peer(None), ipv6=False)
+        await trio.sleep(ENDPOINT_CHECK_SECONDS)
+        nursery.cancel_scope.cancel()
+    # Not known before the setup: routed as before it.
+    assert [state.vm_ipv6 for state in routes.states] == [True, False]

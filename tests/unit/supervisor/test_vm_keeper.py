@@ -39,7 +39,13 @@ def autojump_clock() -> trio.testing.MockClock:
 
 
 @pytest.fixture
-def setups(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+def vm_ipv6() -> bool:
+    """What the fake setups report as `ipv6=on|off`; a test parametrizes it to False for a VM without IPv6."""
+    return True
+
+
+@pytest.fixture
+def setups(monkeypatch: pytest.MonkeyPatch, vm_ipv6: bool) -> list[float]:
     """Replaces VmSetupRunner: every setup succeeds at once; the list records when each ran."""
     started: list[float] = []
 
@@ -50,7 +56,7 @@ def setups(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         async def setup(self, params: SetupParams) -> SetupResult:
             started.append(trio.current_time())
             vm_key = public_key(bytes(range(32)))
-            return SetupResult(VmMode.USERSPACE, vm_key, ("192.168.65.2", 3333), "host.docker.internal", "6.1", True)
+            return SetupResult(VmMode.USERSPACE, vm_key, ("192.168.65.2", 3333), "host.docker.internal", "6.1", vm_ipv6)
 
     monkeypatch.setattr(vm_keeper, "VmSetupRunner", FakeRunner)
     return started
@@ -126,3 +132,23 @@ async def test_a_vm_side_gone_silent_after_talking_is_set_up_again_at_once_by_th
         assert keeper.side is not None
         assert keeper.side.peer is side.peer  # same VM key: the peer and its counters stay
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("vm_ipv6", [False])
+async def test_a_vm_side_without_ipv6_is_known_as_ipv4_only_and_says_so(
+    setups: list[float], autojump_clock: trio.testing.MockClock
+) -> None:
+    events = EventBroadcaster()
+    keeper = keeper_with([Config()], events)
+    before_setup = keeper.carries_ipv6  # not known yet: routes stay as they were
+    with events.subscribe() as subscription:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keeper.keep, cast(DockerClient, None))
+            await trio.sleep(0.5)
+            nursery.cancel_scope.cancel()
+        ready = subscription.receive.receive_nowait()
+    assert keeper.side is not None
+    assert keeper.side.ipv6 is False
+    assert (before_setup, keeper.carries_ipv6) == (True, False)
+    assert ready.kind == "vm.ready"
+    assert ready.message.endswith("; IPv4 only: the VM has IPv6 disabled")
