@@ -15,6 +15,8 @@ Precedence, per option: command-line flag > environment variable > config file >
 | routes.force   | --force-routes           | DMNC_FORCE_ROUTES              | force_routes     |
 | routes.include | --route-include PATTERN  | DMNC_ROUTES_INCLUDE (a,b,...)  | [routes] include |
 | routes.exclude | --route-exclude PATTERN  | DMNC_ROUTES_EXCLUDE (a,b,...)  | [routes] exclude |
+| dns_domain     | --dns-domain NAME        | DMNC_DNS_DOMAIN                | [dns] domain     |
+| dns_enabled    | --no-dns (turns it off)  | DMNC_NO_DNS                    | [dns] disabled   |
 
 The config file is /etc/dmnc/config.toml unless `--config PATH` or DMNC_CONFIG names another one. A missing default
 file is normal (every option has a default); a missing file that was named explicitly is an error. LOG_LEVEL is read
@@ -25,6 +27,10 @@ vm_stale_after is how many seconds without a packet from the VM side make dmnc s
 one REKEY_TIMEOUT) an idle but healthy VM looks stale; such values are for tests and the service warns about them.
 SIGHUP applies a new value at once, as it does log_level and the route options; the other options take effect when
 dmnc restarts.
+
+dns_domain is the domain under which containers have names (default dmnc.internal); local, localhost, arpa and
+names under them are refused (home.arpa excepted), see dmnc/dns/domain.py. dns_enabled is off with --no-dns. SIGHUP
+changes neither: both take effect when dmnc restarts.
 
 Every bad value raises `ConfigError`, whose message names where the value came from (flag, environment variable,
 or file:line and key) and what is wrong with it.
@@ -46,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from dmnc.dns.domain import DEFAULT_DOMAIN as DEFAULT_DNS_DOMAIN
+from dmnc.dns.domain import DomainError, parse_domain
 from dmnc.routes.policy import Pattern, PolicyConfig, PolicyConfigError, parse_pattern
 
 if TYPE_CHECKING:
@@ -161,6 +169,9 @@ class Config:
     routes: PolicyConfig = field(default_factory=PolicyConfig)
     # The file the values were read from, if one was read: SIGHUP reloads it.
     config_file: Path | None = None
+    # Containers by name (dmnc/dns): the domain, and whether the DNS server runs at all.
+    dns_domain: str = DEFAULT_DNS_DOMAIN
+    dns_enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -179,6 +190,8 @@ class ConfigFlags:
     force_routes: bool | None = None
     route_include: tuple[str, ...] | None = None
     route_exclude: tuple[str, ...] | None = None
+    dns_domain: str | None = None
+    no_dns: bool | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -344,6 +357,14 @@ _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
+def parse_dns_domain(text: str) -> str:
+    """The DNS domain, normalised (lower case, no final dot); refused names raise ValueProblem."""
+    try:
+        return parse_domain(text).to_text(omit_final_dot=True)
+    except DomainError as error:
+        raise ValueProblem(str(error)) from None
+
+
 def parse_bool_word(text: str) -> bool:
     word = text.strip().lower()
     if word in _TRUE_WORDS:
@@ -400,6 +421,8 @@ _ROUTE_INCLUDE = _Option(
 _ROUTE_EXCLUDE = _Option(
     "route_exclude", _Kind.LIST, "--route-exclude", ("DMNC_ROUTES_EXCLUDE",), ("routes", "exclude")
 )
+_DNS_DOMAIN = _Option("dns_domain", _Kind.TEXT, "--dns-domain", ("DMNC_DNS_DOMAIN",), ("dns", "domain"))
+_NO_DNS = _Option("no_dns", _Kind.SWITCH, "--no-dns", ("DMNC_NO_DNS",), ("dns", "disabled"))
 _OPTIONS = (
     _DOCKER_HOST,
     _LISTEN,
@@ -412,8 +435,11 @@ _OPTIONS = (
     _FORCE_ROUTES,
     _ROUTE_INCLUDE,
     _ROUTE_EXCLUDE,
+    _DNS_DOMAIN,
+    _NO_DNS,
 )
 _TOML_TABLES = {"routes": frozenset({"include", "exclude"})}
+_TOML_TABLES["dns"] = frozenset({"domain", "disabled"})
 _TOML_TOP_LEVEL_KEYS = frozenset(option.toml_key[0] for option in _OPTIONS if len(option.toml_key) == 1)
 
 
@@ -685,6 +711,8 @@ def load_config(flags: ConfigFlags, environ: Mapping[str, str]) -> Config:
             force=layers.switch(_FORCE_ROUTES),
         ),
         config_file=config_file.path if config_file is not None else None,
+        dns_domain=layers.parsed(_DNS_DOMAIN, parse_dns_domain) or defaults.dns_domain,
+        dns_enabled=not layers.switch(_NO_DNS),
     )
 
 

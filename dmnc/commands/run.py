@@ -88,6 +88,12 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--route-exclude", metavar="PATTERN", action="append", help="never route these networks; repeatable"
     )
+    parser.add_argument(
+        "--dns-domain", metavar="NAME", help="containers are NAME.<domain>: the domain (default dmnc.internal)"
+    )
+    parser.add_argument(
+        "--no-dns", action="store_true", default=None, help="no DNS server: containers are reached by IP only"
+    )
 
 
 def flags_from_args(args: argparse.Namespace) -> ConfigFlags:
@@ -105,6 +111,8 @@ def flags_from_args(args: argparse.Namespace) -> ConfigFlags:
         force_routes=args.force_routes,
         route_include=None if args.route_include is None else tuple(args.route_include),
         route_exclude=None if args.route_exclude is None else tuple(args.route_exclude),
+        dns_domain=args.dns_domain,
+        no_dns=args.no_dns,
     )
 
 

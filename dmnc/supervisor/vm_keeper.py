@@ -162,6 +162,7 @@ class VmSide:
     public_key: bytes
     mode: str
     endpoint_name: str
+    ipv6: bool = True  # the tunnel carries IPv6 (the VM has it on)
 
 
 class VmKeeper:
@@ -270,7 +271,7 @@ class VmKeeper:
             self._health.peer_added(peer)
             if self._tunnel.answer_recent_initiation():
                 logger.debug("answered the VM's first initiation, which arrived before its key")
-        self._side = VmSide(peer, result.vm_public_key, result.mode.value, result.endpoint_name)
+        self._side = VmSide(peer, result.vm_public_key, result.mode.value, result.endpoint_name, ipv6=result.ipv6)
         self._health.set_up(now)
         self._stale = trio.Event()
         announce(

@@ -301,7 +301,7 @@ def test_config_file_not_utf8(tmp_path: Path) -> None:
         ('[routes]\ninclude = "10.0.0.0/8"\n', "config.toml:2 (routes.include): expected an array of strings, got a"),
         ("[routes]\ninclude = [1]\n", "config.toml:2 (routes.include): expected an array of strings, got an array"),
         ('routes = "all"\n', "config.toml:1 (routes): expected a table [routes], got a string"),
-        ('lisen = "0.0.0.0"\n', "config.toml:1 (lisen): unknown key (known keys: control_socket, docker_host,"),
+        ('lisen = "0.0.0.0"\n', "config.toml:1 (lisen): unknown key (known keys: control_socket, dns, docker_host,"),
         ("[routes]\nonly = []\n", "config.toml:2 (routes.only): unknown key (known in [routes]: exclude, include)"),
         ('listen = "0.0.0.0:1"\n"endpoint" = "a_b"\n', "config.toml:2 (endpoint): 'a_b' is neither an IP address"),
         (

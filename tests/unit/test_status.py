@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import ipaddress
 import json
 from typing import Any
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from dmnc.control.messages import (
     SCHEMA_VERSION,
+    DnsStatus,
     DockerStatus,
     RouteStatus,
     StatusEvent,
@@ -58,7 +60,7 @@ def snapshot_object() -> dict[str, Any]:
 def test_snapshot_json_has_the_contract_fields() -> None:
     encoded = json.loads(full_snapshot().to_json())
     assert set(encoded) >= {"schema", "version", "tunnel", "docker", "vm", "routes"}
-    assert encoded["schema"] == SCHEMA_VERSION == 1
+    assert encoded["schema"] == SCHEMA_VERSION == 2
     assert set(encoded["tunnel"]) == {
         "interface",
         "listen",
@@ -353,3 +355,25 @@ def test_any_event_round_trips_and_a_newer_schema_adds_nothing_it_cannot_skip(
     encoded["schema"] = schema
     encoded.update(added)
     assert decode_event_untrusted(json.dumps(encoded)) == event
+
+
+def test_dns_round_trips_and_is_none_when_absent_or_null() -> None:
+    dns = DnsStatus(
+        "dmnc.internal",
+        port=53,
+        addresses=("10.33.33.1", "fd33:33:33::1"),
+        records=4,
+        last_update_age_s=1.5,
+        host_resolver="systemd-resolved",
+        drops={"malformed": 2},
+    )
+    snapshot = dataclasses.replace(full_snapshot(), dns=dns)
+    assert decode_snapshot_untrusted(snapshot.to_json()) == snapshot
+    assert decode_snapshot_untrusted(full_snapshot().to_json()).dns is None
+    older = snapshot_object()
+    del older["dns"]
+    assert decode_snapshot_untrusted(json.dumps(older)).dns is None
+    bad: dict[str, Any] = dataclasses.replace(full_snapshot(), dns=dns).to_json_object()
+    bad["dns"]["addresses"] = [1]
+    with pytest.raises(StatusFormatError, match=r"dns.addresses\[0\]"):
+        decode_snapshot_untrusted(json.dumps(bad))
