@@ -26,7 +26,6 @@ from jeepney import (
     new_method_call,
 )
 from jeepney.io.trio import open_dbus_router
-from jeepney.wrappers import unwrap_msg
 
 from dmnc.dns.server import DNS_PORT
 from dmnc.dns.service import HostResolverError
@@ -86,13 +85,19 @@ class ResolvedLink:
         self._applied = None
         await self._call([revert_link(self._ifindex())])
 
-    async def watch(self) -> None:
-        """Apply again whenever systemd-resolved (re)appears on the bus; returns only when cancelled."""
+    async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Apply again whenever systemd-resolved (re)appears on the bus; started once subscribed."""
         rule = MatchRule(type=MessageType.signal, sender=DBUS_NAME, interface=DBUS_NAME, member="NameOwnerChanged")
         rule.add_arg_condition(0, RESOLVE1_NAME)
+        subscribed = False
         try:
             async with open_dbus_router(self._bus) as router, router.filter(rule, bufsize=16) as signals:
-                await router.send_and_get_reply(message_bus.AddMatch(rule))
+                refused = _error_of(await router.send_and_get_reply(message_bus.AddMatch(rule)))
+                task_status.started()
+                subscribed = True
+                if refused is not None:
+                    logger.warning("DNS: cannot follow systemd-resolved restarts: %s", refused)
+                    return
                 async for signal in signals:
                     _name, _old, new_owner = signal.body
                     applied = self._applied
@@ -102,8 +107,10 @@ class ResolvedLink:
                             await self._send_all(applied)
                         except HostResolverError as error:
                             logger.warning("DNS: %s", error)
-        except (OSError, KeyError, ValueError, trio.BrokenResourceError, DBusErrorResponse) as error:
+        except (OSError, KeyError, ValueError, trio.BrokenResourceError) as error:
             logger.warning("DNS: cannot follow systemd-resolved restarts: %s", error)
+            if not subscribed:
+                task_status.started()
 
     def _ifindex(self) -> int:
         try:
@@ -124,12 +131,20 @@ class ResolvedLink:
             await self._call([set_link_dns(ifindex, addresses, port, extended=False), *tail])
 
     async def _call(self, messages: Sequence[Message]) -> None:
+        refused: DBusErrorResponse | None = None
         try:
             async with open_dbus_router(self._bus) as router:
+                # Nothing may raise inside: the router's nursery would wrap it in an exception group.
                 for message in messages:
-                    unwrap_msg(await router.send_and_get_reply(message))
-        except DBusErrorResponse as error:
-            raise HostResolverError(f"systemd-resolved refused: {error.name}: {error.data}") from error
+                    refused = _error_of(await router.send_and_get_reply(message))
+                    if refused is not None:
+                        break
         except (OSError, KeyError, ValueError, trio.BrokenResourceError) as error:
             # KeyError: no system bus address known; OSError: no bus socket (systemd-resolved not running).
             raise HostResolverError(f"systemd-resolved is not reachable on the system bus: {error}") from error
+        if refused is not None:
+            raise HostResolverError(f"systemd-resolved refused: {refused.name}: {refused.data}")
+
+
+def _error_of(reply: Message) -> DBusErrorResponse | None:
+    return DBusErrorResponse(reply) if reply.header.message_type == MessageType.error else None
