@@ -77,3 +77,12 @@ def test_only_files_dmnc_wrote_are_removed_or_reported(tmp_path: Path) -> None:
     assert remove_resolver_file(ours)
     assert leftover_resolver_files(tmp_path) == []
     assert leftover_resolver_files(tmp_path / "nowhere") == []
+
+
+def test_uninstall_removes_a_leftover_file_of_a_killed_dmnc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dmnc.commands.uninstall import remove_resolver_leftovers  # noqa: PLC0415
+
+    write_resolver_file(resolver_path(tmp_path, DOMAIN), resolver_file_text(ADDRESSES, 53))
+    assert remove_resolver_leftovers(tmp_path) == 0
+    assert leftover_resolver_files(tmp_path) == []
+    assert "resolver file: removed the stale" in capsys.readouterr().out
