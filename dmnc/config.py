@@ -17,6 +17,8 @@ Precedence, per option: command-line flag > environment variable > config file >
 | routes.exclude | --route-exclude PATTERN  | DMNC_ROUTES_EXCLUDE (a,b,...)  | [routes] exclude |
 | routes.allow   | --route-allow CIDR       | DMNC_ROUTES_ALLOW (a,b,...)    | [routes] allow   |
 | routes.over    | --route-over CIDR        | DMNC_ROUTES_OVER (a,b,...)     | [routes] over    |
+| dns_domain     | --dns-domain NAME        | DMNC_DNS_DOMAIN                | [dns] domain     |
+| dns_enabled    | --no-dns (turns it off)  | DMNC_NO_DNS                    | [dns] disabled   |
 
 The config file is /etc/dmnc/config.toml unless `--config PATH` or DMNC_CONFIG names another one. A missing default
 file is normal (every option has a default); a missing file that was named explicitly is an error. LOG_LEVEL is read
@@ -32,6 +34,10 @@ The route options (all reloaded by SIGHUP; see dmnc.routes.policy for the rules)
 name glob or CIDR; allow admits subnets outside the private ranges; over routes the subnets it contains even where
 they overlap routes of other programs (a VPN, a LAN), and keeps them against later ones; force_routes is the
 deprecated spelling of "over everything", and warns. No option routes the never-list.
+
+dns_domain is the domain under which containers have names (default dmnc.internal); local, localhost, arpa and
+names under them are refused (home.arpa excepted), see dmnc/dns/domain.py. dns_enabled is off with --no-dns. SIGHUP
+changes neither: both take effect when dmnc restarts.
 
 Every bad value raises `ConfigError`, whose message names where the value came from (flag, environment variable,
 or file:line and key) and what is wrong with it.
@@ -52,6 +58,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from dmnc.dns.domain import DEFAULT_DOMAIN as DEFAULT_DNS_DOMAIN
+from dmnc.dns.domain import DomainError, parse_domain
 from dmnc.hardening.file_trust import ROOT_UID, untrusted_path
 from dmnc.logsetup import LogLevel
 from dmnc.routes.manager import Destination
@@ -150,6 +158,9 @@ class Config:
     routes: PolicyConfig = field(default_factory=PolicyConfig)
     # The file the values were read from, if one was read: SIGHUP reloads it.
     config_file: Path | None = None
+    # Containers by name (dmnc/dns): the domain, and whether the DNS server runs at all.
+    dns_domain: str = DEFAULT_DNS_DOMAIN
+    dns_enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -170,6 +181,8 @@ class ConfigFlags:
     route_exclude: tuple[str, ...] | None = None
     route_allow: tuple[str, ...] | None = None
     route_over: tuple[str, ...] | None = None
+    dns_domain: str | None = None
+    no_dns: bool | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -320,9 +333,11 @@ _SECONDS_TEXT = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?")
 def parse_vm_stale_after(value: str | float) -> float:
     """Seconds as text (flag, environment) or a TOML number, within MIN_VM_STALE_AFTER_S-MAX_VM_STALE_AFTER_S."""
     if isinstance(value, str):
-        if not _SECONDS_TEXT.fullmatch(value.strip()):
+        # The number as matched: str.strip() takes more characters for space (U+001F, ...) than float() does.
+        text = value.strip()
+        if not _SECONDS_TEXT.fullmatch(text):
             raise ValueProblem(f"{value!r} is not a number of seconds")
-        value = float(value)
+        value = float(text)
     if not MIN_VM_STALE_AFTER_S <= value <= MAX_VM_STALE_AFTER_S:
         raise ValueProblem(
             f"{value:g} seconds is not in {MIN_VM_STALE_AFTER_S:g}-{MAX_VM_STALE_AFTER_S:g}"
@@ -333,6 +348,14 @@ def parse_vm_stale_after(value: str | float) -> float:
 
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def parse_dns_domain(text: str) -> str:
+    """The DNS domain, normalised (lower case, no final dot); refused names raise ValueProblem."""
+    try:
+        return parse_domain(text).to_text(omit_final_dot=True)
+    except DomainError as error:
+        raise ValueProblem(str(error)) from None
 
 
 def parse_bool_word(text: str) -> bool:
@@ -393,6 +416,8 @@ _ROUTE_EXCLUDE = _Option(
 )
 _ROUTE_ALLOW = _Option("route_allow", _Kind.LIST, "--route-allow", ("DMNC_ROUTES_ALLOW",), ("routes", "allow"))
 _ROUTE_OVER = _Option("route_over", _Kind.LIST, "--route-over", ("DMNC_ROUTES_OVER",), ("routes", "over"))
+_DNS_DOMAIN = _Option("dns_domain", _Kind.TEXT, "--dns-domain", ("DMNC_DNS_DOMAIN",), ("dns", "domain"))
+_NO_DNS = _Option("no_dns", _Kind.SWITCH, "--no-dns", ("DMNC_NO_DNS",), ("dns", "disabled"))
 _OPTIONS = (
     _DOCKER_HOST,
     _LISTEN,
@@ -407,8 +432,10 @@ _OPTIONS = (
     _ROUTE_EXCLUDE,
     _ROUTE_ALLOW,
     _ROUTE_OVER,
+    _DNS_DOMAIN,
+    _NO_DNS,
 )
-_TOML_TABLES = {"routes": frozenset({"include", "exclude", "allow", "over"})}
+_TOML_TABLES = {"routes": frozenset({"include", "exclude", "allow", "over"}), "dns": frozenset({"domain", "disabled"})}
 _TOML_TOP_LEVEL_KEYS = frozenset(option.toml_key[0] for option in _OPTIONS if len(option.toml_key) == 1)
 
 
@@ -710,6 +737,8 @@ def load_config(flags: ConfigFlags, environ: Mapping[str, str]) -> Config:
             over=layers.cidrs(_ROUTE_OVER),
         ),
         config_file=config_file.path if config_file is not None else None,
+        dns_domain=layers.parsed(_DNS_DOMAIN, parse_dns_domain) or defaults.dns_domain,
+        dns_enabled=not layers.switch(_NO_DNS),
     )
 
 

@@ -36,6 +36,11 @@ class Dmnc < Formula
     sha256 "dd31f52ea1086513bb9df30f8fcee9b8918323ae067a3d5b78bc826a000712be"
   end
 
+  resource "dnspython" do
+    url "https://files.pythonhosted.org/packages/source/d/dnspython/dnspython-2.9.2.tar.gz"
+    sha256 "8d4d39a513e649d634004ce4d39ade2352efcea472a0247535a5c2d18a9d7ba9"
+  end
+
   resource "h11" do
     url "https://files.pythonhosted.org/packages/source/h/h11/h11-0.16.0.tar.gz"
     sha256 "4e35b956cf45792e4caa5885e69fba00bdbc6ffafbfa020300e549b208ee5ff1"
@@ -54,6 +59,11 @@ class Dmnc < Formula
   resource "idna" do
     url "https://files.pythonhosted.org/packages/source/i/idna/idna-3.20.tar.gz"
     sha256 "a7db850025b95ded1eae8a46181a1a6c56c92c96f0e2b005d9ff8dc0210cab44"
+  end
+
+  resource "jeepney" do
+    url "https://files.pythonhosted.org/packages/source/j/jeepney/jeepney-0.9.0.tar.gz"
+    sha256 "cf0e9e845622b81e4a28df94c40345400256ec608d0e55bb8a3feaa9163f5732"
   end
 
   resource "outcome" do

@@ -101,6 +101,12 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         action="append",
         help="route subnets inside CIDR even over other programs' (VPN, LAN) routes; repeatable",
     )
+    parser.add_argument(
+        "--dns-domain", metavar="NAME", help="containers are NAME.<domain>: the domain (default dmnc.internal)"
+    )
+    parser.add_argument(
+        "--no-dns", action="store_true", default=None, help="no DNS server: containers are reached by IP only"
+    )
 
 
 def flags_from_args(args: argparse.Namespace) -> ConfigFlags:
@@ -120,6 +126,8 @@ def flags_from_args(args: argparse.Namespace) -> ConfigFlags:
         route_exclude=None if args.route_exclude is None else tuple(args.route_exclude),
         route_allow=None if args.route_allow is None else tuple(args.route_allow),
         route_over=None if args.route_over is None else tuple(args.route_over),
+        dns_domain=args.dns_domain,
+        no_dns=args.no_dns,
     )
 
 

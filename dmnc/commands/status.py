@@ -36,7 +36,7 @@ from dmnc.control import (
     fetch_snapshot,
     open_event_feed,
 )
-from dmnc.control.messages import StatusEvent, StatusSnapshot, format_drops
+from dmnc.control.messages import DnsStatus, StatusEvent, StatusSnapshot, format_drops
 from dmnc.logsetup import printable
 
 _KIB = 1024
@@ -148,6 +148,8 @@ def render_snapshot(snapshot: StatusSnapshot) -> str:
         ],
     )
     lines += _section("VM", [("setup", _shown(vm.mode, "not set up")), ("public key", _shown(vm.public_key))])
+    # Before Routes, whose table of any length ends the output.
+    lines += _dns_section(snapshot.dns)
     lines.append("Routes")
     if not snapshot.routes:
         lines.append("  none")
@@ -165,6 +167,23 @@ def render_snapshot(snapshot: StatusSnapshot) -> str:
                 installed += f": {printable(route.reason)}"
             lines.append(f"  {subnet:<{subnet_width}}  {network:<{network_width}}  {installed}")
     return "\n".join(lines)
+
+
+def _dns_section(dns: DnsStatus | None) -> list[str]:
+    if dns is None:
+        return ["DNS", "  off (--no-dns, or an older dmnc)"]
+    where = f"{', '.join(dns.addresses)} port {dns.port}" if dns.port is not None else f"not serving: {dns.problem}"
+    return _section(
+        "DNS",
+        [
+            ("domain", printable(dns.domain)),
+            ("listening on", printable(where)),
+            ("names", str(dns.records)),
+            ("last update", format_age(dns.last_update_age_s)),
+            ("host resolver", _shown(dns.host_resolver, "not configured")),
+            ("dropped", printable(format_drops(dns.drops))),
+        ],
+    )
 
 
 def render_event(event: StatusEvent) -> str:

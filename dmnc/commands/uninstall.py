@@ -2,7 +2,8 @@
 
 In order: the system service (stopping it makes the daemon remove its routes and VM side itself); then, if no dmnc
 is still running, the VM side (chip0, its iptables rules, the userspace fallback container) and the setup images
-`dmnc-setup:*`, through the Docker API; last a control socket file left by a killed dmnc. Host routes need no step:
+`dmnc-setup:*`, through the Docker API; last a control socket file and /etc/resolver/<domain> files (macOS)
+left by a killed dmnc. Host routes need no step:
 they die with dmnc's tunnel interface. The config file (/etc/dmnc/config.toml) is the user's and stays.
 
 Exit codes: 0 everything removed (or nothing was there), 1 something could not be removed (each such line says why
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     import trio  # noqa: PLC0415 (heavy; only this command's handler needs it)
 
     problems = _remove_service(args.root)
-    problems += trio.run(_remove_runtime_state, config)
+    problems += trio.run(_remove_runtime_state, config, args.root)
     if problems:
         print(f"dmnc uninstall: {problems} item(s) could not be removed, see above", file=sys.stderr)
         return EXIT_FAILURE
@@ -94,7 +95,7 @@ def _remove_service(root: Path) -> int:
     return 0
 
 
-async def _remove_runtime_state(config: Config) -> int:
+async def _remove_runtime_state(config: Config, root: Path) -> int:
     from dmnc.control import ControlError, fetch_snapshot  # noqa: PLC0415
 
     try:
@@ -112,6 +113,22 @@ async def _remove_runtime_state(config: Config) -> int:
     if config.control_socket.is_socket():
         config.control_socket.unlink(missing_ok=True)
         print(f"control socket: removed the stale {config.control_socket}")
+    return problems + remove_resolver_leftovers(root)
+
+
+def remove_resolver_leftovers(root: Path) -> int:
+    """macOS /etc/resolver/<domain> files a killed dmnc left (only files carrying dmnc's marker)."""
+    from dmnc.dns.resolver_files import leftover_resolver_files, remove_resolver_file  # noqa: PLC0415
+
+    problems = 0
+    for path in leftover_resolver_files(root):
+        try:
+            remove_resolver_file(path)
+        except OSError as error:
+            print(f"resolver file: cannot remove {path}: {error.strerror}", file=sys.stderr)
+            problems += 1
+        else:
+            print(f"resolver file: removed the stale {path}")
     return problems
 
 

@@ -11,15 +11,20 @@ The JSON of a snapshot (one object, `dmnc status --json`) is a contract users an
      "routes": [{"subnet": "172.17.0.0/16", "network": "bridge", "installed": true, "reason": null,
                  "decision": "routed"},
                 {"subnet": "8.8.8.0/24", "network": "dns", "installed": false, "decision": "not-private",
-                 "reason": "not a private range: outside ...; allow it with --route-allow 8.8.8.0/24"}]}
+                 "reason": "not a private range: outside ...; allow it with --route-allow 8.8.8.0/24"}],
+     "dns": {"domain": "dmnc.internal", "port": 53, "addresses": ["10.33.33.1", "fd33:33:33::1"], "records": 4,
+             "last_update_age_s": 3.5, "problem": null, "host_resolver": "/etc/resolver/dmnc.internal",
+             "drops": {"rate_limited": 0}}}
 
 null means "not known yet" (no handshake so far, Docker not reached, VM not set up); `listen` and `endpoint` are
 `HOST:PORT`, an IPv6 host in brackets (`[fd00::1]:51820`); a route's `reason` says why it is not installed (the
 rule, what it found and the fix, e.g. it overlaps a VPN route) and its `decision` (schema 2) names the outcome:
 "routed", "pending", "install-failed", "given-up", "shadowed", or the policy rule that left it out
 (`SkipReason.decision` in dmnc/routes/policy.py: "not-private", "special-purpose", "taken", "overlap",
-"vm-no-ipv6" for an IPv6 subnet while the VM has IPv6 disabled, ...).
-An event is one object:
+"vm-no-ipv6" for an IPv6 subnet while the VM has IPv6 disabled, ...). `dns` (schema 2) is null with --no-dns; its
+`port` is null when no listener could be opened (then `problem` says why), `host_resolver` says how the host's
+resolver was pointed at dmnc or why not, `drops` counts queries dropped (rate limits, malformed) and answers that
+could not be sent. An event is one object:
 
     {"schema": 1, "time": 1795000000.25, "kind": "docker.connected",
      "message": "connected to Docker Desktop (API 1.41)", "details": {"api_version": "1.41"}}
@@ -55,7 +60,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DetailValue = str | int | float | bool | None
 
 # The version of the JSON format above: bumped whenever a field is added (see the rules in the docstring).
-# 1: dmnc 0.1 plus `schema`; 2: routes[].decision.
+# 1: dmnc 0.1 plus `schema`; 2: routes[].decision and dns.
 SCHEMA_VERSION = 2
 
 # A WireGuard public key is a Curve25519 point, 32 bytes (whitepaper section 5.4), shown in base64 as wg(8) does.
@@ -132,6 +137,20 @@ class RouteStatus:
 
 
 @dataclass(frozen=True)
+class DnsStatus:
+    """The DNS server for container names: its domain, where it listens, how many names it has and since when."""
+
+    domain: str
+    port: int | None = None
+    addresses: tuple[str, ...] = ()
+    records: int = 0
+    last_update_age_s: float | None = None
+    problem: str | None = None
+    host_resolver: str | None = None
+    drops: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class StatusSnapshot:
     """The whole service state at one moment, as `dmnc status` shows it."""
 
@@ -140,6 +159,7 @@ class StatusSnapshot:
     docker: DockerStatus = field(default_factory=DockerStatus)
     vm: VmStatus = field(default_factory=VmStatus)
     routes: tuple[RouteStatus, ...] = ()
+    dns: DnsStatus | None = None  # schema 2; None with --no-dns or from an older dmnc
 
     def to_json_object(self) -> dict[str, object]:
         tunnel, docker, vm = self.tunnel, self.docker, self.vm
@@ -172,6 +192,7 @@ class StatusSnapshot:
                 }
                 for route in self.routes
             ],
+            "dns": None if self.dns is None else _dns_json(self.dns),
         }
 
     def to_json(self) -> str:
@@ -276,6 +297,10 @@ class _Object:
         if "schema" in self._fields:
             self.count("schema")
 
+    def raw_or_none(self, key: str) -> object:
+        """The value of a field added after the first release, None when absent."""
+        return self._fields.get(key)
+
     def later_text(self, key: str) -> str | None:
         """A string field added after the first release: absent (an older dmnc) reads as null."""
         return self.optional_text(key) if key in self._fields else None
@@ -349,6 +374,45 @@ def _route(value: object, where: str) -> RouteStatus:
     )
 
 
+def _dns_json(dns: DnsStatus) -> dict[str, object]:
+    return {
+        "domain": dns.domain,
+        "port": dns.port,
+        "addresses": list(dns.addresses),
+        "records": dns.records,
+        "last_update_age_s": dns.last_update_age_s,
+        "problem": dns.problem,
+        "host_resolver": dns.host_resolver,
+        "drops": dict(dns.drops),
+    }
+
+
+def _dns(top: _Object) -> DnsStatus | None:
+    """The `dns` object of schema 2; absent (an older dmnc) or null (--no-dns) reads as None."""
+    if top.raw_or_none("dns") is None:
+        return None
+    fields = top.nested("dns")
+    port = fields.raw("port")
+    return DnsStatus(
+        domain=fields.text("domain"),
+        port=None if port is None else fields.count("port"),
+        addresses=tuple(
+            _text(item, f"{fields.path('addresses')}[{index}]") for index, item in enumerate(fields.array("addresses"))
+        ),
+        records=fields.count("records"),
+        last_update_age_s=fields.optional_seconds("last_update_age_s"),
+        problem=fields.optional_text("problem"),
+        host_resolver=fields.optional_text("host_resolver"),
+        drops=fields.counts("drops"),
+    )
+
+
+def _text(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise StatusFormatError(where, f"expected a string, got {_describe(value)}")
+    return value
+
+
 def decode_snapshot_untrusted(text: str | bytes) -> StatusSnapshot:
     """Parse and check the JSON form of a snapshot; raises StatusFormatError naming the bad field."""
     top = _Object(_load_json_untrusted(text), "")
@@ -378,6 +442,7 @@ def decode_snapshot_untrusted(text: str | bytes) -> StatusSnapshot:
             public_key=_public_key(vm.optional_text("public_key"), vm.path("public_key")),
         ),
         routes=tuple(_route(route, f"routes[{index}]") for index, route in enumerate(top.array("routes"))),
+        dns=_dns(top),
     )
 
 

@@ -57,6 +57,7 @@ from dmnc.docker.errors import (
 from dmnc.docker.events import EventDecoder, EventFilters, encode_filters, format_since
 from dmnc.docker.models import (
     ContainerInfo,
+    ContainerSummary,
     CreatedContainer,
     Event,
     ImageInfo,
@@ -487,6 +488,11 @@ class DockerClient:
         path = f"/containers/{_segment(container)}/wait"
         response = await self._request("POST", path, params={"condition": "not-running"}, request_timeout=math.inf)
         return WaitResult.from_json_untrusted(_decode_json(response, f"POST {path}"))
+
+    async def list_containers(self) -> list[ContainerSummary]:
+        """The running containers (`GET /containers/json` without `all`), with their addresses per network."""
+        values = json_list_untrusted(await self._get_json("/containers/json"), "containers")
+        return [ContainerSummary.from_json_untrusted(value) for value in values]
 
     async def inspect_container(self, container: str) -> ContainerInfo:
         return ContainerInfo.from_json_untrusted(await self._get_json(f"/containers/{_segment(container)}/json"))

@@ -99,6 +99,10 @@ class JsonFields:
             raise self._fail(key, "a list")
         return value
 
+    def field_names(self) -> tuple[str, ...]:
+        """The object's keys (JSON object keys are always strings)."""
+        return tuple(self._data)
+
     def nested(self, key: str) -> JsonFields:
         """A nested object; missing or null reads as an empty object."""
         value = self._data.get(key)
@@ -308,6 +312,42 @@ class ContainerInfo:
             state=ContainerState.from_json_untrusted(fields.value("State")),
             tty=config.optional_bool("Tty"),
             labels=config.string_map("Labels"),
+        )
+
+
+@dataclass(frozen=True)
+class ContainerSummary:
+    """One entry of `GET /containers/json` (running containers): name, labels and the address on each network.
+
+    `networks` maps a network's name to the container's addresses on it (IPv4 `IPAddress`, then
+    `GlobalIPv6Address`, where set)."""
+
+    id: str
+    name: str
+    state: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    networks: Mapping[str, tuple[IPAddress, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def from_json_untrusted(cls, value: object) -> Self:
+        fields = JsonFields(value, "container summary")
+        networks_field = fields.nested("NetworkSettings").nested("Networks")
+        networks: dict[str, tuple[IPAddress, ...]] = {}
+        for network_name in networks_field.field_names():
+            endpoint = networks_field.nested(network_name)
+            addresses = (
+                _parse_address(endpoint.optional_str(key), f"container summary {network_name} {key}")
+                for key in ("IPAddress", "GlobalIPv6Address")
+            )
+            networks[network_name] = tuple(address for address in addresses if address is not None)
+        names = fields.string_list("Names")
+        return cls(
+            id=fields.required_str("Id"),
+            # Docker lists the name with a leading "/" (links used to add more names; the first is the container's).
+            name=names[0].removeprefix("/") if names else "",
+            state=fields.optional_str("State"),
+            labels=fields.string_map("Labels"),
+            networks=networks,
         )
 
 

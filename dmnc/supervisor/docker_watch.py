@@ -12,6 +12,7 @@ import trio
 
 from dmnc.config import Config
 from dmnc.control import EventBroadcaster
+from dmnc.dns.service import DnsService
 from dmnc.docker.client import DockerClient
 from dmnc.docker.discovery import Runtime, detect_runtime, discover_endpoint
 from dmnc.docker.errors import BadResponse, DiscoveryError, DockerError
@@ -33,6 +34,18 @@ RECONNECT_MAX_S = 5.0
 # Podman's event stream has no network events: its networks are listed this often instead. Only for Podman, whose
 # machine VM does not sleep the way Docker Desktop's Resource Saver does.
 NETWORK_POLL_INTERVAL_S = 5.0
+# Events after which container names are listed again (Docker's events reference: container start/die/rename/destroy,
+# network connect/disconnect; https://docs.docker.com/reference/cli/docker/system/events/).
+NAME_EVENTS = frozenset(
+    {
+        ("container", "start"),
+        ("container", "die"),
+        ("container", "rename"),
+        ("container", "destroy"),
+        ("network", "connect"),
+        ("network", "disconnect"),
+    }
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,12 +68,15 @@ class DockerWatch:
         config: Callable[[], Config],
         events: EventBroadcaster,
         stopping: Callable[[], bool],
+        *,
+        names: DnsService | None = None,
     ) -> None:
         self._routes = routes
         self._vm = vm
         self._config = config  # the current configuration: SIGHUP may replace it
         self._events = events
         self._stopping = stopping
+        self._names = names  # container names over DNS; None with --no-dns
         self.state = DockerState()
 
     async def run(self) -> None:
@@ -104,6 +120,8 @@ class DockerWatch:
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._vm.keep, docker)
+                    if self._names is not None:
+                        nursery.start_soon(self._names.follow, docker)
                     if runtime is Runtime.PODMAN:
                         nursery.start_soon(self._poll_networks, docker)
                     async for event in events:
@@ -126,8 +144,12 @@ class DockerWatch:
             if known is not None and networks != known:
                 self._routes.set_networks(networks)
             known = networks
+            if self._names is not None:
+                self._names.containers_changed()
 
     async def _on_event(self, docker: DockerClient, event: Event) -> None:
+        if self._names is not None and (event.type, event.action) in NAME_EVENTS:
+            self._names.containers_changed()
         if event.type == "container":
             if event.action == "start":
                 self._vm.container_started()

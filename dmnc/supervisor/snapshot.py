@@ -11,7 +11,8 @@ import trio
 from dmnc import __version__
 from dmnc.config import Config, ListenAddress, format_host_port
 from dmnc.control import EventBroadcaster
-from dmnc.control.messages import DockerStatus, RouteStatus, StatusSnapshot, TunnelStatus, VmStatus
+from dmnc.control.messages import DnsStatus, DockerStatus, RouteStatus, StatusSnapshot, TunnelStatus, VmStatus
+from dmnc.dns.service import DnsService, DnsState
 from dmnc.routes.reconcile import ReconcilerStatus
 from dmnc.supervisor.docker_watch import DockerState, DockerWatch
 from dmnc.supervisor.parts import RunningParts
@@ -44,6 +45,7 @@ def build_snapshot(
     vm: VmSide | None,
     docker: DockerState,
     routes: ReconcilerStatus,
+    dns: DnsStatus | None = None,
 ) -> StatusSnapshot:
     peer = None if vm is None else vm.peer
     tunnel = TunnelStatus(
@@ -74,6 +76,20 @@ def build_snapshot(
             )
             for subnet in routes.subnets
         ),
+        dns=dns,
+    )
+
+
+def dns_status(state: DnsState, drops: dict[str, int], now: float) -> DnsStatus:
+    return DnsStatus(
+        domain=state.domain,
+        port=state.port,
+        addresses=state.addresses,
+        records=state.records,
+        last_update_age_s=None if state.last_update is None else max(0.0, now - state.last_update),
+        problem=state.problem,
+        host_resolver=state.host_resolver,
+        drops=drops,
     )
 
 
@@ -87,7 +103,10 @@ class ServiceStatus:
         vm: VmKeeper,
         config: Callable[[], Config],
         events: EventBroadcaster,
+        *,
+        names: DnsService | None = None,
     ) -> None:
+        self._names = names
         self._parts = parts
         self._docker = docker
         self._vm = vm
@@ -100,8 +119,10 @@ class ServiceStatus:
 
     def snapshot(self) -> StatusSnapshot:
         parts = self._parts
+        now = trio.current_time()
+        names = self._names
         return build_snapshot(
-            now=trio.current_time(),
+            now=now,
             interface=parts.tun.name,
             listen=ListenAddress(self._config().listen.host, parts.udp.port, port_explicit=True),
             device=parts.device,
@@ -109,4 +130,5 @@ class ServiceStatus:
             vm=self._vm.side,
             docker=self._docker.state,
             routes=parts.routes.status(),
+            dns=None if names is None else dns_status(names.state, names.drops(), now),
         )

@@ -5,9 +5,11 @@ Supervisor.run
 ├── control socket  claimed first: the single-instance check; status snapshots + live events (dmnc.control)
 ├── tunnel          TUN <-> UDP data path, handshakes, timers (dmnc.tunnel.datapath)
 ├── routes          RouteReconciler: desired subnets (from Docker) vs installed routes (dmnc.routes)
+├── dns             container names on the tunnel addresses, port 53; points the host's resolver at it (dmnc.dns)
 ├── vm health       the VM peer's counters: first handshake, a VM side gone silent (vm_keeper.VmHealth)
 └── docker          discover + connect + watch network events; lost -> backoff, reconnect, resync (docker_watch)
-    └── vm keeper   set the VM side up at start and whenever it has gone stale (vm_keeper)
+    ├── vm keeper   set the VM side up at start and whenever it has gone stale (vm_keeper)
+    └── dns names   list the running containers into the name table on every resync and container event
 ```
 
 The parts (TUN, UDP socket, WireGuard device, data path, route manager) are built before the nursery starts, in
@@ -35,6 +37,10 @@ from dmnc.control import (
     bind_control_socket,
     serve_control_socket,
 )
+from dmnc.dns.domain import domain_warning, parse_domain
+from dmnc.dns.host import open_host_resolver
+from dmnc.dns.names import Reachability
+from dmnc.dns.service import DnsService
 from dmnc.errors import first_of
 from dmnc.logsetup import setup_logging
 from dmnc.routes import RouteError, open_route_manager
@@ -68,7 +74,7 @@ TUNNEL_NETWORKS = tuple(
 )
 LINUX_TUN_NAME = "dmnc%d"
 # Options SIGHUP cannot change in a running service (log_level, vm_stale_after and the route options it can).
-RESTART_OPTIONS = ("docker_host", "listen", "endpoint", "setup_image", "control_socket")
+RESTART_OPTIONS = ("docker_host", "listen", "endpoint", "setup_image", "control_socket", "dns_domain", "dns_enabled")
 
 
 class ServiceError(Exception):
@@ -179,14 +185,17 @@ class Supervisor:
         self, parts: RunningParts, control: BoundControlSocket, task_status: trio.TaskStatus[None]
     ) -> None:
         vm = VmKeeper(parts.device, parts.tunnel, parts.udp, self.current_config, self._events)
-        docker = DockerWatch(parts.routes, vm, self.current_config, self._events, lambda: self._stopping)
-        status = ServiceStatus(parts, docker, vm, self.current_config, self._events)
+        names = open_dns_service(self.config, parts, vm)
+        docker = DockerWatch(parts.routes, vm, self.current_config, self._events, lambda: self._stopping, names=names)
+        status = ServiceStatus(parts, docker, vm, self.current_config, self._events, names=names)
         self._routes = parts.routes
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(parts.tunnel.run)
                 await nursery.start(parts.routes.run)
                 await nursery.start(serve_control_socket, control, status)
+                if names is not None:
+                    await nursery.start(names.run)
                 nursery.start_soon(vm.watch_health)
                 nursery.start_soon(watch_host_state, parts.routes, vm, TUNNEL_NETWORKS)
                 nursery.start_soon(docker.run)
@@ -225,6 +234,22 @@ class Supervisor:
             logger.warning("%s", warning)
         if restart_needed:
             logger.warning("changes to %s take effect when dmnc restarts", ", ".join(restart_needed))
+
+
+def open_dns_service(config: Config, parts: RunningParts, vm: VmKeeper) -> DnsService | None:
+    """The DNS server for container names on the tunnel's host addresses, or None with --no-dns."""
+    if not config.dns_enabled:
+        return None
+    domain = parse_domain(config.dns_domain)
+    if warning := domain_warning(domain):
+        logger.warning("%s", warning)
+
+    def reachability() -> Reachability:
+        side = vm.side
+        return Reachability(parts.routes.status().routed, ipv6=side is not None and side.ipv6)
+
+    addresses = [str(address.local.ip) for address in HOST_TUN_ADDRESSES]
+    return DnsService(domain, addresses, reachability, open_host_resolver(parts.tun.name))
 
 
 async def _withdraw_routes(parts: RunningParts) -> None:

@@ -327,7 +327,7 @@ def test_config_file_not_utf8(tmp_path: Path) -> None:
         ('[routes]\ninclude = "10.0.0.0/8"\n', "config.toml:2 (routes.include): expected an array of strings, got a"),
         ("[routes]\ninclude = [1]\n", "config.toml:2 (routes.include): expected an array of strings, got an array"),
         ('routes = "all"\n', "config.toml:1 (routes): expected a table [routes], got a string"),
-        ('lisen = "0.0.0.0"\n', "config.toml:1 (lisen): unknown key (known keys: control_socket, docker_host,"),
+        ('lisen = "0.0.0.0"\n', "config.toml:1 (lisen): unknown key (known keys: control_socket, dns, docker_host,"),
         (
             "[routes]\nonly = []\n",
             "config.toml:2 (routes.only): unknown key (known in [routes]: allow, exclude, include, over)",
@@ -638,3 +638,7 @@ def test_without_root_a_config_file_is_not_judged(tmp_path: Path, monkeypatch: p
     environ = write_config(tmp_path, "")
     (tmp_path / "config.toml").chmod(0o666)
     assert load_config(ConfigFlags(), environ) == Config(config_file=tmp_path / "config.toml")
+
+
+def test_stale_after_text_with_characters_only_str_strip_takes_for_space() -> None:
+    assert config.parse_vm_stale_after("40\x1f") == 40.0

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import ipaddress
 import json
 from typing import Any
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from dmnc.control.messages import (
     SCHEMA_VERSION,
+    DnsStatus,
     DockerStatus,
     RouteStatus,
     StatusEvent,
@@ -375,3 +377,25 @@ def test_a_schema_1_route_without_decision_reads_as_none() -> None:
     decoded = decode_snapshot_untrusted(json.dumps(encoded))
     assert [route.decision for route in decoded.routes] == [None, None]
     assert [route.reason for route in decoded.routes] == [None, "overlaps fd00::/8"]
+
+
+def test_dns_round_trips_and_is_none_when_absent_or_null() -> None:
+    dns = DnsStatus(
+        "dmnc.internal",
+        port=53,
+        addresses=("10.33.33.1", "fd33:33:33::1"),
+        records=4,
+        last_update_age_s=1.5,
+        host_resolver="systemd-resolved",
+        drops={"malformed": 2},
+    )
+    snapshot = dataclasses.replace(full_snapshot(), dns=dns)
+    assert decode_snapshot_untrusted(snapshot.to_json()) == snapshot
+    assert decode_snapshot_untrusted(full_snapshot().to_json()).dns is None
+    older = snapshot_object()
+    del older["dns"]
+    assert decode_snapshot_untrusted(json.dumps(older)).dns is None
+    bad: dict[str, Any] = dataclasses.replace(full_snapshot(), dns=dns).to_json_object()
+    bad["dns"]["addresses"] = [1]
+    with pytest.raises(StatusFormatError, match=r"dns.addresses\[0\]"):
+        decode_snapshot_untrusted(json.dumps(bad))

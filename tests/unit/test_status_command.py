@@ -8,7 +8,7 @@ import pytest
 
 from dmnc.commands.status import format_age, format_bytes, render_event, render_snapshot
 from dmnc.config import format_host_port
-from dmnc.control.messages import RouteStatus, StatusEvent, StatusSnapshot, TunnelStatus
+from dmnc.control.messages import DnsStatus, RouteStatus, StatusEvent, StatusSnapshot, TunnelStatus
 from dmnc.logsetup import printable
 
 
@@ -103,3 +103,26 @@ def test_ipv6_endpoints_are_shown_in_brackets() -> None:
     lines = render_snapshot(StatusSnapshot(version="0.1.0", tunnel=tunnel)).splitlines()
     assert "  listening on     [::]:3333" in lines
     assert "  peer endpoint    [fd00::1]:51820" in lines
+
+
+def test_dns_shows_domain_port_names_and_last_update() -> None:
+    snapshot = StatusSnapshot(
+        version="0.1.0",
+        dns=DnsStatus(
+            "dmnc.internal",
+            port=5353,
+            addresses=("10.33.33.1",),
+            records=3,
+            last_update_age_s=4.0,
+            host_resolver="/etc/resolver/dmnc.internal",
+            drops={"rate_limited_source": 7},
+        ),
+    )
+    lines = render_snapshot(snapshot).splitlines()
+    assert "  domain           dmnc.internal" in lines
+    assert "  listening on     10.33.33.1 port 5353" in lines
+    assert "  names            3" in lines
+    assert "  last update      4 s ago" in lines
+    assert "  dropped          rate_limited_source 7" in lines
+    not_serving = StatusSnapshot(version="0.1.0", dns=DnsStatus("dmnc.internal", problem="no address"))
+    assert "  listening on     not serving: no address" in render_snapshot(not_serving).splitlines()
