@@ -46,6 +46,7 @@ from dmnc.supervisor.snapshot import ServiceStatus
 from dmnc.supervisor.vm_keeper import VmKeeper, stale_after_warning
 from dmnc.tun import DEFAULT_MTU, TunAddress, TunDevice, TunError, open_tun
 from dmnc.tunnel.datapath import Tunnel
+from dmnc.tunnel.flowfilter import FlowFilter
 from dmnc.tunnel.udp import DEFAULT_LISTEN_ADDRESSES, UdpEndpoint, UdpError
 from dmnc.vm.params import DEFAULT_HOST_ADDRESS, DEFAULT_HOST_ADDRESS6, DEFAULT_VM_ADDRESS, DEFAULT_VM_ADDRESS6
 from dmnc.wireguard import Device, encode_key, generate_private_key
@@ -149,7 +150,7 @@ class Supervisor:
             udp = open_udp(self.config)
             try:
                 device = Device(self._private_key, rng=os.urandom, wall_offset=Tunnel.wall_offset(), mtu=DEFAULT_MTU)
-                tunnel = Tunnel(device, tun, udp)
+                tunnel = Tunnel(device, tun, udp, flow_filter=self._flow_filter())
                 logger.info(
                     "tunnel interface %s up, UDP port %d, public key %s",
                     tun.name,
@@ -183,6 +184,10 @@ class Supervisor:
             self._routes = None
             with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_BUDGET_S):
                 await _withdraw_routes(parts)
+
+    def _flow_filter(self) -> FlowFilter:
+        """The one-way door: the VM's packets reach only the host's tunnel addresses, and only in host flows."""
+        return FlowFilter([address.local.ip.packed for address in HOST_TUN_ADDRESSES])
 
     def reload(self) -> None:
         """SIGHUP: re-read the configuration; log level, vm_stale_after and route selection apply at once, the rest
