@@ -42,6 +42,7 @@ from dmnc.routes.reconcile import RouteReconciler
 from dmnc.supervisor.docker_watch import DockerWatch
 from dmnc.supervisor.log import announce, logger
 from dmnc.supervisor.parts import SHUTDOWN_BUDGET_S, RunningParts
+from dmnc.supervisor.peer_subnets import VmPeerSubnets
 from dmnc.supervisor.snapshot import ServiceStatus
 from dmnc.supervisor.vm_keeper import VmKeeper, stale_after_warning
 from dmnc.tun import DEFAULT_MTU, TunAddress, TunDevice, TunError, open_tun
@@ -157,8 +158,10 @@ class Supervisor:
                     udp.port,
                     encode_key(device.public_key),
                 )
+                peer_subnets = VmPeerSubnets(device)
                 async with open_route_manager(tun.name) as manager:
-                    parts = RunningParts(tun, udp, device, tunnel, RouteReconciler(manager, self.config.routes))
+                    routes = RouteReconciler(manager, self.config.routes, hooks=peer_subnets)
+                    parts = RunningParts(tun, udp, device, tunnel, routes, peer_subnets)
                     await self._run_parts(parts, control, task_status)
             finally:
                 udp.close()
@@ -168,7 +171,9 @@ class Supervisor:
     async def _run_parts(
         self, parts: RunningParts, control: BoundControlSocket, task_status: trio.TaskStatus[None]
     ) -> None:
-        vm = VmKeeper(parts.device, parts.tunnel, parts.udp, self.current_config, self._events)
+        vm = VmKeeper(
+            parts.device, parts.tunnel, parts.udp, self.current_config, self._events, peer_subnets=parts.peer_subnets
+        )
         docker = DockerWatch(parts.routes, vm, self.current_config, self._events, lambda: self._stopping)
         status = ServiceStatus(parts, docker, vm, self.current_config, self._events)
         self._routes = parts.routes

@@ -10,7 +10,6 @@ put to sleep is not kept awake by dmnc.
 from __future__ import annotations
 
 import enum
-import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from dmnc.docker.client import DockerClient
 from dmnc.docker.errors import DockerError
 from dmnc.supervisor.backoff import Backoff
 from dmnc.supervisor.log import announce, logger
+from dmnc.supervisor.peer_subnets import VmPeerSubnets
 from dmnc.tunnel.datapath import Tunnel
 from dmnc.tunnel.udp import UdpEndpoint
 from dmnc.vm.errors import VmSetupError
@@ -46,10 +46,6 @@ QUIET_VM_RETRY_MAX_S = 900.0
 # A failing VM setup (image build offline, a broken VM) is retried more patiently.
 SETUP_RETRY_INITIAL_S = 2.0
 SETUP_RETRY_MAX_S = 60.0
-
-# The host end of the tunnel routes only Docker subnets into the TUN; the VM peer is the only peer, so it owns
-# every destination (cryptokey routing) and may send from any container subnet.
-VM_PEER_ALLOWED_IPS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 
 
 class Verdict(enum.Enum):
@@ -174,8 +170,12 @@ class VmKeeper:
         udp: UdpEndpoint,
         config: Callable[[], Config],
         events: EventBroadcaster,
+        *,
+        peer_subnets: VmPeerSubnets | None = None,
     ) -> None:
+        """`peer_subnets` gives the VM peer its allowed IPs (its tunnel addresses and the routed subnets)."""
         self._device = device
+        self._peer_subnets = VmPeerSubnets(device) if peer_subnets is None else peer_subnets
         self._tunnel = tunnel
         self._udp = udp
         self._config = config  # the current configuration: SIGHUP may replace it
@@ -264,9 +264,12 @@ class VmKeeper:
         peer = None if self._side is None else self._side.peer
         if self._side is not None and self._side.public_key != result.vm_public_key:
             self._device.remove_peer(self._side.public_key)
+            self._peer_subnets.attach(None)
             peer = None
         if peer is None:
-            peer = self._device.add_peer(PeerConfig(public_key=result.vm_public_key, allowed_ips=VM_PEER_ALLOWED_IPS))
+            allowed_ips = self._peer_subnets.allowed_ips()
+            peer = self._device.add_peer(PeerConfig(public_key=result.vm_public_key, allowed_ips=allowed_ips))
+            self._peer_subnets.attach(result.vm_public_key)
             self._health.peer_added(peer)
             if self._tunnel.answer_recent_initiation():
                 logger.debug("answered the VM's first initiation, which arrived before its key")
