@@ -15,6 +15,7 @@ Precedence, per option: command-line flag > environment variable > config file >
 | routes.force   | --force-routes           | DMNC_FORCE_ROUTES              | force_routes     |
 | routes.include | --route-include PATTERN  | DMNC_ROUTES_INCLUDE (a,b,...)  | [routes] include |
 | routes.exclude | --route-exclude PATTERN  | DMNC_ROUTES_EXCLUDE (a,b,...)  | [routes] exclude |
+| inbound_allow  | --allow-inbound PORT[/P] | DMNC_ALLOW_INBOUND (a,b,...)   | [inbound] allow  |
 
 The config file is /etc/dmnc/config.toml unless `--config PATH` or DMNC_CONFIG names another one. A missing default
 file is normal (every option has a default); a missing file that was named explicitly is an error. LOG_LEVEL is read
@@ -23,8 +24,13 @@ for compatibility with docker-mac-net-connect. Empty environment variables count
 vm_stale_after is how many seconds without a packet from the VM side make dmnc set that side up again: a number
 (fractions allowed) from 1 to 3600, default 40. The VM sends a keepalive every 25 s, so below 30 s (keepalive plus
 one REKEY_TIMEOUT) an idle but healthy VM looks stale; such values are for tests and the service warns about them.
-SIGHUP applies a new value at once, as it does log_level and the route options; the other options take effect when
-dmnc restarts.
+SIGHUP applies a new value at once, as it does log_level, the route options and inbound_allow; the other options
+take effect when dmnc restarts.
+
+inbound_allow lists the host ports (PORT, PORT/tcp or PORT/udp) containers may open connections to through the
+tunnel (repeatable flag; a port alone means TCP, as in `docker run -p`). The default is none: the VM reaches the host
+only with replies to flows the host started (dmnc.tunnel.flowfilter). A change also sets the VM side up again, whose
+firewall lets the same ports through.
 
 Every bad value raises `ConfigError`, whose message names where the value came from (flag, environment variable,
 or file:line and key) and what is wrong with it.
@@ -47,6 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from dmnc.routes.policy import Pattern, PolicyConfig, PolicyConfigError, parse_pattern
+from dmnc.tunnel.flowfilter import InboundPort
 
 if TYPE_CHECKING:
     # Imported where used: the Docker client pulls in httpx, which `dmnc status` (a config reader) never needs.
@@ -159,6 +166,8 @@ class Config:
     vm_stale_after: float = DEFAULT_VM_STALE_AFTER_S
     # Which networks get routes: include/exclude patterns and --force-routes (routes.force).
     routes: PolicyConfig = field(default_factory=PolicyConfig)
+    # Host ports containers may open new connections to through the tunnel (sorted, no repeats).
+    inbound_allow: tuple[InboundPort, ...] = ()
     # The file the values were read from, if one was read: SIGHUP reloads it.
     config_file: Path | None = None
 
@@ -179,6 +188,7 @@ class ConfigFlags:
     force_routes: bool | None = None
     route_include: tuple[str, ...] | None = None
     route_exclude: tuple[str, ...] | None = None
+    allow_inbound: tuple[str, ...] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -353,6 +363,17 @@ def parse_bool_word(text: str) -> bool:
     raise ValueProblem(f"{text!r} is not a yes/no value; expected one of 1, true, yes, on, 0, false, no, off")
 
 
+_INBOUND_PORT = re.compile(r"([0-9]{1,5})(?:/(tcp|udp))?")
+
+
+def parse_inbound_port(text: str) -> InboundPort:
+    """`PORT[/tcp|/udp]` (TCP when no protocol is given), PORT from 1 to 65535."""
+    match = _INBOUND_PORT.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValueProblem(f"{text!r} is not PORT, PORT/tcp or PORT/udp")
+    return InboundPort(parse_port(match[1], allow_zero=False), match[2] or "tcp")
+
+
 def _split_list(text: str) -> list[str]:
     return [item for item in (part.strip() for part in text.split(",")) if item]
 
@@ -400,6 +421,7 @@ _ROUTE_INCLUDE = _Option(
 _ROUTE_EXCLUDE = _Option(
     "route_exclude", _Kind.LIST, "--route-exclude", ("DMNC_ROUTES_EXCLUDE",), ("routes", "exclude")
 )
+_ALLOW_INBOUND = _Option("allow_inbound", _Kind.LIST, "--allow-inbound", ("DMNC_ALLOW_INBOUND",), ("inbound", "allow"))
 _OPTIONS = (
     _DOCKER_HOST,
     _LISTEN,
@@ -412,8 +434,9 @@ _OPTIONS = (
     _FORCE_ROUTES,
     _ROUTE_INCLUDE,
     _ROUTE_EXCLUDE,
+    _ALLOW_INBOUND,
 )
-_TOML_TABLES = {"routes": frozenset({"include", "exclude"})}
+_TOML_TABLES = {"routes": frozenset({"include", "exclude"}), "inbound": frozenset({"allow"})}
 _TOML_TOP_LEVEL_KEYS = frozenset(option.toml_key[0] for option in _OPTIONS if len(option.toml_key) == 1)
 
 
@@ -603,21 +626,30 @@ class _Layers:
         in_file = self._file_value(option)
         return in_file is not None and in_file.value is True
 
-    def patterns(self, option: _Option) -> tuple[Pattern, ...]:
+    def _listed(self, option: _Option) -> _Given[list[str]] | None:
         flag_value = getattr(self._flags, option.name)
-        given: _Given[list[str]] | None = None
         if isinstance(flag_value, tuple):
-            given = _Given(list(flag_value), option.flag)
-        elif in_environment := self._environment(option):
-            given = _Given(_split_list(in_environment.value), in_environment.source)
-        elif (in_file := self._file_value(option)) and isinstance(in_file.value, list):
-            given = _Given([str(item) for item in in_file.value], in_file.source)
+            return _Given(list(flag_value), option.flag)
+        if in_environment := self._environment(option):
+            return _Given(_split_list(in_environment.value), in_environment.source)
+        if (in_file := self._file_value(option)) and isinstance(in_file.value, list):
+            return _Given([str(item) for item in in_file.value], in_file.source)
+        return None
+
+    def patterns(self, option: _Option) -> tuple[Pattern, ...]:
+        given = self._listed(option)
         if given is None:
             return ()
         try:
             return tuple(parse_pattern(text) for text in given.value)
         except PolicyConfigError as error:
             raise ConfigError(given.source, str(error)) from None
+
+    def inbound_ports(self, option: _Option) -> tuple[InboundPort, ...]:
+        given = self._listed(option)
+        if given is None:
+            return ()
+        return tuple(sorted({_parse_given(_Given(text, given.source), parse_inbound_port) for text in given.value}))
 
     def seconds(self, option: _Option, parse: Callable[[str | float], _T]) -> _T | None:
         """A duration: text from a flag or variable, a TOML integer or float from the file."""
@@ -684,6 +716,7 @@ def load_config(flags: ConfigFlags, environ: Mapping[str, str]) -> Config:
             exclude=layers.patterns(_ROUTE_EXCLUDE),
             force=layers.switch(_FORCE_ROUTES),
         ),
+        inbound_allow=layers.inbound_ports(_ALLOW_INBOUND),
         config_file=config_file.path if config_file is not None else None,
     )
 

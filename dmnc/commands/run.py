@@ -88,6 +88,13 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--route-exclude", metavar="PATTERN", action="append", help="never route these networks; repeatable"
     )
+    parser.add_argument(
+        "--allow-inbound",
+        metavar="PORT[/tcp|/udp]",
+        action="append",
+        help="let containers open connections to this host port through the tunnel (default: none; most setups"
+        " want host.docker.internal instead); repeatable",
+    )
 
 
 def flags_from_args(args: argparse.Namespace) -> ConfigFlags:
@@ -105,6 +112,7 @@ def flags_from_args(args: argparse.Namespace) -> ConfigFlags:
         force_routes=args.force_routes,
         route_include=None if args.route_include is None else tuple(args.route_include),
         route_exclude=None if args.route_exclude is None else tuple(args.route_exclude),
+        allow_inbound=None if args.allow_inbound is None else tuple(args.allow_inbound),
     )
 
 

@@ -107,6 +107,8 @@ class Supervisor:
         self._private_key = generate_private_key(os.urandom)
         # Set while the parts exist; only SIGHUP's reload reaches into them from outside the nursery.
         self._routes: RouteReconciler | None = None
+        self._tunnel: Tunnel | None = None
+        self._vm: VmKeeper | None = None
         self._stopping = False
         self._scope = trio.CancelScope()
 
@@ -176,7 +178,7 @@ class Supervisor:
         )
         docker = DockerWatch(parts.routes, vm, self.current_config, self._events, lambda: self._stopping)
         status = ServiceStatus(parts, docker, vm, self.current_config, self._events)
-        self._routes = parts.routes
+        self._routes, self._tunnel, self._vm = parts.routes, parts.tunnel, vm
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(parts.tunnel.run)
@@ -186,17 +188,19 @@ class Supervisor:
                 nursery.start_soon(docker.run)
                 task_status.started()
         finally:
-            self._routes = None
+            self._routes = self._tunnel = self._vm = None
             with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_BUDGET_S):
                 await _withdraw_routes(parts)
 
     def _flow_filter(self) -> FlowFilter:
         """The one-way door: the VM's packets reach only the host's tunnel addresses, and only in host flows."""
-        return FlowFilter([address.local.ip.packed for address in HOST_TUN_ADDRESSES])
+        return FlowFilter(
+            [address.local.ip.packed for address in HOST_TUN_ADDRESSES], allowed_inbound=self.config.inbound_allow
+        )
 
     def reload(self) -> None:
-        """SIGHUP: re-read the configuration; log level, vm_stale_after and route selection apply at once, the rest
-        at restart."""
+        """SIGHUP: re-read the configuration; log level, vm_stale_after, route selection and the inbound ports
+        apply at once, the rest at restart."""
         try:
             new = load_config(self._flags, os.environ)
         except ConfigError as error:
@@ -205,6 +209,8 @@ class Supervisor:
         setup_logging(new.log_level)
         if self._routes is not None:
             self._routes.set_policy(new.routes)
+        if new.inbound_allow != self.config.inbound_allow:
+            self._allow_inbound(new)
         restart_needed = [name for name in RESTART_OPTIONS if getattr(new, name) != getattr(self.config, name)]
         stale_after_changed = new.vm_stale_after != self.config.vm_stale_after
         self.config = new
@@ -213,6 +219,14 @@ class Supervisor:
             logger.warning("%s", warning)
         if restart_needed:
             logger.warning("changes to %s take effect when dmnc restarts", ", ".join(restart_needed))
+
+    def _allow_inbound(self, new: Config) -> None:
+        """Apply a changed --allow-inbound: the host's filter at once, the VM's firewall with a new setup."""
+        logger.info("inbound ports allowed: %s", ", ".join(map(str, new.inbound_allow)) or "none")
+        if self._tunnel is not None and self._tunnel.flow_filter is not None:
+            self._tunnel.flow_filter.set_allowed_inbound(new.inbound_allow)
+        if self._vm is not None:
+            self._vm.set_up_again()
 
 
 async def _withdraw_routes(parts: RunningParts) -> None:

@@ -184,11 +184,19 @@ class VmKeeper:
         self._side: VmSide | None = None
         self._stale = trio.Event()
         self._docker_activity = trio.Event()
+        self._reconfigure = False
 
     @property
     def side(self) -> VmSide | None:
         """The VM side, None before the first setup."""
         return self._side
+
+    def set_up_again(self) -> None:
+        """The VM side's parameters changed (SIGHUP: --allow-inbound): run the setup again as soon as Docker is
+        connected, even if the VM side is healthy or quiet."""
+        self._reconfigure = True
+        self._stale.set()
+        self._docker_activity.set()
 
     def container_started(self) -> None:
         """Docker is in use (so its VM is awake): a VM side that stayed silent may be set up again now."""
@@ -218,7 +226,7 @@ class VmKeeper:
         retry = Backoff(SETUP_RETRY_INITIAL_S, SETUP_RETRY_MAX_S)
         quiet = Backoff(QUIET_VM_RETRY_INITIAL_S, QUIET_VM_RETRY_MAX_S)
         while True:
-            if self._stale.is_set() and self._health.silent_since_setup:
+            if self._stale.is_set() and self._health.silent_since_setup and not self._reconfigure:
                 # The last setup brought no handshake: the VM is asleep (Resource Saver) or broken. Setting it up
                 # again at once would only wake a sleeping VM for nothing; wait for a container to start (someone
                 # uses Docker again) or, failing that, a growing while.
@@ -237,6 +245,7 @@ class VmKeeper:
                     await trio.sleep(retry.next_delay())
                     continue
                 retry.reset()
+                self._reconfigure = False
                 self._install(result, trio.current_time())
             await self._stale.wait()
 
@@ -258,6 +267,7 @@ class VmKeeper:
             host_public_key=self._device.public_key,
             port=self._udp.port if endpoint is None or endpoint.port is None else endpoint.port,
             endpoint=None if endpoint is None else endpoint.host,
+            allow_inbound=self._config().inbound_allow,
         )
 
     def _install(self, result: SetupResult, now: float) -> None:

@@ -66,6 +66,10 @@ def test_every_contract_flag_reaches_the_config_flags() -> None:
         "proj_*",
         "--route-exclude",
         "bridge",
+        "--allow-inbound",
+        "8088",
+        "--allow-inbound",
+        "53/udp",
     )
     assert flags == ConfigFlags(
         config_file="/etc/other.toml",
@@ -79,6 +83,7 @@ def test_every_contract_flag_reaches_the_config_flags() -> None:
         force_routes=True,
         route_include=("10.0.0.0/8", "proj_*"),
         route_exclude=("bridge",),
+        allow_inbound=("8088", "53/udp"),
     )
 
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dmnc.tunnel.flowfilter import InboundPort
 from dmnc.vm import (
     DEFAULT_ENDPOINT_CANDIDATES,
     IptablesBackend,
@@ -158,3 +159,19 @@ def test_check_mode_takes_no_options_whatever_the_params() -> None:
     command = script_command(SetupParams(HOST_KEY, 1), ScriptMode.CHECK)
     assert command[-2:] == ["dmnc-setup", "check"]
     assert command == script_command(TeardownParams(interface="other0"), ScriptMode.CHECK)
+
+
+def test_inbound_ports_go_to_setup_as_one_argv_item_each_and_never_to_teardown() -> None:
+    params = SetupParams(HOST_KEY, 3333, allow_inbound=(InboundPort(53, "udp"), InboundPort(8088)))
+    arguments = script_arguments(params, ScriptMode.SETUP)
+    assert [arguments[index + 1] for index, item in enumerate(arguments) if item == "--allow-inbound"] == [
+        "53/udp",
+        "8088/tcp",
+    ]
+    assert "--allow-inbound" not in script_arguments(params, ScriptMode.TEARDOWN)
+
+
+@pytest.mark.parametrize("inbound", [InboundPort(0), InboundPort(65536), InboundPort(80, "sctp")])
+def test_an_invalid_inbound_port_is_refused(inbound: InboundPort) -> None:
+    with pytest.raises(SetupParamsError, match="is not PORT/tcp or PORT/udp"):
+        SetupParams(HOST_KEY, 3333, allow_inbound=(inbound,))
