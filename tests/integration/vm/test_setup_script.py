@@ -109,7 +109,8 @@ def test_userspace_entry_brings_up_a_tunnel_that_completes_a_handshake(lab: Lab,
     connect_host_peer(lab, outcome)
     wait_for_handshake(lab)
     assert wait_for_ping(lab.host, "10.33.33.2")
-    assert wait_for_ping(lab.vm, "10.33.33.1")
+    # The tunnel is a one-way door: the VM's own namespace starts nothing towards the host (OUTPUT -o chip0).
+    assert lab.vm.run(["ping", "-c", "1", "-W", "1", "10.33.33.1"], check=False).returncode != 0
 
     interface = lab.params.interface
     dump = lab.vm.run(["wg", "show", interface, "dump"]).stdout.splitlines()
@@ -143,7 +144,7 @@ def test_a_vm_with_ipv6_disabled_gets_an_ipv4_only_tunnel(lab: Lab, tmp_path: Pa
     allowed_ips = lab.vm.run(["wg", "show", lab.params.interface, "allowed-ips"]).stdout.split("\t")[1].split()
     assert allowed_ips == ["10.33.33.1/32"]
     assert rule_lines(lab.vm, "ip6tables-nft-save") == []
-    assert len(rule_lines(lab.vm, "iptables-nft-save")) == 4
+    assert len(rule_lines(lab.vm, "iptables-nft-save")) == len(EXPECTED_V4_RULES)
     connect_host_peer(lab, outcome)
     wait_for_handshake(lab)
     assert wait_for_ping(lab.host, "10.33.33.2")
@@ -160,17 +161,24 @@ def test_userspace_entry_keeps_its_key_across_restarts(lab: Lab, tmp_path: Path)
     stop_userspace(lab.vm, second)
 
 
+# Towards the host (-o) only replies pass: DMNC-TO-HOST accepts conntrack ESTABLISHED,RELATED and drops the rest.
+TO_HOST_RULES = {
+    "-A DOCKER-USER -o {interface} -j DMNC-TO-HOST",
+    "-A OUTPUT -o {interface} -j DMNC-TO-HOST",
+    "-A DMNC-TO-HOST -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+    "-A DMNC-TO-HOST -j DROP",
+}
 EXPECTED_V4_RULES = {
     "-A PREROUTING -i {interface} -j ACCEPT",
     "-A DOCKER-USER -i {interface} -j ACCEPT",
-    "-A DOCKER-USER -o {interface} -j ACCEPT",
     "-A POSTROUTING -s 10.33.33.1/32 -j MASQUERADE",
+    *TO_HOST_RULES,
 }
 EXPECTED_V6_RULES = {
     "-A PREROUTING -i {interface} -j ACCEPT",
     "-A DOCKER-USER -i {interface} -j ACCEPT",
-    "-A DOCKER-USER -o {interface} -j ACCEPT",
     "-A POSTROUTING -s fd33:33:33::1/128 -j MASQUERADE",
+    *TO_HOST_RULES,
 }
 
 
