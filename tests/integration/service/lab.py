@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,9 +25,9 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import dmnc_command
-from tests.lab.dockerd import BUSYBOX_REFERENCE, EngineProcess, import_busybox_image
-from tests.lab.netns import Netns, add_veth
+from tests.conftest import dmnc_command, require_root, require_tools
+from tests.lab.dockerd import BUSYBOX_REFERENCE, EngineProcess, import_busybox_image, running_dockerd
+from tests.lab.netns import Netns, add_veth, netns
 from tests.lab.setup_image import LAB_SETUP_IMAGE, import_setup_image
 from tests.lab.wait import wait_until
 
@@ -68,6 +69,20 @@ def service_lab(engine: EngineProcess, host: Netns, workdir: Path) -> Iterator[S
     import_busybox_image(engine.socket_path)
     (workdir / "config.toml").write_text("", encoding="utf-8")  # keeps the machine's /etc/dmnc out of the test
     yield ServiceLab(engine, host, vm, workdir)
+
+
+@contextlib.contextmanager
+def open_service_lab(prefix: str) -> Iterator[ServiceLab]:
+    """A private dockerd in its "VM" namespace, a "host" namespace and a work directory, as the service tests use."""
+    require_root()
+    require_tools("ip", "dockerd", "wireguard-go", "wg", "iptables", "curl", "ldd", "busybox")
+    with (
+        tempfile.TemporaryDirectory(prefix=prefix) as workdir,
+        running_dockerd() as engine,
+        netns("dmhost") as host,
+        service_lab(engine, host, Path(workdir)) as built,
+    ):
+        yield built
 
 
 class DmncProcess:
@@ -260,7 +275,8 @@ def vm_leftovers(lab: ServiceLab) -> list[str]:
         found.extend(
             f"{save}: {line}"
             for line in result.stdout.splitlines()
-            if line.startswith("-A ") and ("chip0" in line or "10.33.33.1" in line or "fd33:33:33::1" in line)
+            if line.startswith("-A ")
+            and any(marker in line for marker in ("chip0", "10.33.33.1", "fd33:33:33::1", "DMNC-TO-HOST"))
         )
     containers = lab.engine_request("GET", "/containers/json", params={"all": "1"}).json()
     found.extend(

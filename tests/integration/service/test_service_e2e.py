@@ -8,29 +8,25 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import dmnc_command, require_root, require_tools
+from tests.conftest import dmnc_command
 from tests.integration.service.lab import (
     ServiceLab,
     create_network,
     dmnc_routes,
     http_get,
+    open_service_lab,
     restart_dockerd,
     running_dmnc,
-    service_lab,
     start_web_container,
     status_json,
     vm_leftovers,
 )
-from tests.lab.dockerd import running_dockerd
-from tests.lab.netns import netns
 from tests.lab.wait import wait_until
 
 pytestmark = pytest.mark.lab
@@ -38,14 +34,7 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture
 def lab() -> Iterator[ServiceLab]:
-    require_root()
-    require_tools("ip", "dockerd", "wireguard-go", "wg", "iptables", "curl", "ldd", "busybox")
-    with (
-        tempfile.TemporaryDirectory(prefix="dmnc-e2e-") as workdir,
-        running_dockerd() as engine,
-        netns("dmhost") as host,
-        service_lab(engine, host, Path(workdir)) as built,
-    ):
+    with open_service_lab("dmnc-e2e-") as built:
         yield built
 
 
