@@ -19,6 +19,7 @@ Precedence, per option: command-line flag > environment variable > config file >
 | routes.over    | --route-over CIDR        | DMNC_ROUTES_OVER (a,b,...)     | [routes] over    |
 | dns_domain     | --dns-domain NAME        | DMNC_DNS_DOMAIN                | [dns] domain     |
 | dns_enabled    | --no-dns (turns it off)  | DMNC_NO_DNS                    | [dns] disabled   |
+| inbound_allow  | --allow-inbound PORT[/P] | DMNC_ALLOW_INBOUND (a,b,...)   | [inbound] allow  |
 
 The config file is /etc/dmnc/config.toml unless `--config PATH` or DMNC_CONFIG names another one. A missing default
 file is normal (every option has a default); a missing file that was named explicitly is an error. LOG_LEVEL is read
@@ -27,8 +28,13 @@ for compatibility with docker-mac-net-connect. Empty environment variables count
 vm_stale_after is how many seconds without a packet from the VM side make dmnc set that side up again: a number
 (fractions allowed) from 1 to 3600, default 40. The VM sends a keepalive every 25 s, so below 30 s (keepalive plus
 one REKEY_TIMEOUT) an idle but healthy VM looks stale; such values are for tests and the service warns about them.
-SIGHUP applies a new value at once, as it does log_level and the route options; the other options take effect when
-dmnc restarts.
+SIGHUP applies a new value at once, as it does log_level, the route options and inbound_allow; the other options
+take effect when dmnc restarts.
+
+inbound_allow lists the host ports (PORT, PORT/tcp or PORT/udp) containers may open connections to through the
+tunnel (repeatable flag; a port alone means TCP, as in `docker run -p`). The default is none: the VM reaches the host
+only with replies to flows the host started (dmnc.tunnel.flowfilter). A change also sets the VM side up again, whose
+firewall lets the same ports through.
 
 The route options (all reloaded by SIGHUP; see dmnc.routes.policy for the rules): include/exclude pick networks by
 name glob or CIDR; allow admits subnets outside the private ranges; over routes the subnets it contains even where
@@ -64,6 +70,7 @@ from dmnc.hardening.file_trust import ROOT_UID, untrusted_path
 from dmnc.logsetup import LogLevel
 from dmnc.routes.manager import Destination
 from dmnc.routes.policy import Pattern, PolicyConfig, PolicyConfigError, parse_cidr, parse_pattern
+from dmnc.tunnel.flowfilter import InboundPort
 
 if TYPE_CHECKING:
     # Imported where used: the Docker client pulls in httpx, which `dmnc status` (a config reader) never needs.
@@ -156,6 +163,8 @@ class Config:
     vm_stale_after: float = DEFAULT_VM_STALE_AFTER_S
     # Which networks get routes: include/exclude patterns, allow and over CIDRs, --force-routes (routes.force).
     routes: PolicyConfig = field(default_factory=PolicyConfig)
+    # Host ports containers may open new connections to through the tunnel (sorted, no repeats).
+    inbound_allow: tuple[InboundPort, ...] = ()
     # The file the values were read from, if one was read: SIGHUP reloads it.
     config_file: Path | None = None
     # Containers by name (dmnc/dns): the domain, and whether the DNS server runs at all.
@@ -183,6 +192,7 @@ class ConfigFlags:
     route_over: tuple[str, ...] | None = None
     dns_domain: str | None = None
     no_dns: bool | None = None
+    allow_inbound: tuple[str, ...] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -330,6 +340,17 @@ def parse_log_level(text: str) -> LogLevel:
 _SECONDS_TEXT = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?")
 
 
+_INBOUND_PORT = re.compile(r"([0-9]{1,5})(?:/(tcp|udp))?")
+
+
+def parse_inbound_port(text: str) -> InboundPort:
+    """`PORT[/tcp|/udp]` (TCP when no protocol is given), PORT from 1 to 65535."""
+    match = _INBOUND_PORT.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValueProblem(f"{text!r} is not PORT, PORT/tcp or PORT/udp")
+    return InboundPort(parse_port(match[1], allow_zero=False), match[2] or "tcp")
+
+
 def parse_vm_stale_after(value: str | float) -> float:
     """Seconds as text (flag, environment) or a TOML number, within MIN_VM_STALE_AFTER_S-MAX_VM_STALE_AFTER_S."""
     if isinstance(value, str):
@@ -418,6 +439,7 @@ _ROUTE_ALLOW = _Option("route_allow", _Kind.LIST, "--route-allow", ("DMNC_ROUTES
 _ROUTE_OVER = _Option("route_over", _Kind.LIST, "--route-over", ("DMNC_ROUTES_OVER",), ("routes", "over"))
 _DNS_DOMAIN = _Option("dns_domain", _Kind.TEXT, "--dns-domain", ("DMNC_DNS_DOMAIN",), ("dns", "domain"))
 _NO_DNS = _Option("no_dns", _Kind.SWITCH, "--no-dns", ("DMNC_NO_DNS",), ("dns", "disabled"))
+_ALLOW_INBOUND = _Option("allow_inbound", _Kind.LIST, "--allow-inbound", ("DMNC_ALLOW_INBOUND",), ("inbound", "allow"))
 _OPTIONS = (
     _DOCKER_HOST,
     _LISTEN,
@@ -434,8 +456,13 @@ _OPTIONS = (
     _ROUTE_OVER,
     _DNS_DOMAIN,
     _NO_DNS,
+    _ALLOW_INBOUND,
 )
-_TOML_TABLES = {"routes": frozenset({"include", "exclude", "allow", "over"}), "dns": frozenset({"domain", "disabled"})}
+_TOML_TABLES = {
+    "routes": frozenset({"include", "exclude", "allow", "over"}),
+    "dns": frozenset({"domain", "disabled"}),
+    "inbound": frozenset({"allow"}),
+}
 _TOML_TOP_LEVEL_KEYS = frozenset(option.toml_key[0] for option in _OPTIONS if len(option.toml_key) == 1)
 
 
@@ -652,6 +679,9 @@ class _Layers:
     def cidrs(self, option: _Option) -> tuple[Destination, ...]:
         return self._list(option, parse_cidr)
 
+    def inbound_ports(self, option: _Option) -> tuple[InboundPort, ...]:
+        return tuple(sorted(set(self._list(option, parse_inbound_port))))
+
     def _list(self, option: _Option, parse: Callable[[str], _T]) -> tuple[_T, ...]:
         """A list option: repeated flags, a comma-separated variable or a TOML array, each item parsed."""
         flag_value = getattr(self._flags, option.name)
@@ -666,7 +696,7 @@ class _Layers:
             return ()
         try:
             return tuple(parse(text) for text in given.value)
-        except PolicyConfigError as error:
+        except (PolicyConfigError, ValueProblem) as error:
             raise ConfigError(given.source, str(error)) from None
 
     def seconds(self, option: _Option, parse: Callable[[str | float], _T]) -> _T | None:
@@ -736,6 +766,7 @@ def load_config(flags: ConfigFlags, environ: Mapping[str, str]) -> Config:
             allow=layers.cidrs(_ROUTE_ALLOW),
             over=layers.cidrs(_ROUTE_OVER),
         ),
+        inbound_allow=layers.inbound_ports(_ALLOW_INBOUND),
         config_file=config_file.path if config_file is not None else None,
         dns_domain=layers.parsed(_DNS_DOMAIN, parse_dns_domain) or defaults.dns_domain,
         dns_enabled=not layers.switch(_NO_DNS),

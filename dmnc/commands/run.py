@@ -107,6 +107,13 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-dns", action="store_true", default=None, help="no DNS server: containers are reached by IP only"
     )
+    parser.add_argument(
+        "--allow-inbound",
+        metavar="PORT[/tcp|/udp]",
+        action="append",
+        help="let containers open connections to this host port through the tunnel (default: none; most setups"
+        " want host.docker.internal instead); repeatable",
+    )
 
 
 def flags_from_args(args: argparse.Namespace) -> ConfigFlags:
@@ -128,6 +135,7 @@ def flags_from_args(args: argparse.Namespace) -> ConfigFlags:
         route_over=None if args.route_over is None else tuple(args.route_over),
         dns_domain=args.dns_domain,
         no_dns=args.no_dns,
+        allow_inbound=None if args.allow_inbound is None else tuple(args.allow_inbound),
     )
 
 

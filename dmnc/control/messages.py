@@ -82,14 +82,16 @@ class StatusFormatError(ValueError):
 class TunnelStatus:
     """The host's WireGuard peer. `drops` counts discarded packets by reason, listing only reasons that occurred.
 
-    The reasons are the WireGuard core's `DropReason` members in lower case (dmnc/wireguard/outputs.py), then the
-    data path's own counters (`TunnelCounters` in dmnc/tunnel/datapath.py); no other names appear:
+    The reasons are the WireGuard core's `DropReason` members in lower case (dmnc/wireguard/outputs.py), the flow
+    filter's `FilterDrop` members in lower case (dmnc/tunnel/flowfilter.py: what the VM may not send the host),
+    then the data path's own counters (`TunnelCounters` in dmnc/tunnel/datapath.py); no other names appear:
 
     too_short, unknown_type, bad_length, invalid_mac1, decrypt_failed, unknown_peer, unknown_receiver_index,
     unexpected_message, invalid_public_key, replayed_counter, stale_timestamp, rate_limited, cookie_required,
     expired_keypair, disallowed_source_ip, no_route_to_peer, no_endpoint, invalid_ip_packet, queue_full,
-    handshake_gave_up, key_material_zeroed, roaming_refused, udp_send_failed, udp_receive_errors, tun_write_failed,
-    handshake_queue_full
+    handshake_gave_up, key_material_zeroed, roaming_refused, unparsable_packet, multicast_or_broadcast,
+    not_to_host_address, router_message, protocol_not_allowed, inbound_not_allowed, fragment_not_matched,
+    outbound_multicast, udp_send_failed, udp_receive_errors, tun_write_failed, handshake_queue_full
     """
 
     interface: str | None = None

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Set
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import trio
 
@@ -118,6 +119,17 @@ class ReconcilerStatus:
     dropped_messages: Mapping[str, int] = field(default_factory=dict)  # malformed kernel messages, by reason
 
 
+class RouteHooks(Protocol):
+    """Told around route changes, so what the route sends somewhere can be ready before it and kept until after it
+    (the VM peer's allowed IPs: dmnc.supervisor.peer_subnets)."""
+
+    def before_add(self, destinations: Sequence[Destination]) -> None:
+        """These routes are about to be added (or are installed already and kept)."""
+
+    def after_delete(self, destinations: Sequence[Destination]) -> None:
+        """These routes are gone (deleted, or an add of them failed)."""
+
+
 class RouteReconciler:
     """Routes for the networks it is told about, through `manager`, defended against other programs.
 
@@ -132,8 +144,10 @@ class RouteReconciler:
         *,
         resync_interval: float = 300.0,
         on_withdrawn: Callable[[Skipped], None] | None = None,
+        hooks: RouteHooks | None = None,
     ) -> None:
         self._manager = manager
+        self._hooks = hooks
         self._config = config
         self._host = HostState()
         # Told when a subnet dmnc routed is left out by a rule (host state changed, a VPN took it): a status event.
@@ -278,6 +292,7 @@ class RouteReconciler:
         self._networks = {}
         results = await self._manager.delete_many([route.destination for route in await self._manager.list_ours()])
         self._routed.difference_update(result.destination for result in results if result.error is None)
+        self._after_delete(results)
         _raise_failures(results)
         self._routed.clear()
 
@@ -409,8 +424,11 @@ class RouteReconciler:
         self._routed.intersection_update(desired)
         results: list[RouteResult] = []
         install_failures: dict[Destination, str] = {}
+        if self._hooks is not None:
+            self._hooks.before_add(sorted(desired & ours, key=_sort_key))
         if plan.delete:
             deleted = await self._manager.delete_many(plan.delete)
+            self._after_delete(deleted)
             for outcome in deleted:
                 if outcome.changed:
                     logger.info("removed route %s dev %s", outcome.destination, self._manager.interface)
@@ -423,7 +441,11 @@ class RouteReconciler:
         for batch, replace in ((new, False), (allowed_restores, True)):
             if not batch:
                 continue
+            if self._hooks is not None:
+                self._hooks.before_add(batch)
             added = await self._manager.add_many(batch, replace=replace)
+            if self._hooks is not None:
+                self._hooks.after_delete([outcome.destination for outcome in added if outcome.error is not None])
             for outcome in added:
                 if outcome.error is not None:
                     install_failures[outcome.destination] = _reason(outcome.error)
@@ -435,6 +457,10 @@ class RouteReconciler:
         self._routed.update(desired & ours)
         self._install_failures = install_failures
         _raise_failures(results)
+
+    def _after_delete(self, deleted: Iterable[RouteResult]) -> None:
+        if self._hooks is not None:
+            self._hooks.after_delete([outcome.destination for outcome in deleted if outcome.error is None])
 
 
 def _reason(error: RouteError) -> str:

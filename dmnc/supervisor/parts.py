@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dmnc.routes.reconcile import RouteReconciler
+from dmnc.supervisor.peer_subnets import VmPeerSubnets
 from dmnc.tun import TunDevice
 from dmnc.tunnel.datapath import Tunnel
 from dmnc.tunnel.udp import UdpEndpoint
@@ -17,10 +18,12 @@ SHUTDOWN_BUDGET_S = 4.0
 
 @dataclass(frozen=True)
 class RunningParts:
-    """The TUN interface, the UDP socket, the WireGuard device, the data path between them and the route manager."""
+    """The TUN interface, the UDP socket, the WireGuard device, the data path between them, the route manager and
+    the VM peer's allowed IPs that follow the routes."""
 
     tun: TunDevice
     udp: UdpEndpoint
     device: Device
     tunnel: Tunnel
     routes: RouteReconciler
+    peer_subnets: VmPeerSubnets

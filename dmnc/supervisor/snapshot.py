@@ -4,7 +4,7 @@ dmnc/control/messages.py documents."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import trio
 
@@ -18,17 +18,30 @@ from dmnc.supervisor.docker_watch import DockerState, DockerWatch
 from dmnc.supervisor.parts import RunningParts
 from dmnc.supervisor.vm_keeper import VmKeeper, VmSide
 from dmnc.tunnel.datapath import TunnelCounters
-from dmnc.wireguard import Device, PeerStats, encode_key
+from dmnc.tunnel.flowfilter import FilterDrop
+from dmnc.wireguard import Device, DropReason, PeerStats, encode_key
 
 
-def drop_counts(device: Device, vm_peer: PeerStats | None, counters: TunnelCounters) -> dict[str, int]:
+def drop_counts(
+    device: Device,
+    vm_peer: PeerStats | None,
+    counters: TunnelCounters,
+    filter_drops: Mapping[FilterDrop, int] | None = None,
+) -> dict[str, int]:
     """Discarded packets by reason: the core's `DropReason` names in lower case (device-wide and the VM peer's,
-    added up), then the data path's own `TunnelCounters` fields that are not zero."""
+    added up), the flow filter's `FilterDrop` names in lower case, then the data path's own `TunnelCounters`
+    fields that are not zero."""
     drops: dict[str, int] = {}
-    for source in (device.drops, {} if vm_peer is None else vm_peer.drops):
+    sources: tuple[Mapping[DropReason, int] | Mapping[FilterDrop, int], ...] = (
+        device.drops,
+        {} if vm_peer is None else vm_peer.drops,
+        filter_drops or {},
+    )
+    for source in sources:
         for reason, count in source.items():
-            name = reason.name.lower()
-            drops[name] = drops.get(name, 0) + count
+            if count:
+                name = reason.name.lower()
+                drops[name] = drops.get(name, 0) + count
     for name, count in dataclasses.asdict(counters).items():
         if count:
             drops[name] = count
@@ -42,6 +55,7 @@ def build_snapshot(
     listen: ListenAddress,
     device: Device,
     counters: TunnelCounters,
+    filter_drops: Mapping[FilterDrop, int] | None = None,
     vm: VmSide | None,
     docker: DockerState,
     routes: ReconcilerStatus,
@@ -57,7 +71,7 @@ def build_snapshot(
         endpoint=None if peer is None or peer.endpoint is None else format_host_port(*peer.endpoint),
         rx_bytes=0 if peer is None else peer.rx_bytes,
         tx_bytes=0 if peer is None else peer.tx_bytes,
-        drops=drop_counts(device, peer, counters),
+        drops=drop_counts(device, peer, counters, filter_drops),
     )
     return StatusSnapshot(
         version=__version__,
@@ -127,6 +141,7 @@ class ServiceStatus:
             listen=ListenAddress(self._config().listen.host, parts.udp.port, port_explicit=True),
             device=parts.device,
             counters=parts.tunnel.counters,
+            filter_drops=None if parts.tunnel.flow_filter is None else parts.tunnel.flow_filter.drops,
             vm=self._vm.side,
             docker=self._docker.state,
             routes=parts.routes.status(),

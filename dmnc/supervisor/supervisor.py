@@ -50,10 +50,12 @@ from dmnc.supervisor.docker_watch import DockerWatch
 from dmnc.supervisor.host_watch import watch_host_state
 from dmnc.supervisor.log import announce, logger
 from dmnc.supervisor.parts import SHUTDOWN_BUDGET_S, RunningParts
+from dmnc.supervisor.peer_subnets import VmPeerSubnets
 from dmnc.supervisor.snapshot import ServiceStatus
 from dmnc.supervisor.vm_keeper import VmKeeper, stale_after_warning
 from dmnc.tun import DEFAULT_MTU, TunAddress, TunDevice, TunError, open_tun
 from dmnc.tunnel.datapath import Tunnel
+from dmnc.tunnel.flowfilter import FlowFilter
 from dmnc.tunnel.udp import DEFAULT_LISTEN_ADDRESSES, UdpEndpoint, UdpError
 from dmnc.vm.params import DEFAULT_HOST_ADDRESS, DEFAULT_HOST_ADDRESS6, DEFAULT_VM_ADDRESS, DEFAULT_VM_ADDRESS6
 from dmnc.wireguard import Device, encode_key, generate_private_key
@@ -120,6 +122,8 @@ class Supervisor:
         self._private_key = generate_private_key(os.urandom)
         # Set while the parts exist; only SIGHUP's reload reaches into them from outside the nursery.
         self._routes: RouteReconciler | None = None
+        self._tunnel: Tunnel | None = None
+        self._vm: VmKeeper | None = None
         self._stopping = False
         self._scope = trio.CancelScope()
 
@@ -164,17 +168,20 @@ class Supervisor:
             udp = open_udp(self.config)
             try:
                 device = Device(self._private_key, rng=os.urandom, wall_offset=Tunnel.wall_offset(), mtu=DEFAULT_MTU)
-                tunnel = Tunnel(device, tun, udp)
+                tunnel = Tunnel(device, tun, udp, flow_filter=self._flow_filter())
                 logger.info(
                     "tunnel interface %s up, UDP port %d, public key %s",
                     tun.name,
                     udp.port,
                     encode_key(device.public_key),
                 )
+                peer_subnets = VmPeerSubnets(device)
                 async with open_route_manager(tun.name) as manager:
-                    routes = RouteReconciler(manager, self.config.routes, on_withdrawn=self._route_withdrawn)
+                    routes = RouteReconciler(
+                        manager, self.config.routes, on_withdrawn=self._route_withdrawn, hooks=peer_subnets
+                    )
                     routes.set_host_state(HostState(tunnel=TUNNEL_NETWORKS))
-                    parts = RunningParts(tun, udp, device, tunnel, routes)
+                    parts = RunningParts(tun, udp, device, tunnel, routes, peer_subnets)
                     await self._run_parts(parts, control, task_status)
             finally:
                 udp.close()
@@ -184,11 +191,13 @@ class Supervisor:
     async def _run_parts(
         self, parts: RunningParts, control: BoundControlSocket, task_status: trio.TaskStatus[None]
     ) -> None:
-        vm = VmKeeper(parts.device, parts.tunnel, parts.udp, self.current_config, self._events)
+        vm = VmKeeper(
+            parts.device, parts.tunnel, parts.udp, self.current_config, self._events, peer_subnets=parts.peer_subnets
+        )
         names = open_dns_service(self.config, parts, vm)
         docker = DockerWatch(parts.routes, vm, self.current_config, self._events, lambda: self._stopping, names=names)
         status = ServiceStatus(parts, docker, vm, self.current_config, self._events, names=names)
-        self._routes = parts.routes
+        self._routes, self._tunnel, self._vm = parts.routes, parts.tunnel, vm
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(parts.tunnel.run)
@@ -201,7 +210,7 @@ class Supervisor:
                 nursery.start_soon(docker.run)
                 task_status.started()
         finally:
-            self._routes = None
+            self._routes = self._tunnel = self._vm = None
             with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_BUDGET_S):
                 await _withdraw_routes(parts)
 
@@ -215,9 +224,15 @@ class Supervisor:
             decision=skip.reason.decision,
         )
 
+    def _flow_filter(self) -> FlowFilter:
+        """The one-way door: the VM's packets reach only the host's tunnel addresses, and only in host flows."""
+        return FlowFilter(
+            [address.local.ip.packed for address in HOST_TUN_ADDRESSES], allowed_inbound=self.config.inbound_allow
+        )
+
     def reload(self) -> None:
-        """SIGHUP: re-read the configuration; log level, vm_stale_after and route selection apply at once, the rest
-        at restart."""
+        """SIGHUP: re-read the configuration; log level, vm_stale_after, route selection and the inbound ports
+        apply at once, the rest at restart."""
         try:
             new = load_config(self._flags, os.environ)
         except ConfigError as error:
@@ -226,6 +241,8 @@ class Supervisor:
         setup_logging(new.log_level)
         if self._routes is not None:
             self._routes.set_policy(new.routes)
+        if new.inbound_allow != self.config.inbound_allow:
+            self._allow_inbound(new)
         restart_needed = [name for name in RESTART_OPTIONS if getattr(new, name) != getattr(self.config, name)]
         stale_after_changed = new.vm_stale_after != self.config.vm_stale_after
         self.config = new
@@ -234,6 +251,14 @@ class Supervisor:
             logger.warning("%s", warning)
         if restart_needed:
             logger.warning("changes to %s take effect when dmnc restarts", ", ".join(restart_needed))
+
+    def _allow_inbound(self, new: Config) -> None:
+        """Apply a changed --allow-inbound: the host's filter at once, the VM's firewall with a new setup."""
+        logger.info("inbound ports allowed: %s", ", ".join(map(str, new.inbound_allow)) or "none")
+        if self._tunnel is not None and self._tunnel.flow_filter is not None:
+            self._tunnel.flow_filter.set_allowed_inbound(new.inbound_allow)
+        if self._vm is not None:
+            self._vm.set_up_again()
 
 
 def open_dns_service(config: Config, parts: RunningParts, vm: VmKeeper) -> DnsService | None:

@@ -10,7 +10,6 @@ put to sleep is not kept awake by dmnc.
 from __future__ import annotations
 
 import enum
-import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from dmnc.docker.errors import DockerError
 from dmnc.logsetup import printable
 from dmnc.supervisor.backoff import Backoff
 from dmnc.supervisor.log import announce, logger
+from dmnc.supervisor.peer_subnets import VmPeerSubnets
 from dmnc.tunnel.datapath import Tunnel
 from dmnc.tunnel.udp import UdpEndpoint
 from dmnc.vm.errors import VmSetupError
@@ -47,10 +47,6 @@ QUIET_VM_RETRY_MAX_S = 900.0
 # A failing VM setup (image build offline, a broken VM) is retried more patiently.
 SETUP_RETRY_INITIAL_S = 2.0
 SETUP_RETRY_MAX_S = 60.0
-
-# The host end of the tunnel routes only Docker subnets into the TUN; the VM peer is the only peer, so it owns
-# every destination (cryptokey routing) and may send from any container subnet.
-VM_PEER_ALLOWED_IPS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 
 
 class Verdict(enum.Enum):
@@ -176,8 +172,12 @@ class VmKeeper:
         udp: UdpEndpoint,
         config: Callable[[], Config],
         events: EventBroadcaster,
+        *,
+        peer_subnets: VmPeerSubnets | None = None,
     ) -> None:
+        """`peer_subnets` gives the VM peer its allowed IPs (its tunnel addresses and the routed subnets)."""
         self._device = device
+        self._peer_subnets = VmPeerSubnets(device) if peer_subnets is None else peer_subnets
         self._tunnel = tunnel
         self._udp = udp
         self._config = config  # the current configuration: SIGHUP may replace it
@@ -186,6 +186,7 @@ class VmKeeper:
         self._side: VmSide | None = None
         self._stale = trio.Event()
         self._docker_activity = trio.Event()
+        self._reconfigure = False
 
     @property
     def side(self) -> VmSide | None:
@@ -196,6 +197,13 @@ class VmKeeper:
     def carries_ipv6(self) -> bool:
         """False once the VM side reported IPv6 off; True while no setup has said (routes stay as before it)."""
         return self._side is None or self._side.ipv6
+
+    def set_up_again(self) -> None:
+        """The VM side's parameters changed (SIGHUP: --allow-inbound): run the setup again as soon as Docker is
+        connected, even if the VM side is healthy or quiet."""
+        self._reconfigure = True
+        self._stale.set()
+        self._docker_activity.set()
 
     def container_started(self) -> None:
         """Docker is in use (so its VM is awake): a VM side that stayed silent may be set up again now."""
@@ -225,7 +233,7 @@ class VmKeeper:
         retry = Backoff(SETUP_RETRY_INITIAL_S, SETUP_RETRY_MAX_S)
         quiet = Backoff(QUIET_VM_RETRY_INITIAL_S, QUIET_VM_RETRY_MAX_S)
         while True:
-            if self._stale.is_set() and self._health.silent_since_setup:
+            if self._stale.is_set() and self._health.silent_since_setup and not self._reconfigure:
                 # The last setup brought no handshake: the VM is asleep (Resource Saver) or broken. Setting it up
                 # again at once would only wake a sleeping VM for nothing; wait for a container to start (someone
                 # uses Docker again) or, failing that, a growing while.
@@ -245,6 +253,7 @@ class VmKeeper:
                     await trio.sleep(retry.next_delay())
                     continue
                 retry.reset()
+                self._reconfigure = False
                 self._install(result, trio.current_time())
             await self._stale.wait()
 
@@ -266,19 +275,23 @@ class VmKeeper:
             host_public_key=self._device.public_key,
             port=self._udp.port if endpoint is None or endpoint.port is None else endpoint.port,
             endpoint=None if endpoint is None else endpoint.host,
+            allow_inbound=self._config().inbound_allow,
         )
 
     def _install(self, result: SetupResult, now: float) -> None:
         peer = None if self._side is None else self._side.peer
         if self._side is not None and self._side.public_key != result.vm_public_key:
             self._device.remove_peer(self._side.public_key)
+            self._peer_subnets.attach(None)
             peer = None
         if peer is None:
             # The VM dials from one stable place (loopback on Docker Desktop, a vmnet/bridge address on Colima):
             # its endpoint may not roam into another address family or off loopback (dmnc.wireguard.roaming).
+            allowed_ips = self._peer_subnets.allowed_ips()
             peer = self._device.add_peer(
-                PeerConfig(public_key=result.vm_public_key, allowed_ips=VM_PEER_ALLOWED_IPS, roam_anywhere=False)
+                PeerConfig(public_key=result.vm_public_key, allowed_ips=allowed_ips, roam_anywhere=False)
             )
+            self._peer_subnets.attach(result.vm_public_key)
             self._health.peer_added(peer)
             if self._tunnel.answer_recent_initiation():
                 logger.debug("answered the VM's first initiation, which arrived before its key")

@@ -4,6 +4,12 @@ Every number and layout here is from xnu (apple-oss-distributions/xnu, macOS 13-
 bsd/sys/kern_control.h, bsd/sys/sys_domain.h, bsd/sys/sockio.h, bsd/net/if.h, bsd/netinet6/in6_var.h. Darwin's
 address family numbers differ from Linux's (AF_INET6 is 30), so they are spelled out rather than taken from
 `socket`. The byte builders are pure functions, unit-tested on Linux against those values.
+
+Router advertisements: a utun configured this way processes none, so nothing needs turning off here (Linux needs
+accept_ra=0, dmnc.tun.linux). xnu's nd6_ra_input() (bsd/netinet6/nd6_rtr.c) discards an RA unless the interface
+has IFEF_ACCEPT_RTADV (bsd/net/if_var.h), and only SIOCAUTOCONF_START (in6ctl_autoconf(), bsd/netinet6/in6.c) sets
+it: what configd issues for an interface set to configure IPv6 "Automatically". dmnc only adds addresses with
+SIOCAIFADDR_IN6 and never starts autoconfiguration. The flow filter drops RAs and redirects before the TUN anyway.
 """
 
 from __future__ import annotations

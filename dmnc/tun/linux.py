@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from dmnc import netlink
 from dmnc.tun._device import DEFAULT_MTU, TunAddress, TunError
-from dmnc.tun.rtnetlink import encode_add_address, encode_link_settings
+from dmnc.tun.rtnetlink import encode_add_address, encode_link_settings, encode_no_link_local
 
 TUN_CLONE_DEVICE = "/dev/net/tun"
 TUNSETIFF = 0x400454CA
@@ -28,6 +28,8 @@ IFNAMSIZ = 16
 # A TUN read returns one whole packet; a buffer of the largest IP packet means no MTU change can truncate one.
 MAX_PACKET = 65535
 _NETLINK_TIMEOUT_SECONDS = 5.0
+# Present when the kernel has IPv6 (ipv6(7)); per-interface settings live below conf/NAME.
+_IPV6_SYSCTL = "/proc/sys/net/ipv6"
 # Holds any reply to a request (an acknowledgement, or an error with extended attributes).
 _NETLINK_RECEIVE_BYTES = 65536
 
@@ -110,7 +112,14 @@ def configure_interface(name: str, *, mtu: int, addresses: Sequence[TunAddress])
     except OSError as error:
         raise TunError(f"interface {name} vanished before it was configured: {error.strerror}") from error
     sequence = itertools.count(1)
-    requests = [
+    requests = []
+    if os.path.isdir(_IPV6_SYSCTL):
+        # The host takes no orders through the tunnel: no link-local address (so no RS or MLD of its own) and no
+        # router advertisements accepted, set before the link is up (the flow filter drops RAs too).
+        seq = next(sequence)
+        requests.append((f"turning off link-local addresses on {name}", seq, encode_no_link_local(index, seq)))
+        ignore_router_advertisements(name)
+    requests += [
         (
             f"adding address {address.local} to {name}",
             seq := next(sequence),
@@ -131,6 +140,16 @@ def configure_interface(name: str, *, mtu: int, addresses: Sequence[TunAddress])
                 request_acknowledged(request_socket, seq, message, what)
     except OSError as error:
         raise TunError(f"configuring {name} over rtnetlink: {error.strerror or error}") from error
+
+
+def ignore_router_advertisements(name: str) -> None:
+    """accept_ra=0 on `name` (Documentation/networking/ip-sysctl.rst): router advertisements arriving on it
+    configure nothing, whatever the global default says."""
+    try:
+        with open(f"{_IPV6_SYSCTL}/conf/{name}/accept_ra", "w", encoding="ascii") as setting:
+            setting.write("0\n")
+    except OSError as error:
+        raise TunError(f"setting accept_ra=0 on {name}: {error.strerror or error}") from error
 
 
 def request_acknowledged(request_socket: socket.socket, seq: int, message: bytes, what: str) -> None:

@@ -1,4 +1,5 @@
-"""rtnetlink requests that configure a TUN interface: link MTU and up (RTM_NEWLINK), addresses (RTM_NEWADDR).
+"""rtnetlink requests that configure a TUN interface: link MTU and up, IPv6 address generation mode (RTM_NEWLINK),
+addresses (RTM_NEWADDR).
 
 Pure encoding; netlink framing and acknowledgements are `dmnc.netlink`'s and `linux.py` owns the socket. Payload
 layouts and numbers come from the Linux UAPI headers `linux/rtnetlink.h` (ifinfomsg, ifaddrmsg, RTM_NEWADDR),
@@ -37,6 +38,13 @@ IFA_ADDRESS = 1
 IFA_LOCAL = 2
 IFA_F_NODAD = 0x02  # no duplicate address detection: a point-to-point tunnel has no one to collide with
 IFF_UP = 0x1
+# linux/if_link.h: IFLA_AF_SPEC nests one attribute per address family; inside AF_INET6, IFLA_INET6_ADDR_GEN_MODE
+# (a u8) set to IN6_ADDR_GEN_MODE_NONE makes the kernel generate no link-local address when the link comes up.
+IFLA_AF_SPEC = 26
+IFLA_INET6_ADDR_GEN_MODE = 8
+IN6_ADDR_GEN_MODE_NONE = 1
+# linux/netlink.h: marks an attribute whose value is more attributes.
+NLA_F_NESTED = 1 << 15
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -48,6 +56,16 @@ def encode_link_settings(index: int, seq: int, *, mtu: int | None, up: bool) -> 
     body = IFINFOMSG.pack(AF_UNSPEC, 0, index, IFF_UP if up else 0, change)
     if mtu is not None:
         body += encode_attribute(IFLA_MTU, netlink.U32.pack(mtu))
+    return netlink.encode_message(Header(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, seq, 0), body)
+
+
+def encode_no_link_local(index: int, seq: int) -> bytes:
+    """RTM_NEWLINK: IPv6 address generation mode "none" on link `index`. Sent before the link goes up, the link
+    never gets a link-local address, so it sends no router solicitation or MLD report of its own and has no address
+    a router advertisement or redirect would be addressed to."""
+    mode = encode_attribute(IFLA_INET6_ADDR_GEN_MODE, bytes([IN6_ADDR_GEN_MODE_NONE]))
+    af_spec = encode_attribute(IFLA_AF_SPEC | NLA_F_NESTED, encode_attribute(AF_INET6 | NLA_F_NESTED, mode))
+    body = IFINFOMSG.pack(AF_UNSPEC, 0, index, 0, 0) + af_spec
     return netlink.encode_message(Header(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, seq, 0), body)
 
 

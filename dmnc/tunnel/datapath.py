@@ -14,6 +14,10 @@ Per wakeup each pump drains at most `batch` packets from its non-blocking fd, th
 data queued) or `wait_readable` (fd empty): never an await per packet (one checkpoint costs ~10 us, the budget of a
 whole packet), never an unbounded drain that would starve the timers and the other direction.
 
+With a `FlowFilter` (dmnc.tunnel.flowfilter) the tunnel is a one-way door: packets read from the TUN register
+their flows before encryption (host multicast is dropped there), and decrypted packets from the VM reach the TUN
+only as part of such a flow. A new flow the VM tries towards a host port is logged once per port.
+
 The pumps never touch a socket: they send with `UdpEndpoint.send` and receive through `UdpReceiver`s, which own
 the sockets, GSO and the one rule for which socket errors are transient (dmnc.tunnel.udp). They hand what a batch
 produced to two offload threads (`OffloadThread`): one writes packets to the TUN, one sends runs of datagrams to
@@ -26,6 +30,7 @@ a rare lost update.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import queue
 import threading
@@ -37,9 +42,12 @@ from typing import Generic, TypeVar
 import trio
 
 from dmnc.tun import TunDevice, TunError
+from dmnc.tunnel.flowfilter import FlowFilter
 from dmnc.tunnel.udp import UdpEndpoint, UdpError, UdpReceiver
 from dmnc.wireguard import Device, SendDatagram, WriteTunnel
 from dmnc.wireguard.outputs import Endpoint, Output
+
+logger = logging.getLogger("dmnc.tunnel")
 
 DEFAULT_BATCH = 128
 DEFAULT_HANDSHAKE_QUEUE = 256
@@ -158,8 +166,11 @@ class Tunnel:
         *,
         batch: int = DEFAULT_BATCH,
         handshake_queue: int = DEFAULT_HANDSHAKE_QUEUE,
+        flow_filter: FlowFilter | None = None,
     ) -> None:
+        """Without `flow_filter` every packet passes both ways (`dmnc wg up`, benchmarks of the bare path)."""
         self.device = device
+        self.flow_filter = flow_filter
         self.tun = tun
         self.udp = udp
         self.batch = batch
@@ -224,9 +235,31 @@ class Tunnel:
         for output in outputs:
             if type(output) is SendDatagram:
                 self._send(output.data, output.endpoint)
-            elif type(output) is WriteTunnel and not self.tun.write_packet(output.packet):
+            elif (
+                type(output) is WriteTunnel and self._admit(output.packet) and not self.tun.write_packet(output.packet)
+            ):
                 self.counters.tun_write_failed += 1
             # Drop: already counted by the core.
+
+    def _admit(self, packet: bytes) -> bool:
+        """The flow filter's verdict on one packet from the VM (True without a filter)."""
+        flow_filter = self.flow_filter
+        if flow_filter is None:
+            return True
+        admitted = flow_filter.inbound(packet, trio.current_time())
+        if flow_filter.newly_refused:
+            self._log_refused(flow_filter)
+        return admitted
+
+    @staticmethod
+    def _log_refused(flow_filter: FlowFilter) -> None:
+        for port in flow_filter.newly_refused:
+            logger.warning(
+                "container→host connection to port %s dropped; use `--allow-inbound %s` or host.docker.internal",
+                port,
+                port,
+            )
+        flow_filter.newly_refused.clear()
 
     def _send(self, data: bytes, endpoint: Endpoint) -> None:
         connected = self.udp.is_connected(endpoint)
@@ -278,7 +311,7 @@ class Tunnel:
 
     def _tun_batch(self) -> int:
         """Encapsulate up to `batch` packets from the TUN, then send the datagrams (see `_send_many`)."""
-        tun, device = self.tun, self.device
+        tun, device, flow_filter = self.tun, self.device, self.flow_filter
         now = trio.current_time()
         datagrams: list[SendDatagram] = []
         handled = 0
@@ -287,6 +320,8 @@ class Tunnel:
             if packet is None:
                 break
             handled += 1
+            if flow_filter is not None and not flow_filter.outbound(packet, now):
+                continue
             for output in device.encapsulate(packet, now):
                 if type(output) is SendDatagram:
                     datagrams.append(output)
@@ -330,7 +365,7 @@ class Tunnel:
         if received is None:
             return -1
         self.counters.udp_receive_errors += received.errors
-        device, now = self.device, trio.current_time()
+        device, flow_filter, now = self.device, self.flow_filter, trio.current_time()
         is_handshake_message = Device.is_handshake_message
         packets: list[bytes] = []
         try:
@@ -340,12 +375,15 @@ class Tunnel:
                     continue
                 for output in device.decapsulate(datagram, source, now):
                     if type(output) is WriteTunnel:
-                        packets.append(output.packet)
+                        if flow_filter is None or flow_filter.inbound(output.packet, now):
+                            packets.append(output.packet)
                     elif type(output) is SendDatagram:
                         self._send(output.data, output.endpoint)
         finally:
             if packets:
                 self._tun_writer.submit(packets, small=len(packets) <= INLINE_BATCH)
+            if flow_filter is not None and flow_filter.newly_refused:
+                self._log_refused(flow_filter)
         return len(received.datagrams) + received.errors if received.drained else self.batch
 
     def _enqueue_handshake(self, datagram: bytes, source: Endpoint, now: float) -> None:

@@ -17,6 +17,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from dmnc.tunnel.flowfilter import InboundPort
 from dmnc.vm.assets import setup_script
 from dmnc.vm.errors import SetupParamsError
 
@@ -120,6 +121,9 @@ class SetupParams:
     mtu: int = DEFAULT_MTU
     interface: str = DEFAULT_INTERFACE
     iptables: IptablesBackend = IptablesBackend.AUTO
+    allow_inbound: tuple[InboundPort, ...] = ()
+    """Host ports containers may open connections to: the VM forwards new connections towards the tunnel only to
+    these (`--allow-inbound`)."""
 
     def __post_init__(self) -> None:
         if len(self.host_public_key) != WIREGUARD_KEY_LENGTH:
@@ -144,6 +148,9 @@ class SetupParams:
         if not minimum_mtu <= self.mtu <= MAX_MTU:
             raise SetupParamsError(f"MTU {self.mtu} is outside {minimum_mtu}-{MAX_MTU}")
         _check_interface_name(self.interface)
+        for inbound in self.allow_inbound:
+            if not 1 <= inbound.port <= 65535 or inbound.protocol not in {"tcp", "udp"}:
+                raise SetupParamsError(f"inbound port {inbound.port}/{inbound.protocol} is not PORT/tcp or PORT/udp")
 
     @property
     def host_public_key_base64(self) -> str:
@@ -211,6 +218,8 @@ def script_arguments(params: SetupParams, mode: ScriptMode, *, nonce: str) -> li
     else:
         for candidate in params.endpoint_candidates:
             arguments += ["--endpoint-candidate", candidate]
+    for inbound in params.allow_inbound:
+        arguments += ["--allow-inbound", f"{inbound.port}/{inbound.protocol}"]
     return arguments
 
 

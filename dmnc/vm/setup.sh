@@ -29,6 +29,8 @@
 #   --mtu N                      default 1420
 #   --interface NAME             default chip0
 #   --iptables auto|legacy|nft   default auto: the backend that holds Docker's chains
+#   --allow-inbound PORT/PROTO   repeatable, PROTO tcp or udp: a host port containers may open connections to
+#                                through the tunnel. Towards the host only replies of its own flows pass otherwise.
 #   --state-dir DIR              userspace mode only: where the fallback keeps its private key (default
 #                                /var/lib/dmnc-setup, inside the container, so a restart keeps the same key)
 #
@@ -47,6 +49,8 @@ RESULT_PREFIX='dmnc-setup-result v1'
 DEFAULT_CANDIDATES='host.docker.internal host.lima.internal host.containers.internal'
 # Keeps NAT mappings and the host's knowledge of our endpoint alive (wg(8) suggests 25 s behind NAT).
 PERSISTENT_KEEPALIVE=25
+# The filter chain of what the VM may send towards the host through the tunnel (to_host_rules).
+TO_HOST_CHAIN='DMNC-TO-HOST'
 # Bounds every delete loop in teardown: a rule that survives this many deletes means iptables is misbehaving.
 MAX_RULE_COPIES=100
 
@@ -115,6 +119,7 @@ MTU='1420'
 IFACE='chip0'
 IPTABLES_CHOICE='auto'
 STATE_DIR='/var/lib/dmnc-setup'
+ALLOW_INBOUND=''
 
 while [ $# -gt 0 ]; do
     [ $# -ge 2 ] || usage_error "option $1 needs a value"
@@ -132,6 +137,7 @@ while [ $# -gt 0 ]; do
         --interface) IFACE=$2 ;;
         --iptables) IPTABLES_CHOICE=$2 ;;
         --state-dir) STATE_DIR=$2 ;;
+        --allow-inbound) ALLOW_INBOUND="$ALLOW_INBOUND $2" ;;
         *) usage_error "unknown option '$1'" ;;
     esac
     shift 2
@@ -176,6 +182,16 @@ esac
 [ "${#NONCE}" -eq 32 ] || usage_error "invalid --nonce: expected 32 lowercase hex digits"
 RESULT_PREFIX="$RESULT_PREFIX nonce=$NONCE"
 
+# Every --allow-inbound value is PORT/tcp or PORT/udp, PORT 1-65535: only such words reach iptables.
+check_allow_inbound() {
+    for inbound in $ALLOW_INBOUND; do
+        case $inbound in
+            */tcp | */udp) in_range "${inbound%/*}" 1 65535 && continue ;;
+        esac
+        usage_error "invalid --allow-inbound '$inbound': expected PORT/tcp or PORT/udp, PORT 1-65535"
+    done
+}
+
 case $IFACE in
     '' | *[!A-Za-z0-9_.-]* | [.-]*) usage_error "invalid interface name '$IFACE'" ;;
 esac
@@ -211,6 +227,7 @@ if [ "$MODE" = setup ] || [ "$MODE" = userspace ]; then
         -*) usage_error "invalid --endpoint '$ENDPOINT'" ;;
     esac
     [ -n "$CANDIDATES" ] || CANDIDATES=$DEFAULT_CANDIDATES
+    check_allow_inbound
 fi
 
 KERNEL_RELEASE=$(uname -r 2>/dev/null) || KERNEL_RELEASE=''
@@ -324,7 +341,7 @@ apply_rules() {
     "$ar_action" "$ar_tool" raw PREROUTING -i "$IFACE" -j ACCEPT
     # Docker Desktop >= 4.39 (and Docker's FORWARD policy DROP) drop forwarded traffic unless DOCKER-USER accepts it.
     "$ar_action" "$ar_tool" filter DOCKER-USER -i "$IFACE" -j ACCEPT
-    "$ar_action" "$ar_tool" filter DOCKER-USER -o "$IFACE" -j ACCEPT
+    to_host_rules "$ar_action" "$ar_tool"
     # Containers on --internal networks have no route back to the host's tunnel address: answer via the bridge.
     "$ar_action" "$ar_tool" nat POSTROUTING -s "$ar_host" -j MASQUERADE
     if [ "$ar_action" = remove_rule ]; then
@@ -332,6 +349,59 @@ apply_rules() {
         # took it over; Docker's own chain stays.
         "$ar_tool" -w -t filter -X DOCKER-USER >/dev/null 2>&1 || true
     fi
+}
+
+# to_host_rules ACTION TOOL: towards the host only replies of flows the host started pass (conntrack
+# ESTABLISHED,RELATED, iptables-extensions(8)), plus new connections to the --allow-inbound ports; the rest is
+# dropped, both forwarded from containers (DOCKER-USER, which FORWARD consults before Docker's isolation chains) and
+# sent by the VM's own namespace (OUTPUT: host-network containers).
+to_host_rules() {
+    th_action=$1 th_tool=$2
+    # Earlier versions accepted everything towards the tunnel: that rule goes on every run.
+    remove_rule "$th_tool" filter DOCKER-USER -o "$IFACE" -j ACCEPT
+    if [ "$th_action" = ensure_rule ]; then
+        fill_to_host_chain "$th_tool"
+    fi
+    "$th_action" "$th_tool" filter DOCKER-USER -o "$IFACE" -j "$TO_HOST_CHAIN"
+    "$th_action" "$th_tool" filter OUTPUT -o "$IFACE" -j "$TO_HOST_CHAIN"
+    if [ "$th_action" = remove_rule ] && "$th_tool" -w -t filter -S "$TO_HOST_CHAIN" >/dev/null 2>&1; then
+        must "$th_tool -t filter -F $TO_HOST_CHAIN" "$th_tool" -w -t filter -F "$TO_HOST_CHAIN"
+        must "$th_tool -t filter -X $TO_HOST_CHAIN" "$th_tool" -w -t filter -X "$TO_HOST_CHAIN"
+    fi
+}
+
+# fill_to_host_chain TOOL: (re)writes the chain without a moment in which it lets more through than either the old
+# or the new rules: the new rules and a final DROP go in first, then the old rules (and their DROP) come out.
+fill_to_host_chain() {
+    ft_tool=$1
+    if ! "$ft_tool" -w -t filter -S "$TO_HOST_CHAIN" >/dev/null 2>&1; then
+        must "$ft_tool -t filter -N $TO_HOST_CHAIN" "$ft_tool" -w -t filter -N "$TO_HOST_CHAIN"
+    fi
+    ft_old=$(chain_rule_count "$ft_tool")
+    ft_position=1
+    must "$ft_tool -t filter -I $TO_HOST_CHAIN (replies)" "$ft_tool" -w -t filter -I "$TO_HOST_CHAIN" 1 \
+        -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+    for inbound in $ALLOW_INBOUND; do
+        ft_position=$((ft_position + 1))
+        must "$ft_tool -t filter -I $TO_HOST_CHAIN (port $inbound)" "$ft_tool" -w -t filter -I "$TO_HOST_CHAIN" \
+            "$ft_position" -p "${inbound#*/}" --dport "${inbound%/*}" -m conntrack --ctstate NEW -j ACCEPT
+    done
+    ft_position=$((ft_position + 1))
+    must "$ft_tool -t filter -I $TO_HOST_CHAIN (drop)" "$ft_tool" -w -t filter -I "$TO_HOST_CHAIN" "$ft_position" -j DROP
+    while [ "$ft_old" -gt 0 ]; do
+        must "$ft_tool -t filter -D $TO_HOST_CHAIN (old rule)" "$ft_tool" -w -t filter -D "$TO_HOST_CHAIN" \
+            $((ft_position + 1))
+        ft_old=$((ft_old - 1))
+    done
+}
+
+chain_rule_count() {
+    cr_count=0
+    cr_rules=$("$1" -w -t filter -S "$TO_HOST_CHAIN") || die "cannot list $TO_HOST_CHAIN with $1"
+    for cr_word in $cr_rules; do
+        [ "$cr_word" = "-A" ] && cr_count=$((cr_count + 1))
+    done
+    echo "$cr_count"
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -516,7 +586,7 @@ teardown_family() {
     command -v "$1" >/dev/null 2>&1 || return 0
     saved=$("$1-save" 2>/dev/null) || return 0
     case $saved in
-        *"-i $IFACE "* | *"-o $IFACE "* | *"-s $2/"*) apply_rules remove_rule "$1" "$2" ;;
+        *"-i $IFACE "* | *"-o $IFACE "* | *"-s $2/"* | *"$TO_HOST_CHAIN"*) apply_rules remove_rule "$1" "$2" ;;
     esac
 }
 

@@ -8,14 +8,15 @@ returned `Output` values. `now` is a monotonic float supplied by the caller; ran
 from __future__ import annotations
 
 import collections
+import dataclasses
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
 from dmnc.wireguard import constants, crypto, keys, messages, noise
 from dmnc.wireguard.allowedips import AllowedIPs
-from dmnc.wireguard.config import PeerConfig, PeerStats, Timing
+from dmnc.wireguard.config import IPNetwork, PeerConfig, PeerStats, Timing
 from dmnc.wireguard.cookie import CookieChecker, CookieError
 from dmnc.wireguard.messages import CookieReply, Initiation, MessageError, Response
 from dmnc.wireguard.outputs import DROPS, Drop, DropReason, Endpoint, Output, SendDatagram, WriteTunnel
@@ -119,13 +120,28 @@ class Device:
             self._routes.insert(network, peer)
         return peer.stats
 
+    def set_allowed_ips(self, public_key: bytes, allowed_ips: Iterable[IPNetwork]) -> None:
+        """Replace a peer's allowed IPs (whitepaper 2, cryptokey routing): from now on it receives exactly the
+        packets routed to these networks and may send only from them. Sessions and counters are untouched."""
+        peer = self._configured_peer(public_key)
+        networks = tuple(allowed_ips)
+        peer.config = dataclasses.replace(peer.config, allowed_ips=networks)
+        self._routes.remove_value(peer)
+        for network in networks:
+            self._routes.insert(network, peer)
+
     def remove_peer(self, public_key: bytes) -> None:
-        peer = self._peers.pop(public_key, None)
-        if peer is None:
-            raise PeerConfigError(f"no peer {keys.encode_key(public_key) if len(public_key) == 32 else public_key!r}")
+        peer = self._configured_peer(public_key)
+        del self._peers[public_key]
         self._zero_key_material(peer)
         peer.timers.stop()
         self._routes.remove_value(peer)
+
+    def _configured_peer(self, public_key: bytes) -> Peer:
+        peer = self._peers.get(public_key)
+        if peer is None:
+            raise PeerConfigError(f"no peer {keys.encode_key(public_key) if len(public_key) == 32 else public_key!r}")
+        return peer
 
     def answer_unmatched_initiation(self, now: float) -> list[Output]:
         """Answer the newest initiation that came from a key that was no peer, if that key is one now.

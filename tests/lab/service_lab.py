@@ -452,7 +452,8 @@ def vm_leftovers(lab: ServiceLab) -> list[str]:
         found.extend(
             f"{save}: {line}"
             for line in result.stdout.splitlines()
-            if line.startswith("-A ") and ("chip0" in line or "10.33.33.1" in line or "fd33:33:33::1" in line)
+            if line.startswith("-A ")
+            and any(marker in line for marker in ("chip0", "10.33.33.1", "fd33:33:33::1", "DMNC-TO-HOST"))
         )
     containers = lab.engine_request("GET", "/containers/json", params={"all": "1"}).json()
     found.extend(

@@ -82,6 +82,10 @@ def test_every_contract_flag_reaches_the_config_flags() -> None:
         "172.30.0.0/16",
         "--route-over",
         "fd77::/16",
+        "--allow-inbound",
+        "8088",
+        "--allow-inbound",
+        "53/udp",
     )
     assert flags == ConfigFlags(
         config_file="/etc/other.toml",
@@ -97,6 +101,7 @@ def test_every_contract_flag_reaches_the_config_flags() -> None:
         route_exclude=("bridge",),
         route_allow=("8.8.8.0/24",),
         route_over=("172.30.0.0/16", "fd77::/16"),
+        allow_inbound=("8088", "53/udp"),
     )
 
 

@@ -35,6 +35,10 @@ def test_linux_tun_is_configured_over_rtnetlink_and_carries_packets_both_ways() 
         addresses = {(entry["local"], entry.get("address"), entry["prefixlen"]) for entry in link["addr_info"]}
         assert ("10.77.0.1", "10.77.0.2", 32) in addresses
         assert ("fd00:77::1", None, 64) in addresses
+        # The host takes no orders through the tunnel: no link-local address, router advertisements ignored.
+        assert not [entry for entry in link["addr_info"] if entry["local"].startswith("fe80:")]
+        assert namespace.run(["sysctl", "-n", f"net.ipv6.conf.{name}.accept_ra"]).stdout.strip() == "0"
+        assert namespace.run(["sysctl", "-n", f"net.ipv6.conf.{name}.addr_gen_mode"]).stdout.strip() == "1"
 
         probe.stdin.write(b"go\n")
         probe.stdin.flush()

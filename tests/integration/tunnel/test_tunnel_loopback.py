@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from dmnc.tunnel.datapath import Tunnel
+from dmnc.tunnel.flowfilter import FilterDrop, FlowFilter
 from dmnc.tunnel.udp import UdpEndpoint
 from dmnc.wireguard import Device, DropReason, PeerConfig, SendDatagram, generate_private_key
 from tests.fakes.tun import FakeTun
@@ -46,8 +47,18 @@ async def wait_for_packets(tun: FakeTun, count: int) -> list[bytes]:
     return packets
 
 
+def udp_packet(source: ipaddress.IPv4Address, sport: int, destination: ipaddress.IPv4Address, dport: int) -> bytes:
+    return ipv4_packet(source, destination, struct.pack(">HHHH", sport, dport, 9, 0) + b"u")
+
+
 @pytest.fixture
-async def pair(nursery: trio.Nursery) -> AsyncIterator[tuple[Side, Side]]:
+def left_filter() -> FlowFilter | None:
+    """The left side's flow filter (the host's one-way door); none unless a test overrides this fixture."""
+    return None
+
+
+@pytest.fixture
+async def pair(nursery: trio.Nursery, left_filter: FlowFilter | None) -> AsyncIterator[tuple[Side, Side]]:
     left_key, right_key = generate_private_key(os.urandom), generate_private_key(os.urandom)
     sides = []
     udps = [UdpEndpoint.open(0, ["127.0.0.1"]), UdpEndpoint.open(0, ["127.0.0.1"])]
@@ -64,7 +75,8 @@ async def pair(nursery: trio.Nursery) -> AsyncIterator[tuple[Side, Side]]:
             )
         )
         tun = FakeTun(f"fake{index}")
-        tunnel = Tunnel(device, tun, udps[index], batch=16, handshake_queue=8)
+        flow_filter = left_filter if index == 0 else None
+        tunnel = Tunnel(device, tun, udps[index], batch=16, handshake_queue=8, flow_filter=flow_filter)
         await nursery.start(tunnel.run)
         sides.append(Side(tunnel, tun, udps[index]))
     yield sides[0], sides[1]
@@ -147,3 +159,28 @@ async def test_mixed_sizes_keep_their_order_through_segmented_sends(pair: tuple[
     for packet in outbound:
         left.tun.inject(packet)
     assert await wait_for_packets(right.tun, len(outbound)) == outbound
+
+
+@pytest.mark.parametrize("left_filter", [FlowFilter([LEFT_IP.packed])])
+async def test_with_a_flow_filter_only_replies_reach_the_left_side(
+    pair: tuple[Side, Side], caplog: pytest.LogCaptureFixture
+) -> None:
+    left, right = pair
+    request = udp_packet(LEFT_IP, 5000, RIGHT_IP, 53)
+    left.tun.inject(request)
+    assert await wait_for_packets(right.tun, 1) == [request]
+    unsolicited = [udp_packet(RIGHT_IP, 40000 + number, LEFT_IP, 8088) for number in range(3)]
+    reply = udp_packet(RIGHT_IP, 53, LEFT_IP, 5000)
+    for packet in [*unsolicited, reply]:
+        right.tun.inject(packet)
+    assert await wait_for_packets(left.tun, 1) == [reply]
+    assert left.tunnel.flow_filter is not None
+    assert left.tunnel.flow_filter.drops == {FilterDrop.INBOUND_NOT_ALLOWED: 3}
+    refused = [record.getMessage() for record in caplog.records if "dropped" in record.getMessage()]
+    assert refused == [
+        "container→host connection to port 8088/udp dropped; use `--allow-inbound 8088/udp` or host.docker.internal"
+    ]
+    left.tun.inject(ipv4_packet(LEFT_IP, ipaddress.IPv4Address("224.0.0.22"), b"igmp"))
+    with trio.fail_after(5):
+        while not left.tunnel.flow_filter.drops[FilterDrop.OUTBOUND_MULTICAST]:
+            await trio.sleep(0.01)

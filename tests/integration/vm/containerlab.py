@@ -87,13 +87,14 @@ def route_container_subnets(host: Netns, interface: str) -> None:
     host.run(["ip", "-6", "route", "replace", str(CONTAINER_SUBNET6), "dev", interface])
 
 
-def fetch_page(host: Netns, address: str) -> str:
-    """GET / from the container's HTTP server at `address` from the host namespace; the body, or curl's error."""
+def fetch_page(host: Netns, address: str, *, port: int = HTTP_PORT, timeout: float = FETCH_TIMEOUT_SECONDS) -> str:
+    """GET / from the HTTP server at `address` (the container's, unless `port` names another) from the namespace
+    `host`; the body, or curl's error."""
     host_part = f"[{address}]" if ":" in address else address
     completed = host.run(
-        ["curl", "-sS", "-g", "--max-time", str(FETCH_TIMEOUT_SECONDS), f"http://{host_part}:{HTTP_PORT}/"],
+        ["curl", "-sS", "-g", "--max-time", str(timeout), f"http://{host_part}:{port}/"],
         check=False,
-        timeout=FETCH_TIMEOUT_SECONDS + 5,
+        timeout=timeout + 5,
     )
     return completed.stdout.strip() if completed.returncode == 0 else f"curl failed: {completed.stderr.strip()}"
 

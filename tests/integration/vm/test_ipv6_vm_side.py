@@ -9,6 +9,7 @@ IPv6 tunnel address (installed by setup.sh; the kernel does not keep it, see ens
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,13 @@ class Lab:
 
 @pytest.fixture
 def container_lab(tmp_path: Path) -> Iterator[Lab]:
+    with open_lab(tmp_path) as opened:
+        yield opened
+
+
+@contextlib.contextmanager
+def open_lab(tmp_path: Path) -> Iterator[Lab]:
+    """Host (`dmnc wg up`), VM and a container behind a dual-stack bridge in the VM, serving HTTP."""
     require_root()
     require_tools("ip", "wg", "wireguard-go", "iptables-nft", "ip6tables-nft", "busybox", "curl", "ping", "ss")
     host_key = wg_genkey()

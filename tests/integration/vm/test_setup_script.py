@@ -101,7 +101,8 @@ def test_userspace_entry_brings_up_a_tunnel_that_completes_a_handshake(script_la
     connect_host_peer(script_lab, outcome)
     script_lab.host_peer.wait_for_handshake(HANDSHAKE_TIMEOUT_SECONDS)
     assert wait_for_ping(script_lab.host, "10.33.33.2")
-    assert wait_for_ping(script_lab.vm, "10.33.33.1")
+    # The tunnel is a one-way door: the VM's own namespace starts nothing towards the host (OUTPUT -o chip0).
+    assert script_lab.vm.run(["ping", "-c", "1", "-W", "1", "10.33.33.1"], check=False).returncode != 0
 
     interface = script_lab.params.interface
     dump = script_lab.vm.run(["wg", "show", interface, "dump"]).stdout.splitlines()
@@ -137,7 +138,7 @@ def test_a_vm_with_ipv6_disabled_gets_an_ipv4_only_tunnel(script_lab: ScriptLab,
     )
     assert allowed_ips == ["10.33.33.1/32"]
     assert rule_lines(script_lab.vm, "ip6tables-nft-save") == []
-    assert len(rule_lines(script_lab.vm, "iptables-nft-save")) == 4
+    assert len(rule_lines(script_lab.vm, "iptables-nft-save")) == len(EXPECTED_V4_RULES)
     connect_host_peer(script_lab, outcome)
     script_lab.host_peer.wait_for_handshake(HANDSHAKE_TIMEOUT_SECONDS)
     assert wait_for_ping(script_lab.host, "10.33.33.2")
@@ -154,17 +155,24 @@ def test_userspace_entry_keeps_its_key_across_restarts(script_lab: ScriptLab, tm
     stop_userspace(script_lab.vm, second)
 
 
+# Towards the host (-o) only replies pass: DMNC-TO-HOST accepts conntrack ESTABLISHED,RELATED and drops the rest.
+TO_HOST_RULES = {
+    "-A DOCKER-USER -o {interface} -j DMNC-TO-HOST",
+    "-A OUTPUT -o {interface} -j DMNC-TO-HOST",
+    "-A DMNC-TO-HOST -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+    "-A DMNC-TO-HOST -j DROP",
+}
 EXPECTED_V4_RULES = {
     "-A PREROUTING -i {interface} -j ACCEPT",
     "-A DOCKER-USER -i {interface} -j ACCEPT",
-    "-A DOCKER-USER -o {interface} -j ACCEPT",
     "-A POSTROUTING -s 10.33.33.1/32 -j MASQUERADE",
+    *TO_HOST_RULES,
 }
 EXPECTED_V6_RULES = {
     "-A PREROUTING -i {interface} -j ACCEPT",
     "-A DOCKER-USER -i {interface} -j ACCEPT",
-    "-A DOCKER-USER -o {interface} -j ACCEPT",
     "-A POSTROUTING -s fd33:33:33::1/128 -j MASQUERADE",
+    *TO_HOST_RULES,
 }
 
 

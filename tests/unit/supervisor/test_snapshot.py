@@ -13,6 +13,7 @@ from dmnc.supervisor.docker_watch import DockerState
 from dmnc.supervisor.snapshot import build_snapshot
 from dmnc.supervisor.vm_keeper import VmSide
 from dmnc.tunnel.datapath import TunnelCounters
+from dmnc.tunnel.flowfilter import FilterDrop
 from dmnc.wireguard import DropReason, encode_key
 from tests.fakes.wireguard_network import Network, ip4
 
@@ -28,9 +29,11 @@ def documented_drop_names() -> set[str]:
 
 
 def test_the_documented_drop_names_are_exactly_what_the_service_can_emit() -> None:
-    emitted = {reason.name.lower() for reason in DropReason} | {
-        field.name for field in dataclasses.fields(TunnelCounters)
-    }
+    emitted = (
+        {reason.name.lower() for reason in DropReason}
+        | {reason.name.lower() for reason in FilterDrop}
+        | {field.name for field in dataclasses.fields(TunnelCounters)}
+    )
     assert documented_drop_names() == emitted
 
 
@@ -53,13 +56,14 @@ def test_a_snapshot_of_a_real_device_names_its_drops_as_documented() -> None:
         listen=ListenAddress(ipaddress.IPv4Address("192.0.2.1"), 41000, port_explicit=True),
         device=host.device,
         counters=TunnelCounters(udp_send_failed=2),
+        filter_drops={FilterDrop.INBOUND_NOT_ALLOWED: 3, FilterDrop.ROUTER_MESSAGE: 0},
         vm=VmSide(vm_peer, vm.device.public_key, "userspace", "host.docker.internal"),
         docker=DockerState(),
         routes=ReconcilerStatus(routed=frozenset(), subnets=(), overlaps=(), passes=0, last_error=None),
     )
 
     drops = snapshot.tunnel.drops
-    assert drops == {"replayed_counter": 1, "unknown_type": 1, "udp_send_failed": 2}
+    assert drops == {"replayed_counter": 1, "unknown_type": 1, "inbound_not_allowed": 3, "udp_send_failed": 2}
     assert set(drops) <= documented_drop_names()
     assert snapshot.tunnel.endpoint == format_host_port(*vm.endpoint)
     assert snapshot.tunnel.last_handshake_age_s is not None

@@ -24,6 +24,7 @@ from dmnc.supervisor.vm_keeper import (
     VmKeeper,
 )
 from dmnc.tunnel.datapath import Tunnel
+from dmnc.tunnel.flowfilter import InboundPort
 from dmnc.tunnel.udp import UdpEndpoint
 from dmnc.vm import SetupParams, SetupResult, VmMode
 from dmnc.wireguard import Device, public_key
@@ -55,11 +56,16 @@ def setups(monkeypatch: pytest.MonkeyPatch, vm_ipv6: bool) -> list[float]:
 
         async def setup(self, params: SetupParams) -> SetupResult:
             started.append(trio.current_time())
+            setup_params.append(params)
             vm_key = public_key(bytes(range(32)))
             return SetupResult(VmMode.USERSPACE, vm_key, ("192.168.65.2", 3333), "host.docker.internal", "6.1", vm_ipv6)
 
     monkeypatch.setattr(vm_keeper, "VmSetupRunner", FakeRunner)
     return started
+
+
+# The parameters of each setup the fake runner ran, in order.
+setup_params: list[SetupParams] = []
 
 
 def keeper_with(config: list[Config], events: EventBroadcaster | None = None) -> VmKeeper:
@@ -152,3 +158,25 @@ async def test_a_vm_side_without_ipv6_is_known_as_ipv4_only_and_says_so(
     assert (before_setup, keeper.carries_ipv6) == (True, False)
     assert ready.kind == "vm.ready"
     assert ready.message.endswith("; IPv4 only: the VM has IPv6 disabled")
+
+
+async def test_a_changed_inbound_port_list_sets_a_healthy_vm_side_up_again_with_it(
+    setups: list[float], autojump_clock: trio.testing.MockClock
+) -> None:
+    setup_params.clear()
+    config = [Config()]
+    keeper = keeper_with(config)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keeper.keep, cast(DockerClient, None))
+        await trio.sleep(0.5)
+        side = keeper.side
+        assert side is not None
+        side.peer.rx_packets = 1  # healthy: nothing would set it up again
+        config[0] = Config(inbound_allow=(InboundPort(8088),))  # SIGHUP with --allow-inbound 8088
+        keeper.set_up_again()
+        await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    assert len(setups) == 2
+    assert [params.allow_inbound for params in setup_params] == [(), (InboundPort(8088),)]
+    assert keeper.side is not None
+    assert keeper.side.peer is side.peer  # the same VM key: the peer and its session stay

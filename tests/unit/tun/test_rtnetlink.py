@@ -22,6 +22,7 @@ from dmnc.tun.rtnetlink import (
     RTM_NEWADDR,
     encode_add_address,
     encode_link_settings,
+    encode_no_link_local,
 )
 
 
@@ -86,3 +87,17 @@ def test_malformed_reply_is_a_tun_error_not_a_traceback() -> None:
     ours, kernel = kernel_answering(truncated)
     with ours, kernel, pytest.raises(TunError, match=r"malformed netlink reply \(bad-length\)"):
         request_acknowledged(ours, 1, b"request", "adding an address")
+
+
+def test_no_link_local_sets_the_ipv6_address_generation_mode_none_nested_in_af_spec() -> None:
+    message = encode_no_link_local(5, 9)
+    _length, kind, flags, seq, _pid = struct.unpack_from("=IHHII", message)
+    assert (kind, flags, seq) == (RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, 9)
+    family, _type, index, ifi_flags, change = struct.unpack_from("=BxHiII", message, 16)
+    assert (family, index, ifi_flags, change) == (socket.AF_UNSPEC, 5, 0, 0)  # flags untouched: the link stays down
+    # IFLA_AF_SPEC (26) -> AF_INET6 (10) -> IFLA_INET6_ADDR_GEN_MODE (8) = IN6_ADDR_GEN_MODE_NONE (1), both nested.
+    (af_spec,) = netlink.attributes_untrusted(message[32:]).items()
+    assert af_spec[0] == 26 | 0x8000
+    (inet6,) = netlink.attributes_untrusted(af_spec[1]).items()
+    assert inet6[0] == socket.AF_INET6 | 0x8000
+    assert netlink.attributes_untrusted(inet6[1]) == {8: b"\x01"}

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dmnc.tunnel.flowfilter import InboundPort
 from dmnc.vm import (
     DEFAULT_ENDPOINT_CANDIDATES,
     IptablesBackend,
@@ -188,3 +189,19 @@ def test_a_malformed_nonce_is_refused_before_any_command_is_built(nonce: str) ->
     for mode in ScriptMode:
         with pytest.raises(SetupParamsError, match="nonce"):
             script_command(SetupParams(HOST_KEY, 1), mode, nonce=nonce)
+
+
+def test_inbound_ports_go_to_setup_as_one_argv_item_each_and_never_to_teardown() -> None:
+    params = SetupParams(HOST_KEY, 3333, allow_inbound=(InboundPort(53, "udp"), InboundPort(8088)))
+    arguments = script_arguments(params, ScriptMode.SETUP, nonce=NONCE)
+    assert [arguments[index + 1] for index, item in enumerate(arguments) if item == "--allow-inbound"] == [
+        "53/udp",
+        "8088/tcp",
+    ]
+    assert "--allow-inbound" not in script_arguments(params, ScriptMode.TEARDOWN, nonce=NONCE)
+
+
+@pytest.mark.parametrize("inbound", [InboundPort(0), InboundPort(65536), InboundPort(80, "sctp")])
+def test_an_invalid_inbound_port_is_refused(inbound: InboundPort) -> None:
+    with pytest.raises(SetupParamsError, match="is not PORT/tcp or PORT/udp"):
+        SetupParams(HOST_KEY, 3333, allow_inbound=(inbound,))

@@ -358,3 +358,31 @@ def test_under_load_a_response_without_mac2_gets_a_cookie_and_the_next_round_com
     net.deliver_next(under_load=True)
     net.deliver_all()
     assert b.tunnel == [ip4("10.0.0.1", "10.0.0.2", b"response under load")]
+
+
+def test_allowed_ips_can_grow_and_shrink_under_a_live_session() -> None:
+    net = Network()
+    a, b = net.pair()
+    establish(net, a, b)
+    subnet = ipaddress.ip_network("172.18.0.0/16")
+    own = (ipaddress.ip_network("10.0.0.1/32"), ipaddress.ip_network("fd00::1/128"))
+    b.device.set_allowed_ips(a.device.public_key, (*own, subnet))
+    net.send(b, ip4("10.0.0.2", "172.18.0.5", b"to a container"))
+    net.send(a, ip4("172.18.0.5", "10.0.0.2", b"its reply"))
+    net.deliver_all()
+    assert a.tunnel[-1] == ip4("10.0.0.2", "172.18.0.5", b"to a container")
+    assert b.tunnel[-1] == ip4("172.18.0.5", "10.0.0.2", b"its reply")
+    b.device.set_allowed_ips(a.device.public_key, own)
+    net.send(b, ip4("10.0.0.2", "172.18.0.5", b"no route any more"))
+    assert b.drops == [DropReason.NO_ROUTE_TO_PEER]
+    net.send(a, ip4("172.18.0.5", "10.0.0.2", b"spoofed now"))
+    net.deliver_all()
+    assert b.drops == [DropReason.NO_ROUTE_TO_PEER, DropReason.DISALLOWED_SOURCE_IP]
+    assert b.device.peer_stats()[a.device.public_key].handshakes == 1
+
+
+def test_allowed_ips_of_an_unknown_peer_cannot_be_set() -> None:
+    net = Network()
+    a, _ = net.pair()
+    with pytest.raises(PeerConfigError, match="no peer"):
+        a.device.set_allowed_ips(bytes(32), ())

@@ -1,0 +1,77 @@
+"""Properties of the flow filter under arbitrary traffic in both directions, interleaved."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dmnc.tunnel.flowfilter import DATAGRAM_IDLE_S, FlowFilter
+from tests.unit.tunnel.packets import CONTAINER4, CONTAINER6, HOST4, HOST6, icmp, packed, tcp, udp
+
+MAX_FLOWS, MAX_FRAGMENTS = 8, 4
+
+
+def make_filter() -> FlowFilter:
+    return FlowFilter([packed(HOST4), packed(HOST6)], max_flows=MAX_FLOWS, max_fragments=MAX_FRAGMENTS)
+
+
+ports = st.integers(0, 65535)
+hosts_and_containers = st.sampled_from([(HOST4, CONTAINER4), (HOST6, CONTAINER6)])
+
+
+@st.composite
+def plausible_packets(draw: st.DrawFn) -> bytes:
+    """Well-formed headers, then arbitrary bytes written over a random span: parsers meet near-valid input."""
+    host, container = draw(hosts_and_containers)
+    sport, dport = draw(ports), draw(ports)
+    packet = draw(
+        st.sampled_from(
+            [
+                tcp(host, sport, container, dport),
+                udp(host, sport, container, dport),
+                icmp(host, container, 8 if ":" not in host else 128, ident=sport),
+                tcp(container, dport, host, sport),
+                udp(container, dport, host, sport),
+            ]
+        )
+    )
+    start = draw(st.integers(0, len(packet)))
+    junk = draw(st.binary(max_size=16))
+    return (packet[:start] + junk + packet[start + len(junk) :])[: draw(st.integers(0, 80))]
+
+
+packets = st.one_of(st.binary(max_size=96), plausible_packets())
+# (direction, packet, seconds since the previous packet)
+steps = st.lists(st.tuples(st.booleans(), packets, st.floats(0, 2 * DATAGRAM_IDLE_S)), max_size=60)
+
+
+@given(steps)
+@settings(max_examples=400, deadline=None)
+def test_arbitrary_traffic_never_raises_and_stays_within_bounds(traffic: list[tuple[bool, bytes, float]]) -> None:
+    flows, now = make_filter(), 0.0
+    for outbound, packet, gap in traffic:
+        now += gap
+        verdict = flows.outbound(packet, now) if outbound else flows.inbound(packet, now)
+        assert isinstance(verdict, bool)
+        assert flows.flow_count <= MAX_FLOWS
+        assert flows.fragment_count <= MAX_FRAGMENTS
+
+
+flows_of_the_host = st.tuples(hosts_and_containers, ports, ports, st.booleans())
+
+
+@given(steps, flows_of_the_host, st.floats(0, DATAGRAM_IDLE_S - 1))
+@settings(max_examples=300, deadline=None)
+def test_replies_of_the_newest_host_flow_are_delivered(
+    traffic: list[tuple[bool, bytes, float]], flow: tuple[tuple[str, str], int, int, bool], delay: float
+) -> None:
+    """Whatever came before, a flow the host just used is in the table and its replies pass."""
+    (host, container), host_port, remote_port, is_tcp = flow
+    flows, now = make_filter(), 0.0
+    for outbound, packet, gap in traffic:
+        now += gap
+        flows.outbound(packet, now) if outbound else flows.inbound(packet, now)
+    build = tcp if is_tcp else udp
+    assert flows.outbound(build(host, host_port, container, remote_port), now)
+    assert flows.inbound(build(container, remote_port, host, host_port), now + delay)
+    assert flows.inbound(build(container, remote_port, host, host_port), now + 2 * delay)
