@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -303,7 +304,46 @@ class RunCommand:
         return "run " + " ".join(self.argv)
 
 
-Action = WriteFile | RemoveFile | RunCommand
+@dataclass(frozen=True, slots=True)
+class RetryingCommand:
+    """A command run again while it fails with one of `retry_exit_codes`, for at most `retry_for_s` seconds."""
+
+    argv: tuple[str, ...]
+    retry_exit_codes: frozenset[int]
+    retry_for_s: float
+
+    def describe(self) -> str:
+        return "run " + " ".join(self.argv) + f" (again for up to {self.retry_for_s:g} s while it fails transiently)"
+
+
+@dataclass(frozen=True, slots=True)
+class WaitUntilUnloaded:
+    """Wait until launchd no longer knows `label` in the system domain: `launchctl bootout` only sends SIGTERM and
+    returns, the label stays loaded until the daemon has exited (Homebrew's services/cli.rb `stop` waits the same
+    way). Fails with a ServiceError after `timeout_s`."""
+
+    label: str
+    timeout_s: float
+
+    def describe(self) -> str:
+        return f"wait up to {self.timeout_s:g} s until launchd has unloaded system/{self.label}"
+
+
+Action = WriteFile | RemoveFile | RunCommand | RetryingCommand | WaitUntilUnloaded
+
+# launchd.plist(5) ExitTimeOut: launchd waits this long (default 20 s) between SIGTERM and SIGKILL, so a booted-out
+# daemon is gone after at most that, plus launchd's own clean-up; the margin covers the latter.
+LAUNCHD_EXIT_TIMEOUT_S = 20.0
+LAUNCHD_UNLOAD_WAIT_S = LAUNCHD_EXIT_TIMEOUT_S + 10.0
+# `launchctl bootstrap` fails with errno 5 (EIO) or 37 (EALREADY, sys/errno.h on macOS) while a booted-out
+# instance of the label is still being cleaned up; it succeeds once launchd has finished.
+LAUNCHD_BOOTSTRAP_TRANSIENT_EXITS = frozenset({5, 37})
+LAUNCHD_BOOTSTRAP_RETRY_S = 15.0
+# `launchctl print system/L` exits 113 and prints 'Could not find service "L" in domain for system' for a label
+# that is not loaded.
+LAUNCHCTL_NOT_FOUND_EXIT = 113
+LAUNCHCTL_NOT_FOUND_TEXT = "could not find service"
+LAUNCHCTL_POLL_INTERVAL_S = 0.5
 
 
 def staged_path(root: Path, path: PurePosixPath) -> Path:
@@ -345,12 +385,17 @@ def plan_install(
         ]
     else:
         # Same sequence as `brew services start` for a root service (Homebrew's Library/Homebrew/services: `launchctl
-        # enable` then `bootstrap system FILE`). A service that is already
-        # loaded must be booted out first, or bootstrap fails and the old plist keeps running.
+        # enable` then `bootstrap system FILE`). A service that is already loaded must be booted out first, or
+        # bootstrap fails and the old plist keeps running; bootout returns before the old daemon has exited, so
+        # the plan waits for the label to go and bootstrap is retried while launchd still cleans up.
         actions += [
-            RunCommand(("launchctl", "bootout", f"system/{LAUNCHD_LABEL}"), may_fail=True),
+            *_launchd_stop(),
             RunCommand(("launchctl", "enable", f"system/{LAUNCHD_LABEL}")),
-            RunCommand(("launchctl", "bootstrap", "system", str(LAUNCHD_PLIST_PATH))),
+            RetryingCommand(
+                ("launchctl", "bootstrap", "system", str(LAUNCHD_PLIST_PATH)),
+                retry_exit_codes=LAUNCHD_BOOTSTRAP_TRANSIENT_EXITS,
+                retry_for_s=LAUNCHD_BOOTSTRAP_RETRY_S,
+            ),
         ]
     return actions
 
@@ -361,11 +406,19 @@ def plan_uninstall(manager: ServiceManager, *, root: Path, activate: bool) -> li
     if activate and manager is ServiceManager.SYSTEMD:
         actions.append(RunCommand(("systemctl", "disable", "--now", SYSTEMD_UNIT_PATH.name), may_fail=True))
     elif activate:
-        actions.append(RunCommand(("launchctl", "bootout", f"system/{LAUNCHD_LABEL}"), may_fail=True))
+        actions += _launchd_stop()
     actions.append(RemoveFile(staged_path(root, manager.service_path)))
     if activate and manager is ServiceManager.SYSTEMD:
         actions.append(RunCommand(("systemctl", "daemon-reload")))
     return actions
+
+
+def _launchd_stop() -> list[Action]:
+    """Boot the daemon out (a label that is not loaded makes bootout fail: ignored) and wait until it has exited."""
+    return [
+        RunCommand(("launchctl", "bootout", f"system/{LAUNCHD_LABEL}"), may_fail=True),
+        WaitUntilUnloaded(LAUNCHD_LABEL, LAUNCHD_UNLOAD_WAIT_S),
+    ]
 
 
 CommandRunner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
@@ -375,7 +428,16 @@ def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), capture_output=True, text=True, check=False)
 
 
-def apply(actions: Sequence[Action], *, runner: CommandRunner = run_command) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """How `apply` waits between tries (injected by tests)."""
+
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    interval_s: float = LAUNCHCTL_POLL_INTERVAL_S
+
+
+def apply(actions: Sequence[Action], *, runner: CommandRunner = run_command, waiting: Waiting = Waiting()) -> list[str]:
     """Carry out `actions` in order; returns one line per action saying what was actually done.
 
     Stops at the first failure with a `ServiceError` naming the action; what was done before is in its message.
@@ -383,36 +445,88 @@ def apply(actions: Sequence[Action], *, runner: CommandRunner = run_command) -> 
     report: list[str] = []
     for action in actions:
         try:
-            report.append(_apply_one(action, runner))
+            report.append(_apply_one(action, runner, waiting))
         except ServiceError as error:
             done = "; ".join(report) if report else "nothing"
             raise ServiceError(f"{error} (done before the failure: {done})") from error
     return report
 
 
-def _apply_one(action: Action, runner: CommandRunner) -> str:
+def _apply_one(action: Action, runner: CommandRunner, waiting: Waiting) -> str:
     if isinstance(action, WriteFile):
         return _write_file(action)
     if isinstance(action, RemoveFile):
-        try:
-            action.path.unlink()
-        except FileNotFoundError:
-            return f"{action.path} was not installed: nothing to remove"
-        except OSError as error:
-            raise ServiceError(f"cannot remove {action.path}: {error.strerror}") from error
-        return f"removed {action.path}"
-    try:
-        completed = runner(action.argv)
-    except OSError as error:
-        raise ServiceError(f"cannot run {action.argv[0]}: {error.strerror}") from error
+        return _remove_file(action)
+    if isinstance(action, WaitUntilUnloaded):
+        return _wait_until_unloaded(action, runner, waiting)
+    if isinstance(action, RetryingCommand):
+        return _run_retrying(action, runner, waiting)
+    completed = _run(action.argv, runner)
     command = " ".join(action.argv)
     if completed.returncode == 0:
         return f"ran {command}"
-    detail = (completed.stderr or completed.stdout).strip().splitlines()
-    reason = detail[-1] if detail else "no output"
     if action.may_fail:
-        return f"ran {command} (exit {completed.returncode}, ignored: {reason})"
-    raise ServiceError(f"{command} failed with exit {completed.returncode}: {reason}")
+        return f"ran {command} (exit {completed.returncode}, ignored: {_last_line(completed)})"
+    raise ServiceError(f"{command} failed with exit {completed.returncode}: {_last_line(completed)}")
+
+
+def _remove_file(action: RemoveFile) -> str:
+    try:
+        action.path.unlink()
+    except FileNotFoundError:
+        return f"{action.path} was not installed: nothing to remove"
+    except OSError as error:
+        raise ServiceError(f"cannot remove {action.path}: {error.strerror}") from error
+    return f"removed {action.path}"
+
+
+def _run(argv: Sequence[str], runner: CommandRunner) -> subprocess.CompletedProcess[str]:
+    try:
+        return runner(argv)
+    except OSError as error:
+        raise ServiceError(f"cannot run {argv[0]}: {error.strerror}") from error
+
+
+def _last_line(completed: subprocess.CompletedProcess[str]) -> str:
+    detail = (completed.stderr or completed.stdout).strip().splitlines()
+    return detail[-1] if detail else "no output"
+
+
+def _run_retrying(action: RetryingCommand, runner: CommandRunner, waiting: Waiting) -> str:
+    command = " ".join(action.argv)
+    deadline = waiting.clock() + action.retry_for_s
+    tries = 1
+    while True:
+        completed = _run(action.argv, runner)
+        if completed.returncode == 0:
+            return f"ran {command}" + ("" if tries == 1 else f" (succeeded on try {tries})")
+        if completed.returncode not in action.retry_exit_codes or waiting.clock() >= deadline:
+            raise ServiceError(
+                f"{command} failed with exit {completed.returncode} after {tries} tries: {_last_line(completed)}"
+            )
+        waiting.sleep(waiting.interval_s)
+        tries += 1
+
+
+def _wait_until_unloaded(action: WaitUntilUnloaded, runner: CommandRunner, waiting: Waiting) -> str:
+    argv = ("launchctl", "print", f"system/{action.label}")
+    started = waiting.clock()
+    while True:
+        completed = _run(argv, runner)
+        output = (completed.stderr + completed.stdout).lower()
+        if completed.returncode == LAUNCHCTL_NOT_FOUND_EXIT or LAUNCHCTL_NOT_FOUND_TEXT in output:
+            return f"launchd has unloaded system/{action.label} ({waiting.clock() - started:.1f} s)"
+        if completed.returncode != 0:
+            raise ServiceError(
+                f"cannot tell whether system/{action.label} has stopped: {' '.join(argv)} failed with exit "
+                f"{completed.returncode}: {_last_line(completed)}"
+            )
+        if waiting.clock() - started >= action.timeout_s:
+            raise ServiceError(
+                f"system/{action.label} is still loaded {action.timeout_s:g} s after bootout: see "
+                f"`sudo launchctl print system/{action.label}` and {LAUNCHD_LOG_PATH}"
+            )
+        waiting.sleep(waiting.interval_s)
 
 
 def _write_file(action: WriteFile) -> str:

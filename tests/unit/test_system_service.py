@@ -15,15 +15,19 @@ from hypothesis import strategies as st
 from dmnc.cli import main
 from dmnc.docker.address import DaemonAddress
 from dmnc.system_service import (
+    LAUNCHD_BOOTSTRAP_RETRY_S,
     LAUNCHD_LABEL,
     LAUNCHD_LOG_PATH,
+    LAUNCHD_UNLOAD_WAIT_S,
     SERVICE_CAPABILITIES,
     Action,
     RemoveFile,
+    RetryingCommand,
     RunCommand,
     ServiceError,
     ServiceManager,
     ServiceSpec,
+    WaitUntilUnloaded,
     WriteFile,
     apply,
     code_trust_problems,
@@ -195,8 +199,13 @@ def test_real_launchd_install_writes_a_root_wheel_plist_then_bootstraps_it() -> 
     assert actions == [
         WriteFile(Path(plist_path), launchd_plist(SPEC), 0o644, (0, 0)),
         RunCommand(("launchctl", "bootout", f"system/{LAUNCHD_LABEL}"), may_fail=True),
+        WaitUntilUnloaded(LAUNCHD_LABEL, LAUNCHD_UNLOAD_WAIT_S),
         RunCommand(("launchctl", "enable", f"system/{LAUNCHD_LABEL}")),
-        RunCommand(("launchctl", "bootstrap", "system", plist_path)),
+        RetryingCommand(
+            ("launchctl", "bootstrap", "system", plist_path),
+            retry_exit_codes=frozenset({5, 37}),
+            retry_for_s=LAUNCHD_BOOTSTRAP_RETRY_S,
+        ),
     ]
 
 
@@ -215,6 +224,7 @@ def test_uninstall_stops_before_removing_and_tolerates_a_stopped_service() -> No
     ]
     assert plan_uninstall(ServiceManager.LAUNCHD, root=Path("/"), activate=True) == [
         RunCommand(("launchctl", "bootout", f"system/{LAUNCHD_LABEL}"), may_fail=True),
+        WaitUntilUnloaded(LAUNCHD_LABEL, LAUNCHD_UNLOAD_WAIT_S),
         RemoveFile(Path(f"/Library/LaunchDaemons/{LAUNCHD_LABEL}.plist")),
     ]
 
