@@ -8,6 +8,7 @@ address family numbers differ from Linux's (AF_INET6 is 30), so they are spelled
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import ipaddress
 import socket
@@ -47,6 +48,12 @@ FAMILY_HEADER_INET = struct.pack(">I", DARWIN_AF_INET)
 FAMILY_HEADER_INET6 = struct.pack(">I", DARWIN_AF_INET6)
 FAMILY_HEADER_LENGTH = 4
 _MAX_PACKET = 65535 + FAMILY_HEADER_LENGTH
+# Errors of one write that drop that packet only, as on Linux: xnu's utun input path never fails a packet it
+# accepted (bsd/net/if_utun.c utun_ctl_send -> utun_pkt_input returns 0 and counts errors), so what reaches
+# sendmsg comes from the socket layer: ENOBUFS/ENOMEM when sosend cannot allocate mbufs under memory pressure
+# (bsd/kern/uipc_socket.c), EINVAL for a packet the kernel refuses. Dropping keeps the tunnel up; the data path
+# counts the drop.
+DROPPED_WRITE_ERRNOS = frozenset({errno.ENOBUFS, errno.ENOMEM, errno.EINVAL})
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -151,6 +158,8 @@ class DarwinUtun:
         except BlockingIOError:
             return False
         except OSError as error:
+            if error.errno in DROPPED_WRITE_ERRNOS:
+                return False
             raise TunError(f"writing to {self._name}: {error.strerror}") from error
         return True
 
