@@ -180,6 +180,7 @@ class DarwinRouteManager:
         self._pid = os.getpid()
         self._next_seq = 1
         self._dropped: Counter[str] = Counter()
+        self._warnings = pfroute.RepeatedWarnings()
 
     @property
     def interface(self) -> str:
@@ -197,6 +198,11 @@ class DarwinRouteManager:
     def drop_counter(self) -> Counter[str]:
         """The counter this manager's decoders count malformed kernel messages in, by reason."""
         return self._dropped
+
+    @property
+    def repeated_warnings(self) -> pfroute.RepeatedWarnings:
+        """Which repeats of a malformed-message warning this manager's decoders log."""
+        return self._warnings
 
     async def aclose(self) -> None:
         self._transport.close()
@@ -277,7 +283,8 @@ class DarwinRouteManager:
             data = await self._transport.dump()
         except OSError as error:
             raise _failure("dump routes", None, error) from error
-        routes = (self.installed_route(message) for message in pfroute.decode_messages_untrusted(data, self._dropped))
+        messages = pfroute.decode_messages_untrusted(data, self._dropped, self._warnings)
+        routes = (self.installed_route(message) for message in messages)
         return [route for route in routes if route is not None]
 
     async def list_ours(self) -> list[InstalledRoute]:
@@ -332,7 +339,7 @@ class _RouteEventStream:
         drops = self._manager.drop_counter
         if pfroute.decode_interface_index_untrusted(data, drops) == self._manager.interface_index:
             return RouteEvent(RouteEventKind.INTERFACE_CHANGED, None)
-        message = pfroute.decode_route_message_untrusted(data, drops)
+        message = pfroute.decode_route_message_untrusted(data, drops, self._manager.repeated_warnings)
         if message is None or message.message_type == pfroute.RTM_GET or message.errno:
             return None  # lookups and refused requests change nothing
         route = self._manager.installed_route(message)
