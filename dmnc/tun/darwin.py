@@ -96,10 +96,14 @@ def ifreq_mtu(name: str, mtu: int) -> bytearray:
 def ifaliasreq(name: str, local: ipaddress.IPv4Interface, peer: ipaddress.IPv4Address | None) -> bytes:
     """struct ifaliasreq (64 B) for SIOCAIFADDR: on a point-to-point link ifra_broadaddr holds the peer.
 
-    The mask is written as ifconfig does (network_cmds af_inet.c): sin_len 16, family 0.
+    Without a peer the local address is its own destination, as wg-quick does (`ifconfig utunN inet A/N A alias`,
+    wireguard-tools src/wg-quick/darwin.bash): xnu's in_ifinit installs no route at all for an AF_INET address on
+    a point-to-point interface whose destination is not AF_INET (bsd/netinet/in.c), and the address's network
+    gets its route from the caller (an interface route, as wg-quick adds). The mask is written as ifconfig does
+    (network_cmds af_inet.c): sin_len 16, family 0.
     """
     mask = ipaddress.IPv4Address(0xFFFFFFFF if peer is not None else int(local.network.netmask))
-    far_end = sockaddr_in(peer) if peer is not None else sockaddr_in(ipaddress.IPv4Address(0), family=0)
+    far_end = sockaddr_in(peer if peer is not None else local.ip)
     return name.encode().ljust(IFNAMSIZ, b"\0") + sockaddr_in(local.ip) + far_end + sockaddr_in(mask, family=0)
 
 
