@@ -12,6 +12,7 @@ import enum
 import os
 import plistlib
 import re
+import stat
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,11 @@ LAUNCHD_LABEL = "io.github.dmnc"
 # launchctl(1) `bootstrap system`).
 LAUNCHD_PLIST_PATH = PurePosixPath(f"/Library/LaunchDaemons/{LAUNCHD_LABEL}.plist")
 LAUNCHD_LOG_PATH = PurePosixPath("/var/log/dmnc.log")
+# The daemon's TMPDIR: a onefile binary unpacks itself into TMPDIR at every start (PyInstaller's bootloader), and
+# without one a root daemon uses /tmp or /var/tmp, which periodic(8)'s clean-tmps and other cleaners empty under
+# a running process. A root-owned 0700 folder under /var/db (system state, never cleaned) keeps it safe.
+LAUNCHD_TMPDIR = PurePosixPath("/var/db/dmnc/tmp")
+PRIVATE_DIRECTORY_MODE = 0o700
 # What `sudo brew services start dmnc` installs (Homebrew service.rb: label homebrew.mxcl.<formula>). Two dmnc
 # daemons would fight over the tunnel port, the utun routes and the VM side, so only one may be installed.
 HOMEBREW_LAUNCHD_PLIST_PATH = PurePosixPath("/Library/LaunchDaemons/homebrew.mxcl.dmnc.plist")
@@ -264,6 +270,7 @@ def launchd_plist(spec: ServiceSpec) -> bytes:
         "KeepAlive": True,
         "StandardOutPath": str(LAUNCHD_LOG_PATH),
         "StandardErrorPath": str(LAUNCHD_LOG_PATH),
+        "EnvironmentVariables": {"TMPDIR": str(LAUNCHD_TMPDIR)},
     }
     return plistlib.dumps(document, fmt=plistlib.FMT_XML, sort_keys=False)
 
@@ -284,6 +291,20 @@ class WriteFile:
     def describe(self) -> str:
         owner = "" if self.owner is None else f" owner {self.owner[0]}:{self.owner[1]}"
         return f"write {self.path} (mode {self.mode:04o}{owner}, {len(self.content)} bytes)"
+
+
+@dataclass(frozen=True, slots=True)
+class MakeDirectory:
+    """A directory (and its missing parents) with `mode`, given to `owner` (uid, gid) when set; an existing one is
+    brought to that mode and owner, a symlink or non-directory in its place refused."""
+
+    path: Path
+    mode: int
+    owner: tuple[int, int] | None
+
+    def describe(self) -> str:
+        owner = "" if self.owner is None else f" owner {self.owner[0]}:{self.owner[1]}"
+        return f"make directory {self.path} (mode {self.mode:04o}{owner})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +350,7 @@ class WaitUntilUnloaded:
         return f"wait up to {self.timeout_s:g} s until launchd has unloaded system/{self.label}"
 
 
-Action = WriteFile | RemoveFile | RunCommand | RetryingCommand | WaitUntilUnloaded
+Action = WriteFile | MakeDirectory | RemoveFile | RunCommand | RetryingCommand | WaitUntilUnloaded
 
 # launchd.plist(5) ExitTimeOut: launchd waits this long (default 20 s) between SIGTERM and SIGKILL, so a booted-out
 # daemon is gone after at most that, plus launchd's own clean-up; the margin covers the latter.
@@ -368,14 +389,18 @@ def plan_install(
 
     `chown` gives a launchd plist to root:wheel; only root can, so an unprivileged staging install passes False.
     """
-    actions: list[Action] = [
+    owner = (ROOT_UID, ROOT_GID) if chown and manager is ServiceManager.LAUNCHD else None
+    actions: list[Action] = []
+    if manager is ServiceManager.LAUNCHD:
+        actions.append(MakeDirectory(staged_path(root, LAUNCHD_TMPDIR), PRIVATE_DIRECTORY_MODE, owner))
+    actions.append(
         WriteFile(
             path=staged_path(root, manager.service_path),
             content=service_file(manager, spec),
             mode=SERVICE_FILE_MODE,
-            owner=(ROOT_UID, ROOT_GID) if chown and manager is ServiceManager.LAUNCHD else None,
+            owner=owner,
         )
-    ]
+    )
     if not activate:
         return actions
     if manager is ServiceManager.SYSTEMD:
@@ -453,10 +478,8 @@ def apply(actions: Sequence[Action], *, runner: CommandRunner = run_command, wai
 
 
 def _apply_one(action: Action, runner: CommandRunner, waiting: Waiting) -> str:
-    if isinstance(action, WriteFile):
-        return _write_file(action)
-    if isinstance(action, RemoveFile):
-        return _remove_file(action)
+    if isinstance(action, WriteFile | MakeDirectory | RemoveFile):
+        return _apply_file_action(action)
     if isinstance(action, WaitUntilUnloaded):
         return _wait_until_unloaded(action, runner, waiting)
     if isinstance(action, RetryingCommand):
@@ -468,6 +491,28 @@ def _apply_one(action: Action, runner: CommandRunner, waiting: Waiting) -> str:
     if action.may_fail:
         return f"ran {command} (exit {completed.returncode}, ignored: {_last_line(completed)})"
     raise ServiceError(f"{command} failed with exit {completed.returncode}: {_last_line(completed)}")
+
+
+def _apply_file_action(action: WriteFile | MakeDirectory | RemoveFile) -> str:
+    if isinstance(action, WriteFile):
+        return _write_file(action)
+    if isinstance(action, MakeDirectory):
+        return _make_directory(action)
+    return _remove_file(action)
+
+
+def _make_directory(action: MakeDirectory) -> str:
+    try:
+        action.path.mkdir(parents=True, exist_ok=True)
+        status = action.path.lstat()
+        if not stat.S_ISDIR(status.st_mode):
+            raise ServiceError(f"cannot use {action.path}: it exists and is not a directory")
+        os.chmod(action.path, action.mode, follow_symlinks=False)
+        if action.owner is not None:
+            os.chown(action.path, *action.owner, follow_symlinks=False)
+    except OSError as error:
+        raise ServiceError(f"cannot make {action.path}: {error.strerror or error}") from error
+    return f"made {action.path} (mode {action.mode:04o})"
 
 
 def _remove_file(action: RemoveFile) -> str:

@@ -54,7 +54,7 @@ def test_install_over_a_running_service_waits_for_the_old_daemon_and_loads_the_n
 def test_first_install_bootstraps_at_once(tmp_path: Path, launchd: FakeLaunchd) -> None:
     report = apply(plan_install(ServiceManager.LAUNCHD, SPEC, root=tmp_path / "root", activate=True, chown=False))
     assert launchd.loaded
-    assert "ignored: Boot-out failed: 3" in report[1]
+    assert "ignored: Boot-out failed: 3" in report[2]
     assert report[-1] == f"ran launchctl bootstrap system /Library/LaunchDaemons/{LAUNCHD_LABEL}.plist"
 
 
