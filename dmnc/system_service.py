@@ -12,9 +12,11 @@ import enum
 import os
 import plistlib
 import re
+import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -31,6 +33,11 @@ LAUNCHD_LABEL = "io.github.dmnc"
 # launchctl(1) `bootstrap system`).
 LAUNCHD_PLIST_PATH = PurePosixPath(f"/Library/LaunchDaemons/{LAUNCHD_LABEL}.plist")
 LAUNCHD_LOG_PATH = PurePosixPath("/var/log/dmnc.log")
+# The daemon's TMPDIR: a onefile binary unpacks itself into TMPDIR at every start (PyInstaller's bootloader), and
+# without one a root daemon uses /tmp or /var/tmp, which periodic(8)'s clean-tmps and other cleaners empty under
+# a running process. A root-owned 0700 folder under /var/db (system state, never cleaned) keeps it safe.
+LAUNCHD_TMPDIR = PurePosixPath("/var/db/dmnc/tmp")
+PRIVATE_DIRECTORY_MODE = 0o700
 # What `sudo brew services start dmnc` installs (Homebrew service.rb: label homebrew.mxcl.<formula>). Two dmnc
 # daemons would fight over the tunnel port, the utun routes and the VM side, so only one may be installed.
 HOMEBREW_LAUNCHD_PLIST_PATH = PurePosixPath("/Library/LaunchDaemons/homebrew.mxcl.dmnc.plist")
@@ -263,6 +270,7 @@ def launchd_plist(spec: ServiceSpec) -> bytes:
         "KeepAlive": True,
         "StandardOutPath": str(LAUNCHD_LOG_PATH),
         "StandardErrorPath": str(LAUNCHD_LOG_PATH),
+        "EnvironmentVariables": {"TMPDIR": str(LAUNCHD_TMPDIR)},
     }
     return plistlib.dumps(document, fmt=plistlib.FMT_XML, sort_keys=False)
 
@@ -286,6 +294,20 @@ class WriteFile:
 
 
 @dataclass(frozen=True, slots=True)
+class MakeDirectory:
+    """A directory (and its missing parents) with `mode`, given to `owner` (uid, gid) when set; an existing one is
+    brought to that mode and owner, a symlink or non-directory in its place refused."""
+
+    path: Path
+    mode: int
+    owner: tuple[int, int] | None
+
+    def describe(self) -> str:
+        owner = "" if self.owner is None else f" owner {self.owner[0]}:{self.owner[1]}"
+        return f"make directory {self.path} (mode {self.mode:04o}{owner})"
+
+
+@dataclass(frozen=True, slots=True)
 class RemoveFile:
     path: Path
 
@@ -303,7 +325,46 @@ class RunCommand:
         return "run " + " ".join(self.argv)
 
 
-Action = WriteFile | RemoveFile | RunCommand
+@dataclass(frozen=True, slots=True)
+class RetryingCommand:
+    """A command run again while it fails with one of `retry_exit_codes`, for at most `retry_for_s` seconds."""
+
+    argv: tuple[str, ...]
+    retry_exit_codes: frozenset[int]
+    retry_for_s: float
+
+    def describe(self) -> str:
+        return "run " + " ".join(self.argv) + f" (again for up to {self.retry_for_s:g} s while it fails transiently)"
+
+
+@dataclass(frozen=True, slots=True)
+class WaitUntilUnloaded:
+    """Wait until launchd no longer knows `label` in the system domain: `launchctl bootout` only sends SIGTERM and
+    returns, the label stays loaded until the daemon has exited (Homebrew's services/cli.rb `stop` waits the same
+    way). Fails with a ServiceError after `timeout_s`."""
+
+    label: str
+    timeout_s: float
+
+    def describe(self) -> str:
+        return f"wait up to {self.timeout_s:g} s until launchd has unloaded system/{self.label}"
+
+
+Action = WriteFile | MakeDirectory | RemoveFile | RunCommand | RetryingCommand | WaitUntilUnloaded
+
+# launchd.plist(5) ExitTimeOut: launchd waits this long (default 20 s) between SIGTERM and SIGKILL, so a booted-out
+# daemon is gone after at most that, plus launchd's own clean-up; the margin covers the latter.
+LAUNCHD_EXIT_TIMEOUT_S = 20.0
+LAUNCHD_UNLOAD_WAIT_S = LAUNCHD_EXIT_TIMEOUT_S + 10.0
+# `launchctl bootstrap` fails with errno 5 (EIO) or 37 (EALREADY, sys/errno.h on macOS) while a booted-out
+# instance of the label is still being cleaned up; it succeeds once launchd has finished.
+LAUNCHD_BOOTSTRAP_TRANSIENT_EXITS = frozenset({5, 37})
+LAUNCHD_BOOTSTRAP_RETRY_S = 15.0
+# `launchctl print system/L` exits 113 and prints 'Could not find service "L" in domain for system' for a label
+# that is not loaded.
+LAUNCHCTL_NOT_FOUND_EXIT = 113
+LAUNCHCTL_NOT_FOUND_TEXT = "could not find service"
+LAUNCHCTL_POLL_INTERVAL_S = 0.5
 
 
 def staged_path(root: Path, path: PurePosixPath) -> Path:
@@ -328,14 +389,18 @@ def plan_install(
 
     `chown` gives a launchd plist to root:wheel; only root can, so an unprivileged staging install passes False.
     """
-    actions: list[Action] = [
+    owner = (ROOT_UID, ROOT_GID) if chown and manager is ServiceManager.LAUNCHD else None
+    actions: list[Action] = []
+    if manager is ServiceManager.LAUNCHD:
+        actions.append(MakeDirectory(staged_path(root, LAUNCHD_TMPDIR), PRIVATE_DIRECTORY_MODE, owner))
+    actions.append(
         WriteFile(
             path=staged_path(root, manager.service_path),
             content=service_file(manager, spec),
             mode=SERVICE_FILE_MODE,
-            owner=(ROOT_UID, ROOT_GID) if chown and manager is ServiceManager.LAUNCHD else None,
+            owner=owner,
         )
-    ]
+    )
     if not activate:
         return actions
     if manager is ServiceManager.SYSTEMD:
@@ -345,12 +410,17 @@ def plan_install(
         ]
     else:
         # Same sequence as `brew services start` for a root service (Homebrew's Library/Homebrew/services: `launchctl
-        # enable` then `bootstrap system FILE`). A service that is already
-        # loaded must be booted out first, or bootstrap fails and the old plist keeps running.
+        # enable` then `bootstrap system FILE`). A service that is already loaded must be booted out first, or
+        # bootstrap fails and the old plist keeps running; bootout returns before the old daemon has exited, so
+        # the plan waits for the label to go and bootstrap is retried while launchd still cleans up.
         actions += [
-            RunCommand(("launchctl", "bootout", f"system/{LAUNCHD_LABEL}"), may_fail=True),
+            *_launchd_stop(),
             RunCommand(("launchctl", "enable", f"system/{LAUNCHD_LABEL}")),
-            RunCommand(("launchctl", "bootstrap", "system", str(LAUNCHD_PLIST_PATH))),
+            RetryingCommand(
+                ("launchctl", "bootstrap", "system", str(LAUNCHD_PLIST_PATH)),
+                retry_exit_codes=LAUNCHD_BOOTSTRAP_TRANSIENT_EXITS,
+                retry_for_s=LAUNCHD_BOOTSTRAP_RETRY_S,
+            ),
         ]
     return actions
 
@@ -361,11 +431,19 @@ def plan_uninstall(manager: ServiceManager, *, root: Path, activate: bool) -> li
     if activate and manager is ServiceManager.SYSTEMD:
         actions.append(RunCommand(("systemctl", "disable", "--now", SYSTEMD_UNIT_PATH.name), may_fail=True))
     elif activate:
-        actions.append(RunCommand(("launchctl", "bootout", f"system/{LAUNCHD_LABEL}"), may_fail=True))
+        actions += _launchd_stop()
     actions.append(RemoveFile(staged_path(root, manager.service_path)))
     if activate and manager is ServiceManager.SYSTEMD:
         actions.append(RunCommand(("systemctl", "daemon-reload")))
     return actions
+
+
+def _launchd_stop() -> list[Action]:
+    """Boot the daemon out (a label that is not loaded makes bootout fail: ignored) and wait until it has exited."""
+    return [
+        RunCommand(("launchctl", "bootout", f"system/{LAUNCHD_LABEL}"), may_fail=True),
+        WaitUntilUnloaded(LAUNCHD_LABEL, LAUNCHD_UNLOAD_WAIT_S),
+    ]
 
 
 CommandRunner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
@@ -375,7 +453,16 @@ def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), capture_output=True, text=True, check=False)
 
 
-def apply(actions: Sequence[Action], *, runner: CommandRunner = run_command) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """How `apply` waits between tries (injected by tests)."""
+
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    interval_s: float = LAUNCHCTL_POLL_INTERVAL_S
+
+
+def apply(actions: Sequence[Action], *, runner: CommandRunner = run_command, waiting: Waiting = Waiting()) -> list[str]:
     """Carry out `actions` in order; returns one line per action saying what was actually done.
 
     Stops at the first failure with a `ServiceError` naming the action; what was done before is in its message.
@@ -383,36 +470,108 @@ def apply(actions: Sequence[Action], *, runner: CommandRunner = run_command) -> 
     report: list[str] = []
     for action in actions:
         try:
-            report.append(_apply_one(action, runner))
+            report.append(_apply_one(action, runner, waiting))
         except ServiceError as error:
             done = "; ".join(report) if report else "nothing"
             raise ServiceError(f"{error} (done before the failure: {done})") from error
     return report
 
 
-def _apply_one(action: Action, runner: CommandRunner) -> str:
-    if isinstance(action, WriteFile):
-        return _write_file(action)
-    if isinstance(action, RemoveFile):
-        try:
-            action.path.unlink()
-        except FileNotFoundError:
-            return f"{action.path} was not installed: nothing to remove"
-        except OSError as error:
-            raise ServiceError(f"cannot remove {action.path}: {error.strerror}") from error
-        return f"removed {action.path}"
-    try:
-        completed = runner(action.argv)
-    except OSError as error:
-        raise ServiceError(f"cannot run {action.argv[0]}: {error.strerror}") from error
+def _apply_one(action: Action, runner: CommandRunner, waiting: Waiting) -> str:
+    if isinstance(action, WriteFile | MakeDirectory | RemoveFile):
+        return _apply_file_action(action)
+    if isinstance(action, WaitUntilUnloaded):
+        return _wait_until_unloaded(action, runner, waiting)
+    if isinstance(action, RetryingCommand):
+        return _run_retrying(action, runner, waiting)
+    completed = _run(action.argv, runner)
     command = " ".join(action.argv)
     if completed.returncode == 0:
         return f"ran {command}"
-    detail = (completed.stderr or completed.stdout).strip().splitlines()
-    reason = detail[-1] if detail else "no output"
     if action.may_fail:
-        return f"ran {command} (exit {completed.returncode}, ignored: {reason})"
-    raise ServiceError(f"{command} failed with exit {completed.returncode}: {reason}")
+        return f"ran {command} (exit {completed.returncode}, ignored: {_last_line(completed)})"
+    raise ServiceError(f"{command} failed with exit {completed.returncode}: {_last_line(completed)}")
+
+
+def _apply_file_action(action: WriteFile | MakeDirectory | RemoveFile) -> str:
+    if isinstance(action, WriteFile):
+        return _write_file(action)
+    if isinstance(action, MakeDirectory):
+        return _make_directory(action)
+    return _remove_file(action)
+
+
+def _make_directory(action: MakeDirectory) -> str:
+    try:
+        action.path.mkdir(parents=True, exist_ok=True)
+        status = action.path.lstat()
+        if not stat.S_ISDIR(status.st_mode):
+            raise ServiceError(f"cannot use {action.path}: it exists and is not a directory")
+        os.chmod(action.path, action.mode, follow_symlinks=False)
+        if action.owner is not None:
+            os.chown(action.path, *action.owner, follow_symlinks=False)
+    except OSError as error:
+        raise ServiceError(f"cannot make {action.path}: {error.strerror or error}") from error
+    return f"made {action.path} (mode {action.mode:04o})"
+
+
+def _remove_file(action: RemoveFile) -> str:
+    try:
+        action.path.unlink()
+    except FileNotFoundError:
+        return f"{action.path} was not installed: nothing to remove"
+    except OSError as error:
+        raise ServiceError(f"cannot remove {action.path}: {error.strerror}") from error
+    return f"removed {action.path}"
+
+
+def _run(argv: Sequence[str], runner: CommandRunner) -> subprocess.CompletedProcess[str]:
+    try:
+        return runner(argv)
+    except OSError as error:
+        raise ServiceError(f"cannot run {argv[0]}: {error.strerror}") from error
+
+
+def _last_line(completed: subprocess.CompletedProcess[str]) -> str:
+    detail = (completed.stderr or completed.stdout).strip().splitlines()
+    return detail[-1] if detail else "no output"
+
+
+def _run_retrying(action: RetryingCommand, runner: CommandRunner, waiting: Waiting) -> str:
+    command = " ".join(action.argv)
+    deadline = waiting.clock() + action.retry_for_s
+    tries = 1
+    while True:
+        completed = _run(action.argv, runner)
+        if completed.returncode == 0:
+            return f"ran {command}" + ("" if tries == 1 else f" (succeeded on try {tries})")
+        if completed.returncode not in action.retry_exit_codes or waiting.clock() >= deadline:
+            raise ServiceError(
+                f"{command} failed with exit {completed.returncode} after {tries} tries: {_last_line(completed)}"
+            )
+        waiting.sleep(waiting.interval_s)
+        tries += 1
+
+
+def _wait_until_unloaded(action: WaitUntilUnloaded, runner: CommandRunner, waiting: Waiting) -> str:
+    argv = ("launchctl", "print", f"system/{action.label}")
+    started = waiting.clock()
+    while True:
+        completed = _run(argv, runner)
+        output = (completed.stderr + completed.stdout).lower()
+        if completed.returncode == LAUNCHCTL_NOT_FOUND_EXIT or LAUNCHCTL_NOT_FOUND_TEXT in output:
+            return f"launchd has unloaded system/{action.label} ({waiting.clock() - started:.1f} s)"
+        if completed.returncode != 0:
+            raise ServiceError(
+                f"cannot tell whether system/{action.label} has stopped: {' '.join(argv)} failed with exit "
+                f"{completed.returncode}: {_last_line(completed)}"
+            )
+        if waiting.clock() - started >= action.timeout_s:
+            raise ServiceError(
+                f"system/{action.label} is still loaded {action.timeout_s:g} s after bootout: see "
+                f"`sudo launchctl print system/{action.label}` and {LAUNCHD_LOG_PATH}"
+            )
+        waiting.sleep(waiting.interval_s)
 
 
 def _write_file(action: WriteFile) -> str:

@@ -22,7 +22,7 @@ from dmnc.config import ConfigError, ConfigFlags, load_config
 from dmnc.logsetup import printable
 from dmnc.system_service import (
     Action,
-    RunCommand,
+    RemoveFile,
     ServiceError,
     ServiceManager,
     ServiceSpec,
@@ -209,6 +209,6 @@ def _carry_out(actions: list[Action], args: argparse.Namespace) -> int:
         return EXIT_OK
     for line in apply(actions):
         print(line)
-    if not any(isinstance(action, RunCommand) for action in actions):
+    if all(isinstance(action, WriteFile | RemoveFile) for action in actions):
         print("staged only: the service manager was not told (install under / to enable and start it)")
     return EXIT_OK

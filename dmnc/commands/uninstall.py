@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from dmnc.commands._common import (
@@ -32,6 +35,11 @@ from dmnc.config import Config, ConfigFlags
 
 REAL_ROOT = Path("/")
 SETUP_IMAGE_REPOSITORY = "dmnc-setup"
+# A stopped service's daemon closes its control socket as the last step of its shutdown. The service manager's stop
+# has already waited for the process (systemctl stop; the launchd plan waits for the label to go), so this only
+# covers the gap between the two; the socket check that follows reports a daemon that is still there.
+CONTROL_SOCKET_GONE_WAIT_S = 10.0
+CONTROL_SOCKET_POLL_S = 0.1
 
 
 def register(commands: Subcommands) -> None:
@@ -70,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_CONFIG
     import trio  # noqa: PLC0415 (heavy; only this command's handler needs it)
 
-    problems = _remove_service(args.root)
+    problems, stopped = _remove_service(args.root)
+    if stopped and not wait_until_nothing_listens(config.control_socket, CONTROL_SOCKET_GONE_WAIT_S):
+        print(f"control socket: {config.control_socket} still answers {CONTROL_SOCKET_GONE_WAIT_S:g} s after the stop")
     problems += trio.run(_remove_runtime_state, config, args.root)
     if problems:
         print(f"dmnc uninstall: {problems} item(s) could not be removed, see above", file=sys.stderr)
@@ -79,20 +89,48 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _remove_service(root: Path) -> int:
+def _remove_service(root: Path) -> tuple[int, bool]:
+    """Stop and remove the service: (problems, whether a service manager was told to stop it)."""
     from dmnc.system_service import ServiceError, ServiceManager, apply, plan_uninstall, staged_path  # noqa: PLC0415
 
     manager = ServiceManager.for_platform()
     if not staged_path(root, manager.service_path).exists():
         print(f"service: none installed ({manager.service_path})")
-        return 0
+        return 0, False
+    activate = root == REAL_ROOT
     try:
-        for line in apply(plan_uninstall(manager, root=root, activate=root == REAL_ROOT)):
+        for line in apply(plan_uninstall(manager, root=root, activate=activate)):
             print(f"service: {line}")
     except ServiceError as error:
         print(f"service: {error}", file=sys.stderr)
-        return 1
-    return 0
+        return 1, activate
+    return 0, activate
+
+
+def wait_until_nothing_listens(
+    path: Path,
+    timeout_s: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Wait until no daemon listens on the control socket `path` (gone, or a stale file that refuses connections);
+    False when one still does after `timeout_s`."""
+    deadline = clock() + timeout_s
+    while _listens(path):
+        if clock() >= deadline:
+            return False
+        sleep(CONTROL_SOCKET_POLL_S)
+    return True
+
+
+def _listens(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(os.fsencode(path))
+        except OSError:  # ENOENT: gone; ECONNREFUSED: stale; anything else: not a dmnc to wait for
+            return False
+    return True
 
 
 async def _remove_runtime_state(config: Config, root: Path) -> int:

@@ -18,11 +18,13 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 import trio
 
 from dmnc.errors import leaf_exceptions
+from dmnc.routes import Destination, RouteError, RouteManager, open_route_manager
 from dmnc.tun import DEFAULT_MTU, TunAddress, TunDevice, TunError, open_tun
 from dmnc.tunnel.datapath import Tunnel
 from dmnc.tunnel.udp import UdpEndpoint, UdpError
@@ -217,6 +219,63 @@ async def _reload(path: str, running: WireGuardConfig, device: Device, current: 
     print(f"reloaded {'; '.join(changes) or 'no changes'}", flush=True)
 
 
+def interface_routes(config: WireGuardConfig) -> list[Destination]:
+    """The routes `wg up` adds through the utun on macOS, as wg-quick does there (wireguard-tools
+    src/wg-quick/darwin.bash, `route -q -n add -inet X -interface utunN`): the network of each IPv4 address and
+    every peer's AllowedIPs, each once.
+
+    IPv6 address networks are left out: xnu routes them itself, even on a point-to-point interface
+    (bsd/netinet6/in6.c, nd6_prefix_onlink). A /0 is left out too: wg-quick replaces the default route with two /1
+    halves plus a route to each endpoint outside the tunnel, which is more than `wg up` takes on; `wg up` says so.
+    """
+    wanted: list[Destination] = [
+        address.network
+        for address in config.interface.addresses
+        if address.version == 4 and address.network.prefixlen < address.max_prefixlen
+    ]
+    wanted += [network for peer in config.peers for network in peer.allowed_ips if network.prefixlen > 0]
+    return list(dict.fromkeys(wanted))
+
+
+@asynccontextmanager
+async def interface_routes_installed(manager: RouteManager, destinations: Sequence[Destination]) -> AsyncIterator[None]:
+    """Add `destinations` through the manager's interface, each failure one line, and remove what was added on exit."""
+    added: list[Destination] = []
+    for result in await manager.add_many(destinations):
+        if result.error is None:
+            added.append(result.destination)
+        else:
+            print(f"dmnc wg up: no route to {result.destination}: {result.error}", file=sys.stderr, flush=True)
+    try:
+        yield
+    finally:
+        with trio.CancelScope(shield=True):
+            for result in await manager.delete_many(added):
+                if result.error is not None:
+                    print(f"dmnc wg up: route to {result.destination} not removed: {result.error}", file=sys.stderr)
+
+
+@asynccontextmanager
+async def _platform_routes(
+    config: WireGuardConfig, interface: str, platform: str = sys.platform
+) -> AsyncIterator[None]:
+    """On macOS, the interface routes wg-quick adds (`interface_routes`); Linux routes an address's network itself
+    and `wg up` leaves AllowedIPs routing to the caller there, as before."""
+    if platform != "darwin":
+        yield
+        return
+    if any(network.prefixlen == 0 for peer in config.peers for network in peer.allowed_ips):
+        print("dmnc wg up: AllowedIPs /0 gets no route (wg up does not replace the default route)", flush=True)
+    try:
+        async with (
+            open_route_manager(interface) as manager,
+            interface_routes_installed(manager, interface_routes(config)),
+        ):
+            yield
+    except RouteError as error:
+        raise WgUpError(f"routes through {interface}: {error}") from None
+
+
 async def _serve(
     config: WireGuardConfig, peers: Sequence[PeerConfig], timing: Timing, name: str | None, path: str
 ) -> None:
@@ -236,7 +295,7 @@ async def _serve(
             tunnel = Tunnel(device, tun, udp)
             current = list(peers)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP) as signals:
-                async with trio.open_nursery() as nursery:
+                async with _platform_routes(config, tun.name), trio.open_nursery() as nursery:
                     await nursery.start(tunnel.run)
                     print(f"ready interface={tun.name} port={udp.port}", flush=True)
                     async for signal_number in signals:

@@ -6,6 +6,12 @@ xnu's RTM_DELETE does not match on flags, so a delete first checks in a fresh ta
 The table is read with sysctl(NET_RT_DUMP); changes are read from a second routing socket, where every message
 carries the pid that caused it (rtm_pid).
 
+The monitor can lose messages without being told: xnu gives a routing socket an 8 KiB receive buffer
+(bsd/net/raw_cb.h RAWRCVQ), every other process's requests are echoed into it (bsd/net/rtsock.c route_output),
+and raw_input drops what does not fit without setting an error (bsd/net/raw_usrreq.c: sbappendaddr's failure has
+no else branch), so recv never reports ENOBUFS. The monitor socket therefore asks for a large buffer, and the
+event stream asks for a resync every MONITOR_RESYNC_INTERVAL_S, which a lost message waits for at most.
+
 The OS calls sit behind `RoutingTransport`, so the manager's logic is tested on Linux against a fake kernel that
 speaks the same bytes; the real transport is exercised by the macOS CI workflow.
 """
@@ -18,7 +24,7 @@ import errno
 import os
 import socket
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
 
@@ -43,11 +49,18 @@ NET_RT_DUMP = 1
 DUMP_ATTEMPTS = 5
 # One routing message per read; the largest route message is a header plus eight 255-byte sockaddrs.
 RECEIVE_BUFFER_BYTES = 4096
+# SO_RCVBUF of the monitor socket, instead of xnu's 8 KiB RAWRCVQ (bsd/net/raw_cb.h); sbreserve clamps it to
+# kern.ipc.maxsockbuf (bsd/kern/uipc_socket2.c), 8 MiB by default.
+MONITOR_SOCKET_BUFFER_BYTES = 1 << 20
+# Overflow is silent on xnu (see the module docstring): the monitor asks for a full pass this often, whatever
+# it received meanwhile. One pass is one sysctl dump.
+MONITOR_RESYNC_INTERVAL_S = 20.0
 
 
 class MessageSource(Protocol):
     async def receive(self) -> bytes:
-        """The next routing socket message; raises OSError(ENOBUFS) when the kernel dropped some."""
+        """The next routing socket message; raises OSError. (xnu never reports dropped messages with ENOBUFS,
+        see the module docstring; the error is still honoured, as other BSDs report it.)"""
         ...
 
     def close(self) -> None: ...
@@ -71,9 +84,13 @@ class RoutingTransport(Protocol):
     def close(self) -> None: ...
 
 
+def _routing_socket() -> socket.socket:
+    return socket.socket(pfroute.AF_ROUTE, socket.SOCK_RAW, pfroute.AF_UNSPEC)
+
+
 class _RoutingSocket:
-    def __init__(self) -> None:
-        self.socket = socket.socket(pfroute.AF_ROUTE, socket.SOCK_RAW, pfroute.AF_UNSPEC)
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
         self.socket.setblocking(False)
 
     async def receive(self) -> bytes:
@@ -91,7 +108,7 @@ class DarwinRoutingTransport:
     """The real routing socket and sysctl (macOS only)."""
 
     def __init__(self) -> None:
-        self._requests = _RoutingSocket()
+        self._requests = _RoutingSocket(_routing_socket())
         # Requests never read replies (errors come back from write), so the socket must not queue the whole
         # system's routing messages for us.
         self._requests.socket.shutdown(socket.SHUT_RD)
@@ -123,10 +140,21 @@ class DarwinRoutingTransport:
         raise OSError(errno.ENOMEM, "the routing table kept growing while it was read")
 
     def open_monitor(self) -> MessageSource:
-        return _RoutingSocket()
+        return open_monitor_socket(_routing_socket)
 
     def close(self) -> None:
         self._requests.socket.close()
+
+
+def open_monitor_socket(make_socket: Callable[[], socket.socket]) -> MessageSource:
+    """A routing socket for the monitor with a receive buffer large enough for a burst of route changes."""
+    sock = make_socket()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, MONITOR_SOCKET_BUFFER_BYTES)
+    except OSError:
+        sock.close()
+        raise
+    return _RoutingSocket(sock)
 
 
 def _failure(operation: str, destination: Destination | None, error: OSError) -> RouteOperationError:
@@ -137,13 +165,22 @@ def _failure(operation: str, destination: Destination | None, error: OSError) ->
 class DarwinRouteManager:
     """RouteManager on the routing socket for the utun `interface` (index `interface_index`)."""
 
-    def __init__(self, interface: str, interface_index: int, transport: RoutingTransport) -> None:
+    def __init__(
+        self,
+        interface: str,
+        interface_index: int,
+        transport: RoutingTransport,
+        *,
+        resync_interval_s: float = MONITOR_RESYNC_INTERVAL_S,
+    ) -> None:
+        self._resync_interval_s = resync_interval_s
         self._interface = interface
         self._interface_index = interface_index
         self._transport = transport
         self._pid = os.getpid()
         self._next_seq = 1
         self._dropped: Counter[str] = Counter()
+        self._warnings = pfroute.RepeatedWarnings()
 
     @property
     def interface(self) -> str:
@@ -161,6 +198,11 @@ class DarwinRouteManager:
     def drop_counter(self) -> Counter[str]:
         """The counter this manager's decoders count malformed kernel messages in, by reason."""
         return self._dropped
+
+    @property
+    def repeated_warnings(self) -> pfroute.RepeatedWarnings:
+        """Which repeats of a malformed-message warning this manager's decoders log."""
+        return self._warnings
 
     async def aclose(self) -> None:
         self._transport.close()
@@ -241,7 +283,8 @@ class DarwinRouteManager:
             data = await self._transport.dump()
         except OSError as error:
             raise _failure("dump routes", None, error) from error
-        routes = (self.installed_route(message) for message in pfroute.decode_messages_untrusted(data, self._dropped))
+        messages = pfroute.decode_messages_untrusted(data, self._dropped, self._warnings)
+        routes = (self.installed_route(message) for message in messages)
         return [route for route in routes if route is not None]
 
     async def list_ours(self) -> list[InstalledRoute]:
@@ -254,27 +297,40 @@ class DarwinRouteManager:
         except OSError as error:
             raise _failure("open routing socket", None, error) from error
         try:
-            yield _RouteEventStream(self, source)
+            yield _RouteEventStream(self, source, self._resync_interval_s)
         finally:
             source.close()
 
 
 class _RouteEventStream:
-    def __init__(self, manager: DarwinRouteManager, source: MessageSource) -> None:
+    def __init__(self, manager: DarwinRouteManager, source: MessageSource, resync_interval_s: float) -> None:
         self._manager = manager
         self._source = source
+        self._resync_interval_s = resync_interval_s
+        self._next_resync = trio.current_time() + resync_interval_s
 
     def __aiter__(self) -> _RouteEventStream:
         return self
 
+    def _resync(self) -> RouteEvent:
+        self._next_resync = trio.current_time() + self._resync_interval_s
+        return RouteEvent(RouteEventKind.RESYNC_NEEDED, None)
+
     async def __anext__(self) -> RouteEvent:
         while True:
+            # A deadline, not a timeout per read: a steady stream of unrelated messages must not postpone it.
+            if trio.current_time() >= self._next_resync:
+                return self._resync()
+            data = b""
             try:
-                data = await self._source.receive()
+                with trio.move_on_at(self._next_resync):
+                    data = await self._source.receive()
             except OSError as error:
                 if error.errno == errno.ENOBUFS:
-                    return RouteEvent(RouteEventKind.RESYNC_NEEDED, None)
+                    return self._resync()
                 raise _failure("routing socket receive", None, error) from error
+            if not data:
+                continue  # the resync deadline passed
             event = self._event(data)
             if event is not None:
                 return event
@@ -283,7 +339,7 @@ class _RouteEventStream:
         drops = self._manager.drop_counter
         if pfroute.decode_interface_index_untrusted(data, drops) == self._manager.interface_index:
             return RouteEvent(RouteEventKind.INTERFACE_CHANGED, None)
-        message = pfroute.decode_route_message_untrusted(data, drops)
+        message = pfroute.decode_route_message_untrusted(data, drops, self._manager.repeated_warnings)
         if message is None or message.message_type == pfroute.RTM_GET or message.errno:
             return None  # lookups and refused requests change nothing
         route = self._manager.installed_route(message)

@@ -78,6 +78,28 @@ DERIVED_ROUTE_FLAGS = RTF_WASCLONED | RTF_LOCAL | RTF_BROADCAST | RTF_MULTICAST
 _ADDRESS_BYTES = {AF_INET: 4, AF_INET6: 16}
 _ADDRESS_OFFSET = {AF_INET: 4, AF_INET6: 8}
 _SOCKADDR_LENGTH = {AF_INET: SOCKADDR_IN_LENGTH, AF_INET6: SOCKADDR_IN6_LENGTH}
+# The shortest sockaddr the kernel accepts and echoes per family: xnu's route_output takes an AF_INET sockaddr of
+# offsetof(struct sockaddr_in, sin_zero) = 8 bytes or more (bsd/net/rtsock.c); only the address bytes matter.
+_SOCKADDR_MIN_LENGTH = {AF_INET: 8, AF_INET6: SOCKADDR_IN6_LENGTH}
+# A warning about one malformed message (destination and reason) is logged at its 1st, 2nd, 4th, 8th... sighting:
+# the same kernel entry shows up in every table dump. At most this many distinct ones are remembered.
+REPEATED_WARNINGS_REMEMBERED = 512
+
+
+class RepeatedWarnings:
+    """Which sightings of a repeated warning to log: the first, then each time the count doubles."""
+
+    def __init__(self, remembered: int = REPEATED_WARNINGS_REMEMBERED) -> None:
+        self._remembered = remembered
+        self._seen: Counter[str] = Counter()
+
+    def sighting(self, warning: str) -> int | None:
+        """The sighting number of `warning` when it is to be logged, else None."""
+        if warning not in self._seen and len(self._seen) >= self._remembered:
+            self._seen.clear()  # bounded memory: forgotten warnings are logged once more
+        self._seen[warning] += 1
+        count = self._seen[warning]
+        return count if count & (count - 1) == 0 else None
 
 
 class MalformedMessageError(Exception):
@@ -191,7 +213,7 @@ def _sockaddrs_untrusted(data: bytes, addrs: int) -> dict[int, bytes]:
 
 
 def _inet_address_untrusted(sockaddr: bytes, family: int) -> Address:
-    if len(sockaddr) < _SOCKADDR_LENGTH[family]:
+    if len(sockaddr) < _SOCKADDR_MIN_LENGTH[family]:
         raise MalformedMessageError(f"sockaddr of family {family} with {len(sockaddr)} bytes")
     offset = _ADDRESS_OFFSET[family]
     raw = sockaddr[offset : offset + _ADDRESS_BYTES[family]]
@@ -211,18 +233,19 @@ def _prefix_length_untrusted(sockaddr: bytes, family: int) -> int:
     return prefix
 
 
-def _destination_untrusted(sockaddrs: dict[int, bytes], flags: int) -> Destination | None:
+def _destination_untrusted(sockaddrs: dict[int, bytes]) -> Destination | None:
     destination_sockaddr = sockaddrs[RTA_DST]
     family = destination_sockaddr[1] if len(destination_sockaddr) > 1 else AF_UNSPEC
     if family not in _ADDRESS_BYTES:
         return None
     address = _inet_address_untrusted(destination_sockaddr, family)
+    # No netmask is a host route whatever the flags: xnu's radix tree keeps a route added without RTA_NETMASK
+    # under a NULL mask even without RTF_HOST (bsd/net/route.c rtrequest_common_locked clears the mask for RTF_HOST,
+    # never the reverse), and dumps it so.
     if RTA_NETMASK in sockaddrs:
         prefix = _prefix_length_untrusted(sockaddrs[RTA_NETMASK], family)
-    elif flags & RTF_HOST:
-        prefix = _ADDRESS_BYTES[family] * 8
     else:
-        raise MalformedMessageError(f"network route to {address} without a netmask")
+        prefix = _ADDRESS_BYTES[family] * 8
     try:
         return ipaddress.ip_network((address, prefix))
     except ValueError as error:
@@ -239,14 +262,21 @@ def _gateway_untrusted(sockaddr: bytes, family: int) -> tuple[int | None, Addres
     return None, None
 
 
-def decode_route_message_untrusted(data: bytes, drops: Counter[str] | None = None) -> RouteSocketMessage | None:
-    """One routing socket message (exactly `data`); None, with a log line, when malformed or not a route message
-    of AF_INET/AF_INET6 (interface and address messages have other headers and are skipped without a log)."""
+def decode_route_message_untrusted(
+    data: bytes, drops: Counter[str] | None = None, warnings: RepeatedWarnings | None = None
+) -> RouteSocketMessage | None:
+    """One routing socket message (exactly `data`); None, counted and logged, when malformed, or when not a route
+    message of AF_INET/AF_INET6 (interface and address messages have other headers and are skipped without a log).
+    With `warnings`, a problem seen again is logged only at its 2nd, 4th, 8th... sighting; it is always counted."""
     try:
         return _route_message_untrusted(data)
     except MalformedMessageError as error:
-        logger.warning("routing socket: dropped a message: %s", error)
         _count(drops, "malformed")
+        sighting = 1 if warnings is None else warnings.sighting(str(error))
+        if sighting == 1:
+            logger.warning("routing socket: dropped a message: %s", error)
+        elif sighting is not None:
+            logger.warning("routing socket: dropped a message: %s (seen %d times)", error, sighting)
         return None
 
 
@@ -266,7 +296,7 @@ def _route_message_untrusted(data: bytes) -> RouteSocketMessage | None:
     sockaddrs = _sockaddrs_untrusted(data[RT_MSGHDR.size :], addrs)
     if RTA_DST not in sockaddrs:
         raise MalformedMessageError("route message without a destination")
-    destination = _destination_untrusted(sockaddrs, flags)
+    destination = _destination_untrusted(sockaddrs)
     if destination is None:
         return None  # AF_LINK (ARP/ND entries) and other families carry no route dmnc manages
     gateway_interface, gateway = _gateway_untrusted(sockaddrs.get(RTA_GATEWAY, b""), family_of(destination))
@@ -283,7 +313,9 @@ def _route_message_untrusted(data: bytes) -> RouteSocketMessage | None:
     )
 
 
-def decode_messages_untrusted(data: bytes, drops: Counter[str] | None = None) -> list[RouteSocketMessage]:
+def decode_messages_untrusted(
+    data: bytes, drops: Counter[str] | None = None, warnings: RepeatedWarnings | None = None
+) -> list[RouteSocketMessage]:
     """Every route message in a buffer of consecutive messages (a NET_RT_DUMP sysctl); the walk stops, with a log
     line, at a length that cannot be right, because the next message's start is unknown after it."""
     messages: list[RouteSocketMessage] = []
@@ -298,7 +330,7 @@ def decode_messages_untrusted(data: bytes, drops: Counter[str] | None = None) ->
             logger.warning("routing socket: dropped the rest of a dump: message claims %d bytes", length)
             _count(drops, "bad-length")
             break
-        message = decode_route_message_untrusted(data[offset : offset + length], drops)
+        message = decode_route_message_untrusted(data[offset : offset + length], drops, warnings)
         if message is not None:
             messages.append(message)
         offset += length

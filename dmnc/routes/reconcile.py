@@ -11,6 +11,8 @@ costs at most one pass of delay and never a wrong table.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from typing import Protocol
 
 import trio
 
+from dmnc.logsetup import printable
 from dmnc.routes.manager import (
     Destination,
     InstalledRoute,
@@ -79,15 +82,35 @@ def plan_changes(desired: Set[Destination], installed: Set[Destination]) -> Rout
     )
 
 
-def describe_sender(pid: int | None) -> str:
+# How long `ps` may take to name a process before the log line goes without the name.
+PS_TIMEOUT_S = 2.0
+
+
+def describe_sender(pid: int | None, platform: str = sys.platform) -> str:
     """Who changed a route, as far as the OS tells: "pid 123 (openconnect)", or "the kernel"."""
     if pid is None:
         return "the kernel or an unknown process"
-    try:
-        command = Path(f"/proc/{pid}/comm").read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
+    command = _process_name(pid, platform)
+    if not command:
         return f"pid {pid}"
-    return f"pid {pid} ({command})"
+    return f"pid {pid} ({printable(command)})"
+
+
+def _process_name(pid: int, platform: str) -> str | None:
+    """The command name of `pid`: /proc/PID/comm on Linux (proc(5)); elsewhere `ps -o comm= -p PID` (ps(1), no
+    shell; macOS has no /proc). None when the process is gone or the name cannot be read."""
+    if platform.startswith("linux"):
+        try:
+            return Path(f"/proc/{pid}/comm").read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            return None
+    try:
+        completed = subprocess.run(
+            ["ps", "-o", "comm=", "-p", str(pid)], capture_output=True, text=True, timeout=PS_TIMEOUT_S, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired, UnicodeDecodeError):
+        return None
+    return completed.stdout.strip() if completed.returncode == 0 else None
 
 
 # `SubnetStatus.decision` of a subnet the policy wants: installed, or not (yet). A subnet the policy leaves out

@@ -14,6 +14,7 @@ SIOCAIFADDR_IN6 and never starts autoconfiguration. The flow filter drops RAs an
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import ipaddress
 import socket
@@ -53,6 +54,12 @@ FAMILY_HEADER_INET = struct.pack(">I", DARWIN_AF_INET)
 FAMILY_HEADER_INET6 = struct.pack(">I", DARWIN_AF_INET6)
 FAMILY_HEADER_LENGTH = 4
 _MAX_PACKET = 65535 + FAMILY_HEADER_LENGTH
+# Errors of one write that drop that packet only, as on Linux: xnu's utun input path never fails a packet it
+# accepted (bsd/net/if_utun.c utun_ctl_send -> utun_pkt_input returns 0 and counts errors), so what reaches
+# sendmsg comes from the socket layer: ENOBUFS/ENOMEM when sosend cannot allocate mbufs under memory pressure
+# (bsd/kern/uipc_socket.c), EINVAL for a packet the kernel refuses. Dropping keeps the tunnel up; the data path
+# counts the drop.
+DROPPED_WRITE_ERRNOS = frozenset({errno.ENOBUFS, errno.ENOMEM, errno.EINVAL})
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -95,10 +102,14 @@ def ifreq_mtu(name: str, mtu: int) -> bytearray:
 def ifaliasreq(name: str, local: ipaddress.IPv4Interface, peer: ipaddress.IPv4Address | None) -> bytes:
     """struct ifaliasreq (64 B) for SIOCAIFADDR: on a point-to-point link ifra_broadaddr holds the peer.
 
-    The mask is written as ifconfig does (network_cmds af_inet.c): sin_len 16, family 0.
+    Without a peer the local address is its own destination, as wg-quick does (`ifconfig utunN inet A/N A alias`,
+    wireguard-tools src/wg-quick/darwin.bash): xnu's in_ifinit installs no route at all for an AF_INET address on
+    a point-to-point interface whose destination is not AF_INET (bsd/netinet/in.c), and the address's network
+    gets its route from the caller (an interface route, as wg-quick adds). The mask is written as ifconfig does
+    (network_cmds af_inet.c): sin_len 16, family 0.
     """
     mask = ipaddress.IPv4Address(0xFFFFFFFF if peer is not None else int(local.network.netmask))
-    far_end = sockaddr_in(peer) if peer is not None else sockaddr_in(ipaddress.IPv4Address(0), family=0)
+    far_end = sockaddr_in(peer if peer is not None else local.ip)
     return name.encode().ljust(IFNAMSIZ, b"\0") + sockaddr_in(local.ip) + far_end + sockaddr_in(mask, family=0)
 
 
@@ -157,6 +168,8 @@ class DarwinUtun:
         except BlockingIOError:
             return False
         except OSError as error:
+            if error.errno in DROPPED_WRITE_ERRNOS:
+                return False
             raise TunError(f"writing to {self._name}: {error.strerror}") from error
         return True
 

@@ -15,15 +15,20 @@ from hypothesis import strategies as st
 from dmnc.cli import main
 from dmnc.docker.address import DaemonAddress
 from dmnc.system_service import (
+    LAUNCHD_BOOTSTRAP_RETRY_S,
     LAUNCHD_LABEL,
     LAUNCHD_LOG_PATH,
+    LAUNCHD_UNLOAD_WAIT_S,
     SERVICE_CAPABILITIES,
     Action,
+    MakeDirectory,
     RemoveFile,
+    RetryingCommand,
     RunCommand,
     ServiceError,
     ServiceManager,
     ServiceSpec,
+    WaitUntilUnloaded,
     WriteFile,
     apply,
     code_trust_problems,
@@ -167,6 +172,7 @@ def test_launchd_plist_is_a_kept_alive_root_daemon_logging_to_var_log() -> None:
         "KeepAlive": True,
         "StandardOutPath": str(LAUNCHD_LOG_PATH),
         "StandardErrorPath": str(LAUNCHD_LOG_PATH),
+        "EnvironmentVariables": {"TMPDIR": "/var/db/dmnc/tmp"},
     }
 
 
@@ -193,17 +199,24 @@ def test_real_launchd_install_writes_a_root_wheel_plist_then_bootstraps_it() -> 
     actions = plan_install(ServiceManager.LAUNCHD, SPEC, root=Path("/"), activate=True)
     plist_path = f"/Library/LaunchDaemons/{LAUNCHD_LABEL}.plist"
     assert actions == [
+        MakeDirectory(Path("/var/db/dmnc/tmp"), 0o700, (0, 0)),
         WriteFile(Path(plist_path), launchd_plist(SPEC), 0o644, (0, 0)),
         RunCommand(("launchctl", "bootout", f"system/{LAUNCHD_LABEL}"), may_fail=True),
+        WaitUntilUnloaded(LAUNCHD_LABEL, LAUNCHD_UNLOAD_WAIT_S),
         RunCommand(("launchctl", "enable", f"system/{LAUNCHD_LABEL}")),
-        RunCommand(("launchctl", "bootstrap", "system", plist_path)),
+        RetryingCommand(
+            ("launchctl", "bootstrap", "system", plist_path),
+            retry_exit_codes=frozenset({5, 37}),
+            retry_for_s=LAUNCHD_BOOTSTRAP_RETRY_S,
+        ),
     ]
 
 
 def test_staged_install_only_writes_under_the_staging_root(tmp_path: Path) -> None:
     actions = plan_install(ServiceManager.LAUNCHD, SPEC, root=tmp_path, activate=False, chown=False)
     assert actions == [
-        WriteFile(tmp_path / "Library/LaunchDaemons" / f"{LAUNCHD_LABEL}.plist", launchd_plist(SPEC), 0o644, None)
+        MakeDirectory(tmp_path / "var/db/dmnc/tmp", 0o700, None),
+        WriteFile(tmp_path / "Library/LaunchDaemons" / f"{LAUNCHD_LABEL}.plist", launchd_plist(SPEC), 0o644, None),
     ]
 
 
@@ -215,6 +228,7 @@ def test_uninstall_stops_before_removing_and_tolerates_a_stopped_service() -> No
     ]
     assert plan_uninstall(ServiceManager.LAUNCHD, root=Path("/"), activate=True) == [
         RunCommand(("launchctl", "bootout", f"system/{LAUNCHD_LABEL}"), may_fail=True),
+        WaitUntilUnloaded(LAUNCHD_LABEL, LAUNCHD_UNLOAD_WAIT_S),
         RemoveFile(Path(f"/Library/LaunchDaemons/{LAUNCHD_LABEL}.plist")),
     ]
 
@@ -236,6 +250,23 @@ def test_apply_writes_files_with_the_planned_mode_despite_the_umask(tmp_path: Pa
     assert target.read_bytes() == b"[Unit]\n"
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
     assert list(target.parent.iterdir()) == [target], "no temporary file is left behind"
+
+
+def test_the_daemons_tmpdir_is_made_private_even_if_it_existed_open(tmp_path: Path) -> None:
+    target = tmp_path / "var/db/dmnc/tmp"
+    target.mkdir(parents=True, mode=0o777)
+    target.chmod(0o777)
+    assert apply([MakeDirectory(target, 0o700, None)]) == [f"made {target} (mode 0700)"]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o700
+
+
+def test_a_symlink_in_place_of_the_tmpdir_is_refused(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = tmp_path / "tmp"
+    target.symlink_to(elsewhere)
+    with pytest.raises(ServiceError, match="exists and is not a directory"):
+        apply([MakeDirectory(target, 0o700, None)])
 
 
 def test_apply_replaces_an_existing_file(tmp_path: Path) -> None:

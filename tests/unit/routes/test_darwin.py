@@ -7,6 +7,7 @@ import errno
 import ipaddress
 import logging
 import os
+import socket
 
 import pytest
 import trio
@@ -21,7 +22,12 @@ from dmnc.routes import (
     delete_route,
     pfroute,
 )
-from dmnc.routes.darwin import DarwinRouteManager
+from dmnc.routes.darwin import (
+    MONITOR_RESYNC_INTERVAL_S,
+    MONITOR_SOCKET_BUFFER_BYTES,
+    DarwinRouteManager,
+    open_monitor_socket,
+)
 from dmnc.routes.policy import NetworkInfo, PolicyConfig
 from dmnc.routes.reconcile import RouteReconciler
 
@@ -205,6 +211,59 @@ async def test_monitor_overflow_asks_for_a_resync(xnu: FakeXnu, manager: DarwinR
         xnu.monitors[0].send.send_nowait(OSError(errno.ENOBUFS, "No buffer space available"))
         event = await events.__anext__()
     assert event.kind is RouteEventKind.RESYNC_NEEDED
+
+
+async def test_monitor_asks_for_a_resync_periodically_because_xnu_drops_silently(
+    xnu: FakeXnu, manager: DarwinRouteManager, autojump_clock: trio.testing.MockClock
+) -> None:
+    """xnu's raw_input drops a message that does not fit the socket buffer without any error: only a periodic
+    resync repairs what was lost. A steady stream of other messages must not postpone it."""
+    started = trio.current_time()
+    resyncs: list[float] = []
+    async with manager.monitor() as events, trio.open_nursery() as nursery:
+
+        async def busy_neighbour() -> None:
+            while True:
+                await trio.sleep(1)
+                xnu.other_program(pfroute.RTM_ADD, "192.0.2.0/24")
+                xnu.other_program(pfroute.RTM_DELETE, "192.0.2.0/24")
+
+        nursery.start_soon(busy_neighbour)
+        with trio.fail_after(3 * MONITOR_RESYNC_INTERVAL_S):
+            async for event in events:
+                if event.kind is RouteEventKind.RESYNC_NEEDED:
+                    resyncs.append(trio.current_time() - started)
+                    if len(resyncs) == 2:
+                        break
+        nursery.cancel_scope.cancel()
+    assert 15 <= MONITOR_RESYNC_INTERVAL_S <= 30
+    assert resyncs[0] == pytest.approx(MONITOR_RESYNC_INTERVAL_S, abs=1)
+    assert resyncs[1] - resyncs[0] == pytest.approx(MONITOR_RESYNC_INTERVAL_S, abs=1)
+
+
+class RecordingSocket(socket.socket):
+    def __init__(self) -> None:
+        super().__init__(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.options: list[tuple[int, int, int | bytes]] = []
+
+    def setsockopt(self, level: int, option: int, value: int | bytes, *rest: None) -> None:  # type: ignore[override]
+        self.options.append((level, option, value))
+        super().setsockopt(level, option, value)
+
+
+def test_the_monitor_socket_asks_for_a_receive_buffer_far_above_xnus_8_kib() -> None:
+    made: list[RecordingSocket] = []
+
+    def make_socket() -> socket.socket:
+        made.append(RecordingSocket())
+        return made[0]
+
+    source = open_monitor_socket(make_socket)
+    try:
+        assert (socket.SOL_SOCKET, socket.SO_RCVBUF, MONITOR_SOCKET_BUFFER_BYTES) in made[0].options
+        assert MONITOR_SOCKET_BUFFER_BYTES >= 1 << 20  # about 40 route messages fill xnu's default RAWRCVQ of 8 KiB
+    finally:
+        source.close()
 
 
 async def test_reconciler_on_macos_restores_a_route_deleted_by_another_process(

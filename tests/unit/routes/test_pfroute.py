@@ -111,6 +111,54 @@ def test_host_route_without_netmask_is_a_full_length_prefix() -> None:
     assert message.destination == net("10.33.33.2/32")
 
 
+def test_a_route_without_netmask_is_a_host_route_whatever_its_flags() -> None:
+    # What xnu dumps for `route add 10.0.0.0 -interface utun3` (no -net, no mask): no RTF_HOST, no RTA_NETMASK, a
+    # radix entry with a NULL mask, i.e. a host route (bsd/net/route.c rtrequest_common_locked).
+    data = kernel_message([sockaddr_in("10.0.0.0"), pfroute.encode_sockaddr_dl(9)], 0x3, pfroute.RTF_UP)
+    message = pfroute.decode_route_message_untrusted(data)
+    assert message is not None
+    assert message.destination == net("10.0.0.0/32")
+    assert not message.flags & pfroute.RTF_HOST
+
+
+@pytest.mark.parametrize("length", range(8, 17))
+def test_inet_sockaddrs_of_8_to_16_bytes_are_valid_as_the_kernel_takes_them(length: int) -> None:
+    # xnu's route_output accepts an AF_INET sockaddr from offsetof(sockaddr_in, sin_zero) = 8 bytes on and echoes
+    # it as sent (bsd/net/rtsock.c).
+    short_destination = sockaddr_in("10.1.2.0")[:length]
+    short_destination = bytes([length]) + short_destination[1:]
+    data = kernel_message(
+        [short_destination, pfroute.encode_sockaddr_dl(9), bytes([7, 0, 0, 0, 255, 255, 255])], 0x7, 3
+    )
+    message = pfroute.decode_route_message_untrusted(data)
+    assert message is not None
+    assert message.destination == net("10.1.2.0/24")
+
+
+def test_a_repeated_problem_is_logged_at_doubling_sightings_but_always_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    drops: Counter[str] = Counter()
+    warnings = pfroute.RepeatedWarnings()
+    other = kernel_message([sockaddr_in("10.9.0.1"), bytes([6, 0, 0, 0, 255, 255])], 0x5, 0)
+    with caplog.at_level(logging.WARNING, logger="dmnc.routes.pfroute"):
+        for _ in range(20):
+            assert pfroute.decode_messages_untrusted(MALFORMED["host bits set"], drops, warnings) == []
+        assert pfroute.decode_route_message_untrusted(other, drops, warnings) is None
+    assert drops == {"malformed": 21}
+    messages = [record.message for record in caplog.records]
+    assert len(messages) == 6  # sightings 1, 2, 4, 8 and 16 of the first problem, then the other destination's first
+    assert messages[0] == "routing socket: dropped a message: destination 10.0.0.1/16 has host bits set"
+    assert messages[4].endswith("(seen 16 times)")
+    assert "10.9.0.1/16" in messages[5]
+
+
+def test_repeated_warnings_remember_a_bounded_number_of_problems() -> None:
+    warnings = pfroute.RepeatedWarnings(remembered=3)
+    assert [warnings.sighting(f"problem {n}") for n in range(10)] == [1] * 10
+    assert warnings.sighting("problem 9") == 2
+
+
 def test_link_layer_entries_and_interface_messages_are_skipped_silently(caplog: pytest.LogCaptureFixture) -> None:
     link_entry = kernel_message([pfroute.encode_sockaddr_dl(4), pfroute.encode_sockaddr_dl(4)], 0x3, pfroute.RTF_HOST)
     if_info = struct.pack("=HBB", 112, 5, 0xE) + bytes(108)  # RTM_IFINFO: if_msghdr, another layout
@@ -179,10 +227,9 @@ MALFORMED = {
     "msglen disagrees": struct.pack("=H", 100) + GOOD[2:],
     "wrong version": GOOD[:2] + b"\x04" + GOOD[3:],
     "route header truncated": struct.pack("=HBB", 40, 5, pfroute.RTM_ADD) + bytes(36),
-    "sockaddr overruns": kernel_message([sockaddr_in("10.0.0.0")], 0x1, 0)[:-4] + bytes([0x40, 2, 0, 0]),
+    "sockaddr overruns": kernel_message([bytes([0x40, 2]) + bytes(14)], 0x1, 0),
     "announced sockaddr missing": kernel_message([sockaddr_in("10.0.0.0")], 0x3, pfroute.RTF_HOST),
     "no destination": kernel_message([pfroute.encode_sockaddr_dl(3)], 0x2, 0),
-    "network without netmask": kernel_message([sockaddr_in("10.0.0.0")], 0x1, 0),
     "non-contiguous netmask": kernel_message([sockaddr_in("10.0.0.0"), bytes([8, 0, 0, 0, 255, 0, 255, 0])], 0x5, 0),
     "host bits set": kernel_message([sockaddr_in("10.0.0.1"), bytes([6, 0, 0, 0, 255, 255])], 0x5, 0),
     "inet sockaddr too short": kernel_message([bytes([6, 2, 0, 0, 10, 0]), bytes([5, 0, 0, 0, 255])], 0x5, 0),

@@ -102,6 +102,17 @@ def test_ifaliasreq_puts_peer_in_broadaddr_and_host_mask() -> None:
     assert request[52:56] == b"\xff\xff\xff\xff"
 
 
+def test_ifaliasreq_without_peer_makes_the_local_address_its_own_destination() -> None:
+    # Otherwise xnu's in_ifinit returns early for the point-to-point utun and no route at all exists for A/N.
+    request = ifaliasreq("utun3", ipaddress.IPv4Interface("10.0.0.2/24"), None)
+    assert request[16:18] == bytes([16, 2])
+    assert request[20:24] == bytes([10, 0, 0, 2])
+    assert request[32:34] == bytes([16, 2]), "the destination must be AF_INET"
+    assert request[36:40] == bytes([10, 0, 0, 2])
+    assert request[48:50] == bytes([16, 0])
+    assert request[52:56] == bytes([255, 255, 255, 0])
+
+
 def test_in6_aliasreq_layout_with_peer_and_infinite_lifetimes() -> None:
     local = ipaddress.IPv6Interface("fd00:33::1/64")
     peer = ipaddress.IPv6Address("fd00:33::2")
