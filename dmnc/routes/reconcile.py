@@ -18,6 +18,7 @@ from pathlib import Path
 
 import trio
 
+from dmnc.routes.hoststate import HostAddressSource
 from dmnc.routes.manager import (
     Destination,
     InstalledRoute,
@@ -162,6 +163,11 @@ class RouteReconciler:
         self._last_result: PolicyResult | None = None
         self._passes = 0
         self._last_error: str | None = None
+
+    @property
+    def host_addresses(self) -> HostAddressSource | None:
+        """The manager, when it can also tell the host's interface addresses (for the host-state feed)."""
+        return self._manager if isinstance(self._manager, HostAddressSource) else None
 
     # Inputs from the Docker side.
 

@@ -41,7 +41,7 @@ from dmnc.routes import RouteError, open_route_manager
 from dmnc.routes.policy import HostState, Skipped
 from dmnc.routes.reconcile import RouteReconciler
 from dmnc.supervisor.docker_watch import DockerWatch
-from dmnc.supervisor.host_watch import watch_host_state
+from dmnc.supervisor.host_watch import read_dns_servers_in_thread, watch_host_state
 from dmnc.supervisor.log import announce, logger
 from dmnc.supervisor.parts import SHUTDOWN_BUDGET_S, RunningParts
 from dmnc.supervisor.snapshot import ServiceStatus
@@ -188,7 +188,14 @@ class Supervisor:
                 await nursery.start(parts.routes.run)
                 await nursery.start(serve_control_socket, control, status)
                 nursery.start_soon(vm.watch_health)
-                nursery.start_soon(watch_host_state, parts.routes, vm, TUNNEL_NETWORKS)
+                nursery.start_soon(
+                    watch_host_state,
+                    parts.routes,
+                    vm,
+                    TUNNEL_NETWORKS,
+                    read_dns_servers_in_thread,
+                    parts.routes.host_addresses,
+                )
                 nursery.start_soon(docker.run)
                 task_status.started()
         finally:

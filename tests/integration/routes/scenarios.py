@@ -263,7 +263,31 @@ async def link_flap(interface: str, other_interface: str) -> Facts:
     return await run_reconciler(interface, body)
 
 
+async def host_addresses(interface: str, other_interface: str) -> Facts:
+    tun = f"{interface[:11]}tun"
+    fd = open_tun(tun)
+    try:
+        subprocess.run(["ip", "addr", "add", "10.33.33.1", "peer", "10.33.33.2", "dev", tun], check=True)
+        subprocess.run(["ip", "addr", "add", "192.168.77.5/24", "dev", other_interface], check=True)
+        manager = LinuxRouteManager(tun)
+        try:
+            facts: Facts = {"before": sorted(f"{n.interface} {n.network}" for n in await manager.host_networks())}
+            async with manager.address_changes() as changes:
+                subprocess.run(["ip", "addr", "add", "172.20.10.2/28", "dev", other_interface], check=True)
+                started = time.perf_counter()
+                with trio.fail_after(RESTORE_DEADLINE_SECONDS):
+                    await changes.__anext__()
+                facts["noticed_seconds"] = time.perf_counter() - started
+            facts["after"] = sorted(f"{n.interface} {n.network}" for n in await manager.host_networks())
+        finally:
+            await manager.aclose()
+    finally:
+        os.close(fd)
+    return facts
+
+
 SCENARIOS = {
+    "host_addresses": host_addresses,
     "crud": crud,
     "burst": burst,
     "restore": restore,
