@@ -32,6 +32,8 @@ from dmnc.routes.manager import (
     RouteExistsError,
     RouteOperationError,
     RouteResult,
+    Shadow,
+    probe_address,
 )
 from dmnc.routes.policy import HostNetwork
 
@@ -284,6 +286,27 @@ class LinuxRouteManager:
 
         return await self._dump(request, rtnetlink.RuleMessage, "dump rules")
 
+    async def shadow_of(self, destination: Destination) -> Shadow | None:
+        """ShadowCheck: the kernel's route for an address in `destination`, when a rule sends it to another table.
+        The rule is the one the kernel reports as looking that table up (the lowest priority if several do): dmnc
+        does not evaluate rules itself."""
+        answer = await self.lookup(probe_address(destination))
+        if answer is None or answer.output_interface == self._interface_index:
+            return None
+        if answer.table in (rtnetlink.RT_TABLE_MAIN, rtnetlink.RT_TABLE_UNSPEC):
+            return None
+        family = netlink.AF_INET if destination.version == 4 else netlink.AF_INET6
+        rules = [rule for rule in await self.list_rules(family) if rule.table == answer.table]
+        rule = min((r.priority for r in rules if r.action == rtnetlink.FR_ACT_TO_TBL), default=None)
+        route = InstalledRoute(
+            destination=answer.destination or destination,
+            interface=_interface_name(answer.output_interface or 0),
+            interface_index=answer.output_interface or 0,
+            ours=False,
+            gateway=answer.gateway,
+        )
+        return Shadow(rule, answer.table, route.describe())
+
     async def lookup(self, address: Address) -> rtnetlink.RouteMessage | None:
         """The route the kernel uses for `address`, after every policy rule (RTM_GETROUTE, as `ip route get`), with
         the table it is in; None when the kernel has none (it answers ENETUNREACH and the like)."""
@@ -312,7 +335,13 @@ class LinuxRouteManager:
 
     @asynccontextmanager
     async def monitor(self) -> AsyncIterator[AsyncIterator[RouteEvent]]:
-        groups = netlink.group_mask(rtnetlink.RTNLGRP_LINK, rtnetlink.RTNLGRP_IPV4_ROUTE, rtnetlink.RTNLGRP_IPV6_ROUTE)
+        groups = netlink.group_mask(
+            rtnetlink.RTNLGRP_LINK,
+            rtnetlink.RTNLGRP_IPV4_ROUTE,
+            rtnetlink.RTNLGRP_IPV6_ROUTE,
+            rtnetlink.RTNLGRP_IPV4_RULE,
+            rtnetlink.RTNLGRP_IPV6_RULE,
+        )
         subscription = NetlinkSocket(self._dropped, groups)
         try:
             yield _RouteEventStream(self, subscription)
@@ -344,10 +373,10 @@ class _RouteEventStream:
             if message.interface_index != self._manager.interface_index:
                 return None
             return RouteEvent(RouteEventKind.INTERFACE_CHANGED, None, sender_pid=sender_pid(message.port_id))
-        if not isinstance(message, rtnetlink.RouteMessage):
-            return None
-        route = self._manager.installed_route(message)
-        if route is None:
+        if isinstance(message, rtnetlink.RuleMessage) or _other_table_route(message):
+            return RouteEvent(RouteEventKind.POLICY_CHANGED, None, sender_pid=sender_pid(message.port_id))
+        route = self._manager.installed_route(message) if isinstance(message, rtnetlink.RouteMessage) else None
+        if route is None or not isinstance(message, rtnetlink.RouteMessage):
             return None
         kind = RouteEventKind.ADDED if message.kind is rtnetlink.RouteMessageKind.NEW else RouteEventKind.REMOVED
         # nlmsg_pid of a notification is the netlink port of the request that caused it (0: the kernel itself);
@@ -358,6 +387,15 @@ class _RouteEventStream:
             sender_pid=sender_pid(message.port_id),
             caused_by_us=message.port_id == self._manager.request_port_id,
         )
+
+
+def _other_table_route(message: rtnetlink.NetlinkMessage) -> bool:
+    """A route of a table other than main and local (where a policy rule may send traffic)."""
+    return (
+        isinstance(message, rtnetlink.RouteMessage)
+        and message.table not in (rtnetlink.RT_TABLE_MAIN, rtnetlink.RT_TABLE_LOCAL)
+        and not message.route_flags & RTM_F_CLONED
+    )
 
 
 class _AddressChanges:

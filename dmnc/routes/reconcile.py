@@ -28,6 +28,8 @@ from dmnc.routes.manager import (
     RouteManager,
     RouteOperationError,
     RouteResult,
+    Shadow,
+    ShadowCheck,
 )
 from dmnc.routes.policy import (
     NEW_RULES,
@@ -96,6 +98,13 @@ DECISION_ROUTED = "routed"
 DECISION_PENDING = "pending"
 DECISION_GIVEN_UP = "given-up"
 DECISION_INSTALL_FAILED = "install-failed"
+# Installed, but a policy rule sends the subnet's traffic to another table (the kernel's own lookup says so).
+DECISION_SHADOWED = "shadowed"
+SHADOW_FIX = (
+    "the route is in the main table, but that rule is evaluated before it: turn off what installed the rule (a VPN's "
+    "exit node or full tunnel), or let the main table win for this subnet with `ip rule add to SUBNET lookup main "
+    "pref N`, N smaller than that rule's priority"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +168,8 @@ class RouteReconciler:
         # Why the last pass that got to apply its plan could not add a wanted route; replaced only when a pass
         # has its own answer, so `status` read while a pass runs shows the last one's.
         self._install_failures: dict[Destination, str] = {}
+        # Installed routes the kernel does not use, by what it uses instead (ShadowCheck managers only).
+        self._shadowed: dict[Destination, Shadow] = {}
         self._overlaps: tuple[OverlapFinding, ...] = ()
         self._last_result: PolicyResult | None = None
         self._passes = 0
@@ -224,6 +235,10 @@ class RouteReconciler:
                 if wanted.subnet in self._given_up:
                     reason = "taken by another program"
                     decision = DECISION_GIVEN_UP
+                elif installed and wanted.subnet in self._shadowed:
+                    installed = False
+                    reason = f"{self._shadowed[wanted.subnet].describe()}; {shadow_fix(wanted.subnet)}"
+                    decision = DECISION_SHADOWED
                 elif wanted.subnet in self._install_failures and not installed:
                     reason = f"could not install: {self._install_failures[wanted.subnet]}"
                     decision = DECISION_INSTALL_FAILED
@@ -338,6 +353,7 @@ class RouteReconciler:
             routes = await self._manager.list_routes()
             result = self._evaluate(self._networks.values(), routes)
             await self._apply(result, routes)
+            await self._check_shadows()
         except RouteError as error:
             failure = error
         previous_error, self._last_error = self._last_error, None if failure is None else str(failure)
@@ -390,6 +406,28 @@ class RouteReconciler:
                 logger.info("network %r subnet %s is not routed: %s", *key, skip.describe())
         self._logged_skips = logged
 
+    async def _check_shadows(self) -> None:
+        """Ask the kernel which route it really uses for each installed subnet; say when that changes."""
+        if not isinstance(self._manager, ShadowCheck):
+            return
+        shadowed: dict[Destination, Shadow] = {}
+        for destination in sorted(self._routed, key=_sort_key):
+            shadow = await self._manager.shadow_of(destination)
+            if shadow is not None:
+                shadowed[destination] = shadow
+        for destination, shadow in shadowed.items():
+            if self._shadowed.get(destination) != shadow:
+                logger.warning(
+                    "route %s dev %s is not used: %s; %s",
+                    destination,
+                    self._manager.interface,
+                    shadow.describe(),
+                    shadow_fix(destination),
+                )
+        for destination in self._shadowed.keys() - shadowed.keys():
+            logger.info("route %s dev %s is used again", destination, self._manager.interface)
+        self._shadowed = shadowed
+
     def _may_restore(self, destination: Destination) -> bool:
         now = trio.current_time()
         history = self._restores.setdefault(destination, deque())
@@ -441,6 +479,11 @@ class RouteReconciler:
         self._routed.update(desired & ours)
         self._install_failures = install_failures
         _raise_failures(results)
+
+
+def shadow_fix(subnet: Destination) -> str:
+    """What a user can do about a shadowed route of `subnet`."""
+    return SHADOW_FIX.replace("SUBNET", str(subnet))
 
 
 def _reason(error: RouteError) -> str:

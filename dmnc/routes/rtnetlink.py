@@ -53,12 +53,15 @@ RTN_UNICAST = 1
 RT_SCOPE_LINK = 253
 RT_TABLE_UNSPEC = 0
 RT_TABLE_MAIN = 254
+RT_TABLE_LOCAL = 255
 RTPROT_STATIC = 4  # protocols >= RTPROT_STATIC are not interpreted by the kernel, only stored and reported
 RTNLGRP_LINK = 1
 RTNLGRP_IPV4_IFADDR = 5
 RTNLGRP_IPV4_ROUTE = 7
+RTNLGRP_IPV4_RULE = 8
 RTNLGRP_IPV6_IFADDR = 9
 RTNLGRP_IPV6_ROUTE = 11
+RTNLGRP_IPV6_RULE = 19
 # rtm_flags of a route lookup: report the table the answer came from (else it says "main" whatever rule matched),
 # and the FIB entry that matched (its prefix) rather than a host route made for the address.
 RTM_F_LOOKUP_TABLE = 0x1000
@@ -74,6 +77,7 @@ IFA_LOCAL = 2  # this end of a point-to-point link; absent (or equal to IFA_ADDR
 
 # linux/rtnetlink.h and linux/fib_rules.h: policy routing rules
 RTM_NEWRULE = 32
+RTM_DELRULE = 33
 RTM_GETRULE = 34
 FIB_RULE_HDR = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, res1, res2, action, flags
 FRA_PRIORITY = 6
@@ -143,13 +147,15 @@ class AddressMessage:
 
 @dataclass(frozen=True, slots=True)
 class RuleMessage:
-    """RTM_NEWRULE (a rule dump's entries): a policy routing rule's priority and the table it looks up."""
+    """RTM_NEWRULE/RTM_DELRULE (a rule dump's entries, rule notifications): a policy routing rule's priority and the
+    table it looks up."""
 
     family: int
     priority: int  # FRA_PRIORITY; 0 when absent (the rule `ip rule` shows first, priority 0)
     table: int  # FRA_TABLE when present (tables above 255), else the header's byte
     action: int
     seq: int = 0
+    port_id: int = 0
 
 
 # What one datagram on a route socket holds, once decoded.
@@ -237,7 +243,7 @@ def encode_rule_message(message: RuleMessage) -> bytes:
     body = FIB_RULE_HDR.pack(message.family, 0, 0, 0, table_byte, 0, 0, message.action, 0)
     body += encode_attribute(FRA_TABLE, netlink.U32.pack(message.table))
     body += encode_attribute(FRA_PRIORITY, netlink.U32.pack(message.priority))
-    return netlink.encode_message(Header(RTM_NEWRULE, netlink.NLM_F_MULTI, message.seq, 0), body)
+    return netlink.encode_message(Header(RTM_NEWRULE, netlink.NLM_F_MULTI, message.seq, message.port_id), body)
 
 
 def _family_of(destination: Destination) -> int:
@@ -329,7 +335,7 @@ def _rule_untrusted(header: Header, payload: bytes) -> RuleMessage:
     if FRA_TABLE in attributes:
         table = u32_untrusted(attributes[FRA_TABLE], "FRA_TABLE")
     priority = u32_untrusted(attributes[FRA_PRIORITY], "FRA_PRIORITY") if FRA_PRIORITY in attributes else 0
-    return RuleMessage(family, priority, table, action, header.seq)
+    return RuleMessage(family, priority, table, action, header.seq, header.port_id)
 
 
 # Everything a route socket is sent: replies to route requests and dumps (routes, addresses, rules), route, link
@@ -343,6 +349,7 @@ _DECODERS: netlink.PayloadDecoders[RouteMessage | LinkMessage | AddressMessage |
     RTM_NEWADDR: _address_message_untrusted,
     RTM_DELADDR: _address_message_untrusted,
     RTM_NEWRULE: _rule_untrusted,
+    RTM_DELRULE: _rule_untrusted,
 }
 
 

@@ -102,6 +102,20 @@ def test_host_addresses_and_connected_subnets_leave_out_the_tunnel_and_changes_a
     assert set(facts["after"]) - set(facts["before"]) == {f"{other} 172.20.10.2/32", f"{other} 172.20.10.0/28"}
 
 
+def test_a_policy_rule_that_shadows_a_route_is_reported_with_rule_and_table_and_cleared_when_it_goes(
+    veth_namespace: tuple[Netns, str, str],
+) -> None:
+    facts = run_scenario(veth_namespace, "shadow")
+    other = veth_namespace[2]
+    assert facts["before"] == [["routed", True]]
+    assert facts["noticed_seconds"] < 1.0  # the rule notification triggers a pass: no waiting for a resync
+    [[decision, installed, reason]] = facts["shadowed"]
+    assert (decision, installed) == ("shadowed", False)
+    assert reason.startswith(f"shadowed by rule 5270 -> table 52 (0.0.0.0/0 dev {other}); ")
+    assert "ip rule add to 172.24.1.0/24 lookup main" in reason
+    assert facts["after"] == [["routed", True]]
+
+
 def test_reconciler_routes_a_burst_of_fifty_networks_removes_them_and_withdraws_all(
     veth_namespace: tuple[Netns, str, str],
 ) -> None:
