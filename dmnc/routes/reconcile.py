@@ -11,7 +11,7 @@ costs at most one pass of delay and never a wrong table.
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +126,9 @@ class ReconcilerStatus:
     passes: int
     last_error: str | None
     dropped_messages: Mapping[str, int] = field(default_factory=dict)  # malformed kernel messages, by reason
+    # Networks left out whole that have no subnet to list in `subnets` (no IPAM config, a malformed one), by
+    # decision: "malformed": 2.
+    skipped_networks: Mapping[str, int] = field(default_factory=dict)
 
 
 class RouteReconciler:
@@ -151,7 +154,7 @@ class RouteReconciler:
         self._force_warned = False
         self._warn_if_forced()
         # The last decision logged per (network, subnet) left out, so each change is logged once.
-        self._logged_skips: dict[tuple[str, Destination], Skipped] = {}
+        self._logged_skips: dict[tuple[str, Destination | None], Skipped] = {}
         self._upgrade_noted: set[tuple[str, Destination]] = set()
         # Subnets dmnc withdrew because another program routes them more specifically: they count as routed by
         # dmnc before that route, so they keep saying who took them, and come back when it goes.
@@ -250,6 +253,7 @@ class RouteReconciler:
                 for skip in self._last_result.skipped
                 if skip.subnet is not None
             )
+        skipped = () if self._last_result is None else self._last_result.skipped
         return ReconcilerStatus(
             frozenset(self._routed),
             tuple(subnets),
@@ -257,6 +261,7 @@ class RouteReconciler:
             self._passes,
             self._last_error,
             dict(self._manager.dropped_messages),
+            Counter(skip.reason.decision for skip in skipped if skip.subnet is None),
         )
 
     async def settled(self) -> None:
@@ -387,9 +392,13 @@ class RouteReconciler:
         """One log line per subnet left out, when its decision changes. A subnet dmnc routed and now leaves out
         is a withdrawal (WARNING and `on_withdrawn`); one left out by a rule dmnc 0.1 did not have gets one WARNING
         per run, as it was routed before the upgrade."""
-        logged: dict[tuple[str, Destination], Skipped] = {}
+        logged: dict[tuple[str, Destination | None], Skipped] = {}
         for skip in skipped:
             if skip.subnet is None:
+                logged[(skip.network, None)] = skip
+                malformed = skip.reason is SkipReason.MALFORMED
+                if malformed and self._logged_skips.get((skip.network, None)) != skip:
+                    logger.warning("network %r is not routed: %s", skip.network, skip.describe())
                 continue
             key = (skip.network, skip.subnet)
             logged[key] = skip

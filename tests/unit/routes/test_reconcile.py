@@ -640,3 +640,22 @@ async def test_a_shadowed_route_is_reported_with_rule_table_and_fix_and_cleared_
         await reconciler.settled()
         assert [(s.decision, s.installed) for s in reconciler.status().subnets] == [("routed", True)]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_malformed_network_is_counted_in_status_and_warned_about_once(
+    reconciler: RouteReconciler, caplog: pytest.LogCaptureFixture
+) -> None:
+    odd = NetworkInfo("odd", "id-odd", "bridge", "local", False, malformed="IPAM config Subnet: not an IP subnet")
+    with caplog.at_level(logging.INFO):
+        reconciler.set_networks([odd, network("a", "172.20.0.0/16")])
+        await reconciler.settled()
+        reconciler.trigger()
+        await reconciler.settled()
+    status = reconciler.status()
+    assert status.routed == {net("172.20.0.0/16")}
+    assert status.skipped_networks == {"malformed": 1}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "network 'odd' is not routed: malformed IPAM config: IPAM config Subnet: not an IP subnet; recreate the "
+        "network with a valid subnet to route it"
+    ]
