@@ -42,9 +42,16 @@ from dmnc.doctor.checks import (
     timeout_check,
 )
 from dmnc.doctor.probe import DEFAULT_PROBE_TIMEOUT_S, probe_check
-from dmnc.routes import InstalledRoute, InterfaceNotFoundError, RouteError, RouteManager, open_route_manager
-from dmnc.routes.hoststate import HostAddressSource, read_dns_servers
+from dmnc.routes import (
+    InstalledRoute,
+    InterfaceNotFoundError,
+    RouteError,
+    RouteManager,
+    host_address_source,
+    open_route_manager,
+)
 from dmnc.routes.policy import HostNetwork, HostState, NetworkInfo
+from dmnc.supervisor.host_watch import read_host_dns_servers
 from dmnc.supervisor.supervisor import TUNNEL_NETWORKS
 from dmnc.tunnel.udp import DEFAULT_LISTEN_ADDRESSES, UdpEndpoint, UdpError
 from dmnc.vm.errors import VmSetupError
@@ -211,7 +218,7 @@ async def _route_conflicts(settings: DoctorSettings, docker: DockerClient, facts
     try:
         with trio.fail_after(STEP_TIMEOUT_S):
             facts.routes, host_networks = await _list_routes(tunnel or loopback, loopback)
-            dns_servers = await trio.to_thread.run_sync(read_dns_servers)
+            dns_servers = await read_host_dns_servers()
     except trio.TooSlowError:
         return timeout_check("route-conflicts", STEP_TIMEOUT_S)
     except RouteError as error:
@@ -236,7 +243,8 @@ async def _list_routes(interface: str, fallback_interface: str) -> tuple[list[In
 
 
 async def _host_networks(manager: RouteManager) -> tuple[HostNetwork, ...]:
-    return await manager.host_networks() if isinstance(manager, HostAddressSource) else ()
+    source = host_address_source(manager)
+    return () if source is None else await source.host_networks()
 
 
 def _probe_inputs(

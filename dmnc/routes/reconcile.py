@@ -18,7 +18,6 @@ from pathlib import Path
 
 import trio
 
-from dmnc.routes.hoststate import HostAddressSource
 from dmnc.routes.manager import (
     Destination,
     InstalledRoute,
@@ -179,9 +178,8 @@ class RouteReconciler:
         self._last_error: str | None = None
 
     @property
-    def host_addresses(self) -> HostAddressSource | None:
-        """The manager, when it can also tell the host's interface addresses (for the host-state feed)."""
-        return self._manager if isinstance(self._manager, HostAddressSource) else None
+    def manager(self) -> RouteManager:
+        return self._manager
 
     # Inputs from the Docker side.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -37,8 +38,13 @@ def vm_endpoint_address(vm: VmKeeper) -> Address | None:
         return None
 
 
-async def read_dns_servers_in_thread() -> tuple[Address, ...]:
-    """`read_dns_servers` off the event loop: a file read can block (a stalled network file system)."""
+async def read_host_dns_servers() -> tuple[Address, ...]:
+    """This platform's DNS servers: macOS's from `scutil --dns`, elsewhere the resolver files, read off the event
+    loop (a file read can block on a stalled network file system)."""
+    if sys.platform == "darwin":
+        from dmnc.routes.darwin_host import read_dns_servers_darwin  # noqa: PLC0415 (loads only where it runs)
+
+        return await read_dns_servers_darwin()
     return await trio.to_thread.run_sync(read_dns_servers)
 
 
@@ -86,7 +92,7 @@ async def watch_host_state(
     routes: RouteReconciler,
     vm: VmKeeper,
     tunnel: tuple[Destination, ...],
-    read_dns: Callable[[], Awaitable[tuple[Address, ...]]] = read_dns_servers_in_thread,
+    read_dns: Callable[[], Awaitable[tuple[Address, ...]]] = read_host_dns_servers,
     addresses: HostAddressSource | None = None,
 ) -> None:
     """Feed `routes` the host state until cancelled; the reconciler re-evaluates only when it changed."""

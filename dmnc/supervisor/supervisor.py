@@ -37,11 +37,11 @@ from dmnc.control import (
 )
 from dmnc.errors import first_of
 from dmnc.logsetup import setup_logging
-from dmnc.routes import RouteError, open_route_manager
+from dmnc.routes import RouteError, host_address_source, open_route_manager
 from dmnc.routes.policy import HostState, Skipped
 from dmnc.routes.reconcile import RouteReconciler
 from dmnc.supervisor.docker_watch import DockerWatch
-from dmnc.supervisor.host_watch import read_dns_servers_in_thread, watch_host_state
+from dmnc.supervisor.host_watch import read_host_dns_servers, watch_host_state
 from dmnc.supervisor.log import announce, logger
 from dmnc.supervisor.parts import SHUTDOWN_BUDGET_S, RunningParts
 from dmnc.supervisor.snapshot import ServiceStatus
@@ -193,8 +193,8 @@ class Supervisor:
                     parts.routes,
                     vm,
                     TUNNEL_NETWORKS,
-                    read_dns_servers_in_thread,
-                    parts.routes.host_addresses,
+                    read_host_dns_servers,
+                    host_address_source(parts.routes.manager),
                 )
                 nursery.start_soon(docker.run)
                 task_status.started()
