@@ -1,7 +1,8 @@
 """Route boundaries end to end (issue 13): the real `dmnc` and a real dockerd, what a user would do.
 
-Networks with hostile subnets next to a normal dual-stack one: only the normal one is routed. Then a "VPN" (a veth
-in the host namespace: this kernel has no `dummy` module) installs a full tunnel's four /1 routes, and a network
+Networks with hostile subnets next to a normal dual-stack one: only the normal one is routed. An address the host
+gets inside a routed subnet withdraws that route. Then a "VPN" (a veth in the host namespace: this kernel has no
+`dummy` module) installs a full tunnel's four /1 routes, and a network
 created after that is still routed; a more specific route of the VPN for one of dmnc's subnets makes dmnc yield;
 and a Tailscale-like policy rule (`ip rule add pref 5270 table 52`, a default route in table 52) makes status say
 "shadowed". Status decisions are asserted as the design promises, not log wording.
@@ -35,6 +36,7 @@ HOSTILE = {
 }
 NORMAL = ("172.30.5.0/24", "fd77:5::/64")
 AFTER_VPN = ("172.30.6.0/24", "fd77:6::/64")
+LAN_LATER = "172.30.8.0/24"
 FULL_TUNNEL = ("0.0.0.0/1", "128.0.0.0/1", "::/1", "8000::/1")
 # Status follows a Docker event or a routing change within about a second; generous for a loaded machine.
 DECISION_TIMEOUT_S = 30.0
@@ -117,6 +119,14 @@ def test_only_container_subnets_are_routed_beside_a_full_tunnel_vpn_which_wins_w
         assert "dev dmnc" in host_route_get(service_lab, "fd77:5::9")
 
         with vpn_interface(service_lab) as vpn:
+            # The host gets an address inside a routed subnet (a new Wi-Fi, say): noticed at once and withdrawn.
+            assert create_network(service_lab, "lan-later", LAN_LATER)
+            wait_for_decisions(service_lab, {LAN_LATER: "routed"})
+            service_lab.host.run(["ip", "addr", "add", "172.30.8.5/24", "dev", vpn])
+            routes = wait_for_decisions(service_lab, {LAN_LATER: "host-network"})
+            assert f"overlaps 172.30.8.5/32 on {vpn}" in routes[LAN_LATER]["reason"]  # the address, then its subnet
+            assert "withdrawing its route" in dmnc.log()
+
             for destination in FULL_TUNNEL:
                 service_lab.host.run(["ip", "route", "add", destination, "dev", vpn])
             assert create_network(service_lab, "after-vpn", *AFTER_VPN)
