@@ -31,6 +31,7 @@ import collections
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import re
 import urllib.parse
@@ -71,6 +72,8 @@ from dmnc.docker.models import (
 )
 from dmnc.docker.streams import FrameDemuxer, OutputChunk, OutputTail, ProgressDecoder, StreamKind
 from dmnc.docker.untrusted_json import JsonTooDeep, loads_untrusted
+
+logger = logging.getLogger(__name__)
 
 # Docker Engine 28.3 speaks API 1.51; everything dmnc calls exists unchanged from 1.41 (Engine 20.10) on.
 NEWEST_KNOWN_API_VERSION = (1, 51)
@@ -331,6 +334,8 @@ class DockerClient:
         """The daemon's `GET /version`, as read when connecting."""
         self.api_version = ""
         """The negotiated API version ("1.41"); every versioned path starts with /v<api_version>."""
+        self.malformed_networks = 0
+        """Networks `list_networks` skipped because the daemon described them wrongly."""
 
     @classmethod
     @asynccontextmanager
@@ -366,7 +371,16 @@ class DockerClient:
     async def list_networks(self, filters: EventFilters | None = None) -> list[Network]:
         params = {"filters": encode_filters(filters)} if filters else None
         values = json_list_untrusted(await self._get_json("/networks", params=params), "networks")
-        return [Network.from_json_untrusted(value) for value in values]
+        networks: list[Network] = []
+        for value in values:
+            try:
+                networks.append(Network.from_json_untrusted(value))
+            except BadResponse as error:
+                # One network the daemon describes wrongly (no Id, a Name that is not a string) must not hide the
+                # others: it is skipped, counted and logged.
+                self.malformed_networks += 1
+                logger.warning("skipped a network the daemon listed: %s", error)
+        return networks
 
     async def inspect_network(self, network: str) -> Network:
         return Network.from_json_untrusted(await self._get_json(f"/networks/{_segment(network)}"))

@@ -174,6 +174,9 @@ class Network:
     enable_ipv4: bool = True
     labels: Mapping[str, str] = field(default_factory=dict)
     ipam_configs: tuple[IpamConfig, ...] = ()
+    # Why the IPAM config could not be read (a malformed subnet, gateway or shape); then `ipam_configs` is empty.
+    # The network is still listed, so that the route policy can skip it with this reason instead of failing all.
+    malformed: str | None = None
 
     @property
     def subnets(self) -> tuple[IPNetwork, ...]:
@@ -183,7 +186,12 @@ class Network:
     @classmethod
     def from_json_untrusted(cls, value: object) -> Self:
         fields = JsonFields(value, "network")
-        ipam = fields.nested("IPAM")
+        malformed = None
+        try:
+            ipam = fields.nested("IPAM")
+            ipam_configs = tuple(IpamConfig.from_json_untrusted(config) for config in ipam.object_list("Config"))
+        except BadResponse as error:
+            ipam_configs, malformed = (), str(error)
         return cls(
             id=fields.required_str("Id"),
             name=fields.required_str("Name"),
@@ -193,7 +201,8 @@ class Network:
             enable_ipv6=fields.optional_bool("EnableIPv6"),
             enable_ipv4=fields.optional_bool("EnableIPv4", default=True),
             labels=fields.string_map("Labels"),
-            ipam_configs=tuple(IpamConfig.from_json_untrusted(config) for config in ipam.object_list("Config")),
+            ipam_configs=ipam_configs,
+            malformed=malformed,
         )
 
 

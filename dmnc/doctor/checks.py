@@ -19,7 +19,7 @@ from dmnc.control.messages import RouteStatus, StatusSnapshot, format_drops
 from dmnc.docker.discovery import Runtime
 from dmnc.docker.errors import DiscoveryError, DockerError
 from dmnc.routes import InstalledRoute
-from dmnc.routes.policy import VM_NO_IPV6_FIX, NetworkInfo, PolicyConfig, SkipReason, evaluate
+from dmnc.routes.policy import VM_NO_IPV6_FIX, HostState, NetworkInfo, PolicyConfig, SkipReason, evaluate
 from dmnc.tunnel.udp import UdpError
 from dmnc.vm.errors import VmSetupError
 from dmnc.vm.result import KernelWireGuardMissing, KernelWireGuardPresent
@@ -272,20 +272,35 @@ def handshake_check(snapshot: StatusSnapshot | None, not_running: str, local_add
     )
 
 
+# Rules that leave a subnet out because this host itself uses it: no option changes them, so doctor says so.
+HOST_STATE_RULES = frozenset(
+    {SkipReason.TUNNEL, SkipReason.HOST_NETWORK, SkipReason.VM_ENDPOINT, SkipReason.DNS_SERVER}
+)
+
+
 def route_conflict_check(
-    networks: Sequence[NetworkInfo], policy: PolicyConfig, routes: Iterable[InstalledRoute]
+    networks: Sequence[NetworkInfo],
+    policy: PolicyConfig,
+    routes: Iterable[InstalledRoute],
+    host: HostState | None = None,
 ) -> CheckResult:
-    """Docker subnets that overlap host routes dmnc does not own (VPN, LAN), naming both."""
+    """Docker subnets that overlap host routes dmnc does not own (VPN, LAN), naming both, and those the host's own
+    traffic (its addresses and connected subnets, DNS servers, the tunnel) keeps out whatever the options."""
     installed = list(routes)
     ours = {route.destination for route in installed if route.ours}
-    result = evaluate(networks, policy, other_routes=installed, already_routed=ours)
+    result = evaluate(networks, policy, other_routes=installed, already_routed=ours, host=host or HostState())
     blocked = [finding for finding in result.overlaps if not finding.routed]
     forced = [finding for finding in result.overlaps if finding.routed]
+    host_skips = [
+        f"network {skip.network!r} subnet {skip.subnet} is not routed: {skip.describe()}"
+        for skip in result.skipped
+        if skip.reason in HOST_STATE_RULES
+    ]
     if blocked:
         return CheckResult(
             "route-conflicts",
             Verdict.FAIL,
-            "; ".join(finding.describe() for finding in blocked + forced),
+            "; ".join([*(finding.describe() for finding in blocked + forced), *host_skips]),
             fix="give the Docker network a subnet that overlaps nothing (docker network create --subnet ..., or the"
             " daemon's default-address-pools), exclude it with --route-exclude, or route it anyway with"
             " --route-over SUBNET",
@@ -294,8 +309,16 @@ def route_conflict_check(
         return CheckResult(
             "route-conflicts",
             Verdict.WARN,
-            "; ".join(finding.describe() for finding in forced),
+            "; ".join([*(finding.describe() for finding in forced), *host_skips]),
             fix="the other route (VPN? LAN?) loses those addresses while dmnc routes them: change the Docker subnet",
+        )
+    if host_skips:
+        return CheckResult(
+            "route-conflicts",
+            Verdict.WARN,
+            "; ".join(host_skips),
+            fix="give the Docker network a subnet this host does not use itself (docker network create --subnet ...,"
+            " or the daemon's default-address-pools)",
         )
     return CheckResult(
         "route-conflicts",

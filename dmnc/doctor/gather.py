@@ -44,8 +44,17 @@ from dmnc.doctor.checks import (
     timeout_check,
 )
 from dmnc.doctor.probe import DEFAULT_PROBE_TIMEOUT_S, probe_check
-from dmnc.routes import InstalledRoute, InterfaceNotFoundError, RouteError, open_route_manager
-from dmnc.routes.policy import NetworkInfo
+from dmnc.routes import (
+    InstalledRoute,
+    InterfaceNotFoundError,
+    RouteError,
+    RouteManager,
+    host_address_source,
+    open_route_manager,
+)
+from dmnc.routes.policy import HostNetwork, HostState, NetworkInfo
+from dmnc.supervisor.host_watch import read_host_dns_servers
+from dmnc.supervisor.supervisor import TUNNEL_NETWORKS
 from dmnc.tunnel.udp import DEFAULT_LISTEN_ADDRESSES, UdpEndpoint, UdpError
 from dmnc.vm.errors import VmSetupError
 from dmnc.vm.runner import VmSetupRunner, default_setup_image
@@ -228,25 +237,34 @@ async def _route_conflicts(settings: DoctorSettings, docker: DockerClient, facts
     tunnel = facts.snapshot.tunnel.interface if facts.snapshot is not None else None
     try:
         with trio.fail_after(STEP_TIMEOUT_S):
-            facts.routes = await _list_routes(tunnel or loopback, loopback)
+            facts.routes, host_networks = await _list_routes(tunnel or loopback, loopback)
+            dns_servers = await read_host_dns_servers()
     except trio.TooSlowError:
         return timeout_check("route-conflicts", STEP_TIMEOUT_S)
     except RouteError as error:
         return route_facts_missing_check("read this host's routing table", error)
     networks = [NetworkInfo.of(network) for network in facts.networks]
-    return route_conflict_check(networks, settings.config.routes, facts.routes)
+    # The host state the service evaluates with (host_watch), but for the VM endpoint, which only it knows.
+    host = HostState(tunnel=TUNNEL_NETWORKS, networks=host_networks, dns_servers=dns_servers)
+    return route_conflict_check(networks, settings.config.routes, facts.routes, host)
 
 
-async def _list_routes(interface: str, fallback_interface: str) -> list[InstalledRoute]:
-    """Every route of this host; through `fallback_interface` when `interface` is gone (dmnc stopping meanwhile)."""
+async def _list_routes(interface: str, fallback_interface: str) -> tuple[list[InstalledRoute], tuple[HostNetwork, ...]]:
+    """Every route of this host and the addresses of its interfaces but `interface` (where the platform's manager
+    can tell them); through `fallback_interface` when `interface` is gone (dmnc stopping meanwhile)."""
     try:
         async with open_route_manager(interface) as manager:
-            return await manager.list_routes()
+            return await manager.list_routes(), await _host_networks(manager)
     except InterfaceNotFoundError:
         if interface == fallback_interface:
             raise
     async with open_route_manager(fallback_interface) as manager:
-        return await manager.list_routes()
+        return await manager.list_routes(), await _host_networks(manager)
+
+
+async def _host_networks(manager: RouteManager) -> tuple[HostNetwork, ...]:
+    source = host_address_source(manager)
+    return () if source is None else await source.host_networks()
 
 
 def _probe_inputs(

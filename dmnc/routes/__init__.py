@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from dmnc.routes.hoststate import HostAddressSource
 from dmnc.routes.manager import (
     Address,
     Destination,
@@ -25,6 +26,18 @@ from dmnc.routes.manager import (
     add_route,
     delete_route,
 )
+
+
+def host_address_source(manager: RouteManager) -> HostAddressSource | None:
+    """What tells this platform's interface addresses (the tunnel's left out): Linux's route manager itself (the
+    same rtnetlink socket), on macOS a NET_RT_IFLIST reader; None elsewhere."""
+    if isinstance(manager, HostAddressSource):
+        return manager
+    if sys.platform == "darwin":
+        from dmnc.routes.darwin_host import DarwinHostAddresses  # noqa: PLC0415 (loads only where it runs)
+
+        return DarwinHostAddresses(manager.interface)
+    return None
 
 
 @asynccontextmanager
@@ -61,5 +74,6 @@ __all__ = [
     "RouteResult",
     "add_route",
     "delete_route",
+    "host_address_source",
     "open_route_manager",
 ]

@@ -12,15 +12,18 @@ import logging
 import os
 import socket
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import trio
 
 from dmnc import netlink
 from dmnc.routes import rtnetlink
+from dmnc.routes.hoststate import host_networks_of
 from dmnc.routes.manager import (
+    Address,
     Destination,
     InstalledRoute,
     InterfaceNotFoundError,
@@ -29,7 +32,10 @@ from dmnc.routes.manager import (
     RouteExistsError,
     RouteOperationError,
     RouteResult,
+    Shadow,
+    probe_address,
 )
+from dmnc.routes.policy import HostNetwork
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +52,9 @@ DUMP_ATTEMPTS = 3
 PID_MAX_LIMIT = 4 * 1024 * 1024
 # linux/rtnetlink.h: "this route is cloned" (IPv6 route cache entries in dumps).
 RTM_F_CLONED = 0x200
+
+
+Dumped = TypeVar("Dumped", rtnetlink.RouteMessage, rtnetlink.AddressMessage, rtnetlink.RuleMessage)
 
 
 def _socket_error(operation: str, error: OSError) -> RouteOperationError:
@@ -203,30 +212,30 @@ class LinuxRouteManager:
         results = await self._transact(requests)
         return [_delete_result(request, results[request.seq]) for request in requests]
 
-    async def _dump(self) -> list[rtnetlink.RouteMessage]:
+    async def _dump(self, request: Callable[[int], bytes], kind: type[Dumped], what: str) -> list[Dumped]:
+        """The `kind` messages of one dump; `request` encodes it for a sequence number."""
         async with self._lock:
             for attempt in range(1, DUMP_ATTEMPTS + 1):
                 seq = self._seq()
-                await self._socket.send(rtnetlink.encode_dump_request(seq))
-                routes: list[rtnetlink.RouteMessage] = []
+                await self._socket.send(request(seq))
+                entries: list[Dumped] = []
                 interrupted = False
                 done = False
                 while not done:
                     for message in await self._socket.receive():
                         if message.seq != seq:
                             continue
-                        if isinstance(message, rtnetlink.RouteMessage):
-                            routes.append(message)
+                        if isinstance(message, kind):
+                            entries.append(message)
+                        if isinstance(message, rtnetlink.RouteMessage | netlink.DoneMessage):
                             interrupted |= bool(message.flags & netlink.NLM_F_DUMP_INTR)
-                        elif isinstance(message, netlink.DoneMessage):
-                            interrupted |= bool(message.flags & netlink.NLM_F_DUMP_INTR)
-                            done = True
-                        elif isinstance(message, netlink.ErrorMessage):
+                        done |= isinstance(message, netlink.DoneMessage)
+                        if isinstance(message, netlink.ErrorMessage):
                             code = -message.error
-                            raise RouteOperationError("dump routes", None, code, os.strerror(code))
+                            raise RouteOperationError(what, None, code, os.strerror(code))
                 if not interrupted or attempt == DUMP_ATTEMPTS:
-                    return routes
-                logger.debug("route dump interrupted by a concurrent change; dumping again")
+                    return entries
+                logger.debug("%s interrupted by a concurrent change; dumping again", what)
         raise AssertionError("unreachable: the last attempt returns")
 
     def installed_route(self, message: rtnetlink.RouteMessage) -> InstalledRoute | None:
@@ -249,15 +258,90 @@ class LinuxRouteManager:
         )
 
     async def list_routes(self) -> list[InstalledRoute]:
-        routes = (self.installed_route(message) for message in await self._dump())
+        dumped = await self._dump(rtnetlink.encode_dump_request, rtnetlink.RouteMessage, "dump routes")
+        routes = (self.installed_route(message) for message in dumped)
         return [route for route in routes if route is not None]
 
     async def list_ours(self) -> list[InstalledRoute]:
         return [route for route in await self.list_routes() if route.ours]
 
+    async def list_addresses(self) -> list[rtnetlink.AddressMessage]:
+        """Every address of every interface (RTM_GETADDR dump)."""
+        return await self._dump(rtnetlink.encode_address_dump_request, rtnetlink.AddressMessage, "dump addresses")
+
+    async def host_networks(self) -> tuple[HostNetwork, ...]:
+        """The addresses and connected subnets of every interface but the tunnel (HostAddressSource)."""
+        entries = [
+            (_interface_name(m.interface_index), m.local, m.address, m.prefix_length)
+            for m in await self.list_addresses()
+            if m.interface_index != self._interface_index
+        ]
+        return host_networks_of(entries, self._interface)
+
+    async def list_rules(self, family: int) -> list[rtnetlink.RuleMessage]:
+        """The policy routing rules of `family` (RTM_GETRULE dump)."""
+
+        def request(seq: int) -> bytes:
+            return rtnetlink.encode_rule_dump_request(seq, family)
+
+        return await self._dump(request, rtnetlink.RuleMessage, "dump rules")
+
+    async def shadow_of(self, destination: Destination) -> Shadow | None:
+        """ShadowCheck: the kernel's route for an address in `destination`, when a rule sends it to another table.
+        The rule is the one the kernel reports as looking that table up (the lowest priority if several do): dmnc
+        does not evaluate rules itself."""
+        answer = await self.lookup(probe_address(destination))
+        if answer is None or answer.output_interface == self._interface_index:
+            return None
+        if answer.table in (rtnetlink.RT_TABLE_MAIN, rtnetlink.RT_TABLE_UNSPEC):
+            return None
+        family = netlink.AF_INET if destination.version == 4 else netlink.AF_INET6
+        rules = [rule for rule in await self.list_rules(family) if rule.table == answer.table]
+        rule = min((r.priority for r in rules if r.action == rtnetlink.FR_ACT_TO_TBL), default=None)
+        route = InstalledRoute(
+            destination=answer.destination or destination,
+            interface=_interface_name(answer.output_interface or 0),
+            interface_index=answer.output_interface or 0,
+            ours=False,
+            gateway=answer.gateway,
+        )
+        return Shadow(rule, answer.table, route.describe())
+
+    async def lookup(self, address: Address) -> rtnetlink.RouteMessage | None:
+        """The route the kernel uses for `address`, after every policy rule (RTM_GETROUTE, as `ip route get`), with
+        the table it is in; None when the kernel has none (it answers ENETUNREACH and the like)."""
+        async with self._lock:
+            seq = self._seq()
+            await self._socket.send(rtnetlink.encode_lookup_request(address, seq))
+            while True:
+                for message in await self._socket.receive():
+                    if message.seq != seq:
+                        continue
+                    if isinstance(message, rtnetlink.RouteMessage):
+                        return message
+                    if isinstance(message, netlink.ErrorMessage):
+                        return None
+
+    @asynccontextmanager
+    async def address_changes(self) -> AsyncIterator[AsyncIterator[None]]:
+        """Subscribe to address changes (RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR): one item per datagram that
+        added or removed an address, or after the kernel dropped notifications (re-read them all either way)."""
+        groups = netlink.group_mask(rtnetlink.RTNLGRP_IPV4_IFADDR, rtnetlink.RTNLGRP_IPV6_IFADDR)
+        subscription = NetlinkSocket(self._dropped, groups)
+        try:
+            yield _AddressChanges(subscription)
+        finally:
+            subscription.close()
+
     @asynccontextmanager
     async def monitor(self) -> AsyncIterator[AsyncIterator[RouteEvent]]:
-        groups = netlink.group_mask(rtnetlink.RTNLGRP_LINK, rtnetlink.RTNLGRP_IPV4_ROUTE, rtnetlink.RTNLGRP_IPV6_ROUTE)
+        groups = netlink.group_mask(
+            rtnetlink.RTNLGRP_LINK,
+            rtnetlink.RTNLGRP_IPV4_ROUTE,
+            rtnetlink.RTNLGRP_IPV6_ROUTE,
+            rtnetlink.RTNLGRP_IPV4_RULE,
+            rtnetlink.RTNLGRP_IPV6_RULE,
+        )
         subscription = NetlinkSocket(self._dropped, groups)
         try:
             yield _RouteEventStream(self, subscription)
@@ -289,10 +373,10 @@ class _RouteEventStream:
             if message.interface_index != self._manager.interface_index:
                 return None
             return RouteEvent(RouteEventKind.INTERFACE_CHANGED, None, sender_pid=sender_pid(message.port_id))
-        if not isinstance(message, rtnetlink.RouteMessage):
-            return None
-        route = self._manager.installed_route(message)
-        if route is None:
+        if isinstance(message, rtnetlink.RuleMessage) or _other_table_route(message):
+            return RouteEvent(RouteEventKind.POLICY_CHANGED, None, sender_pid=sender_pid(message.port_id))
+        route = self._manager.installed_route(message) if isinstance(message, rtnetlink.RouteMessage) else None
+        if route is None or not isinstance(message, rtnetlink.RouteMessage):
             return None
         kind = RouteEventKind.ADDED if message.kind is rtnetlink.RouteMessageKind.NEW else RouteEventKind.REMOVED
         # nlmsg_pid of a notification is the netlink port of the request that caused it (0: the kernel itself);
@@ -303,6 +387,31 @@ class _RouteEventStream:
             sender_pid=sender_pid(message.port_id),
             caused_by_us=message.port_id == self._manager.request_port_id,
         )
+
+
+def _other_table_route(message: rtnetlink.NetlinkMessage) -> bool:
+    """A route of a table other than main and local (where a policy rule may send traffic)."""
+    return (
+        isinstance(message, rtnetlink.RouteMessage)
+        and message.table not in (rtnetlink.RT_TABLE_MAIN, rtnetlink.RT_TABLE_LOCAL)
+        and not message.route_flags & RTM_F_CLONED
+    )
+
+
+class _AddressChanges:
+    """One item per datagram of address notifications; a class for the reason _RouteEventStream is one."""
+
+    def __init__(self, subscription: NetlinkSocket) -> None:
+        self._subscription = subscription
+
+    def __aiter__(self) -> _AddressChanges:
+        return self
+
+    async def __anext__(self) -> None:
+        while True:
+            messages = await self._subscription.receive()
+            if any(isinstance(m, rtnetlink.AddressMessage | netlink.OverrunMessage) for m in messages):
+                return
 
 
 def _add_result(request: _Request, code: int) -> RouteResult:

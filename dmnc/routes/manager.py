@@ -13,7 +13,7 @@ import ipaddress
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 Destination = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -41,6 +41,9 @@ class RouteEventKind(enum.Enum):
     # The manager's interface went down, came up or changed: Linux flushes IPv4 routes of a downed interface
     # without one notification per route, so this is the only sign that ours are gone.
     INTERFACE_CHANGED = "interface-changed"
+    # A policy routing rule, or a route outside the main table, changed: the kernel may now send a subnet dmnc
+    # routes elsewhere (see ShadowCheck).
+    POLICY_CHANGED = "policy-changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,20 @@ class RouteEvent:
     route: InstalledRoute | None
     sender_pid: int | None = None
     caused_by_us: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    """The kernel's own answer for an address inside a subnet dmnc routes: a policy rule sends it to another table,
+    where another route wins (Tailscale's exit node: rule 5270 -> table 52, holding a default route)."""
+
+    rule_priority: int | None  # None when no rule naming the table was found (it changed meanwhile)
+    table: int
+    route: str  # the route the kernel picked, as `describe()` shows routes
+
+    def describe(self) -> str:
+        rule = f"rule {self.rule_priority}" if self.rule_priority is not None else "a rule"
+        return f"shadowed by {rule} -> table {self.table} ({self.route})"
 
 
 class RouteError(Exception):
@@ -132,6 +149,24 @@ class RouteManager(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ShadowCheck(Protocol):
+    """A manager that can ask the kernel which route it really uses (Linux: RTM_GETROUTE, as `ip route get`)."""
+
+    async def shadow_of(self, destination: Destination) -> Shadow | None:
+        """How a policy rule sends `destination` past dmnc's route, or None when the kernel uses dmnc's interface
+        (or answers nothing, or the main table decides: that is the overlap rules' business)."""
+        ...
+
+
+def probe_address(destination: Destination) -> Address:
+    """An address inside `destination` to ask the kernel about: the first after the network address (Docker's
+    gateway), or the only one of a host route."""
+    if destination.num_addresses == 1:
+        return destination.network_address
+    return destination.network_address + 1
 
 
 async def add_route(manager: RouteManager, destination: Destination, *, replace: bool = False) -> None:

@@ -6,7 +6,8 @@ order, per network and then per subnet:
 - only local-scope networks (swarm/global scope networks do not live in the VM's kernel the same way);
 - never the `host` or `none` (driver `null`) networks: they have no subnet of their own to reach;
 - the label `dmnc.route=false` (case-insensitive) opts a network out;
-- a network without a subnet (no IPAM config) is a skip with a reason, never a route;
+- a network whose IPAM config the daemon described wrongly (a malformed subnet) is a skip with the reason, never a
+  route and never an exception; so is a network without a subnet (no IPAM config);
 - internal networks are included: the VM side masquerades the host's tunnel address, so they need no way out;
 - include patterns, when given, must match the network name (glob) or contain the subnet (CIDR);
 - exclude patterns win: a name glob match, or a CIDR that overlaps the subnet;
@@ -105,6 +106,8 @@ class NetworkLike(Protocol):
     def labels(self) -> Mapping[str, str]: ...
     @property
     def subnets(self) -> tuple[Destination, ...]: ...
+    @property
+    def malformed(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,7 @@ class NetworkInfo:
     internal: bool
     labels: Mapping[str, str] = field(default_factory=dict)
     subnets: tuple[Destination, ...] = ()
+    malformed: str | None = None  # why its IPAM config could not be read
 
     @classmethod
     def of(cls, network: NetworkLike) -> NetworkInfo:
@@ -130,6 +134,7 @@ class NetworkInfo:
             internal=network.internal,
             labels=dict(network.labels),
             subnets=tuple(network.subnets),
+            malformed=network.malformed,
         )
 
 
@@ -242,6 +247,7 @@ class SkipReason(enum.Enum):
 
     NOT_LOCAL_SCOPE = "not a local-scope network"
     UNROUTABLE_DRIVER = "host/none network"
+    MALFORMED = "malformed IPAM config"
     NO_SUBNETS = "no IPAM subnet"
     OPTED_OUT = f"label {OPT_OUT_LABEL}={OPT_OUT_VALUE}"
     NOT_INCLUDED = "matches no include pattern"
@@ -379,6 +385,8 @@ def _network_skip_reason(network: NetworkInfo) -> SkipReason | None:
         return SkipReason.UNROUTABLE_DRIVER
     if network.labels.get(OPT_OUT_LABEL, "").strip().lower() == OPT_OUT_VALUE:
         return SkipReason.OPTED_OUT
+    if network.malformed is not None:
+        return SkipReason.MALFORMED
     if not network.subnets:
         return SkipReason.NO_SUBNETS
     return None
@@ -388,6 +396,7 @@ _NETWORK_FIXES = {
     SkipReason.NOT_LOCAL_SCOPE: "swarm and global networks are not routed",
     SkipReason.UNROUTABLE_DRIVER: "these networks have no subnet of their own",
     SkipReason.OPTED_OUT: f"remove the label {OPT_OUT_LABEL}={OPT_OUT_VALUE} to route it",
+    SkipReason.MALFORMED: "recreate the network with a valid subnet to route it",
     SkipReason.NO_SUBNETS: "give the network an IPAM subnet to route it",
 }
 
@@ -462,7 +471,8 @@ def evaluate(
         if reason is not None:
             subnets: tuple[Destination | None, ...] = network.subnets or (None,)
             fix = _NETWORK_FIXES[reason]
-            skipped.extend(Skipped(network.name, subnet, reason, fix=fix) for subnet in subnets)
+            detail = network.malformed if reason is SkipReason.MALFORMED and network.malformed else ""
+            skipped.extend(Skipped(network.name, subnet, reason, detail, fix) for subnet in subnets)
             continue
         for subnet in network.subnets:
             skip = _subnet_skip(network, subnet, config, host)

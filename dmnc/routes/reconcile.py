@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,8 @@ from dmnc.routes.manager import (
     RouteManager,
     RouteOperationError,
     RouteResult,
+    Shadow,
+    ShadowCheck,
 )
 from dmnc.routes.policy import (
     NEW_RULES,
@@ -119,6 +121,13 @@ DECISION_ROUTED = "routed"
 DECISION_PENDING = "pending"
 DECISION_GIVEN_UP = "given-up"
 DECISION_INSTALL_FAILED = "install-failed"
+# Installed, but a policy rule sends the subnet's traffic to another table (the kernel's own lookup says so).
+DECISION_SHADOWED = "shadowed"
+SHADOW_FIX = (
+    "the route is in the main table, but that rule is evaluated before it: turn off what installed the rule (a VPN's "
+    "exit node or full tunnel), or let the main table win for this subnet with `ip rule add to SUBNET lookup main "
+    "pref N`, N smaller than that rule's priority"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +149,9 @@ class ReconcilerStatus:
     passes: int
     last_error: str | None
     dropped_messages: Mapping[str, int] = field(default_factory=dict)  # malformed kernel messages, by reason
+    # Networks left out whole that have no subnet to list in `subnets` (no IPAM config, a malformed one), by
+    # decision: "malformed": 2.
+    skipped_networks: Mapping[str, int] = field(default_factory=dict)
 
 
 class RouteHooks(Protocol):
@@ -178,7 +190,7 @@ class RouteReconciler:
         self._force_warned = False
         self._warn_if_forced()
         # The last decision logged per (network, subnet) left out, so each change is logged once.
-        self._logged_skips: dict[tuple[str, Destination], Skipped] = {}
+        self._logged_skips: dict[tuple[str, Destination | None], Skipped] = {}
         self._upgrade_noted: set[tuple[str, Destination]] = set()
         # Subnets dmnc withdrew because another program routes them more specifically: they count as routed by
         # dmnc before that route, so they keep saying who took them, and come back when it goes.
@@ -195,10 +207,16 @@ class RouteReconciler:
         # Why the last pass that got to apply its plan could not add a wanted route; replaced only when a pass
         # has its own answer, so `status` read while a pass runs shows the last one's.
         self._install_failures: dict[Destination, str] = {}
+        # Installed routes the kernel does not use, by what it uses instead (ShadowCheck managers only).
+        self._shadowed: dict[Destination, Shadow] = {}
         self._overlaps: tuple[OverlapFinding, ...] = ()
         self._last_result: PolicyResult | None = None
         self._passes = 0
         self._last_error: str | None = None
+
+    @property
+    def manager(self) -> RouteManager:
+        return self._manager
 
     # Inputs from the Docker side.
 
@@ -255,6 +273,10 @@ class RouteReconciler:
                 if wanted.subnet in self._given_up:
                     reason = "taken by another program"
                     decision = DECISION_GIVEN_UP
+                elif installed and wanted.subnet in self._shadowed:
+                    installed = False
+                    reason = f"{self._shadowed[wanted.subnet].describe()}; {shadow_fix(wanted.subnet)}"
+                    decision = DECISION_SHADOWED
                 elif wanted.subnet in self._install_failures and not installed:
                     reason = f"could not install: {self._install_failures[wanted.subnet]}"
                     decision = DECISION_INSTALL_FAILED
@@ -266,6 +288,7 @@ class RouteReconciler:
                 for skip in self._last_result.skipped
                 if skip.subnet is not None
             )
+        skipped = () if self._last_result is None else self._last_result.skipped
         return ReconcilerStatus(
             frozenset(self._routed),
             tuple(subnets),
@@ -273,6 +296,7 @@ class RouteReconciler:
             self._passes,
             self._last_error,
             dict(self._manager.dropped_messages),
+            Counter(skip.reason.decision for skip in skipped if skip.subnet is None),
         )
 
     async def settled(self) -> None:
@@ -370,6 +394,7 @@ class RouteReconciler:
             routes = await self._manager.list_routes()
             result = self._evaluate(self._networks.values(), routes)
             await self._apply(result, routes)
+            await self._check_shadows()
         except RouteError as error:
             failure = error
         previous_error, self._last_error = self._last_error, None if failure is None else str(failure)
@@ -403,9 +428,13 @@ class RouteReconciler:
         """One log line per subnet left out, when its decision changes. A subnet dmnc routed and now leaves out
         is a withdrawal (WARNING and `on_withdrawn`); one left out by a rule dmnc 0.1 did not have gets one WARNING
         per run, as it was routed before the upgrade."""
-        logged: dict[tuple[str, Destination], Skipped] = {}
+        logged: dict[tuple[str, Destination | None], Skipped] = {}
         for skip in skipped:
             if skip.subnet is None:
+                logged[(skip.network, None)] = skip
+                malformed = skip.reason is SkipReason.MALFORMED
+                if malformed and self._logged_skips.get((skip.network, None)) != skip:
+                    logger.warning("network %r is not routed: %s", skip.network, skip.describe())
                 continue
             key = (skip.network, skip.subnet)
             logged[key] = skip
@@ -421,6 +450,28 @@ class RouteReconciler:
             elif skip.reason is not SkipReason.OVERLAP:  # overlaps have their own line, naming both routes
                 logger.info("network %r subnet %s is not routed: %s", *key, skip.describe())
         self._logged_skips = logged
+
+    async def _check_shadows(self) -> None:
+        """Ask the kernel which route it really uses for each installed subnet; say when that changes."""
+        if not isinstance(self._manager, ShadowCheck):
+            return
+        shadowed: dict[Destination, Shadow] = {}
+        for destination in sorted(self._routed, key=_sort_key):
+            shadow = await self._manager.shadow_of(destination)
+            if shadow is not None:
+                shadowed[destination] = shadow
+        for destination, shadow in shadowed.items():
+            if self._shadowed.get(destination) != shadow:
+                logger.warning(
+                    "route %s dev %s is not used: %s; %s",
+                    destination,
+                    self._manager.interface,
+                    shadow.describe(),
+                    shadow_fix(destination),
+                )
+        for destination in self._shadowed.keys() - shadowed.keys():
+            logger.info("route %s dev %s is used again", destination, self._manager.interface)
+        self._shadowed = shadowed
 
     def _may_restore(self, destination: Destination) -> bool:
         now = trio.current_time()
@@ -484,6 +535,11 @@ class RouteReconciler:
     def _after_delete(self, deleted: Iterable[RouteResult]) -> None:
         if self._hooks is not None:
             self._hooks.after_delete([outcome.destination for outcome in deleted if outcome.error is None])
+
+
+def shadow_fix(subnet: Destination) -> str:
+    """What a user can do about a shadowed route of `subnet`."""
+    return SHADOW_FIX.replace("SUBNET", str(subnet))
 
 
 def _reason(error: RouteError) -> str:

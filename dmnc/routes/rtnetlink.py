@@ -1,8 +1,10 @@
-"""rtnetlink route messages (and the link notifications the route monitor reads): a pure encoder and decoder.
+"""rtnetlink route messages (and the link notifications the route monitor reads), interface addresses and
+policy rules: a pure encoder and decoder.
 
 Netlink framing (headers, attributes, acknowledgements, malformed input) is `dmnc.netlink`'s; this module adds the
-payloads, laid out as in the Linux UAPI header `linux/rtnetlink.h` (rtmsg, RTM_*, RTA_*, RTN_*, RTPROT_*,
-RT_SCOPE_*, RT_TABLE_*, RTNLGRP_*). Host byte order, except IP addresses, which are network byte order as the
+payloads, laid out as in the Linux UAPI headers `linux/rtnetlink.h` (rtmsg, RTM_*, RTA_*, RTN_*, RTPROT_*,
+RT_SCOPE_*, RT_TABLE_*, RTNLGRP_*), `linux/if_addr.h` (ifaddrmsg, IFA_*) and `linux/fib_rules.h` (fib_rule_hdr,
+FRA_*, FR_ACT_*). Host byte order, except IP addresses, which are network byte order as the
 kernel stores them.
 
 Bytes from the kernel are untrusted: `decode_messages_untrusted` never raises (see `dmnc.netlink`).
@@ -51,10 +53,36 @@ RTN_UNICAST = 1
 RT_SCOPE_LINK = 253
 RT_TABLE_UNSPEC = 0
 RT_TABLE_MAIN = 254
+RT_TABLE_LOCAL = 255
 RTPROT_STATIC = 4  # protocols >= RTPROT_STATIC are not interpreted by the kernel, only stored and reported
 RTNLGRP_LINK = 1
+RTNLGRP_IPV4_IFADDR = 5
 RTNLGRP_IPV4_ROUTE = 7
+RTNLGRP_IPV4_RULE = 8
+RTNLGRP_IPV6_IFADDR = 9
 RTNLGRP_IPV6_ROUTE = 11
+RTNLGRP_IPV6_RULE = 19
+# rtm_flags of a route lookup: report the table the answer came from (else it says "main" whatever rule matched),
+# and the FIB entry that matched (its prefix) rather than a host route made for the address.
+RTM_F_LOOKUP_TABLE = 0x1000
+RTM_F_FIB_MATCH = 0x2000
+
+# linux/rtnetlink.h and linux/if_addr.h: interface addresses
+RTM_NEWADDR = 20
+RTM_DELADDR = 21
+RTM_GETADDR = 22
+IFADDRMSG = struct.Struct("=BBBBI")  # ifa_family, ifa_prefixlen, ifa_flags, ifa_scope, ifa_index
+IFA_ADDRESS = 1  # the address, or the far end of a point-to-point link (then the prefix length is the peer's)
+IFA_LOCAL = 2  # this end of a point-to-point link; absent (or equal to IFA_ADDRESS) otherwise
+
+# linux/rtnetlink.h and linux/fib_rules.h: policy routing rules
+RTM_NEWRULE = 32
+RTM_DELRULE = 33
+RTM_GETRULE = 34
+FIB_RULE_HDR = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, res1, res2, action, flags
+FRA_PRIORITY = 6
+FRA_TABLE = 15
+FR_ACT_TO_TBL = 1
 
 # The marker that makes a route dmnc's own. 220 is listed neither in linux/rtnetlink.h nor in iproute2's
 # rt_protos, and being >= RTPROT_STATIC the kernel only stores it. Deletes carry it too, and the kernel matches it
@@ -102,8 +130,36 @@ class LinkMessage:
     port_id: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class AddressMessage:
+    """RTM_NEWADDR/RTM_DELADDR: an address of an interface. `local` is this end; `address` is the same address,
+    or the peer on a point-to-point link, and `prefix_length` applies to it (iproute2 ipaddress.c reads them so)."""
+
+    deleted: bool
+    family: int
+    prefix_length: int
+    interface_index: int
+    address: Address
+    local: Address
+    seq: int = 0
+    port_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RuleMessage:
+    """RTM_NEWRULE/RTM_DELRULE (a rule dump's entries, rule notifications): a policy routing rule's priority and the
+    table it looks up."""
+
+    family: int
+    priority: int  # FRA_PRIORITY; 0 when absent (the rule `ip rule` shows first, priority 0)
+    table: int  # FRA_TABLE when present (tables above 255), else the header's byte
+    action: int
+    seq: int = 0
+    port_id: int = 0
+
+
 # What one datagram on a route socket holds, once decoded.
-NetlinkMessage = RouteMessage | LinkMessage | ControlMessage
+NetlinkMessage = RouteMessage | LinkMessage | AddressMessage | RuleMessage | ControlMessage
 
 
 def encode_route_message(message: RouteMessage) -> bytes:
@@ -147,6 +203,47 @@ def encode_dump_request(seq: int, family: int = AF_UNSPEC) -> bytes:
     """RTM_GETROUTE with NLM_F_DUMP: every route of `family` (AF_UNSPEC: all), as a multipart reply."""
     body = RTMSG.pack(family, 0, 0, 0, RT_TABLE_UNSPEC, 0, 0, 0, 0)
     return netlink.encode_message(Header(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, seq, 0), body)
+
+
+def encode_lookup_request(address: Address, seq: int) -> bytes:
+    """RTM_GETROUTE for one address, as `ip route get ADDRESS fibmatch` asks: the kernel answers with the route it
+    would use after evaluating every policy rule, and the table that route is in."""
+    family = AF_INET if address.version == 4 else AF_INET6
+    flags = RTM_F_LOOKUP_TABLE | RTM_F_FIB_MATCH
+    body = RTMSG.pack(family, address.max_prefixlen, 0, 0, RT_TABLE_UNSPEC, 0, 0, 0, flags)
+    body += encode_attribute(RTA_DST, address.packed)
+    return netlink.encode_message(Header(RTM_GETROUTE, NLM_F_REQUEST, seq, 0), body)
+
+
+def encode_address_dump_request(seq: int) -> bytes:
+    """RTM_GETADDR with NLM_F_DUMP: every address of every interface, both families."""
+    body = IFADDRMSG.pack(AF_UNSPEC, 0, 0, 0, 0)
+    return netlink.encode_message(Header(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, seq, 0), body)
+
+
+def encode_rule_dump_request(seq: int, family: int) -> bytes:
+    """RTM_GETRULE with NLM_F_DUMP: the policy routing rules of `family` (AF_INET or AF_INET6)."""
+    body = FIB_RULE_HDR.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+    return netlink.encode_message(Header(RTM_GETRULE, NLM_F_REQUEST | NLM_F_DUMP, seq, 0), body)
+
+
+def encode_address_message(message: AddressMessage) -> bytes:
+    """An RTM_NEWADDR/DELADDR as the kernel sends it in a dump or notification."""
+    body = IFADDRMSG.pack(message.family, message.prefix_length, 0, RT_SCOPE_UNIVERSE, message.interface_index)
+    body += encode_attribute(IFA_ADDRESS, message.address.packed)
+    if message.local != message.address:
+        body += encode_attribute(IFA_LOCAL, message.local.packed)
+    message_type = RTM_DELADDR if message.deleted else RTM_NEWADDR
+    return netlink.encode_message(Header(message_type, 0, message.seq, message.port_id), body)
+
+
+def encode_rule_message(message: RuleMessage) -> bytes:
+    """An RTM_NEWRULE as the kernel sends it in a rule dump."""
+    table_byte = message.table if message.table < 256 else RT_TABLE_UNSPEC
+    body = FIB_RULE_HDR.pack(message.family, 0, 0, 0, table_byte, 0, 0, message.action, 0)
+    body += encode_attribute(FRA_TABLE, netlink.U32.pack(message.table))
+    body += encode_attribute(FRA_PRIORITY, netlink.U32.pack(message.priority))
+    return netlink.encode_message(Header(RTM_NEWRULE, netlink.NLM_F_MULTI, message.seq, message.port_id), body)
 
 
 def _family_of(destination: Destination) -> int:
@@ -211,13 +308,48 @@ def _link_untrusted(header: Header, payload: bytes) -> LinkMessage:
     return LinkMessage(header.message_type == RTM_DELLINK, index, interface_flags, header.seq, header.port_id)
 
 
-# Everything a route socket is sent: replies to route requests and dumps, route and link notifications.
-_DECODERS: netlink.PayloadDecoders[RouteMessage | LinkMessage] = {
+def _address_message_untrusted(header: Header, payload: bytes) -> AddressMessage:
+    if len(payload) < IFADDRMSG.size:
+        raise MalformedMessageError(f"address payload of {len(payload)} bytes, ifaddrmsg needs {IFADDRMSG.size}")
+    family, prefix_length, _flags, _scope, index = IFADDRMSG.unpack_from(payload)
+    if family not in _ADDRESS_LENGTH:
+        raise MalformedMessageError(f"address of family {family}")
+    if prefix_length > _MAX_PREFIX[family]:
+        raise MalformedMessageError(f"address prefix length {prefix_length} for family {family}")
+    attributes = netlink.attributes_untrusted(payload[IFADDRMSG.size :])
+    present = [attributes[kind] for kind in (IFA_ADDRESS, IFA_LOCAL) if kind in attributes]
+    if not present:
+        raise MalformedMessageError("address message without IFA_ADDRESS or IFA_LOCAL")
+    address = _address_untrusted(family, present[0])
+    local = _address_untrusted(family, present[-1])
+    return AddressMessage(
+        header.message_type == RTM_DELADDR, family, prefix_length, index, address, local, header.seq, header.port_id
+    )
+
+
+def _rule_untrusted(header: Header, payload: bytes) -> RuleMessage:
+    if len(payload) < FIB_RULE_HDR.size:
+        raise MalformedMessageError(f"rule payload of {len(payload)} bytes, fib_rule_hdr needs {FIB_RULE_HDR.size}")
+    family, _dst, _src, _tos, table, _res1, _res2, action, _flags = FIB_RULE_HDR.unpack_from(payload)
+    attributes = netlink.attributes_untrusted(payload[FIB_RULE_HDR.size :])
+    if FRA_TABLE in attributes:
+        table = u32_untrusted(attributes[FRA_TABLE], "FRA_TABLE")
+    priority = u32_untrusted(attributes[FRA_PRIORITY], "FRA_PRIORITY") if FRA_PRIORITY in attributes else 0
+    return RuleMessage(family, priority, table, action, header.seq, header.port_id)
+
+
+# Everything a route socket is sent: replies to route requests and dumps (routes, addresses, rules), route, link
+# and address notifications.
+_DECODERS: netlink.PayloadDecoders[RouteMessage | LinkMessage | AddressMessage | RuleMessage] = {
     RTM_NEWROUTE: _route_untrusted,
     RTM_DELROUTE: _route_untrusted,
     RTM_GETROUTE: _route_untrusted,
     RTM_NEWLINK: _link_untrusted,
     RTM_DELLINK: _link_untrusted,
+    RTM_NEWADDR: _address_message_untrusted,
+    RTM_DELADDR: _address_message_untrusted,
+    RTM_NEWRULE: _rule_untrusted,
+    RTM_DELRULE: _rule_untrusted,
 }
 
 

@@ -43,11 +43,11 @@ from dmnc.dns.names import Reachability
 from dmnc.dns.service import DnsService
 from dmnc.errors import first_of
 from dmnc.logsetup import setup_logging
-from dmnc.routes import RouteError, open_route_manager
+from dmnc.routes import RouteError, host_address_source, open_route_manager
 from dmnc.routes.policy import HostState, Skipped
 from dmnc.routes.reconcile import RouteReconciler
 from dmnc.supervisor.docker_watch import DockerWatch
-from dmnc.supervisor.host_watch import watch_host_state
+from dmnc.supervisor.host_watch import read_host_dns_servers, watch_host_state
 from dmnc.supervisor.log import announce, logger
 from dmnc.supervisor.parts import SHUTDOWN_BUDGET_S, RunningParts
 from dmnc.supervisor.peer_subnets import VmPeerSubnets
@@ -206,7 +206,14 @@ class Supervisor:
                 if names is not None:
                     await nursery.start(names.run)
                 nursery.start_soon(vm.watch_health)
-                nursery.start_soon(watch_host_state, parts.routes, vm, TUNNEL_NETWORKS)
+                nursery.start_soon(
+                    watch_host_state,
+                    parts.routes,
+                    vm,
+                    TUNNEL_NETWORKS,
+                    read_host_dns_servers,
+                    host_address_source(parts.routes.manager),
+                )
                 nursery.start_soon(docker.run)
                 task_status.started()
         finally:

@@ -37,7 +37,7 @@ from dmnc.doctor.checks import (
 from dmnc.doctor.gather import DoctorSettings, run_doctor
 from dmnc.doctor.probe import PROBE_SUBNETS, choose_probe_subnet
 from dmnc.routes import InstalledRoute
-from dmnc.routes.policy import VM_NO_IPV6_FIX, NetworkInfo, PolicyConfig, SkipReason
+from dmnc.routes.policy import VM_NO_IPV6_FIX, HostNetwork, HostState, NetworkInfo, PolicyConfig, SkipReason
 from dmnc.tunnel.udp import UdpError
 from dmnc.vm import KernelWireGuardMissing, KernelWireGuardPresent
 
@@ -298,6 +298,27 @@ def test_forced_overlap_warns() -> None:
     )
     assert result.verdict is Verdict.WARN
     assert "routed anyway" in result.detail
+
+
+def test_subnets_the_host_uses_itself_are_named_with_a_warning_not_called_overlaps() -> None:
+    host = HostState(
+        tunnel=(ipaddress.ip_network("10.33.33.1/32"),),
+        networks=(HostNetwork("en0", ipaddress.ip_network("192.168.1.0/24")),),
+        dns_servers=(ipaddress.ip_address("10.77.0.53"),),
+    )
+    result = route_conflict_check(
+        [network("lan", "192.168.1.0/24"), network("dns", "10.77.0.0/24"), network("web", "172.18.0.0/16")],
+        PolicyConfig(),
+        [route("192.168.1.0/24", "en0"), route("0.0.0.0/0", "en0")],
+        host,
+    )
+    assert result.verdict is Verdict.WARN
+    assert result.detail == (
+        "network 'dns' subnet 10.77.0.0/24 is not routed: this host's DNS server: contains the DNS server 10.77.0.53; "
+        "no option routes it: give the Docker network another subnet; "
+        "network 'lan' subnet 192.168.1.0/24 is not routed: this host's own network: overlaps 192.168.1.0/24 on en0; "
+        "no option routes it: give the Docker network another subnet"
+    )
 
 
 def test_dmncs_own_routes_and_default_routes_are_no_conflict() -> None:

@@ -161,10 +161,22 @@ async def test_run_container_keeps_only_the_tail_of_endless_output(monkeypatch: 
 
 
 async def test_json_of_the_wrong_shape_is_a_bad_response() -> None:
-    wrong = json_response(200, [{"Name": "bridge", "Id": 7}])
-    async with fake_daemon({"/networks": reply(wrong)}) as url, DockerClient.connect(url) as docker:
+    wrong = json_response(200, {"Name": "bridge", "Id": 7})
+    async with fake_daemon({"/networks/bridge": reply(wrong)}) as url, DockerClient.connect(url) as docker:
         with trio.fail_after(GUARD_S), pytest.raises(BadResponse, match="'Id'"):
-            await docker.list_networks()
+            await docker.inspect_network("bridge")
+
+
+async def test_one_network_of_the_wrong_shape_is_skipped_and_counted_not_the_whole_list() -> None:
+    good = {"Name": "bridge", "Id": "b1", "Driver": "bridge", "IPAM": {"Config": [{"Subnet": "172.17.0.0/16"}]}}
+    bad_subnet = {"Name": "odd", "Id": "o1", "IPAM": {"Config": [{"Subnet": "10.0.0.0/33"}]}}
+    listed = json_response(200, [{"Name": "broken", "Id": 7}, good, bad_subnet])
+    async with fake_daemon({"/networks": reply(listed)}) as url, DockerClient.connect(url) as docker:
+        with trio.fail_after(GUARD_S):
+            networks = await docker.list_networks()
+        assert docker.malformed_networks == 1
+    # The one without a usable Id is dropped; the one with a malformed subnet is kept for the policy to skip.
+    assert [(network.name, network.malformed is None) for network in networks] == [("bridge", True), ("odd", False)]
 
 
 async def test_a_server_that_does_not_speak_http_is_a_bad_response() -> None:

@@ -263,7 +263,56 @@ async def link_flap(interface: str, other_interface: str) -> Facts:
     return await run_reconciler(interface, body)
 
 
+async def host_addresses(interface: str, other_interface: str) -> Facts:
+    tun = f"{interface[:11]}tun"
+    fd = open_tun(tun)
+    try:
+        subprocess.run(["ip", "addr", "add", "10.33.33.1", "peer", "10.33.33.2", "dev", tun], check=True)
+        subprocess.run(["ip", "addr", "add", "192.168.77.5/24", "dev", other_interface], check=True)
+        manager = LinuxRouteManager(tun)
+        try:
+            facts: Facts = {"before": sorted(f"{n.interface} {n.network}" for n in await manager.host_networks())}
+            async with manager.address_changes() as changes:
+                subprocess.run(["ip", "addr", "add", "172.20.10.2/28", "dev", other_interface], check=True)
+                started = time.perf_counter()
+                with trio.fail_after(RESTORE_DEADLINE_SECONDS):
+                    await changes.__anext__()
+                facts["noticed_seconds"] = time.perf_counter() - started
+            facts["after"] = sorted(f"{n.interface} {n.network}" for n in await manager.host_networks())
+        finally:
+            await manager.aclose()
+    finally:
+        os.close(fd)
+    return facts
+
+
+async def shadow(interface: str, other_interface: str) -> Facts:
+    async def body(manager: LinuxRouteManager, reconciler: RouteReconciler) -> Facts:
+        reconciler.set_networks([bridge_network(1, "172.24.1.0/24")])
+        await reconciler.settled()
+        facts: Facts = {"before": [(s.decision, s.installed) for s in reconciler.status().subnets]}
+        # Tailscale with an exit node: a rule at 5270 looks up table 52, which holds a default route.
+        subprocess.run(["ip", "route", "add", "default", "dev", other_interface, "table", "52"], check=True)
+        subprocess.run(["ip", "rule", "add", "pref", "5270", "table", "52"], check=True)
+        started = time.perf_counter()
+        with trio.fail_after(RESTORE_DEADLINE_SECONDS):
+            while reconciler.status().subnets[0].decision != "shadowed":
+                await trio.sleep(0.005)
+        facts["noticed_seconds"] = time.perf_counter() - started
+        facts["shadowed"] = [(s.decision, s.installed, s.reason) for s in reconciler.status().subnets]
+        subprocess.run(["ip", "rule", "del", "pref", "5270"], check=True)
+        with trio.fail_after(RESTORE_DEADLINE_SECONDS):
+            while reconciler.status().subnets[0].decision != "routed":
+                await trio.sleep(0.005)
+        facts["after"] = [(s.decision, s.installed) for s in reconciler.status().subnets]
+        return facts
+
+    return await run_reconciler(interface, body)
+
+
 SCENARIOS = {
+    "shadow": shadow,
+    "host_addresses": host_addresses,
     "crud": crud,
     "burst": burst,
     "restore": restore,

@@ -88,6 +88,34 @@ def test_add_list_delete_ipv4_and_ipv6_routes_through_a_tun_and_they_die_with_it
     assert facts["gone_interface"] == f"no network interface named {tun!r}"
 
 
+def test_host_addresses_and_connected_subnets_leave_out_the_tunnel_and_changes_are_noticed(
+    veth_namespace: tuple[Netns, str, str],
+) -> None:
+    facts = run_scenario(veth_namespace, "host_addresses")
+    other = veth_namespace[2]
+    assert not [entry for entry in facts["before"] if "tun" in entry]  # the tunnel's 10.33.33.1 peer 10.33.33.2
+    # Each veth end also has its IPv6 link-local address (fe80::/64), which the kernel adds by itself.
+    assert [entry for entry in facts["before"] if " fe80:" not in entry] == sorted(
+        ["lo 127.0.0.1/32", "lo 127.0.0.0/8", "lo ::1/128", f"{other} 192.168.77.5/32", f"{other} 192.168.77.0/24"]
+    )
+    assert facts["noticed_seconds"] < 1.0
+    assert set(facts["after"]) - set(facts["before"]) == {f"{other} 172.20.10.2/32", f"{other} 172.20.10.0/28"}
+
+
+def test_a_policy_rule_that_shadows_a_route_is_reported_with_rule_and_table_and_cleared_when_it_goes(
+    veth_namespace: tuple[Netns, str, str],
+) -> None:
+    facts = run_scenario(veth_namespace, "shadow")
+    other = veth_namespace[2]
+    assert facts["before"] == [["routed", True]]
+    assert facts["noticed_seconds"] < 1.0  # the rule notification triggers a pass: no waiting for a resync
+    [[decision, installed, reason]] = facts["shadowed"]
+    assert (decision, installed) == ("shadowed", False)
+    assert reason.startswith(f"shadowed by rule 5270 -> table 52 (0.0.0.0/0 dev {other}); ")
+    assert "ip rule add to 172.24.1.0/24 lookup main" in reason
+    assert facts["after"] == [["routed", True]]
+
+
 def test_reconciler_routes_a_burst_of_fifty_networks_removes_them_and_withdraws_all(
     veth_namespace: tuple[Netns, str, str],
 ) -> None:

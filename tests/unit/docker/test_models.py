@@ -109,15 +109,31 @@ def test_gateway_with_prefix_length_is_accepted() -> None:
         ({"Name": 5}, "'Name'"),
         ({"Internal": "yes"}, "'Internal'"),
         ({"Labels": {"a": 1}}, "'Labels'"),
+    ],
+)
+def test_network_with_malformed_field_raises_bad_response(change: dict[str, object], complaint: str) -> None:
+    with pytest.raises(BadResponse, match=complaint):
+        Network.from_json_untrusted({**DOCKER_NETWORK, **change})
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
         ({"IPAM": {"Config": [{"Subnet": "10.0.0.0/33"}]}}, "not an IP subnet"),
         ({"IPAM": {"Config": [{"Gateway": "gateway"}]}}, "not an IP address"),
         ({"IPAM": {"Config": "10.0.0.0/8"}}, "'Config'"),
         ({"IPAM": [1]}, "IPAM"),
     ],
 )
-def test_network_with_malformed_field_raises_bad_response(change: dict[str, object], complaint: str) -> None:
-    with pytest.raises(BadResponse, match=complaint):
-        Network.from_json_untrusted({**DOCKER_NETWORK, **change})
+def test_network_with_malformed_ipam_is_read_with_the_reason_and_no_subnets(
+    change: dict[str, object], complaint: str
+) -> None:
+    # The route policy skips such a network with this reason; one bad network must not fail the whole list.
+    network = Network.from_json_untrusted({**DOCKER_NETWORK, **change})
+    assert network.name == DOCKER_NETWORK["Name"]
+    assert network.subnets == ()
+    assert network.malformed is not None
+    assert complaint in network.malformed
 
 
 def test_version_reads_docker_and_podman_payloads() -> None:

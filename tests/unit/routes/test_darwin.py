@@ -376,3 +376,20 @@ async def test_reconciler_on_macos_installs_the_rest_when_one_route_is_refused(
     [refused] = [subnet for subnet in reconciler.status().subnets if not subnet.installed]
     assert refused.subnet == net("172.18.0.0/16")
     assert refused.reason == f"could not install: {os.strerror(errno.ENETDOWN)} (errno {errno.ENETDOWN})"
+
+
+async def test_scoped_routes_of_other_interfaces_are_no_overlaps(
+    xnu: FakeXnu, manager: DarwinRouteManager, nursery: trio.Nursery
+) -> None:
+    # macOS keeps an interface-scoped (RTF_IFSCOPE) copy of routes for sockets bound to an interface, e.g. a
+    # Wi-Fi's 172.20.0.0/16 on en0 while a VPN is primary: such a route decides nothing for unbound traffic.
+    scoped = pfroute.RouteSocketMessage(pfroute.RTM_GET, net("172.20.0.0/16"), pfroute.RTF_IFSCOPE | 0x803, 4)
+    xnu.table[net("172.20.0.0/16")] = scoped
+    reconciler = RouteReconciler(manager, PolicyConfig())
+    await nursery.start(reconciler.run)
+    reconciler.set_networks([NetworkInfo("app", "id-app", "bridge", "local", False, {}, (net("172.20.5.0/24"),))])
+    await reconciler.settled()
+    status = reconciler.status()
+    assert status.routed == {net("172.20.5.0/24")}
+    assert status.overlaps == ()
+    assert xnu.table[net("172.20.5.0/24")].interface_index == UTUN_INDEX

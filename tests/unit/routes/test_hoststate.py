@@ -1,4 +1,4 @@
-"""Reading the host's DNS servers from resolver files."""
+"""The host's own traffic: DNS servers from resolver files and `scutil --dns`, interface addresses as networks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dmnc.routes.hoststate import MAX_RESOLV_CONF_BYTES, parse_resolv_conf, read_dns_servers
+from dmnc.routes.hoststate import (
+    MAX_RESOLV_CONF_BYTES,
+    address_networks,
+    host_networks_of,
+    parse_resolv_conf,
+    parse_scutil_dns,
+    read_dns_servers,
+)
+from dmnc.routes.policy import HostNetwork
 
 ip = ipaddress.ip_address
 
@@ -52,3 +60,93 @@ def test_oversized_or_special_files_are_not_read(tmp_path: Path) -> None:
 def test_any_text_gives_addresses_and_never_raises(text: str) -> None:
     servers = parse_resolv_conf(text)
     assert len(servers) == len(set(servers)) <= text.count("nameserver")
+
+
+def test_an_address_gives_itself_and_its_connected_subnet() -> None:
+    net = ipaddress.ip_network
+    assert address_networks("eth0", ip("192.168.1.20"), ip("192.168.1.20"), 24) == (
+        HostNetwork("eth0", net("192.168.1.20/32")),
+        HostNetwork("eth0", net("192.168.1.0/24")),
+    )
+    # A point-to-point link (a VPN's utun): the prefix belongs to the peer.
+    assert address_networks("utun3", ip("10.8.0.6"), ip("10.8.0.5"), 32) == (
+        HostNetwork("utun3", net("10.8.0.6/32")),
+        HostNetwork("utun3", net("10.8.0.5/32")),
+    )
+    assert address_networks("lo", ip("::1"), ip("::1"), 128) == (HostNetwork("lo", net("::1/128")),)
+
+
+def test_host_networks_leave_out_the_tunnel_and_duplicates() -> None:
+    entries = [
+        ("dmnc0", ip("10.33.33.1"), ip("10.33.33.2"), 32),
+        ("eth0", ip("192.168.1.20"), ip("192.168.1.20"), 24),
+        ("eth0", ip("192.168.1.21"), ip("192.168.1.21"), 24),
+    ]
+    assert [str(n.network) for n in host_networks_of(entries, "dmnc0")] == [
+        "192.168.1.20/32",
+        "192.168.1.0/24",
+        "192.168.1.21/32",
+    ]
+
+
+# The shape of `scutil --dns` on macOS, as users posted it in eduvpn/macos#144 (a VPN's scoped resolver with IPv4
+# and IPv6 servers), rthalley/dnspython#481 (a link-local server with its zone) and Tunnelblick/Tunnelblick#452
+# (mdns resolvers without servers); the addresses here are documentation ones.
+SCUTIL_DNS_SAMPLE = """\
+DNS configuration
+
+resolver #1
+  search domain[0] : localdomain
+  nameserver[0] : fe80::8e3b:adff:fead:7bf6%en0
+  nameserver[1] : 192.0.2.53
+  if_index : 7 (en0)
+  flags    : Request A records, Request AAAA records
+  reach    : 0x00020002 (Reachable,Directly Reachable Address)
+
+resolver #2
+  domain   : local
+  options  : mdns
+  timeout  : 5
+  flags    : Request A records
+  reach    : 0x00000000 (Not Reachable)
+  order    : 300000
+
+resolver #3
+  domain   : 254.169.in-addr.arpa
+  options  : mdns
+  timeout  : 5
+  flags    : Request A records
+  reach    : 0x00000000 (Not Reachable)
+  order    : 300200
+
+DNS configuration (for scoped queries)
+
+resolver #1
+  search domain[0] : openvpn
+  nameserver[0] : 198.51.100.106
+  nameserver[1] : 2001:db8:1:800a::106
+  if_index : 9 (utun1)
+  flags    : Scoped, Request A records, Request AAAA records
+  reach    : 0x00000002 (Reachable)
+
+resolver #2
+  nameserver[0] : 192.0.2.53
+  if_index : 7 (en0)
+  flags    : Scoped, Request A records
+  reach    : 0x00020002 (Reachable,Directly Reachable Address)
+"""
+
+
+def test_scutil_dns_gives_every_resolvers_servers_scoped_ones_too() -> None:
+    assert parse_scutil_dns(SCUTIL_DNS_SAMPLE) == (
+        ip("fe80::8e3b:adff:fead:7bf6"),
+        ip("192.0.2.53"),
+        ip("198.51.100.106"),
+        ip("2001:db8:1:800a::106"),
+    )
+
+
+@settings(deadline=None)
+@given(st.text())
+def test_scutil_dns_parser_never_raises(text: str) -> None:
+    assert all(isinstance(server, ipaddress.IPv4Address | ipaddress.IPv6Address) for server in parse_scutil_dns(text))

@@ -433,6 +433,22 @@ def test_network_without_ipam_config_is_a_skip_with_reason_and_fix() -> None:
     assert skip.describe() == "no IPAM subnet; give the network an IPAM subnet to route it"
 
 
+def test_network_with_a_malformed_subnet_is_a_skip_with_the_daemons_fault_never_a_route() -> None:
+    from dmnc.docker.models import Network  # noqa: PLC0415 (only these tests cross into the Docker layer)
+
+    bad = Network.from_json_untrusted(
+        {"Id": "x1", "Name": "odd", "Driver": "bridge", "IPAM": {"Config": [{"Subnet": "10.0.0.0/33"}]}}
+    )
+    result = evaluate([NetworkInfo.of(bad), network("good")], PolicyConfig())
+    assert result.desired == {net("172.20.0.0/16")}
+    [skip] = result.skipped
+    assert (skip.network, skip.subnet, skip.reason) == ("odd", None, SkipReason.MALFORMED)
+    assert skip.describe() == (
+        "malformed IPAM config: IPAM config Subnet: not an IP subnet: '10.0.0.0/33'; "
+        "recreate the network with a valid subnet to route it"
+    )
+
+
 def test_force_routes_warns_and_means_route_over_everything_only() -> None:
     assert force_routes_warning(PolicyConfig()) is None
     warning = force_routes_warning(PolicyConfig(force=True))

@@ -16,9 +16,11 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dmnc.routes import RouteEvent, RouteOperationError
+from dmnc.routes import Destination, RouteEvent, RouteOperationError
+from dmnc.routes.manager import Shadow
 from dmnc.routes.policy import FORCE_ROUTES_DEPRECATION, HostState, NetworkInfo, PolicyConfig, Skipped, SkipReason
 from dmnc.routes.reconcile import (
+    DECISION_SHADOWED,
     MAX_RESTORES,
     RESTORE_WINDOW_SECONDS,
     RESUBSCRIBE_SECONDS,
@@ -596,3 +598,64 @@ async def test_force_routes_warns_once(fake: FakeRouteManager, caplog: pytest.Lo
         reconciler = RouteReconciler(fake, PolicyConfig(force=True))
         reconciler.set_policy(PolicyConfig(force=True))
     assert [record.message for record in caplog.records] == [FORCE_ROUTES_DEPRECATION]
+
+
+class ShadowingFake(FakeRouteManager):
+    """A fake whose kernel lookup answers through a policy rule for the subnets in `shadows`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shadows: dict[Destination, Shadow] = {}
+
+    async def shadow_of(self, destination: Destination) -> Shadow | None:
+        return self.shadows.get(destination)
+
+
+async def test_a_shadowed_route_is_reported_with_rule_table_and_fix_and_cleared_when_the_rule_goes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = ShadowingFake()
+    reconciler = RouteReconciler(fake, PolicyConfig())
+    subnet = net("172.24.1.0/24")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reconciler.run)
+        reconciler.set_networks([network("a", str(subnet))])
+        await reconciler.settled()
+        fake.shadows[subnet] = Shadow(5270, 52, "0.0.0.0/0 dev tailscale0")
+        with caplog.at_level(logging.INFO):
+            reconciler.trigger()
+            await reconciler.settled()
+        [status] = reconciler.status().subnets
+        assert (status.decision, status.installed) == (DECISION_SHADOWED, False)
+        assert status.reason == (
+            "shadowed by rule 5270 -> table 52 (0.0.0.0/0 dev tailscale0); the route is in the main table, but that "
+            "rule is evaluated before it: turn off what installed the rule (a VPN's exit node or full tunnel), or let "
+            "the main table win for this subnet with `ip rule add to 172.24.1.0/24 lookup main pref N`, N smaller "
+            "than that rule's priority"
+        )
+        assert await ours(fake) == {subnet}  # the route stays: it works again as soon as the rule goes
+        assert [r.levelname for r in caplog.records if "is not used: shadowed" in r.getMessage()] == ["WARNING"]
+        del fake.shadows[subnet]
+        reconciler.trigger()
+        await reconciler.settled()
+        assert [(s.decision, s.installed) for s in reconciler.status().subnets] == [("routed", True)]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_malformed_network_is_counted_in_status_and_warned_about_once(
+    reconciler: RouteReconciler, caplog: pytest.LogCaptureFixture
+) -> None:
+    odd = NetworkInfo("odd", "id-odd", "bridge", "local", False, malformed="IPAM config Subnet: not an IP subnet")
+    with caplog.at_level(logging.INFO):
+        reconciler.set_networks([odd, network("a", "172.20.0.0/16")])
+        await reconciler.settled()
+        reconciler.trigger()
+        await reconciler.settled()
+    status = reconciler.status()
+    assert status.routed == {net("172.20.0.0/16")}
+    assert status.skipped_networks == {"malformed": 1}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "network 'odd' is not routed: malformed IPAM config: IPAM config Subnet: not an IP subnet; recreate the "
+        "network with a valid subnet to route it"
+    ]

@@ -1,17 +1,20 @@
-"""The host-state feed: DNS re-read on a period, the VM endpoint followed as it roams, the VM's IPv6 passed on."""
+"""The host-state feed: DNS re-read on a period, interface addresses on every change, the VM endpoint followed as
+it roams, the VM's IPv6 passed on."""
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import cast
 
 import trio
 import trio.testing
 
-from dmnc.routes.hoststate import DNS_REREAD_SECONDS
-from dmnc.routes.manager import Address
-from dmnc.routes.policy import HostState, PolicyConfig
+from dmnc.routes.hoststate import ADDRESS_REREAD_SECONDS, DNS_REREAD_SECONDS
+from dmnc.routes.manager import Address, RouteError
+from dmnc.routes.policy import HostNetwork, HostState, PolicyConfig
 from dmnc.routes.reconcile import RouteReconciler
 from dmnc.supervisor.host_watch import ENDPOINT_CHECK_SECONDS, vm_endpoint_address, watch_host_state
 from dmnc.supervisor.vm_keeper import VmKeeper
@@ -96,3 +99,59 @@ async def test_a_vm_side_without_ipv6_reaches_the_route_policy(autojump_clock: t
         nursery.cancel_scope.cancel()
     # Not known before the setup: routed as before it.
     assert [state.vm_ipv6 for state in routes.states] == [True, False]
+
+
+class FakeAddresses:
+    """A HostAddressSource: networks set by the test, a change announced through a channel."""
+
+    def __init__(self, networks: tuple[HostNetwork, ...]) -> None:
+        self.networks = networks
+        self.reads = 0
+        self.fail: RouteError | None = None
+        self._send, self._receive = trio.open_memory_channel[None](10)
+
+    async def host_networks(self) -> tuple[HostNetwork, ...]:
+        self.reads += 1
+        if self.fail is not None:
+            raise self.fail
+        return self.networks
+
+    @asynccontextmanager
+    async def address_changes(self) -> AsyncIterator[AsyncIterator[None]]:
+        yield self._receive
+
+    def announce(self) -> None:
+        self._send.send_nowait(None)
+
+
+def latest_networks(routes: RecordingReconciler) -> tuple[HostNetwork, ...]:
+    return routes.states[-1].networks
+
+
+async def test_host_addresses_are_read_again_at_once_on_a_change(autojump_clock: trio.testing.MockClock) -> None:
+    lan = HostNetwork("eth0", ipaddress.ip_network("192.168.1.0/24"))
+    hotspot = HostNetwork("wlan0", ipaddress.ip_network("172.20.10.0/28"))
+    addresses = FakeAddresses((lan,))
+    routes = RecordingReconciler()
+
+    async def no_dns() -> tuple[Address, ...]:
+        return ()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_host_state, routes, cast(VmKeeper, Vm(None)), TUNNEL, no_dns, addresses)
+        await trio.sleep(0.1)
+        assert latest_networks(routes) == (lan,)
+        addresses.networks = (lan, hotspot)
+        addresses.announce()
+        await trio.sleep(0.1)  # far less than ENDPOINT_CHECK_SECONDS: the change wakes the watch
+        assert latest_networks(routes) == (lan, hotspot)
+        addresses.fail = RouteError("dump addresses failed")
+        addresses.announce()
+        await trio.sleep(ADDRESS_REREAD_SECONDS)
+        assert latest_networks(routes) == (lan, hotspot)  # kept after a failed read
+        addresses.fail = None
+        addresses.networks = (lan,)
+        # Re-read on the period, without a notification: within one endpoint check after the period is up.
+        await trio.sleep(ADDRESS_REREAD_SECONDS + ENDPOINT_CHECK_SECONDS)
+        assert latest_networks(routes) == (lan,)
+        nursery.cancel_scope.cancel()
