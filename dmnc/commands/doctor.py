@@ -40,7 +40,8 @@ def register(commands: Subcommands) -> None:
         help="check Docker, the port, the VM, the tunnel and the routes, with a fix for each problem",
         description="Check each link from this host to the containers: root, the Docker socket and runtime, the UDP"
         " port, the setup image, WireGuard in the VM kernel, the running dmnc's handshake, route conflicts with VPN"
-        " or LAN routes, and (with --probe) a test container reached by IP. Run it with sudo for every check.",
+        " or LAN routes, the DNS server and a container's name through the system resolver, leftover /etc/resolver"
+        " files, and (with --probe) a test container reached by IP. Run it with sudo for every check.",
     )
     add_docker_host_flag(parser)
     add_config_flag(parser)

@@ -4,7 +4,10 @@ Over D-Bus with jeepney, on org.freedesktop.resolve1.Manager (org.freedesktop.re
 SetLinkDNSEx (a server with a port, systemd >= 246; SetLinkDNS when only port 53 is needed and Ex is unknown),
 SetLinkDomains with the routing-only flag (only names under the domain go to this link's server, see
 systemd-resolved.service(8) "Protocols and Routing"), SetLinkDefaultRoute(false) so no other name does, and
-RevertLink at stop. resolved forgets all of it when it restarts, so `watch` applies it again on NameOwnerChanged.
+RevertLink at stop. resolved forgets all of it when it restarts, so `watch` applies it again on NameOwnerChanged;
+and when another program (NetworkManager, a VPN client, `resolvectl`) rewrites the link, resolved emits
+org.freedesktop.DBus.Properties.PropertiesChanged on the link object with the new values, and `watch` applies dmnc's
+again when they differ from its own (its own apply emits matching values, so it never loops).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import trio
 from jeepney import (
     DBusAddress,
     DBusErrorResponse,
+    HeaderFields,
     MatchRule,
     Message,
     MessageType,
@@ -37,6 +41,42 @@ RESOLVE1 = DBusAddress("/org/freedesktop/resolve1", bus_name=RESOLVE1_NAME, inte
 UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
 SYSTEM_BUS = "SYSTEM"
 DBUS_NAME = "org.freedesktop.DBus"
+LINK_PATH_PREFIX = "/org/freedesktop/resolve1/link"
+LINK_INTERFACE = f"{RESOLVE1_NAME}.Link"
+PROPERTIES_INTERFACE = "org.freedesktop.DBus.Properties"
+
+
+def link_object_path(ifindex: int) -> str:
+    """resolved's object path of a link: the ifindex as a bus label (systemd's bus_label_escape: every character
+    but ASCII letters and digits, and a leading digit, as `_` and two hex digits), so ifindex 3 is `.../link/_33`."""
+    text = str(ifindex)
+    return f"{LINK_PATH_PREFIX}/_{ord(text[0]):02x}{text[1:]}"
+
+
+def link_rewritten(changed: dict[str, tuple[str, object]], domain: str, addresses: Sequence[str]) -> bool:
+    """Whether a link's PropertiesChanged values undo dmnc's settings: its routing domain or DNS servers gone, or
+    the link made a default route. Values equal to dmnc's own (its apply's echo) are no rewrite."""
+    domains = changed.get("Domains")
+    if domains is not None and (domain, True) not in _list(domains[1]):
+        return True
+    default_route = changed.get("DefaultRoute")
+    if default_route is not None and default_route[1] is not False:
+        return True
+    servers = changed.get("DNSEx") or changed.get("DNS")
+    if servers is None:
+        return False
+    ours = {_server(address) for address in addresses}
+    # jeepney reads `ay` as bytes; an entry of another shape names no server of dmnc's.
+    theirs = {
+        (entry[0], entry[1])
+        for entry in _list(servers[1])
+        if isinstance(entry, tuple) and len(entry) >= 2 and isinstance(entry[1], bytes)
+    }
+    return not ours <= theirs
+
+
+def _list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list) else []
 
 
 def set_link_dns(ifindex: int, addresses: Sequence[str], port: int, *, extended: bool) -> Message:
@@ -86,7 +126,8 @@ class ResolvedLink:
         await self._call([revert_link(self._ifindex())])
 
     async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Apply again whenever systemd-resolved (re)appears on the bus; started once subscribed.
+        """Apply again whenever systemd-resolved (re)appears on the bus or another program rewrites the link;
+        started once subscribed.
 
         A plain connection, read in this task, not a router with a filter: jeepney 0.9's trio router closes its
         filters' channels in a loop that awaits while the filter's own context exit removes it from the same dict,
@@ -96,10 +137,17 @@ class ResolvedLink:
         rule.add_arg_condition(0, RESOLVE1_NAME)
         subscribed = False
         try:
+            link_rule = MatchRule(
+                type=MessageType.signal,
+                interface=PROPERTIES_INTERFACE,
+                member="PropertiesChanged",
+                path=link_object_path(self._ifindex()),
+            )
+            link_rule.add_arg_condition(0, LINK_INTERFACE)
             connection = await open_dbus_connection(self._bus)
             async with connection:
-                request = message_bus.AddMatch(rule)
-                await connection.send(request)
+                await connection.send(message_bus.AddMatch(rule))
+                await connection.send(message_bus.AddMatch(link_rule))
                 task_status.started()
                 subscribed = True
                 while True:
@@ -107,17 +155,23 @@ class ResolvedLink:
                     if message.header.message_type is MessageType.error:
                         logger.warning("DNS: cannot follow systemd-resolved restarts: %s", DBusErrorResponse(message))
                         return
-                    if not rule.matches(message):
-                        continue
-                    _name, _old, new_owner = message.body
                     applied = self._applied
-                    if new_owner and applied is not None:
-                        logger.info("DNS: systemd-resolved restarted; configuring %s again", self._interface)
-                        try:
-                            await self._send_all(applied)
-                        except HostResolverError as error:
-                            logger.warning("DNS: %s", error)
-        except (OSError, KeyError, ValueError, trio.BrokenResourceError, trio.ClosedResourceError) as error:
+                    why = _reapply_reason(message, rule, link_rule, applied)
+                    if why is None or applied is None:
+                        continue
+                    logger.info("DNS: %s; configuring %s again", why, self._interface)
+                    try:
+                        await self._send_all(applied)
+                    except HostResolverError as error:
+                        logger.warning("DNS: %s", error)
+        except (
+            OSError,
+            KeyError,
+            ValueError,
+            HostResolverError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+        ) as error:
             logger.warning("DNS: cannot follow systemd-resolved restarts: %s", error)
             if not subscribed:
                 task_status.started()
@@ -154,6 +208,21 @@ class ResolvedLink:
             raise HostResolverError(f"systemd-resolved is not reachable on the system bus: {error}") from error
         if refused is not None:
             raise HostResolverError(f"systemd-resolved refused: {refused.name}: {refused.data}")
+
+
+def _reapply_reason(
+    message: Message, restarted: MatchRule, link_changed: MatchRule, applied: tuple[str, tuple[str, ...], int] | None
+) -> str | None:
+    """Why `message` calls for applying dmnc's link settings again, or None."""
+    if applied is None:
+        return None
+    if restarted.matches(message) and message.body[2]:
+        return "systemd-resolved restarted"
+    # PropertiesChanged's signature (D-Bus specification, org.freedesktop.DBus.Properties): anything else is ignored.
+    signature = message.header.fields.get(HeaderFields.signature)
+    if link_changed.matches(message) and signature == "sa{sv}as" and link_rewritten(message.body[1], *applied[:2]):
+        return "another program rewrote the link in systemd-resolved"
+    return None
 
 
 def _error_of(reply: Message) -> DBusErrorResponse | None:

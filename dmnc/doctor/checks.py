@@ -14,8 +14,12 @@ import ipaddress
 import re
 import sys
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
-from dmnc.control.messages import RouteStatus, StatusSnapshot, format_drops
+from dmnc.control.messages import DnsStatus, RouteStatus, StatusSnapshot, format_drops
+from dmnc.dns.hint import resolver_hint
+from dmnc.dns.names import ContainerEndpoints, IPAddress, Reachability, build_table
+from dmnc.dns.server import DNS_PORT
 from dmnc.docker.discovery import Runtime
 from dmnc.docker.errors import DiscoveryError, DockerError
 from dmnc.routes import InstalledRoute
@@ -408,3 +412,140 @@ def kernel_test_failed_check(error: VmSetupError | DockerError) -> CheckResult:
 def route_facts_missing_check(what: str, error: Exception) -> CheckResult:
     """route-conflicts when its inputs cannot be read: `what` says which (Docker's networks, the routing table)."""
     return CheckResult("route-conflicts", Verdict.FAIL, f"cannot {what}: {error}")
+
+
+# Containers by name (dmnc/dns): the running dmnc's DNS server, the system resolver's view of it, and
+# /etc/resolver files a stopped dmnc left behind.
+
+
+def dns_server_check(snapshot: StatusSnapshot | None, not_running: str) -> CheckResult:
+    """The running dmnc's DNS server from its status: domain, addresses and port (53 or the fallback), names."""
+    if snapshot is None:
+        return CheckResult("dns", Verdict.SKIP, not_running)
+    dns = snapshot.dns
+    if dns is None:
+        return CheckResult("dns", Verdict.SKIP, "the running dmnc serves no DNS (--no-dns, or a dmnc before 0.2)")
+    if dns.port is None:
+        return CheckResult(
+            "dns",
+            Verdict.FAIL,
+            f"container names under {dns.domain} do not resolve: {dns.problem or 'the DNS server is not serving'}",
+            fix="read dmnc's log (the tunnel is unaffected); restart dmnc once the cause is gone",
+        )
+    where = f"{', '.join(dns.addresses)} port {dns.port}"
+    fallback = "" if dns.port == DNS_PORT else f" (port {DNS_PORT} was taken)"
+    drops = "".join(f", {reason} {count}" for reason, count in sorted(dns.drops.items()))
+    detail = f"answers for {dns.domain} on {where}{fallback}: {dns.records} name(s){drops}"
+    host_resolver = dns.host_resolver or "not configured"
+    if host_resolver.startswith("not configured"):
+        return CheckResult(
+            "dns",
+            Verdict.WARN,
+            f"{detail}; the host's resolver does not ask it ({host_resolver})",
+            fix=resolver_hint(dns.domain, dns.addresses, dns.port),
+        )
+    return CheckResult("dns", Verdict.PASS, f"{detail}; the host asks it through {host_resolver}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolveTarget:
+    """A name the running dmnc serves, and the addresses it answers for it."""
+
+    name: str
+    addresses: tuple[IPAddress, ...]
+
+
+def resolve_target(
+    containers: Iterable[ContainerEndpoints], routes: Iterable[RouteStatus], domain: str
+) -> ResolveTarget | None:
+    """The first (by name) running container with a `<container>.<domain>` name, built like dmnc's own table from
+    the routes the running dmnc has installed; None when no container has one."""
+    routed = frozenset(route.subnet for route in routes if route.installed)
+    table = build_table(containers, Reachability(routed, ipv6=True))
+    names = sorted(labels for labels in table.records if len(labels) == 1)
+    if not names:
+        return None
+    labels = names[0]
+    return ResolveTarget(f"{labels[0].decode('ascii')}.{domain}", table.records[labels])
+
+
+def dns_resolve_check(
+    snapshot: StatusSnapshot | None,
+    not_running: str,
+    target: ResolveTarget | None,
+    resolved: Sequence[IPAddress] | str,
+    platform: str = sys.platform,
+) -> CheckResult:
+    """Whether the system resolver (getaddrinfo) finds a running container by name: `resolved` is its addresses or
+    the error text. On failure the fix says how this platform's resolver is pointed at dmnc."""
+    dns = None if snapshot is None else snapshot.dns
+    if snapshot is None or dns is None or dns.port is None:
+        return skipped("dns-resolve", not_running if snapshot is None else "needs dmnc's DNS server (see dns)")
+    if target is None:
+        return skipped("dns-resolve", f"no running container has a name under {dns.domain} yet (start one)")
+    expected = ", ".join(str(address) for address in target.addresses)
+    if isinstance(resolved, str):
+        found = f"{target.name} does not resolve through the system resolver ({resolved}); dmnc answers {expected}"
+    else:
+        shown = ", ".join(str(address) for address in resolved)
+        if set(resolved) & set(target.addresses):
+            return CheckResult("dns-resolve", Verdict.PASS, f"{target.name} resolves to {shown} (system resolver)")
+        found = (
+            f"{target.name} resolves to {shown} through the system resolver, not to dmnc's {expected}: another"
+            f" resolver answers for {dns.domain}"
+        )
+    fix = system_resolver_fix(dns, target.name, snapshot, platform)
+    return CheckResult("dns-resolve", Verdict.FAIL, found, fix=fix)
+
+
+def system_resolver_fix(dns: DnsStatus, name: str, snapshot: StatusSnapshot, platform: str) -> str:
+    """How to make this platform's system resolver ask dmnc for its domain."""
+    address, port = dns.addresses[0] if dns.addresses else "10.33.33.1", dns.port or DNS_PORT
+    if platform == "darwin":
+        # resolver(5): one file per domain; `port` only when not 53. dig and nslookup read only /etc/resolv.conf.
+        port_line = "" if port == DNS_PORT else f"\\nport {port}"
+        return (
+            f"`scutil --dns` must list a resolver for domain {dns.domain} with nameserver {address}; dmnc writes"
+            f" /etc/resolver/{dns.domain} at start (read its log if missing), by hand: printf 'nameserver"
+            f" {address}{port_line}\\n' | sudo tee /etc/resolver/{dns.domain}; test with"
+            f" `dscacheutil -q host -a name {name}` (dig and nslookup bypass /etc/resolver)"
+        )
+    configured = dns.host_resolver or ""
+    if platform == "linux" and configured.startswith("systemd-resolved"):
+        # systemd-resolved.service(8) "/etc/resolv.conf": glibc reaches resolved through the stub file or nss-resolve.
+        return (
+            f"systemd-resolved has the link settings (`resolvectl query {name}` asks it directly), but glibc does not"
+            " ask resolved: link /etc/resolv.conf to /run/systemd/resolve/stub-resolv.conf (nameserver 127.0.0.53),"
+            " or put `resolve` before `dns` on the hosts line of /etc/nsswitch.conf"
+        )
+    if platform == "linux":
+        interface = snapshot.tunnel.interface or "dmnc0"
+        server = address if port == DNS_PORT else f"{address}:{port}"
+        return (
+            f"with systemd-resolved: `resolvectl dns {interface} {server}; resolvectl domain {interface}"
+            f" ~{dns.domain}; resolvectl default-route {interface} false` (dmnc does this itself when resolved"
+            f" runs); without it, {resolver_hint(dns.domain, dns.addresses or (address,), port)}"
+        )
+    return resolver_hint(dns.domain, dns.addresses or (address,), port)
+
+
+def leftover_resolver_check(
+    leftovers: Sequence[Path], snapshot: StatusSnapshot | None, platform: str = sys.platform
+) -> CheckResult:
+    """/etc/resolver files dmnc wrote (`leftovers`, found by their marker) that no running dmnc uses: the system
+    still sends those domains to an address nobody answers on, so every lookup there waits and fails."""
+    if platform != "darwin":
+        return skipped("resolver-files", "macOS only (/etc/resolver, resolver(5))")
+    in_use = None if snapshot is None or snapshot.dns is None else snapshot.dns.domain
+    stale = [path for path in leftovers if path.name != in_use]
+    if not stale:
+        running = f"; the running dmnc's is /etc/resolver/{in_use}" if in_use is not None else ""
+        return CheckResult("resolver-files", Verdict.PASS, f"no leftover /etc/resolver file of dmnc's{running}")
+    shown = " ".join(str(path) for path in stale)
+    who = "no dmnc runs" if snapshot is None else "the running dmnc serves another domain"
+    return CheckResult(
+        "resolver-files",
+        Verdict.WARN,
+        f"{shown}: written by a dmnc, but {who}: lookups under that domain wait for an answer that never comes",
+        fix=f"sudo dmnc uninstall (removes them), or sudo rm {shown}",
+    )

@@ -1,4 +1,5 @@
-"""`dmnc doctor`'s facts: what Docker, a running dmnc, the UDP port and the routing table say, in check order.
+"""`dmnc doctor`'s facts: what Docker, a running dmnc, the UDP port, the routing table and the system resolver say,
+in check order.
 
 `run_doctor` gathers each fact and hands it to its verdict in `dmnc.doctor.checks`, reporting every result as soon as
 it is known. Every step has a time limit, so doctor never hangs; the probe (`dmnc.doctor.probe`) and the setup
@@ -10,21 +11,30 @@ Nothing is changed in the VM without root: like dmnc itself, doctor starts conta
 from __future__ import annotations
 
 import dataclasses
+import functools
+import ipaddress
 import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import trio
 
 from dmnc.config import DEFAULT_LISTEN_HOST, Config
 from dmnc.control import ControlError, ControlNotRunning, fetch_snapshot
 from dmnc.control.messages import StatusSnapshot
+from dmnc.dns.names import IPAddress
+from dmnc.dns.resolver_files import leftover_resolver_files
+from dmnc.dns.service import endpoints_of
 from dmnc.docker.client import DockerClient
 from dmnc.docker.discovery import detect_runtime, discover_endpoint
 from dmnc.docker.errors import DiscoveryError, DockerError, NotFound
 from dmnc.docker.models import Network
 from dmnc.doctor.checks import (
     CheckResult,
+    Verdict,
+    dns_resolve_check,
+    dns_server_check,
     docker_answers_check,
     docker_error_check,
     docker_unreachable_check,
@@ -32,7 +42,9 @@ from dmnc.doctor.checks import (
     installed_routes_check,
     kernel_check,
     kernel_test_failed_check,
+    leftover_resolver_check,
     port_check,
+    resolve_target,
     root_check,
     route_conflict_check,
     route_facts_missing_check,
@@ -66,6 +78,9 @@ CONTROL_TIMEOUT_S = 5.0
 STEP_TIMEOUT_S = 15.0
 # A one-shot container in a VM starts in about a second; a cold VM (Resource Saver) may need much longer.
 VM_CHECK_TIMEOUT_S = 90.0
+# One getaddrinfo through the system resolver: glibc's default is 5 s per try and 2 tries per server
+# (resolv.conf(5) `timeout`, `attempts`), so a resolver that never answers is reported after this long instead.
+RESOLVE_TIMEOUT_S = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +91,8 @@ class DoctorSettings:
     # From the probe network's creation to the container's answer (dmnc installs the route within that time).
     probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S
     platform: str = sys.platform
+    # Where /etc/resolver is looked for: "/" but in tests.
+    resolver_root: Path = Path("/")
 
 
 Report = Callable[[CheckResult], None]
@@ -147,6 +164,9 @@ async def _checks_without_docker(settings: DoctorSettings, facts: _Facts, add: R
     add(handshake_check(facts.snapshot, facts.not_running, _local_address_toward_vm(facts.snapshot)))
     add(skipped("route-conflicts", "needs Docker (its network list)"))
     add(installed_routes_check(facts.snapshot, facts.not_running))
+    add(dns_server_check(facts.snapshot, facts.not_running))
+    add(skipped("dns-resolve", "needs Docker (a running container's name)"))
+    add(_resolver_files(settings, facts))
     add(skipped("probe", "needs Docker"))
 
 
@@ -158,6 +178,9 @@ async def _checks_with_docker(settings: DoctorSettings, docker: DockerClient, fa
     add(handshake_check(facts.snapshot, facts.not_running, _local_address_toward_vm(facts.snapshot)))
     add(await _route_conflicts(settings, docker, facts))
     add(installed_routes_check(facts.snapshot, facts.not_running))
+    add(dns_server_check(facts.snapshot, facts.not_running))
+    add(await _dns_resolve(settings, docker, facts))
+    add(_resolver_files(settings, facts))
     add(await _probe(settings, docker, facts))
 
 
@@ -265,6 +288,47 @@ async def _list_routes(interface: str, fallback_interface: str) -> tuple[list[In
 async def _host_networks(manager: RouteManager) -> tuple[HostNetwork, ...]:
     source = host_address_source(manager)
     return () if source is None else await source.host_networks()
+
+
+async def _dns_resolve(settings: DoctorSettings, docker: DockerClient, facts: _Facts) -> CheckResult:
+    """Resolve a running container's name the way every program on this host does: getaddrinfo(3)."""
+    snapshot = facts.snapshot
+    dns = None if snapshot is None else snapshot.dns
+    if snapshot is None or dns is None or dns.port is None:
+        return dns_resolve_check(snapshot, facts.not_running, None, (), settings.platform)
+    try:
+        containers = await docker.list_containers()
+    except DockerError as error:
+        return CheckResult("dns-resolve", Verdict.FAIL, f"cannot list the running containers: {error}")
+    target = resolve_target([endpoints_of(container) for container in containers], snapshot.routes, dns.domain)
+    resolved: tuple[IPAddress, ...] | str = ()
+    if target is not None:
+        resolved = await system_resolve(target.name, RESOLVE_TIMEOUT_S)
+    return dns_resolve_check(snapshot, facts.not_running, target, resolved, settings.platform)
+
+
+async def system_resolve(name: str, timeout_s: float) -> tuple[IPAddress, ...] | str:
+    """`name`'s addresses from getaddrinfo(3) in a worker thread, or why there are none. A resolver that does not
+    answer within `timeout_s` is reported as such; its thread is abandoned and ends when getaddrinfo gives up."""
+    lookup = functools.partial(socket.getaddrinfo, name, None, type=socket.SOCK_STREAM)
+    with trio.move_on_after(timeout_s):
+        try:
+            found = await trio.to_thread.run_sync(lookup, abandon_on_cancel=True)
+        except (OSError, UnicodeError) as error:
+            # socket.gaierror (an OSError): "Name or service not known", "Temporary failure in name resolution".
+            return (error.strerror or str(error)) if isinstance(error, OSError) else str(error)
+        # An IPv6 link-local answer carries its scope (`fe80::1%en0`); dmnc never serves those, so it is dropped.
+        addresses = {ipaddress.ip_address(str(entry[4][0]).partition("%")[0]) for entry in found}
+        return tuple(sorted(addresses, key=lambda address: (address.version, address)))
+    return f"no answer within {timeout_s:g} s"
+
+
+def _resolver_files(settings: DoctorSettings, facts: _Facts) -> CheckResult:
+    try:
+        leftovers = leftover_resolver_files(settings.resolver_root) if settings.platform == "darwin" else []
+    except OSError as error:
+        return CheckResult("resolver-files", Verdict.FAIL, f"cannot read /etc/resolver: {error.strerror}")
+    return leftover_resolver_check(leftovers, facts.snapshot, settings.platform)
 
 
 def _probe_inputs(

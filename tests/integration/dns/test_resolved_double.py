@@ -4,8 +4,9 @@ Not a real systemd-resolved: resolved needs systemd as PID 1 (or at least its ow
 its links) and the lab has neither; installing the Debian package would replace /etc/resolv.conf on this machine.
 The double is a small jeepney service that owns org.freedesktop.resolve1 and records the Manager calls, with the
 argument types of org.freedesktop.resolve1(5). It checks what dmnc sends, that it falls back from SetLinkDNSEx to
-SetLinkDNS on an older resolved, that it applies everything again when resolved restarts (NameOwnerChanged), and
-that RevertLink takes it back at stop.
+SetLinkDNS on an older resolved, that it applies everything again when resolved restarts (NameOwnerChanged) and
+when another program rewrites the link (PropertiesChanged on the link object, sent by the double as resolved
+would), and that RevertLink takes it back at stop.
 """
 
 from __future__ import annotations
@@ -20,11 +21,27 @@ from pathlib import Path
 import dns.name
 import pytest
 import trio
-from jeepney import HeaderFields, MessageType, message_bus, new_error, new_method_return
-from jeepney.io.trio import open_dbus_connection, open_dbus_router
+from jeepney import (
+    DBusAddress,
+    HeaderFields,
+    Message,
+    MessageType,
+    message_bus,
+    new_error,
+    new_method_return,
+    new_signal,
+)
+from jeepney.io.trio import DBusConnection, open_dbus_connection, open_dbus_router
 from jeepney.wrappers import unwrap_msg
 
-from dmnc.dns.resolved import RESOLVE1_NAME, UNKNOWN_METHOD, ResolvedLink
+from dmnc.dns.resolved import (
+    LINK_INTERFACE,
+    PROPERTIES_INTERFACE,
+    RESOLVE1_NAME,
+    UNKNOWN_METHOD,
+    ResolvedLink,
+    link_object_path,
+)
 from dmnc.dns.service import HostResolverError
 from tests.conftest import require_tools
 from tests.lab.wait import wait_until_async
@@ -55,8 +72,9 @@ def private_bus() -> Iterator[str]:
 
 
 @asynccontextmanager
-async def resolved_double(address: str, calls: list[Call], *, extended: bool = True) -> AsyncIterator[None]:
-    """Owns org.freedesktop.resolve1 on `address` while the block runs; records each Manager call."""
+async def resolved_double(address: str, calls: list[Call], *, extended: bool = True) -> AsyncIterator[DBusConnection]:
+    """Owns org.freedesktop.resolve1 on `address` while the block runs; records each Manager call. Yields its
+    connection, for signals resolved would emit."""
     connection = await open_dbus_connection(address)
     async with connection:
         await connection.send(message_bus.RequestName(RESOLVE1_NAME))
@@ -80,7 +98,7 @@ async def resolved_double(address: str, calls: list[Call], *, extended: bool = T
                 return await name_owner(address) is not None
 
             await wait_until_async(owned, 10, "the double owning org.freedesktop.resolve1")
-            yield
+            yield connection
             nursery.cancel_scope.cancel()
 
 
@@ -162,3 +180,33 @@ async def test_no_resolved_on_the_bus_is_a_clear_error() -> None:
             await link.apply(DOMAIN, ["10.33.33.1"], 53)
     with pytest.raises(HostResolverError, match="not reachable"):
         await ResolvedLink(LOOPBACK, bus="unix:path=/nonexistent/bus").apply(DOMAIN, ["10.33.33.1"], 53)
+
+
+def link_properties_changed(changed: dict[str, tuple[str, object]]) -> Message:
+    """The signal resolved emits when a link's settings change (org.freedesktop.DBus.Properties)."""
+    link = DBusAddress(link_object_path(LO_INDEX), interface=PROPERTIES_INTERFACE)
+    return new_signal(link, "PropertiesChanged", "sa{sv}as", (LINK_INTERFACE, changed, []))
+
+
+async def test_a_link_rewritten_by_another_program_is_configured_again() -> None:
+    with private_bus() as address:
+        calls: list[Call] = []
+        link = ResolvedLink(LOOPBACK, bus=address)
+        async with trio.open_nursery() as nursery, resolved_double(address, calls) as resolved:
+            await link.apply(DOMAIN, ["10.33.33.1"], 53)
+            await nursery.start(link.watch)
+            applied = len(calls)
+            # Another program (`resolvectl domain lo ''`) empties the domains: dmnc sets them again.
+            await resolved.send(link_properties_changed({"Domains": ("a(sb)", [])}))
+
+            async def reapplied() -> bool:
+                return len(calls) >= 2 * applied
+
+            # That dmnc's own settings echoed back are no rewrite (no loop) is tests/unit/dns/test_resolved.py's.
+            await wait_until_async(reapplied, 10, "the link configured again after the rewrite")
+            assert [member for member, _ in calls[applied:]] == [
+                "SetLinkDNSEx",
+                "SetLinkDomains",
+                "SetLinkDefaultRoute",
+            ]
+            nursery.cancel_scope.cancel()

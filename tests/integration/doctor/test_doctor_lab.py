@@ -21,10 +21,14 @@ from dmnc.vm.runner import default_setup_image
 from tests.conftest import require_root, require_tools
 from tests.lab.dockerd import BUSYBOX_REFERENCE, running_podman
 from tests.lab.netns import Netns, netns
-from tests.lab.service_lab import HOST_ADDRESS, ServiceLab, running_dmnc, vm_leftovers
+from tests.lab.service_lab import HOST_ADDRESS, ServiceLab, running_dmnc, status_json, vm_leftovers
 from tests.lab.setup_image import LAB_SETUP_IMAGE
+from tests.lab.wait import wait_until
 
 pytestmark = pytest.mark.lab
+
+TUNNEL_ADDRESS = "10.33.33.1"
+DNS_DOMAIN = "dmnc.internal"
 
 # Doctor bounds each of its own steps; this only stops a broken test from waiting forever.
 DOCTOR_TIMEOUT_S = 120.0
@@ -48,11 +52,22 @@ def doctor(
     as_user: int | None = None,
     config_file: Path | None = None,
     namespace: Netns | None = None,
+    resolv_conf: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`dmnc doctor` in the lab's host namespace (or `namespace`), as root or (`as_user`) as that uid without any
-    groups."""
+    groups; with `resolv_conf` mounted over /etc/resolv.conf in a mount namespace of its own."""
     drop_root = [] if as_user is None else ["setpriv", f"--reuid={as_user}", f"--regid={as_user}", "--clear-groups"]
+    # unshare(1) with private propagation: the bind mount is seen by doctor only, never by this machine.
+    own_resolver = (
+        []
+        if resolv_conf is None
+        else [
+            *("unshare", "--mount", "--propagation", "private", "sh", "-c"),
+            *('mount --bind "$0" /etc/resolv.conf && exec "$@"', str(resolv_conf)),
+        ]
+    )
     argv = [
+        *own_resolver,
         *drop_root,
         sys.executable,
         "-m",
@@ -107,6 +122,9 @@ def test_without_dmnc_doctor_checks_docker_image_and_kernel_and_leaves_nothing(s
         "handshake",
         "route-conflicts",
         "routes",
+        "dns",
+        "dns-resolve",
+        "resolver-files",
         "probe",
     ]
     assert checks["root"] == "PASS root: running as root"
@@ -119,6 +137,9 @@ def test_without_dmnc_doctor_checks_docker_image_and_kernel_and_leaves_nothing(s
     assert "has no WireGuard: dmnc runs chip0 in a wireguard-go container" in checks["vm-wireguard"]
     assert checks["handshake"].startswith("SKIP handshake: dmnc is not running")
     assert checks["route-conflicts"].startswith("PASS route-conflicts: ")
+    assert checks["dns"].startswith("SKIP dns: dmnc is not running")
+    assert checks["dns-resolve"].startswith("SKIP dns-resolve: dmnc is not running")
+    assert checks["resolver-files"] == "SKIP resolver-files: macOS only (/etc/resolver, resolver(5))"
     assert checks["probe"] == "SKIP probe: needs a running dmnc (see handshake)"
     assert completed.returncode == 0
     assert containers_and_networks(service_lab) == before
@@ -157,6 +178,40 @@ def test_with_dmnc_running_doctor_sees_its_port_and_handshake_and_reaches_a_prob
         with netns("dmdoc") as elsewhere:
             routes = lines_by_check(doctor(service_lab, namespace=elsewhere).stdout)["route-conflicts"]
         assert routes.startswith("PASS route-conflicts: ")
+        assert dmnc.stop() == 0
+
+
+def start_named_container(lab: ServiceLab, name: str) -> str:
+    """A busybox container named `name` on the default bridge; returns its IPv4 address."""
+    body = {"Image": BUSYBOX_REFERENCE, "Cmd": ["sleep", "600"]}
+    created = lab.engine_request("POST", "/containers/create", params={"name": name}, json=body).json()
+    lab.engine_request("POST", f"/containers/{created['Id']}/start")
+    settings = lab.engine_request("GET", f"/containers/{created['Id']}/json").json()["NetworkSettings"]
+    return str(settings["Networks"]["bridge"]["IPAddress"])
+
+
+def test_doctor_reports_the_dns_port_and_resolves_a_container_name_through_glibc(
+    service_lab: ServiceLab, tmp_path: Path
+) -> None:
+    address = start_named_container(service_lab, "doc_web")
+    name = f"doc-web.{DNS_DOMAIN}"  # `_` becomes `-` (dmnc/dns/names.py)
+    with running_dmnc(service_lab) as dmnc:
+        dmnc.wait_for_log("tunnel up")
+        wait_until(lambda: (status_json(service_lab)["dns"] or {}).get("records", 0) > 0, 30.0, "a name in DNS")
+        # This lab has no systemd-resolved and nothing points the resolver at dmnc: the check fails with the fix.
+        checks = lines_by_check(doctor(service_lab).stdout)
+        assert checks["dns"].startswith(f"WARN dns: answers for {DNS_DOMAIN} on {TUNNEL_ADDRESS}")
+        assert "port 53: " in checks["dns"]
+        assert "the host's resolver does not ask it (not configured: " in checks["dns"]
+        assert checks["dns-resolve"].startswith(f"FAIL dns-resolve: {name} does not resolve through the system")
+        assert f"dmnc answers {address}" in checks["dns-resolve"]
+        assert f"resolvectl domain dmnc0 ~{DNS_DOMAIN}" in checks["dns-resolve"]
+
+        # glibc asking dmnc (resolv.conf(5) naming the tunnel address, as resolved's stub would forward): a pass.
+        resolv_conf = tmp_path / "resolv.conf"
+        resolv_conf.write_text(f"nameserver {TUNNEL_ADDRESS}\noptions timeout:1 attempts:1\n", encoding="utf-8")
+        passed = lines_by_check(doctor(service_lab, resolv_conf=resolv_conf).stdout)["dns-resolve"]
+        assert passed == f"PASS dns-resolve: {name} resolves to {address} (system resolver)"
         assert dmnc.stop() == 0
 
 
