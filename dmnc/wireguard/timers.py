@@ -114,7 +114,8 @@ class PeerTimers:
         REKEY_TIMEOUT: the responder's keys die REJECT_AFTER_TIME after its date, the initiator rekeys by its own.
         A response delayed past the give-up (or processed after an overdue tick) would start a session the
         responder expires long before the initiator thinks of rekeying, losing packets until the initiator hears
-        nothing back. Neither wireguard-go nor Linux bounds this; a response they accept here is only ever late.
+        nothing back. wireguard-go's ConsumeMessageResponse checks only the handshake state, not its age, so after
+        giving up it still takes up the last initiation's response until the key material is zeroed.
         """
         return self.retransmit_handshake is not None and now < self.retransmit_handshake
 
