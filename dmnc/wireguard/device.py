@@ -426,6 +426,8 @@ class Device:
             return [self._device_drop(DropReason.UNKNOWN_RECEIVER_INDEX)]
         if self._roaming_refused(peer, source):
             return [self._peer_drop(peer, DropReason.ROAMING_REFUSED)]
+        if not peer.timers.awaits_response(now):  # a late answer does not fit the handshake state any more
+            return [self._peer_drop(peer, DropReason.UNEXPECTED_MESSAGE)]
         try:
             noise.consume_response(peer.handshake, self._local, message)
         except noise.HandshakeError as error:

@@ -104,6 +104,21 @@ class PeerTimers:
         self.initiation_allowed_at = now + self._timing.rekey_timeout + self._jitter()
         self.retransmit_handshake = self.initiation_allowed_at
 
+    def awaits_response(self, now: float) -> bool:
+        """Whether a handshake response may still complete the initiation in flight.
+
+        Only until that initiation's retransmit deadline (REKEY_TIMEOUT + jitter after it was sent, whitepaper 6.4):
+        by then the initiator has sent a newer initiation or given up on the attempt. Both sides date the session
+        from their own step of the handshake (the responder when it answers, the initiator when the answer
+        arrives), and the session limits of whitepaper 6.2 hold only while those dates agree to within about a
+        REKEY_TIMEOUT: the responder's keys die REJECT_AFTER_TIME after its date, the initiator rekeys by its own.
+        A response delayed past the give-up (or processed after an overdue tick) would start a session the
+        responder expires long before the initiator thinks of rekeying, losing packets until the initiator hears
+        nothing back. wireguard-go's ConsumeMessageResponse checks only the handshake state, not its age, so after
+        giving up it still takes up the last initiation's response until the key material is zeroed.
+        """
+        return self.retransmit_handshake is not None and now < self.retransmit_handshake
+
     def handshake_initiation_requested(self) -> None:
         """Should be called when a new (not retransmitted) handshake is wanted: the attempt budget starts over."""
         self.handshake_attempts = 0

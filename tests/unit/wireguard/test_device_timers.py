@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dmnc.wireguard import DropReason, Timing
+from dmnc.wireguard import DropReason, Timing, constants
 from tests.fakes.wireguard_network import Host, InFlight, Network, ip4
 
 KEEPALIVE_SIZE = 32  # header + empty payload + tag
@@ -228,3 +228,67 @@ def test_initiator_that_only_receives_rekeys_shortly_before_the_session_expires(
     assert rekeys[0].source == a.endpoint
     assert len(a.tunnel) == 172
     assert a.drops == []
+
+
+def exchange_every_second(net: Network, a: Host, b: Host, seconds: int) -> tuple[list[bytes], list[bytes]]:
+    """Both sides send one packet a second with the network delivering everything; returns (a's, b's) packets."""
+    from_a, from_b = [], []
+    for second in range(seconds):
+        from_a.append(ip4("10.0.0.1", "10.0.0.2", second.to_bytes(2, "big")))
+        from_b.append(ip4("10.0.0.2", "10.0.0.1", second.to_bytes(2, "big")))
+        net.send(a, from_a[-1])
+        net.send(b, from_b[-1])
+        net.advance(1.0)
+    return from_a, from_b
+
+
+def test_response_arriving_after_the_initiator_gave_up_is_refused() -> None:
+    # Found by test_device_chaos.py: b answers a's last initiation, the answer arrives 150 s later. Accepted, it
+    # would give a a session dated 150 s after b's copy, which b expires (REJECT_AFTER_TIME after its own date)
+    # long before a thinks of rekeying: a's packets would be lost until a noticed the silence.
+    net = Network(seed=0)
+    a, b = net.pair()
+    net.send(a, ip4("10.0.0.1", "10.0.0.2", b"never arrives"))
+    net.advance(88.0, deliver=False)
+    initiations = net.drop_all()
+    assert kinds(initiations) == [1] * 18  # REKEY_ATTEMPT_TIME / REKEY_TIMEOUT initiations
+    net.deliver(initiations[-1])
+    (response,) = net.drop_all()
+    net.advance(151.0, deliver=False)
+    assert a.drops == [DropReason.HANDSHAKE_GAVE_UP]
+    net.deliver(response)
+    assert a.drops == [DropReason.HANDSHAKE_GAVE_UP, DropReason.UNEXPECTED_MESSAGE]
+    assert net.in_flight == []  # no session, so nothing confirms it to b
+    # From now on the pair talks, also past the moment b's copy of the refused session would have expired.
+    from_a, from_b = exchange_every_second(net, a, b, 60)
+    assert b.tunnel == from_a
+    assert a.tunnel == from_b
+    assert handshakes(a, b) == 1
+
+
+def test_response_processed_after_its_retransmit_deadline_is_refused_even_before_the_tick() -> None:
+    # The I/O layer may handle a datagram before the overdue tick (after the host slept, say): the initiation the
+    # response answers is about to be replaced all the same, and the response may be arbitrarily late.
+    net = Network()
+    a, b = net.pair()
+    net.send(a, ip4("10.0.0.1", "10.0.0.2", b"waits"))
+    net.deliver_next()  # b answers
+    net.now += constants.REKEY_TIMEOUT + constants.REKEY_TIMEOUT_JITTER_MAX_MS / 1000  # no tick in between
+    net.deliver_next()
+    assert a.drops == [DropReason.UNEXPECTED_MESSAGE]
+    net.advance(0.0)  # the overdue retransmit goes out and completes the handshake
+    assert b.tunnel == [ip4("10.0.0.1", "10.0.0.2", b"waits")]
+    assert handshakes(a, b) == 1
+
+
+def test_response_just_before_its_retransmit_deadline_completes_the_handshake() -> None:
+    net = Network()
+    a, b = net.pair()
+    net.send(a, ip4("10.0.0.1", "10.0.0.2", b"waits"))
+    net.deliver_next()
+    deadline = a.device.next_deadline()
+    assert deadline is not None
+    net.now = deadline - 0.001
+    net.deliver_all()
+    assert a.drops == []
+    assert b.tunnel == [ip4("10.0.0.1", "10.0.0.2", b"waits")]
