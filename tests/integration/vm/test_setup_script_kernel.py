@@ -103,7 +103,8 @@ def test_setup_creates_a_kernel_chip0_that_completes_a_handshake(kernel_lab: Ker
 
     # Again: same interface and key (the host's peer stays valid), each rule still exactly once.
     rules = guest_rules(lab)
-    assert len(rules) == 8
+    # raw PREROUTING, OUTPUT and DOCKER-USER out to DMNC-TO-HOST, DOCKER-USER in, nat: for IPv4 and IPv6.
+    assert len(rules) == 10
     exit_code, output = run_in_guest(lab, lab.params, ScriptMode.SETUP)
     again = outcome_from_output_untrusted(output, exit_code, nonce=LAB_NONCE)
     assert isinstance(again, SetupResult)
@@ -144,7 +145,9 @@ def test_kernel_chip0_completes_a_handshake_with_dmncs_own_peer(guest_lab: Kerne
 def test_check_mode_finds_kernel_wireguard_and_leaves_no_link_behind(guest_lab: KernelLab) -> None:
     lab = guest_lab
     links_before = lab.guest.check("ip -o link show")
-    exit_code, output = lab.guest.run(shlex.join(["sh", SCRIPT_PATH, ScriptMode.CHECK.value]), timeout=60)
+    exit_code, output = lab.guest.run(
+        shlex.join(["sh", SCRIPT_PATH, ScriptMode.CHECK.value, "--nonce", LAB_NONCE]), timeout=60
+    )
     outcome = outcome_from_output_untrusted(output, exit_code, nonce=LAB_NONCE)
     assert isinstance(outcome, KernelWireGuardPresent), output
     assert outcome.kernel_release.startswith("6.1.")

@@ -188,7 +188,9 @@ async def check_containers_through_tunnel(
     # Running setup again restores them, leaving exactly one copy of each rule.
     again = await runner.setup(lab.params)
     assert sorted(dmnc_rules(lab)) == first_rules
-    assert len(first_rules) == 8  # raw, DOCKER-USER in and out, nat: for IPv4 and IPv6, in Docker's backend
+    # raw PREROUTING, OUTPUT and DOCKER-USER out to DMNC-TO-HOST, DOCKER-USER in, nat: for IPv4 and IPv6, in
+    # Docker's backend.
+    assert len(first_rules) == 10
     connect_host_peer(lab, again, [BRIDGE_SUBNET, INTERNAL_SUBNET])
     assert PAGE in http_from_host(lab.host, web_address)
 
