@@ -286,11 +286,14 @@ class FlowFilter:
     def _live(self, key: FlowKey, now: float) -> bool:
         if now == self._newest_at and key == self._newest:
             return True
-        expiry = self._flows.get(key)
+        flows = self._flows
+        expiry = flows.get(key)
         if expiry is None or expiry < now:
             return False
-        # A reply keeps its flow alive as the host's own packets do.
-        self._remember(key, now)
+        # A reply keeps its flow alive as the host's own packets do (renewed here: the flow exists, nothing to evict).
+        flows[key] = now + (TCP_IDLE_S if key[0] == TCP else DATAGRAM_IDLE_S)
+        flows.move_to_end(key)
+        self._newest, self._newest_at = key, now
         return True
 
     def _remember(self, key: FlowKey, now: float) -> None:

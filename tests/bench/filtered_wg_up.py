@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import trio
+
 from dmnc import cli
 from dmnc.commands import wg
 from dmnc.tunnel.datapath import Tunnel
@@ -27,6 +29,15 @@ def filtered_tunnel_class(host_addresses: Sequence[bytes]) -> type[Tunnel]:
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, flow_filter=FlowFilter(host_addresses), **kwargs)
+
+        async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                await super().run(task_status=task_status)
+            finally:
+                # A benchmark of replies only should drop nothing but its own probes: show what was dropped.
+                assert self.flow_filter is not None
+                drops = {reason.name.lower(): count for reason, count in self.flow_filter.drops.items()}
+                print(f"filtered_wg_up: flow filter drops {drops}", file=sys.stderr)
 
     return FilteredTunnel
 
