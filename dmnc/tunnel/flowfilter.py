@@ -127,6 +127,10 @@ class FlowFilter:
         self._allowed_tcp: frozenset[bytes] = frozenset()
         self._allowed_udp: frozenset[bytes] = frozenset()
         self._next_sweep = float("-inf")
+        # The flow `_remember` renewed last, and when: the newest entry of `_flows`, expiring at that time plus its
+        # idle limit (sweeps and evictions take only entries older than it).
+        self._newest: FlowKey | None = None
+        self._newest_at = float("nan")
         self.set_allowed_inbound(allowed_inbound)
 
     def set_allowed_inbound(self, ports: Iterable[InboundPort]) -> None:
@@ -159,7 +163,7 @@ class FlowFilter:
             return False
         key = outbound_flow_key(packet, 0)
         if key is not None:
-            self._remember(key, now + (TCP_IDLE_S if key[0] == TCP else DATAGRAM_IDLE_S))
+            self._remember(key, now)
         return True
 
     # VM -> host
@@ -248,7 +252,7 @@ class FlowFilter:
         if not new_connection and self._live(key, now):
             return True
         if host_port in (self._allowed_tcp if protocol == TCP else self._allowed_udp):
-            self._remember(key, now + (TCP_IDLE_S if protocol == TCP else DATAGRAM_IDLE_S))
+            self._remember(key, now)
             return True
         if new_connection or protocol == UDP:
             self._note_refused(protocol, host_port)
@@ -280,19 +284,30 @@ class FlowFilter:
         return self._drop(FilterDrop.FRAGMENT_NOT_MATCHED)
 
     def _live(self, key: FlowKey, now: float) -> bool:
-        expiry = self._flows.get(key)
+        if now == self._newest_at and key == self._newest:
+            return True
+        flows = self._flows
+        expiry = flows.get(key)
         if expiry is None or expiry < now:
             return False
-        # A reply keeps its flow alive as the host's own packets do.
-        self._remember(key, now + (TCP_IDLE_S if key[0] == TCP else DATAGRAM_IDLE_S))
+        # A reply keeps its flow alive as the host's own packets do (renewed here: the flow exists, nothing to evict).
+        flows[key] = now + (TCP_IDLE_S if key[0] == TCP else DATAGRAM_IDLE_S)
+        flows.move_to_end(key)
+        self._newest, self._newest_at = key, now
         return True
 
-    def _remember(self, key: FlowKey, expiry: float) -> None:
+    def _remember(self, key: FlowKey, now: float) -> None:
+        """Renew `key`'s expiry and make it the most recently used flow, evicting the oldest one past the bound."""
+        if now == self._newest_at and key == self._newest:
+            # Renewed at this very `now` and nothing used since: the write would change nothing. The data path
+            # passes one `now` per batch, so a batch of one flow's packets (a bulk transfer) skips the table.
+            return
         flows = self._flows
-        flows[key] = expiry
+        flows[key] = now + (TCP_IDLE_S if key[0] == TCP else DATAGRAM_IDLE_S)
         flows.move_to_end(key)
         if len(flows) > self._max_flows:
             flows.popitem(last=False)
+        self._newest, self._newest_at = key, now
 
     def _sweep(self, now: float) -> None:
         """Forget expired entries from the least recently used end (a long TCP idle limit may stop it early)."""

@@ -31,6 +31,8 @@ from tests.lab.netns import Netns, stop_process, two_namespaces, wait_for_ping
 from tests.lab.wggo import WgPeer, wg_genkey, wg_pubkey, wireguard_go
 
 IPERF_PORT = 5201
+# UDP payload that fits a 1420-byte tunnel MTU in IPv4 (1420 - 20 - 8 = 1392) without IP fragmentation.
+UDP_LENGTH = 1300
 PING_COUNT = 200
 PING_INTERVAL = "0.01"  # seconds; below 0.2 needs root, which the benchmark has anyway
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -84,11 +86,13 @@ def iperf_server(namespace: Netns) -> Iterator[None]:
         stop_process(server)
 
 
-def iperf(client: Netns, server_address: str, seconds: int, *, reverse: bool) -> float:
-    """TCP throughput in Mbit/s measured by the receiver."""
+def iperf(client: Netns, server_address: str, seconds: int, *, reverse: bool, udp: bool = False) -> float:
+    """TCP (or UDP: unlimited rate, `UDP_LENGTH`-byte datagrams) throughput in Mbit/s measured by the receiver."""
     argv = ["iperf3", "--client", server_address, "--port", str(IPERF_PORT), "--time", str(seconds), "--json"]
     if reverse:
         argv.append("--reverse")
+    if udp:
+        argv += ["--udp", "--bitrate", "0", "--length", str(UDP_LENGTH)]
     report = json.loads(client.run(argv, timeout=seconds + 30).stdout)
     bits_per_second: float = report["end"]["sum_received"]["bits_per_second"]
     return bits_per_second / 1e6
@@ -220,17 +224,22 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10, help="iperf3 duration per direction and round")
-    parser.add_argument("--rounds", type=int, default=3, help="measurement rounds, topologies interleaved")
+def rounds_arguments(description: str, *, seconds: int, rounds: int, json_name: str) -> argparse.Namespace:
+    """The command line of an interleaved-rounds lab benchmark: --seconds, --rounds, --json."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seconds", type=int, default=seconds, help="iperf3 duration per measurement and round")
+    parser.add_argument("--rounds", type=int, default=rounds, help="measurement rounds, topologies interleaved")
     parser.add_argument(
         "--json",
         type=Path,
-        default=Path(tempfile.gettempdir()) / "bench_tunnel.json",
-        help="where to write the results (default: bench_tunnel.json in the temp directory, not the checkout)",
+        default=Path(tempfile.gettempdir()) / json_name,
+        help=f"where to write the results (default: {json_name} in the temp directory, not the checkout)",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = rounds_arguments(__doc__.splitlines()[0], seconds=10, rounds=3, json_name="bench_tunnel.json")
     with contextlib.ExitStack() as stack:
         # All three stay up for the whole run and are measured in turn, round after round, so a burst of other
         # load on the machine hits them alike instead of skewing one of them.

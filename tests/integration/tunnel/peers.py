@@ -76,6 +76,7 @@ class DmncWg:
     config_text: str
     arguments: Sequence[str] = ()  # extra `dmnc wg up` flags
     interface: str = field(default_factory=lambda: unique_name("dm"))
+    command: Sequence[str] = field(default_factory=dmnc_command)  # what runs `wg up ...`
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
     _config_directory: tempfile.TemporaryDirectory[str] = field(default_factory=tempfile.TemporaryDirectory)
@@ -84,7 +85,7 @@ class DmncWg:
         config_path = Path(self._config_directory.name) / "dmnc.conf"
         config_path.write_text(self.config_text)
         self.process = self.namespace.popen(
-            [*dmnc_command(), "wg", "up", str(config_path), "--interface", self.interface, *self.arguments],
+            [*self.command, "wg", "up", str(config_path), "--interface", self.interface, *self.arguments],
             cwd=REPOSITORY,
             stdout=subprocess.PIPE,
         )
@@ -142,8 +143,12 @@ class DmncWg:
 
 
 @contextlib.contextmanager
-def dmnc_wg(namespace: Netns, config_text: str, arguments: Sequence[str] = ()) -> Iterator[DmncWg]:
+def dmnc_wg(
+    namespace: Netns, config_text: str, arguments: Sequence[str] = (), command: Sequence[str] | None = None
+) -> Iterator[DmncWg]:
     peer = DmncWg(namespace, config_text, tuple(arguments))
+    if command is not None:
+        peer.command = tuple(command)
     try:
         peer.start()
         yield peer
@@ -183,11 +188,13 @@ def dmnc_and_wireguard_go(
     dmnc_knows_endpoint: bool = True,
     wggo_knows_endpoint: bool = True,
     dmnc_arguments: Sequence[str] = (),
+    dmnc_runner: Sequence[str] | None = None,
     underlay: tuple[str, str] = ("10.201.0.1/24", "10.201.0.2/24"),
 ) -> Iterator[Topology]:
     """Both peers up and configured for each other; whoever knows the other's endpoint can start the handshake.
 
-    `underlay` addresses the veth (IPv6 ones make the WireGuard datagrams IPv6).
+    `underlay` addresses the veth (IPv6 ones make the WireGuard datagrams IPv6). `dmnc_runner` replaces what runs
+    `wg up` (default `dmnc_command()`).
     """
     dmnc_key, wggo_key = wg_genkey(), wg_genkey()
     with two_namespaces(*underlay) as (left, right, link):
@@ -209,6 +216,6 @@ def dmnc_and_wireguard_go(
                 peers=[wggo_peer],
                 private_key=wggo_key,
             ) as wggo,
-            dmnc_wg(left, config, dmnc_arguments) as dmnc,
+            dmnc_wg(left, config, dmnc_arguments, dmnc_runner) as dmnc,
         ):
             yield Topology(left, right, link, dmnc, wggo, dmnc_key, wggo_key)

@@ -243,6 +243,23 @@ def test_the_table_is_bounded_and_the_least_recently_used_flow_goes_first() -> N
     assert all(flows.inbound(udp(CONTAINER4, 53, HOST4, port), 0.0) for port in (1, 3, 4))
 
 
+def test_repeated_packets_at_one_time_keep_the_eviction_order() -> None:
+    # The data path judges a batch at one `now`; a flow's second packet in a row skips the table, which must not
+    # change which flow is evicted or keep an evicted one alive.
+    flows = make_filter(max_flows=2)
+    for port in (1, 2, 1, 1):
+        flows.outbound(udp(HOST4, port, CONTAINER4, 53), 0.0)
+    flows.outbound(udp(HOST4, 3, CONTAINER4, 53), 0.0)  # port 2 is the least recently used
+    assert not flows.inbound(udp(CONTAINER4, 53, HOST4, 2), 0.0)
+    assert flows.inbound(udp(CONTAINER4, 53, HOST4, 1), 0.0)
+    assert flows.inbound(udp(CONTAINER4, 53, HOST4, 3), 0.0)
+    single = make_filter(max_flows=1)
+    single.outbound(udp(HOST4, 1, CONTAINER4, 53), 0.0)
+    single.outbound(udp(HOST4, 2, CONTAINER4, 53), 0.0)
+    assert not single.inbound(udp(CONTAINER4, 53, HOST4, 1), 0.0)
+    assert single.inbound(udp(CONTAINER4, 53, HOST4, 2), 0.0)
+
+
 def test_expired_flows_are_swept() -> None:
     flows = make_filter()
     for port in range(10):

@@ -1,0 +1,130 @@
+"""The flow filter's cost on the data path: dmnc with and without the one-way door, in one run (issue 14).
+
+Two identical topologies (tests/integration/tunnel/peers.py: dmnc in a "host" namespace, wireguard-go in a "VM"
+one, one veth), one running plain `dmnc wg up`, the other the same command with the service's FlowFilter
+(tests/bench/filtered_wg_up.py). Measured in interleaved rounds, the order alternating so drift in the machine's
+load hits both alike: iperf3 TCP and UDP throughput both ways (the host always starts the flows, as the filter
+demands; "VM->host" is iperf3 --reverse) and ping RTT. Prints the medians and their ratio, filter on / off, and
+whether each is within the goal of 10 %. Run as root from the repository root:
+
+    .venv/bin/python -m tests.bench.bench_flowfilter [--seconds 5] [--rounds 5] [--json PATH]
+
+For the filter's own cost per packet, without a loaded machine's noise: tests/bench/bench_flowfilter_micro.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from tests.bench.bench_tunnel import iperf, iperf_server, ping_rtts, rounds_arguments
+from tests.integration.tunnel.peers import DMNC_ADDRESS, WGGO_ADDRESS, dmnc_and_wireguard_go, dmnc_command
+from tests.lab.netns import Netns, wait_for_ping
+
+GOAL = 0.10  # issue 14: the filter costs at most 10 % of throughput and latency
+FILTERED_RUNNER = (sys.executable, "-m", "tests.bench.filtered_wg_up")
+
+
+# Each measurement: (host namespace, VM namespace, seconds) -> {metric: value}.
+Measurement = Callable[[Netns, Netns, int], dict[str, float]]
+# Metric name -> whether higher is better (throughput) or lower (latency).
+HIGHER_IS_BETTER = {
+    "TCP host->VM Mbit/s": True,
+    "TCP VM->host Mbit/s": True,
+    "UDP host->VM Mbit/s": True,
+    "UDP VM->host Mbit/s": True,
+    "ping p50 ms": False,
+    "ping p99 ms": False,
+}
+
+
+def _throughput(name: str, *, udp: bool, reverse: bool) -> Measurement:
+    def measure(host: Netns, vm: Netns, seconds: int) -> dict[str, float]:
+        with iperf_server(vm):
+            return {name: iperf(host, WGGO_ADDRESS, seconds, reverse=reverse, udp=udp)}
+
+    return measure
+
+
+def _ping(host: Netns, vm: Netns, seconds: int) -> dict[str, float]:
+    p50, p99 = ping_rtts(host, WGGO_ADDRESS)
+    return {"ping p50 ms": p50, "ping p99 ms": p99}
+
+
+MEASUREMENTS: tuple[Measurement, ...] = (
+    _throughput("TCP host->VM Mbit/s", udp=False, reverse=False),
+    _throughput("TCP VM->host Mbit/s", udp=False, reverse=True),
+    _throughput("UDP host->VM Mbit/s", udp=True, reverse=False),
+    _throughput("UDP VM->host Mbit/s", udp=True, reverse=True),
+    _ping,
+)
+
+
+@dataclass
+class Setup:
+    name: str
+    host: Netns
+    vm: Netns
+    samples: dict[str, list[float]]
+
+
+@contextlib.contextmanager
+def dmnc_setup(name: str, runner: tuple[str, ...], *, filtered: bool) -> Iterator[Setup]:
+    with dmnc_and_wireguard_go(dmnc_runner=runner) as topology:
+        if not wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5):
+            raise RuntimeError(f"{name}: no ping from the host through the tunnel")
+        # The door is shut exactly when the filter runs: the VM's own ping to the host gets no reply.
+        if wait_for_ping(topology.right, DMNC_ADDRESS, timeout=2) == filtered:
+            raise RuntimeError(f"{name}: the VM's ping to the host {'passed' if filtered else 'failed'}")
+        yield Setup(name, topology.left, topology.right, {name: [] for name in HIGHER_IS_BETTER})
+
+
+def ratio_line(name: str, off: list[float], on: list[float]) -> str:
+    off_median, on_median = statistics.median(off), statistics.median(on)
+    ratio = on_median / off_median if off_median else float("nan")
+    cost = 1 - ratio if HIGHER_IS_BETTER[name] else ratio - 1
+    verdict = "ok" if cost <= GOAL else "MISSES"
+    return f"{name:22} {off_median:10.3f} {on_median:10.3f} {ratio:7.3f} {100 * cost:+7.1f} %  {verdict}"
+
+
+def main() -> int:
+    args = rounds_arguments(__doc__.splitlines()[0], seconds=5, rounds=5, json_name="bench_flowfilter.json")
+    with (
+        dmnc_setup("filter off", tuple(dmnc_command()), filtered=False) as off,
+        dmnc_setup("filter on", FILTERED_RUNNER, filtered=True) as on,
+    ):
+        for round_number in range(args.rounds):
+            # ABBA: each measurement alternates which setup goes first, so a trend in the load favours neither.
+            for index, measure in enumerate(MEASUREMENTS):
+                order = (off, on) if (round_number + index) % 2 == 0 else (on, off)
+                for setup in order:
+                    for name, value in measure(setup.host, setup.vm, args.seconds).items():
+                        setup.samples[name].append(value)
+            print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+    args.json.write_text(
+        json.dumps(
+            {
+                "seconds": args.seconds,
+                "rounds": args.rounds,
+                "cpus": os.cpu_count(),
+                "load_average_at_end": os.getloadavg(),
+                "samples": {setup.name: setup.samples for setup in (off, on)},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"{'':22} {'off':>10} {'on':>10} {'on/off':>7} {'cost':>9}   (goal: cost <= {100 * GOAL:.0f} %)")
+    for name in HIGHER_IS_BETTER:
+        print(ratio_line(name, off.samples[name], on.samples[name]))
+    print(f"medians of {args.rounds} rounds; load average at the end {os.getloadavg()[0]:.1f}; JSON in {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
