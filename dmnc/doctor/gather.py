@@ -45,10 +45,10 @@ from dmnc.doctor.checks import (
 )
 from dmnc.doctor.probe import DEFAULT_PROBE_TIMEOUT_S, probe_check
 from dmnc.routes import InstalledRoute, InterfaceNotFoundError, RouteError, open_route_manager
-from dmnc.routes.policy import NetworkInfo
 from dmnc.tunnel.udp import DEFAULT_LISTEN_ADDRESSES, UdpEndpoint, UdpError
 from dmnc.vm.errors import VmSetupError
 from dmnc.vm.runner import VmSetupRunner, default_setup_image
+from dmnc.vm.shims import route_info
 
 # Time limits per step: doctor must never hang. Discovery probes each candidate socket for up to 8 s
 # (dmnc.docker.discovery.PROBE_TIMEOUT_S); missing sockets fail at once, so a dozen candidates cost little.
@@ -233,7 +233,7 @@ async def _route_conflicts(settings: DoctorSettings, docker: DockerClient, facts
         return timeout_check("route-conflicts", STEP_TIMEOUT_S)
     except RouteError as error:
         return route_facts_missing_check("read this host's routing table", error)
-    networks = [NetworkInfo.of(network) for network in facts.networks]
+    networks = [route_info(network) for network in facts.networks]
     return route_conflict_check(networks, settings.config.routes, facts.routes)
 
 

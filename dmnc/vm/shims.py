@@ -22,12 +22,14 @@ the parent; only with an aux-address and no range is the subnet routed.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from dmnc.docker.models import IpamConfig, Network
+from dmnc.routes.policy import NetworkInfo
 
 # Names of an `--aux-address NAME=IP` reservation dmnc takes as the shim's address, in order of preference.
 RESERVATION_NAMES = ("dmnc", "host")
@@ -113,6 +115,16 @@ def plan_shims(networks: Iterable[Network]) -> ShimPlan:
             else:
                 missing.append(item)
     return ShimPlan(tuple(shims), tuple(missing))
+
+
+def route_info(network: Network) -> NetworkInfo:
+    """What the route policy needs of `network`, with the subnets that get no shim marked (SkipReason.NO_SHIM)."""
+    info = NetworkInfo.of(network)
+    no_shim = {}
+    for item in plan_shims([network]).missing:
+        for subnet in network.subnets if item.subnet is None else (item.subnet,):
+            no_shim[subnet] = (item.reason, item.fix)
+    return dataclasses.replace(info, no_shim=no_shim) if no_shim else info
 
 
 def _network_shims(network: Network) -> Iterator[Shim | NoShim]:

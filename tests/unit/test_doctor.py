@@ -20,6 +20,7 @@ from dmnc.config import Config, ConfigFlags, format_host_port, load_config
 from dmnc.control.messages import DockerStatus, RouteStatus, StatusSnapshot, TunnelStatus, VmStatus
 from dmnc.docker.discovery import Runtime
 from dmnc.docker.errors import DiscoveryAttempt, DiscoveryError
+from dmnc.docker.models import IpamConfig, Network
 from dmnc.doctor.checks import (
     CheckResult,
     Verdict,
@@ -37,9 +38,10 @@ from dmnc.doctor.checks import (
 from dmnc.doctor.gather import DoctorSettings, run_doctor
 from dmnc.doctor.probe import PROBE_SUBNETS, choose_probe_subnet
 from dmnc.routes import InstalledRoute
-from dmnc.routes.policy import VM_NO_IPV6_FIX, NetworkInfo, PolicyConfig, SkipReason
+from dmnc.routes.policy import VM_NO_IPV6_FIX, NetworkInfo, PolicyConfig, SkipReason, evaluate
 from dmnc.tunnel.udp import UdpError
 from dmnc.vm import KernelWireGuardMissing, KernelWireGuardPresent
+from dmnc.vm.shims import route_info
 
 SOCKET = "unix:///Users/me/.docker/run/docker.sock"
 
@@ -484,3 +486,26 @@ def test_ipv6_endpoints_of_the_running_dmnc_are_shown_in_brackets() -> None:
     assert "from [fd00::1]:51820 (kernel WireGuard)" in handshake_check(snapshot, "").detail
     silent = dataclasses.replace(snapshot, tunnel=dataclasses.replace(snapshot.tunnel, last_handshake_age_s=None))
     assert "the VM must reach this host on UDP [fd00::2]:3333 " in (handshake_check(silent, "").fix or "")
+
+
+def test_routes_check_warns_about_a_macvlan_network_without_a_reservation_and_says_how_to_make_one() -> None:
+    (info,) = [route_info(MACVLAN_WITHOUT_RESERVATION)]
+    (skip,) = evaluate([info], PolicyConfig()).skipped
+    left_out = dataclasses.replace(
+        route_status(str(skip.subnet), "lan", False, skip.describe()), decision=skip.reason.decision
+    )
+    result = installed_routes_check(with_routes(route_status("172.17.0.0/16", "bridge", True), left_out), "")
+    assert result.verdict is Verdict.WARN
+    assert "not routed: 192.168.99.0/24 (lan): a macvlan/ipvlan network the VM cannot reach" in result.detail
+    assert result.fix is not None
+    assert "--aux-address dmnc=IP" in result.fix
+    assert "host.docker.internal" in result.fix
+
+
+MACVLAN_WITHOUT_RESERVATION = Network(
+    "ab" * 32,
+    "lan",
+    "macvlan",
+    ipam_configs=(IpamConfig(ipaddress.ip_network("192.168.99.0/24")),),
+    options={"parent": "eth1"},
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import os
 from types import SimpleNamespace
@@ -14,6 +15,7 @@ import trio.testing
 from dmnc.config import Config
 from dmnc.control import EventBroadcaster
 from dmnc.docker.client import DockerClient
+from dmnc.docker.models import IpamConfig, Network
 from dmnc.supervisor import vm_keeper
 from dmnc.supervisor.vm_keeper import (
     FIRST_HANDSHAKE_GRACE_S,
@@ -27,6 +29,7 @@ from dmnc.tunnel.datapath import Tunnel
 from dmnc.tunnel.flowfilter import InboundPort
 from dmnc.tunnel.udp import UdpEndpoint
 from dmnc.vm import SetupParams, SetupResult, VmMode
+from dmnc.vm.shims import plan_shims
 from dmnc.wireguard import Device, public_key
 
 # Clock readings are sums of float sleeps: compare with this much slack.
@@ -180,3 +183,36 @@ async def test_a_changed_inbound_port_list_sets_a_healthy_vm_side_up_again_with_
     assert [params.allow_inbound for params in setup_params] == [(), (InboundPort(8088),)]
     assert keeper.side is not None
     assert keeper.side.peer is side.peer  # the same VM key: the peer and its session stay
+
+
+async def test_changed_shims_set_the_vm_side_up_again_with_them_and_the_same_set_does_not(
+    setups: list[float], autojump_clock: trio.testing.MockClock
+) -> None:
+    setup_params.clear()
+    keeper = keeper_with([Config()])
+    (shim,) = plan_shims([MACVLAN_NETWORK]).shims
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keeper.keep, cast(DockerClient, None))
+        await trio.sleep(0.5)
+        side = keeper.side
+        assert side is not None
+        side.peer.rx_packets = 1  # healthy: only a changed set of shims sets it up again
+        keeper.set_shims((shim,))
+        await trio.sleep(0.5)
+        keeper.set_shims((shim,))
+        await trio.sleep(0.5)
+        keeper.set_shims(())
+        await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    assert [params.shims for params in setup_params] == [(), (shim,), ()]
+
+
+MACVLAN_NETWORK = Network(
+    "cd" * 32,
+    "lan",
+    "macvlan",
+    ipam_configs=(
+        IpamConfig(ipaddress.ip_network("192.168.1.0/24"), None, None, {"dmnc": ipaddress.ip_address("192.168.1.250")}),
+    ),
+    options={"parent": "eth1"},
+)
