@@ -315,6 +315,7 @@ class VmKeeper:
         self._side = VmSide(peer, result.vm_public_key, result.mode.value, result.endpoint_name, result.ipv6)
         self._health.set_up(now)
         self._stale = trio.Event()
+        self._report_failed_shims(result.shims_failed)
         ipv4_only = "" if result.ipv6 else "; IPv4 only: the VM has IPv6 disabled"
         announce(
             self._events,
@@ -322,6 +323,20 @@ class VmKeeper:
             f"VM side ready ({result.mode.value} WireGuard, kernel {printable(result.kernel_release)}),"
             f" dialing {printable(result.endpoint_name)}{ipv4_only}",
         )
+
+    def _report_failed_shims(self, links: tuple[str, ...]) -> None:
+        """Say which macvlan/ipvlan networks stay out of reach because the VM could not make their shim."""
+        by_link = {shim.link: shim for shim in self._shims}
+        for link in links:
+            shim = by_link.get(link)
+            where = f"network {printable(shim.network)} (parent {printable(shim.parent)})" if shim else link
+            announce(
+                self._events,
+                "vm.shim_failed",
+                f"no shim in the VM for {where}: its containers stay out of reach (the parent interface is missing"
+                " or down, no candidate address was free, or its route clashes with one of the VM's)",
+                logging.WARNING,
+            )
 
 
 def _log_progress(message: str) -> None:

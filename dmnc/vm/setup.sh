@@ -40,6 +40,7 @@
 # Output, the last line on stdout on success (one line, space-separated key=value fields, no spaces in values):
 #   dmnc-setup-result v1 nonce=HEX mode=kernel public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME ipv6=on|off kernel=RELEASE
 #   dmnc-setup-result v1 nonce=HEX mode=userspace public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME ipv6=on|off kernel=RELEASE
+#   (either line may end in ` shims-failed=LINK,...`: the --shim links that could not be made, e.g. parent down)
 #   dmnc-setup-result v1 nonce=HEX mode=kernel-missing kernel=RELEASE
 #   dmnc-setup-result v1 nonce=HEX mode=removed kernel=RELEASE
 #   dmnc-setup-result v1 nonce=HEX mode=kernel-ok kernel=RELEASE
@@ -62,6 +63,8 @@ FROM_SHIM_CHAIN='DMNC-FROM-SHIM'
 # probes a second apart is the common `arping -D` use on a link we just created.
 ARP_PROBES=2
 ARP_PROBE_WAIT_S=2
+# 40 names of 14 characters fit the result line beside its other fields (shims_result_field).
+MAX_REPORTED_SHIMS=40
 # Bounds every delete loop in teardown: a rule that survives this many deletes means iptables is misbehaving.
 MAX_RULE_COPIES=100
 
@@ -548,8 +551,8 @@ apply_all_rules() {
 
 print_result() {
     public_key=$(wg show "$IFACE" public-key 2>/dev/null) || die "cannot read the public key of $IFACE"
-    printf '%s mode=%s public-key=%s endpoint=%s endpoint-name=%s ipv6=%s kernel=%s\n' "$RESULT_PREFIX" "$1" \
-        "$public_key" "$WG_ENDPOINT" "$ENDPOINT_NAME" "$TUNNEL6" "$KERNEL_RELEASE"
+    printf '%s mode=%s public-key=%s endpoint=%s endpoint-name=%s ipv6=%s kernel=%s%s\n' "$RESULT_PREFIX" "$1" \
+        "$public_key" "$WG_ENDPOINT" "$ENDPOINT_NAME" "$TUNNEL6" "$KERNEL_RELEASE" "$(shims_result_field)"
 }
 
 run_setup() {
@@ -694,6 +697,23 @@ apply_shims() {
         fi
     done
     SHIMS_FAILED=${SHIMS_FAILED#,}
+}
+
+# shims_result_field: ` shims-failed=LINK,...` naming the shims apply_shims could not make, nothing when none
+# failed. At most MAX_REPORTED_SHIMS names, so the result line stays within dmnc's bound (MAX_RESULT_LINE,
+# dmnc/vm/result.py); the notes on stderr name every one.
+shims_result_field() {
+    [ -n "${SHIMS_FAILED:-}" ] || return 0
+    sr_names='' sr_count=0
+    sr_ifs=$IFS
+    IFS=,
+    for sr_link in $SHIMS_FAILED; do
+        [ "$sr_count" -lt "$MAX_REPORTED_SHIMS" ] || break
+        sr_names="$sr_names,$sr_link"
+        sr_count=$((sr_count + 1))
+    done
+    IFS=$sr_ifs
+    printf ' shims-failed=%s' "${sr_names#,}"
 }
 
 # create_shim: makes the shim split_shim described; on failure prints why (one line) and returns 1.

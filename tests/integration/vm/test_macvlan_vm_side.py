@@ -104,8 +104,9 @@ def test_a_missing_parent_is_reported_not_fatal(macvlan_lab: MacvlanLab) -> None
     down = shim_for(macvlan_lab.parent)
     lab.vm.run(["ip", "link", "set", macvlan_lab.parent, "down"])
     lab.params = dataclasses.replace(lab.params, shims=(missing, down))
-    start_vm_side(lab)  # a SetupResult: the tunnel is up although no shim could be made
+    result = start_vm_side(lab)  # a SetupResult: the tunnel is up although no shim could be made
     stop_vm_side(lab)
+    assert result.shims_failed == (missing.link, down.link)
     assert shim_links(lab.vm) == []
 
 

@@ -82,6 +82,14 @@ def keeper_with(config: list[Config], events: EventBroadcaster | None = None) ->
     )
 
 
+async def keep_for_a_moment(keeper: VmKeeper) -> None:
+    """Run the keeper long enough for its first setup (the fake runners answer at once), then stop it."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keeper.keep, cast(DockerClient, None))
+        await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+
+
 def quiet_wait_bound(retry: int) -> float:
     """The longest wait before quiet retry number `retry` (0 = the first): doubling, capped."""
     return min(QUIET_VM_RETRY_MAX_S, QUIET_VM_RETRY_INITIAL_S * 2.0**retry)
@@ -151,10 +159,7 @@ async def test_a_vm_side_without_ipv6_is_known_as_ipv4_only_and_says_so(
     keeper = keeper_with([Config()], events)
     before_setup = keeper.carries_ipv6  # not known yet: routes stay as they were
     with events.subscribe() as subscription:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(keeper.keep, cast(DockerClient, None))
-            await trio.sleep(0.5)
-            nursery.cancel_scope.cancel()
+        await keep_for_a_moment(keeper)
         ready = subscription.receive.receive_nowait()
     assert keeper.side is not None
     assert keeper.side.ipv6 is False
@@ -216,3 +221,29 @@ MACVLAN_NETWORK = Network(
     ),
     options={"parent": "eth1"},
 )
+
+
+async def test_shims_the_vm_could_not_make_are_announced_by_network(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    (shim,) = plan_shims([MACVLAN_NETWORK]).shims
+
+    class FakeRunner:
+        def __init__(self, docker: object, **options: object) -> None:
+            pass
+
+        async def setup(self, params: SetupParams) -> SetupResult:
+            vm_key = public_key(bytes(range(32)))
+            endpoint = ("192.168.65.2", 3333)
+            return SetupResult(VmMode.USERSPACE, vm_key, endpoint, "host.docker.internal", "6.1", True, (shim.link,))
+
+    monkeypatch.setattr(vm_keeper, "VmSetupRunner", FakeRunner)
+    events = EventBroadcaster()
+    keeper = keeper_with([Config()], events)
+    keeper.set_shims((shim,))
+    with events.subscribe() as subscription:
+        await keep_for_a_moment(keeper)
+        failed = subscription.receive.receive_nowait()
+        ready = subscription.receive.receive_nowait()
+    assert (failed.kind, ready.kind) == ("vm.shim_failed", "vm.ready")
+    assert "no shim in the VM for network lan (parent eth1)" in failed.message
