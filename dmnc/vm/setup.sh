@@ -743,6 +743,10 @@ create_shim() {
         echo "ip link set up: $cs_err"
         return 1
     }
+    if [ "$sh_how" = probe ] && ! command -v arping >/dev/null 2>&1; then
+        echo "no \`arping\` in the setup image to probe $sh_addresses: reserve an address with --aux-address dmnc=IP"
+        return 1
+    fi
     cs_address=''
     for cs_candidate in $sh_addresses; do
         if [ "$sh_how" = reserved ] || address_is_free "$cs_candidate"; then
@@ -767,7 +771,6 @@ create_shim() {
 # address_is_free ADDRESS: an ARP probe for ADDRESS from the shim (RFC 5227 section 2.1.1: sender address 0.0.0.0,
 # so nobody's cache learns it) gets no answer. `arping -D` exits 0 when no reply came (busybox and iputils alike).
 address_is_free() {
-    command -v arping >/dev/null 2>&1 || return 1
     arping -q -D -c "$ARP_PROBES" -w "$ARP_PROBE_WAIT_S" -I "$sh_link" "$1" >/dev/null 2>&1
 }
 

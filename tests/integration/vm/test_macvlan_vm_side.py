@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from dmnc.vm import ScriptMode
+from dmnc.vm import ScriptMode, SetupResult
 from dmnc.vm.shims import SHIM_LINK_PREFIX, Shim, ShimKind
-from tests.integration.vm.scriptlab import rule_lines, run_script
+from tests.integration.vm.scriptlab import rule_lines, run_script, start_userspace, stop_userspace
 from tests.integration.vm.test_ipv6_vm_side import Lab, open_lab, start_vm_side, stop_vm_side
 from tests.lab.netns import Netns, netns, unique_suffix
 
@@ -35,6 +36,7 @@ class MacvlanLab:
     lab: Lab
     child: Netns
     parent: str
+    tmp_path: Path
 
 
 @pytest.fixture
@@ -49,7 +51,7 @@ def macvlan_lab(tmp_path: Path) -> Iterator[MacvlanLab]:
         lab.vm.run(["ip", "link", "set", child_link, "netns", child.name])
         child.run(["ip", "addr", "add", f"{CHILD_ADDRESS}/{MACVLAN_SUBNET.prefixlen}", "dev", child_link])
         child.run(["ip", "link", "set", child_link, "up"])
-        yield MacvlanLab(lab, child, parent)
+        yield MacvlanLab(lab, child, parent, tmp_path)
 
 
 def shim_for(parent: str) -> Shim:
@@ -124,3 +126,25 @@ def test_malformed_shims_are_refused_by_the_script_too(macvlan_lab: MacvlanLab) 
         assert completed.returncode == 2, (bad, completed.stderr)
         assert f"invalid --shim '{bad}'" in completed.stderr
     assert shim_links(lab.vm) == []
+
+
+def test_a_probed_shim_takes_the_first_candidate_no_one_answers_for(macvlan_lab: MacvlanLab) -> None:
+    lab = macvlan_lab.lab
+    free = ipaddress.IPv4Address("192.168.77.222")
+    # The child holds the first candidate: its ARP reply to the probe rules it out.
+    candidates = (ipaddress.IPv4Address(CHILD_ADDRESS), free)
+    shim = dataclasses.replace(shim_for(macvlan_lab.parent), addresses=candidates, probe=True)
+    lab.params = dataclasses.replace(lab.params, shims=(shim,))
+    # The setup images have busybox's arping (tests/lab/setup_image.py, Alpine's busybox); this host may not.
+    tools = macvlan_lab.tmp_path / "tools"
+    tools.mkdir()
+    (tools / "arping").symlink_to(shutil.which("busybox") or "busybox")
+    process, result, output = start_userspace(lab.vm, lab.params, lab.state_dir, path_prefix=tools)
+    assert isinstance(result, SetupResult), output
+    try:
+        assert result.shims_failed == (), output
+        addresses = lab.vm.run(["ip", "-o", "addr", "show", "dev", shim.link]).stdout
+        assert f"{free}/32" in addresses
+        assert CHILD_ADDRESS not in addresses
+    finally:
+        stop_userspace(lab.vm, process)
