@@ -119,6 +119,10 @@ def _parse_network(text: str, what: str) -> IPNetwork | None:
         raise BadResponse(f"{what}: not an IP subnet: {text!r:.80}") from error
 
 
+# The driver option naming a macvlan/ipvlan network's parent interface (Docker docs, "Macvlan network driver":
+# `docker network create -d macvlan -o parent=eth0`). Without it Docker makes a dummy parent with no way out.
+PARENT_OPTION = "parent"
+
 # How Go prints a nil net.IP; Podman 4.3 sends it as the Gateway of internal networks.
 GO_NIL_IP = "<nil>"
 
@@ -144,19 +148,30 @@ def json_list_untrusted(value: object, what: str) -> list[object]:
 
 @dataclass(frozen=True)
 class IpamConfig:
-    """One IPAM pool of a network: the subnet dmnc routes to, and its gateway (either may be absent)."""
+    """One IPAM pool of a network: the subnet dmnc routes to, and its gateway (either may be absent).
+
+    `ip_range` is the part of the subnet Docker hands to containers (`--ip-range`); `aux_addresses` are the
+    addresses reserved by name so that Docker never hands them out (`--aux-address NAME=IP`, the Engine API's
+    `AuxiliaryAddresses`)."""
 
     subnet: IPNetwork | None
     gateway: IPAddress | None = None
     ip_range: IPNetwork | None = None
+    aux_addresses: Mapping[str, IPAddress] = field(default_factory=dict)
 
     @classmethod
     def from_json_untrusted(cls, value: object) -> Self:
         fields = JsonFields(value, "IPAM config")
+        aux_addresses: dict[str, IPAddress] = {}
+        for name, text in fields.string_map("AuxiliaryAddresses").items():
+            address = _parse_address(text, f"IPAM config AuxiliaryAddresses {name[:40]!r}")
+            if address is not None:
+                aux_addresses[name] = address
         return cls(
             subnet=_parse_network(fields.optional_str("Subnet"), "IPAM config Subnet"),
             gateway=_parse_address(fields.optional_str("Gateway"), "IPAM config Gateway"),
             ip_range=_parse_network(fields.optional_str("IPRange"), "IPAM config IPRange"),
+            aux_addresses=aux_addresses,
         )
 
 
@@ -177,6 +192,13 @@ class Network:
     # Why the IPAM config could not be read (a malformed subnet, gateway or shape); then `ipam_configs` is empty.
     # The network is still listed, so that the route policy can skip it with this reason instead of failing all.
     malformed: str | None = None
+    options: Mapping[str, str] = field(default_factory=dict)
+    """The driver options (`docker network create -o KEY=VALUE`), such as macvlan's `parent`."""
+
+    @property
+    def parent(self) -> str:
+        """The host interface a macvlan or ipvlan network hangs off (`-o parent=IF`); empty when not given."""
+        return self.options.get(PARENT_OPTION, "")
 
     @property
     def subnets(self) -> tuple[IPNetwork, ...]:
@@ -203,6 +225,7 @@ class Network:
             labels=fields.string_map("Labels"),
             ipam_configs=ipam_configs,
             malformed=malformed,
+            options=fields.string_map("Options"),
         )
 
 

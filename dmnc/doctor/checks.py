@@ -27,6 +27,7 @@ from dmnc.routes.policy import VM_NO_IPV6_FIX, HostState, NetworkInfo, PolicyCon
 from dmnc.tunnel.udp import UdpError
 from dmnc.vm.errors import VmSetupError
 from dmnc.vm.result import KernelWireGuardMissing, KernelWireGuardPresent
+from dmnc.vm.shims import RESERVE_HINT, WHY_NOT_PICKED
 
 # A session's keys are refused REJECT_AFTER_TIME after its handshake (whitepaper section 6.1, 180 s); a live tunnel
 # rekeys every REKEY_AFTER_TIME (120 s) while it carries traffic, so an older handshake means the tunnel is dead.
@@ -353,6 +354,9 @@ def installed_routes_check(snapshot: StatusSnapshot | None, not_running: str) ->
         if any(route.decision == SkipReason.VM_NO_IPV6.decision for route in left_out):
             # Not a choice of the user's: containers on those subnets cannot be reached by IPv6 until the VM has it.
             return CheckResult("routes", Verdict.WARN, detail, fix=VM_NO_IPV6_FIX)
+        if any(route.decision == SkipReason.NO_SHIM.decision for route in left_out):
+            # The user's containers on a macvlan/ipvlan network stay out of reach until it has a reservation.
+            return CheckResult("routes", Verdict.WARN, detail, fix=f"{RESERVE_HINT}; {WHY_NOT_PICKED}")
         return CheckResult("routes", Verdict.PASS, detail)
     described = "; ".join(f"{route.subnet} ({route.network}): {route.reason or 'not installed'}" for route in missing)
     if all(route.reason == _NOT_YET for route in missing):

@@ -64,12 +64,13 @@ from dmnc.routes import (
     host_address_source,
     open_route_manager,
 )
-from dmnc.routes.policy import HostNetwork, HostState, NetworkInfo
+from dmnc.routes.policy import HostNetwork, HostState
 from dmnc.supervisor.host_watch import read_host_dns_servers
 from dmnc.supervisor.supervisor import TUNNEL_NETWORKS
 from dmnc.tunnel.udp import DEFAULT_LISTEN_ADDRESSES, UdpEndpoint, UdpError
 from dmnc.vm.errors import VmSetupError
 from dmnc.vm.runner import VmSetupRunner, default_setup_image
+from dmnc.vm.shims import route_info
 
 # Time limits per step: doctor must never hang. Discovery probes each candidate socket for up to 8 s
 # (dmnc.docker.discovery.PROBE_TIMEOUT_S); missing sockets fail at once, so a dozen candidates cost little.
@@ -266,7 +267,7 @@ async def _route_conflicts(settings: DoctorSettings, docker: DockerClient, facts
         return timeout_check("route-conflicts", STEP_TIMEOUT_S)
     except RouteError as error:
         return route_facts_missing_check("read this host's routing table", error)
-    networks = [NetworkInfo.of(network) for network in facts.networks]
+    networks = [route_info(network) for network in facts.networks]
     # The host state the service evaluates with (host_watch), but for the VM endpoint, which only it knows.
     host = HostState(tunnel=TUNNEL_NETWORKS, networks=host_networks, dns_servers=dns_servers)
     return route_conflict_check(networks, settings.config.routes, facts.routes, host)

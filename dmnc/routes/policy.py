@@ -15,6 +15,8 @@ order, per network and then per subnet:
   (loopback, link-local, multicast, ...), the tunnel's own addresses and the host's own traffic (the addresses and
   connected subnets of its other interfaces, the VM's UDP endpoint, its DNS servers). Overlap in either
   direction refuses the subnet whole;
+- a macvlan/ipvlan subnet only when the VM has a shim to reach it (dmnc.vm.shims: its containers are out of the
+  VM's own reach otherwise);
 - IPv6 subnets only while the VM has IPv6 (its setup reports `ipv6=on|off`): with it off the tunnel is IPv4-only;
 - only private ranges, unless `--route-allow` admits more;
 - a subnet that overlaps a route dmnc does not own (a LAN, a VPN) is skipped, naming both routes, unless
@@ -122,6 +124,9 @@ class NetworkInfo:
     labels: Mapping[str, str] = field(default_factory=dict)
     subnets: tuple[Destination, ...] = ()
     malformed: str | None = None  # why its IPAM config could not be read
+    no_shim: Mapping[Destination, tuple[str, str]] = field(default_factory=dict)
+    """Subnets of a macvlan/ipvlan network the VM cannot reach because it has no shim there (dmnc.vm.shims):
+    subnet -> (why, how to get one). A route to them would carry packets into the VM for nothing."""
 
     @classmethod
     def of(cls, network: NetworkLike) -> NetworkInfo:
@@ -259,6 +264,7 @@ class SkipReason(enum.Enum):
     VM_ENDPOINT = "the VM's UDP endpoint"
     DNS_SERVER = "this host's DNS server"
     VM_NO_IPV6 = "the Docker VM has IPv6 disabled"
+    NO_SHIM = "a macvlan/ipvlan network the VM cannot reach"
     NOT_PRIVATE = "not a private range"
     OVERLAP = "overlaps a route dmnc does not own"
     TAKEN = "yielded to a route of another program"
@@ -519,11 +525,21 @@ def _subnet_skip(network: NetworkInfo, subnet: Destination, config: PolicyConfig
     if never := never_rule(subnet, host):
         rule, detail = never
         return Skipped(network.name, subnet, rule, detail, _NO_OPTION)
-    if subnet.version == 6 and not host.vm_ipv6:
-        return Skipped(network.name, subnet, SkipReason.VM_NO_IPV6, VM_NO_IPV6_DETAIL, VM_NO_IPV6_FIX)
+    if unreachable := _unreachable_in_vm(network, subnet, host):
+        return unreachable
     if not is_private(subnet, config.allow):
         detail = "outside 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7 and the documentation ranges"
         return Skipped(network.name, subnet, SkipReason.NOT_PRIVATE, detail, f"allow it with --route-allow {subnet}")
+    return None
+
+
+def _unreachable_in_vm(network: NetworkInfo, subnet: Destination, host: HostState) -> Skipped | None:
+    """Nothing in the VM could deliver to `subnet`: a macvlan/ipvlan subnet without a shim, IPv6 with the VM's off."""
+    if no_shim := network.no_shim.get(subnet):
+        detail, fix = no_shim
+        return Skipped(network.name, subnet, SkipReason.NO_SHIM, detail, fix)
+    if subnet.version == 6 and not host.vm_ipv6:
+        return Skipped(network.name, subnet, SkipReason.VM_NO_IPV6, VM_NO_IPV6_DETAIL, VM_NO_IPV6_FIX)
     return None
 
 

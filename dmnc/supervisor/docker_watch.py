@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import trio
 
@@ -26,6 +26,7 @@ from dmnc.supervisor.log import announce, logger
 from dmnc.supervisor.parts import SHUTDOWN_BUDGET_S
 from dmnc.supervisor.vm_keeper import VmKeeper
 from dmnc.vm.errors import VmSetupError
+from dmnc.vm.shims import plan_shims, route_info
 
 # Reconnecting to Docker: fast at first (a daemon restart takes ~1 s), capped so a stopped Docker Desktop costs
 # almost nothing, jittered so several clients do not hammer a starting daemon in step.
@@ -78,6 +79,7 @@ class DockerWatch:
         self._stopping = stopping
         self._names = names  # container names over DNS; None with --no-dns
         self.state = DockerState()
+        self._networks: dict[str, Network] = {}  # by ID: the VM's macvlan shims follow them
 
     async def run(self) -> None:
         backoff = Backoff(RECONNECT_INITIAL_S, RECONNECT_MAX_S)
@@ -110,7 +112,9 @@ class DockerWatch:
         )
         async with docker.events({"type": ["network", "container"]}) as events:
             # The stream is open before the list is read, so nothing created in between is missed.
-            self._routes.set_networks(NetworkInfo.of(network) for network in await docker.list_networks())
+            listed = await docker.list_networks()
+            self._routes.set_networks(route_info(network) for network in listed)
+            self._set_networks(listed)
             announce(
                 self._events,
                 "docker.connected",
@@ -140,9 +144,10 @@ class DockerWatch:
         while True:
             await trio.sleep(NETWORK_POLL_INTERVAL_S)
             listed = await docker.list_networks()
-            networks = sorted((NetworkInfo.of(network) for network in listed), key=lambda info: info.id)
+            networks = sorted((route_info(network) for network in listed), key=lambda info: info.id)
             if known is not None and networks != known:
                 self._routes.set_networks(networks)
+                self._set_networks(listed)
             known = networks
             if self._names is not None:
                 self._names.containers_changed()
@@ -162,12 +167,19 @@ class DockerWatch:
                     "network %s created but not readable: %s", printable(event.actor_id[:12]), printable(str(error))
                 )
                 return
-            self._routes.update_network(NetworkInfo.of(network))
+            self._routes.update_network(route_info(network))
+            self._set_networks([*self._networks.values(), network])
             announce(self._events, "network.created", f"network {printable(network.name)} created: {_subnets(network)}")
         elif event.action == "destroy":
             self._routes.remove_network(event.actor_id)
+            self._set_networks(network for network in self._networks.values() if network.id != event.actor_id)
             name = event.actor_attributes.get("name", event.actor_id[:12])
             announce(self._events, "network.removed", f"network {printable(name)} removed")
+
+    def _set_networks(self, networks: Iterable[Network]) -> None:
+        """The daemon's networks changed: the VM side's shims follow (a new setup run when their set changes)."""
+        self._networks = {network.id: network for network in networks}
+        self._vm.set_shims(plan_shims(self._networks.values()).shims)
 
 
 def docker_problem(error: BaseException) -> str | None:

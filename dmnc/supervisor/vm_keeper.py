@@ -30,6 +30,7 @@ from dmnc.vm.errors import VmSetupError
 from dmnc.vm.params import SetupParams
 from dmnc.vm.result import SetupResult
 from dmnc.vm.runner import VmSetupRunner
+from dmnc.vm.shims import Shim
 from dmnc.wireguard import Device, PeerConfig, PeerStats
 from dmnc.wireguard.constants import REKEY_TIMEOUT
 
@@ -187,6 +188,7 @@ class VmKeeper:
         self._stale = trio.Event()
         self._docker_activity = trio.Event()
         self._reconfigure = False
+        self._shims: tuple[Shim, ...] = ()
 
     @property
     def side(self) -> VmSide | None:
@@ -204,6 +206,20 @@ class VmKeeper:
         self._reconfigure = True
         self._stale.set()
         self._docker_activity.set()
+
+    @property
+    def shims(self) -> tuple[Shim, ...]:
+        """The macvlan/ipvlan shims the next setup declares."""
+        return self._shims
+
+    def set_shims(self, shims: tuple[Shim, ...]) -> None:
+        """Docker's macvlan/ipvlan networks changed: when that changes the shims, set the VM side up again (every
+        setup recreates exactly the declared set)."""
+        if shims == self._shims:
+            return
+        self._shims = shims
+        if self._side is not None:
+            self.set_up_again()
 
     def container_started(self) -> None:
         """Docker is in use (so its VM is awake): a VM side that stayed silent may be set up again now."""
@@ -276,6 +292,7 @@ class VmKeeper:
             port=self._udp.port if endpoint is None or endpoint.port is None else endpoint.port,
             endpoint=None if endpoint is None else endpoint.host,
             allow_inbound=self._config().inbound_allow,
+            shims=self._shims,
         )
 
     def _install(self, result: SetupResult, now: float) -> None:
@@ -298,6 +315,7 @@ class VmKeeper:
         self._side = VmSide(peer, result.vm_public_key, result.mode.value, result.endpoint_name, result.ipv6)
         self._health.set_up(now)
         self._stale = trio.Event()
+        self._report_failed_shims(result.shims_failed)
         ipv4_only = "" if result.ipv6 else "; IPv4 only: the VM has IPv6 disabled"
         announce(
             self._events,
@@ -305,6 +323,20 @@ class VmKeeper:
             f"VM side ready ({result.mode.value} WireGuard, kernel {printable(result.kernel_release)}),"
             f" dialing {printable(result.endpoint_name)}{ipv4_only}",
         )
+
+    def _report_failed_shims(self, links: tuple[str, ...]) -> None:
+        """Say which macvlan/ipvlan networks stay out of reach because the VM could not make their shim."""
+        by_link = {shim.link: shim for shim in self._shims}
+        for link in links:
+            shim = by_link.get(link)
+            where = f"network {printable(shim.network)} (parent {printable(shim.parent)})" if shim else link
+            announce(
+                self._events,
+                "vm.shim_failed",
+                f"no shim in the VM for {where}: its containers stay out of reach (the parent interface is missing"
+                " or down, no candidate address was free, or its route clashes with one of the VM's)",
+                logging.WARNING,
+            )
 
 
 def _log_progress(message: str) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from dmnc.tunnel.flowfilter import InboundPort
 from dmnc.vm.assets import setup_script
 from dmnc.vm.errors import SetupParamsError
+from dmnc.vm.shims import SHIM_LINK_PREFIX, Shim
 
 # Names the Docker VMs give the host: Docker Desktop, Lima (Colima, Rancher Desktop), Podman machine.
 DEFAULT_ENDPOINT_CANDIDATES = ("host.docker.internal", "host.lima.internal", "host.containers.internal")
@@ -105,6 +106,25 @@ def _check_interface_name(name: str) -> None:
         raise SetupParamsError(f"interface name {name!r} must be 1-15 letters, digits, '_', '.' or '-' (not first)")
 
 
+def _check_shim(shim: Shim) -> None:
+    _check_interface_name(shim.link)
+    _check_interface_name(shim.parent)
+    if not shim.link.startswith(SHIM_LINK_PREFIX):
+        raise SetupParamsError(f"shim link {shim.link!r} must start with {SHIM_LINK_PREFIX!r} (teardown finds it so)")
+    if shim.parent.startswith(SHIM_LINK_PREFIX):
+        raise SetupParamsError(f"shim parent {shim.parent!r} is itself a shim")
+    if not shim.addresses or (not shim.probe and len(shim.addresses) != 1):
+        raise SetupParamsError(f"shim {shim.link}: one reserved address, or one or more to probe")
+
+
+def shim_argument(shim: Shim) -> str:
+    """The value of one `--shim`: LINK,KIND,PARENT,ROUTE,reserved|probe,ADDRESS[,ADDRESS...] (interface names hold
+    no commas: _INTERFACE_NAME)."""
+    how = "probe" if shim.probe else "reserved"
+    addresses = ",".join(str(address) for address in shim.addresses)
+    return f"{shim.link},{shim.kind.value},{shim.parent},{shim.route},{how},{addresses}"
+
+
 @dataclass(frozen=True, slots=True)
 class SetupParams:
     """Everything the setup script needs, all public. Validated on construction (SetupParamsError)."""
@@ -124,6 +144,9 @@ class SetupParams:
     allow_inbound: tuple[InboundPort, ...] = ()
     """Host ports containers may open connections to: the VM forwards new connections towards the tunnel only to
     these (`--allow-inbound`)."""
+    shims: tuple[Shim, ...] = ()
+    """The macvlan/ipvlan shims the VM should have (dmnc.vm.shims.plan_shims): every setup run recreates exactly
+    these and removes any other."""
 
     def __post_init__(self) -> None:
         if len(self.host_public_key) != WIREGUARD_KEY_LENGTH:
@@ -151,6 +174,8 @@ class SetupParams:
         for inbound in self.allow_inbound:
             if not 1 <= inbound.port <= 65535 or inbound.protocol not in {"tcp", "udp"}:
                 raise SetupParamsError(f"inbound port {inbound.port}/{inbound.protocol} is not PORT/tcp or PORT/udp")
+        for shim in self.shims:
+            _check_shim(shim)
 
     @property
     def host_public_key_base64(self) -> str:
@@ -220,6 +245,8 @@ def script_arguments(params: SetupParams, mode: ScriptMode, *, nonce: str) -> li
             arguments += ["--endpoint-candidate", candidate]
     for inbound in params.allow_inbound:
         arguments += ["--allow-inbound", f"{inbound.port}/{inbound.protocol}"]
+    for shim in params.shims:
+        arguments += ["--shim", shim_argument(shim)]
     return arguments
 
 

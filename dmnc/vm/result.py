@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from dmnc.vm.errors import SetupParamsError, SetupResultError, SetupScriptError
 from dmnc.vm.params import decode_public_key, is_host_name
+from dmnc.vm.shims import SHIM_LINK_PREFIX
 
 RESULT_PREFIX = "dmnc-setup-result"
 RESULT_VERSION = "v1"
@@ -33,9 +34,11 @@ MAX_RESULT_LINE = 1024
 MAX_REASON_LENGTH = 500
 # uname -r: release strings are letters, digits and ._+~- (e.g. "6.1.0-18-cloud-amd64", "6.10.14-linuxkit").
 _KERNEL_RELEASE = re.compile(r"[A-Za-z0-9._+~-]{1,128}")
+_SHIM_LINK = re.compile(rf"{SHIM_LINK_PREFIX}[A-Za-z0-9_.-]{{1,10}}")
 _PORT = re.compile(r"[1-9][0-9]{0,4}")
 
 _IPV6_VALUES = {"on": True, "off": False}
+SHIMS_FAILED_FIELD = "shims-failed"
 
 HostPeerEndpoint = tuple[str, int]
 """(IP address, UDP port) of the host's WireGuard peer as the VM dials it: chip0's peer endpoint inside the VM, an
@@ -60,6 +63,9 @@ class SetupResult:
     endpoint_name: str
     kernel_release: str
     ipv6: bool
+    shims_failed: tuple[str, ...] = ()
+    """The macvlan/ipvlan shim links (SetupParams.shims) the script could not make: parent missing or down, no
+    free address, a clashing route. Reported, not fatal."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +98,8 @@ _FIELDS_BY_MODE: dict[str, frozenset[str]] = {
     "removed": frozenset({"mode", "kernel"}),
     "kernel-ok": frozenset({"mode", "kernel"}),
 }
+# Fields a setup result carries only when there is something to say.
+_OPTIONAL_SETUP_FIELDS = frozenset({SHIMS_FAILED_FIELD})
 
 
 def _parse_endpoint_untrusted(text: str) -> HostPeerEndpoint:
@@ -159,9 +167,10 @@ def parse_result_line_untrusted(line: str, *, nonce: str) -> ScriptOutcome:
     if mode not in _FIELDS_BY_MODE:
         raise SetupResultError(f"result mode {str(mode)[:40]!r} is unknown")
     expected = _FIELDS_BY_MODE[mode]
-    if fields.keys() != expected:
+    optional = _OPTIONAL_SETUP_FIELDS if mode in {VmMode.KERNEL.value, VmMode.USERSPACE.value} else frozenset()
+    if fields.keys() - optional != expected:
         missing = sorted(expected - fields.keys())
-        unexpected = sorted(fields.keys() - expected)
+        unexpected = sorted(fields.keys() - expected - optional)
         raise SetupResultError(f"result line for mode {mode}: missing {missing}, unexpected {unexpected}")
     kernel_release = fields["kernel"]
     if not _KERNEL_RELEASE.fullmatch(kernel_release):
@@ -189,7 +198,18 @@ def parse_result_line_untrusted(line: str, *, nonce: str) -> ScriptOutcome:
         endpoint_name=endpoint_name,
         kernel_release=kernel_release,
         ipv6=ipv6,
+        shims_failed=_parse_shim_links_untrusted(fields.get(SHIMS_FAILED_FIELD)),
     )
+
+
+def _parse_shim_links_untrusted(text: str | None) -> tuple[str, ...]:
+    if text is None:
+        return ()
+    links = tuple(text.split(","))
+    for link in links:
+        if not _SHIM_LINK.fullmatch(link):
+            raise SetupResultError(f"result field {SHIMS_FAILED_FIELD} names {link[:40]!r}, not a shim link")
+    return links
 
 
 def _printable(text: str) -> str:

@@ -31,12 +31,16 @@
 #   --iptables auto|legacy|nft   default auto: the backend that holds Docker's chains
 #   --allow-inbound PORT/PROTO   repeatable, PROTO tcp or udp: a host port containers may open connections to
 #                                through the tunnel. Towards the host only replies of its own flows pass otherwise.
+#   --shim LINK,KIND,PARENT,ROUTE,reserved|probe,ADDR[,ADDR...]
+#                                repeatable: a macvlan/ipvlan shim (see "Shims" below); every setup run deletes every
+#                                dmncm* link and creates exactly these. Teardown deletes them all.
 #   --state-dir DIR              userspace mode only: where the fallback keeps its private key (default
 #                                /var/lib/dmnc-setup, inside the container, so a restart keeps the same key)
 #
 # Output, the last line on stdout on success (one line, space-separated key=value fields, no spaces in values):
 #   dmnc-setup-result v1 nonce=HEX mode=kernel public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME ipv6=on|off kernel=RELEASE
 #   dmnc-setup-result v1 nonce=HEX mode=userspace public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME ipv6=on|off kernel=RELEASE
+#   (either line may end in ` shims-failed=LINK,...`: the --shim links that could not be made, e.g. parent down)
 #   dmnc-setup-result v1 nonce=HEX mode=kernel-missing kernel=RELEASE
 #   dmnc-setup-result v1 nonce=HEX mode=removed kernel=RELEASE
 #   dmnc-setup-result v1 nonce=HEX mode=kernel-ok kernel=RELEASE
@@ -51,6 +55,16 @@ DEFAULT_CANDIDATES='host.docker.internal host.lima.internal host.containers.inte
 PERSISTENT_KEEPALIVE=25
 # The filter chain of what the VM may send towards the host through the tunnel (to_host_rules).
 TO_HOST_CHAIN='DMNC-TO-HOST'
+# Shim links are named with this prefix (dmnc/vm/shims.py SHIM_LINK_PREFIX); teardown deletes every such link.
+SHIM_PREFIX='dmncm'
+# The filter chain of what may come from a shim (from_shim_rules).
+FROM_SHIM_CHAIN='DMNC-FROM-SHIM'
+# Duplicate-address probes: RFC 5227 section 1.1 sends PROBE_NUM=3 probes over about a second and a half; two
+# probes a second apart is the common `arping -D` use on a link we just created.
+ARP_PROBES=2
+ARP_PROBE_WAIT_S=2
+# 40 names of 14 characters fit the result line beside its other fields (shims_result_field).
+MAX_REPORTED_SHIMS=40
 # Bounds every delete loop in teardown: a rule that survives this many deletes means iptables is misbehaving.
 MAX_RULE_COPIES=100
 
@@ -120,6 +134,7 @@ IFACE='chip0'
 IPTABLES_CHOICE='auto'
 STATE_DIR='/var/lib/dmnc-setup'
 ALLOW_INBOUND=''
+SHIMS=''
 
 while [ $# -gt 0 ]; do
     [ $# -ge 2 ] || usage_error "option $1 needs a value"
@@ -138,6 +153,7 @@ while [ $# -gt 0 ]; do
         --iptables) IPTABLES_CHOICE=$2 ;;
         --state-dir) STATE_DIR=$2 ;;
         --allow-inbound) ALLOW_INBOUND="$ALLOW_INBOUND $2" ;;
+        --shim) SHIMS="$SHIMS $2" ;;
         *) usage_error "unknown option '$1'" ;;
     esac
     shift 2
@@ -192,6 +208,55 @@ check_allow_inbound() {
     done
 }
 
+# ip_words_ok TEXT: only digits, dots and slashes, so an address or route from --shim is never an option.
+ip_words_ok() {
+    case $1 in
+        '' | *[!0-9./]* | [./]*) return 1 ;;
+    esac
+    return 0
+}
+
+check_shims() {
+    for shim in $SHIMS; do
+        split_shim "$shim"
+        case $sh_link in
+            "$SHIM_PREFIX"*) ;;
+            *) usage_error "invalid --shim '$shim': the link name must start with $SHIM_PREFIX" ;;
+        esac
+        for sh_name in "$sh_link" "$sh_parent"; do
+            case $sh_name in
+                '' | *[!A-Za-z0-9_.-]* | [.-]*) usage_error "invalid --shim '$shim': bad interface name '$sh_name'" ;;
+            esac
+            [ "${#sh_name}" -le 15 ] || usage_error "invalid --shim '$shim': '$sh_name' is longer than 15 characters"
+        done
+        case $sh_kind/$sh_how in
+            macvlan/reserved | macvlan/probe | ipvlan/reserved | ipvlan/probe) ;;
+            *) usage_error "invalid --shim '$shim': expected macvlan|ipvlan and reserved|probe" ;;
+        esac
+        ip_words_ok "$sh_route" || usage_error "invalid --shim '$shim': bad route '$sh_route'"
+        [ -n "$sh_addresses" ] || usage_error "invalid --shim '$shim': no address"
+        for sh_address in $sh_addresses; do
+            ip_words_ok "$sh_address" || usage_error "invalid --shim '$shim': bad address '$sh_address'"
+        done
+    done
+}
+
+# split_shim VALUE: LINK,KIND,PARENT,ROUTE,HOW,ADDR... into sh_link sh_kind sh_parent sh_route sh_how and
+# sh_addresses (space-separated).
+split_shim() {
+    sp_ifs=$IFS
+    IFS=,
+    set -f
+    # shellcheck disable=SC2086 # splitting on commas is the point
+    set -- $1
+    set +f
+    IFS=$sp_ifs
+    sh_link=${1:-} sh_kind=${2:-} sh_parent=${3:-} sh_route=${4:-} sh_how=${5:-}
+    sh_addresses=''
+    [ $# -gt 5 ] && shift 5 && sh_addresses=$*
+    return 0
+}
+
 case $IFACE in
     '' | *[!A-Za-z0-9_.-]* | [.-]*) usage_error "invalid interface name '$IFACE'" ;;
 esac
@@ -228,6 +293,7 @@ if [ "$MODE" = setup ] || [ "$MODE" = userspace ]; then
     esac
     [ -n "$CANDIDATES" ] || CANDIDATES=$DEFAULT_CANDIDATES
     check_allow_inbound
+    check_shims
 fi
 
 KERNEL_RELEASE=$(uname -r 2>/dev/null) || KERNEL_RELEASE=''
@@ -342,6 +408,7 @@ apply_rules() {
     # Docker Desktop >= 4.39 (and Docker's FORWARD policy DROP) drop forwarded traffic unless DOCKER-USER accepts it.
     "$ar_action" "$ar_tool" filter DOCKER-USER -i "$IFACE" -j ACCEPT
     to_host_rules "$ar_action" "$ar_tool"
+    from_shim_rules "$ar_action" "$ar_tool"
     # Containers on --internal networks have no route back to the host's tunnel address: answer via the bridge.
     "$ar_action" "$ar_tool" nat POSTROUTING -s "$ar_host" -j MASQUERADE
     if [ "$ar_action" = remove_rule ]; then
@@ -484,8 +551,8 @@ apply_all_rules() {
 
 print_result() {
     public_key=$(wg show "$IFACE" public-key 2>/dev/null) || die "cannot read the public key of $IFACE"
-    printf '%s mode=%s public-key=%s endpoint=%s endpoint-name=%s ipv6=%s kernel=%s\n' "$RESULT_PREFIX" "$1" \
-        "$public_key" "$WG_ENDPOINT" "$ENDPOINT_NAME" "$TUNNEL6" "$KERNEL_RELEASE"
+    printf '%s mode=%s public-key=%s endpoint=%s endpoint-name=%s ipv6=%s kernel=%s%s\n' "$RESULT_PREFIX" "$1" \
+        "$public_key" "$WG_ENDPOINT" "$ENDPOINT_NAME" "$TUNNEL6" "$KERNEL_RELEASE" "$(shims_result_field)"
 }
 
 run_setup() {
@@ -520,6 +587,7 @@ run_setup() {
     esac
     configure_interface
     apply_all_rules
+    apply_shims
     print_result kernel
 }
 
@@ -555,6 +623,7 @@ run_userspace() {
     must "setting the private key of $IFACE" wg set "$IFACE" private-key "$key_file"
     configure_interface
     apply_all_rules
+    apply_shims
     print_result userspace
     wait "$wg_pid"
     wg_status=$?
@@ -566,6 +635,7 @@ run_teardown() {
     if [ -n "$(link_details)" ]; then
         must "deleting $IFACE" ip link del dev "$IFACE"
     fi
+    remove_shim_links
     if [ "$IPTABLES_CHOICE" = auto ]; then
         backends='nft legacy'
     else
@@ -586,8 +656,149 @@ teardown_family() {
     command -v "$1" >/dev/null 2>&1 || return 0
     saved=$("$1-save" 2>/dev/null) || return 0
     case $saved in
-        *"-i $IFACE "* | *"-o $IFACE "* | *"-s $2/"* | *"$TO_HOST_CHAIN"*) apply_rules remove_rule "$1" "$2" ;;
+        *"-i $IFACE "* | *"-o $IFACE "* | *"-s $2/"* | *"$TO_HOST_CHAIN"* | *"$FROM_SHIM_CHAIN"*) apply_rules remove_rule "$1" "$2" ;;
     esac
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shims: reaching macvlan and ipvlan (L2) containers (dmnc/vm/shims.py decides which, and their addresses)
+#
+# The VM cannot talk to its own macvlan children through their parent (Docker docs, "Macvlan network driver"). A
+# shim is one more link of the same kind on the same parent (macvlan in bridge mode, ipvlan in l2 mode, ip-link(8)),
+# holding a /32 Docker never hands out, with a route to the containers' range through it. Tunnel traffic is
+# forwarded onto it and masqueraded to the shim's address (apply_rules' MASQUERADE), so the containers answer it.
+
+# remove_shim_links: deletes every link named $SHIM_PREFIX*, whatever run made it; their addresses and routes go
+# with them.
+remove_shim_links() {
+    rs_links=$(ip -o link show 2>/dev/null) || return 0
+    for rs_word in $rs_links; do
+        case $rs_word in
+            "$SHIM_PREFIX"*:)
+                rs_link=${rs_word%:}
+                rs_link=${rs_link%%@*}
+                must "deleting the shim $rs_link" ip link del dev "$rs_link"
+                ;;
+        esac
+    done
+}
+
+# apply_shims: the declared set, from scratch. A shim that cannot be made (parent missing or down, no free
+# address, a clashing route) is reported on stderr and in the result's shims-failed field, never fatal.
+apply_shims() {
+    remove_shim_links
+    SHIMS_FAILED=''
+    for shim in $SHIMS; do
+        split_shim "$shim"
+        if ! shim_problem=$(create_shim); then
+            note "shim $sh_link on $sh_parent not set up: $shim_problem"
+            SHIMS_FAILED="$SHIMS_FAILED,$sh_link"
+            ip link del dev "$sh_link" >/dev/null 2>&1 || true
+        fi
+    done
+    SHIMS_FAILED=${SHIMS_FAILED#,}
+}
+
+# shims_result_field: ` shims-failed=LINK,...` naming the shims apply_shims could not make, nothing when none
+# failed. At most MAX_REPORTED_SHIMS names, so the result line stays within dmnc's bound (MAX_RESULT_LINE,
+# dmnc/vm/result.py); the notes on stderr name every one.
+shims_result_field() {
+    [ -n "${SHIMS_FAILED:-}" ] || return 0
+    sr_names='' sr_count=0
+    sr_ifs=$IFS
+    IFS=,
+    for sr_link in $SHIMS_FAILED; do
+        [ "$sr_count" -lt "$MAX_REPORTED_SHIMS" ] || break
+        sr_names="$sr_names,$sr_link"
+        sr_count=$((sr_count + 1))
+    done
+    IFS=$sr_ifs
+    printf ' shims-failed=%s' "${sr_names#,}"
+}
+
+# create_shim: makes the shim split_shim described; on failure prints why (one line) and returns 1.
+create_shim() {
+    cs_state=$(ip -o link show dev "$sh_parent" 2>/dev/null) || {
+        echo "parent interface $sh_parent is missing"
+        return 1
+    }
+    # The flags between <...> of `ip -o link show`: IFF_UP shows as the word UP (LOWER_UP is the carrier).
+    cs_flags=${cs_state#*<}
+    case ",${cs_flags%%>*}," in
+        *,UP,*) ;;
+        *)
+            echo "parent interface $sh_parent is down"
+            return 1
+            ;;
+    esac
+    if [ "$sh_kind" = macvlan ]; then
+        cs_err=$(ip link add "$sh_link" link "$sh_parent" type macvlan mode bridge 2>&1)
+    else
+        cs_err=$(ip link add "$sh_link" link "$sh_parent" type ipvlan mode l2 2>&1)
+    fi || {
+        echo "ip link add: $cs_err"
+        return 1
+    }
+    cs_err=$(ip link set dev "$sh_link" up 2>&1) || {
+        echo "ip link set up: $cs_err"
+        return 1
+    }
+    if [ "$sh_how" = probe ] && ! command -v arping >/dev/null 2>&1; then
+        echo "no \`arping\` in the setup image to probe $sh_addresses: reserve an address with --aux-address dmnc=IP"
+        return 1
+    fi
+    cs_address=''
+    for cs_candidate in $sh_addresses; do
+        if [ "$sh_how" = reserved ] || address_is_free "$cs_candidate"; then
+            cs_address=$cs_candidate
+            break
+        fi
+    done
+    if [ -z "$cs_address" ]; then
+        echo "every candidate address answered an ARP probe ($sh_addresses): reserve one with --aux-address dmnc=IP"
+        return 1
+    fi
+    cs_err=$(ip addr add "$cs_address/32" dev "$sh_link" 2>&1) || {
+        echo "ip addr add $cs_address/32: $cs_err"
+        return 1
+    }
+    cs_err=$(ip route add "$sh_route" dev "$sh_link" src "$cs_address" 2>&1) || {
+        echo "ip route add $sh_route: $cs_err"
+        return 1
+    }
+}
+
+# address_is_free ADDRESS: an ARP probe for ADDRESS from the shim (RFC 5227 section 2.1.1: sender address 0.0.0.0,
+# so nobody's cache learns it) gets no answer. `arping -D` exits 0 when no reply came (busybox and iputils alike).
+address_is_free() {
+    arping -q -D -c "$ARP_PROBES" -w "$ARP_PROBE_WAIT_S" -I "$sh_link" "$1" >/dev/null 2>&1
+}
+
+# from_shim_rules ACTION TOOL: the shims open nothing. Macvlan children cannot reach the VM's namespace, which is
+# why some use macvlan; a shim would reopen that. From a shim only replies of flows the VM or the host started
+# pass (conntrack ESTABLISHED,RELATED, iptables-extensions(8)), to the VM itself (INPUT) and through it (FORWARD,
+# via DOCKER-USER). `+` matches every link name with the prefix (iptables(8), -i).
+from_shim_rules() {
+    fs_action=$1 fs_tool=$2
+    # Shims are IPv4 only (dmnc/vm/shims.py); without any, none of these rules is wanted.
+    case $fs_tool in
+        ip6tables*) fs_action=remove_rule ;;
+    esac
+    [ -n "$SHIMS" ] || fs_action=remove_rule
+    if [ "$fs_action" = ensure_rule ]; then
+        if ! "$fs_tool" -w -t filter -S "$FROM_SHIM_CHAIN" >/dev/null 2>&1; then
+            must "$fs_tool -t filter -N $FROM_SHIM_CHAIN" "$fs_tool" -w -t filter -N "$FROM_SHIM_CHAIN"
+        fi
+        # Each goes in at the top: the DROP first, so the accept ends up above it.
+        ensure_rule "$fs_tool" filter "$FROM_SHIM_CHAIN" -j DROP
+        ensure_rule "$fs_tool" filter "$FROM_SHIM_CHAIN" -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+    fi
+    "$fs_action" "$fs_tool" filter INPUT -i "$SHIM_PREFIX+" -j "$FROM_SHIM_CHAIN"
+    "$fs_action" "$fs_tool" filter DOCKER-USER -i "$SHIM_PREFIX+" -j "$FROM_SHIM_CHAIN"
+    if [ "$fs_action" = remove_rule ] && "$fs_tool" -w -t filter -S "$FROM_SHIM_CHAIN" >/dev/null 2>&1; then
+        must "$fs_tool -t filter -F $FROM_SHIM_CHAIN" "$fs_tool" -w -t filter -F "$FROM_SHIM_CHAIN"
+        must "$fs_tool -t filter -X $FROM_SHIM_CHAIN" "$fs_tool" -w -t filter -X "$FROM_SHIM_CHAIN"
+    fi
 }
 
 # The temporary link's name carries this shell's PID: two checks at once in one VM do not collide, and it can never

@@ -6,11 +6,8 @@ import argparse
 import dataclasses
 import errno
 import ipaddress
-import socket
-import threading
 from pathlib import Path
 
-import dns.name
 import pytest
 import trio
 from hypothesis import given, settings
@@ -20,34 +17,34 @@ from dmnc.cli import main
 from dmnc.commands._common import EXIT_BAD_CONFIG
 from dmnc.commands.doctor import MAX_PROBE_TIMEOUT_S, positive_seconds, render_check
 from dmnc.config import Config, ConfigFlags, format_host_port, load_config
-from dmnc.control.messages import DnsStatus, DockerStatus, RouteStatus, StatusSnapshot, TunnelStatus, VmStatus
-from dmnc.dns.names import ContainerEndpoints
-from dmnc.dns.resolver_files import resolver_file_text, resolver_path, write_resolver_file
+from dmnc.control.messages import DockerStatus, RouteStatus, StatusSnapshot, TunnelStatus, VmStatus
 from dmnc.docker.discovery import Runtime
 from dmnc.docker.errors import DiscoveryAttempt, DiscoveryError
 from dmnc.doctor.checks import (
     CheckResult,
-    ResolveTarget,
     Verdict,
-    dns_resolve_check,
-    dns_server_check,
     docker_unreachable_check,
     handshake_check,
     installed_routes_check,
     kernel_check,
-    leftover_resolver_check,
     listen_advice,
     port_check,
-    resolve_target,
     root_check,
     route_conflict_check,
     runtime_check,
     setup_image_check,
 )
-from dmnc.doctor.gather import DoctorSettings, run_doctor, system_resolve
+from dmnc.doctor.gather import DoctorSettings, run_doctor
 from dmnc.doctor.probe import PROBE_SUBNETS, choose_probe_subnet
 from dmnc.routes import InstalledRoute
-from dmnc.routes.policy import VM_NO_IPV6_FIX, HostNetwork, HostState, NetworkInfo, PolicyConfig, SkipReason
+from dmnc.routes.policy import (
+    VM_NO_IPV6_FIX,
+    HostNetwork,
+    HostState,
+    NetworkInfo,
+    PolicyConfig,
+    SkipReason,
+)
 from dmnc.tunnel.udp import UdpError
 from dmnc.vm import KernelWireGuardMissing, KernelWireGuardPresent
 
@@ -523,189 +520,3 @@ def test_ipv6_endpoints_of_the_running_dmnc_are_shown_in_brackets() -> None:
     assert "from [fd00::1]:51820 (kernel WireGuard)" in handshake_check(snapshot, "").detail
     silent = dataclasses.replace(snapshot, tunnel=dataclasses.replace(snapshot.tunnel, last_handshake_age_s=None))
     assert "the VM must reach this host on UDP [fd00::2]:3333 " in (handshake_check(silent, "").fix or "")
-
-
-# Containers by name: the DNS server in the status, the system resolver's view, leftover /etc/resolver files.
-
-DOMAIN = "dmnc.internal"
-
-
-def with_dns(
-    port: int | None = 53,
-    host_resolver: str | None = "/etc/resolver/dmnc.internal",
-    problem: str | None = None,
-    drops: dict[str, int] | None = None,
-) -> StatusSnapshot:
-    status = DnsStatus(
-        domain=DOMAIN,
-        port=port,
-        addresses=("10.33.33.1", "fd33:33:33::1"),
-        records=3,
-        problem=problem,
-        host_resolver=host_resolver,
-        drops=drops or {},
-    )
-    return dataclasses.replace(
-        running(),
-        dns=status,
-        routes=(RouteStatus(ipaddress.ip_network("172.18.0.0/16"), "shop", installed=True, decision="routed"),),
-    )
-
-
-WEB = ResolveTarget(f"web.{DOMAIN}", (ipaddress.ip_address("172.18.0.2"),))
-
-
-def test_dns_check_reports_domain_addresses_port_and_how_the_host_asks() -> None:
-    result = dns_server_check(with_dns(), "dmnc is not running")
-    assert result.verdict is Verdict.PASS
-    assert "dmnc.internal on 10.33.33.1, fd33:33:33::1 port 53: 3 name(s)" in result.detail
-    assert "/etc/resolver/dmnc.internal" in result.detail
-
-
-def test_dns_check_names_the_fallback_port_and_the_drops() -> None:
-    result = dns_server_check(with_dns(port=5354, drops={"rate_limited_source": 4}), "")
-    assert result.verdict is Verdict.PASS
-    assert "port 5354 (port 53 was taken)" in result.detail
-    assert "rate_limited_source 4" in result.detail
-
-
-def test_dns_check_warns_when_the_host_resolver_is_not_pointed_at_dmnc() -> None:
-    snapshot = with_dns(port=5354, host_resolver="not configured: systemd-resolved is not reachable on the system bus")
-    result = dns_server_check(snapshot, "")
-    assert result.verdict is Verdict.WARN
-    assert "systemd-resolved is not reachable" in result.detail
-    assert result.fix is not None
-    assert "server=/dmnc.internal/10.33.33.1#5354" in result.fix
-
-
-def test_dns_check_fails_when_not_serving_and_skips_without_dmnc_or_dns() -> None:
-    failed = dns_server_check(with_dns(port=None, problem="not serving: no tunnel address"), "")
-    assert failed.verdict is Verdict.FAIL
-    assert "not serving: no tunnel address" in failed.detail
-    assert dns_server_check(None, "dmnc is not running").verdict is Verdict.SKIP
-    assert dns_server_check(running(), "").verdict is Verdict.SKIP
-
-
-def test_resolve_target_is_a_container_name_with_routed_addresses_only() -> None:
-    containers = [
-        ContainerEndpoints("1", "zeta", networks={"shop": (ipaddress.ip_address("172.18.0.3"),)}),
-        ContainerEndpoints("2", "My_App", networks={"shop": (ipaddress.ip_address("172.18.0.2"),)}),
-        ContainerEndpoints("3", "alpha", networks={"other": (ipaddress.ip_address("172.19.0.2"),)}),
-    ]
-    routes = [
-        RouteStatus(ipaddress.ip_network("172.18.0.0/16"), "shop", installed=True),
-        RouteStatus(ipaddress.ip_network("172.19.0.0/16"), "other", installed=False, reason="not installed yet"),
-    ]
-    target = resolve_target(containers, routes, DOMAIN)
-    assert target == ResolveTarget("my-app.dmnc.internal", (ipaddress.ip_address("172.18.0.2"),))
-    assert resolve_target(containers[2:], routes, DOMAIN) is None
-
-
-def test_a_container_name_the_system_resolver_finds_passes() -> None:
-    result = dns_resolve_check(with_dns(), "", WEB, (ipaddress.ip_address("172.18.0.2"),), "darwin")
-    assert result.verdict is Verdict.PASS
-    assert "web.dmnc.internal resolves to 172.18.0.2" in result.detail
-
-
-def test_on_macos_a_failed_lookup_names_the_resolver_file_and_dscacheutil() -> None:
-    result = dns_resolve_check(with_dns(port=5354), "", WEB, "nodename nor servname provided", "darwin")
-    assert result.verdict is Verdict.FAIL
-    assert "nodename nor servname provided" in result.detail
-    assert "172.18.0.2" in result.detail
-    assert result.fix is not None
-    assert "printf 'nameserver 10.33.33.1\\nport 5354\\n' | sudo tee /etc/resolver/dmnc.internal" in result.fix
-    assert "dscacheutil -q host -a name web.dmnc.internal" in result.fix
-
-
-def test_on_linux_with_resolved_configured_a_failed_lookup_points_at_glibc() -> None:
-    snapshot = with_dns(host_resolver="systemd-resolved: DNS 10.33.33.1 port 53 and ~dmnc.internal on dmnc0")
-    result = dns_resolve_check(snapshot, "", WEB, "Name or service not known", "linux")
-    assert result.verdict is Verdict.FAIL
-    assert result.fix is not None
-    assert "stub-resolv.conf" in result.fix
-    assert "nsswitch.conf" in result.fix
-    assert "resolvectl query web.dmnc.internal" in result.fix
-
-
-def test_on_linux_without_resolved_a_failed_lookup_gives_resolvectl_and_the_manual_way() -> None:
-    snapshot = with_dns(port=5354, host_resolver="not configured: systemd-resolved is not reachable")
-    result = dns_resolve_check(snapshot, "", WEB, "no answer within 5 s", "linux")
-    assert result.verdict is Verdict.FAIL
-    assert result.fix is not None
-    assert "resolvectl dns utun7 10.33.33.1:5354; resolvectl domain utun7 ~dmnc.internal" in result.fix
-    assert "resolvectl default-route utun7 false" in result.fix
-    assert "server=/dmnc.internal/10.33.33.1#5354" in result.fix
-
-
-def test_a_name_answered_by_another_resolver_fails() -> None:
-    result = dns_resolve_check(with_dns(), "", WEB, (ipaddress.ip_address("203.0.113.7"),), "linux")
-    assert result.verdict is Verdict.FAIL
-    assert "resolves to 203.0.113.7" in result.detail
-    assert "another resolver" in result.detail
-
-
-def test_dns_resolve_skips_without_dmnc_dns_or_a_named_container() -> None:
-    assert dns_resolve_check(None, "dmnc is not running", None, ()).detail == "dmnc is not running"
-    assert dns_resolve_check(running(), "", WEB, ()).verdict is Verdict.SKIP
-    no_names = dns_resolve_check(with_dns(), "", None, ())
-    assert no_names.verdict is Verdict.SKIP
-    assert "no running container" in no_names.detail
-
-
-async def test_system_resolve_gives_addresses_or_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    # localhost comes from /etc/hosts: no query leaves this machine.
-    assert ipaddress.ip_address("127.0.0.1") in await system_resolve("localhost", 5.0)
-
-    def unknown(*_args: object, **_kwargs: object) -> list[object]:
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    monkeypatch.setattr("socket.getaddrinfo", unknown)
-    assert await system_resolve("nosuch.dmnc.internal", 5.0) == "Name or service not known"
-
-
-async def test_system_resolve_is_bounded_when_the_resolver_hangs(monkeypatch: pytest.MonkeyPatch) -> None:
-    release = threading.Event()
-
-    def hanging(*_args: object, **_kwargs: object) -> list[object]:
-        release.wait(10)
-        return []
-
-    monkeypatch.setattr("socket.getaddrinfo", hanging)
-    try:
-        with trio.fail_after(5):
-            assert await system_resolve("web.dmnc.internal", 0.2) == "no answer within 0.2 s"
-    finally:
-        release.set()
-
-
-def test_a_leftover_resolver_file_without_dmnc_warns_with_uninstall(tmp_path: Path) -> None:
-    path = tmp_path / "etc/resolver/dmnc.internal"
-    result = leftover_resolver_check([path], None, "darwin")
-    assert result.verdict is Verdict.WARN
-    assert str(path) in result.detail
-    assert "no dmnc runs" in result.detail
-    assert result.fix is not None
-    assert "sudo dmnc uninstall" in result.fix
-
-
-def test_the_running_dmncs_own_resolver_file_is_no_leftover_but_another_domains_is(tmp_path: Path) -> None:
-    own, other = tmp_path / "dmnc.internal", tmp_path / "old.internal"
-    assert leftover_resolver_check([own], with_dns(), "darwin").verdict is Verdict.PASS
-    stale = leftover_resolver_check([own, other], with_dns(), "darwin")
-    assert stale.verdict is Verdict.WARN
-    assert str(other) in stale.detail
-    assert str(own) not in stale.detail
-    assert leftover_resolver_check([], None, "darwin").verdict is Verdict.PASS
-    assert leftover_resolver_check([own], None, "linux").verdict is Verdict.SKIP
-
-
-async def test_doctor_on_macos_finds_a_leftover_resolver_file_under_its_root(tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    write_resolver_file(resolver_path(root, dns.name.from_text(DOMAIN)), resolver_file_text(["10.33.33.1"], 53))
-    (root / "etc/resolver/corp.example").write_text("nameserver 192.0.2.1\n")  # not dmnc's: no marker
-    settings = DoctorSettings(config_without_docker(tmp_path), is_root=False, platform="darwin", resolver_root=root)
-    with trio.fail_after(30):
-        results = {result.name: result for result in await run_doctor(settings, lambda _result: None)}
-    assert results["resolver-files"].verdict is Verdict.WARN
-    assert f"{root}/etc/resolver/dmnc.internal" in results["resolver-files"].detail
-    assert "corp.example" not in results["resolver-files"].detail

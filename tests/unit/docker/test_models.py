@@ -102,6 +102,36 @@ def test_gateway_with_prefix_length_is_accepted() -> None:
     assert Network.from_json_untrusted(payload).ipam_configs[0].gateway == ipaddress.ip_address("10.1.0.1")
 
 
+def test_macvlan_network_reads_parent_ip_range_and_aux_addresses() -> None:
+    payload = {
+        **DOCKER_NETWORK,
+        "Driver": "macvlan",
+        "Options": {"parent": "eth1", "macvlan_mode": "bridge"},
+        "IPAM": {
+            "Config": [
+                {
+                    "Subnet": "192.168.1.0/24",
+                    "Gateway": "192.168.1.1",
+                    "IPRange": "192.168.1.192/27",
+                    "AuxiliaryAddresses": {"dmnc": "192.168.1.223"},
+                }
+            ]
+        },
+    }
+    network = Network.from_json_untrusted(payload)
+    assert (network.driver, network.parent) == ("macvlan", "eth1")
+    (config,) = network.ipam_configs
+    assert config.ip_range == ipaddress.ip_network("192.168.1.192/27")
+    assert dict(config.aux_addresses) == {"dmnc": ipaddress.ip_address("192.168.1.223")}
+
+
+def test_network_without_options_has_no_parent_and_no_aux_addresses() -> None:
+    network = Network.from_json_untrusted(PODMAN_NETWORK)
+    assert network.parent == ""
+    assert network.options == {}
+    assert all(not config.aux_addresses for config in network.ipam_configs)
+
+
 @pytest.mark.parametrize(
     ("change", "complaint"),
     [
@@ -109,6 +139,7 @@ def test_gateway_with_prefix_length_is_accepted() -> None:
         ({"Name": 5}, "'Name'"),
         ({"Internal": "yes"}, "'Internal'"),
         ({"Labels": {"a": 1}}, "'Labels'"),
+        ({"Options": {"parent": 1}}, "'Options'"),
     ],
 )
 def test_network_with_malformed_field_raises_bad_response(change: dict[str, object], complaint: str) -> None:
@@ -123,6 +154,8 @@ def test_network_with_malformed_field_raises_bad_response(change: dict[str, obje
         ({"IPAM": {"Config": [{"Gateway": "gateway"}]}}, "not an IP address"),
         ({"IPAM": {"Config": "10.0.0.0/8"}}, "'Config'"),
         ({"IPAM": [1]}, "IPAM"),
+        ({"IPAM": {"Config": [{"AuxiliaryAddresses": {"dmnc": "shim"}}]}}, "not an IP address"),
+        ({"IPAM": {"Config": [{"AuxiliaryAddresses": ["10.0.0.2"]}]}}, "'AuxiliaryAddresses'"),
     ],
 )
 def test_network_with_malformed_ipam_is_read_with_the_reason_and_no_subnets(
@@ -254,6 +287,8 @@ KEYS = [
     "Subnet",
     "Gateway",
     "IPRange",
+    "AuxiliaryAddresses",
+    "Options",
     "Running",
     "Pid",
     "ExitCode",
@@ -348,3 +383,34 @@ def test_any_well_formed_network_reads_back_what_the_daemon_sent(
     assert dict(network.labels) == labels
     assert network.subnets == tuple(subnet for subnet, _ in pools)
     assert [config.gateway for config in network.ipam_configs] == [subnet.network_address for subnet, _ in pools]
+
+
+@given(
+    parent=st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.", min_size=1, max_size=15),
+    subnet=ipv4_subnets,
+    aux=st.dictionaries(names, st.ip_addresses(), max_size=3),
+    with_range=st.booleans(),
+)
+def test_any_macvlan_network_reads_back_parent_range_and_reservations(
+    *,
+    parent: str,
+    subnet: ipaddress.IPv4Network,
+    aux: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address],
+    with_range: bool,
+) -> None:
+    ip_range = next(subnet.subnets(prefixlen_diff=1), subnet) if with_range else None
+    config: dict[str, object] = {"Subnet": str(subnet), "AuxiliaryAddresses": {k: str(v) for k, v in aux.items()}}
+    if ip_range is not None:
+        config["IPRange"] = str(ip_range)
+    payload = {
+        "Id": "ab" * 32,
+        "Name": "lan",
+        "Driver": "macvlan",
+        "Options": {"parent": parent},
+        "IPAM": {"Config": [config]},
+    }
+    network = Network.from_json_untrusted(payload)
+    assert network.parent == parent
+    (read,) = network.ipam_configs
+    assert read.ip_range == ip_range
+    assert dict(read.aux_addresses) == aux

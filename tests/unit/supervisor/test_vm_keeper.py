@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import os
 from types import SimpleNamespace
@@ -14,6 +15,7 @@ import trio.testing
 from dmnc.config import Config
 from dmnc.control import EventBroadcaster
 from dmnc.docker.client import DockerClient
+from dmnc.docker.models import IpamConfig, Network
 from dmnc.supervisor import vm_keeper
 from dmnc.supervisor.vm_keeper import (
     FIRST_HANDSHAKE_GRACE_S,
@@ -27,6 +29,7 @@ from dmnc.tunnel.datapath import Tunnel
 from dmnc.tunnel.flowfilter import InboundPort
 from dmnc.tunnel.udp import UdpEndpoint
 from dmnc.vm import SetupParams, SetupResult, VmMode
+from dmnc.vm.shims import plan_shims
 from dmnc.wireguard import Device, public_key
 
 # Clock readings are sums of float sleeps: compare with this much slack.
@@ -77,6 +80,14 @@ def keeper_with(config: list[Config], events: EventBroadcaster | None = None) ->
         lambda: config[0],
         events or EventBroadcaster(),
     )
+
+
+async def keep_for_a_moment(keeper: VmKeeper) -> None:
+    """Run the keeper long enough for its first setup (the fake runners answer at once), then stop it."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keeper.keep, cast(DockerClient, None))
+        await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
 
 
 def quiet_wait_bound(retry: int) -> float:
@@ -148,10 +159,7 @@ async def test_a_vm_side_without_ipv6_is_known_as_ipv4_only_and_says_so(
     keeper = keeper_with([Config()], events)
     before_setup = keeper.carries_ipv6  # not known yet: routes stay as they were
     with events.subscribe() as subscription:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(keeper.keep, cast(DockerClient, None))
-            await trio.sleep(0.5)
-            nursery.cancel_scope.cancel()
+        await keep_for_a_moment(keeper)
         ready = subscription.receive.receive_nowait()
     assert keeper.side is not None
     assert keeper.side.ipv6 is False
@@ -180,3 +188,62 @@ async def test_a_changed_inbound_port_list_sets_a_healthy_vm_side_up_again_with_
     assert [params.allow_inbound for params in setup_params] == [(), (InboundPort(8088),)]
     assert keeper.side is not None
     assert keeper.side.peer is side.peer  # the same VM key: the peer and its session stay
+
+
+async def test_changed_shims_set_the_vm_side_up_again_with_them_and_the_same_set_does_not(
+    setups: list[float], autojump_clock: trio.testing.MockClock
+) -> None:
+    setup_params.clear()
+    keeper = keeper_with([Config()])
+    (shim,) = plan_shims([MACVLAN_NETWORK]).shims
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(keeper.keep, cast(DockerClient, None))
+        await trio.sleep(0.5)
+        side = keeper.side
+        assert side is not None
+        side.peer.rx_packets = 1  # healthy: only a changed set of shims sets it up again
+        keeper.set_shims((shim,))
+        await trio.sleep(0.5)
+        keeper.set_shims((shim,))
+        await trio.sleep(0.5)
+        keeper.set_shims(())
+        await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    assert [params.shims for params in setup_params] == [(), (shim,), ()]
+
+
+MACVLAN_NETWORK = Network(
+    "cd" * 32,
+    "lan",
+    "macvlan",
+    ipam_configs=(
+        IpamConfig(ipaddress.ip_network("192.168.1.0/24"), None, None, {"dmnc": ipaddress.ip_address("192.168.1.250")}),
+    ),
+    options={"parent": "eth1"},
+)
+
+
+async def test_shims_the_vm_could_not_make_are_announced_by_network(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    (shim,) = plan_shims([MACVLAN_NETWORK]).shims
+
+    class FakeRunner:
+        def __init__(self, docker: object, **options: object) -> None:
+            pass
+
+        async def setup(self, params: SetupParams) -> SetupResult:
+            vm_key = public_key(bytes(range(32)))
+            endpoint = ("192.168.65.2", 3333)
+            return SetupResult(VmMode.USERSPACE, vm_key, endpoint, "host.docker.internal", "6.1", True, (shim.link,))
+
+    monkeypatch.setattr(vm_keeper, "VmSetupRunner", FakeRunner)
+    events = EventBroadcaster()
+    keeper = keeper_with([Config()], events)
+    keeper.set_shims((shim,))
+    with events.subscribe() as subscription:
+        await keep_for_a_moment(keeper)
+        failed = subscription.receive.receive_nowait()
+        ready = subscription.receive.receive_nowait()
+    assert (failed.kind, ready.kind) == ("vm.shim_failed", "vm.ready")
+    assert "no shim in the VM for network lan (parent eth1)" in failed.message

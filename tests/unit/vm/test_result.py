@@ -41,6 +41,28 @@ def test_kernel_result_line_parses_into_typed_fields() -> None:
     )
 
 
+def test_a_setup_result_may_name_the_shims_it_could_not_make() -> None:
+    result = parse_result_line_untrusted(f"{KERNEL_LINE} shims-failed=dmncm1234abcd0,dmncm1234abcd1", nonce=NONCE)
+    assert isinstance(result, SetupResult)
+    assert result.shims_failed == ("dmncm1234abcd0", "dmncm1234abcd1")
+    plain = parse_result_line_untrusted(KERNEL_LINE, nonce=NONCE)
+    assert isinstance(plain, SetupResult)
+    assert plain.shims_failed == ()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"{KERNEL_LINE} shims-failed=eth0",
+        f"{KERNEL_LINE} shims-failed=dmncm1,-x",
+        f"dmnc-setup-result v1 nonce={NONCE} mode=removed kernel=6.1 shims-failed=dmncm1",
+    ],
+)
+def test_a_malformed_or_misplaced_shims_failed_field_is_refused(line: str) -> None:
+    with pytest.raises(SetupResultError):
+        parse_result_line_untrusted(line, nonce=NONCE)
+
+
 def test_ipv6_off_means_an_ipv4_only_tunnel() -> None:
     result = parse_result_line_untrusted(KERNEL_LINE.replace("ipv6=on", "ipv6=off"), nonce=NONCE)
     assert isinstance(result, SetupResult)
