@@ -14,32 +14,26 @@ import sys
 
 import trio
 
-from dmnc.commands._common import (
-    EXIT_BAD_CONFIG,
-    EXIT_FAILURE,
-    EXIT_OK,
-    Subcommands,
-    add_config_flag,
-    add_docker_host_flag,
-    load_config_or_report,
-)
+from dmnc.commands import _common as common
 from dmnc.config import ConfigFlags
 from dmnc.docker.client import DockerClient
 from dmnc.docker.discovery import detect_runtime, discover_endpoint
 from dmnc.docker.errors import DiscoveryError, DockerError
 
 
-def register(commands: Subcommands) -> None:
+def register(commands: common.Subcommands) -> None:
     parser = commands.add_parser("docker", help="show which Docker daemon dmnc finds, how, and its networks")
-    add_docker_host_flag(parser)
-    add_config_flag(parser)
+    common.add_docker_host_flag(parser)
+    common.add_config_flag(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config_or_report("dmnc", ConfigFlags(config_file=args.config_file, docker_host=args.docker_host))
+    config = common.load_config_or_report(
+        "dmnc", ConfigFlags(config_file=args.config_file, docker_host=args.docker_host)
+    )
     if config is None:
-        return EXIT_BAD_CONFIG
+        return common.EXIT_BAD_CONFIG
     docker_host = config.docker_host.url if config.docker_host is not None else None
     try:
         report = trio.run(describe_daemon, docker_host)
@@ -48,12 +42,12 @@ def run(args: argparse.Namespace) -> int:
         for attempt in error.attempts:
             print(f"  {attempt.describe()}", file=sys.stderr)
         print("dmnc: no Docker daemon found", file=sys.stderr)
-        return EXIT_FAILURE
+        return common.EXIT_FAILURE
     except DockerError as error:
         print(f"dmnc: {error}", file=sys.stderr)
-        return EXIT_FAILURE
+        return common.EXIT_FAILURE
     print(report)
-    return EXIT_OK
+    return common.EXIT_OK
 
 
 async def describe_daemon(docker_host: str | None) -> str:

@@ -15,18 +15,7 @@ import math
 import os
 from typing import TYPE_CHECKING
 
-from dmnc.commands._common import (
-    EXIT_BAD_CONFIG,
-    EXIT_FAILURE,
-    EXIT_OK,
-    Subcommands,
-    add_config_flag,
-    add_control_socket_flag,
-    add_docker_host_flag,
-    add_setup_image_flag,
-    load_config_or_report,
-    report_bad_config,
-)
+from dmnc.commands import _common as common
 from dmnc.config import ConfigFlags, ValueProblem, parse_image_reference
 from dmnc.logsetup import printable
 
@@ -34,7 +23,7 @@ if TYPE_CHECKING:
     from dmnc.doctor.checks import CheckResult
 
 
-def register(commands: Subcommands) -> None:
+def register(commands: common.Subcommands) -> None:
     parser = commands.add_parser(
         "doctor",
         help="check Docker, the port, the VM, the tunnel and the routes, with a fix for each problem",
@@ -43,10 +32,10 @@ def register(commands: Subcommands) -> None:
         " or LAN routes, the DNS server and a container's name through the system resolver, leftover /etc/resolver"
         " files, and (with --probe) a test container reached by IP. Run it with sudo for every check.",
     )
-    add_docker_host_flag(parser)
-    add_config_flag(parser)
-    add_control_socket_flag(parser)
-    add_setup_image_flag(parser)
+    common.add_docker_host_flag(parser)
+    common.add_config_flag(parser)
+    common.add_control_socket_flag(parser)
+    common.add_setup_image_flag(parser)
     parser.add_argument(
         "--listen", metavar="ADDR[:PORT]", help="the UDP address dmnc is configured to use (default 0.0.0.0:3333)"
     )
@@ -88,14 +77,14 @@ def run(args: argparse.Namespace) -> int:
         setup_image=args.setup_image,
         control_socket=args.control_socket,
     )
-    config = load_config_or_report("dmnc doctor", flags)
+    config = common.load_config_or_report("dmnc doctor", flags)
     if config is None:
-        return EXIT_BAD_CONFIG
+        return common.EXIT_BAD_CONFIG
     try:
         probe_image = None if args.probe is None else parse_image_reference(args.probe)
     except ValueProblem as error:
-        report_bad_config("dmnc doctor", f"--probe: {error}")
-        return EXIT_BAD_CONFIG
+        common.report_bad_config("dmnc doctor", f"--probe: {error}")
+        return common.EXIT_BAD_CONFIG
     # Imported here: the checks pull in trio, httpx and the platform's route backend, which parsing flags never needs.
     import trio  # noqa: PLC0415
 
@@ -113,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     failed = any(result.verdict is Verdict.FAIL for result in results)
     if args.json:
         print(json.dumps({"checks": [result.to_json_object() for result in results], "ok": not failed}))
-    return EXIT_FAILURE if failed else EXIT_OK
+    return common.EXIT_FAILURE if failed else common.EXIT_OK
 
 
 def render_check(result: CheckResult) -> str:

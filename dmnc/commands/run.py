@@ -10,16 +10,7 @@ import argparse
 import os
 import sys
 
-from dmnc.commands._common import (
-    EXIT_BAD_CONFIG,
-    EXIT_FAILURE,
-    Subcommands,
-    add_config_flag,
-    add_control_socket_flag,
-    add_docker_host_flag,
-    add_setup_image_flag,
-    load_config_or_report,
-)
+from dmnc.commands import _common as common
 from dmnc.config import DEFAULT_CONFIG_PATH, ConfigFlags
 from dmnc.hardening.process import HardeningError, forbid_core_dumps
 from dmnc.logsetup import LogLevel, setup_logging
@@ -29,7 +20,7 @@ NOT_ROOT_MESSAGE = (
 )
 
 
-def register(commands: Subcommands) -> None:
+def register(commands: common.Subcommands) -> None:
     parser = commands.add_parser(
         "run",
         help="run the tunnel service in the foreground (the default when no command is given)",
@@ -43,7 +34,7 @@ def register(commands: Subcommands) -> None:
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
     """The CLI contract's flags of the service; every one is optional (None when not given)."""
-    add_docker_host_flag(parser)
+    common.add_docker_host_flag(parser)
     parser.add_argument(
         "--listen",
         metavar="ADDR[:PORT]",
@@ -52,9 +43,9 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--endpoint", metavar="HOST[:PORT]", help="address the VM dials to reach this host (default: try candidates)"
     )
-    add_setup_image_flag(parser)
-    add_config_flag(parser)
-    add_control_socket_flag(parser, "status socket for `dmnc status`")
+    common.add_setup_image_flag(parser)
+    common.add_config_flag(parser)
+    common.add_control_socket_flag(parser, "status socket for `dmnc status`")
     parser.add_argument(
         "--keep-vm-config",
         action="store_true",
@@ -142,16 +133,16 @@ def flags_from_args(args: argparse.Namespace) -> ConfigFlags:
 def run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print(NOT_ROOT_MESSAGE, file=sys.stderr)
-        return EXIT_FAILURE
+        return common.EXIT_FAILURE
     # First of all: the host key is generated and the config file read after this.
     try:
         forbid_core_dumps()
     except HardeningError as error:
         print(f"dmnc: {error}", file=sys.stderr)
-        return EXIT_FAILURE
-    config = load_config_or_report("dmnc", flags_from_args(args))
+        return common.EXIT_FAILURE
+    config = common.load_config_or_report("dmnc", flags_from_args(args))
     if config is None:
-        return EXIT_BAD_CONFIG
+        return common.EXIT_BAD_CONFIG
     setup_logging(config.log_level)
     # Imported here: the service pulls in trio, httpx and the platform backends, which `dmnc status` never needs.
     from dmnc.supervisor import supervisor  # noqa: PLC0415

@@ -20,17 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dmnc.commands._common import (
-    EXIT_BAD_CONFIG,
-    EXIT_FAILURE,
-    EXIT_OK,
-    Subcommands,
-    add_config_flag,
-    add_control_socket_flag,
-    add_docker_host_flag,
-    add_setup_image_flag,
-    load_config_or_report,
-)
+from dmnc.commands import _common as common
 from dmnc.config import Config, ConfigFlags
 
 REAL_ROOT = Path("/")
@@ -42,17 +32,17 @@ CONTROL_SOCKET_GONE_WAIT_S = 10.0
 CONTROL_SOCKET_POLL_S = 0.1
 
 
-def register(commands: Subcommands) -> None:
+def register(commands: common.Subcommands) -> None:
     parser = commands.add_parser(
         "uninstall",
         help="remove everything dmnc created: service, VM side, setup images",
         description="Remove the dmnc system service, the VM side (chip0, its firewall rules, the userspace "
         "fallback container) and the setup images, and print what was removed. Needs root. The config file stays.",
     )
-    add_docker_host_flag(parser)
-    add_config_flag(parser)
-    add_control_socket_flag(parser, "control socket of the dmnc to look for")
-    add_setup_image_flag(parser, "the setup image dmnc ran with, if not its own")
+    common.add_docker_host_flag(parser)
+    common.add_config_flag(parser)
+    common.add_control_socket_flag(parser, "control socket of the dmnc to look for")
+    common.add_setup_image_flag(parser, "the setup image dmnc ran with, if not its own")
     parser.add_argument(
         "--root",
         type=Path,
@@ -66,16 +56,16 @@ def register(commands: Subcommands) -> None:
 def run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("dmnc uninstall: needs root (service files, the Docker socket): run it with sudo", file=sys.stderr)
-        return EXIT_FAILURE
+        return common.EXIT_FAILURE
     flags = ConfigFlags(
         config_file=args.config_file,
         docker_host=args.docker_host,
         control_socket=args.control_socket,
         setup_image=args.setup_image,
     )
-    config = load_config_or_report("dmnc uninstall", flags)
+    config = common.load_config_or_report("dmnc uninstall", flags)
     if config is None:
-        return EXIT_BAD_CONFIG
+        return common.EXIT_BAD_CONFIG
     import trio  # noqa: PLC0415 (heavy; only this command's handler needs it)
 
     problems, stopped = _remove_service(args.root)
@@ -84,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
     problems += trio.run(_remove_runtime_state, config, args.root)
     if problems:
         print(f"dmnc uninstall: {problems} item(s) could not be removed, see above", file=sys.stderr)
-        return EXIT_FAILURE
+        return common.EXIT_FAILURE
     print("dmnc uninstall: done")
-    return EXIT_OK
+    return common.EXIT_OK
 
 
 def _remove_service(root: Path) -> tuple[int, bool]:

@@ -15,16 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from dmnc.commands._common import (
-    EXIT_BAD_CONFIG,
-    EXIT_FAILURE,
-    EXIT_OK,
-    Subcommands,
-    add_config_flag,
-    add_docker_host_flag,
-    add_setup_image_flag,
-    load_config_or_report,
-)
+from dmnc.commands import _common as common
 from dmnc.config import Config, ConfigFlags
 from dmnc.vm.errors import VmSetupError
 
@@ -32,7 +23,7 @@ if TYPE_CHECKING:
     from dmnc.vm.runner import VmSetupRunner
 
 
-def register(commands: Subcommands) -> None:
+def register(commands: common.Subcommands) -> None:
     parser = commands.add_parser("vm", help="set up or clean up the Docker VM side by hand (teardown, image)")
     actions = parser.add_subparsers(dest="vm_command", metavar="ACTION", required=True)
     teardown = actions.add_parser(
@@ -40,9 +31,9 @@ def register(commands: Subcommands) -> None:
     )
     image = actions.add_parser("image", help="build (or pull, with --setup-image) the VM setup image now")
     for action, handler in ((teardown, run_teardown), (image, run_image)):
-        add_docker_host_flag(action)
-        add_setup_image_flag(action)
-        add_config_flag(action)
+        common.add_docker_host_flag(action)
+        common.add_setup_image_flag(action)
+        common.add_config_flag(action)
         action.set_defaults(handler=handler)
 
 
@@ -65,9 +56,9 @@ def run_image(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, action: Callable[[VmSetupRunner], Awaitable[str]]) -> int:
     flags = ConfigFlags(config_file=args.config_file, docker_host=args.docker_host, setup_image=args.setup_image)
-    config = load_config_or_report("dmnc", flags)
+    config = common.load_config_or_report("dmnc", flags)
     if config is None:
-        return EXIT_BAD_CONFIG
+        return common.EXIT_BAD_CONFIG
     # Imported here, not at the top: every `dmnc` invocation registers this command, and `dmnc status` must stay
     # light; only these actions need trio, httpx and the Docker client.
     import trio  # noqa: PLC0415
@@ -78,9 +69,9 @@ def _run(args: argparse.Namespace, action: Callable[[VmSetupRunner], Awaitable[s
         summary = trio.run(_with_runner, config, action)
     except (DockerError, VmSetupError) as error:
         print(f"dmnc: {error}", file=sys.stderr)
-        return EXIT_FAILURE
+        return common.EXIT_FAILURE
     print(summary)
-    return EXIT_OK
+    return common.EXIT_OK
 
 
 async def _with_runner(config: Config, action: Callable[[VmSetupRunner], Awaitable[str]]) -> str:

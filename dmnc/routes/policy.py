@@ -35,7 +35,7 @@ from __future__ import annotations
 import enum
 import fnmatch
 import ipaddress
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -367,19 +367,25 @@ def _contains(subnet: Destination, address: Address) -> bool:
 
 
 def _matches_include(network: NetworkInfo, subnet: Destination, patterns: Sequence[Pattern]) -> bool:
-    for pattern in patterns:
-        if isinstance(pattern, NamePattern) and fnmatch.fnmatchcase(network.name, pattern.glob):
-            return True
-        if isinstance(pattern, CidrPattern) and _within(subnet, pattern.network):
-            return True
-    return False
+    """An include by CIDR takes subnets inside it."""
+    return _matches(network, subnet, patterns, _within)
 
 
 def _matches_exclude(network: NetworkInfo, subnet: Destination, patterns: Sequence[Pattern]) -> bool:
+    """An exclude by CIDR removes every subnet that overlaps it."""
+    return _matches(network, subnet, patterns, _overlaps)
+
+
+def _matches(
+    network: NetworkInfo,
+    subnet: Destination,
+    patterns: Sequence[Pattern],
+    cidr_matches: Callable[[Destination, Destination], bool],
+) -> bool:
     for pattern in patterns:
         if isinstance(pattern, NamePattern) and fnmatch.fnmatchcase(network.name, pattern.glob):
             return True
-        if isinstance(pattern, CidrPattern) and _overlaps(subnet, pattern.network):
+        if isinstance(pattern, CidrPattern) and cidr_matches(subnet, pattern.network):
             return True
     return False
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac as std_hmac
 import struct
+from collections.abc import Callable
 from typing import Final
 
 import nacl.bindings  # noqa: F401  # importing the bindings runs sodium_init() before `lib` is used
@@ -89,23 +90,14 @@ def aead_encrypt(key: bytes, counter: int, plaintext: bytes, associated_data: by
 
 
 def aead_decrypt(key: bytes, counter: int, ciphertext: bytes, associated_data: bytes) -> bytes:
-    if len(ciphertext) < constants.AEAD_TAG_SIZE:
-        raise AuthenticationError("ciphertext shorter than its tag")
-    plaintext = ffi.new("unsigned char[]", max(len(ciphertext) - constants.AEAD_TAG_SIZE, 1))
-    status = lib.crypto_aead_chacha20poly1305_ietf_decrypt(
-        plaintext,
-        ffi.NULL,
-        ffi.NULL,
-        ciphertext,
-        len(ciphertext),
-        associated_data,
-        len(associated_data),
-        chacha_nonce(counter),
+    return _open(
+        lib.crypto_aead_chacha20poly1305_ietf_decrypt,
+        "ChaCha20-Poly1305",
         key,
+        chacha_nonce(counter),
+        ciphertext,
+        associated_data=associated_data,
     )
-    if status != 0:
-        raise AuthenticationError("ChaCha20-Poly1305 tag mismatch")
-    return bytes(ffi.buffer(plaintext, len(ciphertext) - constants.AEAD_TAG_SIZE))
 
 
 def xaead_encrypt(key: bytes, nonce: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
@@ -117,22 +109,29 @@ def xaead_encrypt(key: bytes, nonce: bytes, plaintext: bytes, associated_data: b
 
 
 def xaead_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, associated_data: bytes) -> bytes:
+    return _open(
+        lib.crypto_aead_xchacha20poly1305_ietf_decrypt,
+        "XChaCha20-Poly1305",
+        key,
+        nonce,
+        ciphertext,
+        associated_data=associated_data,
+    )
+
+
+def _open(
+    decrypt: Callable[..., int], name: str, key: bytes, nonce: bytes, ciphertext: bytes, *, associated_data: bytes
+) -> bytes:
+    """Authenticated decryption with one of libsodium's IETF AEADs (same signature for both): the plaintext, or
+    AuthenticationError when the tag does not match."""
     if len(ciphertext) < constants.AEAD_TAG_SIZE:
         raise AuthenticationError("ciphertext shorter than its tag")
     plaintext = ffi.new("unsigned char[]", max(len(ciphertext) - constants.AEAD_TAG_SIZE, 1))
-    status = lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
-        plaintext,
-        ffi.NULL,
-        ffi.NULL,
-        ciphertext,
-        len(ciphertext),
-        associated_data,
-        len(associated_data),
-        nonce,
-        key,
+    status = decrypt(
+        plaintext, ffi.NULL, ffi.NULL, ciphertext, len(ciphertext), associated_data, len(associated_data), nonce, key
     )
     if status != 0:
-        raise AuthenticationError("XChaCha20-Poly1305 tag mismatch")
+        raise AuthenticationError(f"{name} tag mismatch")
     return bytes(ffi.buffer(plaintext, len(ciphertext) - constants.AEAD_TAG_SIZE))
 
 
