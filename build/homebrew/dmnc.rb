@@ -133,6 +133,21 @@ class Dmnc < Formula
         sudo brew services start dmnc
       or run it in the foreground with:
         sudo #{opt_bin}/dmnc
+
+      Use one dmnc service only: Homebrew's (homebrew.mxcl.dmnc) or the one `dmnc service install` writes
+      (io.github.dmnc), never both; `dmnc doctor` flags the pair.
+
+      `sudo brew services start` runs the service as root and makes parts of the keg root-owned (brew services
+      warns "Taking root:admin ownership of some dmnc paths"), which breaks a plain `brew upgrade`. To upgrade:
+        sudo brew services stop dmnc
+        sudo chown -R "$(whoami)" "$(brew --prefix)/Cellar/dmnc"
+        brew upgrade dmnc
+        sudo brew services start dmnc
+
+      Coming from docker-mac-net-connect: it holds the same tunnel addresses and VM interface (chip0). Stop it
+      first, then restart Docker (or delete its chip0) before starting dmnc:
+        sudo brew services stop docker-mac-net-connect
+      While it runs, dmnc in the foreground refuses to start, and the dmnc service waits (`dmnc status` says why).
     EOS
   end
 

@@ -126,6 +126,8 @@ def render_snapshot(snapshot: StatusSnapshot) -> str:
     """The readable summary `dmnc status` prints."""
     tunnel, docker, vm = snapshot.tunnel, snapshot.docker, snapshot.vm
     lines = [f"dmnc {printable(snapshot.version)}", ""]
+    if snapshot.standby is not None:
+        lines += [f"Standby: {printable(snapshot.standby)}", ""]
     lines += _section(
         "Tunnel",
         [

@@ -24,7 +24,9 @@ rule, what it found and the fix, e.g. it overlaps a VPN route) and its `decision
 "vm-no-ipv6" for an IPv6 subnet while the VM has IPv6 disabled, ...). `dns` (schema 2) is null with --no-dns; its
 `port` is null when no listener could be opened (then `problem` says why), `host_resolver` says how the host's
 resolver was pointed at dmnc or why not, `drops` counts queries dropped (rate limits, malformed) and answers that
-could not be sent. An event is one object:
+could not be sent. `standby` (schema 3) is null while dmnc runs its tunnel; as a service that found another program
+holding what it needs (docker-mac-net-connect's tunnel address or VM interface), it says what and how to stop it,
+and dmnc checks again periodically. An event is one object:
 
     {"schema": 1, "time": 1795000000.25, "kind": "docker.connected",
      "message": "connected to Docker Desktop (API 1.41)", "details": {"api_version": "1.41"}}
@@ -60,8 +62,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DetailValue = str | int | float | bool | None
 
 # The version of the JSON format above: bumped whenever a field is added (see the rules in the docstring).
-# 1: dmnc 0.1 plus `schema`; 2: routes[].decision and dns.
-SCHEMA_VERSION = 2
+# 1: dmnc 0.1 plus `schema`; 2: routes[].decision and dns; 3: standby.
+SCHEMA_VERSION = 3
 
 # A WireGuard public key is a Curve25519 point, 32 bytes (whitepaper section 5.4), shown in base64 as wg(8) does.
 PUBLIC_KEY_BYTES = 32
@@ -162,6 +164,7 @@ class StatusSnapshot:
     vm: VmStatus = field(default_factory=VmStatus)
     routes: tuple[RouteStatus, ...] = ()
     dns: DnsStatus | None = None  # schema 2; None with --no-dns or from an older dmnc
+    standby: str | None = None  # schema 3; why the service waits instead of running its tunnel
 
     def to_json_object(self) -> dict[str, object]:
         tunnel, docker, vm = self.tunnel, self.docker, self.vm
@@ -195,6 +198,7 @@ class StatusSnapshot:
                 for route in self.routes
             ],
             "dns": None if self.dns is None else _dns_json(self.dns),
+            "standby": self.standby,
         }
 
     def to_json(self) -> str:
@@ -445,6 +449,7 @@ def decode_snapshot_untrusted(text: str | bytes) -> StatusSnapshot:
         ),
         routes=tuple(_route(route, f"routes[{index}]") for index, route in enumerate(top.array("routes"))),
         dns=_dns(top),
+        standby=top.later_text("standby"),
     )
 
 

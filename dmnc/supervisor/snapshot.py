@@ -60,6 +60,7 @@ def build_snapshot(
     docker: DockerState,
     routes: ReconcilerStatus,
     dns: DnsStatus | None = None,
+    standby: str | None = None,
 ) -> StatusSnapshot:
     peer = None if vm is None else vm.peer
     tunnel = TunnelStatus(
@@ -91,6 +92,7 @@ def build_snapshot(
             for subnet in routes.subnets
         ),
         dns=dns,
+        standby=standby,
     )
 
 
@@ -146,4 +148,5 @@ class ServiceStatus:
             docker=self._docker.state,
             routes=parts.routes.status(),
             dns=None if names is None else dns_status(names.state, names.drops(), now),
+            standby=self._vm.standby,
         )

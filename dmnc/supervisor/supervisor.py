@@ -12,6 +12,13 @@ Supervisor.run
     └── dns names   list the running containers into the name table on every resync and container event
 ```
 
+Before any part exists, the conflicts of dmnc.supervisor.conflicts are checked (another program holding the tunnel
+address, docker-mac-net-connect's launchd service). In the foreground dmnc refuses with one line; as a service it
+waits in **standby**: the control socket answers and `dmnc status` says why, the check repeats every
+STANDBY_RECHECK_S, and the tunnel starts once the conflict is gone. A control socket held by another dmnc (two dmnc
+services installed) is waited out the same way. A foreign VM interface is found later, by the VM setup: the VM
+keeper's guard does the same there (dmnc.supervisor.vm_keeper).
+
 The parts (TUN, UDP socket, WireGuard device, data path, route manager) are built before the nursery starts, in
 that order, and handed to the tasks that use them. A stop signal withdraws the routes and, unless keep_vm_config,
 removes the VM side; SIGHUP re-reads the configuration.
@@ -34,9 +41,11 @@ from dmnc.control import (
     ControlError,
     ControlSocketBusy,
     EventBroadcaster,
+    StatusSource,
     bind_control_socket,
     serve_control_socket,
 )
+from dmnc.control.messages import StatusSnapshot
 from dmnc.dns.domain import domain_warning, parse_domain
 from dmnc.dns.host import open_host_resolver
 from dmnc.dns.names import Reachability
@@ -46,6 +55,13 @@ from dmnc.logsetup import setup_logging
 from dmnc.routes import RouteError, host_address_source, open_route_manager
 from dmnc.routes.policy import HostState, Skipped
 from dmnc.routes.reconcile import RouteReconciler
+from dmnc.supervisor.conflicts import (
+    STANDBY_RECHECK_S,
+    StandbyReport,
+    both_dmnc_daemons,
+    find_conflicts,
+    running_as_service,
+)
 from dmnc.supervisor.docker_watch import DockerWatch
 from dmnc.supervisor.host_watch import read_host_dns_servers, watch_host_state
 from dmnc.supervisor.log import announce, logger
@@ -57,6 +73,7 @@ from dmnc.tun import DEFAULT_MTU, TunAddress, TunDevice, TunError, open_tun
 from dmnc.tunnel.datapath import Tunnel
 from dmnc.tunnel.flowfilter import FlowFilter
 from dmnc.tunnel.udp import DEFAULT_LISTEN_ADDRESSES, UdpEndpoint, UdpError
+from dmnc.vm.errors import ForeignInterfaceError
 from dmnc.vm.params import DEFAULT_HOST_ADDRESS, DEFAULT_HOST_ADDRESS6, DEFAULT_VM_ADDRESS, DEFAULT_VM_ADDRESS6
 from dmnc.wireguard import Device, encode_key, generate_private_key
 
@@ -74,6 +91,8 @@ TUNNEL_NETWORKS = tuple(
     for address in (tun_address.local.ip, tun_address.peer)
     if address is not None
 )
+# The host's own tunnel addresses: another interface holding one is another program's tunnel.
+TUNNEL_HOST_ADDRESSES = tuple(tun_address.local.ip for tun_address in HOST_TUN_ADDRESSES)
 LINUX_TUN_NAME = "dmnc%d"
 # Options SIGHUP cannot change in a running service (log_level, vm_stale_after and the route options it can).
 RESTART_OPTIONS = ("docker_host", "listen", "endpoint", "setup_image", "control_socket", "dns_domain", "dns_enabled")
@@ -112,12 +131,40 @@ def open_tun_device() -> TunDevice:
         raise ServiceError(f"cannot create the tunnel interface: {error}") from error
 
 
+class Standby(StandbyReport):
+    """The service's standby before its parts start: also the StatusSource that says why, and the first wait
+    reports the service started to its caller (so signals work from then on)."""
+
+    def __init__(self, events: EventBroadcaster, task_status: trio.TaskStatus[None]) -> None:
+        super().__init__(events, STANDBY_RECHECK_S)
+        self._task_status: trio.TaskStatus[None] | None = task_status
+
+    @property
+    def events(self) -> EventBroadcaster:
+        return self._events
+
+    def snapshot(self) -> StatusSnapshot:
+        return StatusSnapshot(version=__version__, standby=self.reason)
+
+    def task_status(self) -> trio.TaskStatus[None]:
+        """The caller's task status while it has not been told the service started; a no-op one after."""
+        return self._task_status if self._task_status is not None else trio.TASK_STATUS_IGNORED
+
+    def enter(self, reason: str) -> None:
+        super().enter(reason)
+        if self._task_status is not None:
+            self._task_status.started()
+            self._task_status = None
+
+
 class Supervisor:
     """One running dmnc: owns the tunnel, the routes, the Docker watcher and the control socket."""
 
-    def __init__(self, config: Config, flags: ConfigFlags) -> None:
+    def __init__(self, config: Config, flags: ConfigFlags, *, as_service: bool = False) -> None:
+        """`as_service`: started by launchd or systemd, so conflicts mean standby, not exit."""
         self.config = config
         self._flags = flags
+        self.as_service = as_service
         self._events = EventBroadcaster()
         self._private_key = generate_private_key(os.urandom)
         # Set while the parts exist; only SIGHUP's reload reaches into them from outside the nursery.
@@ -147,18 +194,53 @@ class Supervisor:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until `stop()` (or cancelled); on the way out remove the routes and, after `stop()`, the VM side."""
         with self._scope:
-            # Claimed first: it doubles as the single-instance check, before anything touches the network.
+            standby = Standby(self._events, task_status)
+            if sys.platform == "darwin" and await trio.to_thread.run_sync(both_dmnc_daemons):
+                logger.warning("both dmnc launchd services are installed: remove one (`dmnc doctor` says which)")
+            while True:
+                control = await self._claim_control_socket(standby)
+                conflicts = await trio.to_thread.run_sync(find_conflicts, TUNNEL_HOST_ADDRESSES)
+                if not conflicts:
+                    break
+                reason = "; ".join(conflict.describe() for conflict in conflicts)
+                if not self.as_service:
+                    await control.aclose()
+                    raise ServiceError(reason)
+                await self._wait_in_standby(control, standby, reason)
+            standby.leave("the conflict is gone: dmnc takes over")
             try:
-                control = await bind_control_socket(self.config.control_socket)
-            except ControlSocketBusy as error:
-                raise ServiceError(f"another dmnc is already running ({error})") from error
-            except ControlError as error:
-                raise ServiceError(str(error)) from error
-            try:
-                await self._run_with(control, task_status)
+                await self._run_with(control, standby.task_status())
             finally:
                 with trio.CancelScope(shield=True):
                     await control.aclose()
+
+    async def _claim_control_socket(self, standby: Standby) -> BoundControlSocket:
+        """Claimed first: it doubles as the single-instance check, before anything touches the network. A service
+        whose socket another dmnc holds (both dmnc services installed) waits for it in standby."""
+        while True:
+            try:
+                return await bind_control_socket(self.config.control_socket)
+            except ControlSocketBusy as error:
+                if not self.as_service:
+                    raise ServiceError(f"another dmnc is already running ({error})") from error
+                standby.enter(f"another dmnc is already running ({error}): only one dmnc service should be installed")
+            except ControlError as error:
+                raise ServiceError(str(error)) from error
+            await trio.sleep(STANDBY_RECHECK_S)
+
+    async def _wait_in_standby(self, control: BoundControlSocket, standby: Standby, reason: str) -> None:
+        """Answer status (saying why) until the conflicts are gone; the control socket is closed on return."""
+        standby.enter(reason)
+        status: StatusSource = standby
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_control_socket, control, status)
+            while True:
+                await trio.sleep(STANDBY_RECHECK_S)
+                conflicts = await trio.to_thread.run_sync(find_conflicts, TUNNEL_HOST_ADDRESSES)
+                if not conflicts:
+                    nursery.cancel_scope.cancel()
+                    return
+                standby.enter("; ".join(conflict.describe() for conflict in conflicts))
 
     async def _run_with(self, control: BoundControlSocket, task_status: trio.TaskStatus[None]) -> None:
         if warning := stale_after_warning(self.config.vm_stale_after):
@@ -192,7 +274,13 @@ class Supervisor:
         self, parts: RunningParts, control: BoundControlSocket, task_status: trio.TaskStatus[None]
     ) -> None:
         vm = VmKeeper(
-            parts.device, parts.tunnel, parts.udp, self.current_config, self._events, peer_subnets=parts.peer_subnets
+            parts.device,
+            parts.tunnel,
+            parts.udp,
+            self.current_config,
+            self._events,
+            peer_subnets=parts.peer_subnets,
+            standby_on_foreign=self.as_service,
         )
         names = open_dns_service(self.config, parts, vm)
         docker = DockerWatch(parts.routes, vm, self.current_config, self._events, lambda: self._stopping, names=names)
@@ -321,7 +409,7 @@ async def _run_then_cancel(
 
 
 # Errors that end the service with one line for the user (everything else is a bug and keeps its traceback).
-_FATAL_ERRORS = (ServiceError, TunError, UdpError, RouteError, ControlError, ConfigError)
+_FATAL_ERRORS = (ServiceError, TunError, UdpError, RouteError, ControlError, ConfigError, ForeignInterfaceError)
 
 
 def _fatal_error(error: BaseException) -> BaseException | None:
@@ -332,7 +420,7 @@ def _fatal_error(error: BaseException) -> BaseException | None:
 def run(config: Config, flags: ConfigFlags) -> int:
     """Run the service in the foreground until a stop signal. Returns the process exit code."""
     try:
-        trio.run(_serve, Supervisor(config, flags))
+        trio.run(_serve, Supervisor(config, flags, as_service=running_as_service(os.environ)))
     except BaseException as error:
         fatal = _fatal_error(error)
         if fatal is None:

@@ -5,6 +5,10 @@ The health verdict is a pure core (`VmHealth`: fed `now` and the VM peer's count
 runs it once a second and does the setups. The VM side is declared stale from our counters (no authenticated packet
 for longer than `Config.vm_stale_after`), never by polling the daemon, so a VM that Docker Desktop's Resource Saver
 put to sleep is not kept awake by dmnc.
+
+A VM interface that is another program's (ForeignInterfaceError: docker-mac-net-connect's chip0) is never touched:
+in the foreground the error ends dmnc; as a service the keeper waits in standby (`standby` says why, for `dmnc
+status`) and tries again every VM_STANDBY_RECHECK_S until the interface is gone.
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ from dmnc.docker.client import DockerClient
 from dmnc.docker.errors import DockerError
 from dmnc.logsetup import printable
 from dmnc.supervisor.backoff import Backoff
+from dmnc.supervisor.conflicts import StandbyReport
 from dmnc.supervisor.log import announce, logger
 from dmnc.supervisor.peer_subnets import VmPeerSubnets
 from dmnc.tunnel.datapath import Tunnel
 from dmnc.tunnel.udp import UdpEndpoint
-from dmnc.vm.errors import VmSetupError
+from dmnc.vm.errors import ForeignInterfaceError, VmSetupError
 from dmnc.vm.params import SetupParams
 from dmnc.vm.result import SetupResult
 from dmnc.vm.runner import VmSetupRunner
@@ -48,6 +53,8 @@ QUIET_VM_RETRY_MAX_S = 900.0
 # A failing VM setup (image build offline, a broken VM) is retried more patiently.
 SETUP_RETRY_INITIAL_S = 2.0
 SETUP_RETRY_MAX_S = 60.0
+# Each check runs a one-shot setup container in the VM: a foreign interface is looked at again this often.
+VM_STANDBY_RECHECK_S = 30.0
 
 
 class Verdict(enum.Enum):
@@ -175,8 +182,12 @@ class VmKeeper:
         events: EventBroadcaster,
         *,
         peer_subnets: VmPeerSubnets | None = None,
+        standby_on_foreign: bool = False,
     ) -> None:
-        """`peer_subnets` gives the VM peer its allowed IPs (its tunnel addresses and the routed subnets)."""
+        """`peer_subnets` gives the VM peer its allowed IPs (its tunnel addresses and the routed subnets);
+        `standby_on_foreign` (a service) waits out a foreign VM interface instead of raising ForeignInterfaceError."""
+        self._standby_on_foreign = standby_on_foreign
+        self._standby = StandbyReport(events, VM_STANDBY_RECHECK_S)
         self._device = device
         self._peer_subnets = VmPeerSubnets(device) if peer_subnets is None else peer_subnets
         self._tunnel = tunnel
@@ -194,6 +205,11 @@ class VmKeeper:
     def side(self) -> VmSide | None:
         """The VM side, None before the first setup."""
         return self._side
+
+    @property
+    def standby(self) -> str | None:
+        """Why the VM side waits (a foreign VM interface, as a service), None otherwise."""
+        return self._standby.reason
 
     @property
     def carries_ipv6(self) -> bool:
@@ -263,12 +279,19 @@ class VmKeeper:
             if self._side is None or self._stale.is_set():
                 try:
                     result = await runner.setup(self._setup_params())
+                except ForeignInterfaceError as error:
+                    if not self._standby_on_foreign:
+                        raise
+                    self._standby.enter(str(error))
+                    await trio.sleep(VM_STANDBY_RECHECK_S)
+                    continue
                 except (DockerError, VmSetupError) as error:
                     failure = f"VM setup failed: {printable(str(error))}"
                     announce(self._events, "vm.setup_failed", failure, logging.ERROR)
                     await trio.sleep(retry.next_delay())
                     continue
                 retry.reset()
+                self._standby.leave("the VM interface is free again: dmnc takes over")
                 self._reconfigure = False
                 self._install(result, trio.current_time())
             await self._stale.wait()

@@ -4,14 +4,21 @@ Public surface:
 - `SetupParams` (public inputs), `ScriptMode`, `IptablesBackend`, `new_run_nonce()`,
   `script_command(params, mode, nonce=...)`;
 - the result line: `parse_result_line_untrusted`, `outcome_from_output_untrusted` -> `SetupResult` |
-  `KernelWireGuardMissing` | `KernelWireGuardPresent` | `TeardownDone`, with `VmMode`;
+  `KernelWireGuardMissing` | `KernelWireGuardPresent` | `TeardownDone` | `ForeignInterface`, with `VmMode`;
 - errors: `VmSetupError` and its subclasses.
 
 The runner that drives all this through Docker is `dmnc.vm.runner.VmSetupRunner`; it is not re-exported here, so
 importing the light parts above (e.g. from `dmnc.config` or `dmnc status`) does not load httpx and trio.
 """
 
-from dmnc.vm.errors import SetupImageError, SetupParamsError, SetupResultError, SetupScriptError, VmSetupError
+from dmnc.vm.errors import (
+    ForeignInterfaceError,
+    SetupImageError,
+    SetupParamsError,
+    SetupResultError,
+    SetupScriptError,
+    VmSetupError,
+)
 from dmnc.vm.params import (
     DEFAULT_ENDPOINT_CANDIDATES,
     IptablesBackend,
@@ -24,6 +31,7 @@ from dmnc.vm.params import (
     script_command,
 )
 from dmnc.vm.result import (
+    ForeignInterface,
     HostPeerEndpoint,
     KernelWireGuardMissing,
     KernelWireGuardPresent,
@@ -37,6 +45,8 @@ from dmnc.vm.result import (
 
 __all__ = [
     "DEFAULT_ENDPOINT_CANDIDATES",
+    "ForeignInterface",
+    "ForeignInterfaceError",
     "HostPeerEndpoint",
     "IptablesBackend",
     "KernelWireGuardMissing",

@@ -27,3 +27,15 @@ class SetupScriptError(VmSetupError):
 
 class SetupImageError(VmSetupError):
     """The setup image could neither be found nor built/pulled; the message says what to do about it."""
+
+
+class ForeignInterfaceError(VmSetupError):
+    """The VM's interface of that name is another tool's (no dmnc mark): the setup changed nothing in the VM."""
+
+    def __init__(self, interface: str) -> None:
+        super().__init__(
+            f"the VM already has an interface {interface} that is not dmnc's (docker-mac-net-connect's?); dmnc left"
+            f" it untouched. Stop that tool (sudo brew services stop docker-mac-net-connect), then restart Docker"
+            f" or delete it: docker run --rm --net=host --cap-add NET_ADMIN alpine ip link del {interface}"
+        )
+        self.interface = interface

@@ -7,6 +7,7 @@ Format (documented in dmnc/vm/setup.sh; one line, space-separated `key=value` fi
     dmnc-setup-result v1 nonce=HEX mode=kernel-missing kernel=RELEASE
     dmnc-setup-result v1 nonce=HEX mode=removed kernel=RELEASE
     dmnc-setup-result v1 nonce=HEX mode=kernel-ok kernel=RELEASE     (check mode: the kernel can make WireGuard links)
+    dmnc-setup-result v1 nonce=HEX mode=foreign interface=NAME kernel=RELEASE   (NAME is another tool's: untouched)
 
 HEX is the nonce dmnc passed to this run (`--nonce`): a line carrying another, or none, is not this run's answer and
 is refused. MODE is kernel or userspace; IPv6 endpoints are written `[ADDR]:PORT`; `ipv6=off` means an IPv4-only
@@ -36,6 +37,9 @@ MAX_REASON_LENGTH = 500
 _KERNEL_RELEASE = re.compile(r"[A-Za-z0-9._+~-]{1,128}")
 _SHIM_LINK = re.compile(rf"{SHIM_LINK_PREFIX}[A-Za-z0-9_.-]{{1,10}}")
 _PORT = re.compile(r"[1-9][0-9]{0,4}")
+# An interface name as setup.sh accepts it for --interface: at most 15 characters (IFNAMSIZ is 16 with the NUL,
+# linux/if.h), letters, digits and _.- not starting with . or -.
+_INTERFACE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
 
 _IPV6_VALUES = {"on": True, "off": False}
 SHIMS_FAILED_FIELD = "shims-failed"
@@ -89,7 +93,16 @@ class TeardownDone:
     kernel_release: str
 
 
-ScriptOutcome = SetupResult | KernelWireGuardMissing | KernelWireGuardPresent | TeardownDone
+@dataclass(frozen=True, slots=True)
+class ForeignInterface:
+    """The VM interface exists without dmnc's mark (another tool's, e.g. docker-mac-net-connect's chip0): the
+    script changed nothing."""
+
+    interface: str
+    kernel_release: str
+
+
+ScriptOutcome = SetupResult | KernelWireGuardMissing | KernelWireGuardPresent | TeardownDone | ForeignInterface
 
 _FIELDS_BY_MODE: dict[str, frozenset[str]] = {
     "kernel": frozenset({"mode", "public-key", "endpoint", "endpoint-name", "ipv6", "kernel"}),
@@ -97,6 +110,7 @@ _FIELDS_BY_MODE: dict[str, frozenset[str]] = {
     "kernel-missing": frozenset({"mode", "kernel"}),
     "removed": frozenset({"mode", "kernel"}),
     "kernel-ok": frozenset({"mode", "kernel"}),
+    "foreign": frozenset({"mode", "interface", "kernel"}),
 }
 # Fields a setup result carries only when there is something to say.
 _OPTIONAL_SETUP_FIELDS = frozenset({SHIMS_FAILED_FIELD})
@@ -152,6 +166,23 @@ def _check_nonce_untrusted(fields: dict[str, str], nonce: str) -> None:
         )
 
 
+_SETUP_MODES = frozenset(mode.value for mode in VmMode)
+
+
+def _outcome_without_tunnel_untrusted(mode: str, fields: dict[str, str], kernel_release: str) -> ScriptOutcome:
+    """The outcome of a mode that configured no tunnel (its fields already checked for presence)."""
+    if mode == "kernel-missing":
+        return KernelWireGuardMissing(kernel_release)
+    if mode == "removed":
+        return TeardownDone(kernel_release)
+    if mode == "kernel-ok":
+        return KernelWireGuardPresent(kernel_release)
+    interface = fields["interface"]
+    if not _INTERFACE_NAME.fullmatch(interface):
+        raise SetupResultError(f"result interface name {interface[:40]!r} is malformed")
+    return ForeignInterface(interface, kernel_release)
+
+
 def parse_result_line_untrusted(line: str, *, nonce: str) -> ScriptOutcome:
     """Parse one result line of the run that was given `nonce`; SetupResultError names what is wrong with it."""
     if len(line) > MAX_RESULT_LINE:
@@ -175,12 +206,8 @@ def parse_result_line_untrusted(line: str, *, nonce: str) -> ScriptOutcome:
     kernel_release = fields["kernel"]
     if not _KERNEL_RELEASE.fullmatch(kernel_release):
         raise SetupResultError(f"result kernel release {kernel_release[:80]!r} is malformed")
-    if mode == "kernel-missing":
-        return KernelWireGuardMissing(kernel_release)
-    if mode == "removed":
-        return TeardownDone(kernel_release)
-    if mode == "kernel-ok":
-        return KernelWireGuardPresent(kernel_release)
+    if mode not in _SETUP_MODES:
+        return _outcome_without_tunnel_untrusted(mode, fields, kernel_release)
     try:
         vm_public_key = decode_public_key(fields["public-key"])
     except SetupParamsError as error:

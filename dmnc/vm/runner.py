@@ -17,7 +17,8 @@ the long-running fallback container (wireguard-go, /dev/net/tun, restart policy 
 result line read from its logs.
 
 Errors: VmSetupError subclasses for everything about the setup itself (SetupImageError, SetupScriptError,
-SetupResultError, and VmSetupError for time limits); dmnc.docker.errors.DockerError when the daemon itself fails.
+SetupResultError, ForeignInterfaceError when the VM's interface is another tool's and was left alone, and
+VmSetupError for time limits); dmnc.docker.errors.DockerError when the daemon itself fails.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ from dmnc.docker.errors import ApiError, NotFound, OperationFailed
 from dmnc.docker.models import ContainerInfo, CreatedContainer, ImageInfo, ProgressMessage
 from dmnc.docker.streams import OutputChunk, OutputTail, StreamKind
 from dmnc.vm.assets import dockerfile
-from dmnc.vm.errors import SetupImageError, SetupResultError, VmSetupError
+from dmnc.vm.errors import ForeignInterfaceError, SetupImageError, SetupResultError, VmSetupError
 from dmnc.vm.params import ScriptMode, SetupParams, TeardownParams, new_run_nonce, script_command
 from dmnc.vm.result import (
     RESULT_PREFIX,
+    ForeignInterface,
     KernelWireGuardMissing,
     KernelWireGuardPresent,
     ScriptOutcome,
@@ -155,6 +157,8 @@ class VmSetupRunner:
         outcome = await self._run_one_shot(image_id, params, ScriptMode.SETUP)
         if isinstance(outcome, SetupResult):
             return outcome
+        if isinstance(outcome, ForeignInterface):
+            raise ForeignInterfaceError(outcome.interface)
         if isinstance(outcome, KernelWireGuardMissing):
             self._progress(f"VM kernel {outcome.kernel_release} has no WireGuard: starting the userspace fallback")
             return await self._start_fallback(image_id, params)
@@ -168,6 +172,8 @@ class VmSetupRunner:
         if params is None:
             params = TeardownParams()
         outcome = await self._run_one_shot(image_id, params, ScriptMode.TEARDOWN)
+        if isinstance(outcome, ForeignInterface):
+            raise ForeignInterfaceError(outcome.interface)
         if not isinstance(outcome, TeardownDone):
             raise SetupResultError(f"the setup script answered {outcome!r} to a teardown request")
         return outcome

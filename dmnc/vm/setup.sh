@@ -44,6 +44,9 @@
 #   dmnc-setup-result v1 nonce=HEX mode=kernel-missing kernel=RELEASE
 #   dmnc-setup-result v1 nonce=HEX mode=removed kernel=RELEASE
 #   dmnc-setup-result v1 nonce=HEX mode=kernel-ok kernel=RELEASE
+#   dmnc-setup-result v1 nonce=HEX mode=foreign interface=NAME kernel=RELEASE
+# mode=foreign (setup, userspace, teardown): NAME exists and is not dmnc's (interface_owner below); nothing was
+# changed, neither the interface nor any rule.
 # IPv6 endpoints are written [ADDR]:PORT; ipv6=off means an IPv4-only tunnel (no IPv6 addresses were asked for, or
 # the VM has IPv6 disabled). Every failure prints one line `dmnc-setup: error: ...` on stderr and
 # exits 1 (2 for bad arguments).
@@ -65,6 +68,9 @@ ARP_PROBES=2
 ARP_PROBE_WAIT_S=2
 # 40 names of 14 characters fit the result line beside its other fields (shims_result_field).
 MAX_REPORTED_SHIMS=40
+# The ifalias (ip-link(8) `alias`, IFLA_IFALIAS) dmnc puts on its VM interface. The host key is new at every
+# start, so nothing else tells dmnc's chip0 from another tool's of the same name (docker-mac-net-connect's).
+OWNER_ALIAS='dmnc'
 # Bounds every delete loop in teardown: a rule that survives this many deletes means iptables is misbehaving.
 MAX_RULE_COPIES=100
 
@@ -88,7 +94,7 @@ note() {
 
 # Collapses any whitespace (newlines included) to single spaces, so every message stays one line.
 one_line() (
-    set -f
+    set -f # the output is split into words below, never globbed (this runs in $(...): a subshell)
     IFS=' 	
 '
     # shellcheck disable=SC2086 # word splitting is the point here
@@ -308,7 +314,7 @@ esac
 resolve() {
     command -v getent >/dev/null 2>&1 || return 1
     resolve_out=$(getent ahostsv4 "$1" 2>/dev/null) || resolve_out=$(getent hosts "$1" 2>/dev/null) || return 1
-    set -f
+    set -f # the output is split into words below, never globbed (this runs in $(...): a subshell)
     # shellcheck disable=SC2086 # splitting getent's columns
     set -- $resolve_out
     set +f
@@ -472,6 +478,98 @@ chain_rule_count() {
 }
 
 # ---------------------------------------------------------------------------------------------------------------
+# Ownership of the interface
+
+# interface_owner: prints who owns the existing $IFACE: `dmnc` (it carries OWNER_ALIAS), `legacy` (dmnc 0.1's, from
+# before the mark: see is_legacy_interface) or `foreign` (anything else: another tool's, never touched).
+interface_owner() {
+    set -f # the output is split into words below, never globbed (this runs in $(...): a subshell)
+    io_details=$(ip link show dev "$IFACE" 2>/dev/null) || io_details=''
+    # `ip link show` prints the alias on a line of its own: "    alias NAME" (iproute2 ip/ipaddress.c).
+    io_marked=no
+    io_saved_ifs=$IFS
+    IFS='
+'
+    for io_line in $io_details; do
+        IFS=$io_saved_ifs
+        # shellcheck disable=SC2086 # splitting the line into words is the point
+        set -- $io_line
+        if [ "$#" -eq 2 ] && [ "$1" = alias ] && [ "$2" = "$OWNER_ALIAS" ]; then
+            io_marked=yes
+        fi
+    done
+    IFS=$io_saved_ifs
+    if [ "$io_marked" = yes ]; then
+        echo dmnc
+    elif is_legacy_interface; then
+        echo legacy
+    else
+        echo foreign
+    fi
+}
+
+# is_legacy_interface: the upgrade rule for a chip0 dmnc 0.1 made before it marked its interface. All of these hold:
+# it is a kernel WireGuard link; it has exactly one peer, whose allowed IPs are exactly dmnc's host tunnel addresses
+# (HOST_ADDRESS/32, plus HOST_ADDRESS6/128 when given) with dmnc's PERSISTENT_KEEPALIVE; and the rule dmnc 0.1 added
+# for traffic towards the host (filter DOCKER-USER -o IFACE -j ACCEPT) or the DMNC-TO-HOST chain is present in the
+# chosen iptables backend. docker-mac-net-connect's chip0 has the same peer shape but none of dmnc's rules.
+is_legacy_interface() {
+    case $(ip -d link show dev "$IFACE" 2>/dev/null) in
+        *wireguard*) ;;
+        *) return 1 ;;
+    esac
+    command -v wg >/dev/null 2>&1 || return 1
+    il_dump=$(wg show "$IFACE" dump 2>/dev/null) || return 1
+    # wg(8) `dump`: the interface line, then one line per peer, tab-separated: public-key preshared-key endpoint
+    # allowed-ips latest-handshake transfer-rx transfer-tx persistent-keepalive.
+    il_peers=$(printf '%s\n' "$il_dump" | sed 1d)
+    [ -n "$il_peers" ] || return 1
+    [ "$(printf '%s\n' "$il_peers" | wc -l)" -eq 1 ] || return 1
+    il_allowed=$(printf '%s\n' "$il_peers" | cut -f 4)
+    il_keepalive=$(printf '%s\n' "$il_peers" | cut -f 8)
+    [ "$il_keepalive" = "$PERSISTENT_KEEPALIVE" ] || return 1
+    case $il_allowed in
+        "$HOST_ADDRESS/32") ;;
+        "$HOST_ADDRESS/32,$HOST_ADDRESS6/128" | "$HOST_ADDRESS6/128,$HOST_ADDRESS/32")
+            [ -n "$HOST_ADDRESS6" ] || return 1
+            ;;
+        *) return 1 ;;
+    esac
+    for il_tool in "${IPT:-iptables}" iptables-nft iptables-legacy; do
+        command -v "$il_tool" >/dev/null 2>&1 || continue
+        "$il_tool" -w -t filter -C DOCKER-USER -o "$IFACE" -j ACCEPT >/dev/null 2>&1 && return 0
+        "$il_tool" -w -t filter -S "$TO_HOST_CHAIN" >/dev/null 2>&1 && return 0
+    done
+    return 1
+}
+
+# refuse_foreign_interface: when $IFACE exists and is not dmnc's, print the `foreign` result and exit, having
+# changed nothing. A legacy interface is marked and so becomes dmnc's.
+refuse_foreign_interface() {
+    [ -n "$(link_details)" ] || return 0
+    case $(interface_owner) in
+        dmnc) ;;
+        legacy)
+            note "$IFACE is dmnc 0.1's (from before the ownership mark): marking it as dmnc's"
+            mark_interface
+            ;;
+        *)
+            note "$IFACE exists and is not dmnc's (another tool's, e.g. docker-mac-net-connect): left untouched"
+            printf '%s mode=foreign interface=%s kernel=%s\n' "$RESULT_PREFIX" "$IFACE" "$KERNEL_RELEASE"
+            exit 0
+            ;;
+    esac
+}
+
+# mark_interface: puts dmnc's mark on $IFACE; an interface dmnc created but could not mark is deleted again, or
+# the next run would take it for another tool's.
+mark_interface() {
+    mi_err=$(ip link set dev "$IFACE" alias "$OWNER_ALIAS" 2>&1) && return 0
+    ip link del dev "$IFACE" >/dev/null 2>&1
+    die "marking $IFACE as dmnc's (ip link set alias) failed: ${mi_err:-no error output}"
+}
+
+# ---------------------------------------------------------------------------------------------------------------
 # Interface
 
 link_details() {
@@ -560,6 +658,7 @@ run_setup() {
     require_tool wg
     choose_endpoint
     choose_iptables
+    refuse_foreign_interface
     details=$(link_details)
     if [ -n "$details" ]; then
         case $details in
@@ -575,6 +674,7 @@ run_setup() {
             printf '%s mode=kernel-missing kernel=%s\n' "$RESULT_PREFIX" "$KERNEL_RELEASE"
             exit 0
         }
+        mark_interface
     fi
     current_key=$(wg show "$IFACE" private-key 2>/dev/null) || die "cannot read the state of $IFACE"
     case $current_key in
@@ -597,6 +697,7 @@ run_userspace() {
     require_tool wireguard-go
     choose_endpoint
     choose_iptables
+    refuse_foreign_interface
     if [ -n "$(link_details)" ]; then
         # A TUN left by a previous wireguard-go of this container (or of a crashed one): start afresh.
         must "removing the stale $IFACE" ip link del dev "$IFACE"
@@ -620,6 +721,7 @@ run_userspace() {
         [ "$tries" -le 100 ] || die "wireguard-go did not create $IFACE within 10 s"
         sleep 0.1
     done
+    mark_interface
     must "setting the private key of $IFACE" wg set "$IFACE" private-key "$key_file"
     configure_interface
     apply_all_rules
@@ -632,6 +734,8 @@ run_userspace() {
 
 run_teardown() {
     require_tool ip
+    # Another tool's interface, and the rules naming it, are its own: a teardown leaves them all in place.
+    refuse_foreign_interface
     if [ -n "$(link_details)" ]; then
         must "deleting $IFACE" ip link del dev "$IFACE"
     fi

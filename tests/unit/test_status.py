@@ -66,7 +66,7 @@ def snapshot_object() -> dict[str, Any]:
 def test_snapshot_json_has_the_contract_fields() -> None:
     encoded = json.loads(full_snapshot().to_json())
     assert set(encoded) >= {"schema", "version", "tunnel", "docker", "vm", "routes"}
-    assert encoded["schema"] == SCHEMA_VERSION == 2  # 2 added routes[].decision
+    assert encoded["schema"] == SCHEMA_VERSION == 3  # 2 added routes[].decision, 3 standby
     assert set(encoded["tunnel"]) == {
         "interface",
         "listen",
@@ -399,3 +399,14 @@ def test_dns_round_trips_and_is_none_when_absent_or_null() -> None:
     bad["dns"]["addresses"] = [1]
     with pytest.raises(StatusFormatError, match=r"dns.addresses\[0\]"):
         decode_snapshot_untrusted(json.dumps(bad))
+
+
+def test_a_standby_reason_round_trips_and_an_older_service_reads_as_running() -> None:
+    waiting = StatusSnapshot(version="0.2.0", standby="another interface already holds the tunnel address 10.33.33.1")
+    assert decode_snapshot_untrusted(waiting.to_json()) == waiting
+    encoded = json.loads(full_snapshot().to_json())
+    del encoded["standby"]
+    assert decode_snapshot_untrusted(json.dumps(encoded)).standby is None
+    encoded["standby"] = 3
+    with pytest.raises(StatusFormatError, match="standby"):
+        decode_snapshot_untrusted(json.dumps(encoded))

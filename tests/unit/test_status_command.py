@@ -126,3 +126,10 @@ def test_dns_shows_domain_port_names_and_last_update() -> None:
     assert "  dropped          rate_limited_source 7" in lines
     not_serving = StatusSnapshot(version="0.1.0", dns=DnsStatus("dmnc.internal", problem="no address"))
     assert "  listening on     not serving: no address" in render_snapshot(not_serving).splitlines()
+
+
+def test_a_service_in_standby_says_why_at_the_top() -> None:
+    reason = "chip0 is not dmnc's\x1b[2J"
+    lines = render_snapshot(StatusSnapshot(version="0.2.0", standby=reason)).splitlines()
+    assert lines[2] == "Standby: " + printable(reason)
+    assert "\x1b" not in lines[2]

@@ -82,3 +82,16 @@ def test_reload_applies_a_new_stale_limit_and_keeps_the_old_configuration_on_a_b
     supervisor.reload()
     assert supervisor.current_config().vm_stale_after == 4.0
     assert "configuration not reloaded: DMNC_VM_STALE_AFTER: 0 seconds is not in 1-3600" in caplog.text
+
+
+def test_an_explicit_udp_port_another_program_holds_is_refused_with_one_clear_line() -> None:
+    from dmnc.supervisor.supervisor import ServiceError, open_udp  # noqa: PLC0415
+    from dmnc.tunnel.udp import UdpEndpoint  # noqa: PLC0415
+
+    holder = UdpEndpoint.open(0, ("127.0.0.1",))
+    try:
+        explicit = config.load_config(ConfigFlags(listen=f"127.0.0.1:{holder.port}"), {})
+        with pytest.raises(ServiceError, match=rf"^UDP port {holder.port} is already in use \(another dmnc\?\)"):
+            open_udp(explicit)
+    finally:
+        holder.close()

@@ -22,13 +22,14 @@ from dmnc.supervisor.vm_keeper import (
     HEALTH_INTERVAL_S,
     QUIET_VM_RETRY_INITIAL_S,
     QUIET_VM_RETRY_MAX_S,
+    VM_STANDBY_RECHECK_S,
     Verdict,
     VmKeeper,
 )
 from dmnc.tunnel.datapath import Tunnel
 from dmnc.tunnel.flowfilter import InboundPort
 from dmnc.tunnel.udp import UdpEndpoint
-from dmnc.vm import SetupParams, SetupResult, VmMode
+from dmnc.vm import ForeignInterfaceError, SetupParams, SetupResult, VmMode
 from dmnc.vm.shims import plan_shims
 from dmnc.wireguard import Device, public_key
 
@@ -247,3 +248,65 @@ async def test_shims_the_vm_could_not_make_are_announced_by_network(
         ready = subscription.receive.receive_nowait()
     assert (failed.kind, ready.kind) == ("vm.shim_failed", "vm.ready")
     assert "no shim in the VM for network lan (parent eth1)" in failed.message
+
+
+@pytest.fixture
+def foreign_then_free(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Replaces VmSetupRunner: the first two setups find another tool's chip0, the third succeeds. Records when
+    each ran."""
+    started: list[float] = []
+
+    class ForeignRunner:
+        def __init__(self, docker: object, **options: object) -> None:
+            pass
+
+        async def setup(self, params: SetupParams) -> SetupResult:
+            started.append(trio.current_time())
+            if len(started) <= 2:
+                raise ForeignInterfaceError("chip0")
+            return SetupResult(VmMode.KERNEL, public_key(bytes(range(32))), ("192.168.65.2", 3333), "h", "6.1", True)
+
+    monkeypatch.setattr(vm_keeper, "VmSetupRunner", ForeignRunner)
+    return started
+
+
+async def test_a_service_waits_in_standby_while_the_vm_interface_is_foreign_then_takes_over(
+    foreign_then_free: list[float], autojump_clock: trio.testing.MockClock
+) -> None:
+    events = EventBroadcaster()
+    keeper = VmKeeper(
+        Device(bytes(range(1, 33)), rng=os.urandom, wall_offset=0.0),
+        cast(Tunnel, SimpleNamespace(answer_recent_initiation=lambda: False)),
+        cast(UdpEndpoint, SimpleNamespace(port=3333)),
+        Config,
+        events,
+        standby_on_foreign=True,
+    )
+    with events.subscribe() as subscription:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keeper.keep, cast(DockerClient, None))
+            await trio.sleep(1)
+            waiting = (keeper.standby, keeper.side)
+            await trio.sleep(2 * VM_STANDBY_RECHECK_S)
+            running = (keeper.standby, keeper.side)
+            nursery.cancel_scope.cancel()
+        kinds = [subscription.receive.receive_nowait().kind for _ in range(3)]
+    assert waiting[0] is not None
+    assert "chip0 that is not dmnc's" in waiting[0]
+    assert waiting[1] is None
+    assert running[0] is None
+    assert running[1] is not None
+    assert kinds == ["service.standby", "service.active", "vm.ready"]  # the standby reported once
+    assert [later - earlier for earlier, later in itertools.pairwise(foreign_then_free)] == pytest.approx(
+        [VM_STANDBY_RECHECK_S] * 2
+    )
+
+
+async def test_in_the_foreground_a_foreign_vm_interface_ends_the_keeper(
+    foreign_then_free: list[float], autojump_clock: trio.testing.MockClock
+) -> None:
+    keeper = keeper_with([Config()])
+    with pytest.raises(ForeignInterfaceError):
+        await keeper.keep(cast(DockerClient, None))
+    assert len(foreign_then_free) == 1
+    assert keeper.side is None

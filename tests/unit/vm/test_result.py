@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dmnc.vm import (
+    ForeignInterface,
     KernelWireGuardMissing,
     KernelWireGuardPresent,
     SetupResult,
@@ -120,6 +121,10 @@ def test_kernel_ok_line_of_the_check_mode() -> None:
         (KERNEL_LINE.replace("ipv6=on", "ipv6=maybe"), "not on or off"),
         (KERNEL_LINE.replace(" ipv6=on", ""), "missing"),
         (KERNEL_LINE + " " + "x" * 2000, "characters long"),
+        (f"dmnc-setup-result v1 nonce={NONCE} mode=foreign kernel=x", "missing"),
+        (f"dmnc-setup-result v1 nonce={NONCE} mode=foreign interface=chip0;rm kernel=x", "interface name"),
+        (f"dmnc-setup-result v1 nonce={NONCE} mode=foreign interface=-chip0 kernel=x", "interface name"),
+        (f"dmnc-setup-result v1 nonce={NONCE} mode=foreign interface={'c' * 16} kernel=x", "interface name"),
     ],
 )
 def test_malformed_result_lines_raise_a_typed_error(line: str, message: str) -> None:
@@ -226,3 +231,25 @@ def test_every_well_formed_line_round_trips(
         release,
         ipv6 == "on",
     )
+
+
+def test_foreign_line_names_the_interface_left_alone() -> None:
+    assert parse_result_line_untrusted(
+        f"dmnc-setup-result v1 nonce={NONCE} mode=foreign interface=chip0 kernel=6.10.14-linuxkit", nonce=NONCE
+    ) == ForeignInterface("chip0", "6.10.14-linuxkit")
+
+
+@given(
+    interface=st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}", fullmatch=True),
+    release=st.from_regex(r"[A-Za-z0-9._+~-]{1,40}", fullmatch=True),
+)
+def test_every_well_formed_foreign_line_round_trips(interface: str, release: str) -> None:
+    line = f"dmnc-setup-result v1 nonce={NONCE} mode=foreign interface={interface} kernel={release}"
+    assert parse_result_line_untrusted(line, nonce=NONCE) == ForeignInterface(interface, release)
+
+
+@given(interface=st.text(max_size=40).filter(lambda text: " " not in text and "\n" not in text and text))
+def test_any_foreign_interface_name_parses_as_itself_or_raises_result_error(interface: str) -> None:
+    line = f"dmnc-setup-result v1 nonce={NONCE} mode=foreign interface={interface} kernel=6.1"
+    with contextlib.suppress(SetupResultError):
+        assert parse_result_line_untrusted(line, nonce=NONCE) == ForeignInterface(interface, "6.1")

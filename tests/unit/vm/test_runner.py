@@ -17,6 +17,7 @@ from dmnc.docker.errors import ApiError, ConnectionLost, NotFound, OperationFail
 from dmnc.docker.models import ContainerInfo, ContainerState, CreatedContainer, ImageInfo, ProgressMessage
 from dmnc.docker.streams import OutputChunk, StreamKind
 from dmnc.vm import (
+    ForeignInterfaceError,
     KernelWireGuardMissing,
     KernelWireGuardPresent,
     ScriptMode,
@@ -496,3 +497,20 @@ async def test_a_fallback_result_without_this_runs_nonce_is_refused() -> None:
     engine.hang_logs = True
     with pytest.raises(SetupResultError, match="carries no nonce"):
         await VmSetupRunner(engine).setup(PARAMS)
+
+
+FOREIGN = b"dmnc-setup-result v1 nonce=@RUN-NONCE@ mode=foreign interface=chip0 kernel=5.10\n"
+
+
+async def test_a_foreign_vm_interface_is_a_foreign_interface_error_and_nothing_more_runs() -> None:
+    engine = engine_with_image(one_shot(FOREIGN))
+    with pytest.raises(ForeignInterfaceError, match="chip0 that is not dmnc's") as caught:
+        await VmSetupRunner(engine).setup(PARAMS)
+    assert caught.value.interface == "chip0"
+    assert len(engine.run_specs) == 1
+    assert engine.created == []  # no fallback started over another tool's interface
+
+
+async def test_a_teardown_that_found_a_foreign_interface_says_so() -> None:
+    with pytest.raises(ForeignInterfaceError):
+        await VmSetupRunner(engine_with_image(one_shot(FOREIGN))).teardown(PARAMS)
