@@ -57,6 +57,14 @@ RTM_NEWLINK = 16
 RTM_DELLINK = 17
 IFINFOMSG = struct.Struct("=BxHiII")  # ifi_family, pad, ifi_type, ifi_index, ifi_flags, ifi_change
 RT_SCOPE_UNIVERSE = 0
+# linux/rtnetlink.h and linux/if_addr.h: the address message, which the TUN setup sends (its addresses) and the
+# host watch reads (the host's other addresses).
+RTM_NEWADDR = 20
+RTM_DELADDR = 21
+RTM_GETADDR = 22
+IFADDRMSG = struct.Struct("=BBBBI")  # ifa_family, ifa_prefixlen, ifa_flags, ifa_scope, ifa_index
+IFA_ADDRESS = 1  # the address, or the far end of a point-to-point link (then the prefix length is the peer's)
+IFA_LOCAL = 2  # this end of a point-to-point link; absent (or equal to IFA_ADDRESS) otherwise
 
 U32 = struct.Struct("=I")
 

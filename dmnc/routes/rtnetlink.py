@@ -23,11 +23,17 @@ from dmnc.netlink import (
     AF_INET,
     AF_INET6,
     AF_UNSPEC,
+    IFA_ADDRESS,
+    IFA_LOCAL,
+    IFADDRMSG,
     IFINFOMSG,
     NLM_F_DUMP,
     NLM_F_REQUEST,
     RT_SCOPE_UNIVERSE,
+    RTM_DELADDR,
     RTM_DELLINK,
+    RTM_GETADDR,
+    RTM_NEWADDR,
     RTM_NEWLINK,
     ControlMessage,
     Header,
@@ -66,14 +72,6 @@ RTNLGRP_IPV6_RULE = 19
 # and the FIB entry that matched (its prefix) rather than a host route made for the address.
 RTM_F_LOOKUP_TABLE = 0x1000
 RTM_F_FIB_MATCH = 0x2000
-
-# linux/rtnetlink.h and linux/if_addr.h: interface addresses
-RTM_NEWADDR = 20
-RTM_DELADDR = 21
-RTM_GETADDR = 22
-IFADDRMSG = struct.Struct("=BBBBI")  # ifa_family, ifa_prefixlen, ifa_flags, ifa_scope, ifa_index
-IFA_ADDRESS = 1  # the address, or the far end of a point-to-point link (then the prefix length is the peer's)
-IFA_LOCAL = 2  # this end of a point-to-point link; absent (or equal to IFA_ADDRESS) otherwise
 
 # linux/rtnetlink.h and linux/fib_rules.h: policy routing rules
 RTM_NEWRULE = 32

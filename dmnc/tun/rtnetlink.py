@@ -10,32 +10,29 @@ addresses in network byte order.
 from __future__ import annotations
 
 import ipaddress
-import struct
 
 from dmnc import netlink
 from dmnc.netlink import (
     AF_INET,
     AF_INET6,
     AF_UNSPEC,
+    IFA_ADDRESS,
+    IFA_LOCAL,
+    IFADDRMSG,
     IFINFOMSG,
     NLM_F_ACK,
     NLM_F_CREATE,
     NLM_F_REPLACE,
     NLM_F_REQUEST,
     RT_SCOPE_UNIVERSE,
+    RTM_NEWADDR,
     RTM_NEWLINK,
     Header,
     encode_attribute,
 )
 
-# linux/rtnetlink.h
-RTM_NEWADDR = 20
-IFADDRMSG = struct.Struct("=BBBBI")  # ifa_family, ifa_prefixlen, ifa_flags, ifa_scope, ifa_index
-
 # linux/if_link.h, linux/if_addr.h, linux/if.h
 IFLA_MTU = 4
-IFA_ADDRESS = 1
-IFA_LOCAL = 2
 IFA_F_NODAD = 0x02  # no duplicate address detection: a point-to-point tunnel has no one to collide with
 IFF_UP = 0x1
 # linux/if_link.h: IFLA_AF_SPEC nests one attribute per address family; inside AF_INET6, IFLA_INET6_ADDR_GEN_MODE

@@ -10,16 +10,22 @@ import struct
 import pytest
 
 from dmnc import netlink
-from dmnc.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, RTM_NEWLINK
+from dmnc.netlink import (
+    IFA_ADDRESS,
+    IFA_LOCAL,
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_REPLACE,
+    NLM_F_REQUEST,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+)
 from dmnc.tun import TunError
 from dmnc.tun.linux import request_acknowledged
 from dmnc.tun.rtnetlink import (
-    IFA_ADDRESS,
     IFA_F_NODAD,
-    IFA_LOCAL,
     IFF_UP,
     IFLA_MTU,
-    RTM_NEWADDR,
     encode_add_address,
     encode_link_settings,
     encode_no_link_local,
