@@ -127,23 +127,30 @@ class DarwinRoutingTransport:
         return await trio.to_thread.run_sync(self._dump_blocking)
 
     def _dump_blocking(self) -> bytes:
-        mib = (ctypes.c_int * 6)(CTL_NET, pfroute.AF_ROUTE, 0, pfroute.AF_UNSPEC, NET_RT_DUMP, 0)
-        for _ in range(DUMP_ATTEMPTS):
-            size = ctypes.c_size_t(0)
-            if self._libc.sysctl(mib, 6, None, ctypes.byref(size), None, 0) != 0:
-                raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-            buffer = ctypes.create_string_buffer(size.value)
-            if self._libc.sysctl(mib, 6, buffer, ctypes.byref(size), None, 0) == 0:
-                return buffer.raw[: size.value]
-            if ctypes.get_errno() != errno.ENOMEM:
-                raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-        raise OSError(errno.ENOMEM, "the routing table kept growing while it was read")
+        mib = (CTL_NET, pfroute.AF_ROUTE, 0, pfroute.AF_UNSPEC, NET_RT_DUMP, 0)
+        return read_sysctl(self._libc, mib, attempts=DUMP_ATTEMPTS, what="the routing table")
 
     def open_monitor(self) -> MessageSource:
         return open_monitor_socket(_routing_socket)
 
     def close(self) -> None:
         self._requests.socket.close()
+
+
+def read_sysctl(libc: ctypes.CDLL, mib: tuple[int, ...], *, attempts: int, what: str) -> bytes:
+    """The bytes of a sysctl(3) that answers a growing table (`what`): sized first, read again if it grew meanwhile
+    (ENOMEM), at most `attempts` times."""
+    names = (ctypes.c_int * len(mib))(*mib)
+    for _ in range(attempts):
+        size = ctypes.c_size_t(0)
+        if libc.sysctl(names, len(mib), None, ctypes.byref(size), None, 0) != 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        buffer = ctypes.create_string_buffer(size.value)
+        if libc.sysctl(names, len(mib), buffer, ctypes.byref(size), None, 0) == 0:
+            return buffer.raw[: size.value]
+        if ctypes.get_errno() != errno.ENOMEM:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    raise OSError(errno.ENOMEM, f"{what} kept growing while it was read")
 
 
 def open_monitor_socket(make_socket: Callable[[], socket.socket]) -> MessageSource:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import errno
 import logging
 import os
 import socket
@@ -27,10 +26,12 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
 from dmnc.routes import pfroute
+from dmnc.routes.darwin import read_sysctl
 from dmnc.routes.hoststate import host_networks_of, parse_scutil_dns, read_dns_servers
 from dmnc.routes.manager import Address, RouteOperationError
 from dmnc.routes.policy import HostNetwork
@@ -156,21 +157,6 @@ def _count(drops: Counter[str] | None, reason: str) -> None:
         drops[reason] += 1
 
 
-def read_sysctl(libc: ctypes.CDLL, mib: tuple[int, ...]) -> bytes:
-    """The bytes of a sysctl(3) that answers a growing table: sized first, read again if it grew meanwhile."""
-    names = (ctypes.c_int * len(mib))(*mib)
-    for _ in range(SYSCTL_ATTEMPTS):
-        size = ctypes.c_size_t(0)
-        if libc.sysctl(names, len(mib), None, ctypes.byref(size), None, 0) != 0:
-            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-        buffer = ctypes.create_string_buffer(size.value)
-        if libc.sysctl(names, len(mib), buffer, ctypes.byref(size), None, 0) == 0:
-            return buffer.raw[: size.value]
-        if ctypes.get_errno() != errno.ENOMEM:
-            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-    raise OSError(errno.ENOMEM, "the table kept growing while it was read")
-
-
 class DarwinHostAddresses:
     """HostAddressSource for macOS; `tunnel_interface` (dmnc's utun) is left out."""
 
@@ -182,7 +168,9 @@ class DarwinHostAddresses:
     async def host_networks(self) -> tuple[HostNetwork, ...]:
         mib = (CTL_NET, pfroute.AF_ROUTE, 0, pfroute.AF_UNSPEC, NET_RT_IFLIST, 0)
         try:
-            data = await trio.to_thread.run_sync(read_sysctl, self._libc, mib)
+            data = await trio.to_thread.run_sync(
+                partial(read_sysctl, self._libc, mib, attempts=SYSCTL_ATTEMPTS, what="the interface list")
+            )
         except OSError as error:
             code = error.errno or 0
             raise RouteOperationError("list interface addresses", None, code, os.strerror(code)) from error
