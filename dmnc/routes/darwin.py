@@ -1,7 +1,9 @@
 """macOS route manager on the routing socket (PF_ROUTE), same protocol as the Linux one.
 
 Routes are what `route -n add -net SUBNET -interface utunN -proto1` installs: RTF_UP|RTF_STATIC|RTF_PROTO1, the
-gateway an AF_LINK sockaddr naming the utun by index. RTF_PROTO1 plus the utun's index mark a route as dmnc's.
+gateway an AF_LINK sockaddr naming the utun by index. On the direct path they are what `route -n add -net SUBNET
+GATEWAY -proto1` installs instead: RTF_GATEWAY too, the gateway an AF_INET/AF_INET6 sockaddr (the VM's address on
+bridge100). RTF_PROTO1 alone marks a route as dmnc's, whichever way it goes.
 xnu's RTM_DELETE does not match on flags, so a delete first checks in a fresh table dump that the route is ours.
 The table is read with sysctl(NET_RT_DUMP); changes are read from a second routing socket, where every message
 carries the pid that caused it (rtm_pid).
@@ -35,6 +37,7 @@ from dmnc.routes.manager import (
     Destination,
     InstalledRoute,
     InterfaceNotFoundError,
+    NextHop,
     RouteEvent,
     RouteEventKind,
     RouteExistsError,
@@ -169,6 +172,39 @@ def _failure(operation: str, destination: Destination | None, error: OSError) ->
     return RouteOperationError(operation, destination, code, os.strerror(code) if code else str(error))
 
 
+def route_message(
+    message_type: int,
+    destination: Destination,
+    tunnel_index: int,
+    next_hop: NextHop | None,
+    *,
+    pid: int = 0,
+    seq: int = 0,
+) -> pfroute.RouteSocketMessage:
+    """dmnc's RTM_ADD/RTM_DELETE for `destination`: the link form through the utun (`-interface`), or with a next
+    hop the gateway form (RTF_GATEWAY, an AF_INET/AF_INET6 sockaddr as RTAX_GATEWAY: bsd/net/route.h)."""
+    flags = pfroute.DMNC_ROUTE_FLAGS
+    if destination.prefixlen == destination.max_prefixlen:
+        flags |= pfroute.RTF_HOST  # route(8) marks a full-length destination as a host route
+    if next_hop is None:
+        return pfroute.RouteSocketMessage(
+            message_type=message_type,
+            destination=destination,
+            flags=flags,
+            gateway_interface=tunnel_index,
+            pid=pid,
+            seq=seq,
+        )
+    return pfroute.RouteSocketMessage(
+        message_type=message_type,
+        destination=destination,
+        flags=flags | pfroute.RTF_GATEWAY,
+        gateway=next_hop.gateway,
+        pid=pid,
+        seq=seq,
+    )
+
+
 class DarwinRouteManager:
     """RouteManager on the routing socket for the utun `interface` (index `interface_index`)."""
 
@@ -188,6 +224,7 @@ class DarwinRouteManager:
         self._next_seq = 1
         self._dropped: Counter[str] = Counter()
         self._warnings = pfroute.RepeatedWarnings()
+        self._next_hops: dict[int, NextHop] = {}  # by IP version; none: through the utun
 
     @property
     def interface(self) -> str:
@@ -214,21 +251,21 @@ class DarwinRouteManager:
     async def aclose(self) -> None:
         self._transport.close()
 
+    def next_hop(self, version: int) -> NextHop | None:
+        return self._next_hops.get(version)
+
+    def set_next_hop(self, version: int, next_hop: NextHop | None) -> None:
+        if next_hop is None:
+            self._next_hops.pop(version, None)
+        else:
+            self._next_hops[version] = next_hop
+
     def _message(self, message_type: int, destination: Destination) -> bytes:
         seq = self._next_seq
         self._next_seq = self._next_seq % 0x7FFFFFFF + 1
-        flags = pfroute.DMNC_ROUTE_FLAGS
-        if destination.prefixlen == destination.max_prefixlen:
-            flags |= pfroute.RTF_HOST  # route(8) marks a full-length destination as a host route
+        next_hop = self._next_hops.get(destination.version)
         return pfroute.encode_route_message(
-            pfroute.RouteSocketMessage(
-                message_type=message_type,
-                destination=destination,
-                flags=flags,
-                gateway_interface=self._interface_index,
-                pid=self._pid,
-                seq=seq,
-            )
+            route_message(message_type, destination, self._interface_index, next_hop, pid=self._pid, seq=seq)
         )
 
     async def add_many(self, destinations: Sequence[Destination], *, replace: bool = False) -> list[RouteResult]:
@@ -281,7 +318,7 @@ class DarwinRouteManager:
             destination=message.destination,
             interface=_interface_name(index),
             interface_index=index,
-            ours=bool(message.flags & pfroute.RTF_PROTO1) and index == self._interface_index,
+            ours=bool(message.flags & pfroute.RTF_PROTO1),
             gateway=message.gateway,
         )
 

@@ -1,8 +1,9 @@
 """Linux route manager: rtnetlink over a non-blocking AF_NETLINK socket, driven by trio.
 
 No subprocess per route: requests are netlink messages (see `rtnetlink.py`), sent in batches and acknowledged one
-by one. dmnc's routes carry `rtm_protocol = RTPROT_DMNC` and go through the tunnel's interface index; deletes
-carry both, so the kernel itself refuses to remove any route that is not ours.
+by one. dmnc's routes carry `rtm_protocol = RTPROT_DMNC` and go through the tunnel's interface index, or, on the
+direct path, via the VM's address as RTA_GATEWAY. The protocol alone marks a route as dmnc's; deletes carry it, so
+the kernel itself refuses to remove any route that is not ours.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dmnc.routes.manager import (
     Destination,
     InstalledRoute,
     InterfaceNotFoundError,
+    NextHop,
     RouteEvent,
     RouteEventKind,
     RouteExistsError,
@@ -136,6 +138,7 @@ class LinuxRouteManager:
         self._socket = NetlinkSocket(self._dropped)
         self._lock = trio.Lock()  # one transaction at a time: replies are matched to requests by order and seq
         self._next_seq = 1
+        self._next_hops: dict[int, NextHop] = {}  # by IP version; none: through the tunnel interface
 
     @property
     def interface(self) -> str:
@@ -162,10 +165,29 @@ class LinuxRouteManager:
         self._next_seq = self._next_seq % 0xFFFFFFFF + 1
         return seq
 
+    def next_hop(self, version: int) -> NextHop | None:
+        return self._next_hops.get(version)
+
+    def set_next_hop(self, version: int, next_hop: NextHop | None) -> None:
+        if next_hop is None:
+            self._next_hops.pop(version, None)
+        else:
+            self._next_hops[version] = next_hop
+
     def _route_request(self, kind: rtnetlink.RouteMessageKind, destination: Destination, flags: int) -> _Request:
         family = netlink.AF_INET if destination.version == 4 else netlink.AF_INET6
-        # iproute2 gives a device route without gateway link scope; IPv6 has no route scopes (always universe).
-        scope = rtnetlink.RT_SCOPE_LINK if destination.version == 4 else netlink.RT_SCOPE_UNIVERSE
+        next_hop = self._next_hops.get(destination.version)
+        output_interface: int | None = self._interface_index
+        gateway = None
+        if kind is rtnetlink.RouteMessageKind.DELETE:
+            # The protocol alone says the route is ours, whichever way it goes (tunnel or next hop); fib_table_delete
+            # (net/ipv4/fib_trie.c) matches any scope only for RT_SCOPE_NOWHERE, as `ip route del` sends.
+            scope, output_interface = rtnetlink.RT_SCOPE_NOWHERE, None
+        elif next_hop is not None:
+            scope, output_interface, gateway = netlink.RT_SCOPE_UNIVERSE, None, next_hop.gateway
+        else:
+            # iproute2 gives a device route without gateway link scope; IPv6 has no route scopes (always universe).
+            scope = rtnetlink.RT_SCOPE_LINK if destination.version == 4 else netlink.RT_SCOPE_UNIVERSE
         seq = self._seq()
         message = rtnetlink.RouteMessage(
             kind=kind,
@@ -175,7 +197,8 @@ class LinuxRouteManager:
             seq=seq,
             protocol=rtnetlink.RTPROT_DMNC,
             scope=scope,
-            output_interface=self._interface_index,
+            output_interface=output_interface,
+            gateway=gateway,
         )
         operation = "add route" if kind is rtnetlink.RouteMessageKind.NEW else "delete route"
         return _Request(destination, operation, rtnetlink.encode_route_message(message), seq)
@@ -253,7 +276,7 @@ class LinuxRouteManager:
             destination=message.destination,
             interface=_interface_name(index),
             interface_index=index,
-            ours=message.protocol == rtnetlink.RTPROT_DMNC and index == self._interface_index,
+            ours=message.protocol == rtnetlink.RTPROT_DMNC,
             gateway=message.gateway,
         )
 

@@ -1,7 +1,8 @@
 """What every route manager offers, and the values that cross its boundary.
 
-A manager is bound to one interface (the tunnel). It adds and deletes routes through that interface marked as
-dmnc's own, in batches with one result per destination (one refused route does not hold up the others), lists
+A manager is bound to one interface (the tunnel). It adds and deletes routes marked as dmnc's own, through that
+interface or, per address family, via a next hop on a link the host shares with the VM (the direct path,
+`NextHop`), in batches with one result per destination (one refused route does not hold up the others), lists
 routes (its own and everybody else's, for overlap checks), and reports changes to the routing table as they
 happen so the reconciler can put back what another program took away.
 """
@@ -26,12 +27,34 @@ class InstalledRoute:
     destination: Destination
     interface: str  # name, or "if#N" when the index no longer resolves
     interface_index: int
-    ours: bool  # carries dmnc's marker and goes through the manager's interface
+    # Carries dmnc's mark (Linux: its protocol number; macOS: RTF_PROTO1). The mark alone decides: a direct-path
+    # route goes via a gateway on another interface and is dmnc's all the same.
+    ours: bool
     gateway: Address | None = None
 
     def describe(self) -> str:
         via = f" via {self.gateway}" if self.gateway is not None else ""
         return f"{self.destination}{via} dev {self.interface}"
+
+
+@dataclass(frozen=True, slots=True)
+class NextHop:
+    """Where dmnc's routes of one address family go instead of the tunnel: the VM's address on a link the host
+    shares with it (a gateway route, `ip route add SUBNET via GATEWAY`)."""
+
+    gateway: Address
+    interface: str  # the host's interface on that link, for status and log lines
+
+    def describe(self) -> str:
+        return f"via {self.gateway} dev {self.interface}"
+
+
+def route_in_place(route: InstalledRoute, tunnel_interface: str, next_hop: NextHop | None) -> bool:
+    """Whether one of dmnc's installed routes already goes where the manager now sends its family: via the next
+    hop's gateway, or (without one) straight through the tunnel interface."""
+    if next_hop is None:
+        return route.gateway is None and route.interface == tunnel_interface
+    return route.gateway == next_hop.gateway
 
 
 class RouteEventKind(enum.Enum):
@@ -114,10 +137,19 @@ class RouteResult:
 
 
 class RouteManager(Protocol):
-    """Routes through one interface, marked as dmnc's own so no other route is ever touched."""
+    """Routes through one interface (or a family's next hop), marked as dmnc's own so no other route is touched."""
 
     @property
     def interface(self) -> str: ...
+
+    def next_hop(self, version: int) -> NextHop | None:
+        """Where routes of IP `version` go now: None for the tunnel interface."""
+        ...
+
+    def set_next_hop(self, version: int, next_hop: NextHop | None) -> None:
+        """Send routes of IP `version` added from now on via `next_hop` (None: through the tunnel interface).
+        Installed routes stay as they are until added again with `replace` (the reconciler does that)."""
+        ...
 
     @property
     def dropped_messages(self) -> Mapping[str, int]:
@@ -125,10 +157,10 @@ class RouteManager(Protocol):
         ...
 
     async def add_many(self, destinations: Sequence[Destination], *, replace: bool = False) -> list[RouteResult]:
-        """Route each destination through the interface; one result per destination, in order. With `replace`,
-        take over an existing route to the same destination (used only to restore a route another program
-        redirected); otherwise that destination's result is a RouteExistsError. Raises RouteError only when the
-        whole batch failed (the socket itself)."""
+        """Route each destination through the interface, or via its family's next hop; one result per destination,
+        in order. With `replace`, take over an existing route to the same destination (used to restore a route another
+        program redirected, and to move dmnc's own to a new path); otherwise that destination's result is a
+        RouteExistsError. Raises RouteError only when the whole batch failed (the socket itself)."""
         ...
 
     async def delete_many(self, destinations: Sequence[Destination]) -> list[RouteResult]:

@@ -25,6 +25,7 @@ from dmnc.logsetup import printable
 from dmnc.routes.manager import (
     Destination,
     InstalledRoute,
+    NextHop,
     RouteError,
     RouteEvent,
     RouteEventKind,
@@ -33,6 +34,7 @@ from dmnc.routes.manager import (
     RouteResult,
     Shadow,
     ShadowCheck,
+    route_in_place,
 )
 from dmnc.routes.policy import (
     NEW_RULES,
@@ -252,6 +254,18 @@ class RouteReconciler:
         if host != self._host:
             self._host = host
             self.trigger()
+
+    def set_next_hop(self, version: int, next_hop: NextHop | None) -> None:
+        """Send IP `version`'s routes via `next_hop` (the direct path), or through the tunnel with None; the next
+        pass moves the installed routes over (each replaced in place, so no subnet is ever without a route)."""
+        if self._manager.next_hop(version) != next_hop:
+            self._manager.set_next_hop(version, next_hop)
+            self.trigger()
+
+    def _where(self, destination: Destination) -> str:
+        """Where dmnc's route to `destination` goes now, for log lines."""
+        next_hop = self._manager.next_hop(destination.version)
+        return f"dev {self._manager.interface}" if next_hop is None else next_hop.describe()
 
     def _warn_if_forced(self) -> None:
         if not self._force_warned and (warning := force_routes_warning(self._config)):
@@ -493,8 +507,16 @@ class RouteReconciler:
 
     async def _apply(self, result: PolicyResult, routes: list[InstalledRoute]) -> None:
         ours = {route.destination for route in routes if route.ours}
+        # Ours, and going where its family goes now (tunnel or next hop); the others are moved by a replace.
+        placed = {
+            route.destination
+            for route in routes
+            if route.ours
+            and route_in_place(route, self._manager.interface, self._manager.next_hop(route.destination.version))
+        }
         desired = set(result.desired) - self._given_up
-        plan = plan_changes(desired, ours)
+        plan = plan_changes(desired, placed)
+        plan = RoutePlan(plan.add, tuple(sorted((ours - desired), key=_sort_key)))
         self._routed.intersection_update(desired)
         results: list[RouteResult] = []
         install_failures: dict[Destination, str] = {}
@@ -505,14 +527,16 @@ class RouteReconciler:
             self._after_delete(deleted)
             for outcome in deleted:
                 if outcome.changed:
-                    logger.info("removed route %s dev %s", outcome.destination, self._manager.interface)
+                    logger.info("removed route %s", outcome.destination)
             results += deleted
-        restores = [destination for destination in plan.add if destination in self._routed]
-        new = [destination for destination in plan.add if destination not in self._routed]
+        moves = [destination for destination in plan.add if destination in ours]  # a path change, not a fight
+        restores = [destination for destination in plan.add if destination in self._routed and destination not in ours]
+        new = [destination for destination in plan.add if destination not in self._routed and destination not in ours]
         allowed_restores = [destination for destination in restores if self._may_restore(destination)]
         self._routed.difference_update(set(restores) - set(allowed_restores))
-        # A restore replaces, as the destination may now be routed elsewhere by the program that took ours.
-        for batch, replace in ((new, False), (allowed_restores, True)):
+        # A restore replaces, as the destination may now be routed elsewhere by the program that took ours; a move
+        # replaces our own route, so the subnet is never without one.
+        for batch, replace in ((new, False), (allowed_restores + moves, True)):
             if not batch:
                 continue
             if self._hooks is not None:
@@ -525,8 +549,8 @@ class RouteReconciler:
                     install_failures[outcome.destination] = _reason(outcome.error)
                     continue
                 self._routed.add(outcome.destination)
-                action = "restored" if replace else "added"
-                logger.info("%s route %s dev %s", action, outcome.destination, self._manager.interface)
+                action = "moved" if outcome.destination in ours else "restored" if replace else "added"
+                logger.info("%s route %s %s", action, outcome.destination, self._where(outcome.destination))
             results += added
         self._routed.update(desired & ours)
         self._install_failures = install_failures

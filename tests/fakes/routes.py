@@ -13,6 +13,7 @@ from dmnc.routes.manager import (
     Address,
     Destination,
     InstalledRoute,
+    NextHop,
     RouteEvent,
     RouteEventKind,
     RouteExistsError,
@@ -47,6 +48,7 @@ class FakeRouteManager:
         self.batches: list[tuple[str, tuple[Destination, ...]]] = []  # ("add"/"replace"/"delete", destinations)
         self.closed = False
         self.dropped: Counter[str] = Counter()  # tests may count drops here, as a kernel-facing manager would
+        self._next_hops: dict[int, NextHop] = {}
 
     @property
     def interface(self) -> str:
@@ -55,6 +57,15 @@ class FakeRouteManager:
     @property
     def dropped_messages(self) -> Mapping[str, int]:
         return self.dropped
+
+    def next_hop(self, version: int) -> NextHop | None:
+        return self._next_hops.get(version)
+
+    def set_next_hop(self, version: int, next_hop: NextHop | None) -> None:
+        if next_hop is None:
+            self._next_hops.pop(version, None)
+        else:
+            self._next_hops[version] = next_hop
 
     def _publish(self, event: RouteEvent) -> None:
         for channel in self._subscribers:
@@ -71,7 +82,11 @@ class FakeRouteManager:
             return RouteResult(destination, error, changed=False)
         if destination in self._routes and not replace:
             return RouteResult(destination, RouteExistsError(destination), changed=False)
-        route = InstalledRoute(destination, self._interface, self._interface_index, ours=True)
+        next_hop = self._next_hops.get(destination.version)
+        if next_hop is None:
+            route = InstalledRoute(destination, self._interface, self._interface_index, ours=True)
+        else:
+            route = InstalledRoute(destination, next_hop.interface, 0, ours=True, gateway=next_hop.gateway)
         self._routes[destination] = route
         self.operations.append(Operation("replace" if replace else "add", destination))
         self._publish(RouteEvent(RouteEventKind.ADDED, route, OWN_SENDER_PID, caused_by_us=True))

@@ -25,6 +25,7 @@ import trio
 
 from dmnc.routes import Destination, InterfaceNotFoundError, RouteExistsError, add_route, delete_route
 from dmnc.routes.linux import LinuxRouteManager
+from dmnc.routes.manager import NextHop
 from dmnc.routes.policy import NetworkInfo, PolicyConfig
 from dmnc.routes.reconcile import RouteReconciler
 
@@ -310,7 +311,66 @@ async def shadow(interface: str, other_interface: str) -> Facts:
     return await run_reconciler(interface, body)
 
 
+async def wait_for_routes(selector: tuple[str, ...], expected: list[str]) -> list[str]:
+    """Poll the kernel's table until `ip route show SELECTOR` lists `expected` (the scenario's deadline bounds it)."""
+    while (found := kernel_routes(*selector)) != expected:
+        await trio.sleep(0.005)
+    return found
+
+
+async def gateway(interface: str, other_interface: str) -> Facts:
+    """The direct path: IPv4 routes move to a gateway on `other_interface` and back, IPv6 stays on the tunnel, and
+    ownership follows dmnc's protocol alone."""
+    for address in ("10.77.0.1/24", "fd77::1/64"):
+        subprocess.run(["ip", "addr", "add", address, "dev", other_interface, "nodad"], check=True)
+    # Another program's gateway route on the same link: never dmnc's, whatever dmnc does with its own.
+    subprocess.run(["ip", "route", "add", "172.31.9.0/24", "via", "10.77.0.2"], check=True)
+
+    async def body(manager: LinuxRouteManager, reconciler: RouteReconciler) -> Facts:
+        facts: Facts = {}
+        reconciler.set_networks([bridge_network(1, "172.31.1.0/24", "fd00:31:1::/64")])
+        ours = ("proto", "220")
+        facts["tunnel"] = await wait_for_routes(
+            ours,
+            [f"172.31.1.0/24 dev {interface} scope link", f"fd00:31:1::/64 dev {interface} metric 1024 pref medium"],
+        )
+        reconciler.set_next_hop(4, NextHop(ipaddress.ip_address("10.77.0.2"), other_interface))
+        facts["direct"] = await wait_for_routes(
+            ours,
+            [
+                f"172.31.1.0/24 via 10.77.0.2 dev {other_interface}",
+                f"fd00:31:1::/64 dev {interface} metric 1024 pref medium",
+            ],
+        )
+        facts["listed_ours"] = sorted(route.describe() for route in await manager.list_ours())
+        facts["delete_foreign"] = await delete_route(manager, net("172.31.9.0/24"))
+        facts["foreign"] = kernel_routes("172.31.9.0/24", families=("-4",))
+        reconciler.set_next_hop(6, NextHop(ipaddress.ip_address("fd77::2"), other_interface))
+        facts["direct6"] = await wait_for_routes(
+            ours,
+            [
+                f"172.31.1.0/24 via 10.77.0.2 dev {other_interface}",
+                f"fd00:31:1::/64 via fd77::2 dev {other_interface} metric 1024 pref medium",
+            ],
+        )
+        reconciler.set_next_hop(4, None)
+        reconciler.set_next_hop(6, None)
+        facts["back"] = await wait_for_routes(
+            ours,
+            [f"172.31.1.0/24 dev {interface} scope link", f"fd00:31:1::/64 dev {interface} metric 1024 pref medium"],
+        )
+        reconciler.set_next_hop(4, NextHop(ipaddress.ip_address("10.77.0.2"), other_interface))
+        await wait_for_routes(ours, [f"172.31.1.0/24 via 10.77.0.2 dev {other_interface}", facts["back"][1]])
+        await reconciler.withdraw()
+        facts["after_withdraw"] = kernel_routes(*ours)
+        facts["foreign_after_withdraw"] = kernel_routes("172.31.9.0/24", families=("-4",))
+        return facts
+
+    return await run_reconciler(interface, body)
+
+
 SCENARIOS = {
+    "gateway": gateway,
     "shadow": shadow,
     "host_addresses": host_addresses,
     "crud": crud,

@@ -205,6 +205,29 @@ def test_overlapping_route_to_another_interface_is_reported_and_not_touched(
     assert f"the route 172.28.0.0/16 dev {other}" in warning
 
 
+def test_routes_move_to_a_gateway_per_family_and_back_and_stay_dmncs_by_protocol_alone(
+    veth_namespace: tuple[Netns, str, str],
+) -> None:
+    facts = run_scenario(veth_namespace, "gateway")
+    _, tunnel, other = veth_namespace
+    tunnel6 = f"fd00:31:1::/64 dev {tunnel} metric 1024 pref medium"
+    assert facts["tunnel"] == [f"172.31.1.0/24 dev {tunnel} scope link", tunnel6]
+    assert facts["direct"] == [f"172.31.1.0/24 via 10.77.0.2 dev {other}", tunnel6]
+    assert facts["listed_ours"] == [f"172.31.1.0/24 via 10.77.0.2 dev {other}", f"fd00:31:1::/64 dev {tunnel}"]
+    assert facts["delete_foreign"] is False
+    assert facts["foreign"] == facts["foreign_after_withdraw"] == [f"172.31.9.0/24 via 10.77.0.2 dev {other}"]
+    assert facts["direct6"][1] == f"fd00:31:1::/64 via fd77::2 dev {other} metric 1024 pref medium"
+    assert facts["back"] == facts["tunnel"]
+    assert facts["after_withdraw"] == []
+    assert [line for line in facts["log"] if line.startswith("INFO moved")] == [
+        f"INFO moved route 172.31.1.0/24 via 10.77.0.2 dev {other}",
+        f"INFO moved route fd00:31:1::/64 via fd77::2 dev {other}",
+        f"INFO moved route 172.31.1.0/24 dev {tunnel}",
+        f"INFO moved route fd00:31:1::/64 dev {tunnel}",
+        f"INFO moved route 172.31.1.0/24 via 10.77.0.2 dev {other}",
+    ]
+
+
 @pytest.mark.slow
 def test_docker_networks_created_in_a_burst_are_routed_reachable_resynced_and_removed() -> None:
     require_root()

@@ -75,7 +75,8 @@ class FakeXnu:
         assert message is not None
         assert message.destination is not None
         sockaddr = 16 if message.destination.version == 4 else 28
-        assert len(data) == 92 + sockaddr + 20 + (0 if message.flags & pfroute.RTF_HOST else sockaddr)
+        gateway = 20 if message.gateway_interface is not None else sockaddr  # sockaddr_dl, or an IP gateway's
+        assert len(data) == 92 + sockaddr + gateway + (0 if message.flags & pfroute.RTF_HOST else sockaddr)
         self.sent.append(message)
         if message.destination in self.refuse:
             code = self.refuse[message.destination]
@@ -89,6 +90,7 @@ class FakeXnu:
                 message.flags,
                 interface_index=message.gateway_interface or 0,
                 gateway_interface=message.gateway_interface,
+                gateway=message.gateway,
             )
             self.table[message.destination] = route
             self._echo(pfroute.RTM_ADD, route, message.pid)

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dmnc.routes import Destination, RouteEvent, RouteOperationError
-from dmnc.routes.manager import Shadow
+from dmnc.routes.manager import NextHop, Shadow
 from dmnc.routes.policy import FORCE_ROUTES_DEPRECATION, HostState, NetworkInfo, PolicyConfig, Skipped, SkipReason
 from dmnc.routes.reconcile import (
     DECISION_SHADOWED,
@@ -659,3 +659,37 @@ async def test_a_malformed_network_is_counted_in_status_and_warned_about_once(
         "network 'odd' is not routed: malformed IPAM config: IPAM config Subnet: not an IP subnet; recreate the "
         "network with a valid subnet to route it"
     ]
+
+
+async def test_a_next_hop_moves_its_familys_routes_in_place_and_back_without_counting_fights(
+    fake: FakeRouteManager, reconciler: RouteReconciler
+) -> None:
+    hop = NextHop(ipaddress.ip_address("192.168.64.2"), "bridge100")
+    reconciler.set_networks([network("a", "172.20.0.0/16", "fd00:a::/64")])
+    await reconciler.settled()
+    fake.operations.clear()
+    for _ in range(MAX_RESTORES + 1):  # more moves than restores may be counted: a move is no fight
+        reconciler.set_next_hop(4, hop)
+        await reconciler.settled()
+        assert {route.destination: route.gateway for route in await fake.list_ours()} == {
+            net("172.20.0.0/16"): hop.gateway,
+            net("fd00:a::/64"): None,
+        }
+        reconciler.set_next_hop(4, None)
+        await reconciler.settled()
+    assert {route.gateway for route in await fake.list_ours()} == {None}
+    assert {operation.action for operation in fake.operations} == {"replace"}
+    assert {operation.destination for operation in fake.operations} == {net("172.20.0.0/16")}
+    assert reconciler.status().routed == {net("172.20.0.0/16"), net("fd00:a::/64")}
+
+
+async def test_setting_the_same_next_hop_again_triggers_no_pass(
+    fake: FakeRouteManager, reconciler: RouteReconciler
+) -> None:
+    reconciler.set_networks([network("a", "172.20.0.0/16")])
+    await reconciler.settled()
+    passes = reconciler.status().passes
+    reconciler.set_next_hop(4, None)
+    reconciler.set_next_hop(6, None)
+    await reconciler.settled()
+    assert reconciler.status().passes == passes
