@@ -38,6 +38,7 @@ from dmnc.routes.manager import (
     InstalledRoute,
     InterfaceNotFoundError,
     NextHop,
+    NextHopTable,
     RouteEvent,
     RouteEventKind,
     RouteExistsError,
@@ -205,7 +206,7 @@ def route_message(
     )
 
 
-class DarwinRouteManager:
+class DarwinRouteManager(NextHopTable):
     """RouteManager on the routing socket for the utun `interface` (index `interface_index`)."""
 
     def __init__(
@@ -216,6 +217,7 @@ class DarwinRouteManager:
         *,
         resync_interval_s: float = MONITOR_RESYNC_INTERVAL_S,
     ) -> None:
+        super().__init__()
         self._resync_interval_s = resync_interval_s
         self._interface = interface
         self._interface_index = interface_index
@@ -224,7 +226,6 @@ class DarwinRouteManager:
         self._next_seq = 1
         self._dropped: Counter[str] = Counter()
         self._warnings = pfroute.RepeatedWarnings()
-        self._next_hops: dict[int, NextHop] = {}  # by IP version; none: through the utun
 
     @property
     def interface(self) -> str:
@@ -250,15 +251,6 @@ class DarwinRouteManager:
 
     async def aclose(self) -> None:
         self._transport.close()
-
-    def next_hop(self, version: int) -> NextHop | None:
-        return self._next_hops.get(version)
-
-    def set_next_hop(self, version: int, next_hop: NextHop | None) -> None:
-        if next_hop is None:
-            self._next_hops.pop(version, None)
-        else:
-            self._next_hops[version] = next_hop
 
     def _message(self, message_type: int, destination: Destination) -> bytes:
         seq = self._next_seq

@@ -28,7 +28,7 @@ from dmnc.routes.manager import (
     Destination,
     InstalledRoute,
     InterfaceNotFoundError,
-    NextHop,
+    NextHopTable,
     RouteEvent,
     RouteEventKind,
     RouteExistsError,
@@ -124,11 +124,12 @@ class _Request:
     seq: int
 
 
-class LinuxRouteManager:
+class LinuxRouteManager(NextHopTable):
     """RouteManager on rtnetlink for the interface named `interface`, bound to its index when created: a tunnel
     interface created anew needs a new manager."""
 
     def __init__(self, interface: str) -> None:
+        super().__init__()
         try:
             self._interface_index = socket.if_nametoindex(interface)
         except OSError as error:
@@ -138,7 +139,6 @@ class LinuxRouteManager:
         self._socket = NetlinkSocket(self._dropped)
         self._lock = trio.Lock()  # one transaction at a time: replies are matched to requests by order and seq
         self._next_seq = 1
-        self._next_hops: dict[int, NextHop] = {}  # by IP version; none: through the tunnel interface
 
     @property
     def interface(self) -> str:
@@ -164,15 +164,6 @@ class LinuxRouteManager:
         seq = self._next_seq
         self._next_seq = self._next_seq % 0xFFFFFFFF + 1
         return seq
-
-    def next_hop(self, version: int) -> NextHop | None:
-        return self._next_hops.get(version)
-
-    def set_next_hop(self, version: int, next_hop: NextHop | None) -> None:
-        if next_hop is None:
-            self._next_hops.pop(version, None)
-        else:
-            self._next_hops[version] = next_hop
 
     def _route_request(self, kind: rtnetlink.RouteMessageKind, destination: Destination, flags: int) -> _Request:
         family = netlink.AF_INET if destination.version == 4 else netlink.AF_INET6

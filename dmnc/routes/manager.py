@@ -49,6 +49,22 @@ class NextHop:
         return f"via {self.gateway} dev {self.interface}"
 
 
+class NextHopTable:
+    """The next hop of each address family, for route managers to inherit (`RouteManager.next_hop`)."""
+
+    def __init__(self) -> None:
+        self._next_hops: dict[int, NextHop] = {}  # by IP version; none: through the tunnel interface
+
+    def next_hop(self, version: int) -> NextHop | None:
+        return self._next_hops.get(version)
+
+    def set_next_hop(self, version: int, next_hop: NextHop | None) -> None:
+        if next_hop is None:
+            self._next_hops.pop(version, None)
+        else:
+            self._next_hops[version] = next_hop
+
+
 def route_in_place(route: InstalledRoute, tunnel_interface: str, next_hop: NextHop | None) -> bool:
     """Whether one of dmnc's installed routes already goes where the manager now sends its family: via the next
     hop's gateway, or (without one) straight through the tunnel interface."""

@@ -13,7 +13,7 @@ from dmnc.routes.manager import (
     Address,
     Destination,
     InstalledRoute,
-    NextHop,
+    NextHopTable,
     RouteEvent,
     RouteEventKind,
     RouteExistsError,
@@ -34,10 +34,11 @@ class Operation:
     destination: Destination
 
 
-class FakeRouteManager:
+class FakeRouteManager(NextHopTable):
     """A routing table in memory. One route per destination, like a kernel table with a single metric."""
 
     def __init__(self, interface: str = "utun7", interface_index: int = 7) -> None:
+        super().__init__()
         self._interface = interface
         self._interface_index = interface_index
         self._routes: dict[Destination, InstalledRoute] = {}
@@ -48,7 +49,6 @@ class FakeRouteManager:
         self.batches: list[tuple[str, tuple[Destination, ...]]] = []  # ("add"/"replace"/"delete", destinations)
         self.closed = False
         self.dropped: Counter[str] = Counter()  # tests may count drops here, as a kernel-facing manager would
-        self._next_hops: dict[int, NextHop] = {}
 
     @property
     def interface(self) -> str:
@@ -57,15 +57,6 @@ class FakeRouteManager:
     @property
     def dropped_messages(self) -> Mapping[str, int]:
         return self.dropped
-
-    def next_hop(self, version: int) -> NextHop | None:
-        return self._next_hops.get(version)
-
-    def set_next_hop(self, version: int, next_hop: NextHop | None) -> None:
-        if next_hop is None:
-            self._next_hops.pop(version, None)
-        else:
-            self._next_hops[version] = next_hop
 
     def _publish(self, event: RouteEvent) -> None:
         for channel in self._subscribers:
