@@ -117,6 +117,23 @@ def _check_shim(shim: Shim) -> None:
         raise SetupParamsError(f"shim {shim.link}: one reserved address, or one or more to probe")
 
 
+# MAX_DIRECT_HOSTS in dmnc/vm/setup.sh.
+MAX_DIRECT_HOSTS = 16
+
+
+def _check_direct_hosts(
+    hosts: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...],
+    tunnel: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address | None, ...],
+) -> None:
+    if len(hosts) > MAX_DIRECT_HOSTS:
+        raise SetupParamsError(f"{len(hosts)} direct-path host addresses, more than {MAX_DIRECT_HOSTS}")
+    for host in hosts:
+        if isinstance(host, ipaddress.IPv6Address) and host.scope_id is not None:
+            raise SetupParamsError(f"direct-path host address {host} has an IPv6 zone, which the VM cannot use")
+        if host.is_unspecified or host.is_loopback or host.is_multicast or host.is_link_local or host in tunnel:
+            raise SetupParamsError(f"{host} cannot be a direct path's host address")
+
+
 def shim_argument(shim: Shim) -> str:
     """The value of one `--shim`: LINK,KIND,PARENT,ROUTE,reserved|probe,ADDRESS[,ADDRESS...] (interface names hold
     no commas: _INTERFACE_NAME)."""
@@ -147,6 +164,9 @@ class SetupParams:
     shims: tuple[Shim, ...] = ()
     """The macvlan/ipvlan shims the VM should have (dmnc.vm.shims.plan_shims): every setup run recreates exactly
     these and removes any other."""
+    direct_hosts: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()
+    """The host's own addresses (never its tunnel's): links the VM shares with one of them get the direct path's
+    rules, and are reported (SetupResult.direct_links)."""
 
     def __post_init__(self) -> None:
         if len(self.host_public_key) != WIREGUARD_KEY_LENGTH:
@@ -176,6 +196,7 @@ class SetupParams:
                 raise SetupParamsError(f"inbound port {inbound.port}/{inbound.protocol} is not PORT/tcp or PORT/udp")
         for shim in self.shims:
             _check_shim(shim)
+        _check_direct_hosts(self.direct_hosts, (self.host_address, self.host_address6))
 
     @property
     def host_public_key_base64(self) -> str:
@@ -247,6 +268,8 @@ def script_arguments(params: SetupParams, mode: ScriptMode, *, nonce: str) -> li
         arguments += ["--allow-inbound", f"{inbound.port}/{inbound.protocol}"]
     for shim in params.shims:
         arguments += ["--shim", shim_argument(shim)]
+    for host in params.direct_hosts:
+        arguments += ["--direct-host", str(host)]
     return arguments
 
 

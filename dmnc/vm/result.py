@@ -3,7 +3,7 @@
 Format (documented in dmnc/vm/setup.sh; one line, space-separated `key=value` fields, no spaces inside values):
 
     dmnc-setup-result v1 nonce=HEX mode=MODE public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME ipv6=on|off
-        kernel=RELEASE                                          (all on one line)
+        kernel=RELEASE [shims-failed=LINK,...] [direct=IF/VMADDR/HOSTADDR,...]      (all on one line)
     dmnc-setup-result v1 nonce=HEX mode=kernel-missing kernel=RELEASE
     dmnc-setup-result v1 nonce=HEX mode=removed kernel=RELEASE
     dmnc-setup-result v1 nonce=HEX mode=kernel-ok kernel=RELEASE     (check mode: the kernel can make WireGuard links)
@@ -30,8 +30,9 @@ from dmnc.vm.shims import SHIM_LINK_PREFIX
 RESULT_PREFIX = "dmnc-setup-result"
 RESULT_VERSION = "v1"
 ERROR_PREFIX = "dmnc-setup: error: "
-# A result line is ~200 characters; anything far longer is not one of ours.
-MAX_RESULT_LINE = 1024
+# A result line is ~200 characters, at most ~1200 with every shim (MAX_REPORTED_SHIMS) and direct link
+# (MAX_REPORTED_DIRECT in dmnc/vm/setup.sh) listed; anything far longer is not one of ours.
+MAX_RESULT_LINE = 2048
 MAX_REASON_LENGTH = 500
 # uname -r: release strings are letters, digits and ._+~- (e.g. "6.1.0-18-cloud-amd64", "6.10.14-linuxkit").
 _KERNEL_RELEASE = re.compile(r"[A-Za-z0-9._+~-]{1,128}")
@@ -43,6 +44,9 @@ _INTERFACE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
 
 _IPV6_VALUES = {"on": True, "off": False}
 SHIMS_FAILED_FIELD = "shims-failed"
+DIRECT_FIELD = "direct"
+# MAX_REPORTED_DIRECT in dmnc/vm/setup.sh.
+MAX_DIRECT_LINKS = 4
 
 HostPeerEndpoint = tuple[str, int]
 """(IP address, UDP port) of the host's WireGuard peer as the VM dials it: chip0's peer endpoint inside the VM, an
@@ -54,6 +58,16 @@ class VmMode(enum.Enum):
 
     KERNEL = "kernel"
     USERSPACE = "userspace"
+
+
+@dataclass(frozen=True, slots=True)
+class DirectLink:
+    """A link the VM shares with the host, as the setup script found it (a connected route to one of the host's
+    addresses) and opened with the tunnel's rules: the VM's interface, its address there, and the host's."""
+
+    vm_interface: str
+    vm_address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    host_address: ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +84,8 @@ class SetupResult:
     shims_failed: tuple[str, ...] = ()
     """The macvlan/ipvlan shim links (SetupParams.shims) the script could not make: parent missing or down, no
     free address, a clashing route. Reported, not fatal."""
+    direct_links: tuple[DirectLink, ...] = ()
+    """The links to the host's addresses (SetupParams.direct_hosts) that carry the direct path's rules in the VM."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +129,7 @@ _FIELDS_BY_MODE: dict[str, frozenset[str]] = {
     "foreign": frozenset({"mode", "interface", "kernel"}),
 }
 # Fields a setup result carries only when there is something to say.
-_OPTIONAL_SETUP_FIELDS = frozenset({SHIMS_FAILED_FIELD})
+_OPTIONAL_SETUP_FIELDS = frozenset({SHIMS_FAILED_FIELD, DIRECT_FIELD})
 
 
 def _parse_endpoint_untrusted(text: str) -> HostPeerEndpoint:
@@ -226,6 +242,7 @@ def parse_result_line_untrusted(line: str, *, nonce: str) -> ScriptOutcome:
         kernel_release=kernel_release,
         ipv6=ipv6,
         shims_failed=_parse_shim_links_untrusted(fields.get(SHIMS_FAILED_FIELD)),
+        direct_links=parse_direct_links_untrusted(fields.get(DIRECT_FIELD)),
     )
 
 
@@ -237,6 +254,46 @@ def _parse_shim_links_untrusted(text: str | None) -> tuple[str, ...]:
         if not _SHIM_LINK.fullmatch(link):
             raise SetupResultError(f"result field {SHIMS_FAILED_FIELD} names {link[:40]!r}, not a shim link")
     return links
+
+
+def _direct_address_untrusted(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise SetupResultError(f"result field {DIRECT_FIELD}: {text[:40]!r} is not an IP address") from None
+    if (
+        (isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None)
+        or address.is_unspecified
+        or address.is_loopback
+        or address.is_multicast
+        or address.is_link_local
+        or (isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None)
+    ):
+        raise SetupResultError(f"result field {DIRECT_FIELD}: {address} cannot be a direct path's address")
+    return address
+
+
+def parse_direct_links_untrusted(text: str | None) -> tuple[DirectLink, ...]:
+    """The `direct=IF/VMADDR/HOSTADDR,...` field: at most MAX_DIRECT_LINKS distinct links, each a valid interface
+    name and two unicast addresses of one family that differ."""
+    if text is None:
+        return ()
+    entries = text.split(",")
+    if len(entries) > MAX_DIRECT_LINKS:
+        raise SetupResultError(f"result field {DIRECT_FIELD} lists {len(entries)} links, more than {MAX_DIRECT_LINKS}")
+    links: list[DirectLink] = []
+    for entry in entries:
+        parts = entry.split("/")
+        if len(parts) != 3 or not _INTERFACE_NAME.fullmatch(parts[0]):
+            raise SetupResultError(f"result field {DIRECT_FIELD}: {entry[:80]!r} is not IF/VMADDR/HOSTADDR")
+        vm_address, host_address = _direct_address_untrusted(parts[1]), _direct_address_untrusted(parts[2])
+        if vm_address.version != host_address.version or vm_address == host_address:
+            raise SetupResultError(f"result field {DIRECT_FIELD}: {entry[:80]!r} needs two addresses of one family")
+        link = DirectLink(parts[0], vm_address, host_address)
+        if link in links:
+            raise SetupResultError(f"result field {DIRECT_FIELD} lists {entry[:80]!r} twice")
+        links.append(link)
+    return tuple(links)
 
 
 def _printable(text: str) -> str:

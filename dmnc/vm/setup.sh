@@ -34,13 +34,18 @@
 #   --shim LINK,KIND,PARENT,ROUTE,reserved|probe,ADDR[,ADDR...]
 #                                repeatable: a macvlan/ipvlan shim (see "Shims" below); every setup run deletes every
 #                                dmncm* link and creates exactly these. Teardown deletes them all.
+#   --direct-host ADDR           repeatable: one of the host's own addresses (not its tunnel address). Where the VM
+#                                shares a link with it (a connected route), that link gets the tunnel's rules and is
+#                                reported as a direct path (see "Direct path" below). Teardown removes those rules.
 #   --state-dir DIR              userspace mode only: where the fallback keeps its private key (default
 #                                /var/lib/dmnc-setup, inside the container, so a restart keeps the same key)
 #
 # Output, the last line on stdout on success (one line, space-separated key=value fields, no spaces in values):
 #   dmnc-setup-result v1 nonce=HEX mode=kernel public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME ipv6=on|off kernel=RELEASE
 #   dmnc-setup-result v1 nonce=HEX mode=userspace public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME ipv6=on|off kernel=RELEASE
-#   (either line may end in ` shims-failed=LINK,...`: the --shim links that could not be made, e.g. parent down)
+#   (either line may end in ` shims-failed=LINK,...`: the --shim links that could not be made, e.g. parent down,
+#   and in ` direct=IF/VMADDR/HOSTADDR,...`: the links to --direct-host addresses that now carry the direct path's
+#   rules, each with the VM's interface, its address there and the host's)
 #   dmnc-setup-result v1 nonce=HEX mode=kernel-missing kernel=RELEASE
 #   dmnc-setup-result v1 nonce=HEX mode=removed kernel=RELEASE
 #   dmnc-setup-result v1 nonce=HEX mode=kernel-ok kernel=RELEASE
@@ -141,6 +146,7 @@ IPTABLES_CHOICE='auto'
 STATE_DIR='/var/lib/dmnc-setup'
 ALLOW_INBOUND=''
 SHIMS=''
+DIRECT_HOSTS=''
 
 while [ $# -gt 0 ]; do
     [ $# -ge 2 ] || usage_error "option $1 needs a value"
@@ -160,6 +166,7 @@ while [ $# -gt 0 ]; do
         --state-dir) STATE_DIR=$2 ;;
         --allow-inbound) ALLOW_INBOUND="$ALLOW_INBOUND $2" ;;
         --shim) SHIMS="$SHIMS $2" ;;
+        --direct-host) DIRECT_HOSTS="$DIRECT_HOSTS $2" ;;
         *) usage_error "unknown option '$1'" ;;
     esac
     shift 2
@@ -300,6 +307,7 @@ if [ "$MODE" = setup ] || [ "$MODE" = userspace ]; then
     [ -n "$CANDIDATES" ] || CANDIDATES=$DEFAULT_CANDIDATES
     check_allow_inbound
     check_shims
+    check_direct_hosts
 fi
 
 KERNEL_RELEASE=$(uname -r 2>/dev/null) || KERNEL_RELEASE=''
@@ -650,7 +658,7 @@ apply_all_rules() {
 print_result() {
     public_key=$(wg show "$IFACE" public-key 2>/dev/null) || die "cannot read the public key of $IFACE"
     printf '%s mode=%s public-key=%s endpoint=%s endpoint-name=%s ipv6=%s kernel=%s%s\n' "$RESULT_PREFIX" "$1" \
-        "$public_key" "$WG_ENDPOINT" "$ENDPOINT_NAME" "$TUNNEL6" "$KERNEL_RELEASE" "$(shims_result_field)"
+        "$public_key" "$WG_ENDPOINT" "$ENDPOINT_NAME" "$TUNNEL6" "$KERNEL_RELEASE" "$(shims_result_field)$(direct_result_field)"
 }
 
 run_setup() {
@@ -688,6 +696,7 @@ run_setup() {
     configure_interface
     apply_all_rules
     apply_shims
+    apply_direct
     print_result kernel
 }
 
@@ -726,6 +735,7 @@ run_userspace() {
     configure_interface
     apply_all_rules
     apply_shims
+    apply_direct
     print_result userspace
     wait "$wg_pid"
     wg_status=$?
@@ -746,6 +756,9 @@ run_teardown() {
         backends=$IPTABLES_CHOICE
     fi
     for backend in $backends; do
+        # First: the direct chain jumps to the to-host chain, which teardown_family deletes.
+        teardown_direct "iptables-$backend"
+        teardown_direct "ip6tables-$backend"
         teardown_family "iptables-$backend" "$HOST_ADDRESS"
         if [ -n "$HOST_ADDRESS6" ]; then
             teardown_family "ip6tables-$backend" "$HOST_ADDRESS6"
@@ -903,6 +916,138 @@ from_shim_rules() {
         must "$fs_tool -t filter -F $FROM_SHIM_CHAIN" "$fs_tool" -w -t filter -F "$FROM_SHIM_CHAIN"
         must "$fs_tool -t filter -X $FROM_SHIM_CHAIN" "$fs_tool" -w -t filter -X "$FROM_SHIM_CHAIN"
     fi
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Direct path: the host reaching containers via the VM's own address on a link they share (Colima's
+# --network-address, Lima's shared/vzNAT networks, a host-only bridge), with the tunnel's rules on that link
+#
+# dmnc passes the host's own addresses (--direct-host). A host address the VM reaches through a connected route
+# (`ip route get` names no gateway) is on a shared link; its interface gets, in chains of their own so teardown
+# needs no addresses: from the host address, forwarding to containers is accepted (raw and DOCKER-USER, as -i chip0)
+# and masqueraded (as the tunnel's host address); towards it, forwarded traffic passes the to-host chain, so only
+# replies and the --allow-inbound ports reach the host (as -o chip0). The VM's own traffic on that link is left as
+# it was: dmnc adds no way in or out that the link did not already have.
+
+DIRECT_CHAIN='DMNC-DIRECT'
+# Each entry takes at most 15 + 39 + 39 + 2 characters: four keep the result line within dmnc's bound
+# (MAX_RESULT_LINE, dmnc/vm/result.py) beside every shim.
+MAX_REPORTED_DIRECT=4
+MAX_DIRECT_HOSTS=16
+
+check_direct_hosts() {
+    cd_count=0
+    for cd_host in $DIRECT_HOSTS; do
+        is_ip_literal "$cd_host" || usage_error "invalid --direct-host '$cd_host'"
+        cd_count=$((cd_count + 1))
+    done
+    [ "$cd_count" -le "$MAX_DIRECT_HOSTS" ] || usage_error "more than $MAX_DIRECT_HOSTS --direct-host addresses"
+}
+
+# direct_links: one line IF/VMADDR/HOSTADDR per --direct-host the VM reaches on a connected route, through neither
+# dmnc's own interface nor a shim, a Docker bridge or loopback; at most MAX_REPORTED_DIRECT.
+direct_links() {
+    dl_count=0
+    for dl_host in $DIRECT_HOSTS; do
+        [ "$dl_count" -lt "$MAX_REPORTED_DIRECT" ] || break
+        dl_route=$(ip -o route get "$dl_host" 2>/dev/null) || continue
+        dl_dev='' dl_src='' dl_via='' dl_previous=''
+        for dl_word in $dl_route; do
+            case $dl_previous in
+                dev) dl_dev=$dl_word ;;
+                src) dl_src=$dl_word ;;
+                via) dl_via=$dl_word ;;
+            esac
+            dl_previous=$dl_word
+        done
+        case $dl_route in
+            local* | broadcast* | multicast* | unreachable* | prohibit* | blackhole*) continue ;;
+        esac
+        if [ -n "$dl_via" ] || [ -z "$dl_src" ]; then
+            continue
+        fi
+        case $dl_dev in
+            '' | *[!A-Za-z0-9_.-]* | [.-]* | lo | "$IFACE" | "$SHIM_PREFIX"* | docker* | br-*) continue ;;
+        esac
+        is_ip_literal "$dl_src" || continue
+        case $dl_host in
+            *:*) [ "$TUNNEL6" = on ] || continue ;;
+        esac
+        echo "$dl_dev/$dl_src/$dl_host"
+        dl_count=$((dl_count + 1))
+    done
+}
+
+# direct_rules TOOL FAMILY: (re)writes the direct chains of TOOL for the links of FAMILY (4 or 6) in DIRECT_LINKS;
+# with none, removes them.
+direct_rules() {
+    dr_tool=$1 dr_family=$2
+    dr_links=''
+    for dr_link in $DIRECT_LINKS; do
+        case $dr_link/$dr_family in
+            *:*/6) dr_links="$dr_links $dr_link" ;;
+            *:*/4) ;;
+            */4) dr_links="$dr_links $dr_link" ;;
+        esac
+    done
+    teardown_direct "$dr_tool"
+    [ -n "$dr_links" ] || return 0
+    for dr_table in raw filter nat; do
+        must "$dr_tool -t $dr_table -N $DIRECT_CHAIN" "$dr_tool" -w -t "$dr_table" -N "$DIRECT_CHAIN"
+    done
+    for dr_link in $dr_links; do
+        dr_interface=${dr_link%%/*}
+        dr_host=${dr_link##*/}
+        must "$dr_tool -t raw -A $DIRECT_CHAIN" "$dr_tool" -w -t raw -A "$DIRECT_CHAIN" \
+            -i "$dr_interface" -s "$dr_host" -j ACCEPT
+        must "$dr_tool -t filter -A $DIRECT_CHAIN (from the host)" "$dr_tool" -w -t filter -A "$DIRECT_CHAIN" \
+            -i "$dr_interface" -s "$dr_host" -j ACCEPT
+        must "$dr_tool -t filter -A $DIRECT_CHAIN (towards the host)" "$dr_tool" -w -t filter -A "$DIRECT_CHAIN" \
+            -o "$dr_interface" -d "$dr_host" -j "$TO_HOST_CHAIN"
+        must "$dr_tool -t nat -A $DIRECT_CHAIN" "$dr_tool" -w -t nat -A "$DIRECT_CHAIN" -s "$dr_host" -j MASQUERADE
+    done
+    ensure_rule "$dr_tool" raw PREROUTING -j "$DIRECT_CHAIN"
+    ensure_rule "$dr_tool" filter DOCKER-USER -j "$DIRECT_CHAIN"
+    ensure_rule "$dr_tool" nat POSTROUTING -j "$DIRECT_CHAIN"
+}
+
+# teardown_direct TOOL: removes the jumps to the direct chains and the chains, where TOOL has them.
+teardown_direct() {
+    command -v "$1" >/dev/null 2>&1 || return 0
+    td_saved=$("$1-save" 2>/dev/null) || return 0
+    case $td_saved in
+        *"$DIRECT_CHAIN"*) ;;
+        *) return 0 ;;
+    esac
+    remove_rule "$1" raw PREROUTING -j "$DIRECT_CHAIN"
+    remove_rule "$1" filter DOCKER-USER -j "$DIRECT_CHAIN"
+    remove_rule "$1" nat POSTROUTING -j "$DIRECT_CHAIN"
+    for td_table in raw filter nat; do
+        if "$1" -w -t "$td_table" -S "$DIRECT_CHAIN" >/dev/null 2>&1; then
+            must "$1 -t $td_table -F $DIRECT_CHAIN" "$1" -w -t "$td_table" -F "$DIRECT_CHAIN"
+            must "$1 -t $td_table -X $DIRECT_CHAIN" "$1" -w -t "$td_table" -X "$DIRECT_CHAIN"
+        fi
+    done
+}
+
+apply_direct() {
+    DIRECT_LINKS=$(direct_links)
+    direct_rules "$IPT" 4
+    if [ "$TUNNEL6" = on ]; then
+        direct_rules "$IPT6" 6
+    else
+        teardown_direct "$IPT6"
+    fi
+}
+
+# direct_result_field: ` direct=IF/VMADDR/HOSTADDR,...` naming the links apply_direct opened, nothing when none.
+direct_result_field() {
+    [ -n "${DIRECT_LINKS:-}" ] || return 0
+    df_list=''
+    for df_link in $DIRECT_LINKS; do
+        df_list="$df_list,$df_link"
+    done
+    printf ' direct=%s' "${df_list#,}"
 }
 
 # The temporary link's name carries this shell's PID: two checks at once in one VM do not collide, and it can never
