@@ -20,6 +20,7 @@ Precedence, per option: command-line flag > environment variable > config file >
 | dns_domain     | --dns-domain NAME        | DMNC_DNS_DOMAIN                | [dns] domain     |
 | dns_enabled    | --no-dns (turns it off)  | DMNC_NO_DNS                    | [dns] disabled   |
 | inbound_allow  | --allow-inbound PORT[/P] | DMNC_ALLOW_INBOUND (a,b,...)   | [inbound] allow  |
+| path           | --path auto|tunnel|direct | DMNC_PATH                     | path             |
 
 The config file is /etc/dmnc/config.toml unless `--config PATH` or DMNC_CONFIG names another one. A missing default
 file is normal (every option has a default); a missing file that was named explicitly is an error. LOG_LEVEL is read
@@ -44,6 +45,11 @@ deprecated spelling of "over everything", and warns. No option routes the never-
 dns_domain is the domain under which containers have names (default dmnc.internal); local, localhost, arpa and
 names under them are refused (home.arpa excepted), see dmnc/dns/domain.py. dns_enabled is off with --no-dns. SIGHUP
 changes neither: both take effect when dmnc restarts.
+
+path chooses how the host reaches containers, per address family (dmnc.supervisor.path): `auto` (the default) goes
+direct via the VM's own address where the VM shares a link with the host and answers a probe there, else through
+the tunnel; `tunnel` always uses the tunnel; `direct` chooses as `auto` does but reports a family left on the
+tunnel as a problem. SIGHUP applies a new value at once (a change also sets the VM side up again).
 
 Every bad value raises `ConfigError`, whose message names where the value came from (flag, environment variable,
 or file:line and key) and what is wrong with it.
@@ -146,6 +152,14 @@ class EndpointOption:
         return self.host if self.port is None else format_host_port(self.host, self.port)
 
 
+class PathOption(enum.Enum):
+    """`--path`: how the host reaches containers (dmnc.supervisor.path decides per address family)."""
+
+    AUTO = "auto"  # direct where the VM shares a link with the host and answers there, else the tunnel
+    TUNNEL = "tunnel"  # always the tunnel
+    DIRECT = "direct"  # as auto, but a family left on the tunnel is reported as a problem
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything the service needs to know before it starts. None means "detect it" where documented."""
@@ -170,6 +184,8 @@ class Config:
     # Containers by name (dmnc/dns): the domain, and whether the DNS server runs at all.
     dns_domain: str = DEFAULT_DNS_DOMAIN
     dns_enabled: bool = True
+    # Tunnel, or direct via the VM's address on a shared link (dmnc.supervisor.path).
+    path: PathOption = PathOption.AUTO
 
 
 @dataclass(frozen=True)
@@ -193,6 +209,7 @@ class ConfigFlags:
     dns_domain: str | None = None
     no_dns: bool | None = None
     allow_inbound: tuple[str, ...] | None = None
+    path: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -379,6 +396,13 @@ def parse_dns_domain(text: str) -> str:
         raise ValueProblem(str(error)) from None
 
 
+def parse_path(text: str) -> PathOption:
+    try:
+        return PathOption(text.strip().lower())
+    except ValueError:
+        raise ValueProblem(f"{text!r} is not a path; expected auto, tunnel or direct") from None
+
+
 def parse_bool_word(text: str) -> bool:
     word = text.strip().lower()
     if word in _TRUE_WORDS:
@@ -440,7 +464,9 @@ _ROUTE_OVER = _Option("route_over", _Kind.LIST, "--route-over", ("DMNC_ROUTES_OV
 _DNS_DOMAIN = _Option("dns_domain", _Kind.TEXT, "--dns-domain", ("DMNC_DNS_DOMAIN",), ("dns", "domain"))
 _NO_DNS = _Option("no_dns", _Kind.SWITCH, "--no-dns", ("DMNC_NO_DNS",), ("dns", "disabled"))
 _ALLOW_INBOUND = _Option("allow_inbound", _Kind.LIST, "--allow-inbound", ("DMNC_ALLOW_INBOUND",), ("inbound", "allow"))
+_PATH = _Option("path", _Kind.TEXT, "--path", ("DMNC_PATH",), ("path",))
 _OPTIONS = (
+    _PATH,
     _DOCKER_HOST,
     _LISTEN,
     _ENDPOINT,
@@ -770,6 +796,7 @@ def load_config(flags: ConfigFlags, environ: Mapping[str, str]) -> Config:
         config_file=config_file.path if config_file is not None else None,
         dns_domain=layers.parsed(_DNS_DOMAIN, parse_dns_domain) or defaults.dns_domain,
         dns_enabled=not layers.switch(_NO_DNS),
+        path=layers.parsed(_PATH, parse_path) or defaults.path,
     )
 
 

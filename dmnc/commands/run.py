@@ -99,6 +99,12 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         "--no-dns", action="store_true", default=None, help="no DNS server: containers are reached by IP only"
     )
     parser.add_argument(
+        "--path",
+        choices=("auto", "tunnel", "direct"),
+        help="how to reach containers: direct via the VM's address on a link it shares with the host where it"
+        " answers, else the tunnel (auto, the default); always the tunnel; or direct, reporting any fallback",
+    )
+    parser.add_argument(
         "--allow-inbound",
         metavar="PORT[/tcp|/udp]",
         action="append",
@@ -127,6 +133,7 @@ def flags_from_args(args: argparse.Namespace) -> ConfigFlags:
         dns_domain=args.dns_domain,
         no_dns=args.no_dns,
         allow_inbound=None if args.allow_inbound is None else tuple(args.allow_inbound),
+        path=args.path,
     )
 
 

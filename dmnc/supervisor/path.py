@@ -20,6 +20,7 @@ import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from dmnc.config import PathOption
 from dmnc.routes.manager import Address, Destination, NextHop
 from dmnc.routes.policy import HostNetwork
 from dmnc.vm.result import DirectLink
@@ -29,13 +30,7 @@ from dmnc.vm.result import DirectLink
 PROBE_FRESH_S = 3.0
 IP_VERSIONS = (4, 6)
 
-
-class PathOption(enum.Enum):
-    """`--path`: how dmnc chooses."""
-
-    AUTO = "auto"  # direct where a link allows it, else the tunnel
-    TUNNEL = "tunnel"  # always the tunnel
-    DIRECT = "direct"  # as auto, but a family left on the tunnel is reported as a problem
+__all__ = ["PathOption"]  # re-exported: the option this module decides by
 
 
 class PathKind(enum.Enum):
