@@ -36,7 +36,7 @@ from dmnc.control import (
     fetch_snapshot,
     open_event_feed,
 )
-from dmnc.control.messages import DnsStatus, StatusEvent, StatusSnapshot, format_drops
+from dmnc.control.messages import DnsStatus, PathStatus, StatusEvent, StatusSnapshot, format_drops
 from dmnc.logsetup import printable
 
 _KIB = 1024
@@ -150,6 +150,7 @@ def render_snapshot(snapshot: StatusSnapshot) -> str:
         ],
     )
     lines += _section("VM", [("setup", _shown(vm.mode, "not set up")), ("public key", _shown(vm.public_key))])
+    lines += _paths_section(snapshot.paths)
     # Before Routes, whose table of any length ends the output.
     lines += _dns_section(snapshot.dns)
     lines.append("Routes")
@@ -169,6 +170,19 @@ def render_snapshot(snapshot: StatusSnapshot) -> str:
                 installed += f": {printable(route.reason)}"
             lines.append(f"  {subnet:<{subnet_width}}  {network:<{network_width}}  {installed}")
     return "\n".join(lines)
+
+
+def _paths_section(paths: tuple[PathStatus, ...]) -> list[str]:
+    """Per address family: tunnel or direct (via which address), and why; nothing from a service without paths."""
+    if not paths:
+        return []
+    rows = []
+    for path in paths:
+        family = "IPv4" if path.family == "ipv4" else "IPv6"
+        where = path.path if path.next_hop is None else f"direct via {path.next_hop} dev {path.interface}"
+        flag = " [problem]" if path.problem else ""
+        rows.append((family, printable(f"{where}{flag}: {path.reason}")))
+    return _section("Path", rows)
 
 
 def _dns_section(dns: DnsStatus | None) -> list[str]:

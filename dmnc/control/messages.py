@@ -26,7 +26,16 @@ rule, what it found and the fix, e.g. it overlaps a VPN route) and its `decision
 resolver was pointed at dmnc or why not, `drops` counts queries dropped (rate limits, malformed) and answers that
 could not be sent. `standby` (schema 3) is null while dmnc runs its tunnel; as a service that found another program
 holding what it needs (docker-mac-net-connect's tunnel address or VM interface), it says what and how to stop it,
-and dmnc checks again periodically. An event is one object:
+and dmnc checks again periodically. `paths` (schema 4) says per address family where container routes go and why:
+
+    "paths": [{"family": "ipv4", "path": "direct", "next_hop": "192.168.106.2", "interface": "bridge100",
+               "reason": "the VM answers at 192.168.106.2 via bridge100 (its col0), ...", "problem": false},
+              {"family": "ipv6", "path": "tunnel", "next_hop": null, "interface": null,
+               "reason": "the VM reported no IPv6 address on a link it shares with the host", "problem": false}]
+
+`path` is "tunnel" or "direct" (then `next_hop` is the VM's address and `interface` the host's on that link);
+`problem` is true when `--path direct` was asked for and the family is on the tunnel anyway. An older service
+sends no `paths` (read as empty). An event is one object:
 
     {"schema": 1, "time": 1795000000.25, "kind": "docker.connected",
      "message": "connected to Docker Desktop (API 1.41)", "details": {"api_version": "1.41"}}
@@ -62,8 +71,10 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DetailValue = str | int | float | bool | None
 
 # The version of the JSON format above: bumped whenever a field is added (see the rules in the docstring).
-# 1: dmnc 0.1 plus `schema`; 2: routes[].decision and dns; 3: standby.
-SCHEMA_VERSION = 3
+# 1: dmnc 0.1 plus `schema`; 2: routes[].decision and dns; 3: standby; 4: paths.
+SCHEMA_VERSION = 4
+PATH_FAMILIES = ("ipv4", "ipv6")
+PATH_KINDS = ("tunnel", "direct")
 
 # A WireGuard public key is a Curve25519 point, 32 bytes (whitepaper section 5.4), shown in base64 as wg(8) does.
 PUBLIC_KEY_BYTES = 32
@@ -155,6 +166,18 @@ class DnsStatus:
 
 
 @dataclass(frozen=True)
+class PathStatus:
+    """Where one address family's container routes go: the tunnel, or direct via the VM's address, and why."""
+
+    family: str  # "ipv4" or "ipv6"
+    path: str  # "tunnel" or "direct"
+    reason: str
+    next_hop: str | None = None
+    interface: str | None = None
+    problem: bool = False
+
+
+@dataclass(frozen=True)
 class StatusSnapshot:
     """The whole service state at one moment, as `dmnc status` shows it."""
 
@@ -165,6 +188,7 @@ class StatusSnapshot:
     routes: tuple[RouteStatus, ...] = ()
     dns: DnsStatus | None = None  # schema 2; None with --no-dns or from an older dmnc
     standby: str | None = None  # schema 3; why the service waits instead of running its tunnel
+    paths: tuple[PathStatus, ...] = ()  # schema 4; empty from an older dmnc and before the service runs
 
     def to_json_object(self) -> dict[str, object]:
         tunnel, docker, vm = self.tunnel, self.docker, self.vm
@@ -199,6 +223,7 @@ class StatusSnapshot:
             ],
             "dns": None if self.dns is None else _dns_json(self.dns),
             "standby": self.standby,
+            "paths": [_path_json(path) for path in self.paths],
         }
 
     def to_json(self) -> str:
@@ -393,6 +418,44 @@ def _dns_json(dns: DnsStatus) -> dict[str, object]:
     }
 
 
+def _path_json(path: PathStatus) -> dict[str, object]:
+    return {
+        "family": path.family,
+        "path": path.path,
+        "next_hop": path.next_hop,
+        "interface": path.interface,
+        "reason": path.reason,
+        "problem": path.problem,
+    }
+
+
+def _one_of(fields: _Object, key: str, allowed: tuple[str, ...]) -> str:
+    value = fields.text(key)
+    if value not in allowed:
+        raise StatusFormatError(fields.path(key), f"{value[:40]!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _paths(top: _Object) -> tuple[PathStatus, ...]:
+    """The `paths` array of schema 4; absent (an older dmnc) reads as empty."""
+    if top.raw_or_none("paths") is None:
+        return ()
+    paths: list[PathStatus] = []
+    for index, value in enumerate(top.array("paths")):
+        fields = _Object(value, f"paths[{index}]")
+        paths.append(
+            PathStatus(
+                family=_one_of(fields, "family", PATH_FAMILIES),
+                path=_one_of(fields, "path", PATH_KINDS),
+                reason=fields.text("reason"),
+                next_hop=fields.optional_text("next_hop"),
+                interface=fields.optional_text("interface"),
+                problem=fields.flag("problem"),
+            )
+        )
+    return tuple(paths)
+
+
 def _dns(top: _Object) -> DnsStatus | None:
     """The `dns` object of schema 2; absent (an older dmnc) or null (--no-dns) reads as None."""
     if top.raw_or_none("dns") is None:
@@ -450,6 +513,7 @@ def decode_snapshot_untrusted(text: str | bytes) -> StatusSnapshot:
         routes=tuple(_route(route, f"routes[{index}]") for index, route in enumerate(top.array("routes"))),
         dns=_dns(top),
         standby=top.later_text("standby"),
+        paths=_paths(top),
     )
 
 

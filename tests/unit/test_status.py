@@ -4,6 +4,7 @@ import base64
 import dataclasses
 import ipaddress
 import json
+import re
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from dmnc.control.messages import (
     SCHEMA_VERSION,
     DnsStatus,
     DockerStatus,
+    PathStatus,
     RouteStatus,
     StatusEvent,
     StatusFormatError,
@@ -66,7 +68,7 @@ def snapshot_object() -> dict[str, Any]:
 def test_snapshot_json_has_the_contract_fields() -> None:
     encoded = json.loads(full_snapshot().to_json())
     assert set(encoded) >= {"schema", "version", "tunnel", "docker", "vm", "routes"}
-    assert encoded["schema"] == SCHEMA_VERSION == 3  # 2 added routes[].decision, 3 standby
+    assert encoded["schema"] == SCHEMA_VERSION == 4  # 2 added routes[].decision, 3 standby, 4 paths
     assert set(encoded["tunnel"]) == {
         "interface",
         "listen",
@@ -409,4 +411,49 @@ def test_a_standby_reason_round_trips_and_an_older_service_reads_as_running() ->
     assert decode_snapshot_untrusted(json.dumps(encoded)).standby is None
     encoded["standby"] = 3
     with pytest.raises(StatusFormatError, match="standby"):
+        decode_snapshot_untrusted(json.dumps(encoded))
+
+
+def test_paths_round_trip_and_an_older_service_without_them_reads_as_none() -> None:
+    paths = (
+        PathStatus("ipv4", "direct", "the VM answers", next_hop="192.168.106.2", interface="bridge100"),
+        PathStatus("ipv6", "tunnel", "--path direct, but nothing", problem=True),
+    )
+    snapshot = dataclasses.replace(full_snapshot(), paths=paths)
+    encoded = json.loads(snapshot.to_json())
+    assert encoded["paths"][0] == {
+        "family": "ipv4",
+        "path": "direct",
+        "next_hop": "192.168.106.2",
+        "interface": "bridge100",
+        "reason": "the VM answers",
+        "problem": False,
+    }
+    assert decode_snapshot_untrusted(snapshot.to_json()) == snapshot
+    del encoded["paths"]
+    assert decode_snapshot_untrusted(json.dumps(encoded)).paths == ()
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ({"family": "ipv5"}, "paths[0].family"),
+        ({"path": "teleport"}, "paths[0].path"),
+        ({"problem": 1}, "paths[0].problem"),
+    ],
+)
+def test_a_malformed_path_names_its_field(change: dict[str, object], where: str) -> None:
+    encoded = snapshot_object()
+    encoded["paths"] = [
+        {
+            "family": "ipv4",
+            "path": "tunnel",
+            "next_hop": None,
+            "interface": None,
+            "reason": "x",
+            "problem": False,
+            **change,
+        }
+    ]
+    with pytest.raises(StatusFormatError, match=re.escape(where)):
         decode_snapshot_untrusted(json.dumps(encoded))
