@@ -11,11 +11,20 @@ import trio
 from dmnc import __version__
 from dmnc.config import Config, ListenAddress, format_host_port
 from dmnc.control import EventBroadcaster
-from dmnc.control.messages import DnsStatus, DockerStatus, RouteStatus, StatusSnapshot, TunnelStatus, VmStatus
+from dmnc.control.messages import (
+    DnsStatus,
+    DockerStatus,
+    PathStatus,
+    RouteStatus,
+    StatusSnapshot,
+    TunnelStatus,
+    VmStatus,
+)
 from dmnc.dns.service import DnsService, DnsState
 from dmnc.routes.reconcile import ReconcilerStatus
 from dmnc.supervisor.docker_watch import DockerState, DockerWatch
 from dmnc.supervisor.parts import RunningParts
+from dmnc.supervisor.path_keeper import PathKeeper
 from dmnc.supervisor.vm_keeper import VmKeeper, VmSide
 from dmnc.tunnel.datapath import TunnelCounters
 from dmnc.tunnel.flowfilter import FilterDrop
@@ -61,6 +70,7 @@ def build_snapshot(
     routes: ReconcilerStatus,
     dns: DnsStatus | None = None,
     standby: str | None = None,
+    paths: tuple[PathStatus, ...] = (),
 ) -> StatusSnapshot:
     peer = None if vm is None else vm.peer
     tunnel = TunnelStatus(
@@ -93,6 +103,7 @@ def build_snapshot(
         ),
         dns=dns,
         standby=standby,
+        paths=paths,
     )
 
 
@@ -121,8 +132,10 @@ class ServiceStatus:
         events: EventBroadcaster,
         *,
         names: DnsService | None = None,
+        paths: PathKeeper | None = None,
     ) -> None:
         self._names = names
+        self._paths = paths
         self._parts = parts
         self._docker = docker
         self._vm = vm
@@ -149,4 +162,5 @@ class ServiceStatus:
             routes=parts.routes.status(),
             dns=None if names is None else dns_status(names.state, names.drops(), now),
             standby=self._vm.standby,
+            paths=() if self._paths is None else self._paths.status(),
         )

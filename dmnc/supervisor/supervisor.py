@@ -7,6 +7,7 @@ Supervisor.run
 ├── routes          RouteReconciler: desired subnets (from Docker) vs installed routes (dmnc.routes)
 ├── dns             container names on the tunnel addresses, port 53; points the host's resolver at it (dmnc.dns)
 ├── vm health       the VM peer's counters: first handshake, a VM side gone silent (vm_keeper.VmHealth)
+├── paths           per address family: tunnel, or direct via the VM's address on a shared link (path_keeper)
 └── docker          discover + connect + watch network events; lost -> backoff, reconnect, resync (docker_watch)
     ├── vm keeper   set the VM side up at start and whenever it has gone stale (vm_keeper)
     └── dns names   list the running containers into the name table on every resync and container event
@@ -66,6 +67,7 @@ from dmnc.supervisor.docker_watch import DockerWatch
 from dmnc.supervisor.host_watch import read_host_dns_servers, watch_host_state
 from dmnc.supervisor.log import announce, logger
 from dmnc.supervisor.parts import SHUTDOWN_BUDGET_S, RunningParts
+from dmnc.supervisor.path_keeper import PathKeeper
 from dmnc.supervisor.peer_subnets import VmPeerSubnets
 from dmnc.supervisor.snapshot import ServiceStatus
 from dmnc.supervisor.vm_keeper import VmKeeper, stale_after_warning
@@ -171,6 +173,7 @@ class Supervisor:
         self._routes: RouteReconciler | None = None
         self._tunnel: Tunnel | None = None
         self._vm: VmKeeper | None = None
+        self._paths: PathKeeper | None = None
         self._stopping = False
         self._scope = trio.CancelScope()
 
@@ -281,15 +284,27 @@ class Supervisor:
             self._events,
             peer_subnets=parts.peer_subnets,
             standby_on_foreign=self.as_service,
+            direct_hosts=lambda: paths.direct_hosts(),  # noqa: PLW0108 (paths, made below, needs the keeper)
+        )
+        paths = PathKeeper(
+            parts.routes,
+            vm,
+            host_address_source(parts.routes.manager),
+            self.current_config,
+            self._events,
+            tunnel_interface=parts.tun.name,
+            tunnel_networks=TUNNEL_NETWORKS,
         )
         names = open_dns_service(self.config, parts, vm)
         docker = DockerWatch(parts.routes, vm, self.current_config, self._events, lambda: self._stopping, names=names)
-        status = ServiceStatus(parts, docker, vm, self.current_config, self._events, names=names)
-        self._routes, self._tunnel, self._vm = parts.routes, parts.tunnel, vm
+        status = ServiceStatus(parts, docker, vm, self.current_config, self._events, names=names, paths=paths)
+        self._routes, self._tunnel, self._vm, self._paths = parts.routes, parts.tunnel, vm, paths
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(parts.tunnel.run)
                 await nursery.start(parts.routes.run)
+                # Before Docker: the first VM setup asks it for the host's addresses.
+                await nursery.start(paths.run)
                 await nursery.start(serve_control_socket, control, status)
                 if names is not None:
                     await nursery.start(names.run)
@@ -305,7 +320,7 @@ class Supervisor:
                 nursery.start_soon(docker.run)
                 task_status.started()
         finally:
-            self._routes = self._tunnel = self._vm = None
+            self._routes = self._tunnel = self._vm = self._paths = None
             with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_BUDGET_S):
                 await _withdraw_routes(parts)
 
@@ -326,8 +341,8 @@ class Supervisor:
         )
 
     def reload(self) -> None:
-        """SIGHUP: re-read the configuration; log level, vm_stale_after, route selection and the inbound ports
-        apply at once, the rest at restart."""
+        """SIGHUP: re-read the configuration; log level, vm_stale_after, route selection, the inbound ports and
+        the path apply at once, the rest at restart."""
         try:
             new = load_config(self._flags, os.environ)
         except ConfigError as error:
@@ -338,6 +353,9 @@ class Supervisor:
             self._routes.set_policy(new.routes)
         if new.inbound_allow != self.config.inbound_allow:
             self._allow_inbound(new)
+        if new.path != self.config.path and self._paths is not None:
+            logger.info("path: %s", new.path.value)
+            self._paths.wake()
         restart_needed = [name for name in RESTART_OPTIONS if getattr(new, name) != getattr(self.config, name)]
         stale_after_changed = new.vm_stale_after != self.config.vm_stale_after
         self.config = new

@@ -25,6 +25,7 @@ from dmnc.control import EventBroadcaster
 from dmnc.docker.client import DockerClient
 from dmnc.docker.errors import DockerError
 from dmnc.logsetup import printable
+from dmnc.routes.manager import Address
 from dmnc.supervisor.backoff import Backoff
 from dmnc.supervisor.conflicts import StandbyReport
 from dmnc.supervisor.log import announce, logger
@@ -33,7 +34,7 @@ from dmnc.tunnel.datapath import Tunnel
 from dmnc.tunnel.udp import UdpEndpoint
 from dmnc.vm.errors import ForeignInterfaceError, VmSetupError
 from dmnc.vm.params import SetupParams
-from dmnc.vm.result import SetupResult
+from dmnc.vm.result import DirectLink, SetupResult
 from dmnc.vm.runner import VmSetupRunner
 from dmnc.vm.shims import Shim
 from dmnc.wireguard import Device, PeerConfig, PeerStats
@@ -168,6 +169,7 @@ class VmSide:
     mode: str
     endpoint_name: str
     ipv6: bool = True  # the setup's `ipv6=on|off`: False when the VM has IPv6 disabled and the tunnel is IPv4-only
+    direct_links: tuple[DirectLink, ...] = ()  # links the VM shares with the host, opened for the direct path
 
 
 class VmKeeper:
@@ -183,9 +185,12 @@ class VmKeeper:
         *,
         peer_subnets: VmPeerSubnets | None = None,
         standby_on_foreign: bool = False,
+        direct_hosts: Callable[[], tuple[Address, ...]] | None = None,
     ) -> None:
         """`peer_subnets` gives the VM peer its allowed IPs (its tunnel addresses and the routed subnets);
-        `standby_on_foreign` (a service) waits out a foreign VM interface instead of raising ForeignInterfaceError."""
+        `standby_on_foreign` (a service) waits out a foreign VM interface instead of raising ForeignInterfaceError;
+        `direct_hosts` gives the host addresses each setup looks for shared links with (the direct path)."""
+        self._direct_hosts = direct_hosts
         self._standby_on_foreign = standby_on_foreign
         self._standby = StandbyReport(events, VM_STANDBY_RECHECK_S)
         self._device = device
@@ -316,6 +321,7 @@ class VmKeeper:
             endpoint=None if endpoint is None else endpoint.host,
             allow_inbound=self._config().inbound_allow,
             shims=self._shims,
+            direct_hosts=() if self._direct_hosts is None else self._direct_hosts(),
         )
 
     def _install(self, result: SetupResult, now: float) -> None:
@@ -335,7 +341,9 @@ class VmKeeper:
             self._health.peer_added(peer)
             if self._tunnel.answer_recent_initiation():
                 logger.debug("answered the VM's first initiation, which arrived before its key")
-        self._side = VmSide(peer, result.vm_public_key, result.mode.value, result.endpoint_name, result.ipv6)
+        self._side = VmSide(
+            peer, result.vm_public_key, result.mode.value, result.endpoint_name, result.ipv6, result.direct_links
+        )
         self._health.set_up(now)
         self._stale = trio.Event()
         self._report_failed_shims(result.shims_failed)
