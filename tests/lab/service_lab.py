@@ -3,6 +3,13 @@
     host netns                                  VM netns (dockerd's)
     dmnc run  --udp-->  veth 10.204.0.1  <-->  veth 10.204.0.2  <--  chip0 (wireguard-go fallback container)
     dmnc0 (TUN) + routes to container subnets                      docker0 / br-* bridges, containers
+              direct:   veth 10.205.0.1  <-->  veth 10.205.0.2      (the direct path's link)
+
+Two links, as on Colima: the first carries the tunnel's UDP and gives the host no connected subnet holding the VM's
+address (/32 addresses and a device route each way, like a NAT'ed VM network), so it is never a direct path; the
+second is a shared /24, the direct path `--path auto` finds. Tests remove and restore it with `remove_direct_link`
+and `restore_direct_link` (same interface names, so the VM's rules keep matching). Every test names its path
+(`running_dmnc` refuses to start without `--path`): `--path tunnel` where it tests the tunnel.
 
 The VM setup container is the lab image built from the host's binaries (no registry here); this kernel has no
 WireGuard, so the VM end runs in the userspace fallback container, as on a VM kernel without the module.
@@ -51,18 +58,22 @@ from tests.lab.dockerd import (
     is_running,
     running_dockerd,
 )
-from tests.lab.netns import LabCommandError, Netns, add_veth, netns, run_host
+from tests.lab.netns import LabCommandError, Netns, add_veth, netns, run_host, unique_suffix
 from tests.lab.setup_image import LAB_SETUP_IMAGE, import_setup_image
 from tests.lab.wait import WaitTimeout, wait_until
 
 HOST_ADDRESS = "10.204.0.1/24"
 VM_ADDRESS = "10.204.0.2/24"
+DIRECT_HOST_ADDRESS = "10.205.0.1/24"
+DIRECT_VM_ADDRESS = "10.205.0.2/24"
 PAGE = "hello-through-dmnc"
 HTTP_TIMEOUT_S = 60.0
 EXIT_TIMEOUT_S = 10.0
 ENGINE_TIMEOUT_S = 30.0
 # The firewall rule dumps vm_leftovers reads in the VM (both iptables flavours, both families).
 VM_RULE_SAVERS = ("iptables-nft-save", "iptables-legacy-save", "ip6tables-nft-save", "ip6tables-legacy-save")
+# What names dmnc's rules in the VM: its interface, the host's tunnel addresses, its own chains.
+VM_RULE_MARKERS = ("chip0", "10.33.33.1", "fd33:33:33::1", "DMNC-TO-HOST", "DMNC-DIRECT")
 # Longer than removals in flight take; a lab still different after it is rebuilt (seconds), never a test failure.
 RESET_TIMEOUT_S = 5.0
 # What the lab and the tests run on it need on the host (tests/lab/install.sh installs them).
@@ -76,6 +87,8 @@ class ServiceLab:
     host: Netns
     vm: Netns
     workdir: Path
+    # The direct path's veth: its host and VM interface names (see the module docstring).
+    direct_interfaces: tuple[str, str] = ("", "")
 
     @property
     def config_file(self) -> Path:
@@ -111,10 +124,48 @@ def new_service_lab() -> Iterator[ServiceLab]:
         netns(HOST_NETNS_PREFIX) as host,
     ):
         vm = Netns(engine.netns)  # owned by running_dockerd
-        add_veth(host, vm, HOST_ADDRESS, VM_ADDRESS)
+        add_tunnel_link(host, vm)
+        suffix = unique_suffix()
+        lab = ServiceLab(engine, host, vm, Path(workdir), (f"dh{suffix}", f"dv{suffix}"))
+        restore_direct_link(lab)
         import_setup_image(engine.socket_path)
         import_busybox_image(engine.socket_path)
-        yield _fresh_workdir(ServiceLab(engine, host, vm, Path(workdir)), Path(workdir) / "lab")
+        yield _fresh_workdir(lab, Path(workdir) / "lab")
+
+
+def add_tunnel_link(host: Netns, vm: Netns) -> None:
+    """The link the tunnel's UDP crosses: each end a /32 with a device route to the other, so neither holds a
+    connected subnet with the other's address (the host reaches the VM's address, but not as a direct path)."""
+    host_ip, vm_ip = HOST_ADDRESS.split("/", maxsplit=1)[0], VM_ADDRESS.split("/", maxsplit=1)[0]
+    link = add_veth(host, vm, f"{host_ip}/32", f"{vm_ip}/32")
+    host.run(["ip", "route", "add", f"{vm_ip}/32", "dev", link.left_interface])
+    vm.run(["ip", "route", "add", f"{host_ip}/32", "dev", link.right_interface])
+
+
+def direct_link_present(lab: ServiceLab) -> bool:
+    return lab.host.run(["ip", "link", "show", lab.direct_interfaces[0]], check=False).returncode == 0
+
+
+def remove_direct_link(lab: ServiceLab) -> None:
+    """Delete the direct path's veth (both ends), as a VM network going away."""
+    lab.host.run(["ip", "link", "del", lab.direct_interfaces[0]])
+
+
+def restore_direct_link(lab: ServiceLab) -> None:
+    """(Re)create the direct path's veth with its names and addresses, unless it is there."""
+    if direct_link_present(lab):
+        return
+    host_interface, vm_interface = lab.direct_interfaces
+    run_host(
+        ["ip", "link", "add", host_interface, "netns", lab.host.name, "type", "veth", "peer", "name", vm_interface,
+         "netns", lab.vm.name]
+    )  # fmt: skip
+    for namespace, interface, address in (
+        (lab.host, host_interface, DIRECT_HOST_ADDRESS),
+        (lab.vm, vm_interface, DIRECT_VM_ADDRESS),
+    ):
+        namespace.run(["ip", "addr", "add", address, "dev", interface])
+        namespace.run(["ip", "link", "set", interface, "up"])
 
 
 @dataclass(frozen=True)
@@ -127,6 +178,7 @@ class LabState:
     host_routes: frozenset[str]
     host_processes: frozenset[int]
     vm_leftovers: tuple[str, ...]
+    direct_link: bool = True
 
 
 def lab_state(lab: ServiceLab) -> LabState:
@@ -140,6 +192,7 @@ def lab_state(lab: ServiceLab) -> LabState:
         host_routes=frozenset(host_routes(lab)),
         host_processes=_host_processes(lab),
         vm_leftovers=tuple(vm_leftovers(lab)),
+        direct_link=direct_link_present(lab),
     )
 
 
@@ -198,6 +251,8 @@ def _undo_changes(lab: ServiceLab, now: LabState, baseline: LabState) -> None:
     for path in removals:
         with contextlib.suppress(httpx.HTTPStatusError):  # gone meanwhile, or already being removed
             lab.engine_request("DELETE", path, params={"force": "1"})
+    if not now.direct_link:
+        restore_direct_link(lab)
     for route in now.host_routes - baseline.host_routes:
         lab.host.run(["ip", "route", "del", *route.split()], check=False)
 
@@ -267,6 +322,8 @@ class DmncProcess:
     def __init__(
         self, lab: ServiceLab, *extra: str, env: dict[str, str] | None = None, command: Sequence[str] | None = None
     ) -> None:
+        if "--path" not in extra:
+            raise ValueError("every end-to-end test names its path: pass --path tunnel, auto or direct")
         self.lab = lab
         self.log_path = lab.workdir / f"dmnc-{time.monotonic_ns()}.log"
         docker_host = [] if "--docker-host" in extra else ["--docker-host", f"unix://{lab.engine.socket_path}"]
@@ -453,7 +510,9 @@ def vm_leftovers(lab: ServiceLab) -> list[str]:
             f"{save}: {line}"
             for line in result.stdout.splitlines()
             if line.startswith("-A ")
-            and any(marker in line for marker in ("chip0", "10.33.33.1", "fd33:33:33::1", "DMNC-TO-HOST"))
+            and any(
+                marker in line for marker in ("chip0", "10.33.33.1", "fd33:33:33::1", "DMNC-TO-HOST", "DMNC-DIRECT")
+            )
         )
     containers = lab.engine_request("GET", "/containers/json", params={"all": "1"}).json()
     found.extend(

@@ -161,7 +161,7 @@ def test_a_host_route_overlapping_a_docker_network_fails_naming_both(service_lab
 def test_with_dmnc_running_doctor_sees_its_port_and_handshake_and_reaches_a_probe_container(
     service_lab: ServiceLab,
 ) -> None:
-    with running_dmnc(service_lab) as dmnc:
+    with running_dmnc(service_lab, "--path", "tunnel") as dmnc:
         dmnc.wait_for_log("tunnel up")
         before = containers_and_networks(service_lab)
         completed = doctor(service_lab, "--probe", BUSYBOX_REFERENCE)
@@ -195,7 +195,7 @@ def test_doctor_reports_the_dns_port_and_resolves_a_container_name_through_glibc
 ) -> None:
     address = start_named_container(service_lab, "doc_web")
     name = f"doc-web.{DNS_DOMAIN}"  # `_` becomes `-` (dmnc/dns/names.py)
-    with running_dmnc(service_lab) as dmnc:
+    with running_dmnc(service_lab, "--path", "tunnel") as dmnc:
         dmnc.wait_for_log("tunnel up")
         wait_until(lambda: (status_json(service_lab)["dns"] or {}).get("records", 0) > 0, 30.0, "a name in DNS")
         # This lab has no systemd-resolved and nothing points the resolver at dmnc: the check fails with the fix.
@@ -245,7 +245,7 @@ def test_as_a_user_without_docker_access_doctor_names_the_socket_and_skips_the_r
 
 
 def test_a_probe_image_that_does_not_exist_fails_and_leaves_no_network(service_lab: ServiceLab) -> None:
-    with running_dmnc(service_lab) as dmnc:
+    with running_dmnc(service_lab, "--path", "tunnel") as dmnc:
         dmnc.wait_for_log("tunnel up")
         before = containers_and_networks(service_lab)
         completed = doctor(service_lab, "--probe", "dmnc-test/absent:1")
@@ -296,7 +296,7 @@ def test_a_daemon_that_accepts_but_never_answers_is_reported_not_waited_for(tmp_
 
 def test_a_probe_container_dmnc_does_not_route_fails_with_what_to_check_and_is_removed(service_lab: ServiceLab) -> None:
     # dmnc is told (by its own flag, which doctor does not see) not to route the probe subnets.
-    with running_dmnc(service_lab, "--route-exclude", "172.30.253.0/24") as dmnc:
+    with running_dmnc(service_lab, "--path", "tunnel", "--route-exclude", "172.30.253.0/24") as dmnc:
         dmnc.wait_for_log("tunnel up")
         before = containers_and_networks(service_lab)
         completed = doctor(service_lab, "--probe", BUSYBOX_REFERENCE, "--probe-timeout", "4")

@@ -203,7 +203,7 @@ def test_frozen_binary_talks_to_a_real_docker_engine(detached_binary: Path) -> N
 def test_frozen_binary_reaches_a_container_by_ip(detached_binary: Path, own_service_lab: ServiceLab) -> None:
     """The product as users get it: the one-file binary, run as `dmnc run`, makes a container answer by its IP."""
     address = start_web_container(own_service_lab)
-    with running_dmnc(own_service_lab, command=[str(detached_binary)]) as dmnc:
+    with running_dmnc(own_service_lab, "--path", "tunnel", command=[str(detached_binary)]) as dmnc:
         seconds = http_get(own_service_lab, address)
         assert dmnc.stop() == 0
     print(f"frozen binary: container answered {seconds:.1f} s after the first try")

@@ -67,7 +67,7 @@ def test_in_the_foreground_dmnc_refuses_with_one_line_and_leaves_the_vm_alone(se
     with stand_in(service_lab):
         before = vm_interface_state(service_lab)
         containers_before = containers(service_lab)
-        with running_dmnc(service_lab) as dmnc:
+        with running_dmnc(service_lab, "--path", "tunnel") as dmnc:
             assert dmnc.process.wait(timeout=EXIT_TIMEOUT_S * 3) == 1
             lines = [line for line in dmnc.log().splitlines() if line.strip()]
         refusals = [line for line in lines if line.startswith("dmnc: ")]
@@ -83,7 +83,7 @@ def test_as_a_service_dmnc_waits_in_standby_says_why_and_takes_over_once_the_sta
     service_lab: ServiceLab,
 ) -> None:
     address = start_web_container(service_lab)
-    with stand_in(service_lab), running_dmnc(service_lab, env=AS_A_SERVICE) as dmnc:
+    with stand_in(service_lab), running_dmnc(service_lab, "--path", "tunnel", env=AS_A_SERVICE) as dmnc:
         dmnc.wait_for_log("standby: another interface already holds the tunnel address 10.33.33.1")
         standby = status_json(service_lab)["standby"]
         assert "10.33.33.1" in standby

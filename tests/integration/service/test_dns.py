@@ -93,7 +93,7 @@ def test_containers_by_name_over_udp_and_tcp_and_gone_after_removal(dns_lab: Ser
     api_address = start_named_web(
         dns_lab, "shop-api-1", "bridge", {"com.docker.compose.project": "shop", "com.docker.compose.service": "api"}
     )
-    with running_dmnc(dns_lab) as dmnc:
+    with running_dmnc(dns_lab, "--path", "tunnel") as dmnc:
         started = time.monotonic()
         wait_until(
             lambda: dig(dns_lab, f"webdns.{DOMAIN}").answers == [web_address],
@@ -153,7 +153,7 @@ def test_port_53_taken_falls_back_to_another_port_and_no_dns_turns_it_off(dns_la
         assert blocker.stdout.readline().strip() == "bound"
         create_network(dns_lab, "e2e-dns", "172.31.9.0/24")
         web_address = start_named_web(dns_lab, "webdns", "e2e-dns")
-        with running_dmnc(dns_lab) as dmnc:
+        with running_dmnc(dns_lab, "--path", "tunnel") as dmnc:
             dmnc.wait_for_log("running; Ctrl-C or SIGTERM stops it")
             port: int = status_json(dns_lab)["dns"]["port"]
             assert port != 53
@@ -167,7 +167,7 @@ def test_port_53_taken_falls_back_to_another_port_and_no_dns_turns_it_off(dns_la
     finally:
         blocker.kill()
         blocker.wait()
-    with running_dmnc(dns_lab, "--no-dns") as dmnc:
+    with running_dmnc(dns_lab, "--path", "tunnel", "--no-dns") as dmnc:
         dmnc.wait_for_log("running; Ctrl-C or SIGTERM stops it")
         assert status_json(dns_lab)["dns"] is None
         assert dmnc.stop(signal.SIGTERM) == 0

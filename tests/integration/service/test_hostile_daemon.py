@@ -82,6 +82,7 @@ def test_dmnc_survives_an_impostor_daemon_that_sends_deeply_nested_json() -> Non
         argv = [
             *dmnc_command(),
             "run",
+            *("--path", "tunnel"),
             *("--docker-host", docker_host),
             *("--control-socket", str(control_socket)),
             *("--config", str(config_file)),

@@ -78,7 +78,7 @@ def test_a_container_on_a_dual_stack_network_answers_by_its_ipv6_address_as_by_i
     create_network(service_lab, "e2e-dual", SUBNET4, SUBNET6)
     address4, address6 = start_web_container_dual_stack(service_lab, "e2e-dual")
     assert address6.startswith("fd77:31::"), address6
-    with running_dmnc(service_lab) as dmnc:
+    with running_dmnc(service_lab, "--path", "tunnel") as dmnc:
         http_get(service_lab, address4)
         http_get(service_lab, address6)
 
@@ -111,7 +111,7 @@ def test_uninstall_after_a_crash_removes_the_ipv6_route_and_rules_in_the_vm_like
     import_setup_image(service_lab.engine.socket_path, UNINSTALL_SETUP_TAG)
     create_network(service_lab, "e2e-dual", SUBNET4, SUBNET6)
     _address4, address6 = start_web_container_dual_stack(service_lab, "e2e-dual")
-    with running_dmnc(service_lab, "--setup-image", UNINSTALL_SETUP_TAG) as dmnc:
+    with running_dmnc(service_lab, "--path", "tunnel", "--setup-image", UNINSTALL_SETUP_TAG) as dmnc:
         http_get(service_lab, address6)
         dmnc.kill()  # no teardown: the VM side stays, as after a crash or power loss
     assert_vm_has_ipv6_route_and_rules(service_lab)
@@ -133,7 +133,7 @@ def test_a_vm_with_ipv6_disabled_keeps_ipv4_and_status_and_doctor_say_why_ipv6_i
 ) -> None:
     create_network(service_lab, "e2e-dual", SUBNET4, SUBNET6)
     address4, _address6 = start_web_container_dual_stack(service_lab, "e2e-dual")
-    with ipv6_disabled(service_lab.vm), running_dmnc(service_lab) as dmnc:
+    with ipv6_disabled(service_lab.vm), running_dmnc(service_lab, "--path", "tunnel") as dmnc:
         http_get(service_lab, address4)
         dmnc.wait_for_log("IPv4 only: the VM has IPv6 disabled")
         wait_until(

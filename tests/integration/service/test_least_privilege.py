@@ -61,7 +61,7 @@ def restricted_lab(service_lab: ServiceLab) -> ServiceLab:
 
 def test_containers_answer_by_ip_with_only_the_units_capabilities(restricted_lab: ServiceLab) -> None:
     address = start_web_container(restricted_lab)
-    with running_dmnc(restricted_lab, command=restricted_command(dmnc_command())) as dmnc:
+    with running_dmnc(restricted_lab, "--path", "tunnel", command=restricted_command(dmnc_command())) as dmnc:
         http_get(restricted_lab, address)
         pid = dmnc.process.pid
         expected = sum(1 << CAPABILITY_BITS[name] for name in SERVICE_CAPABILITIES)

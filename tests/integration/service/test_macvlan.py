@@ -91,7 +91,7 @@ def route_of(status: dict[str, Any], subnet: str) -> dict[str, Any]:
 def test_the_host_reaches_a_macvlan_container_through_the_shim_of_its_aux_address(
     service_lab: ServiceLab, parent: str
 ) -> None:
-    with running_dmnc(service_lab) as dmnc:
+    with running_dmnc(service_lab, "--path", "tunnel") as dmnc:
         dmnc.wait_for_log("VM side ready")
         # Created while dmnc runs: the network event brings a new setup run with the shim.
         create_macvlan_network(
@@ -120,7 +120,7 @@ def test_a_macvlan_network_without_a_reservation_gets_no_shim_and_a_clear_status
     service_lab: ServiceLab, parent: str
 ) -> None:
     create_macvlan_network(service_lab, "e2e-macvlan-unreserved", parent, {"Subnet": UNRESERVED_SUBNET})
-    with running_dmnc(service_lab) as dmnc:
+    with running_dmnc(service_lab, "--path", "tunnel") as dmnc:
         dmnc.wait_for_log("VM side ready")
         wait_until(
             lambda: route_of(status_json(service_lab), UNRESERVED_SUBNET).get("decision") == "no-shim",

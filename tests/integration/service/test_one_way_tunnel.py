@@ -117,7 +117,7 @@ def host_ipv6_state(lab: ServiceLab) -> tuple[str, str]:
 
 def test_the_host_reaches_containers_and_containers_do_not_reach_the_host(one_way_lab: ServiceLab) -> None:
     web = start_web_container(one_way_lab)
-    with running_dmnc(one_way_lab) as dmnc:
+    with running_dmnc(one_way_lab, "--path", "tunnel") as dmnc:
         http_get(one_way_lab, web)
         assert probe_from_container(one_way_lab) == {"tcp": False, "ping": False}
         # Without the VM's rules dmnc's own filter holds the door, counts and says what to do.
@@ -136,7 +136,7 @@ def test_the_host_reaches_containers_and_containers_do_not_reach_the_host(one_wa
 
 def test_an_allowed_inbound_port_is_reachable_and_the_others_are_not(one_way_lab: ServiceLab) -> None:
     web = start_web_container(one_way_lab)
-    with running_dmnc(one_way_lab, "--allow-inbound", str(HOST_HTTP_PORT)) as dmnc:
+    with running_dmnc(one_way_lab, "--path", "tunnel", "--allow-inbound", str(HOST_HTTP_PORT)) as dmnc:
         http_get(one_way_lab, web)
         assert probe_from_container(one_way_lab) == {"tcp": True, "ping": False}
         flush_vm_firewall(one_way_lab)
@@ -147,7 +147,7 @@ def test_an_allowed_inbound_port_is_reachable_and_the_others_are_not(one_way_lab
 
 def test_a_router_advertisement_from_the_vm_changes_nothing_on_the_host(one_way_lab: ServiceLab) -> None:
     web = start_web_container(one_way_lab)
-    with running_dmnc(one_way_lab) as dmnc:
+    with running_dmnc(one_way_lab, "--path", "tunnel") as dmnc:
         http_get(one_way_lab, web)
         routes_before, addresses_before = host_ipv6_state(one_way_lab)
         flush_vm_firewall(one_way_lab)

@@ -98,7 +98,7 @@ def host_route_get(lab: ServiceLab, address: str) -> str:
 def test_only_container_subnets_are_routed_beside_a_full_tunnel_vpn_which_wins_what_it_routes(
     service_lab: ServiceLab,
 ) -> None:
-    with running_dmnc(service_lab) as dmnc:
+    with running_dmnc(service_lab, "--path", "tunnel") as dmnc:
         accepted = {
             subnet: decision
             for index, (subnet, decision) in enumerate(HOSTILE.items())

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.lab
 
 def test_containers_answer_by_ip_status_reports_them_and_sigterm_cleans_up(service_lab: ServiceLab) -> None:
     default_bridge_address = start_web_container(service_lab)
-    with running_dmnc(service_lab) as dmnc:
+    with running_dmnc(service_lab, "--path", "tunnel") as dmnc:
         http_get(service_lab, default_bridge_address)
         print(f"start to first HTTP answer through dmnc: {time.monotonic() - dmnc.started_at:.1f} s")
 
@@ -69,7 +69,7 @@ def test_containers_answer_by_ip_status_reports_them_and_sigterm_cleans_up(servi
 
 def test_dockerd_killed_and_restarted_is_followed_and_new_networks_are_routed(own_service_lab: ServiceLab) -> None:
     address = start_web_container(own_service_lab)
-    with running_dmnc(own_service_lab) as dmnc:
+    with running_dmnc(own_service_lab, "--path", "tunnel") as dmnc:
         http_get(own_service_lab, address)
         killed_at = time.monotonic()
         restart_dockerd(own_service_lab)
@@ -86,7 +86,7 @@ def test_dockerd_killed_and_restarted_is_followed_and_new_networks_are_routed(ow
 
 def test_vm_interface_deleted_behind_dmncs_back_is_set_up_again(service_lab: ServiceLab) -> None:
     address = start_web_container(service_lab)
-    with running_dmnc(service_lab, env={"DMNC_VM_STALE_AFTER": "4"}) as dmnc:
+    with running_dmnc(service_lab, "--path", "tunnel", env={"DMNC_VM_STALE_AFTER": "4"}) as dmnc:
         http_get(service_lab, address)
         service_lab.vm.run(["ip", "link", "delete", "chip0"])
         dmnc.wait_for_log("setting it up again", timeout=60)
@@ -97,23 +97,24 @@ def test_vm_interface_deleted_behind_dmncs_back_is_set_up_again(service_lab: Ser
 
 def test_sigkill_leaves_state_that_a_new_dmnc_takes_over(service_lab: ServiceLab) -> None:
     address = start_web_container(service_lab)
-    with running_dmnc(service_lab) as first:
+    with running_dmnc(service_lab, "--path", "tunnel") as first:
         http_get(service_lab, address)
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(timeout=10)
     assert dmnc_routes(service_lab) == []  # they died with the TUN
-    with running_dmnc(service_lab) as second:
+    with running_dmnc(service_lab, "--path", "tunnel") as second:
         http_get(service_lab, address)
         assert second.stop() == 0
     assert vm_leftovers(service_lab) == []
 
 
 def run_second_dmnc(lab: ServiceLab, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return lab.host.run([*dmnc_command(), "run", "--config", str(lab.config_file), *arguments], check=False, timeout=60)
+    command = [*dmnc_command(), "run", "--path", "tunnel", "--config", str(lab.config_file), *arguments]
+    return lab.host.run(command, check=False, timeout=60)
 
 
 def test_a_second_dmnc_is_refused_with_a_clear_message(service_lab: ServiceLab) -> None:
-    with running_dmnc(service_lab, "--listen", "0.0.0.0:3399") as first:
+    with running_dmnc(service_lab, "--path", "tunnel", "--listen", "0.0.0.0:3399") as first:
         first.wait_for_log("dmnc 0.1.0 running")
         same_socket = run_second_dmnc(service_lab, "--control-socket", str(service_lab.control_socket))
         assert same_socket.returncode == 1
@@ -132,7 +133,7 @@ def test_a_second_dmnc_is_refused_with_a_clear_message(service_lab: ServiceLab) 
 
 def test_unreachable_docker_is_named_and_retried_while_the_tunnel_stays_up(service_lab: ServiceLab) -> None:
     missing = service_lab.workdir / "no-docker.sock"
-    with running_dmnc(service_lab, "--docker-host", f"unix://{missing}") as dmnc:
+    with running_dmnc(service_lab, "--path", "tunnel", "--docker-host", f"unix://{missing}") as dmnc:
         dmnc.wait_for_log("Docker is not reachable: ")
         dmnc.wait_for_log(str(missing))
         status = status_json(service_lab)
@@ -146,7 +147,7 @@ def test_default_port_taken_falls_back_to_a_free_one_and_still_works(service_lab
     squatter = service_lab.host.popen(["nc", "-u", "-l", "-p", "3333"], stdout=subprocess.DEVNULL)
     try:
         wait_until(lambda: ":3333 " in service_lab.host.run(["ss", "-uln"]).stdout, 5, "nc listening on UDP 3333")
-        with running_dmnc(service_lab, "--listen", "0.0.0.0") as dmnc:
+        with running_dmnc(service_lab, "--path", "tunnel", "--listen", "0.0.0.0") as dmnc:
             dmnc.wait_for_log("UDP port 3333 is in use; listening on")
             http_get(service_lab, address)
             assert status_json(service_lab)["tunnel"]["listen"] != "0.0.0.0:3333"
@@ -194,7 +195,7 @@ def following_events(lab: ServiceLab) -> Iterator[list[str]]:
 
 def test_sighup_reloads_route_selection_from_the_config_file(service_lab: ServiceLab) -> None:
     address = start_web_container(service_lab)
-    with running_dmnc(service_lab) as dmnc:
+    with running_dmnc(service_lab, "--path", "tunnel") as dmnc:
         http_get(service_lab, address)
         assert any(line.startswith("172.17.0.0/16 ") for line in dmnc_routes(service_lab))
         service_lab.config_file.write_text('[routes]\nexclude = ["172.17.0.0/16"]\n', encoding="utf-8")
@@ -216,7 +217,7 @@ def test_sighup_reloads_route_selection_from_the_config_file(service_lab: Servic
 
 def test_a_second_stop_signal_exits_at_once(service_lab: ServiceLab) -> None:
     start_web_container(service_lab)
-    with running_dmnc(service_lab) as dmnc:
+    with running_dmnc(service_lab, "--path", "tunnel") as dmnc:
         dmnc.wait_for_log("VM side ready")
         dmnc.process.send_signal(signal.SIGTERM)
         dmnc.wait_for_log("shutting down")  # trio merges a signal repeated before it is received: wait for this one

@@ -1,0 +1,101 @@
+"""The direct path end to end: the real `dmnc run --path auto` finds the lab's shared VM link, routes containers via
+the VM's address there (no packet through the tunnel), falls back to the tunnel when that link goes away and
+returns when it is back; `--path direct` without such a link says why in status; teardown removes the VM rules."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import pytest
+
+from tests.lab.service_lab import (
+    DIRECT_VM_ADDRESS,
+    ServiceLab,
+    dmnc_routes,
+    http_get,
+    remove_direct_link,
+    restore_direct_link,
+    running_dmnc,
+    start_web_container,
+    status_json,
+    vm_leftovers,
+)
+from tests.lab.wait import wait_until
+
+pytestmark = pytest.mark.lab
+
+DIRECT_VM_IP = DIRECT_VM_ADDRESS.split("/", maxsplit=1)[0]
+# A fallback is due within seconds (dmnc.supervisor.path PROBE_FRESH_S plus a probe round); this bounds the wait
+# on a loaded 2-core machine, it is not the figure under test.
+PATH_CHANGE_TIMEOUT_S = 30.0
+
+
+def ipv4_path(lab: ServiceLab) -> dict[str, Any]:
+    paths: list[dict[str, Any]] = status_json(lab)["paths"]
+    [ipv4] = [path for path in paths if path["family"] == "ipv4"]
+    return ipv4
+
+
+def kernel_route_to(lab: ServiceLab, address: str) -> str:
+    """`ip route get ADDRESS` in the host namespace: the route the kernel uses."""
+    return " ".join(lab.host.run(["ip", "route", "get", address]).stdout.split())
+
+
+def test_auto_goes_direct_falls_back_to_the_tunnel_without_the_link_and_returns(service_lab: ServiceLab) -> None:
+    container = start_web_container(service_lab)
+    with running_dmnc(service_lab, "--path", "auto") as dmnc:
+        http_get(service_lab, container)  # the service is up (by either path)
+        wait_until(lambda: ipv4_path(service_lab)["path"] == "direct", PATH_CHANGE_TIMEOUT_S, "the direct path")
+        direct = ipv4_path(service_lab)
+        assert direct["next_hop"] == DIRECT_VM_IP
+        assert direct["interface"] == service_lab.direct_interfaces[0]
+        assert direct["problem"] is False
+        wait_until(lambda: f"via {DIRECT_VM_IP}" in kernel_route_to(service_lab, container), 10, "the gateway route")
+        assert f"dev {service_lab.direct_interfaces[0]}" in kernel_route_to(service_lab, container)
+        http_get(service_lab, container)
+        ipv6 = [path for path in status_json(service_lab)["paths"] if path["family"] == "ipv6"]
+        assert ipv6[0]["path"] == "tunnel"  # the shared link has no IPv6: that family stays on the tunnel
+
+        remove_direct_link(service_lab)
+        wait_until(lambda: ipv4_path(service_lab)["path"] == "tunnel", PATH_CHANGE_TIMEOUT_S, "the fallback")
+        assert "the host no longer has the address 10.205.0.1" in ipv4_path(service_lab)["reason"]
+        assert " dev dmnc" in kernel_route_to(service_lab, container)
+        http_get(service_lab, container)  # through the tunnel now
+
+        restore_direct_link(service_lab)
+        wait_until(lambda: ipv4_path(service_lab)["path"] == "direct", PATH_CHANGE_TIMEOUT_S, "the return")
+        wait_until(lambda: f"via {DIRECT_VM_IP}" in kernel_route_to(service_lab, container), 10, "the gateway again")
+        http_get(service_lab, container)
+
+        assert dmnc.stop(signal.SIGTERM) == 0
+    assert dmnc_routes(service_lab) == []
+    assert not [line for line in service_lab.host.run(["ip", "route"]).stdout.splitlines() if "proto 220" in line]
+    assert vm_leftovers(service_lab) == []
+    assert "Traceback" not in dmnc.log()
+
+
+def test_direct_without_a_shared_link_stays_on_the_tunnel_and_says_why(service_lab: ServiceLab) -> None:
+    remove_direct_link(service_lab)
+    container = start_web_container(service_lab)
+    with running_dmnc(service_lab, "--path", "direct") as dmnc:
+        http_get(service_lab, container)
+        wait_until(lambda: ipv4_path(service_lab)["problem"], PATH_CHANGE_TIMEOUT_S, "the path's verdict")
+        path = ipv4_path(service_lab)
+        assert path["path"] == "tunnel"
+        # The tunnel's own link is reported by the VM too (it reaches the host's address there without a gateway),
+        # but the host has no connected subnet holding the VM's address on it: no direct path, and status says so.
+        assert path["reason"].startswith("--path direct, but the VM address 10.204.0.2 is in no subnet connected to")
+        assert path["reason"].endswith(": IPv4 stays on the tunnel")
+        assert dmnc.stop(signal.SIGTERM) == 0
+
+
+def test_the_tunnel_option_keeps_routes_on_the_tunnel_beside_a_shared_link(service_lab: ServiceLab) -> None:
+    container = start_web_container(service_lab)
+    with running_dmnc(service_lab, "--path", "tunnel") as dmnc:
+        http_get(service_lab, container)
+        assert ipv4_path(service_lab)["reason"] == "--path tunnel"
+        assert " dev dmnc" in kernel_route_to(service_lab, container)
+        saved = service_lab.vm.run(["iptables-save"]).stdout
+        assert "DMNC-DIRECT" not in saved  # the VM was told of no host address: no direct rules
+        assert dmnc.stop(signal.SIGTERM) == 0
