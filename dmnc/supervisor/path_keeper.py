@@ -40,6 +40,7 @@ from dmnc.vm.params import MAX_DIRECT_HOSTS
 PROBE_INTERVAL_S = 1.0
 PROBE_ANSWER_WITHIN_S = 1.0
 
+
 class VmSideSource(Protocol):
     """What the path keeper needs of the VM keeper."""
 
