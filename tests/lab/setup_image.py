@@ -61,7 +61,7 @@ def _host_binary(name: str) -> Path:
     return Path(found).resolve()
 
 
-def _shared_libraries(binary: Path) -> set[str]:
+def shared_libraries(binary: Path) -> set[str]:
     """Absolute paths of the libraries (and the loader) `binary` loads, as `ldd` prints them."""
     result = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -91,7 +91,7 @@ def setup_rootfs_tar() -> bytes:
         files[str(extension)] = extension
         binaries.append(extension)
     for binary in binaries:
-        for library in _shared_libraries(binary):
+        for library in shared_libraries(binary):
             files.setdefault(library, Path(library).resolve())
     files["/etc/protocols"] = Path("/etc/protocols")
     files["/etc/nsswitch.conf"] = NSSWITCH
