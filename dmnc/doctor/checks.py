@@ -375,6 +375,41 @@ def installed_routes_check(snapshot: StatusSnapshot | None, not_running: str) ->
     )
 
 
+# Docker Desktop 4.26+ gives its VM an address the Mac reaches directly when this setting is on (bridge101 on the
+# Mac, eth1 in the VM): the direct path then carries container traffic at kernel speed.
+DOCKER_DESKTOP_DIRECT_FIX = (
+    'turn on Docker Desktop\'s "kernel networking for UDP" (Settings > Resources > Network; Docker Desktop 4.26+),'
+    " which gives the VM an address the Mac reaches directly; dmnc --path auto then routes containers via it"
+)
+DIRECT_PATH_FIX = (
+    "give the VM an address the host reaches directly (Colima --network-address, a Lima shared or vzNAT network,"
+    " a host-only bridge), or run dmnc with --path auto to accept the tunnel"
+)
+
+
+def path_check(snapshot: StatusSnapshot | None, not_running: str) -> CheckResult:
+    """Where the running dmnc sends each address family (tunnel or direct) and why; a `--path direct` left on the
+    tunnel is a warning, and on Docker Desktop the setting that gives its VM a direct address is named."""
+    if snapshot is None:
+        return CheckResult("path", Verdict.SKIP, not_running)
+    if not snapshot.paths:
+        return CheckResult("path", Verdict.SKIP, "the running dmnc reports no paths (an older release)")
+    parts = []
+    for path in snapshot.paths:
+        family = "IPv4" if path.family == "ipv4" else "IPv6"
+        where = "tunnel" if path.next_hop is None else f"direct via {path.next_hop} dev {path.interface}"
+        parts.append(f"{family} {where} ({path.reason})")
+    detail = "; ".join(parts)
+    on_docker_desktop = snapshot.docker.runtime == Runtime.DOCKER_DESKTOP.value
+    all_tunnel = all(path.next_hop is None for path in snapshot.paths)
+    fix = DOCKER_DESKTOP_DIRECT_FIX if on_docker_desktop else DIRECT_PATH_FIX
+    if any(path.problem for path in snapshot.paths):
+        return CheckResult("path", Verdict.WARN, detail, fix=fix)
+    if on_docker_desktop and all_tunnel and not all(path.reason == "--path tunnel" for path in snapshot.paths):
+        return CheckResult("path", Verdict.PASS, detail, fix=f"for kernel speed, {DOCKER_DESKTOP_DIRECT_FIX}")
+    return CheckResult("path", Verdict.PASS, detail)
+
+
 def _deliberate(route: RouteStatus) -> bool:
     if route.decision is not None:
         return route.decision in _DELIBERATE_DECISIONS

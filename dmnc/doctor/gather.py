@@ -43,6 +43,7 @@ from dmnc.doctor.checks import (
     kernel_check,
     kernel_test_failed_check,
     leftover_resolver_check,
+    path_check,
     port_check,
     resolve_target,
     root_check,
@@ -165,6 +166,7 @@ async def _checks_without_docker(settings: DoctorSettings, facts: _Facts, add: R
     add(handshake_check(facts.snapshot, facts.not_running, _local_address_toward_vm(facts.snapshot)))
     add(skipped("route-conflicts", "needs Docker (its network list)"))
     add(installed_routes_check(facts.snapshot, facts.not_running))
+    add(path_check(facts.snapshot, facts.not_running))
     add(dns_server_check(facts.snapshot, facts.not_running))
     add(skipped("dns-resolve", "needs Docker (a running container's name)"))
     add(_resolver_files(settings, facts))
@@ -179,6 +181,7 @@ async def _checks_with_docker(settings: DoctorSettings, docker: DockerClient, fa
     add(handshake_check(facts.snapshot, facts.not_running, _local_address_toward_vm(facts.snapshot)))
     add(await _route_conflicts(settings, docker, facts))
     add(installed_routes_check(facts.snapshot, facts.not_running))
+    add(path_check(facts.snapshot, facts.not_running))
     add(dns_server_check(facts.snapshot, facts.not_running))
     add(await _dns_resolve(settings, docker, facts))
     add(_resolver_files(settings, facts))

@@ -391,6 +391,7 @@ async def test_without_docker_every_docker_check_is_skipped_and_docker_fails(tmp
         ("handshake", Verdict.SKIP),
         ("route-conflicts", Verdict.SKIP),
         ("routes", Verdict.SKIP),
+        ("path", Verdict.SKIP),
         ("dns", Verdict.SKIP),
         ("dns-resolve", Verdict.SKIP),
         ("resolver-files", Verdict.SKIP),
