@@ -8,7 +8,9 @@ The map, top to bottom (imports point downwards only; each folder is one job):
   control socket, the Docker watcher (`docker_watch`) and, below it, the VM keeper (`vm_keeper`, with the pure
   `VmHealth` verdicts); `host_watch` feeds the route policy the host's own addresses, DNS servers and the VM's
   endpoint; `peer_subnets` keeps the VM peer's allowed IPs in step with the routes; `conflicts` finds another tool
-  holding what dmnc needs (refusal in the foreground, standby as a service); `snapshot` builds the status snapshot.
+  holding what dmnc needs (refusal in the foreground, standby as a service); `snapshot` builds the status snapshot;
+  `path_keeper` keeps each address family on the tunnel or the direct path (the pure chooser `path`, the ICMP
+  probe `echo_probe`).
 - What talks to the outside, each behind a small interface:
   - `control/`: the control socket (`protocol`, `messages` = the status/event JSON contract, `server`, `client`);
   - `doctor/`: `dmnc doctor` (`checks` = pure verdicts, `gather` = facts, `probe` = the probe container);

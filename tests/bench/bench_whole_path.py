@@ -19,11 +19,12 @@ import os
 import shutil
 import statistics
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.bench.bench_tunnel import IPERF_PORT, iperf, rounds_arguments
+from tests.bench.bench_tunnel import IPERF_PORT, rounds_arguments
 from tests.lab.dockerd import BUSYBOX_PATH, import_image, rootfs_tar
 from tests.lab.netns import Netns
 from tests.lab.service_lab import ServiceLab, new_service_lab, running_dmnc, status_json
@@ -32,6 +33,23 @@ from tests.lab.wait import wait_until
 
 IPERF_IMAGE = "dmnc-lab-iperf3:latest"
 READY_TIMEOUT_S = 60.0
+# The container's iperf3 server takes one test at a time and is busy for a moment after each.
+IPERF_ATTEMPTS = 5
+
+
+def iperf(client: Netns, server_address: str, seconds: int, *, reverse: bool) -> float:
+    """TCP throughput in Mbit/s measured by the receiver; retried while the server says it is busy."""
+    argv = ["iperf3", "--client", server_address, "--port", str(IPERF_PORT), "--time", str(seconds), "--json"]
+    if reverse:
+        argv.append("--reverse")
+    report: dict[str, Any] = {}
+    for _attempt in range(IPERF_ATTEMPTS):
+        report = json.loads(client.run(argv, timeout=seconds + 30, check=False).stdout or "{}")
+        if "error" not in report and report:
+            bits_per_second: float = report["end"]["sum_received"]["bits_per_second"]
+            return bits_per_second / 1e6
+        time.sleep(1)  # a retry after the server said it is busy (bench only: no assertion waits on this)
+    raise RuntimeError(f"iperf3 to {server_address} failed: {report.get('error')}")
 
 
 @dataclass
