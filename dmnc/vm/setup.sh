@@ -254,6 +254,17 @@ check_shims() {
     done
 }
 
+# Every --direct-host is an IP literal (never an option), at most MAX_DIRECT_HOSTS of them (dmnc/vm/params.py).
+MAX_DIRECT_HOSTS=16
+check_direct_hosts() {
+    cd_count=0
+    for cd_host in $DIRECT_HOSTS; do
+        is_ip_literal "$cd_host" || usage_error "invalid --direct-host '$cd_host'"
+        cd_count=$((cd_count + 1))
+    done
+    [ "$cd_count" -le "$MAX_DIRECT_HOSTS" ] || usage_error "more than $MAX_DIRECT_HOSTS --direct-host addresses"
+}
+
 # split_shim VALUE: LINK,KIND,PARENT,ROUTE,HOW,ADDR... into sh_link sh_kind sh_parent sh_route sh_how and
 # sh_addresses (space-separated).
 split_shim() {
@@ -933,16 +944,6 @@ DIRECT_CHAIN='DMNC-DIRECT'
 # Each entry takes at most 15 + 39 + 39 + 2 characters: four keep the result line within dmnc's bound
 # (MAX_RESULT_LINE, dmnc/vm/result.py) beside every shim.
 MAX_REPORTED_DIRECT=4
-MAX_DIRECT_HOSTS=16
-
-check_direct_hosts() {
-    cd_count=0
-    for cd_host in $DIRECT_HOSTS; do
-        is_ip_literal "$cd_host" || usage_error "invalid --direct-host '$cd_host'"
-        cd_count=$((cd_count + 1))
-    done
-    [ "$cd_count" -le "$MAX_DIRECT_HOSTS" ] || usage_error "more than $MAX_DIRECT_HOSTS --direct-host addresses"
-}
 
 # direct_links: one line IF/VMADDR/HOSTADDR per --direct-host the VM reaches on a connected route, through neither
 # dmnc's own interface nor a shim, a Docker bridge or loopback; at most MAX_REPORTED_DIRECT.

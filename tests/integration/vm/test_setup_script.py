@@ -7,6 +7,7 @@ pair; the host's veth address is what the VM resolves as its endpoint.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import subprocess
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from dmnc.vm import (
     outcome_from_output_untrusted,
     script_command,
 )
+from dmnc.vm.result import DirectLink
 from tests.conftest import require_root, require_tools
 from tests.integration.vm.scriptlab import (
     LAB_NONCE,
@@ -53,6 +55,7 @@ class ScriptLab:
     host_peer: WireGuardGo
     host_underlay: str
     params: SetupParams
+    vm_underlay_interface: str = ""
 
 
 @pytest.fixture
@@ -68,7 +71,7 @@ def script_lab() -> Iterator[ScriptLab]:
                 endpoint=str(link.left_address.ip),
                 interface=unique_name("dv"),
             )
-            yield ScriptLab(vm, host, host_peer, str(link.left_address.ip), params)
+            yield ScriptLab(vm, host, host_peer, str(link.left_address.ip), params, link.right_interface)
 
 
 def connect_host_peer(script_lab: ScriptLab, result: SetupResult) -> None:
@@ -321,6 +324,10 @@ def test_missing_net_admin_is_reported_not_mistaken_for_missing_wireguard(script
             ["setup", "--nonce", LAB_NONCE, "--host-public-key", "A" * 43 + "=", "--port", "1", "--interface", "-x"],
             "interface",
         ),
+        (
+            ["setup", "--nonce", LAB_NONCE, "--host-public-key", "A" * 43 + "=", "--port", "1", "--direct-host", "-x"],
+            "--direct-host",
+        ),
         (["teardown", "--nonce", LAB_NONCE, "--host-address", "$(reboot)"], "--host-address"),
         (["teardown", "--host-address", "10.33.33.1"], "--nonce"),
         (["check", "--nonce", "$(reboot)"], "--nonce"),
@@ -337,3 +344,47 @@ def test_bad_arguments_exit_2_with_one_line(arguments: list[str], message: str) 
     assert completed.stderr.startswith("dmnc-setup: error: ")
     assert completed.stderr.count("\n") == 1
     assert message in completed.stderr
+
+
+def test_a_link_shared_with_a_direct_host_address_gets_the_tunnels_rules_is_reported_and_torn_down(
+    script_lab: ScriptLab, tmp_path: Path
+) -> None:
+    vm_interface = script_lab.vm_underlay_interface
+    script_lab.vm.run(["ip", "addr", "add", "fd01::2/64", "dev", vm_interface, "nodad"])
+    hosts = (ipaddress.ip_address("10.201.0.1"), ipaddress.ip_address("fd01::1"), ipaddress.ip_address("192.0.2.7"))
+    params = replace(script_lab.params, direct_hosts=hosts)
+    links = []
+    for _run in range(2):  # a second setup rewrites the chains: one copy of each rule
+        process, outcome, output = start_userspace(script_lab.vm, params, tmp_path)
+        assert isinstance(outcome, SetupResult), output
+        links.append(outcome.direct_links)
+        stop_userspace(script_lab.vm, process)
+    # 192.0.2.7 is reached through no connected route (no route at all here): not a shared link.
+    assert (
+        links[0]
+        == links[1]
+        == (
+            DirectLink(vm_interface, ipaddress.ip_address("10.201.0.2"), hosts[0]),
+            DirectLink(vm_interface, ipaddress.ip_address("fd01::2"), hosts[1]),
+        )
+    )
+    v4 = rule_lines(script_lab.vm, "iptables-nft-save")
+    direct_v4 = [line for line in v4 if "DMNC-DIRECT" in line]
+    assert sorted(direct_v4) == sorted(
+        [
+            "-A PREROUTING -j DMNC-DIRECT",
+            f"-A DMNC-DIRECT -s 10.201.0.1/32 -i {vm_interface} -j ACCEPT",
+            "-A DOCKER-USER -j DMNC-DIRECT",
+            f"-A DMNC-DIRECT -s 10.201.0.1/32 -i {vm_interface} -j ACCEPT",
+            f"-A DMNC-DIRECT -d 10.201.0.1/32 -o {vm_interface} -j DMNC-TO-HOST",
+            "-A POSTROUTING -j DMNC-DIRECT",
+            "-A DMNC-DIRECT -s 10.201.0.1/32 -j MASQUERADE",
+        ]
+    )
+    v6 = rule_lines(script_lab.vm, "ip6tables-nft-save")
+    assert f"-A DMNC-DIRECT -d fd01::1/128 -o {vm_interface} -j DMNC-TO-HOST" in v6
+    completed = run_script(script_lab.vm, params, ScriptMode.TEARDOWN)
+    assert completed.returncode == 0, completed.stderr
+    for save in ("iptables-nft-save", "iptables-legacy-save", "ip6tables-nft-save", "ip6tables-legacy-save"):
+        assert rule_lines(script_lab.vm, save) == [], save
+        assert "DMNC-DIRECT" not in script_lab.vm.run([save]).stdout
