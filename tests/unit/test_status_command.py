@@ -8,7 +8,7 @@ import pytest
 
 from dmnc.commands.status import format_age, format_bytes, render_event, render_snapshot
 from dmnc.config import format_host_port
-from dmnc.control.messages import DnsStatus, RouteStatus, StatusEvent, StatusSnapshot, TunnelStatus
+from dmnc.control.messages import DnsStatus, PathStatus, RouteStatus, StatusEvent, StatusSnapshot, TunnelStatus
 from dmnc.logsetup import printable
 
 
@@ -133,3 +133,17 @@ def test_a_service_in_standby_says_why_at_the_top() -> None:
     lines = render_snapshot(StatusSnapshot(version="0.2.0", standby=reason)).splitlines()
     assert lines[2] == "Standby: " + printable(reason)
     assert "\x1b" not in lines[2]
+
+
+def test_the_path_of_each_family_is_a_section_with_its_reason() -> None:
+    paths = (
+        PathStatus("ipv4", "direct", "the VM answers", next_hop="192.168.106.2", interface="bridge100"),
+        PathStatus("ipv6", "tunnel", "--path direct, but no link", problem=True),
+    )
+    lines = render_snapshot(StatusSnapshot(version="0.1.0", paths=paths)).splitlines()
+    start = lines.index("Path")
+    assert lines[start + 1 : start + 3] == [
+        "  IPv4             direct via 192.168.106.2 dev bridge100: the VM answers",
+        "  IPv6             tunnel [problem]: --path direct, but no link",
+    ]
+    assert "Path" not in render_snapshot(StatusSnapshot(version="0.1.0")).splitlines()
