@@ -122,6 +122,7 @@ def test_without_dmnc_doctor_checks_docker_image_and_kernel_and_leaves_nothing(s
         "handshake",
         "route-conflicts",
         "routes",
+        "path",
         "dns",
         "dns-resolve",
         "resolver-files",
@@ -137,6 +138,7 @@ def test_without_dmnc_doctor_checks_docker_image_and_kernel_and_leaves_nothing(s
     assert "has no WireGuard: dmnc runs chip0 in a wireguard-go container" in checks["vm-wireguard"]
     assert checks["handshake"].startswith("SKIP handshake: dmnc is not running")
     assert checks["route-conflicts"].startswith("PASS route-conflicts: ")
+    assert checks["path"].startswith("SKIP path: dmnc is not running")
     assert checks["dns"].startswith("SKIP dns: dmnc is not running")
     assert checks["dns-resolve"].startswith("SKIP dns-resolve: dmnc is not running")
     assert checks["resolver-files"] == "SKIP resolver-files: macOS only (/etc/resolver, resolver(5))"
