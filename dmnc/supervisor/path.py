@@ -38,7 +38,7 @@ class PathKind(enum.Enum):
     DIRECT = "direct"
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class ProbeTarget:
     """The VM's address on a shared link, probed through the host's interface on that link."""
 
@@ -139,8 +139,9 @@ def examine_links(
 
 
 def probe_targets(candidates: Iterable[Candidate]) -> tuple[ProbeTarget, ...]:
-    """What to probe: each candidate's target, once."""
-    return tuple(sorted({candidate.target for candidate in candidates if candidate.target is not None}))
+    """What to probe: each candidate's target, once, IPv4 first."""
+    targets = {candidate.target for candidate in candidates if candidate.target is not None}
+    return tuple(sorted(targets, key=lambda target: (target.address.version, target.address, target.interface)))
 
 
 def choose_path(

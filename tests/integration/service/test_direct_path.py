@@ -4,7 +4,9 @@ returns when it is back; `--path direct` without such a link says why in status;
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,12 +14,14 @@ import pytest
 from tests.lab.service_lab import (
     DIRECT_VM_ADDRESS,
     ServiceLab,
+    create_network,
     dmnc_routes,
     http_get,
     remove_direct_link,
     restore_direct_link,
     running_dmnc,
     start_web_container,
+    start_web_container_dual_stack,
     status_json,
     vm_leftovers,
 )
@@ -99,3 +103,39 @@ def test_the_tunnel_option_keeps_routes_on_the_tunnel_beside_a_shared_link(servi
         saved = service_lab.vm.run(["iptables-save"]).stdout
         assert "DMNC-DIRECT" not in saved  # the VM was told of no host address: no direct rules
         assert dmnc.stop(signal.SIGTERM) == 0
+
+
+DIRECT_HOST6, DIRECT_VM6 = "fd05::1", "fd05::2"
+
+
+@contextlib.contextmanager
+def ipv6_on_the_direct_link(lab: ServiceLab) -> Iterator[None]:
+    """Both ends of the shared link get an IPv6 ULA too (a dual-stack host-only network), removed afterwards."""
+    host_interface, vm_interface = lab.direct_interfaces
+    lab.host.run(["ip", "addr", "add", f"{DIRECT_HOST6}/64", "dev", host_interface, "nodad"])
+    lab.vm.run(["ip", "addr", "add", f"{DIRECT_VM6}/64", "dev", vm_interface, "nodad"])
+    try:
+        yield
+    finally:
+        lab.host.run(["ip", "addr", "del", f"{DIRECT_HOST6}/64", "dev", host_interface], check=False)
+        lab.vm.run(["ip", "addr", "del", f"{DIRECT_VM6}/64", "dev", vm_interface], check=False)
+
+
+def test_each_family_goes_direct_on_a_dual_stack_link(service_lab: ServiceLab) -> None:
+    create_network(service_lab, "direct-dual", "172.31.9.0/24", "fd77:9::/64")
+    address4, address6 = start_web_container_dual_stack(service_lab, "direct-dual")
+    with ipv6_on_the_direct_link(service_lab), running_dmnc(service_lab, "--path", "auto") as dmnc:
+        http_get(service_lab, address4)
+
+        def both_direct() -> bool:
+            return {path["family"]: path["path"] for path in status_json(service_lab)["paths"]} == {
+                "ipv4": "direct",
+                "ipv6": "direct",
+            }
+
+        wait_until(both_direct, PATH_CHANGE_TIMEOUT_S, "both families direct")
+        wait_until(lambda: f"via {DIRECT_VM6}" in kernel_route_to(service_lab, address6), 10, "the IPv6 gateway")
+        http_get(service_lab, address6)
+        http_get(service_lab, address4)
+        assert dmnc.stop(signal.SIGTERM) == 0
+    assert vm_leftovers(service_lab) == []

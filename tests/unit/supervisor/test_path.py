@@ -106,9 +106,12 @@ def test_the_vm_address_is_never_a_next_hop_inside_a_routed_subnet() -> None:
     assert "lies in a subnet dmnc routes" in (candidate.rejected or "")
 
 
-def test_probe_targets_are_the_candidates_once_each() -> None:
+def test_probe_targets_are_the_candidates_once_each_ipv4_first() -> None:
     twice = DirectLink("eth1", ip("192.168.106.2"), ip("192.168.106.1"))
     assert probe_targets(candidates(COL0, twice)) == (TARGET,)
+    dual = (*COLIMA, HostNetwork("bridge100", net("fd10::1/128")), HostNetwork("bridge100", net("fd10::/64")))
+    col0_6 = DirectLink("col0", ip("fd10::2"), ip("fd10::1"))
+    assert probe_targets(candidates(col0_6, COL0, networks=dual)) == (TARGET, ProbeTarget(ip("fd10::2"), "bridge100"))
 
 
 def test_the_vm_is_offered_the_hosts_own_addresses_but_not_loopback_link_local_or_the_tunnels() -> None:
