@@ -148,21 +148,37 @@ routed_subnets = st.lists(
 )
 
 
-@untimed
+@st.composite
+def shared_links(draw: st.DrawFn) -> tuple[list[DirectLink], list[HostNetwork]]:
+    """Reported links, and host networks of which many really share a link with them (both families mixed)."""
+    reported = draw(st.lists(links, max_size=4))
+    networks = draw(st.lists(host_networks, max_size=4))
+    mostly = st.sampled_from([True, True, True, False])
+    for link in reported:
+        interface = draw(st.sampled_from(["bridge100", "en0", "bridge100", TUNNEL]))
+        if draw(mostly):
+            networks.append(HostNetwork(interface, ipaddress.ip_network(link.host_address)))
+        if draw(mostly):
+            prefix = draw(st.integers(8, 31) if link.vm_address.version == 4 else st.integers(64, 127))
+            supernet = ipaddress.ip_interface((link.vm_address, prefix)).network
+            networks.append(HostNetwork(interface, supernet))
+    return reported, networks
+
+
+@settings(deadline=None, max_examples=300)
 @given(
-    st.lists(links, max_size=4),
-    st.lists(host_networks, max_size=8),
+    shared_links(),
     routed_subnets,
     st.sampled_from(PathOption),
     st.lists(st.tuples(st.booleans(), st.floats(0, 10)), max_size=4),
 )
 def test_a_direct_choice_is_always_a_fresh_answered_on_link_address_outside_everything_dmnc_routes(
-    reported: list[DirectLink],
-    networks: list[HostNetwork],
+    reported_and_networks: tuple[list[DirectLink], list[HostNetwork]],
     routed: list[ipaddress.IPv4Network],
     option: PathOption,
     answers: list[tuple[bool, float]],
 ) -> None:
+    reported, networks = reported_and_networks
     examined = examine_links(
         reported, networks, tunnel_interface=TUNNEL, tunnel_networks=TUNNEL_NETWORKS, routed=routed
     )
