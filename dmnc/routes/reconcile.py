@@ -10,6 +10,7 @@ costs at most one pass of delay and never a wrong table.
 
 from __future__ import annotations
 
+import errno
 import logging
 import subprocess
 import sys
@@ -61,6 +62,9 @@ RESUBSCRIBE_SECONDS = 1.0
 # program's route in place, the overlap rule (and --force-routes) decides.
 MAX_RESTORES = 5
 RESTORE_WINDOW_SECONDS = 60.0
+# What the kernel answers for a gateway route whose gateway is on no connected link any more (ip-route(8); Linux
+# fib_check_nh, xnu rtrequest): the direct path's link went away.
+NEXT_HOP_GONE_ERRNOS = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH})
 
 
 def _sort_key(destination: Destination) -> tuple[int, Destination]:
@@ -264,7 +268,10 @@ class RouteReconciler:
 
     def _where(self, destination: Destination) -> str:
         """Where dmnc's route to `destination` goes now, for log lines."""
-        next_hop = self._manager.next_hop(destination.version)
+        return self._where_version(destination.version)
+
+    def _where_version(self, version: int) -> str:
+        next_hop = self._manager.next_hop(version)
         return f"dev {self._manager.interface}" if next_hop is None else next_hop.describe()
 
     def _warn_if_forced(self) -> None:
@@ -387,6 +394,9 @@ class RouteReconciler:
                 # Routes lost with the interface were not taken by anyone: they do not count as fights.
                 self._restores.clear()
             route = event.route
+            if route is not None and self._lost_with_next_hop(event, route):
+                self.trigger()
+                continue
             if route is not None and route.destination in self._routed:
                 who = describe_sender(event.sender_pid)
                 if event.kind is RouteEventKind.REMOVED and route.ours:
@@ -398,6 +408,29 @@ class RouteReconciler:
                         "%s added another route to %s, which dmnc routes: %s", who, route.destination, route.describe()
                     )
             self.trigger()
+
+    def _lost_with_next_hop(self, event: RouteEvent, route: InstalledRoute) -> bool:
+        """The kernel removed one of dmnc's routes via its family's next hop: that link or address is gone (the
+        kernel drops routes through a vanished gateway itself). Not a fight: the family goes through the tunnel at
+        once, until the path keeper (dmnc.supervisor.path_keeper) finds the next hop answering again."""
+        version = route.destination.version
+        next_hop = self._manager.next_hop(version)
+        if (
+            event.kind is not RouteEventKind.REMOVED
+            or not route.ours
+            or event.sender_pid is not None
+            or route.gateway is None
+            or (next_hop is not None and route.gateway != next_hop.gateway)
+        ):
+            return False
+        if next_hop is not None:
+            logger.info(
+                "route %s went with its next hop's link: IPv%d routes go through %s", route.describe(), version,
+                self._manager.interface,
+            )  # fmt: skip
+            self._manager.set_next_hop(version, None)
+        self._routed.discard(route.destination)  # added again through the tunnel, as a new route
+        return True
 
     async def _pass(self) -> None:
         self._passes += 1
@@ -541,7 +574,7 @@ class RouteReconciler:
                 continue
             if self._hooks is not None:
                 self._hooks.before_add(batch)
-            added = await self._manager.add_many(batch, replace=replace)
+            added = await self._add_falling_back(batch, replace=replace)
             if self._hooks is not None:
                 self._hooks.after_delete([outcome.destination for outcome in added if outcome.error is not None])
             for outcome in added:
@@ -555,6 +588,29 @@ class RouteReconciler:
         self._routed.update(desired & ours)
         self._install_failures = install_failures
         _raise_failures(results)
+
+    async def _add_falling_back(self, batch: Sequence[Destination], *, replace: bool) -> list[RouteResult]:
+        """`add_many`; where the kernel finds a family's next hop unreachable (its link went, and with it, silently,
+        its IPv4 routes), that family goes through the tunnel at once and its routes are added there."""
+        added = await self._manager.add_many(batch, replace=replace)
+        unreachable = {
+            outcome.destination.version
+            for outcome in added
+            if isinstance(outcome.error, RouteOperationError)
+            and outcome.error.errno in NEXT_HOP_GONE_ERRNOS
+            and self._manager.next_hop(outcome.destination.version) is not None
+        }
+        if not unreachable:
+            return added
+        for version in sorted(unreachable):
+            logger.info(
+                "IPv%d routes %s are unreachable: they go through %s", version, self._where_version(version),
+                self._manager.interface,
+            )  # fmt: skip
+            self._manager.set_next_hop(version, None)
+        again = [outcome.destination for outcome in added if outcome.destination.version in unreachable]
+        retried = dict(zip(again, await self._manager.add_many(again, replace=replace), strict=True))
+        return [retried.get(outcome.destination, outcome) for outcome in added]
 
     def _after_delete(self, deleted: Iterable[RouteResult]) -> None:
         if self._hooks is not None:

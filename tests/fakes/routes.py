@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -46,6 +47,7 @@ class FakeRouteManager(NextHopTable):
         self.subscriptions = 0  # monitors opened so far
         self.operations: list[Operation] = []
         self.refuse: dict[Destination, int] = {}  # destination -> errno its add or delete fails with
+        self.unreachable_gateways: set[Address] = set()  # adds via these fail with ENETUNREACH, as a gone link's
         self.batches: list[tuple[str, tuple[Destination, ...]]] = []  # ("add"/"replace"/"delete", destinations)
         self.closed = False
         self.dropped: Counter[str] = Counter()  # tests may count drops here, as a kernel-facing manager would
@@ -70,6 +72,10 @@ class FakeRouteManager(NextHopTable):
     def _add(self, destination: Destination, *, replace: bool) -> RouteResult:
         if destination in self.refuse:
             error = RouteOperationError("add route", destination, self.refuse[destination], "refused by the test")
+            return RouteResult(destination, error, changed=False)
+        hop = self.next_hop(destination.version)
+        if hop is not None and hop.gateway in self.unreachable_gateways:
+            error = RouteOperationError("add route", destination, errno.ENETUNREACH, "Network is unreachable")
             return RouteResult(destination, error, changed=False)
         if destination in self._routes and not replace:
             return RouteResult(destination, RouteExistsError(destination), changed=False)
@@ -141,6 +147,12 @@ class FakeRouteManager(NextHopTable):
         """Delete the route to `destination`, whoever owns it."""
         route = self._routes.pop(destination)
         self._publish(RouteEvent(RouteEventKind.REMOVED, route, sender_pid))
+
+    def gateway_gone(self, gateway: Address) -> None:
+        """The link of `gateway` went away: the kernel drops every route through it and says so per route."""
+        for destination in [d for d, route in self._routes.items() if route.gateway == gateway]:
+            route = self._routes.pop(destination)
+            self._publish(RouteEvent(RouteEventKind.REMOVED, route, None))
 
     def interface_down(self) -> None:
         """The interface goes down: the kernel drops our routes and says only that the interface changed."""

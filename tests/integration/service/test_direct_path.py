@@ -121,6 +121,10 @@ def ipv6_on_the_direct_link(lab: ServiceLab) -> Iterator[None]:
         lab.vm.run(["ip", "addr", "del", f"{DIRECT_VM6}/64", "dev", vm_interface], check=False)
 
 
+def ipv6_direct(lab: ServiceLab) -> bool:
+    return any(path["path"] == "direct" for path in status_json(lab)["paths"])
+
+
 def test_each_family_goes_direct_on_a_dual_stack_link(service_lab: ServiceLab) -> None:
     create_network(service_lab, "direct-dual", "172.31.9.0/24", "fd77:9::/64")
     address4, address6 = start_web_container_dual_stack(service_lab, "direct-dual")
@@ -137,5 +141,11 @@ def test_each_family_goes_direct_on_a_dual_stack_link(service_lab: ServiceLab) -
         wait_until(lambda: f"via {DIRECT_VM6}" in kernel_route_to(service_lab, address6), 10, "the IPv6 gateway")
         http_get(service_lab, address6)
         http_get(service_lab, address4)
+
+        remove_direct_link(service_lab)  # its IPv6 address goes with it; restored (IPv4 only) by the lab's reset
+        wait_until(lambda: not ipv6_direct(service_lab), PATH_CHANGE_TIMEOUT_S, "both families back on the tunnel")
+        http_get(service_lab, address6)
+        assert " dev dmnc" in kernel_route_to(service_lab, address6)
         assert dmnc.stop(signal.SIGTERM) == 0
+    print(dmnc.log())
     assert vm_leftovers(service_lab) == []

@@ -693,3 +693,49 @@ async def test_setting_the_same_next_hop_again_triggers_no_pass(
     reconciler.set_next_hop(6, None)
     await reconciler.settled()
     assert reconciler.status().passes == passes
+
+
+async def test_routes_the_kernel_drops_with_their_next_hop_go_through_the_tunnel_at_once_without_a_fight(
+    fake: FakeRouteManager, reconciler: RouteReconciler, caplog: pytest.LogCaptureFixture
+) -> None:
+    hop = NextHop(ipaddress.ip_address("fd05::2"), "bridge100")
+    reconciler.set_networks([network("a", "fd00:a::/64", "fd00:b::/64")])
+    reconciler.set_next_hop(6, hop)
+    await reconciler.settled()
+    assert {route.gateway for route in await fake.list_ours()} == {hop.gateway}
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dmnc.routes.reconcile"):
+        fake.gateway_gone(hop.gateway)
+        await wait_all_tasks_blocked_and_settled(reconciler)
+    assert {route.gateway for route in await fake.list_ours()} == {None}
+    assert fake.next_hop(6) is None
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert reconciler.status().routed == {net("fd00:a::/64"), net("fd00:b::/64")}
+    assert reconciler.status().last_error is None
+
+
+async def wait_all_tasks_blocked_and_settled(reconciler: RouteReconciler) -> None:
+    await trio.testing.wait_all_tasks_blocked()
+    await reconciler.settled()
+
+
+async def test_routes_the_kernel_flushed_silently_with_their_link_are_added_through_the_tunnel_in_one_pass(
+    fake: FakeRouteManager, reconciler: RouteReconciler, caplog: pytest.LogCaptureFixture
+) -> None:
+    hop = NextHop(ipaddress.ip_address("10.205.0.2"), "dh0")
+    reconciler.set_networks([network("a", "172.20.0.0/16", "172.21.0.0/16")])
+    reconciler.set_next_hop(4, hop)
+    await reconciler.settled()
+    # Linux flushes IPv4 routes through a vanished link without a notification; the next pass finds them missing.
+    fake.unreachable_gateways.add(hop.gateway)
+    for route in await fake.list_ours():
+        fake.remove_other(route.destination)
+    with caplog.at_level(logging.INFO, logger="dmnc.routes.reconcile"):
+        reconciler.trigger()
+        await reconciler.settled()
+    assert {route.gateway for route in await fake.list_ours()} == {None}
+    assert len(await fake.list_ours()) == 2
+    assert fake.next_hop(4) is None
+    assert reconciler.status().last_error is None
+    assert "IPv4 routes via 10.205.0.2 dev dh0 are unreachable: they go through utun7" in caplog.messages
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
