@@ -9,7 +9,8 @@ Two links, as on Colima: the first carries the tunnel's UDP and gives the host n
 address (/32 addresses and a device route each way, like a NAT'ed VM network), so it is never a direct path; the
 second is a shared /24, the direct path `--path auto` finds. Tests remove and restore it with `remove_direct_link`
 and `restore_direct_link` (same interface names, so the VM's rules keep matching). Every test names its path
-(`running_dmnc` refuses to start without `--path`): `--path tunnel` where it tests the tunnel.
+(`running_dmnc` refuses to start without `--path`, or `path` in the lab's config file): `--path tunnel` where it
+tests the tunnel.
 
 The VM setup container is the lab image built from the host's binaries (no registry here); this kernel has no
 WireGuard, so the VM end runs in the userspace fallback container, as on a VM kernel without the module.
@@ -322,7 +323,7 @@ class DmncProcess:
     def __init__(
         self, lab: ServiceLab, *extra: str, env: dict[str, str] | None = None, command: Sequence[str] | None = None
     ) -> None:
-        if "--path" not in extra:
+        if "--path" not in extra and "path =" not in lab.config_file.read_text(encoding="utf-8"):
             raise ValueError("every end-to-end test names its path: pass --path tunnel, auto or direct")
         self.lab = lab
         self.log_path = lab.workdir / f"dmnc-{time.monotonic_ns()}.log"

@@ -149,3 +149,32 @@ def test_each_family_goes_direct_on_a_dual_stack_link(service_lab: ServiceLab) -
         assert dmnc.stop(signal.SIGTERM) == 0
     print(dmnc.log())
     assert vm_leftovers(service_lab) == []
+
+
+def test_sighup_applies_a_changed_path_and_the_vm_side_follows(service_lab: ServiceLab) -> None:
+    container = start_web_container(service_lab)
+    service_lab.config_file.write_text('path = "tunnel"\n', encoding="utf-8")
+    with running_dmnc(service_lab) as dmnc:
+        http_get(service_lab, container)
+        wait_until(lambda: ipv4_path(service_lab)["reason"] == "--path tunnel", 10, "the tunnel by configuration")
+        assert "DMNC-DIRECT" not in service_lab.vm.run(["iptables-save"]).stdout
+
+        service_lab.config_file.write_text('path = "auto"\n', encoding="utf-8")
+        dmnc.process.send_signal(signal.SIGHUP)
+        # The VM side is set up again, now told the host's addresses, and opens the shared link: then direct.
+        wait_until(lambda: ipv4_path(service_lab)["path"] == "direct", PATH_CHANGE_TIMEOUT_S, "direct after SIGHUP")
+        wait_until(lambda: f"via {DIRECT_VM_IP}" in kernel_route_to(service_lab, container), 10, "the gateway route")
+        http_get(service_lab, container)
+
+        service_lab.config_file.write_text('path = "tunnel"\n', encoding="utf-8")
+        dmnc.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: ipv4_path(service_lab)["reason"] == "--path tunnel", PATH_CHANGE_TIMEOUT_S, "tunnel again")
+        wait_until(
+            lambda: "DMNC-DIRECT" not in service_lab.vm.run(["iptables-save"]).stdout,
+            PATH_CHANGE_TIMEOUT_S,
+            "the VM's direct rules removed",
+        )
+        assert " dev dmnc" in kernel_route_to(service_lab, container)
+        http_get(service_lab, container)
+        assert dmnc.stop(signal.SIGTERM) == 0
+    assert vm_leftovers(service_lab) == []
