@@ -26,6 +26,7 @@ from dmnc.routes import InstalledRoute
 from dmnc.routes.policy import VM_NO_IPV6_FIX, HostState, NetworkInfo, PolicyConfig, SkipReason, evaluate
 from dmnc.tunnel.udp import UdpError
 from dmnc.vm.errors import VmSetupError
+from dmnc.vm.nftables import DockerNftables, published_ports_note, unmarked_fix, unmarked_problem
 from dmnc.vm.result import KernelWireGuardMissing, KernelWireGuardPresent
 from dmnc.vm.shims import RESERVE_HINT, WHY_NOT_PICKED
 
@@ -201,6 +202,22 @@ def kernel_check(outcome: KernelWireGuardPresent | KernelWireGuardMissing) -> Ch
         " instead (works, costs CPU in the VM)",
         fix="for the faster kernel path, use a VM kernel with CONFIG_WIREGUARD (update Docker Desktop/Colima)",
     )
+
+
+def docker_firewall_check(outcome: KernelWireGuardPresent | KernelWireGuardMissing, interface: str) -> CheckResult:
+    """What Docker's firewall does to the tunnel's packets, from the VM check's view of Docker's nftables tables."""
+    if outcome.docker_nftables is None:
+        return CheckResult(
+            "docker-firewall", Verdict.PASS, "Docker's firewall is iptables: dmnc's DOCKER-USER and raw rules apply"
+        )
+    if outcome.docker_nftables is DockerNftables.MARKED:
+        return CheckResult(
+            "docker-firewall",
+            Verdict.PASS,
+            "Docker's firewall is nftables and accepts a mark (bridge-accept-fwmark): dmnc marks the tunnel's packets;"
+            f" {published_ports_note(interface)}",
+        )
+    return CheckResult("docker-firewall", Verdict.FAIL, unmarked_problem(), fix=unmarked_fix(interface))
 
 
 def split_host_port(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, str] | None:

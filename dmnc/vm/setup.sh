@@ -41,6 +41,8 @@
 #   dmnc-setup-result v1 nonce=HEX mode=kernel public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME ipv6=on|off kernel=RELEASE
 #   dmnc-setup-result v1 nonce=HEX mode=userspace public-key=KEY endpoint=ADDR:PORT endpoint-name=NAME ipv6=on|off kernel=RELEASE
 #   (either line may end in ` shims-failed=LINK,...`: the --shim links that could not be made, e.g. parent down)
+#   (setup, userspace and check results may end in ` docker-nftables=marked|unmarked`: Docker runs its nftables
+#   firewall backend; see "Docker's nftables firewall backend" below)
 #   dmnc-setup-result v1 nonce=HEX mode=kernel-missing kernel=RELEASE
 #   dmnc-setup-result v1 nonce=HEX mode=removed kernel=RELEASE
 #   dmnc-setup-result v1 nonce=HEX mode=kernel-ok kernel=RELEASE
@@ -73,6 +75,12 @@ MAX_REPORTED_SHIMS=40
 OWNER_ALIAS='dmnc'
 # Bounds every delete loop in teardown: a rule that survives this many deletes means iptables is misbehaving.
 MAX_RULE_COPIES=100
+# Docker's nftables firewall backend (Docker Engine 29, `firewall-backend: nftables`) keeps its rules in the tables
+# `ip docker-bridges` and `ip6 docker-bridges`, and accepts packets carrying the daemon's `bridge-accept-fwmark` with
+# a rule commented "ALLOW FW MARK" (Docker docs, "Docker with nftables"; moby's nftabler). dmnc's own table:
+DOCKER_NFT_TABLE='docker-bridges'
+DOCKER_ACCEPT_MARK_COMMENT='ALLOW FW MARK'
+NFT_TABLE='dmnc'
 
 die() {
     printf 'dmnc-setup: error: %s\n' "$(one_line "$*")" >&2
@@ -649,8 +657,9 @@ apply_all_rules() {
 
 print_result() {
     public_key=$(wg show "$IFACE" public-key 2>/dev/null) || die "cannot read the public key of $IFACE"
-    printf '%s mode=%s public-key=%s endpoint=%s endpoint-name=%s ipv6=%s kernel=%s%s\n' "$RESULT_PREFIX" "$1" \
-        "$public_key" "$WG_ENDPOINT" "$ENDPOINT_NAME" "$TUNNEL6" "$KERNEL_RELEASE" "$(shims_result_field)"
+    printf '%s mode=%s public-key=%s endpoint=%s endpoint-name=%s ipv6=%s kernel=%s%s%s\n' "$RESULT_PREFIX" "$1" \
+        "$public_key" "$WG_ENDPOINT" "$ENDPOINT_NAME" "$TUNNEL6" "$KERNEL_RELEASE" "$(shims_result_field)" \
+        "$(docker_nft_result_field)"
 }
 
 run_setup() {
@@ -688,6 +697,7 @@ run_setup() {
     configure_interface
     apply_all_rules
     apply_shims
+    apply_nft_table
     print_result kernel
 }
 
@@ -726,6 +736,7 @@ run_userspace() {
     configure_interface
     apply_all_rules
     apply_shims
+    apply_nft_table
     print_result userspace
     wait "$wg_pid"
     wg_status=$?
@@ -740,6 +751,7 @@ run_teardown() {
         must "deleting $IFACE" ip link del dev "$IFACE"
     fi
     remove_shim_links
+    remove_nft_table
     if [ "$IPTABLES_CHOICE" = auto ]; then
         backends='nft legacy'
     else
@@ -905,6 +917,124 @@ from_shim_rules() {
     fi
 }
 
+# ---------------------------------------------------------------------------------------------------------------
+# Docker's nftables firewall backend (Docker Engine 29, `firewall-backend: nftables`)
+#
+# Docker then drops forwarded packets in base chains of its own tables, and an accept elsewhere does not help: in
+# nftables an accept ends only its own base chain, the packet still meets every other one (Docker docs, "Docker with
+# nftables", migrating DOCKER-USER). What does help is a firewall mark the daemon was told to accept
+# (`bridge-accept-fwmark`), set before Docker's chains see the packet. So dmnc keeps a table of its own, `inet dmnc`:
+# it marks what arrives on the tunnel with that mark (when the daemon has one), and carries the one-way rules
+# (to_host_rules, from_shim_rules), whose DOCKER-USER jumps no longer run. Without the mark, status and doctor name
+# the daemon setting.
+
+# docker_nft_state: DOCKER_NFT becomes none (no Docker nftables table, or no `nft` here), marked (the daemon accepts
+# a mark: NFT_MARK_VALUE, NFT_MARK_KEEP = the bits outside its mask) or unmarked.
+docker_nft_state() {
+    DOCKER_NFT=none NFT_MARK_VALUE='' NFT_MARK_KEEP=''
+    command -v nft >/dev/null 2>&1 || return 0
+    dn_rules=''
+    for dn_family in ip ip6; do
+        dn_table=$(nft list table "$dn_family" "$DOCKER_NFT_TABLE" 2>/dev/null) || continue
+        DOCKER_NFT=unmarked
+        dn_rules="$dn_rules
+$dn_table"
+    done
+    [ "$DOCKER_NFT" = unmarked ] || return 0
+    dn_ifs=$IFS
+    IFS='
+'
+    set -f
+    for dn_line in $dn_rules; do
+        case $dn_line in
+            *"comment \"$DOCKER_ACCEPT_MARK_COMMENT\""*) parse_accept_mark "$dn_line" && break ;;
+        esac
+    done
+    set +f
+    IFS=$dn_ifs
+    return 0
+}
+
+# parse_accept_mark LINE: Docker's accept rule as `nft list` prints it, `meta mark 0xVALUE ...` or
+# `meta mark & 0xMASK == 0xVALUE ...`; sets DOCKER_NFT=marked and the mark, or returns 1.
+parse_accept_mark() {
+    IFS=' 	'
+    # shellcheck disable=SC2086 # splitting the rule into words is the point (globbing is off)
+    set -- $1
+    [ "$#" -ge 3 ] && [ "$1" = meta ] && [ "$2" = mark ] || return 1
+    if [ "$3" = '&' ] && [ "$#" -ge 6 ] && [ "$5" = '==' ]; then
+        pa_mask=$4 pa_value=$6
+    else
+        pa_mask=0xffffffff pa_value=$3
+    fi
+    is_mark "$pa_mask" && is_mark "$pa_value" || return 1
+    NFT_MARK_VALUE=$pa_value
+    NFT_MARK_KEEP=$(printf '0x%08x' $((~pa_mask & 0xffffffff)))
+    DOCKER_NFT=marked
+}
+
+# is_mark TEXT: a 32-bit mark as nft prints it, 0x and 1-8 hex digits; nothing else reaches nft's input.
+is_mark() {
+    case $1 in
+        0x*) ;;
+        *) return 1 ;;
+    esac
+    case ${1#0x} in
+        '' | *[!0-9a-f]*) return 1 ;;
+    esac
+    [ "${#1}" -le 10 ]
+}
+
+docker_nft_result_field() {
+    case ${DOCKER_NFT:-none} in
+        marked | unmarked) printf ' docker-nftables=%s' "$DOCKER_NFT" ;;
+    esac
+}
+
+# apply_nft_table: (re)writes `inet dmnc` in one nft transaction (`nft -f`: the old table goes and the new one comes
+# at once, so there is no moment without the one-way rules), or removes it when Docker uses iptables.
+apply_nft_table() {
+    docker_nft_state
+    if [ "$DOCKER_NFT" = none ]; then
+        remove_nft_table
+        return 0
+    fi
+    if [ "$DOCKER_NFT" = unmarked ]; then
+        note "Docker uses its nftables firewall without bridge-accept-fwmark: its rules drop the tunnel's packets to containers on bridge networks (dmnc doctor names the daemon setting)"
+    fi
+    # shellcheck disable=SC2016 # $1 belongs to the inner shell
+    must "nft -f (table inet $NFT_TABLE)" sh -c 'printf "%s\n" "$1" | nft -f -' load-table "$(nft_table_text)"
+}
+
+# nft_table_text: dmnc's table. The mark goes on in prerouting at priority mangle, before Docker's forward chains
+# look for it; the one-way rules run in forward at priority filter - 1, before Docker's own forward chain (nft(8),
+# CHAINS: the standard priority names). Docker's raw-PREROUTING drops (direct access to containers with published
+# ports) run at priority raw and ignore marks: only the network option trusted_host_interfaces lifts those (doctor).
+# Interface names, ports and the mark were checked above: no other text gets into nft's input.
+nft_table_text() {
+    printf 'table inet %s\ndelete table inet %s\ntable inet %s {\n' "$NFT_TABLE" "$NFT_TABLE" "$NFT_TABLE"
+    printf '  chain prerouting {\n    type filter hook prerouting priority mangle; policy accept;\n'
+    if [ "$DOCKER_NFT" = marked ]; then
+        printf '    iifname "%s" meta mark set meta mark & %s | %s\n' "$IFACE" "$NFT_MARK_KEEP" "$NFT_MARK_VALUE"
+    fi
+    printf '  }\n  chain forward {\n    type filter hook forward priority filter - 1; policy accept;\n'
+    printf '    oifname "%s" ct state established,related accept\n' "$IFACE"
+    for inbound in $ALLOW_INBOUND; do
+        printf '    oifname "%s" %s dport %s ct state new accept\n' "$IFACE" "${inbound#*/}" "${inbound%/*}"
+    done
+    printf '    oifname "%s" drop\n' "$IFACE"
+    printf '    iifname "%s*" ct state established,related accept\n' "$SHIM_PREFIX"
+    printf '    iifname "%s*" drop\n' "$SHIM_PREFIX"
+    printf '  }\n}\n'
+}
+
+# remove_nft_table: deletes `inet dmnc` when it exists.
+remove_nft_table() {
+    command -v nft >/dev/null 2>&1 || return 0
+    nft list table inet "$NFT_TABLE" >/dev/null 2>&1 || return 0
+    must "nft delete table inet $NFT_TABLE" nft delete table inet "$NFT_TABLE"
+}
+
 # The temporary link's name carries this shell's PID: two checks at once in one VM do not collide, and it can never
 # be chip0. `ip link add` failing for any reason but permissions means no kernel WireGuard, as in run_setup.
 run_check() {
@@ -915,11 +1045,13 @@ run_check() {
             *'not permitted'*) die "creating a test WireGuard link: $add_err (the container needs NET_ADMIN)" ;;
         esac
         note "no kernel WireGuard in this VM ($add_err)"
-        printf '%s mode=kernel-missing kernel=%s\n' "$RESULT_PREFIX" "$KERNEL_RELEASE"
+        docker_nft_state
+        printf '%s mode=kernel-missing kernel=%s%s\n' "$RESULT_PREFIX" "$KERNEL_RELEASE" "$(docker_nft_result_field)"
         exit 0
     }
     must "deleting the test link $check_iface" ip link del dev "$check_iface"
-    printf '%s mode=kernel-ok kernel=%s\n' "$RESULT_PREFIX" "$KERNEL_RELEASE"
+    docker_nft_state
+    printf '%s mode=kernel-ok kernel=%s%s\n' "$RESULT_PREFIX" "$KERNEL_RELEASE" "$(docker_nft_result_field)"
 }
 
 case $MODE in
