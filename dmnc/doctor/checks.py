@@ -342,10 +342,15 @@ def route_conflict_check(
             fix="give the Docker network a subnet this host does not use itself (docker network create --subnet ...,"
             " or the daemon's default-address-pools)",
         )
+    on_lan = "".join(
+        f"; network {skip.network!r} subnet {skip.subnet} is reachable directly on your LAN ({skip.detail})"
+        for skip in result.skipped
+        if skip.reason is SkipReason.ON_HOST_LAN
+    )
     return CheckResult(
         "route-conflicts",
         Verdict.PASS,
-        f"{len(result.desired)} subnet(s) to route, none overlaps another route of this host",
+        f"{len(result.desired)} subnet(s) to route, none overlaps another route of this host{on_lan}",
     )
 
 
@@ -365,7 +370,7 @@ def installed_routes_check(snapshot: StatusSnapshot | None, not_running: str) ->
     wanted = [route for route in snapshot.routes if route not in left_out]
     missing = [route for route in wanted if not route.installed]
     interface = snapshot.tunnel.interface or "the tunnel"
-    decided = "".join(f"; not routed: {route.subnet} ({route.network}): {route.reason}" for route in left_out)
+    decided = "".join(_left_out(route) for route in left_out)
     if not missing:
         detail = f"{len(wanted)} container subnet(s) routed through {interface}{decided}"
         if any(route.decision == SkipReason.VM_NO_IPV6.decision for route in left_out):
@@ -390,6 +395,12 @@ def installed_routes_check(snapshot: StatusSnapshot | None, not_running: str) ->
         fix="read dmnc's log; a route 'taken by another program' was replaced by another route to the same subnet"
         " (VPN client?): stop that program or change the Docker network's subnet",
     )
+
+
+def _left_out(route: RouteStatus) -> str:
+    if route.decision == SkipReason.ON_HOST_LAN.decision:
+        return f"; {route.subnet} ({route.network}) is reachable directly on your LAN"
+    return f"; not routed: {route.subnet} ({route.network}): {route.reason}"
 
 
 def _deliberate(route: RouteStatus) -> bool:
