@@ -115,6 +115,8 @@ def _check_shim(shim: Shim) -> None:
         raise SetupParamsError(f"shim parent {shim.parent!r} is itself a shim")
     if not shim.addresses or (not shim.probe and len(shim.addresses) != 1):
         raise SetupParamsError(f"shim {shim.link}: one reserved address, or one or more to probe")
+    if shim.probe and not shim.kind.probes:
+        raise SetupParamsError(f"shim {shim.link}: an {shim.kind.value} link cannot probe for an address (no ARP)")
 
 
 def shim_argument(shim: Shim) -> str:

@@ -32,6 +32,7 @@
 #   --allow-inbound PORT/PROTO   repeatable, PROTO tcp or udp: a host port containers may open connections to
 #                                through the tunnel. Towards the host only replies of its own flows pass otherwise.
 #   --shim LINK,KIND,PARENT,ROUTE,reserved|probe,ADDR[,ADDR...]
+#                                KIND macvlan, ipvlan (L2), ipvlan-l3 or ipvlan-l3s (those two reserved only);
 #                                repeatable: a macvlan/ipvlan shim (see "Shims" below); every setup run deletes every
 #                                dmncm* link and creates exactly these. Teardown deletes them all.
 #   --state-dir DIR              userspace mode only: where the fallback keeps its private key (default
@@ -244,8 +245,8 @@ check_shims() {
             [ "${#sh_name}" -le 15 ] || usage_error "invalid --shim '$shim': '$sh_name' is longer than 15 characters"
         done
         case $sh_kind/$sh_how in
-            macvlan/reserved | macvlan/probe | ipvlan/reserved | ipvlan/probe) ;;
-            *) usage_error "invalid --shim '$shim': expected macvlan|ipvlan and reserved|probe" ;;
+            macvlan/reserved | macvlan/probe | ipvlan/reserved | ipvlan/probe | ipvlan-l3/reserved | ipvlan-l3s/reserved) ;;
+            *) usage_error "invalid --shim '$shim': expected macvlan|ipvlan and reserved|probe, or ipvlan-l3|ipvlan-l3s and reserved" ;;
         esac
         ip_words_ok "$sh_route" || usage_error "invalid --shim '$shim': bad route '$sh_route'"
         [ -n "$sh_addresses" ] || usage_error "invalid --shim '$shim': no address"
@@ -780,9 +781,10 @@ teardown_family() {
 # Shims: reaching macvlan and ipvlan (L2) containers (dmnc/vm/shims.py decides which, and their addresses)
 #
 # The VM cannot talk to its own macvlan children through their parent (Docker docs, "Macvlan network driver"). A
-# shim is one more link of the same kind on the same parent (macvlan in bridge mode, ipvlan in l2 mode, ip-link(8)),
-# holding a /32 Docker never hands out, with a route to the containers' range through it. Tunnel traffic is
-# forwarded onto it and masqueraded to the shim's address (apply_rules' MASQUERADE), so the containers answer it.
+# shim is one more link of the same kind on the same parent (macvlan in bridge mode, ipvlan in the network's own
+# mode, ip-link(8)), holding a /32 Docker never hands out, with a route to the containers' range through it. Tunnel
+# traffic is forwarded onto it and masqueraded to the shim's address (apply_rules' MASQUERADE), so the containers
+# answer it.
 
 # remove_shim_links: deletes every link named $SHIM_PREFIX*, whatever run made it; their addresses and routes go
 # with them.
@@ -847,11 +849,14 @@ create_shim() {
             return 1
             ;;
     esac
-    if [ "$sh_kind" = macvlan ]; then
-        cs_err=$(ip link add "$sh_link" link "$sh_parent" type macvlan mode bridge 2>&1)
-    else
-        cs_err=$(ip link add "$sh_link" link "$sh_parent" type ipvlan mode l2 2>&1)
-    fi || {
+    # An ipvlan shim takes the network's own mode: the mode belongs to the parent's whole ipvlan port, and a shim of
+    # another mode would switch the containers' links too (ipvlan_set_port_mode in the kernel's ipvlan driver).
+    case $sh_kind in
+        macvlan) cs_err=$(ip link add "$sh_link" link "$sh_parent" type macvlan mode bridge 2>&1) ;;
+        ipvlan) cs_err=$(ip link add "$sh_link" link "$sh_parent" type ipvlan mode l2 2>&1) ;;
+        ipvlan-l3) cs_err=$(ip link add "$sh_link" link "$sh_parent" type ipvlan mode l3 2>&1) ;;
+        ipvlan-l3s) cs_err=$(ip link add "$sh_link" link "$sh_parent" type ipvlan mode l3s 2>&1) ;;
+    esac || {
         echo "ip link add: $cs_err"
         return 1
     }

@@ -89,12 +89,26 @@ def test_no_range_and_no_reservation_means_no_shim_and_a_fix() -> None:
     assert [item.network for item in plan.missing_for("lan")] == ["lan"]
 
 
-def test_bridge_networks_and_ipvlan_l3_get_no_shim_l2_gets_an_ipvlan_one() -> None:
+def test_bridge_networks_get_no_shim_ipvlan_ones_get_a_shim_of_their_own_mode() -> None:
     assert plan_shims([lan(driver="bridge")]) == plan_shims([])
-    (l3,) = plan_shims([lan(driver="ipvlan", options={"parent": "eth1", "ipvlan_mode": "l3"})]).missing
-    assert "ipvlan l3" in l3.reason
     (l2,) = plan_shims([lan(driver="ipvlan", aux={"dmnc": "192.168.1.223"})]).shims
     assert l2.kind is ShimKind.IPVLAN
+    for mode, kind in (("l3", ShimKind.IPVLAN_L3), ("L3S", ShimKind.IPVLAN_L3S)):
+        options = {"parent": "eth1", "ipvlan_mode": mode}
+        (l3,) = plan_shims([lan(driver="ipvlan", aux={"dmnc": "192.168.1.223"}, options=options)]).shims
+        assert (l3.kind, l3.probe, l3.route) == (kind, False, IP_RANGE)
+
+
+def test_an_ipvlan_l3_network_without_a_reservation_gets_no_probed_shim() -> None:
+    options = {"parent": "eth1", "ipvlan_mode": "l3"}
+    (missing,) = plan_shims([lan(driver="ipvlan", options=options)]).missing
+    assert "answers no ARP probe" in missing.reason
+    assert "--aux-address dmnc=IP" in missing.fix
+
+
+def test_an_ipvlan_network_of_an_unknown_mode_gets_no_shim_and_says_which_modes_do() -> None:
+    (missing,) = plan_shims([lan(driver="ipvlan", options={"parent": "eth1", "ipvlan_mode": "l9"})]).missing
+    assert "unknown mode 'l9'" in missing.reason
 
 
 def test_a_network_without_a_parent_or_ipv6_gets_no_shim() -> None:
@@ -151,3 +165,12 @@ def test_setup_params_refuse_a_malformed_shim(link: str, parent: str, addresses:
     shim = Shim("lan", link, ShimKind.MACVLAN, parent, tuple(map(ipaddress.IPv4Address, addresses)), IP_RANGE, probe)
     with pytest.raises(SetupParamsError):
         SetupParams(KEY, 51820, shims=(shim,))
+
+
+@pytest.mark.parametrize("kind", [ShimKind.IPVLAN_L3, ShimKind.IPVLAN_L3S])
+def test_setup_params_refuse_a_probed_ipvlan_l3_shim(kind: ShimKind) -> None:
+    address = (ipaddress.IPv4Address("192.168.1.5"),)
+    with pytest.raises(SetupParamsError, match="no ARP"):
+        SetupParams(KEY, 51820, shims=(Shim("lan", f"{SHIM_LINK_PREFIX}1", kind, "eth1", address, IP_RANGE, True),))
+    reserved = Shim("lan", f"{SHIM_LINK_PREFIX}1", kind, "eth1", address, IP_RANGE, False)
+    assert f",{kind.value},eth1," in shim_argument(reserved)
