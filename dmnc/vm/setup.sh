@@ -223,10 +223,11 @@ check_allow_inbound() {
     done
 }
 
-# ip_words_ok TEXT: only digits, dots and slashes, so an address or route from --shim is never an option.
+# ip_words_ok TEXT: only hex digits, dots, colons and slashes, not starting with a dot or slash, so an address or
+# route from --shim is never an option (an IPv6 one may start with `::`).
 ip_words_ok() {
     case $1 in
-        '' | *[!0-9./]* | [./]*) return 1 ;;
+        '' | *[!0-9A-Fa-f.:/]* | [./]*) return 1 ;;
     esac
     return 0
 }
@@ -245,8 +246,12 @@ check_shims() {
             [ "${#sh_name}" -le 15 ] || usage_error "invalid --shim '$shim': '$sh_name' is longer than 15 characters"
         done
         case $sh_kind/$sh_how in
-            macvlan/reserved | macvlan/probe | ipvlan/reserved | ipvlan/probe | ipvlan-l3/reserved | ipvlan-l3s/reserved) ;;
-            *) usage_error "invalid --shim '$shim': expected macvlan|ipvlan and reserved|probe, or ipvlan-l3|ipvlan-l3s and reserved" ;;
+            macvlan/reserved | macvlan/probe | ipvlan/reserved | ipvlan/probe) ;;
+            ipvlan-l3/reserved | ipvlan-l3s/reserved) ;;
+            *)
+                usage_error "invalid --shim '$shim': expected macvlan|ipvlan and reserved|probe," \
+                    "or ipvlan-l3|ipvlan-l3s and reserved"
+                ;;
         esac
         ip_words_ok "$sh_route" || usage_error "invalid --shim '$shim': bad route '$sh_route'"
         [ -n "$sh_addresses" ] || usage_error "invalid --shim '$shim': no address"
@@ -836,6 +841,23 @@ shims_result_field() {
 
 # create_shim: makes the shim split_shim described; on failure prints why (one line) and returns 1.
 create_shim() {
+    case $sh_route in
+        *:*)
+            # Without the tunnel's IPv6 half nothing would use it, and from_shim_rules guard only the tunnel's families.
+            if [ "${TUNNEL6:-off}" != on ]; then
+                echo "an IPv6 shim needs the tunnel's IPv6 addresses (the tunnel carries IPv4 only)"
+                return 1
+            fi
+            # Docker turns IPv6 forwarding on with its first IPv6 bridge network, never for macvlan/ipvlan ones; dmnc
+            # leaves it alone (with forwarding on, the VM's own interfaces stop accepting router advertisements).
+            cs_forwarding=0
+            read -r cs_forwarding 2>/dev/null </proc/sys/net/ipv6/conf/all/forwarding
+            if [ "$cs_forwarding" != 1 ]; then
+                echo "IPv6 forwarding is off in the VM (net.ipv6.conf.all.forwarding=0): nothing could pass the shim"
+                return 1
+            fi
+            ;;
+    esac
     cs_state=$(ip -o link show dev "$sh_parent" 2>/dev/null) || {
         echo "parent interface $sh_parent is missing"
         return 1
@@ -879,8 +901,13 @@ create_shim() {
         echo "every candidate address answered an ARP probe ($sh_addresses): reserve one with --aux-address dmnc=IP"
         return 1
     fi
-    cs_err=$(ip addr add "$cs_address/32" dev "$sh_link" 2>&1) || {
-        echo "ip addr add $cs_address/32: $cs_err"
+    # A host address: /32, or /128 for an IPv6 reservation, added without duplicate address detection (nodad,
+    # ip-address(8)): Docker keeps the reservation out of its allocator, and DAD would hold the address back.
+    case $cs_address in
+        *:*) cs_err=$(ip -6 addr add "$cs_address/128" dev "$sh_link" nodad 2>&1) ;;
+        *) cs_err=$(ip addr add "$cs_address/32" dev "$sh_link" 2>&1) ;;
+    esac || {
+        echo "ip addr add $cs_address: $cs_err"
         return 1
     }
     cs_err=$(ip route add "$sh_route" dev "$sh_link" src "$cs_address" 2>&1) || {
@@ -901,18 +928,24 @@ address_is_free() {
 # via DOCKER-USER). `+` matches every link name with the prefix (iptables(8), -i).
 from_shim_rules() {
     fs_action=$1 fs_tool=$2
-    # Shims are IPv4 only (dmnc/vm/shims.py); without any, none of these rules is wanted.
-    case $fs_tool in
-        ip6tables*) fs_action=remove_rule ;;
-    esac
+    # Without any shim none of these rules is wanted (both families: a shim may carry IPv6).
     [ -n "$SHIMS" ] || fs_action=remove_rule
     if [ "$fs_action" = ensure_rule ]; then
         if ! "$fs_tool" -w -t filter -S "$FROM_SHIM_CHAIN" >/dev/null 2>&1; then
             must "$fs_tool -t filter -N $FROM_SHIM_CHAIN" "$fs_tool" -w -t filter -N "$FROM_SHIM_CHAIN"
         fi
-        # Each goes in at the top: the DROP first, so the accept ends up above it.
+        # Each goes in at the top: the DROP first, so the accepts end up above it.
         ensure_rule "$fs_tool" filter "$FROM_SHIM_CHAIN" -j DROP
         ensure_rule "$fs_tool" filter "$FROM_SHIM_CHAIN" -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+        case $fs_tool in
+            ip6tables*)
+                # IPv6 finds its neighbours with ICMPv6 (RFC 4861 section 4.3, 4.4), which conntrack does not track
+                # as part of a flow: IPv4's ARP never meets iptables, these would meet the DROP.
+                for fs_type in neighbour-solicitation neighbour-advertisement; do
+                    ensure_rule "$fs_tool" filter "$FROM_SHIM_CHAIN" -p ipv6-icmp --icmpv6-type "$fs_type" -j ACCEPT
+                done
+                ;;
+        esac
     fi
     "$fs_action" "$fs_tool" filter INPUT -i "$SHIM_PREFIX+" -j "$FROM_SHIM_CHAIN"
     "$fs_action" "$fs_tool" filter DOCKER-USER -i "$SHIM_PREFIX+" -j "$FROM_SHIM_CHAIN"
@@ -1005,7 +1038,8 @@ apply_nft_table() {
         return 0
     fi
     if [ "$DOCKER_NFT" = unmarked ]; then
-        note "Docker uses its nftables firewall without bridge-accept-fwmark: its rules drop the tunnel's packets to containers on bridge networks (dmnc doctor names the daemon setting)"
+        note "Docker uses its nftables firewall without bridge-accept-fwmark: its rules drop the tunnel's packets" \
+            "to containers on bridge networks (dmnc doctor names the daemon setting)"
     fi
     # shellcheck disable=SC2016 # $1 belongs to the inner shell
     must "nft -f (table inet $NFT_TABLE)" sh -c 'printf "%s\n" "$1" | nft -f -' load-table "$(nft_table_text)"

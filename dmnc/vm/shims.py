@@ -17,8 +17,9 @@ The shim's address is never guessed:
   (RFC 5227 section 2.1.1) on the shim link shows it free;
 - else no shim: the last address of a subnet is often a LAN router, or Docker Desktop's host.docker.internal, so
   dmnc will not pick one; `NoShim.fix` says how to reserve one.
-The route is the containers' range, not the subnet, so the VM's own traffic to that LAN and its gateway stays on
-the parent; only with an aux-address and no range is the subnet routed.
+An IPv6 pool gets a shim of its own (a link per pool) from its own reservation only: a duplicate-address probe would
+be NDP's, not ARP's. The route is the containers' range, not the subnet, so the VM's own traffic to that LAN and
+its gateway stays on the parent; only with an aux-address and no range is the subnet routed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import enum
 import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import overload
 
 from dmnc.docker.models import IpamConfig, Network
 from dmnc.routes.policy import NetworkInfo
@@ -79,8 +81,8 @@ class Shim:
     link: str
     kind: ShimKind
     parent: str
-    addresses: tuple[ipaddress.IPv4Address, ...]
-    route: ipaddress.IPv4Network
+    addresses: tuple[ipaddress.IPv4Address, ...] | tuple[ipaddress.IPv6Address, ...]
+    route: ipaddress.IPv4Network | ipaddress.IPv6Network
     probe: bool
 
 
@@ -164,15 +166,33 @@ def _network_shims(network: Network) -> Iterator[Shim | NoShim]:
     for index, config in enumerate(network.ipam_configs[:_MAX_POOLS]):
         subnet = config.subnet
         if isinstance(subnet, ipaddress.IPv6Network):
-            yield NoShim(network.name, subnet, "IPv6 macvlan/ipvlan subnets get no shim yet", "reach it over IPv4")
+            yield _pool_shim6(network, kind, index, subnet, config)
         elif subnet is not None:
             yield _pool_shim(network, kind, index, subnet, config)
+
+
+def _pool_shim6(
+    network: Network, kind: ShimKind, index: int, subnet: ipaddress.IPv6Network, config: IpamConfig
+) -> Shim | NoShim:
+    """An IPv6 pool's shim: from a reservation only (a duplicate-address probe would be NDP's, RFC 4862 section 5.4,
+    which the setup image has no tool for)."""
+    reserved = reservation(config.aux_addresses, subnet)
+    if reserved is None:
+        why = "no IPv6 address reserved for dmnc's shim (dmnc probes for IPv4 addresses only)"
+        return NoShim(network.name, subnet, why, RESERVE_HINT)
+    ip_range = config.ip_range if isinstance(config.ip_range, ipaddress.IPv6Network) else None
+    route = subnet if ip_range is None else ip_range
+    return Shim(network.name, _link_name(network, index), kind, network.parent, (reserved,), route, probe=False)
+
+
+def _link_name(network: Network, index: int) -> str:
+    return f"{SHIM_LINK_PREFIX}{network.id[:_ID_DIGITS]}{index}"
 
 
 def _pool_shim(
     network: Network, kind: ShimKind, index: int, subnet: ipaddress.IPv4Network, config: IpamConfig
 ) -> Shim | NoShim:
-    link = f"{SHIM_LINK_PREFIX}{network.id[:_ID_DIGITS]}{index}"
+    link = _link_name(network, index)
     ip_range = config.ip_range if isinstance(config.ip_range, ipaddress.IPv4Network) else None
     reserved = reservation(config.aux_addresses, subnet)
     if reserved is not None:
@@ -189,13 +209,26 @@ def _pool_shim(
     return Shim(network.name, link, kind, network.parent, candidates, ip_range, probe=True)
 
 
+@overload
 def reservation(
     aux_addresses: Mapping[str, ipaddress.IPv4Address | ipaddress.IPv6Address], subnet: ipaddress.IPv4Network
-) -> ipaddress.IPv4Address | None:
-    """The `dmnc` (else `host`) aux-address, when it is an IPv4 address inside `subnet`."""
+) -> ipaddress.IPv4Address | None: ...
+
+
+@overload
+def reservation(
+    aux_addresses: Mapping[str, ipaddress.IPv4Address | ipaddress.IPv6Address], subnet: ipaddress.IPv6Network
+) -> ipaddress.IPv6Address | None: ...
+
+
+def reservation(
+    aux_addresses: Mapping[str, ipaddress.IPv4Address | ipaddress.IPv6Address],
+    subnet: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The `dmnc` (else `host`) aux-address, when it lies inside `subnet` (so of its IP version)."""
     for name in RESERVATION_NAMES:
         address = aux_addresses.get(name)
-        if isinstance(address, ipaddress.IPv4Address) and address in subnet:
+        if address is not None and address.version == subnet.version and address in subnet:
             return address
     return None
 

@@ -27,6 +27,7 @@ from tests.lab.service_lab import (
     http_get,
     running_dmnc,
     start_web_container,
+    start_web_container_dual_stack,
     status_json,
     vm_leftovers,
 )
@@ -39,6 +40,7 @@ IP_RANGE = "192.168.77.192/27"
 GATEWAY = "192.168.77.1"
 SHIM_ADDRESS = "192.168.77.223"
 UNRESERVED_SUBNET = "192.168.78.0/24"
+SUBNET6, IP_RANGE6, GATEWAY6, SHIM_ADDRESS6 = "fd77:77::/64", "fd77:77::100/120", "fd77:77::1", "fd77:77::ff"
 DECISION_TIMEOUT_S = 30.0
 MACVLAN_NETWORKS = ("e2e-macvlan", "e2e-macvlan-unreserved")
 
@@ -70,6 +72,20 @@ def network_is_on(container: dict[str, Any], network: str) -> bool:
 def create_macvlan_network(lab: ServiceLab, name: str, parent: str, config: dict[str, Any]) -> None:
     body = {"Name": name, "Driver": "macvlan", "Options": {"parent": parent}, "IPAM": {"Config": [config]}}
     lab.engine_request("POST", "/networks/create", json=body)
+
+
+@contextlib.contextmanager
+def ipv6_forwarding(vm: Netns) -> Iterator[None]:
+    """IPv6 forwarding on in the VM, as Docker turns it on with its first IPv6 bridge network (this lab has none)."""
+    vm.run(["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"])
+    try:
+        yield
+    finally:
+        vm.run(["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=0"])
+
+
+def pool(subnet: str, ip_range: str, gateway: str, reserved: str) -> dict[str, Any]:
+    return {"Subnet": subnet, "IPRange": ip_range, "Gateway": gateway, "AuxiliaryAddresses": {"dmnc": reserved}}
 
 
 def shim_traces(vm: Netns) -> list[str]:
@@ -138,5 +154,36 @@ def test_a_macvlan_network_without_a_reservation_gets_no_shim_and_a_clear_status
         assert routes_check["verdict"] == "WARN", routes_check
         assert "--aux-address dmnc=IP" in routes_check["fix"]
         assert dmnc.stop(signal.SIGTERM) == 0
+    assert vm_leftovers(service_lab) == []
+    assert "Traceback" not in dmnc.log()
+
+
+def test_the_host_reaches_a_dual_stack_macvlan_container_over_ipv6_through_the_shim_of_its_ipv6_aux_address(
+    service_lab: ServiceLab, parent: str
+) -> None:
+    body = {
+        "Name": "e2e-macvlan",
+        "Driver": "macvlan",
+        "EnableIPv6": True,
+        "Options": {"parent": parent},
+        "IPAM": {
+            "Config": [
+                pool(SUBNET, IP_RANGE, GATEWAY, SHIM_ADDRESS),
+                pool(SUBNET6, IP_RANGE6, GATEWAY6, SHIM_ADDRESS6),
+            ]
+        },
+    }
+    service_lab.engine_request("POST", "/networks/create", json=body)
+    _, address6 = start_web_container_dual_stack(service_lab, "e2e-macvlan")
+    assert address6, "the container got no IPv6 address"
+    with ipv6_forwarding(service_lab.vm), running_dmnc(service_lab) as dmnc:
+        dmnc.wait_for_log("VM side ready")
+        http_get(service_lab, address6)
+        assert f"{SHIM_ADDRESS6}/128" in service_lab.vm.run(["ip", "-o", "-6", "addr", "show"]).stdout
+        vm_routes = service_lab.vm.run(["ip", "-6", "route", "show"]).stdout.splitlines()
+        assert any(line.startswith(f"{IP_RANGE6} dev {SHIM_LINK_PREFIX}") for line in vm_routes), vm_routes
+        assert route_of(status_json(service_lab), SUBNET6)["decision"] == "routed"
+        assert dmnc.stop(signal.SIGTERM) == 0
+    assert shim_traces(service_lab.vm) == []
     assert vm_leftovers(service_lab) == []
     assert "Traceback" not in dmnc.log()
