@@ -204,8 +204,27 @@ def kernel_check(outcome: KernelWireGuardPresent | KernelWireGuardMissing) -> Ch
     )
 
 
-def docker_firewall_check(outcome: KernelWireGuardPresent | KernelWireGuardMissing, interface: str) -> CheckResult:
-    """What Docker's firewall does to the tunnel's packets, from the VM check's view of Docker's nftables tables."""
+# `GET /info` FirewallBackend.Driver of Docker's nftables backend (Engine API, FirewallInfo).
+NFTABLES_DRIVER = "nftables"
+
+
+def docker_firewall_check(
+    outcome: KernelWireGuardPresent | KernelWireGuardMissing | None, interface: str, reported_driver: str = ""
+) -> CheckResult:
+    """What Docker's firewall does to the tunnel's packets, from the VM check's view of Docker's nftables tables
+    (None: the check did not run) and the firewall driver the daemon reports in `GET /info` ("" when it does not)."""
+    nftables_reported = reported_driver == NFTABLES_DRIVER
+    if outcome is None:
+        reported = " (Docker reports its nftables backend)" if nftables_reported else ""
+        return skipped("docker-firewall", f"needs the VM check (see vm-wireguard){reported}")
+    if outcome.docker_nftables is None and nftables_reported:
+        return CheckResult(
+            "docker-firewall",
+            Verdict.FAIL,
+            "Docker reports its nftables firewall backend, but the setup container found none of its tables: the"
+            " setup image has no `nft`, so dmnc cannot mark the tunnel's packets",
+            fix="use dmnc's default setup image, or add nftables (`nft`) to the one --setup-image names",
+        )
     if outcome.docker_nftables is None:
         return CheckResult(
             "docker-firewall", Verdict.PASS, "Docker's firewall is iptables: dmnc's DOCKER-USER and raw rules apply"

@@ -112,6 +112,7 @@ class _Facts:
     networks: list[Network] | None = None
     routes: list[InstalledRoute] | None = None
     kernel_outcome: KernelWireGuardPresent | KernelWireGuardMissing | None = None
+    firewall_driver: str = ""
 
 
 async def run_doctor(settings: DoctorSettings, report: Report) -> list[CheckResult]:
@@ -151,6 +152,7 @@ async def run_doctor(settings: DoctorSettings, report: Report) -> list[CheckResu
                     docker.api_version,
                 )
             )
+            facts.firewall_driver = info.firewall_backend
             await _checks_with_docker(settings, docker, facts, add)
     except DockerError as error:
         # Every check catches the errors of its own requests; this is the daemon failing while connecting.
@@ -257,9 +259,7 @@ async def _vm_wireguard(settings: DoctorSettings, docker: DockerClient, facts: _
 
 
 def _docker_firewall(facts: _Facts) -> CheckResult:
-    if facts.kernel_outcome is None:
-        return skipped("docker-firewall", "needs the VM check (see vm-wireguard)")
-    return docker_firewall_check(facts.kernel_outcome, DEFAULT_INTERFACE)
+    return docker_firewall_check(facts.kernel_outcome, DEFAULT_INTERFACE, facts.firewall_driver)
 
 
 async def _route_conflicts(settings: DoctorSettings, docker: DockerClient, facts: _Facts) -> CheckResult:

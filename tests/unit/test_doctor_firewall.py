@@ -33,3 +33,17 @@ def test_nftables_without_a_mark_fails_naming_the_daemon_setting_and_where_it_li
     for place in ("Docker Desktop: Settings > Docker Engine", "colima start --edit", "/etc/docker/daemon.json"):
         assert place in result.fix
     assert "trusted_host_interfaces=chip0" in result.fix
+
+
+def test_docker_reporting_nftables_while_the_setup_image_saw_no_table_fails_naming_nft() -> None:
+    result = docker_firewall_check(KernelWireGuardPresent("6.1"), "chip0", "nftables")
+    assert result.verdict is Verdict.FAIL
+    assert "the setup image has no `nft`" in result.detail
+    assert result.fix is not None
+    assert "--setup-image" in result.fix
+
+
+def test_without_the_vm_check_the_reported_backend_is_mentioned_in_the_skip() -> None:
+    assert docker_firewall_check(None, "chip0", "nftables").verdict is Verdict.SKIP
+    assert "Docker reports its nftables backend" in docker_firewall_check(None, "chip0", "nftables").detail
+    assert docker_firewall_check(None, "chip0", "iptables").detail == "needs the VM check (see vm-wireguard)"
