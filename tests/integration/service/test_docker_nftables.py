@@ -23,6 +23,7 @@ from tests.integration.service.test_one_way_tunnel import (  # noqa: F401 (one_w
     one_way_lab,
     probe_from_container,
 )
+from tests.integration.service.test_uninstall import uninstall
 from tests.lab.service_lab import (
     VM_NFT_TABLE,
     ServiceLab,
@@ -31,6 +32,7 @@ from tests.lab.service_lab import (
     start_web_container,
     vm_leftovers,
 )
+from tests.lab.setup_image import LAB_SETUP_IMAGE
 
 pytestmark = pytest.mark.lab
 
@@ -131,5 +133,17 @@ def test_without_an_accepted_mark_the_container_stays_unreachable_and_doctor_nam
         assert firewall["detail"].startswith("the VM's Docker runs its nftables firewall (firewall-backend: nftables)")
         assert firewall["fix"].startswith('add "bridge-accept-fwmark": "0x1000000/0x1000000" to the Docker daemon')
         assert dmnc.stop(signal.SIGTERM) == 0
+    assert dmnc_table(unmarked) == ""
+    assert vm_leftovers(unmarked) == []
+
+
+def test_uninstall_removes_dmncs_table_that_a_killed_dmnc_left(unmarked: ServiceLab) -> None:
+    with running_dmnc(unmarked) as dmnc:
+        dmnc.wait_for_log("VM side ready")
+        dmnc.kill()  # no teardown: chip0, the rules and the table stay in the VM
+    assert f"table inet {VM_NFT_TABLE}" in dmnc_table(unmarked)
+    result = uninstall(unmarked, unmarked.workdir / "root", "--setup-image", LAB_SETUP_IMAGE)
+    assert result.returncode == 0, result.stderr
+    assert "VM side: removed chip0" in result.stdout
     assert dmnc_table(unmarked) == ""
     assert vm_leftovers(unmarked) == []
