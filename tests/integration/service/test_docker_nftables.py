@@ -41,22 +41,29 @@ ACCEPT_MARK_RULE = 'meta mark & 0x00000003 == 0x00000002 counter accept comment 
 DOCKER_RULES = """table ip docker-bridges {{
   chain filter-FORWARD {{
     type filter hook forward priority filter; policy accept;
-    oifname "docker0" jump filter-forward-in__docker0
+    oifname "{bridge}" jump filter-forward-in__{bridge}
   }}
-  chain filter-forward-in__docker0 {{
+  chain filter-forward-in__{bridge} {{
     ct state established,related counter accept
     {accept_mark}
-    iifname "docker0" counter accept comment "ICC"
+    iifname "{bridge}" counter accept comment "ICC"
     counter drop comment "UNPUBLISHED PORT DROP"
   }}
 }}
 """
+
+
+def docker_rules(bridge: str, *, accept_mark: bool) -> str:
+    """Docker 29's nftables rules for one bridge (moby's nftablesdoc), with or without an accepted mark."""
+    return DOCKER_RULES.format(bridge=bridge, accept_mark=ACCEPT_MARK_RULE if accept_mark else "")
+
+
 UNREACHABLE_TRY_S = "3"
 
 
 def emulate_docker_nftables(lab: ServiceLab, *, accept_mark: bool) -> Iterator[None]:
     rules = lab.workdir / "docker-bridges.nft"
-    rules.write_text(DOCKER_RULES.format(accept_mark=ACCEPT_MARK_RULE if accept_mark else ""), encoding="utf-8")
+    rules.write_text(docker_rules("docker0", accept_mark=accept_mark), encoding="utf-8")
     lab.vm.run(["nft", "-f", str(rules)])
     try:
         yield
