@@ -9,6 +9,7 @@ stops, no shim link and no shim rule stays in the VM.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import signal
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from dmnc.vm.shims import SHIM_LINK_PREFIX
 from tests.integration.doctor.test_doctor_lab import doctor
 from tests.lab.netns import Netns, unique_suffix
 from tests.lab.service_lab import (
+    HOST_ADDRESS,
     VM_RULE_SAVERS,
     ServiceLab,
     dmnc_routes,
@@ -187,3 +189,30 @@ def test_the_host_reaches_a_dual_stack_macvlan_container_over_ipv6_through_the_s
     assert shim_traces(service_lab.vm) == []
     assert vm_leftovers(service_lab) == []
     assert "Traceback" not in dmnc.log()
+
+
+def test_a_macvlan_network_on_the_hosts_own_lan_is_not_routed_and_doctor_says_it_is_reachable_directly(
+    service_lab: ServiceLab, parent: str
+) -> None:
+    # The host's own LAN, as with Colima's bridged mode: the lab's host namespace sits on HOST_ADDRESS's subnet.
+    lan = str(ipaddress.ip_interface(HOST_ADDRESS).network)
+    create_macvlan_network(service_lab, "e2e-macvlan", parent, {"Subnet": lan})
+    with running_dmnc(service_lab) as dmnc:
+        dmnc.wait_for_log("VM side ready")
+        wait_until(
+            lambda: route_of(status_json(service_lab), lan).get("decision") == "on-host-lan",
+            DECISION_TIMEOUT_S,
+            f"status to give {lan} the decision on-host-lan",
+        )
+        assert not [line for line in dmnc_routes(service_lab) if line.startswith(lan)]
+        report = json.loads(doctor(service_lab, "--json").stdout)
+        checks = {check["name"]: check for check in report["checks"]}
+        assert checks["route-conflicts"]["verdict"] == "PASS", checks["route-conflicts"]
+        assert (
+            f"network 'e2e-macvlan' subnet {lan} is reachable directly on your LAN"
+            in (checks["route-conflicts"]["detail"])
+        )
+        assert f"{lan} (e2e-macvlan) is reachable directly on your LAN" in checks["routes"]["detail"]
+        assert "not routed" not in checks["routes"]["detail"]
+        assert dmnc.stop(signal.SIGTERM) == 0
+    assert vm_leftovers(service_lab) == []
