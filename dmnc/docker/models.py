@@ -275,6 +275,9 @@ class Info:
     cpus: int = 0
     memory_bytes: int = 0
     labels: tuple[str, ...] = ()
+    firewall_backend: str = ""
+    """`FirewallBackend.Driver` (Engine API FirewallInfo, newer engines on Linux): "iptables", "nftables", ...; empty
+    when not reported."""
 
     @classmethod
     def from_json_untrusted(cls, value: object) -> Self:
@@ -291,6 +294,7 @@ class Info:
             cpus=fields.optional_int("NCPU"),
             memory_bytes=fields.optional_int("MemTotal"),
             labels=fields.string_list("Labels"),
+            firewall_backend=fields.nested("FirewallBackend").optional_str("Driver"),
         )
 
 

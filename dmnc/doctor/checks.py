@@ -26,6 +26,7 @@ from dmnc.routes import InstalledRoute
 from dmnc.routes.policy import VM_NO_IPV6_FIX, HostState, NetworkInfo, PolicyConfig, SkipReason, evaluate
 from dmnc.tunnel.udp import UdpError
 from dmnc.vm.errors import VmSetupError
+from dmnc.vm.nftables import DockerNftables, published_ports_note, unmarked_fix, unmarked_problem
 from dmnc.vm.result import KernelWireGuardMissing, KernelWireGuardPresent
 from dmnc.vm.shims import RESERVE_HINT, WHY_NOT_PICKED
 
@@ -203,6 +204,41 @@ def kernel_check(outcome: KernelWireGuardPresent | KernelWireGuardMissing) -> Ch
     )
 
 
+# `GET /info` FirewallBackend.Driver of Docker's nftables backend (Engine API, FirewallInfo).
+NFTABLES_DRIVER = "nftables"
+
+
+def docker_firewall_check(
+    outcome: KernelWireGuardPresent | KernelWireGuardMissing | None, interface: str, reported_driver: str = ""
+) -> CheckResult:
+    """What Docker's firewall does to the tunnel's packets, from the VM check's view of Docker's nftables tables
+    (None: the check did not run) and the firewall driver the daemon reports in `GET /info` ("" when it does not)."""
+    nftables_reported = reported_driver == NFTABLES_DRIVER
+    if outcome is None:
+        reported = " (Docker reports its nftables backend)" if nftables_reported else ""
+        return skipped("docker-firewall", f"needs the VM check (see vm-wireguard){reported}")
+    if outcome.docker_nftables is None and nftables_reported:
+        return CheckResult(
+            "docker-firewall",
+            Verdict.FAIL,
+            "Docker reports its nftables firewall backend, but the setup container found none of its tables: the"
+            " setup image has no `nft`, so dmnc cannot mark the tunnel's packets",
+            fix="use dmnc's default setup image, or add nftables (`nft`) to the one --setup-image names",
+        )
+    if outcome.docker_nftables is None:
+        return CheckResult(
+            "docker-firewall", Verdict.PASS, "Docker's firewall is iptables: dmnc's DOCKER-USER and raw rules apply"
+        )
+    if outcome.docker_nftables is DockerNftables.MARKED:
+        return CheckResult(
+            "docker-firewall",
+            Verdict.PASS,
+            "Docker's firewall is nftables and accepts a mark (bridge-accept-fwmark): dmnc marks the tunnel's packets;"
+            f" {published_ports_note(interface)}",
+        )
+    return CheckResult("docker-firewall", Verdict.FAIL, unmarked_problem(), fix=unmarked_fix(interface))
+
+
 def split_host_port(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, str] | None:
     """(address, port text) of `ADDR:PORT` or `[ADDR]:PORT` (config.format_host_port's form); None otherwise."""
     host, _, port_text = text.rpartition(":")
@@ -325,10 +361,15 @@ def route_conflict_check(
             fix="give the Docker network a subnet this host does not use itself (docker network create --subnet ...,"
             " or the daemon's default-address-pools)",
         )
+    on_lan = "".join(
+        f"; network {skip.network!r} subnet {skip.subnet} is reachable directly on your LAN ({skip.detail})"
+        for skip in result.skipped
+        if skip.reason is SkipReason.ON_HOST_LAN
+    )
     return CheckResult(
         "route-conflicts",
         Verdict.PASS,
-        f"{len(result.desired)} subnet(s) to route, none overlaps another route of this host",
+        f"{len(result.desired)} subnet(s) to route, none overlaps another route of this host{on_lan}",
     )
 
 
@@ -348,7 +389,7 @@ def installed_routes_check(snapshot: StatusSnapshot | None, not_running: str) ->
     wanted = [route for route in snapshot.routes if route not in left_out]
     missing = [route for route in wanted if not route.installed]
     interface = snapshot.tunnel.interface or "the tunnel"
-    decided = "".join(f"; not routed: {route.subnet} ({route.network}): {route.reason}" for route in left_out)
+    decided = "".join(_left_out(route) for route in left_out)
     if not missing:
         detail = f"{len(wanted)} container subnet(s) routed through {interface}{decided}"
         if any(route.decision == SkipReason.VM_NO_IPV6.decision for route in left_out):
@@ -408,6 +449,12 @@ def path_check(snapshot: StatusSnapshot | None, not_running: str) -> CheckResult
     if on_docker_desktop and all_tunnel and not all(path.reason == "--path tunnel" for path in snapshot.paths):
         return CheckResult("path", Verdict.PASS, detail, fix=f"for kernel speed, {DOCKER_DESKTOP_DIRECT_FIX}")
     return CheckResult("path", Verdict.PASS, detail)
+
+
+def _left_out(route: RouteStatus) -> str:
+    if route.decision == SkipReason.ON_HOST_LAN.decision:
+        return f"; {route.subnet} ({route.network}) is reachable directly on your LAN"
+    return f"; not routed: {route.subnet} ({route.network}): {route.reason}"
 
 
 def _deliberate(route: RouteStatus) -> bool:

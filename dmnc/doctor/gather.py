@@ -37,6 +37,7 @@ from dmnc.doctor.checks import (
     dns_server_check,
     docker_answers_check,
     docker_error_check,
+    docker_firewall_check,
     docker_unreachable_check,
     handshake_check,
     installed_routes_check,
@@ -70,6 +71,8 @@ from dmnc.supervisor.host_watch import read_host_dns_servers
 from dmnc.supervisor.supervisor import TUNNEL_NETWORKS
 from dmnc.tunnel.udp import DEFAULT_LISTEN_ADDRESSES, UdpEndpoint, UdpError
 from dmnc.vm.errors import VmSetupError
+from dmnc.vm.params import DEFAULT_INTERFACE
+from dmnc.vm.result import KernelWireGuardMissing, KernelWireGuardPresent
 from dmnc.vm.runner import VmSetupRunner, default_setup_image
 from dmnc.vm.shims import route_info
 
@@ -109,6 +112,8 @@ class _Facts:
     image_present: bool = False
     networks: list[Network] | None = None
     routes: list[InstalledRoute] | None = None
+    kernel_outcome: KernelWireGuardPresent | KernelWireGuardMissing | None = None
+    firewall_driver: str = ""
 
 
 async def run_doctor(settings: DoctorSettings, report: Report) -> list[CheckResult]:
@@ -148,6 +153,7 @@ async def run_doctor(settings: DoctorSettings, report: Report) -> list[CheckResu
                     docker.api_version,
                 )
             )
+            facts.firewall_driver = info.firewall_backend
             await _checks_with_docker(settings, docker, facts, add)
     except DockerError as error:
         # Every check catches the errors of its own requests; this is the daemon failing while connecting.
@@ -161,7 +167,7 @@ async def _checks_without_docker(settings: DoctorSettings, facts: _Facts, add: R
     add(skipped("runtime", "needs Docker"))
     await _read_status(settings, facts)
     add(_port(settings, facts))
-    for name in ("setup-image", "vm-wireguard"):
+    for name in ("setup-image", "vm-wireguard", "docker-firewall"):
         add(skipped(name, "needs Docker"))
     add(handshake_check(facts.snapshot, facts.not_running, _local_address_toward_vm(facts.snapshot)))
     add(skipped("route-conflicts", "needs Docker (its network list)"))
@@ -178,6 +184,7 @@ async def _checks_with_docker(settings: DoctorSettings, docker: DockerClient, fa
     add(_port(settings, facts))
     add(await _setup_image(settings, docker, facts))
     add(await _vm_wireguard(settings, docker, facts))
+    add(_docker_firewall(facts))
     add(handshake_check(facts.snapshot, facts.not_running, _local_address_toward_vm(facts.snapshot)))
     add(await _route_conflicts(settings, docker, facts))
     add(installed_routes_check(facts.snapshot, facts.not_running))
@@ -250,7 +257,12 @@ async def _vm_wireguard(settings: DoctorSettings, docker: DockerClient, facts: _
         outcome = await runner.check_kernel()
     except (VmSetupError, DockerError) as error:
         return kernel_test_failed_check(error)
+    facts.kernel_outcome = outcome
     return kernel_check(outcome)
+
+
+def _docker_firewall(facts: _Facts) -> CheckResult:
+    return docker_firewall_check(facts.kernel_outcome, DEFAULT_INTERFACE, facts.firewall_driver)
 
 
 async def _route_conflicts(settings: DoctorSettings, docker: DockerClient, facts: _Facts) -> CheckResult:

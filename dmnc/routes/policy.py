@@ -261,6 +261,7 @@ class SkipReason(enum.Enum):
     SPECIAL_PURPOSE = "special-purpose range"
     TUNNEL = "the tunnel's own addresses"
     HOST_NETWORK = "this host's own network"
+    ON_HOST_LAN = "reachable directly on your LAN"
     VM_ENDPOINT = "the VM's UDP endpoint"
     DNS_SERVER = "this host's DNS server"
     VM_NO_IPV6 = "the Docker VM has IPv6 disabled"
@@ -283,6 +284,7 @@ NEW_RULES = frozenset(
         SkipReason.SPECIAL_PURPOSE,
         SkipReason.TUNNEL,
         SkipReason.HOST_NETWORK,
+        SkipReason.ON_HOST_LAN,
         SkipReason.VM_ENDPOINT,
         SkipReason.DNS_SERVER,
         SkipReason.NOT_PRIVATE,
@@ -296,11 +298,16 @@ NEVER_RULES = frozenset(
         SkipReason.SPECIAL_PURPOSE,
         SkipReason.TUNNEL,
         SkipReason.HOST_NETWORK,
+        SkipReason.ON_HOST_LAN,
         SkipReason.VM_ENDPOINT,
         SkipReason.DNS_SERVER,
     }
 )
 _NO_OPTION = "no option routes it: give the Docker network another subnet"
+# Drivers whose containers are hosts of the parent's LAN (Docker docs, "Macvlan network driver", "IPvlan network
+# driver"): on the host's own LAN (Colima's bridged mode puts the VM there) the host reaches them without dmnc.
+LAN_DRIVERS = frozenset({"macvlan", "ipvlan"})
+ON_HOST_LAN_FIX = "nothing to do: this host reaches its containers without dmnc"
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,14 +536,19 @@ def _subnet_skip(network: NetworkInfo, subnet: Destination, config: PolicyConfig
     if _matches_exclude(network, subnet, config.exclude):
         return Skipped(network.name, subnet, SkipReason.EXCLUDED, fix="remove the matching --route-exclude")
     if never := never_rule(subnet, host):
-        rule, detail = never
-        return Skipped(network.name, subnet, rule, detail, _NO_OPTION)
+        return _never_skip(network, subnet, *never)
     if unreachable := _unreachable_in_vm(network, subnet, host):
         return unreachable
     if not is_private(subnet, config.allow):
         detail = "outside 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7 and the documentation ranges"
         return Skipped(network.name, subnet, SkipReason.NOT_PRIVATE, detail, f"allow it with --route-allow {subnet}")
     return None
+
+
+def _never_skip(network: NetworkInfo, subnet: Destination, rule: SkipReason, detail: str) -> Skipped:
+    if rule is SkipReason.HOST_NETWORK and network.driver in LAN_DRIVERS:
+        return Skipped(network.name, subnet, SkipReason.ON_HOST_LAN, detail, ON_HOST_LAN_FIX)
+    return Skipped(network.name, subnet, rule, detail, _NO_OPTION)
 
 
 def _unreachable_in_vm(network: NetworkInfo, subnet: Destination, host: HostState) -> Skipped | None:

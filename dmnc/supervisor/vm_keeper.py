@@ -33,7 +33,8 @@ from dmnc.supervisor.peer_subnets import VmPeerSubnets
 from dmnc.tunnel.datapath import Tunnel
 from dmnc.tunnel.udp import UdpEndpoint
 from dmnc.vm.errors import ForeignInterfaceError, VmSetupError
-from dmnc.vm.params import SetupParams
+from dmnc.vm.nftables import DockerNftables, unmarked_fix, unmarked_problem
+from dmnc.vm.params import DEFAULT_INTERFACE, SetupParams
 from dmnc.vm.result import DirectLink, SetupResult
 from dmnc.vm.runner import VmSetupRunner
 from dmnc.vm.shims import Shim
@@ -347,6 +348,13 @@ class VmKeeper:
         self._health.set_up(now)
         self._stale = trio.Event()
         self._report_failed_shims(result.shims_failed)
+        if result.docker_nftables is DockerNftables.UNMARKED:
+            announce(
+                self._events,
+                "vm.docker_nftables_unmarked",
+                f"{unmarked_problem()}; {unmarked_fix(DEFAULT_INTERFACE)}",
+                logging.WARNING,
+            )
         ipv4_only = "" if result.ipv6 else "; IPv4 only: the VM has IPv6 disabled"
         announce(
             self._events,

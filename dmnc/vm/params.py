@@ -115,6 +115,12 @@ def _check_shim(shim: Shim) -> None:
         raise SetupParamsError(f"shim parent {shim.parent!r} is itself a shim")
     if not shim.addresses or (not shim.probe and len(shim.addresses) != 1):
         raise SetupParamsError(f"shim {shim.link}: one reserved address, or one or more to probe")
+    if any(address.version != shim.route.version for address in shim.addresses):
+        raise SetupParamsError(f"shim {shim.link}: its addresses and its route are of different IP versions")
+    if shim.probe and shim.route.version == 6:
+        raise SetupParamsError(f"shim {shim.link}: IPv6 shim addresses are reserved, never probed")
+    if shim.probe and not shim.kind.probes:
+        raise SetupParamsError(f"shim {shim.link}: an {shim.kind.value} link cannot probe for an address (no ARP)")
 
 
 # MAX_DIRECT_HOSTS in dmnc/vm/setup.sh.

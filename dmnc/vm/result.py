@@ -9,6 +9,9 @@ Format (documented in dmnc/vm/setup.sh; one line, space-separated `key=value` fi
     dmnc-setup-result v1 nonce=HEX mode=kernel-ok kernel=RELEASE     (check mode: the kernel can make WireGuard links)
     dmnc-setup-result v1 nonce=HEX mode=foreign interface=NAME kernel=RELEASE   (NAME is another tool's: untouched)
 
+Setup results may end in ` shims-failed=LINK,...`; setup and check results in ` docker-nftables=marked|unmarked` when
+the VM's Docker runs its nftables firewall backend (DockerNftables).
+
 HEX is the nonce dmnc passed to this run (`--nonce`): a line carrying another, or none, is not this run's answer and
 is refused. MODE is kernel or userspace; IPv6 endpoints are written `[ADDR]:PORT`; `ipv6=off` means an IPv4-only
 tunnel.
@@ -24,6 +27,7 @@ import re
 from dataclasses import dataclass
 
 from dmnc.vm.errors import SetupParamsError, SetupResultError, SetupScriptError
+from dmnc.vm.nftables import DockerNftables
 from dmnc.vm.params import decode_public_key, is_host_name
 from dmnc.vm.shims import SHIM_LINK_PREFIX
 
@@ -47,6 +51,7 @@ SHIMS_FAILED_FIELD = "shims-failed"
 DIRECT_FIELD = "direct"
 # MAX_REPORTED_DIRECT in dmnc/vm/setup.sh.
 MAX_DIRECT_LINKS = 4
+DOCKER_NFTABLES_FIELD = "docker-nftables"
 
 HostPeerEndpoint = tuple[str, int]
 """(IP address, UDP port) of the host's WireGuard peer as the VM dials it: chip0's peer endpoint inside the VM, an
@@ -86,6 +91,8 @@ class SetupResult:
     free address, a clashing route. Reported, not fatal."""
     direct_links: tuple[DirectLink, ...] = ()
     """The links to the host's addresses (SetupParams.direct_hosts) that carry the direct path's rules in the VM."""
+    docker_nftables: DockerNftables | None = None
+    """None when the VM's Docker uses iptables (or the image has no `nft` to tell)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +100,8 @@ class KernelWireGuardMissing:
     """The VM kernel cannot create WireGuard interfaces: the userspace fallback container is needed."""
 
     kernel_release: str
+    docker_nftables: DockerNftables | None = None
+    """Check mode only: Docker's nftables backend, as in SetupResult."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +109,8 @@ class KernelWireGuardPresent:
     """Check mode: the VM kernel created (and the script deleted again) a WireGuard interface."""
 
     kernel_release: str
+    docker_nftables: DockerNftables | None = None
+    """Docker's nftables backend, as in SetupResult."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +139,13 @@ _FIELDS_BY_MODE: dict[str, frozenset[str]] = {
     "kernel-ok": frozenset({"mode", "kernel"}),
     "foreign": frozenset({"mode", "interface", "kernel"}),
 }
-# Fields a setup result carries only when there is something to say.
-_OPTIONAL_SETUP_FIELDS = frozenset({SHIMS_FAILED_FIELD, DIRECT_FIELD})
+# Fields a result carries only when there is something to say, by mode.
+_OPTIONAL_FIELDS_BY_MODE: dict[str, frozenset[str]] = {
+    "kernel": frozenset({SHIMS_FAILED_FIELD, DIRECT_FIELD, DOCKER_NFTABLES_FIELD}),
+    "userspace": frozenset({SHIMS_FAILED_FIELD, DIRECT_FIELD, DOCKER_NFTABLES_FIELD}),
+    "kernel-missing": frozenset({DOCKER_NFTABLES_FIELD}),
+    "kernel-ok": frozenset({DOCKER_NFTABLES_FIELD}),
+}
 
 
 def _parse_endpoint_untrusted(text: str) -> HostPeerEndpoint:
@@ -188,11 +204,11 @@ _SETUP_MODES = frozenset(mode.value for mode in VmMode)
 def _outcome_without_tunnel_untrusted(mode: str, fields: dict[str, str], kernel_release: str) -> ScriptOutcome:
     """The outcome of a mode that configured no tunnel (its fields already checked for presence)."""
     if mode == "kernel-missing":
-        return KernelWireGuardMissing(kernel_release)
+        return KernelWireGuardMissing(kernel_release, _parse_docker_nftables_untrusted(fields))
     if mode == "removed":
         return TeardownDone(kernel_release)
     if mode == "kernel-ok":
-        return KernelWireGuardPresent(kernel_release)
+        return KernelWireGuardPresent(kernel_release, _parse_docker_nftables_untrusted(fields))
     interface = fields["interface"]
     if not _INTERFACE_NAME.fullmatch(interface):
         raise SetupResultError(f"result interface name {interface[:40]!r} is malformed")
@@ -214,7 +230,7 @@ def parse_result_line_untrusted(line: str, *, nonce: str) -> ScriptOutcome:
     if mode not in _FIELDS_BY_MODE:
         raise SetupResultError(f"result mode {str(mode)[:40]!r} is unknown")
     expected = _FIELDS_BY_MODE[mode]
-    optional = _OPTIONAL_SETUP_FIELDS if mode in {VmMode.KERNEL.value, VmMode.USERSPACE.value} else frozenset()
+    optional = _OPTIONAL_FIELDS_BY_MODE.get(mode, frozenset())
     if fields.keys() - optional != expected:
         missing = sorted(expected - fields.keys())
         unexpected = sorted(fields.keys() - expected - optional)
@@ -243,7 +259,18 @@ def parse_result_line_untrusted(line: str, *, nonce: str) -> ScriptOutcome:
         ipv6=ipv6,
         shims_failed=_parse_shim_links_untrusted(fields.get(SHIMS_FAILED_FIELD)),
         direct_links=parse_direct_links_untrusted(fields.get(DIRECT_FIELD)),
+        docker_nftables=_parse_docker_nftables_untrusted(fields),
     )
+
+
+def _parse_docker_nftables_untrusted(fields: dict[str, str]) -> DockerNftables | None:
+    text = fields.get(DOCKER_NFTABLES_FIELD)
+    if text is None:
+        return None
+    try:
+        return DockerNftables(text)
+    except ValueError:
+        raise SetupResultError(f"result field {DOCKER_NFTABLES_FIELD} {text[:20]!r}: not marked or unmarked") from None
 
 
 def _parse_shim_links_untrusted(text: str | None) -> tuple[str, ...]:

@@ -32,6 +32,7 @@
 #   --allow-inbound PORT/PROTO   repeatable, PROTO tcp or udp: a host port containers may open connections to
 #                                through the tunnel. Towards the host only replies of its own flows pass otherwise.
 #   --shim LINK,KIND,PARENT,ROUTE,reserved|probe,ADDR[,ADDR...]
+#                                KIND macvlan, ipvlan (L2), ipvlan-l3 or ipvlan-l3s (those two reserved only);
 #                                repeatable: a macvlan/ipvlan shim (see "Shims" below); every setup run deletes every
 #                                dmncm* link and creates exactly these. Teardown deletes them all.
 #   --direct-host ADDR           repeatable: one of the host's own addresses (not its tunnel address). Where the VM
@@ -46,6 +47,8 @@
 #   (either line may end in ` shims-failed=LINK,...`: the --shim links that could not be made, e.g. parent down,
 #   and in ` direct=IF/VMADDR/HOSTADDR,...`: the links to --direct-host addresses that now carry the direct path's
 #   rules, each with the VM's interface, its address there and the host's)
+#   (setup, userspace and check results may end in ` docker-nftables=marked|unmarked`: Docker runs its nftables
+#   firewall backend; see "Docker's nftables firewall backend" below)
 #   dmnc-setup-result v1 nonce=HEX mode=kernel-missing kernel=RELEASE
 #   dmnc-setup-result v1 nonce=HEX mode=removed kernel=RELEASE
 #   dmnc-setup-result v1 nonce=HEX mode=kernel-ok kernel=RELEASE
@@ -78,6 +81,12 @@ MAX_REPORTED_SHIMS=40
 OWNER_ALIAS='dmnc'
 # Bounds every delete loop in teardown: a rule that survives this many deletes means iptables is misbehaving.
 MAX_RULE_COPIES=100
+# Docker's nftables firewall backend (Docker Engine 29, `firewall-backend: nftables`) keeps its rules in the tables
+# `ip docker-bridges` and `ip6 docker-bridges`, and accepts packets carrying the daemon's `bridge-accept-fwmark` with
+# a rule commented "ALLOW FW MARK" (Docker docs, "Docker with nftables"; moby's nftabler). dmnc's own table:
+DOCKER_NFT_TABLE='docker-bridges'
+DOCKER_ACCEPT_MARK_COMMENT='ALLOW FW MARK'
+NFT_TABLE='dmnc'
 
 die() {
     printf 'dmnc-setup: error: %s\n' "$(one_line "$*")" >&2
@@ -221,10 +230,11 @@ check_allow_inbound() {
     done
 }
 
-# ip_words_ok TEXT: only digits, dots and slashes, so an address or route from --shim is never an option.
+# ip_words_ok TEXT: only hex digits, dots, colons and slashes, not starting with a dot or slash, so an address or
+# route from --shim is never an option (an IPv6 one may start with `::`).
 ip_words_ok() {
     case $1 in
-        '' | *[!0-9./]* | [./]*) return 1 ;;
+        '' | *[!0-9A-Fa-f.:/]* | [./]*) return 1 ;;
     esac
     return 0
 }
@@ -244,7 +254,11 @@ check_shims() {
         done
         case $sh_kind/$sh_how in
             macvlan/reserved | macvlan/probe | ipvlan/reserved | ipvlan/probe) ;;
-            *) usage_error "invalid --shim '$shim': expected macvlan|ipvlan and reserved|probe" ;;
+            ipvlan-l3/reserved | ipvlan-l3s/reserved) ;;
+            *)
+                usage_error "invalid --shim '$shim': expected macvlan|ipvlan and reserved|probe," \
+                    "or ipvlan-l3|ipvlan-l3s and reserved"
+                ;;
         esac
         ip_words_ok "$sh_route" || usage_error "invalid --shim '$shim': bad route '$sh_route'"
         [ -n "$sh_addresses" ] || usage_error "invalid --shim '$shim': no address"
@@ -668,8 +682,9 @@ apply_all_rules() {
 
 print_result() {
     public_key=$(wg show "$IFACE" public-key 2>/dev/null) || die "cannot read the public key of $IFACE"
-    printf '%s mode=%s public-key=%s endpoint=%s endpoint-name=%s ipv6=%s kernel=%s%s\n' "$RESULT_PREFIX" "$1" \
-        "$public_key" "$WG_ENDPOINT" "$ENDPOINT_NAME" "$TUNNEL6" "$KERNEL_RELEASE" "$(shims_result_field)$(direct_result_field)"
+    printf '%s mode=%s public-key=%s endpoint=%s endpoint-name=%s ipv6=%s kernel=%s%s%s%s\n' "$RESULT_PREFIX" "$1" \
+        "$public_key" "$WG_ENDPOINT" "$ENDPOINT_NAME" "$TUNNEL6" "$KERNEL_RELEASE" "$(shims_result_field)" \
+        "$(direct_result_field)" "$(docker_nft_result_field)"
 }
 
 run_setup() {
@@ -708,6 +723,7 @@ run_setup() {
     apply_all_rules
     apply_shims
     apply_direct
+    apply_nft_table
     print_result kernel
 }
 
@@ -747,6 +763,7 @@ run_userspace() {
     apply_all_rules
     apply_shims
     apply_direct
+    apply_nft_table
     print_result userspace
     wait "$wg_pid"
     wg_status=$?
@@ -761,6 +778,7 @@ run_teardown() {
         must "deleting $IFACE" ip link del dev "$IFACE"
     fi
     remove_shim_links
+    remove_nft_table
     if [ "$IPTABLES_CHOICE" = auto ]; then
         backends='nft legacy'
     else
@@ -792,9 +810,10 @@ teardown_family() {
 # Shims: reaching macvlan and ipvlan (L2) containers (dmnc/vm/shims.py decides which, and their addresses)
 #
 # The VM cannot talk to its own macvlan children through their parent (Docker docs, "Macvlan network driver"). A
-# shim is one more link of the same kind on the same parent (macvlan in bridge mode, ipvlan in l2 mode, ip-link(8)),
-# holding a /32 Docker never hands out, with a route to the containers' range through it. Tunnel traffic is
-# forwarded onto it and masqueraded to the shim's address (apply_rules' MASQUERADE), so the containers answer it.
+# shim is one more link of the same kind on the same parent (macvlan in bridge mode, ipvlan in the network's own
+# mode, ip-link(8)), holding a /32 Docker never hands out, with a route to the containers' range through it. Tunnel
+# traffic is forwarded onto it and masqueraded to the shim's address (apply_rules' MASQUERADE), so the containers
+# answer it.
 
 # remove_shim_links: deletes every link named $SHIM_PREFIX*, whatever run made it; their addresses and routes go
 # with them.
@@ -846,6 +865,23 @@ shims_result_field() {
 
 # create_shim: makes the shim split_shim described; on failure prints why (one line) and returns 1.
 create_shim() {
+    case $sh_route in
+        *:*)
+            # Without the tunnel's IPv6 half nothing would use it, and from_shim_rules guard only the tunnel's families.
+            if [ "${TUNNEL6:-off}" != on ]; then
+                echo "an IPv6 shim needs the tunnel's IPv6 addresses (the tunnel carries IPv4 only)"
+                return 1
+            fi
+            # Docker turns IPv6 forwarding on with its first IPv6 bridge network, never for macvlan/ipvlan ones; dmnc
+            # leaves it alone (with forwarding on, the VM's own interfaces stop accepting router advertisements).
+            cs_forwarding=0
+            read -r cs_forwarding 2>/dev/null </proc/sys/net/ipv6/conf/all/forwarding
+            if [ "$cs_forwarding" != 1 ]; then
+                echo "IPv6 forwarding is off in the VM (net.ipv6.conf.all.forwarding=0): nothing could pass the shim"
+                return 1
+            fi
+            ;;
+    esac
     cs_state=$(ip -o link show dev "$sh_parent" 2>/dev/null) || {
         echo "parent interface $sh_parent is missing"
         return 1
@@ -859,11 +895,14 @@ create_shim() {
             return 1
             ;;
     esac
-    if [ "$sh_kind" = macvlan ]; then
-        cs_err=$(ip link add "$sh_link" link "$sh_parent" type macvlan mode bridge 2>&1)
-    else
-        cs_err=$(ip link add "$sh_link" link "$sh_parent" type ipvlan mode l2 2>&1)
-    fi || {
+    # An ipvlan shim takes the network's own mode: the mode belongs to the parent's whole ipvlan port, and a shim of
+    # another mode would switch the containers' links too (ipvlan_set_port_mode in the kernel's ipvlan driver).
+    case $sh_kind in
+        macvlan) cs_err=$(ip link add "$sh_link" link "$sh_parent" type macvlan mode bridge 2>&1) ;;
+        ipvlan) cs_err=$(ip link add "$sh_link" link "$sh_parent" type ipvlan mode l2 2>&1) ;;
+        ipvlan-l3) cs_err=$(ip link add "$sh_link" link "$sh_parent" type ipvlan mode l3 2>&1) ;;
+        ipvlan-l3s) cs_err=$(ip link add "$sh_link" link "$sh_parent" type ipvlan mode l3s 2>&1) ;;
+    esac || {
         echo "ip link add: $cs_err"
         return 1
     }
@@ -886,8 +925,13 @@ create_shim() {
         echo "every candidate address answered an ARP probe ($sh_addresses): reserve one with --aux-address dmnc=IP"
         return 1
     fi
-    cs_err=$(ip addr add "$cs_address/32" dev "$sh_link" 2>&1) || {
-        echo "ip addr add $cs_address/32: $cs_err"
+    # A host address: /32, or /128 for an IPv6 reservation, added without duplicate address detection (nodad,
+    # ip-address(8)): Docker keeps the reservation out of its allocator, and DAD would hold the address back.
+    case $cs_address in
+        *:*) cs_err=$(ip -6 addr add "$cs_address/128" dev "$sh_link" nodad 2>&1) ;;
+        *) cs_err=$(ip addr add "$cs_address/32" dev "$sh_link" 2>&1) ;;
+    esac || {
+        echo "ip addr add $cs_address: $cs_err"
         return 1
     }
     cs_err=$(ip route add "$sh_route" dev "$sh_link" src "$cs_address" 2>&1) || {
@@ -908,18 +952,24 @@ address_is_free() {
 # via DOCKER-USER). `+` matches every link name with the prefix (iptables(8), -i).
 from_shim_rules() {
     fs_action=$1 fs_tool=$2
-    # Shims are IPv4 only (dmnc/vm/shims.py); without any, none of these rules is wanted.
-    case $fs_tool in
-        ip6tables*) fs_action=remove_rule ;;
-    esac
+    # Without any shim none of these rules is wanted (both families: a shim may carry IPv6).
     [ -n "$SHIMS" ] || fs_action=remove_rule
     if [ "$fs_action" = ensure_rule ]; then
         if ! "$fs_tool" -w -t filter -S "$FROM_SHIM_CHAIN" >/dev/null 2>&1; then
             must "$fs_tool -t filter -N $FROM_SHIM_CHAIN" "$fs_tool" -w -t filter -N "$FROM_SHIM_CHAIN"
         fi
-        # Each goes in at the top: the DROP first, so the accept ends up above it.
+        # Each goes in at the top: the DROP first, so the accepts end up above it.
         ensure_rule "$fs_tool" filter "$FROM_SHIM_CHAIN" -j DROP
         ensure_rule "$fs_tool" filter "$FROM_SHIM_CHAIN" -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+        case $fs_tool in
+            ip6tables*)
+                # IPv6 finds its neighbours with ICMPv6 (RFC 4861 section 4.3, 4.4), which conntrack does not track
+                # as part of a flow: IPv4's ARP never meets iptables, these would meet the DROP.
+                for fs_type in neighbour-solicitation neighbour-advertisement; do
+                    ensure_rule "$fs_tool" filter "$FROM_SHIM_CHAIN" -p ipv6-icmp --icmpv6-type "$fs_type" -j ACCEPT
+                done
+                ;;
+        esac
     fi
     "$fs_action" "$fs_tool" filter INPUT -i "$SHIM_PREFIX+" -j "$FROM_SHIM_CHAIN"
     "$fs_action" "$fs_tool" filter DOCKER-USER -i "$SHIM_PREFIX+" -j "$FROM_SHIM_CHAIN"
@@ -1051,6 +1101,125 @@ direct_result_field() {
     printf ' direct=%s' "${df_list#,}"
 }
 
+# ---------------------------------------------------------------------------------------------------------------
+# Docker's nftables firewall backend (Docker Engine 29, `firewall-backend: nftables`)
+#
+# Docker then drops forwarded packets in base chains of its own tables, and an accept elsewhere does not help: in
+# nftables an accept ends only its own base chain, the packet still meets every other one (Docker docs, "Docker with
+# nftables", migrating DOCKER-USER). What does help is a firewall mark the daemon was told to accept
+# (`bridge-accept-fwmark`), set before Docker's chains see the packet. So dmnc keeps a table of its own, `inet dmnc`:
+# it marks what arrives on the tunnel with that mark (when the daemon has one), and carries the one-way rules
+# (to_host_rules, from_shim_rules), whose DOCKER-USER jumps no longer run. Without the mark, status and doctor name
+# the daemon setting.
+
+# docker_nft_state: DOCKER_NFT becomes none (no Docker nftables table, or no `nft` here), marked (the daemon accepts
+# a mark: NFT_MARK_VALUE, NFT_MARK_KEEP = the bits outside its mask) or unmarked.
+docker_nft_state() {
+    DOCKER_NFT=none NFT_MARK_VALUE='' NFT_MARK_KEEP=''
+    command -v nft >/dev/null 2>&1 || return 0
+    dn_rules=''
+    for dn_family in ip ip6; do
+        dn_table=$(nft list table "$dn_family" "$DOCKER_NFT_TABLE" 2>/dev/null) || continue
+        DOCKER_NFT=unmarked
+        dn_rules="$dn_rules
+$dn_table"
+    done
+    [ "$DOCKER_NFT" = unmarked ] || return 0
+    dn_ifs=$IFS
+    IFS='
+'
+    set -f
+    for dn_line in $dn_rules; do
+        case $dn_line in
+            *"comment \"$DOCKER_ACCEPT_MARK_COMMENT\""*) parse_accept_mark "$dn_line" && break ;;
+        esac
+    done
+    set +f
+    IFS=$dn_ifs
+    return 0
+}
+
+# parse_accept_mark LINE: Docker's accept rule as `nft list` prints it, `meta mark 0xVALUE ...` or
+# `meta mark & 0xMASK == 0xVALUE ...`; sets DOCKER_NFT=marked and the mark, or returns 1.
+parse_accept_mark() {
+    IFS=' 	'
+    # shellcheck disable=SC2086 # splitting the rule into words is the point (globbing is off)
+    set -- $1
+    [ "$#" -ge 3 ] && [ "$1" = meta ] && [ "$2" = mark ] || return 1
+    if [ "$3" = '&' ] && [ "$#" -ge 6 ] && [ "$5" = '==' ]; then
+        pa_mask=$4 pa_value=$6
+    else
+        pa_mask=0xffffffff pa_value=$3
+    fi
+    is_mark "$pa_mask" && is_mark "$pa_value" || return 1
+    NFT_MARK_VALUE=$pa_value
+    NFT_MARK_KEEP=$(printf '0x%08x' $((~pa_mask & 0xffffffff)))
+    DOCKER_NFT=marked
+}
+
+# is_mark TEXT: a 32-bit mark as nft prints it, 0x and 1-8 hex digits; nothing else reaches nft's input.
+is_mark() {
+    case $1 in
+        0x*) ;;
+        *) return 1 ;;
+    esac
+    case ${1#0x} in
+        '' | *[!0-9a-f]*) return 1 ;;
+    esac
+    [ "${#1}" -le 10 ]
+}
+
+docker_nft_result_field() {
+    case ${DOCKER_NFT:-none} in
+        marked | unmarked) printf ' docker-nftables=%s' "$DOCKER_NFT" ;;
+    esac
+}
+
+# apply_nft_table: (re)writes `inet dmnc` in one nft transaction (`nft -f`: the old table goes and the new one comes
+# at once, so there is no moment without the one-way rules), or removes it when Docker uses iptables.
+apply_nft_table() {
+    docker_nft_state
+    if [ "$DOCKER_NFT" = none ]; then
+        remove_nft_table
+        return 0
+    fi
+    if [ "$DOCKER_NFT" = unmarked ]; then
+        note "Docker uses its nftables firewall without bridge-accept-fwmark: its rules drop the tunnel's packets" \
+            "to containers on bridge networks (dmnc doctor names the daemon setting)"
+    fi
+    # shellcheck disable=SC2016 # $1 belongs to the inner shell
+    must "nft -f (table inet $NFT_TABLE)" sh -c 'printf "%s\n" "$1" | nft -f -' load-table "$(nft_table_text)"
+}
+
+# nft_table_text: dmnc's table. The mark goes on in prerouting at priority mangle, before Docker's forward chains
+# look for it; the one-way rules run in forward at priority filter - 1, before Docker's own forward chain (nft(8),
+# CHAINS: the standard priority names). Docker's raw-PREROUTING drops (direct access to containers with published
+# ports) run at priority raw and ignore marks: only the network option trusted_host_interfaces lifts those (doctor).
+# Interface names, ports and the mark were checked above: no other text gets into nft's input.
+nft_table_text() {
+    printf 'table inet %s\ndelete table inet %s\ntable inet %s {\n' "$NFT_TABLE" "$NFT_TABLE" "$NFT_TABLE"
+    printf '  chain prerouting {\n    type filter hook prerouting priority mangle; policy accept;\n'
+    if [ "$DOCKER_NFT" = marked ]; then
+        printf '    iifname "%s" meta mark set meta mark & %s | %s\n' "$IFACE" "$NFT_MARK_KEEP" "$NFT_MARK_VALUE"
+    fi
+    printf '  }\n  chain forward {\n    type filter hook forward priority filter - 1; policy accept;\n'
+    printf '    oifname "%s" ct state established,related accept\n' "$IFACE"
+    for inbound in $ALLOW_INBOUND; do
+        printf '    oifname "%s" %s dport %s ct state new accept\n' "$IFACE" "${inbound#*/}" "${inbound%/*}"
+    done
+    printf '    oifname "%s" drop\n' "$IFACE"
+    printf '    iifname "%s*" ct state established,related accept\n' "$SHIM_PREFIX"
+    printf '    iifname "%s*" drop\n' "$SHIM_PREFIX"
+    printf '  }\n}\n'
+}
+
+# remove_nft_table: deletes `inet dmnc` when it exists.
+remove_nft_table() {
+    command -v nft >/dev/null 2>&1 || return 0
+    nft list table inet "$NFT_TABLE" >/dev/null 2>&1 || return 0
+    must "nft delete table inet $NFT_TABLE" nft delete table inet "$NFT_TABLE"
+}
+
 # The temporary link's name carries this shell's PID: two checks at once in one VM do not collide, and it can never
 # be chip0. `ip link add` failing for any reason but permissions means no kernel WireGuard, as in run_setup.
 run_check() {
@@ -1061,11 +1230,13 @@ run_check() {
             *'not permitted'*) die "creating a test WireGuard link: $add_err (the container needs NET_ADMIN)" ;;
         esac
         note "no kernel WireGuard in this VM ($add_err)"
-        printf '%s mode=kernel-missing kernel=%s\n' "$RESULT_PREFIX" "$KERNEL_RELEASE"
+        docker_nft_state
+        printf '%s mode=kernel-missing kernel=%s%s\n' "$RESULT_PREFIX" "$KERNEL_RELEASE" "$(docker_nft_result_field)"
         exit 0
     }
     must "deleting the test link $check_iface" ip link del dev "$check_iface"
-    printf '%s mode=kernel-ok kernel=%s\n' "$RESULT_PREFIX" "$KERNEL_RELEASE"
+    docker_nft_state
+    printf '%s mode=kernel-ok kernel=%s%s\n' "$RESULT_PREFIX" "$KERNEL_RELEASE" "$(docker_nft_result_field)"
 }
 
 case $MODE in

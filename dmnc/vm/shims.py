@@ -4,10 +4,11 @@ A Linux host cannot talk to its own macvlan children through their parent (Docke
 "the Docker host cannot communicate with the containers"; the kernel's macvlan driver forwards frames between a
 parent and its children only in the children's bridge mode, never from the parent itself). The same holds inside the
 Docker VM. The way round is one more macvlan link on the same parent in bridge mode, the shim, holding a /32 address
-Docker never hands out, with a route to the range the containers get through it. For ipvlan in L2 mode an ipvlan
-link does the same; ipvlan L3 children are routed by the parent's namespace itself (kernel
-Documentation/networking/ipvlan.rst) but Docker's docs say the default namespace cannot reach them either, so L3
-networks get no shim and say so.
+Docker never hands out, with a route to the range the containers get through it. For ipvlan an ipvlan link in the
+network's own mode does the same: the mode belongs to the parent's whole ipvlan port (the kernel's ipvlan driver,
+ipvlan_set_port_mode, switches every link of the port), and in L3 and L3S modes one ipvlan link reaches another by
+address within the port (Documentation/networking/ipvlan.rst), which the VM's default namespace cannot do without a
+link of its own (Docker docs, "IPvlan network driver"). L3 links answer no ARP, so an L3 shim needs a reservation.
 
 The shim's address is never guessed:
 - the network's `--aux-address` named `dmnc` or `host` (Docker keeps reserved names out of its allocator);
@@ -16,8 +17,9 @@ The shim's address is never guessed:
   (RFC 5227 section 2.1.1) on the shim link shows it free;
 - else no shim: the last address of a subnet is often a LAN router, or Docker Desktop's host.docker.internal, so
   dmnc will not pick one; `NoShim.fix` says how to reserve one.
-The route is the containers' range, not the subnet, so the VM's own traffic to that LAN and its gateway stays on
-the parent; only with an aux-address and no range is the subnet routed.
+An IPv6 pool gets a shim of its own (a link per pool) from its own reservation only: a duplicate-address probe would
+be NDP's, not ARP's. The route is the containers' range, not the subnet, so the VM's own traffic to that LAN and
+its gateway stays on the parent; only with an aux-address and no range is the subnet routed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import enum
 import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import overload
 
 from dmnc.docker.models import IpamConfig, Network
 from dmnc.routes.policy import NetworkInfo
@@ -52,10 +55,21 @@ WHY_NOT_PICKED = (
 
 
 class ShimKind(enum.Enum):
-    """The link type of a shim: the same driver as the network's containers."""
+    """The link type of a shim: the same driver (and ipvlan mode) as the network's containers."""
 
     MACVLAN = "macvlan"
     IPVLAN = "ipvlan"
+    """ipvlan in L2 mode."""
+    IPVLAN_L3 = "ipvlan-l3"
+    IPVLAN_L3S = "ipvlan-l3s"
+
+    @property
+    def probes(self) -> bool:
+        """Whether an ARP probe can find a free address on such a link (L3 ipvlan links do no ARP)."""
+        return self in {ShimKind.MACVLAN, ShimKind.IPVLAN}
+
+
+_IPVLAN_KINDS = {IPVLAN_L2: ShimKind.IPVLAN, "l3": ShimKind.IPVLAN_L3, "l3s": ShimKind.IPVLAN_L3S}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +81,8 @@ class Shim:
     link: str
     kind: ShimKind
     parent: str
-    addresses: tuple[ipaddress.IPv4Address, ...]
-    route: ipaddress.IPv4Network
+    addresses: tuple[ipaddress.IPv4Address, ...] | tuple[ipaddress.IPv6Address, ...]
+    route: ipaddress.IPv4Network | ipaddress.IPv6Network
     probe: bool
 
 
@@ -95,11 +109,11 @@ class ShimPlan:
 
 
 def shim_kind(network: Network) -> ShimKind | None:
-    """The shim a network's containers need, None for every other driver."""
+    """The shim a network's containers need, None for every other driver and for an unknown ipvlan mode."""
     if network.driver == ShimKind.MACVLAN.value:
         return ShimKind.MACVLAN
     if network.driver == ShimKind.IPVLAN.value:
-        return ShimKind.IPVLAN
+        return _IPVLAN_KINDS.get(network.options.get(IPVLAN_MODE_OPTION, IPVLAN_L2).lower())
     return None
 
 
@@ -128,17 +142,18 @@ def route_info(network: Network) -> NetworkInfo:
 
 
 def _network_shims(network: Network) -> Iterator[Shim | NoShim]:
-    kind = shim_kind(network)
-    if kind is None or network.scope != "local":
+    if network.scope != "local":
         return
-    mode = network.options.get(IPVLAN_MODE_OPTION, IPVLAN_L2).lower()
-    if kind is ShimKind.IPVLAN and mode != IPVLAN_L2:
-        yield NoShim(
-            network.name,
-            None,
-            f"ipvlan {mode} network: its containers are not reachable from the VM's own namespace",
-            "use ipvlan_mode=l2 or macvlan to reach them through dmnc",
-        )
+    kind = shim_kind(network)
+    if kind is None:
+        if network.driver == ShimKind.IPVLAN.value:
+            mode = network.options.get(IPVLAN_MODE_OPTION, "")
+            yield NoShim(
+                network.name,
+                None,
+                f"ipvlan network of the unknown mode {mode[:20]!r}: dmnc makes shims for l2, l3 and l3s",
+                "use ipvlan_mode=l2, l3 or l3s, or macvlan, to reach it through dmnc",
+            )
         return
     if not network.parent:
         yield NoShim(
@@ -151,20 +166,41 @@ def _network_shims(network: Network) -> Iterator[Shim | NoShim]:
     for index, config in enumerate(network.ipam_configs[:_MAX_POOLS]):
         subnet = config.subnet
         if isinstance(subnet, ipaddress.IPv6Network):
-            yield NoShim(network.name, subnet, "IPv6 macvlan/ipvlan subnets get no shim yet", "reach it over IPv4")
+            yield _pool_shim6(network, kind, index, subnet, config)
         elif subnet is not None:
             yield _pool_shim(network, kind, index, subnet, config)
+
+
+def _pool_shim6(
+    network: Network, kind: ShimKind, index: int, subnet: ipaddress.IPv6Network, config: IpamConfig
+) -> Shim | NoShim:
+    """An IPv6 pool's shim: from a reservation only (a duplicate-address probe would be NDP's, RFC 4862 section 5.4,
+    which the setup image has no tool for)."""
+    reserved = reservation(config.aux_addresses, subnet)
+    if reserved is None:
+        why = "no IPv6 address reserved for dmnc's shim (dmnc probes for IPv4 addresses only)"
+        return NoShim(network.name, subnet, why, RESERVE_HINT)
+    ip_range = config.ip_range if isinstance(config.ip_range, ipaddress.IPv6Network) else None
+    route = subnet if ip_range is None else ip_range
+    return Shim(network.name, _link_name(network, index), kind, network.parent, (reserved,), route, probe=False)
+
+
+def _link_name(network: Network, index: int) -> str:
+    return f"{SHIM_LINK_PREFIX}{network.id[:_ID_DIGITS]}{index}"
 
 
 def _pool_shim(
     network: Network, kind: ShimKind, index: int, subnet: ipaddress.IPv4Network, config: IpamConfig
 ) -> Shim | NoShim:
-    link = f"{SHIM_LINK_PREFIX}{network.id[:_ID_DIGITS]}{index}"
+    link = _link_name(network, index)
     ip_range = config.ip_range if isinstance(config.ip_range, ipaddress.IPv4Network) else None
     reserved = reservation(config.aux_addresses, subnet)
     if reserved is not None:
         route = subnet if ip_range is None else ip_range
         return Shim(network.name, link, kind, network.parent, (reserved,), route, probe=False)
+    if not kind.probes:
+        why = f"no address reserved for dmnc's shim (an {kind.value} link answers no ARP probe)"
+        return NoShim(network.name, subnet, why, RESERVE_HINT)
     if ip_range is None:
         return NoShim(network.name, subnet, "no address reserved for dmnc's shim", f"{RESERVE_HINT}; {WHY_NOT_PICKED}")
     candidates = probe_candidates(subnet, ip_range, config)
@@ -173,13 +209,26 @@ def _pool_shim(
     return Shim(network.name, link, kind, network.parent, candidates, ip_range, probe=True)
 
 
+@overload
 def reservation(
     aux_addresses: Mapping[str, ipaddress.IPv4Address | ipaddress.IPv6Address], subnet: ipaddress.IPv4Network
-) -> ipaddress.IPv4Address | None:
-    """The `dmnc` (else `host`) aux-address, when it is an IPv4 address inside `subnet`."""
+) -> ipaddress.IPv4Address | None: ...
+
+
+@overload
+def reservation(
+    aux_addresses: Mapping[str, ipaddress.IPv4Address | ipaddress.IPv6Address], subnet: ipaddress.IPv6Network
+) -> ipaddress.IPv6Address | None: ...
+
+
+def reservation(
+    aux_addresses: Mapping[str, ipaddress.IPv4Address | ipaddress.IPv6Address],
+    subnet: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The `dmnc` (else `host`) aux-address, when it lies inside `subnet` (so of its IP version)."""
     for name in RESERVATION_NAMES:
         address = aux_addresses.get(name)
-        if isinstance(address, ipaddress.IPv4Address) and address in subnet:
+        if address is not None and address.version == subnet.version and address in subnet:
             return address
     return None
 

@@ -15,14 +15,13 @@ For the filter's own cost per packet, without a loaded machine's noise: tests/be
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import statistics
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from tests.bench.bench_tunnel import iperf, iperf_server, ping_rtts, rounds_arguments
+from tests.bench.bench_tunnel import iperf, iperf_server, ping_rtts, rounds_arguments, write_round_samples
 from tests.integration.tunnel.peers import DMNC_ADDRESS, WGGO_ADDRESS, dmnc_and_wireguard_go, dmnc_command
 from tests.lab.netns import Netns, wait_for_ping
 
@@ -106,19 +105,8 @@ def main() -> int:
                     for name, value in measure(setup.host, setup.vm, args.seconds).items():
                         setup.samples[name].append(value)
             print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
-    args.json.write_text(
-        json.dumps(
-            {
-                "seconds": args.seconds,
-                "rounds": args.rounds,
-                "cpus": os.cpu_count(),
-                "load_average_at_end": os.getloadavg(),
-                "samples": {setup.name: setup.samples for setup in (off, on)},
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    samples = {setup.name: setup.samples for setup in (off, on)}
+    write_round_samples(args.json, seconds=args.seconds, rounds=args.rounds, samples=samples)
     print(f"{'':22} {'off':>10} {'on':>10} {'on/off':>7} {'cost':>9}   (goal: cost <= {100 * GOAL:.0f} %)")
     for name in HIGHER_IS_BETTER:
         print(ratio_line(name, off.samples[name], on.samples[name]))

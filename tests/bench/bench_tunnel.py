@@ -224,6 +224,18 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def write_round_samples(path: Path, *, seconds: int, rounds: int, samples: dict[str, dict[str, list[float]]]) -> None:
+    """An interleaved-rounds benchmark's raw samples (by setup, then metric) as JSON, with the machine's load."""
+    report = {
+        "seconds": seconds,
+        "rounds": rounds,
+        "cpus": os.cpu_count(),
+        "load_average_at_end": os.getloadavg(),
+        "samples": samples,
+    }
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def rounds_arguments(description: str, *, seconds: int, rounds: int, json_name: str) -> argparse.Namespace:
     """The command line of an interleaved-rounds lab benchmark: --seconds, --rounds, --json."""
     parser = argparse.ArgumentParser(description=description)

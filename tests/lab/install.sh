@@ -11,6 +11,8 @@ packages=(
     systemd libxml2-utils ruby
     # VM-side tests (tests/integration/vm): HTTP checks from the host namespace, lint of dmnc/vm/setup.sh
     curl shellcheck
+    # Docker 29's nftables firewall backend, emulated in the lab's VM namespace (tests/integration/service)
+    nftables
     # DNS lab test (tests/integration/service/test_dns.py): dig; bench (tests/bench/bench_dns.py): dnsmasq as reference
     dnsutils dnsmasq-base
 )

@@ -255,8 +255,9 @@ GUEST_FILES = Path(__file__).with_name("guest")
 BOOT_MODULES = ("virtio_pci", "virtio_net", "wireguard")
 # Kernel module directories shipped whole: iptables (legacy and nft) and conntrack/NAT for the VM-side script.
 ON_DEMAND_MODULE_DIRECTORIES = ("kernel/net/netfilter", "kernel/net/ipv4/netfilter", "kernel/net/ipv6/netfilter")
-# tun for wireguard-go; veth and bridge for a network namespace behind a bridge standing in for a container.
-ON_DEMAND_MODULES = ("tun", "veth", "bridge")
+# tun for wireguard-go; veth and bridge for a network namespace behind a bridge standing in for a container; ipvlan
+# for ipvlan networks and their shims (this lab host's kernel has no ipvlan module).
+ON_DEMAND_MODULES = ("tun", "veth", "bridge", "ipvlan")
 # Debian's default `iptables` alternative is the nft flavour (update-alternatives in the iptables package).
 XTABLES_DEFAULT_FLAVOUR = "nft"
 XTABLES_PLUGIN_DIRECTORY = Path("/usr/lib/x86_64-linux-gnu/xtables")

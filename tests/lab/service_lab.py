@@ -50,6 +50,7 @@ from typing import Any
 import httpx
 import pytest
 
+from dmnc.vm.shims import SHIM_LINK_PREFIX
 from tests.conftest import dmnc_command, require_root, require_tools
 from tests.lab.dockerd import (
     BUSYBOX_REFERENCE,
@@ -73,12 +74,14 @@ EXIT_TIMEOUT_S = 10.0
 ENGINE_TIMEOUT_S = 30.0
 # The firewall rule dumps vm_leftovers reads in the VM (both iptables flavours, both families).
 VM_RULE_SAVERS = ("iptables-nft-save", "iptables-legacy-save", "ip6tables-nft-save", "ip6tables-legacy-save")
-# What names dmnc's rules in the VM: its interface, the host's tunnel addresses, its own chains.
-VM_RULE_MARKERS = ("chip0", "10.33.33.1", "fd33:33:33::1", "DMNC-TO-HOST", "DMNC-DIRECT")
+# What names dmnc's rules in the VM: its interface, the host's tunnel addresses, its own chains (DMNC-*), its shims.
+VM_RULE_MARKERS = ("chip0", "10.33.33.1", "fd33:33:33::1", "DMNC-", SHIM_LINK_PREFIX)
+# The nftables table setup.sh keeps when the VM's Docker uses its nftables firewall backend (`inet dmnc`).
+VM_NFT_TABLE = "dmnc"
 # Longer than removals in flight take; a lab still different after it is rebuilt (seconds), never a test failure.
 RESET_TIMEOUT_S = 5.0
 # What the lab and the tests run on it need on the host (tests/lab/install.sh installs them).
-LAB_TOOLS = ("ip", "dockerd", "wireguard-go", "wg", "iptables", "curl", "ldd", "busybox", "nc", "ss")
+LAB_TOOLS = ("ip", "dockerd", "wireguard-go", "wg", "iptables", "nft", "curl", "ldd", "busybox", "nc", "ss")
 HOST_NETNS_PREFIX = "dmsvc"
 
 
@@ -501,19 +504,21 @@ def status_json(lab: ServiceLab) -> dict[str, Any]:
 
 
 def vm_leftovers(lab: ServiceLab) -> list[str]:
-    """Everything of dmnc's still in the VM: chip0, rules naming it or the host tunnel address, the fallback."""
+    """Everything of dmnc's still in the VM: chip0, macvlan/ipvlan shim links, rules naming them or the host tunnel
+    address, dmnc's nftables table, the fallback."""
     found = []
     if lab.vm.run(["ip", "link", "show", "chip0"], check=False).returncode == 0:
         found.append("interface chip0")
+    links = lab.vm.run(["ip", "-o", "link", "show"]).stdout.splitlines()
+    found.extend(f"shim link {line.split(':')[1].strip()}" for line in links if f": {SHIM_LINK_PREFIX}" in line)
+    tables = lab.vm.run(["nft", "list", "tables"], check=False).stdout.splitlines()
+    found.extend(f"nftables {line}" for line in tables if line.split()[-1:] == [VM_NFT_TABLE])
     for save in VM_RULE_SAVERS:
         result = lab.vm.run([save], check=False)
         found.extend(
             f"{save}: {line}"
             for line in result.stdout.splitlines()
-            if line.startswith("-A ")
-            and any(
-                marker in line for marker in ("chip0", "10.33.33.1", "fd33:33:33::1", "DMNC-TO-HOST", "DMNC-DIRECT")
-            )
+            if line.startswith("-A ") and any(marker in line for marker in VM_RULE_MARKERS)
         )
     containers = lab.engine_request("GET", "/containers/json", params={"all": "1"}).json()
     found.extend(

@@ -3,9 +3,9 @@
 Holds what dmnc/vm/setup.sh needs, in this lab: dash as /bin/sh (busybox's sh would run its own `ip`
 applet, which lacks WireGuard, before PATH), iproute2's `ip`, `wg`, `wireguard-go`, `getent`, both iptables
 flavours (`xtables-nft-multi` / `xtables-legacy-multi` under their iptables/ip6tables names, the xtables extension
-directory and /etc/protocols), the shared libraries `ldd` lists for all of them, and busybox-static for the small
-utilities (uname, sleep, mkdir, ...) plus `httpd`/`nc` for test servers. Imported through the Engine API in about a
-second; tests pass it to dmnc as `--setup-image`.
+directory and /etc/protocols), `nft` (for Docker's nftables firewall backend), the shared libraries `ldd` lists for
+all of them, and busybox-static for the small utilities (uname, sleep, mkdir, ...) plus `httpd`/`nc` for test
+servers. Imported through the Engine API in about a second; tests pass it to dmnc as `--setup-image`.
 
     image = import_setup_image(engine.socket_path)      # -> LAB_SETUP_IMAGE
 """
@@ -33,6 +33,7 @@ TOOLS = {
     "getent": "/usr/bin/getent",
     "xtables-nft-multi": "/usr/sbin/xtables-nft-multi",
     "xtables-legacy-multi": "/usr/sbin/xtables-legacy-multi",
+    "nft": "/usr/sbin/nft",
 }
 # xtables-*-multi pick their personality from argv[0]; Debian's `iptables` is the nft flavour.
 XTABLES_NAMES = {

@@ -388,6 +388,7 @@ async def test_without_docker_every_docker_check_is_skipped_and_docker_fails(tmp
         ("port", Verdict.PASS),
         ("setup-image", Verdict.SKIP),
         ("vm-wireguard", Verdict.SKIP),
+        ("docker-firewall", Verdict.SKIP),
         ("handshake", Verdict.SKIP),
         ("route-conflicts", Verdict.SKIP),
         ("routes", Verdict.SKIP),
@@ -398,7 +399,7 @@ async def test_without_docker_every_docker_check_is_skipped_and_docker_fails(tmp
         ("probe", Verdict.SKIP),
     ]
     assert f"{tmp_path}/missing.sock: does not exist" in results[1].detail
-    assert "dmnc is not running" in results[6].detail
+    assert "dmnc is not running" in results[7].detail
 
 
 @settings(deadline=None)

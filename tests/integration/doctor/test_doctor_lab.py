@@ -119,6 +119,7 @@ def test_without_dmnc_doctor_checks_docker_image_and_kernel_and_leaves_nothing(s
         "port",
         "setup-image",
         "vm-wireguard",
+        "docker-firewall",
         "handshake",
         "route-conflicts",
         "routes",
@@ -136,6 +137,7 @@ def test_without_dmnc_doctor_checks_docker_image_and_kernel_and_leaves_nothing(s
     assert checks["setup-image"] == f"PASS setup-image: {LAB_SETUP_IMAGE} is in the VM"
     assert checks["vm-wireguard"].startswith("WARN vm-wireguard: the VM kernel ")
     assert "has no WireGuard: dmnc runs chip0 in a wireguard-go container" in checks["vm-wireguard"]
+    assert checks["docker-firewall"].startswith("PASS docker-firewall: Docker's firewall is iptables")
     assert checks["handshake"].startswith("SKIP handshake: dmnc is not running")
     assert checks["route-conflicts"].startswith("PASS route-conflicts: ")
     assert checks["path"].startswith("SKIP path: dmnc is not running")

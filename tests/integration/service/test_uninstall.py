@@ -21,7 +21,7 @@ pytestmark = pytest.mark.lab
 SETUP_TAG = "dmnc-setup:uninstall-test"
 
 
-def uninstall(lab: ServiceLab, root: Path) -> subprocess.CompletedProcess[str]:
+def uninstall(lab: ServiceLab, root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             *dmnc_command(),
@@ -34,6 +34,7 @@ def uninstall(lab: ServiceLab, root: Path) -> subprocess.CompletedProcess[str]:
             str(lab.control_socket),
             "--root",
             str(root),
+            *extra,
         ],
         capture_output=True,
         text=True,

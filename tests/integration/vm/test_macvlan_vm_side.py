@@ -112,6 +112,32 @@ def test_a_missing_parent_is_reported_not_fatal(macvlan_lab: MacvlanLab) -> None
     assert shim_links(lab.vm) == []
 
 
+def test_an_ipv6_shim_is_reported_not_made_while_the_vm_does_not_forward_ipv6(macvlan_lab: MacvlanLab) -> None:
+    lab = macvlan_lab.lab
+    shim6 = Shim(
+        "lan",
+        f"{SHIM_LINK_PREFIX}0000000c1",
+        ShimKind.MACVLAN,
+        macvlan_lab.parent,
+        (ipaddress.IPv6Address("fd77:77::ff"),),
+        ipaddress.IPv6Network("fd77:77::100/120"),
+        False,
+    )
+    lab.params = dataclasses.replace(lab.params, shims=(shim_for(macvlan_lab.parent), shim6))
+    # A VM whose Docker has no IPv6 bridge network (this lab's VM has one: it is this test's namespace alone).
+    lab.vm.run(["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=0"])
+    process, result, output = start_userspace(lab.vm, lab.params, lab.state_dir)
+    stop_userspace(lab.vm, process)
+    assert isinstance(result, SetupResult), output
+    assert result.shims_failed == (shim6.link,)
+    assert "IPv6 forwarding is off in the VM" in output
+    assert [line.split(":")[1].strip().split("@")[0] for line in shim_links(lab.vm)] == [shim_for("").link]
+    # From a shim into the VM, IPv6 neighbour discovery passes (conntrack does not track it), nothing new else.
+    rules = rule_lines(lab.vm, "ip6tables-nft-save")
+    assert "-A DMNC-FROM-SHIM -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j ACCEPT" in rules, rules
+    assert "-A DMNC-FROM-SHIM -j DROP" in rules
+
+
 def test_malformed_shims_are_refused_by_the_script_too(macvlan_lab: MacvlanLab) -> None:
     lab = macvlan_lab.lab
     for bad in (

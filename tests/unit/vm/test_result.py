@@ -21,6 +21,7 @@ from dmnc.vm import (
     outcome_from_output_untrusted,
     parse_result_line_untrusted,
 )
+from dmnc.vm.nftables import DockerNftables
 
 NONCE = "0123456789abcdef" * 2
 VM_KEY = bytes(range(100, 132))
@@ -253,3 +254,36 @@ def test_any_foreign_interface_name_parses_as_itself_or_raises_result_error(inte
     line = f"dmnc-setup-result v1 nonce={NONCE} mode=foreign interface={interface} kernel=6.1"
     with contextlib.suppress(SetupResultError):
         assert parse_result_line_untrusted(line, nonce=NONCE) == ForeignInterface(interface, "6.1")
+
+
+@pytest.mark.parametrize("state", list(DockerNftables))
+def test_setup_and_check_results_may_say_that_docker_runs_its_nftables_firewall(state: DockerNftables) -> None:
+    setup = parse_result_line_untrusted(f"{KERNEL_LINE} docker-nftables={state.value}", nonce=NONCE)
+    assert isinstance(setup, SetupResult)
+    assert setup.docker_nftables is state
+    check = f"dmnc-setup-result v1 nonce={NONCE} mode=kernel-ok kernel=6.1 docker-nftables={state.value}"
+    assert parse_result_line_untrusted(check, nonce=NONCE) == KernelWireGuardPresent("6.1", state)
+    missing = f"dmnc-setup-result v1 nonce={NONCE} mode=kernel-missing kernel=6.1 docker-nftables={state.value}"
+    assert parse_result_line_untrusted(missing, nonce=NONCE) == KernelWireGuardMissing("6.1", state)
+    plain = parse_result_line_untrusted(KERNEL_LINE, nonce=NONCE)
+    assert isinstance(plain, SetupResult)
+    assert plain.docker_nftables is None
+
+
+@given(value=st.text(max_size=20).filter(lambda text: " " not in text and "\n" not in text and text))
+def test_a_docker_nftables_field_is_one_of_its_states_or_refused(value: str) -> None:
+    line = f"{KERNEL_LINE} docker-nftables={value}"
+    try:
+        result = parse_result_line_untrusted(line, nonce=NONCE)
+    except SetupResultError:
+        assert value not in {state.value for state in DockerNftables} or "=" in value
+        return
+    assert isinstance(result, SetupResult)
+    assert result.docker_nftables is DockerNftables(value)
+
+
+def test_a_teardown_result_carries_no_docker_nftables_field() -> None:
+    with pytest.raises(SetupResultError, match="unexpected"):
+        parse_result_line_untrusted(
+            f"dmnc-setup-result v1 nonce={NONCE} mode=removed kernel=6.1 docker-nftables=marked", nonce=NONCE
+        )

@@ -13,6 +13,7 @@ from dmnc.vm.errors import SetupParamsError
 from dmnc.vm.params import ScriptMode, SetupParams, script_arguments, shim_argument
 from dmnc.vm.shims import (
     MAX_PROBE_CANDIDATES,
+    RESERVATION_NAMES,
     SHIM_LINK_PREFIX,
     Shim,
     ShimKind,
@@ -31,7 +32,7 @@ NONCE = "0123456789abcdef" * 2
 def lan(
     *,
     driver: str = "macvlan",
-    ip_range: ipaddress.IPv4Network | None = IP_RANGE,
+    ip_range: ipaddress.IPv4Network | ipaddress.IPv6Network | None = IP_RANGE,
     aux: dict[str, str] | None = None,
     options: dict[str, str] | None = None,
     subnet: ipaddress.IPv4Network | ipaddress.IPv6Network = SUBNET,
@@ -89,12 +90,26 @@ def test_no_range_and_no_reservation_means_no_shim_and_a_fix() -> None:
     assert [item.network for item in plan.missing_for("lan")] == ["lan"]
 
 
-def test_bridge_networks_and_ipvlan_l3_get_no_shim_l2_gets_an_ipvlan_one() -> None:
+def test_bridge_networks_get_no_shim_ipvlan_ones_get_a_shim_of_their_own_mode() -> None:
     assert plan_shims([lan(driver="bridge")]) == plan_shims([])
-    (l3,) = plan_shims([lan(driver="ipvlan", options={"parent": "eth1", "ipvlan_mode": "l3"})]).missing
-    assert "ipvlan l3" in l3.reason
     (l2,) = plan_shims([lan(driver="ipvlan", aux={"dmnc": "192.168.1.223"})]).shims
     assert l2.kind is ShimKind.IPVLAN
+    for mode, kind in (("l3", ShimKind.IPVLAN_L3), ("L3S", ShimKind.IPVLAN_L3S)):
+        options = {"parent": "eth1", "ipvlan_mode": mode}
+        (l3,) = plan_shims([lan(driver="ipvlan", aux={"dmnc": "192.168.1.223"}, options=options)]).shims
+        assert (l3.kind, l3.probe, l3.route) == (kind, False, IP_RANGE)
+
+
+def test_an_ipvlan_l3_network_without_a_reservation_gets_no_probed_shim() -> None:
+    options = {"parent": "eth1", "ipvlan_mode": "l3"}
+    (missing,) = plan_shims([lan(driver="ipvlan", options=options)]).missing
+    assert "answers no ARP probe" in missing.reason
+    assert "--aux-address dmnc=IP" in missing.fix
+
+
+def test_an_ipvlan_network_of_an_unknown_mode_gets_no_shim_and_says_which_modes_do() -> None:
+    (missing,) = plan_shims([lan(driver="ipvlan", options={"parent": "eth1", "ipvlan_mode": "l9"})]).missing
+    assert "unknown mode 'l9'" in missing.reason
 
 
 def test_a_network_without_a_parent_or_ipv6_gets_no_shim() -> None:
@@ -151,3 +166,70 @@ def test_setup_params_refuse_a_malformed_shim(link: str, parent: str, addresses:
     shim = Shim("lan", link, ShimKind.MACVLAN, parent, tuple(map(ipaddress.IPv4Address, addresses)), IP_RANGE, probe)
     with pytest.raises(SetupParamsError):
         SetupParams(KEY, 51820, shims=(shim,))
+
+
+@pytest.mark.parametrize("kind", [ShimKind.IPVLAN_L3, ShimKind.IPVLAN_L3S])
+def test_setup_params_refuse_a_probed_ipvlan_l3_shim(kind: ShimKind) -> None:
+    address = (ipaddress.IPv4Address("192.168.1.5"),)
+    with pytest.raises(SetupParamsError, match="no ARP"):
+        SetupParams(KEY, 51820, shims=(Shim("lan", f"{SHIM_LINK_PREFIX}1", kind, "eth1", address, IP_RANGE, True),))
+    reserved = Shim("lan", f"{SHIM_LINK_PREFIX}1", kind, "eth1", address, IP_RANGE, False)
+    assert f",{kind.value},eth1," in shim_argument(reserved)
+
+
+def test_an_ipv6_pool_gets_a_shim_from_its_reservation_only() -> None:
+    subnet6, range6 = ipaddress.IPv6Network("fd77:1::/64"), ipaddress.IPv6Network("fd77:1::100/120")
+    network = lan(subnet=subnet6, ip_range=range6, aux={"dmnc": "fd77:1::ff"})
+    (shim,) = plan_shims([network]).shims
+    assert (shim.addresses, shim.route, shim.probe) == ((ipaddress.IPv6Address("fd77:1::ff"),), range6, False)
+    assert shim_argument(shim).endswith(f",{range6},reserved,fd77:1::ff")
+    SetupParams(KEY, 51820, shims=(shim,))
+    # An IPv4 reservation says nothing about the IPv6 pool; without its own, no shim and no probing.
+    (missing,) = plan_shims([lan(subnet=subnet6, ip_range=range6, aux={"dmnc": "192.168.1.223"})]).missing
+    assert "no IPv6 address reserved" in missing.reason
+
+
+@pytest.mark.parametrize(
+    ("addresses", "route", "probe"),
+    [
+        (("fd77:1::ff",), "fd77:1::/64", True),
+        (("192.168.1.5",), "fd77:1::/64", False),
+        (("fd77:1::ff",), "192.168.1.0/24", False),
+    ],
+)
+def test_setup_params_refuse_a_probed_or_mixed_version_ipv6_shim(
+    addresses: tuple[str, ...], route: str, probe: bool
+) -> None:
+    shim = Shim(
+        "lan",
+        f"{SHIM_LINK_PREFIX}1",
+        ShimKind.MACVLAN,
+        "eth1",
+        tuple(ipaddress.ip_address(text) for text in addresses),  # type: ignore[arg-type]
+        ipaddress.ip_network(route),
+        probe,
+    )
+    with pytest.raises(SetupParamsError):
+        SetupParams(KEY, 51820, shims=(shim,))
+
+
+@given(
+    host=st.integers(min_value=1, max_value=2**64 - 1),
+    name=st.sampled_from(["dmnc", "host", "other"]),
+    inside=st.booleans(),
+)
+def test_an_ipv6_pool_has_a_shim_exactly_when_a_reserved_name_holds_an_address_of_its_subnet(
+    host: int, name: str, inside: bool
+) -> None:
+    subnet = ipaddress.IPv6Network("fd77:1::/64")
+    base = subnet if inside else ipaddress.IPv6Network("fd77:2::/64")
+    address = base.network_address + host
+    plan = plan_shims([lan(subnet=subnet, ip_range=None, aux={name: str(address)})])
+    if name in RESERVATION_NAMES and inside:
+        (shim,) = plan.shims
+        assert shim.addresses == (address,)
+        assert shim.route == subnet
+        assert not shim.probe
+    else:
+        assert plan.shims == ()
+        assert len(plan.missing) == 1

@@ -1,0 +1,156 @@
+"""Docker's nftables firewall backend end to end, through the real `dmnc` and a real dockerd (issue 15, part 2).
+
+Docker Engine 29's backend cannot run here (the lab's engine is 20.10), so its drop rules are added with `nft` in the
+VM namespace, as the lab adds Docker 28's raw drops with iptables: a table `ip docker-bridges` whose forward chain
+sends packets towards docker0 into a per-bridge chain that accepts replies, the accepted mark when the daemon has
+one, traffic from the bridge itself, and drops the rest ("UNPUBLISHED PORT DROP"), as moby's nftablesdoc shows it.
+An iptables ACCEPT (dmnc's DOCKER-USER rule, still in place here) does not override that drop: only the mark does.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.doctor.test_doctor_lab import doctor
+from tests.integration.service.test_one_way_tunnel import (  # noqa: F401 (one_way_lab is a fixture)
+    HOST_HTTP_PORT,
+    drops,
+    flush_vm_firewall,
+    one_way_lab,
+    probe_from_container,
+)
+from tests.integration.service.test_uninstall import uninstall
+from tests.lab.service_lab import (
+    VM_NFT_TABLE,
+    ServiceLab,
+    http_get,
+    running_dmnc,
+    start_web_container,
+    vm_leftovers,
+)
+from tests.lab.setup_image import LAB_SETUP_IMAGE
+
+pytestmark = pytest.mark.lab
+
+# Docker 29's rule for `--bridge-accept-fwmark=0x2/0x3`, with a mask so that dmnc's mark must keep the other bits.
+ACCEPT_MARK_RULE = 'meta mark & 0x00000003 == 0x00000002 counter accept comment "ALLOW FW MARK"'
+DOCKER_RULES = """table ip docker-bridges {{
+  chain filter-FORWARD {{
+    type filter hook forward priority filter; policy accept;
+    oifname "{bridge}" jump filter-forward-in__{bridge}
+  }}
+  chain filter-forward-in__{bridge} {{
+    ct state established,related counter accept
+    {accept_mark}
+    iifname "{bridge}" counter accept comment "ICC"
+    counter drop comment "UNPUBLISHED PORT DROP"
+  }}
+}}
+"""
+
+
+def docker_rules(bridge: str, *, accept_mark: bool) -> str:
+    """Docker 29's nftables rules for one bridge (moby's nftablesdoc), with or without an accepted mark."""
+    return DOCKER_RULES.format(bridge=bridge, accept_mark=ACCEPT_MARK_RULE if accept_mark else "")
+
+
+UNREACHABLE_TRY_S = "3"
+
+
+def emulate_docker_nftables(lab: ServiceLab, *, accept_mark: bool) -> Iterator[None]:
+    rules = lab.workdir / "docker-bridges.nft"
+    rules.write_text(docker_rules("docker0", accept_mark=accept_mark), encoding="utf-8")
+    lab.vm.run(["nft", "-f", str(rules)])
+    try:
+        yield
+    finally:
+        lab.vm.run(["nft", "delete", "table", "ip", "docker-bridges"], check=False)
+
+
+@pytest.fixture
+def marked(one_way_lab: ServiceLab) -> Iterator[ServiceLab]:  # noqa: F811 (the imported fixture)
+    """The one-way lab (a host service containers must not reach) with Docker's nftables drops and a mark."""
+    for _ in emulate_docker_nftables(one_way_lab, accept_mark=True):
+        yield one_way_lab
+
+
+@pytest.fixture
+def unmarked(service_lab: ServiceLab) -> Iterator[ServiceLab]:
+    """The lab with Docker's nftables drops and no accepted mark."""
+    for _ in emulate_docker_nftables(service_lab, accept_mark=False):
+        yield service_lab
+
+
+def dmnc_table(lab: ServiceLab) -> str:
+    return lab.vm.run(["nft", "list", "table", "inet", VM_NFT_TABLE], check=False).stdout
+
+
+def docker_drops(lab: ServiceLab) -> str:
+    chain = lab.vm.run(["nft", "list", "chain", "ip", "docker-bridges", "filter-forward-in__docker0"]).stdout
+    return next(line.strip() for line in chain.splitlines() if "UNPUBLISHED PORT DROP" in line)
+
+
+def test_the_host_reaches_a_container_through_the_mark_and_containers_do_not_reach_the_host(marked: ServiceLab) -> None:
+    web = start_web_container(marked)
+    with running_dmnc(marked) as dmnc:
+        http_get(marked, web)
+        table = dmnc_table(marked)
+        # The mark keeps every bit outside Docker's mask 0x3 (`& 0xfffffffc | 0x2`, which nft prints simplified).
+        assert 'iifname "chip0" meta mark set meta mark & 0xfffffffe | 0x00000002' in table, table
+        # The one-way rules hold in nftables alone: without the iptables chain, dmnc's own filter sees nothing.
+        flush_vm_firewall(marked)
+        assert probe_from_container(marked) == {"tcp": False, "ping": False}
+        assert drops(marked).get("inbound_not_allowed", 0) == 0, drops(marked)
+        http_get(marked, web)  # replies still pass
+        assert dmnc.stop(signal.SIGTERM) == 0
+    assert dmnc_table(marked) == ""
+    assert vm_leftovers(marked) == []
+    assert "Traceback" not in dmnc.log()
+
+
+def test_an_allowed_inbound_port_passes_dmncs_nftables_table(marked: ServiceLab) -> None:
+    with running_dmnc(marked, "--allow-inbound", str(HOST_HTTP_PORT)) as dmnc:
+        dmnc.wait_for_log("VM side ready")
+        assert f"tcp dport {HOST_HTTP_PORT} ct state new accept" in dmnc_table(marked)
+        flush_vm_firewall(marked)
+        assert probe_from_container(marked)["tcp"] is True
+        assert dmnc.stop(signal.SIGTERM) == 0
+    assert vm_leftovers(marked) == []
+
+
+def test_without_an_accepted_mark_the_container_stays_unreachable_and_doctor_names_the_setting(
+    unmarked: ServiceLab,
+) -> None:
+    web = start_web_container(unmarked)
+    with running_dmnc(unmarked) as dmnc:
+        dmnc.wait_for_log("VM side ready")
+        dmnc.wait_for_log("without bridge-accept-fwmark")
+        before = docker_drops(unmarked)
+        attempt = unmarked.host.run(["curl", "-s", "--max-time", UNREACHABLE_TRY_S, f"http://{web}/"], check=False)
+        assert attempt.returncode != 0, attempt.stdout
+        # Docker's (emulated) drop is what stopped it.
+        assert docker_drops(unmarked) != before
+        report = json.loads(doctor(unmarked, "--json").stdout)
+        (firewall,) = [check for check in report["checks"] if check["name"] == "docker-firewall"]
+        assert firewall["verdict"] == "FAIL", firewall
+        assert firewall["detail"].startswith("the VM's Docker runs its nftables firewall (firewall-backend: nftables)")
+        assert firewall["fix"].startswith('add "bridge-accept-fwmark": "0x1000000/0x1000000" to the Docker daemon')
+        assert dmnc.stop(signal.SIGTERM) == 0
+    assert dmnc_table(unmarked) == ""
+    assert vm_leftovers(unmarked) == []
+
+
+def test_uninstall_removes_dmncs_table_that_a_killed_dmnc_left(unmarked: ServiceLab) -> None:
+    with running_dmnc(unmarked) as dmnc:
+        dmnc.wait_for_log("VM side ready")
+        dmnc.kill()  # no teardown: chip0, the rules and the table stay in the VM
+    assert f"table inet {VM_NFT_TABLE}" in dmnc_table(unmarked)
+    result = uninstall(unmarked, unmarked.workdir / "root", "--setup-image", LAB_SETUP_IMAGE)
+    assert result.returncode == 0, result.stderr
+    assert "VM side: removed chip0" in result.stdout
+    assert dmnc_table(unmarked) == ""
+    assert vm_leftovers(unmarked) == []
