@@ -96,7 +96,7 @@ def docker_drops(lab: ServiceLab) -> str:
 
 def test_the_host_reaches_a_container_through_the_mark_and_containers_do_not_reach_the_host(marked: ServiceLab) -> None:
     web = start_web_container(marked)
-    with running_dmnc(marked) as dmnc:
+    with running_dmnc(marked, "--path", "tunnel") as dmnc:
         http_get(marked, web)
         table = dmnc_table(marked)
         # The mark keeps every bit outside Docker's mask 0x3 (`& 0xfffffffc | 0x2`, which nft prints simplified).
@@ -113,7 +113,7 @@ def test_the_host_reaches_a_container_through_the_mark_and_containers_do_not_rea
 
 
 def test_an_allowed_inbound_port_passes_dmncs_nftables_table(marked: ServiceLab) -> None:
-    with running_dmnc(marked, "--allow-inbound", str(HOST_HTTP_PORT)) as dmnc:
+    with running_dmnc(marked, "--path", "tunnel", "--allow-inbound", str(HOST_HTTP_PORT)) as dmnc:
         dmnc.wait_for_log("VM side ready")
         assert f"tcp dport {HOST_HTTP_PORT} ct state new accept" in dmnc_table(marked)
         flush_vm_firewall(marked)
@@ -126,7 +126,7 @@ def test_without_an_accepted_mark_the_container_stays_unreachable_and_doctor_nam
     unmarked: ServiceLab,
 ) -> None:
     web = start_web_container(unmarked)
-    with running_dmnc(unmarked) as dmnc:
+    with running_dmnc(unmarked, "--path", "tunnel") as dmnc:
         dmnc.wait_for_log("VM side ready")
         dmnc.wait_for_log("without bridge-accept-fwmark")
         before = docker_drops(unmarked)
@@ -145,7 +145,7 @@ def test_without_an_accepted_mark_the_container_stays_unreachable_and_doctor_nam
 
 
 def test_uninstall_removes_dmncs_table_that_a_killed_dmnc_left(unmarked: ServiceLab) -> None:
-    with running_dmnc(unmarked) as dmnc:
+    with running_dmnc(unmarked, "--path", "tunnel") as dmnc:
         dmnc.wait_for_log("VM side ready")
         dmnc.kill()  # no teardown: chip0, the rules and the table stay in the VM
     assert f"table inet {VM_NFT_TABLE}" in dmnc_table(unmarked)

@@ -178,7 +178,7 @@ def test_the_host_reaches_a_dual_stack_macvlan_container_over_ipv6_through_the_s
     service_lab.engine_request("POST", "/networks/create", json=body)
     _, address6 = start_web_container_dual_stack(service_lab, "e2e-macvlan")
     assert address6, "the container got no IPv6 address"
-    with ipv6_forwarding(service_lab.vm), running_dmnc(service_lab) as dmnc:
+    with ipv6_forwarding(service_lab.vm), running_dmnc(service_lab, "--path", "tunnel") as dmnc:
         dmnc.wait_for_log("VM side ready")
         http_get(service_lab, address6)
         assert f"{SHIM_ADDRESS6}/128" in service_lab.vm.run(["ip", "-o", "-6", "addr", "show"]).stdout
@@ -197,7 +197,7 @@ def test_a_macvlan_network_on_the_hosts_own_lan_is_not_routed_and_doctor_says_it
     # The host's own LAN, as with Colima's bridged mode: the lab's host namespace sits on HOST_ADDRESS's subnet.
     lan = str(ipaddress.ip_interface(HOST_ADDRESS).network)
     create_macvlan_network(service_lab, "e2e-macvlan", parent, {"Subnet": lan})
-    with running_dmnc(service_lab) as dmnc:
+    with running_dmnc(service_lab, "--path", "tunnel") as dmnc:
         dmnc.wait_for_log("VM side ready")
         wait_until(
             lambda: route_of(status_json(service_lab), lan).get("decision") == "on-host-lan",
