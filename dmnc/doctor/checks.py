@@ -24,6 +24,8 @@ from dmnc.docker.discovery import Runtime
 from dmnc.docker.errors import DiscoveryError, DockerError
 from dmnc.routes import InstalledRoute
 from dmnc.routes.policy import VM_NO_IPV6_FIX, HostState, NetworkInfo, PolicyConfig, SkipReason, evaluate
+from dmnc.supervisor.conflicts import Conflict
+from dmnc.system_service import HOMEBREW_LAUNCHD_PLIST_PATH, LAUNCHD_PLIST_PATH
 from dmnc.tunnel.udp import UdpError
 from dmnc.vm.errors import VmSetupError
 from dmnc.vm.result import KernelWireGuardMissing, KernelWireGuardPresent
@@ -553,3 +555,48 @@ def leftover_resolver_check(
         f"{shown}: written by a dmnc, but {who}: lookups under that domain wait for an answer that never comes",
         fix=f"sudo dmnc uninstall (removes them), or sudo rm {shown}",
     )
+
+
+# Coexistence (dmnc.supervisor.conflicts): another program holding what dmnc's tunnel needs, and dmnc's own
+# services installed twice.
+
+
+def coexistence_check(
+    conflicts: Sequence[Conflict],
+    *,
+    both_dmnc_services: bool,
+    standby: str | None,
+    platform: str,
+    own_tunnel_unknown: str | None = None,
+) -> CheckResult:
+    """`conflicts` were found with dmnc's own TUN left out, when the running dmnc's status named it;
+    `own_tunnel_unknown` says why it could not be (the status was unreadable), so a conflict may be dmnc itself.
+    `standby` is the running dmnc's own reason for waiting, which may name what only it sees (the VM's chip0)."""
+    if conflicts:
+        detail = "; ".join(conflict.found for conflict in conflicts)
+        fix = "; ".join(dict.fromkeys(conflict.remedy for conflict in conflicts))
+        if own_tunnel_unknown is not None:
+            return CheckResult(
+                "coexistence",
+                Verdict.WARN,
+                f"{detail} (this may be dmnc's own tunnel: {own_tunnel_unknown})",
+                fix=f"sudo dmnc doctor reads the running dmnc's status; otherwise {fix}",
+            )
+        return CheckResult("coexistence", Verdict.FAIL, detail, fix=fix)
+    if both_dmnc_services:
+        return CheckResult(
+            "coexistence",
+            Verdict.WARN,
+            f"both dmnc launchd services are installed ({LAUNCHD_PLIST_PATH} and {HOMEBREW_LAUNCHD_PLIST_PATH}): one"
+            " runs, the other waits in standby",
+            fix="keep one: `sudo brew services stop dmnc`, or `sudo dmnc service uninstall` for dmnc's own",
+        )
+    if standby is not None:
+        return CheckResult(
+            "coexistence",
+            Verdict.WARN,
+            f"the running dmnc waits in standby: {standby}",
+            fix="stop what the standby reason names; dmnc takes over by itself once it is gone",
+        )
+    launchd = " and docker-mac-net-connect's launchd service is not installed" if platform == "darwin" else ""
+    return CheckResult("coexistence", Verdict.PASS, f"no other interface holds the tunnel addresses{launchd}")
