@@ -1,0 +1,139 @@
+"""The setup script's upgrade rule on a real kernel WireGuard `chip0` (the qemu lab guest, Debian's 6.1 kernel).
+
+A `chip0` without dmnc's mark (ifalias `dmnc`) is another tool's and never touched, except one dmnc 0.1 made before
+the mark existed: a kernel WireGuard link with exactly one peer, dmnc's host address as its only allowed IP, dmnc's
+keepalive, and one of dmnc's iptables rules (0.1 accepted everything out of the tunnel in DOCKER-USER). Such a
+chip0 is marked and set up again; docker-mac-net-connect's `chip0` has the same peer shape but none of dmnc's rules,
+and stays exactly as it was, also after dmnc ran and was torn down on the same VM.
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+from collections.abc import Iterator
+
+import pytest
+
+from dmnc.vm import (
+    ForeignInterface,
+    ScriptMode,
+    SetupParams,
+    SetupResult,
+    TeardownDone,
+    VmMode,
+    outcome_from_output_untrusted,
+    script_arguments,
+)
+from dmnc.vm.assets import setup_script
+from dmnc.vm.result import ScriptOutcome
+from tests.conftest import require_root, require_tools
+from tests.integration.vm.scriptlab import LAB_NONCE
+from tests.lab.netns import netns
+from tests.lab.qemu_guest import QemuGuest, qemu_guest, require_guest_image
+from tests.lab.wggo import wg_genkey, wg_pubkey
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+HOST_PORT = 51820
+HOST_UNDERLAY = "192.168.201.1"
+SCRIPT_PATH = "/run/dmnc-setup.sh"
+INTERFACE = "chip0"
+# What dmnc 0.1 added for traffic out of the tunnel, before the DMNC-TO-HOST chain (dmnc/vm/setup.sh removes it on
+# every run since).
+LEGACY_ACCEPT_RULE = f"-A DOCKER-USER -o {INTERFACE} -j ACCEPT"
+
+
+@pytest.fixture(scope="module")
+def guest() -> Iterator[QemuGuest]:
+    require_root()
+    require_tools("ip", "qemu-system-x86_64", "wg")
+    image = require_guest_image()
+    with netns("dmlg") as host, qemu_guest(host, image=image, host_addresses=(f"{HOST_UNDERLAY}/24",)) as booted:
+        booted.put_file(SCRIPT_PATH, setup_script().encode(), mode=0o755)
+        yield booted
+
+
+@pytest.fixture
+def params(guest: QemuGuest) -> Iterator[SetupParams]:
+    """This test's host key; afterwards no chip0 is left, whoever made it."""
+    yield SetupParams(base64.b64decode(wg_pubkey(wg_genkey())), HOST_PORT, endpoint=HOST_UNDERLAY)
+    guest.run(f"ip link del dev {INTERFACE}")
+
+
+def run_script(guest: QemuGuest, params: SetupParams, mode: ScriptMode) -> tuple[ScriptOutcome, str]:
+    # The guest agent runs a shell command line; every argument is quoted (and was validated by SetupParams).
+    command = shlex.join(["sh", SCRIPT_PATH, *script_arguments(params, mode, nonce=LAB_NONCE)])
+    exit_code, output = guest.run(command, timeout=60)
+    return outcome_from_output_untrusted(output, exit_code, nonce=LAB_NONCE), output
+
+
+def make_wireguard_chip0(guest: QemuGuest, host_public_key: str) -> None:
+    """A kernel WireGuard chip0 shaped as both dmnc 0.1 and docker-mac-net-connect make it: `.2 peer .1`, one peer
+    (the host) allowed 10.33.33.1/32 with a 25 s keepalive."""
+    guest.check(
+        "set -e; umask 077; wg genkey > /run/chip0.key;"
+        f" ip link add dev {INTERFACE} type wireguard;"
+        f" wg set {INTERFACE} private-key /run/chip0.key peer {shlex.quote(host_public_key)}"
+        f" allowed-ips 10.33.33.1/32 persistent-keepalive 25 endpoint {HOST_UNDERLAY}:{HOST_PORT};"
+        f" ip addr add 10.33.33.2 peer 10.33.33.1 dev {INTERFACE}; ip link set {INTERFACE} up; rm /run/chip0.key"
+    )
+
+
+def chip0_state(guest: QemuGuest) -> str:
+    """Everything about chip0 a setup could change: link, addresses, alias, WireGuard keys and peers."""
+    return guest.check(f"ip -d addr show dev {INTERFACE}; wg show {INTERFACE} dump")
+
+
+def nft_rules(guest: QemuGuest) -> list[str]:
+    return [line for line in guest.check("iptables-nft-save").splitlines() if line.startswith("-A ")]
+
+
+# dmnc 0.1's iptables footprints: the first releases' accept rule, later the chain of what the VM may send the host.
+LEGACY_FOOTPRINTS = {
+    "accept-rule": "iptables-nft -w -N DOCKER-USER 2>/dev/null; "
+    f"iptables-nft -w {LEGACY_ACCEPT_RULE.replace('-A ', '-I ', 1)}",
+    "to-host-chain": "iptables-nft -w -N DMNC-TO-HOST",
+}
+
+
+@pytest.mark.parametrize("footprint", sorted(LEGACY_FOOTPRINTS))
+def test_a_chip0_as_dmnc_0_1_made_it_is_recognised_marked_and_set_up_again(
+    guest: QemuGuest, params: SetupParams, footprint: str
+) -> None:
+    make_wireguard_chip0(guest, params.host_public_key_base64)
+    guest.check(LEGACY_FOOTPRINTS[footprint])
+    assert "alias" not in guest.check(f"ip link show dev {INTERFACE}")
+
+    outcome, output = run_script(guest, params, ScriptMode.SETUP)
+    assert isinstance(outcome, SetupResult), output
+    assert outcome.mode is VmMode.KERNEL
+    assert f"{INTERFACE} is dmnc 0.1's (from before the ownership mark): marking it as dmnc's" in output
+    assert "alias dmnc" in guest.check(f"ip link show dev {INTERFACE}")
+    assert LEGACY_ACCEPT_RULE not in nft_rules(guest)  # 0.1's accept-everything rule is gone
+    peers = guest.check(f"wg show {INTERFACE} peers").split()
+    assert peers == [params.host_public_key_base64]
+
+    outcome, output = run_script(guest, params, ScriptMode.TEARDOWN)
+    assert isinstance(outcome, TeardownDone), output
+    assert guest.run(f"ip link show dev {INTERFACE}").exit_code != 0
+
+
+def test_a_foreign_wireguard_chip0_is_never_touched_even_after_dmnc_ran_on_this_vm(
+    guest: QemuGuest, params: SetupParams
+) -> None:
+    # dmnc set up and torn down first: what it leaves behind (an empty DOCKER-USER, say) must not make another
+    # tool's chip0 look like dmnc 0.1's.
+    outcome, output = run_script(guest, params, ScriptMode.SETUP)
+    assert isinstance(outcome, SetupResult), output
+    outcome, output = run_script(guest, params, ScriptMode.TEARDOWN)
+    assert isinstance(outcome, TeardownDone), output
+
+    make_wireguard_chip0(guest, params.host_public_key_base64)
+    before, rules_before = chip0_state(guest), nft_rules(guest)
+    for mode in (ScriptMode.SETUP, ScriptMode.TEARDOWN):
+        outcome, output = run_script(guest, params, mode)
+        assert isinstance(outcome, ForeignInterface), output
+        assert outcome.interface == INTERFACE
+        assert chip0_state(guest) == before
+        assert nft_rules(guest) == rules_before
