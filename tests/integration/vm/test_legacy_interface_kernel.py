@@ -23,48 +23,41 @@ from dmnc.vm import (
     TeardownDone,
     VmMode,
     outcome_from_output_untrusted,
-    script_arguments,
 )
-from dmnc.vm.assets import setup_script
 from dmnc.vm.result import ScriptOutcome
-from tests.conftest import require_root, require_tools
 from tests.integration.vm.scriptlab import LAB_NONCE
-from tests.lab.netns import netns
-from tests.lab.qemu_guest import QemuGuest, qemu_guest, require_guest_image
+from tests.integration.vm.test_setup_script_kernel import (
+    HOST_PORT,
+    HOST_UNDERLAY,
+    KernelLab,
+    guest_lab,  # noqa: F401 # the module-scoped guest fixture with the script installed
+    run_in_guest,
+)
+from tests.lab.qemu_guest import QemuGuest
 from tests.lab.wggo import wg_genkey, wg_pubkey
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-HOST_PORT = 51820
-HOST_UNDERLAY = "192.168.201.1"
-SCRIPT_PATH = "/run/dmnc-setup.sh"
 INTERFACE = "chip0"
 # What dmnc 0.1 added for traffic out of the tunnel, before the DMNC-TO-HOST chain (dmnc/vm/setup.sh removes it on
 # every run since).
 LEGACY_ACCEPT_RULE = f"-A DOCKER-USER -o {INTERFACE} -j ACCEPT"
 
 
-@pytest.fixture(scope="module")
-def guest() -> Iterator[QemuGuest]:
-    require_root()
-    require_tools("ip", "qemu-system-x86_64", "wg")
-    image = require_guest_image()
-    with netns("dmlg") as host, qemu_guest(host, image=image, host_addresses=(f"{HOST_UNDERLAY}/24",)) as booted:
-        booted.put_file(SCRIPT_PATH, setup_script().encode(), mode=0o755)
-        yield booted
+@pytest.fixture
+def lab(guest_lab: KernelLab) -> Iterator[KernelLab]:  # noqa: F811 (the fixture imported above)
+    """The module's guest; afterwards no chip0 is left, whoever made it."""
+    yield guest_lab
+    guest_lab.guest.run(f"ip link del dev {INTERFACE}")
 
 
 @pytest.fixture
-def params(guest: QemuGuest) -> Iterator[SetupParams]:
-    """This test's host key; afterwards no chip0 is left, whoever made it."""
-    yield SetupParams(base64.b64decode(wg_pubkey(wg_genkey())), HOST_PORT, endpoint=HOST_UNDERLAY)
-    guest.run(f"ip link del dev {INTERFACE}")
+def params() -> SetupParams:
+    return SetupParams(base64.b64decode(wg_pubkey(wg_genkey())), HOST_PORT, endpoint=HOST_UNDERLAY)
 
 
-def run_script(guest: QemuGuest, params: SetupParams, mode: ScriptMode) -> tuple[ScriptOutcome, str]:
-    # The guest agent runs a shell command line; every argument is quoted (and was validated by SetupParams).
-    command = shlex.join(["sh", SCRIPT_PATH, *script_arguments(params, mode, nonce=LAB_NONCE)])
-    exit_code, output = guest.run(command, timeout=60)
+def run_script(lab: KernelLab, params: SetupParams, mode: ScriptMode) -> tuple[ScriptOutcome, str]:
+    exit_code, output = run_in_guest(lab, params, mode)
     return outcome_from_output_untrusted(output, exit_code, nonce=LAB_NONCE), output
 
 
@@ -81,8 +74,21 @@ def make_wireguard_chip0(guest: QemuGuest, host_public_key: str) -> None:
 
 
 def chip0_state(guest: QemuGuest) -> str:
-    """Everything about chip0 a setup could change: link, addresses, alias, WireGuard keys and peers."""
-    return guest.check(f"ip -d addr show dev {INTERFACE}; wg show {INTERFACE} dump")
+    """Everything about chip0 a setup could change: link, addresses, alias, WireGuard key, port and peers (not the
+    handshake times and byte counters: the chip0 keeps dialling its endpoint meanwhile)."""
+    wireguard = "; ".join(
+        f"wg show {INTERFACE} {field}"
+        for field in (
+            "public-key",
+            "listen-port",
+            "fwmark",
+            "peers",
+            "allowed-ips",
+            "endpoints",
+            "persistent-keepalive",
+        )
+    )
+    return guest.check(f"ip -d addr show dev {INTERFACE}; {wireguard}")
 
 
 def nft_rules(guest: QemuGuest) -> list[str]:
@@ -99,41 +105,41 @@ LEGACY_FOOTPRINTS = {
 
 @pytest.mark.parametrize("footprint", sorted(LEGACY_FOOTPRINTS))
 def test_a_chip0_as_dmnc_0_1_made_it_is_recognised_marked_and_set_up_again(
-    guest: QemuGuest, params: SetupParams, footprint: str
+    lab: KernelLab, params: SetupParams, footprint: str
 ) -> None:
-    make_wireguard_chip0(guest, params.host_public_key_base64)
-    guest.check(LEGACY_FOOTPRINTS[footprint])
-    assert "alias" not in guest.check(f"ip link show dev {INTERFACE}")
+    make_wireguard_chip0(lab.guest, params.host_public_key_base64)
+    lab.guest.check(LEGACY_FOOTPRINTS[footprint])
+    assert "alias" not in lab.guest.check(f"ip link show dev {INTERFACE}")
 
-    outcome, output = run_script(guest, params, ScriptMode.SETUP)
+    outcome, output = run_script(lab, params, ScriptMode.SETUP)
     assert isinstance(outcome, SetupResult), output
     assert outcome.mode is VmMode.KERNEL
     assert f"{INTERFACE} is dmnc 0.1's (from before the ownership mark): marking it as dmnc's" in output
-    assert "alias dmnc" in guest.check(f"ip link show dev {INTERFACE}")
-    assert LEGACY_ACCEPT_RULE not in nft_rules(guest)  # 0.1's accept-everything rule is gone
-    peers = guest.check(f"wg show {INTERFACE} peers").split()
+    assert "alias dmnc" in lab.guest.check(f"ip link show dev {INTERFACE}")
+    assert LEGACY_ACCEPT_RULE not in nft_rules(lab.guest)  # 0.1's accept-everything rule is gone
+    peers = lab.guest.check(f"wg show {INTERFACE} peers").split()
     assert peers == [params.host_public_key_base64]
 
-    outcome, output = run_script(guest, params, ScriptMode.TEARDOWN)
+    outcome, output = run_script(lab, params, ScriptMode.TEARDOWN)
     assert isinstance(outcome, TeardownDone), output
-    assert guest.run(f"ip link show dev {INTERFACE}").exit_code != 0
+    assert lab.guest.run(f"ip link show dev {INTERFACE}").exit_code != 0
 
 
 def test_a_foreign_wireguard_chip0_is_never_touched_even_after_dmnc_ran_on_this_vm(
-    guest: QemuGuest, params: SetupParams
+    lab: KernelLab, params: SetupParams
 ) -> None:
     # dmnc set up and torn down first: what it leaves behind (an empty DOCKER-USER, say) must not make another
     # tool's chip0 look like dmnc 0.1's.
-    outcome, output = run_script(guest, params, ScriptMode.SETUP)
+    outcome, output = run_script(lab, params, ScriptMode.SETUP)
     assert isinstance(outcome, SetupResult), output
-    outcome, output = run_script(guest, params, ScriptMode.TEARDOWN)
+    outcome, output = run_script(lab, params, ScriptMode.TEARDOWN)
     assert isinstance(outcome, TeardownDone), output
 
-    make_wireguard_chip0(guest, params.host_public_key_base64)
-    before, rules_before = chip0_state(guest), nft_rules(guest)
+    make_wireguard_chip0(lab.guest, params.host_public_key_base64)
+    before, rules_before = chip0_state(lab.guest), nft_rules(lab.guest)
     for mode in (ScriptMode.SETUP, ScriptMode.TEARDOWN):
-        outcome, output = run_script(guest, params, mode)
+        outcome, output = run_script(lab, params, mode)
         assert isinstance(outcome, ForeignInterface), output
         assert outcome.interface == INTERFACE
-        assert chip0_state(guest) == before
-        assert nft_rules(guest) == rules_before
+        assert chip0_state(lab.guest) == before
+        assert nft_rules(lab.guest) == rules_before
