@@ -6,6 +6,9 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dmnc.doctor.checks import CheckResult, Verdict, coexistence_check
 from dmnc.routes.hoststate import host_networks_of
 from dmnc.routes.manager import Address
@@ -94,3 +97,34 @@ def test_a_running_dmnc_in_standby_passes_its_reason_on() -> None:
     result = coexistence_check([], both_dmnc_services=False, standby=reason, platform="linux")
     assert result.verdict is Verdict.WARN
     assert result.detail == f"the running dmnc waits in standby: {reason}"
+
+
+INTERFACES = ("utun7", "utun3", "en0", "bridge100")
+CANDIDATE_ADDRESSES = (ip("10.33.33.1"), ip("10.33.33.2"), ip("fd33:33:33::1"), ip("192.168.1.20"), ip("fd33:33:33::2"))
+
+
+@st.composite
+def interface_entries(draw: st.DrawFn) -> list[Entry]:
+    entries: list[Entry] = []
+    for _ in range(draw(st.integers(0, 6))):
+        local = draw(st.sampled_from(CANDIDATE_ADDRESSES))
+        peer = draw(st.sampled_from([a for a in CANDIDATE_ADDRESSES if a.version == local.version]))
+        entries.append((draw(st.sampled_from(INTERFACES)), local, peer, local.max_prefixlen))
+    return entries
+
+
+@settings(deadline=None)
+@given(interface_entries(), st.sampled_from(INTERFACES))
+def test_conflicts_name_every_other_holder_of_a_tunnel_address_and_never_dmncs_own_tun(
+    entries: list[Entry], tunnel: str
+) -> None:
+    found = {conflict.found for conflict in conflicts_beside(tunnel, *entries)}
+    expected = {
+        f"interface {interface} already holds the tunnel address {address}"
+        for interface, local, peer, _ in entries
+        if interface != tunnel
+        for address in (local, peer)
+        if address in TUNNEL_HOST_ADDRESSES
+    }
+    assert {text.split(": ", 1)[0] for text in found} == expected
+    assert all(not text.startswith(f"interface {tunnel} ") for text in found)
