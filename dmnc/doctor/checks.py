@@ -27,8 +27,8 @@ from dmnc.routes.policy import VM_NO_IPV6_FIX, HostState, NetworkInfo, PolicyCon
 from dmnc.supervisor.conflicts import Conflict
 from dmnc.system_service import HOMEBREW_LAUNCHD_PLIST_PATH, LAUNCHD_PLIST_PATH
 from dmnc.tunnel.udp import UdpError
-from dmnc.vm.errors import VmSetupError
-from dmnc.vm.result import KernelWireGuardMissing, KernelWireGuardPresent
+from dmnc.vm.errors import VmSetupError, foreign_interface_remedy
+from dmnc.vm.result import ForeignInterface, KernelWireGuardMissing, KernelWireGuardPresent
 from dmnc.vm.shims import RESERVE_HINT, WHY_NOT_PICKED
 
 # A session's keys are refused REJECT_AFTER_TIME after its handshake (whitepaper section 6.1, 180 s); a live tunnel
@@ -191,7 +191,9 @@ def setup_image_check(image: str, present: bool, explicit: bool) -> CheckResult:
     )
 
 
-def kernel_check(outcome: KernelWireGuardPresent | KernelWireGuardMissing) -> CheckResult:
+def kernel_check(outcome: KernelWireGuardPresent | KernelWireGuardMissing | ForeignInterface) -> CheckResult:
+    if isinstance(outcome, ForeignInterface):
+        return foreign_interface_check(outcome)
     if isinstance(outcome, KernelWireGuardPresent):
         return CheckResult(
             "vm-wireguard", Verdict.PASS, f"the VM kernel {outcome.kernel_release} has WireGuard (chip0 runs in it)"
@@ -202,6 +204,17 @@ def kernel_check(outcome: KernelWireGuardPresent | KernelWireGuardMissing) -> Ch
         f"the VM kernel {outcome.kernel_release} has no WireGuard: dmnc runs chip0 in a wireguard-go container"
         " instead (works, costs CPU in the VM)",
         fix="for the faster kernel path, use a VM kernel with CONFIG_WIREGUARD (update Docker Desktop/Colima)",
+    )
+
+
+def foreign_interface_check(outcome: ForeignInterface) -> CheckResult:
+    """The VM's interface is another tool's (docker-mac-net-connect's chip0): every setup of dmnc's refuses."""
+    return CheckResult(
+        "vm-wireguard",
+        Verdict.FAIL,
+        f"the VM already has an interface {outcome.interface} that is not dmnc's (docker-mac-net-connect's?):"
+        " dmnc leaves it alone and cannot set its own up",
+        fix=foreign_interface_remedy(outcome.interface),
     )
 
 

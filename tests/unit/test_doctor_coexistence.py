@@ -9,11 +9,12 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dmnc.doctor.checks import CheckResult, Verdict, coexistence_check
+from dmnc.doctor.checks import CheckResult, Verdict, coexistence_check, kernel_check
 from dmnc.routes.hoststate import host_networks_of
 from dmnc.routes.manager import Address
 from dmnc.supervisor.conflicts import Conflict, interface_address_conflicts, launchd_conflicts
 from dmnc.supervisor.supervisor import TUNNEL_HOST_ADDRESSES
+from dmnc.vm.result import ForeignInterface
 
 ip = ipaddress.ip_address
 Entry = tuple[str, Address, Address, int]  # interface, local address, address (the peer's on a point-to-point), prefix
@@ -128,3 +129,12 @@ def test_conflicts_name_every_other_holder_of_a_tunnel_address_and_never_dmncs_o
     }
     assert {text.split(": ", 1)[0] for text in found} == expected
     assert all(not text.startswith(f"interface {tunnel} ") for text in found)
+
+
+def test_another_tools_chip0_in_the_vm_fails_the_kernel_check_with_how_to_free_it() -> None:
+    result = kernel_check(ForeignInterface("chip0", "6.10.14-linuxkit"))
+    assert result.verdict is Verdict.FAIL
+    assert result.name == "vm-wireguard"
+    assert result.detail.startswith("the VM already has an interface chip0 that is not dmnc's")
+    assert result.fix is not None
+    assert result.fix.endswith("docker run --rm --net=host --cap-add NET_ADMIN alpine ip link del chip0")
