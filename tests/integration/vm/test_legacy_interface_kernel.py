@@ -17,6 +17,7 @@ import pytest
 
 from dmnc.vm import (
     ForeignInterface,
+    KernelWireGuardPresent,
     ScriptMode,
     SetupParams,
     SetupResult,
@@ -29,6 +30,7 @@ from tests.integration.vm.scriptlab import LAB_NONCE
 from tests.integration.vm.test_setup_script_kernel import (
     HOST_PORT,
     HOST_UNDERLAY,
+    SCRIPT_PATH,
     KernelLab,
     guest_lab,  # noqa: F401 # the module-scoped guest fixture with the script installed
     run_in_guest,
@@ -58,6 +60,12 @@ def params() -> SetupParams:
 
 def run_script(lab: KernelLab, params: SetupParams, mode: ScriptMode) -> tuple[ScriptOutcome, str]:
     exit_code, output = run_in_guest(lab, params, mode)
+    return outcome_from_output_untrusted(output, exit_code, nonce=LAB_NONCE), output
+
+
+def run_check(lab: KernelLab) -> tuple[ScriptOutcome, str]:
+    """The script's check mode, as `dmnc doctor` runs it (only --nonce)."""
+    exit_code, output = lab.guest.run(shlex.join(["sh", SCRIPT_PATH, ScriptMode.CHECK.value, "--nonce", LAB_NONCE]))
     return outcome_from_output_untrusted(output, exit_code, nonce=LAB_NONCE), output
 
 
@@ -110,6 +118,8 @@ def test_a_chip0_as_dmnc_0_1_made_it_is_recognised_marked_and_set_up_again(
     make_wireguard_chip0(lab.guest, params.host_public_key_base64)
     lab.guest.check(LEGACY_FOOTPRINTS[footprint])
     assert "alias" not in lab.guest.check(f"ip link show dev {INTERFACE}")
+    outcome, output = run_check(lab)
+    assert isinstance(outcome, KernelWireGuardPresent), output  # doctor's check does not call it foreign
 
     outcome, output = run_script(lab, params, ScriptMode.SETUP)
     assert isinstance(outcome, SetupResult), output
@@ -137,8 +147,8 @@ def test_a_foreign_wireguard_chip0_is_never_touched_even_after_dmnc_ran_on_this_
 
     make_wireguard_chip0(lab.guest, params.host_public_key_base64)
     before, rules_before = chip0_state(lab.guest), nft_rules(lab.guest)
-    for mode in (ScriptMode.SETUP, ScriptMode.TEARDOWN):
-        outcome, output = run_script(lab, params, mode)
+    for mode in (ScriptMode.CHECK, ScriptMode.SETUP, ScriptMode.TEARDOWN):
+        outcome, output = run_check(lab) if mode is ScriptMode.CHECK else run_script(lab, params, mode)
         assert isinstance(outcome, ForeignInterface), output
         assert outcome.interface == INTERFACE
         assert chip0_state(lab.guest) == before
