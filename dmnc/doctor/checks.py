@@ -24,10 +24,12 @@ from dmnc.docker.discovery import Runtime
 from dmnc.docker.errors import DiscoveryError, DockerError
 from dmnc.routes import InstalledRoute
 from dmnc.routes.policy import VM_NO_IPV6_FIX, HostState, NetworkInfo, PolicyConfig, SkipReason, evaluate
+from dmnc.supervisor.conflicts import Conflict
+from dmnc.system_service import HOMEBREW_LAUNCHD_PLIST_PATH, LAUNCHD_PLIST_PATH
 from dmnc.tunnel.udp import UdpError
-from dmnc.vm.errors import VmSetupError
+from dmnc.vm.errors import VmSetupError, foreign_interface_remedy
 from dmnc.vm.nftables import DockerNftables, published_ports_note, unmarked_fix, unmarked_problem
-from dmnc.vm.result import KernelWireGuardMissing, KernelWireGuardPresent
+from dmnc.vm.result import ForeignInterface, KernelWireGuardMissing, KernelWireGuardPresent
 from dmnc.vm.shims import RESERVE_HINT, WHY_NOT_PICKED
 
 # A session's keys are refused REJECT_AFTER_TIME after its handshake (whitepaper section 6.1, 180 s); a live tunnel
@@ -190,7 +192,9 @@ def setup_image_check(image: str, present: bool, explicit: bool) -> CheckResult:
     )
 
 
-def kernel_check(outcome: KernelWireGuardPresent | KernelWireGuardMissing) -> CheckResult:
+def kernel_check(outcome: KernelWireGuardPresent | KernelWireGuardMissing | ForeignInterface) -> CheckResult:
+    if isinstance(outcome, ForeignInterface):
+        return foreign_interface_check(outcome)
     if isinstance(outcome, KernelWireGuardPresent):
         return CheckResult(
             "vm-wireguard", Verdict.PASS, f"the VM kernel {outcome.kernel_release} has WireGuard (chip0 runs in it)"
@@ -237,6 +241,17 @@ def docker_firewall_check(
             f" {published_ports_note(interface)}",
         )
     return CheckResult("docker-firewall", Verdict.FAIL, unmarked_problem(), fix=unmarked_fix(interface))
+
+
+def foreign_interface_check(outcome: ForeignInterface) -> CheckResult:
+    """The VM's interface is another tool's (docker-mac-net-connect's chip0): every setup of dmnc's refuses."""
+    return CheckResult(
+        "vm-wireguard",
+        Verdict.FAIL,
+        f"the VM already has an interface {outcome.interface} that is not dmnc's (docker-mac-net-connect's?):"
+        " dmnc leaves it alone and cannot set its own up",
+        fix=foreign_interface_remedy(outcome.interface),
+    )
 
 
 def split_host_port(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, str] | None:
@@ -635,3 +650,48 @@ def leftover_resolver_check(
         f"{shown}: written by a dmnc, but {who}: lookups under that domain wait for an answer that never comes",
         fix=f"sudo dmnc uninstall (removes them), or sudo rm {shown}",
     )
+
+
+# Coexistence (dmnc.supervisor.conflicts): another program holding what dmnc's tunnel needs, and dmnc's own
+# services installed twice.
+
+
+def coexistence_check(
+    conflicts: Sequence[Conflict],
+    *,
+    both_dmnc_services: bool,
+    standby: str | None,
+    platform: str,
+    own_tunnel_unknown: str | None = None,
+) -> CheckResult:
+    """`conflicts` were found with dmnc's own TUN left out, when the running dmnc's status named it;
+    `own_tunnel_unknown` says why it could not be (the status was unreadable), so a conflict may be dmnc itself.
+    `standby` is the running dmnc's own reason for waiting, which may name what only it sees (the VM's chip0)."""
+    if conflicts:
+        detail = "; ".join(conflict.found for conflict in conflicts)
+        fix = "; ".join(dict.fromkeys(conflict.remedy for conflict in conflicts))
+        if own_tunnel_unknown is not None:
+            return CheckResult(
+                "coexistence",
+                Verdict.WARN,
+                f"{detail} (this may be dmnc's own tunnel: {own_tunnel_unknown})",
+                fix=f"sudo dmnc doctor reads the running dmnc's status; otherwise {fix}",
+            )
+        return CheckResult("coexistence", Verdict.FAIL, detail, fix=fix)
+    if both_dmnc_services:
+        return CheckResult(
+            "coexistence",
+            Verdict.WARN,
+            f"both dmnc launchd services are installed ({LAUNCHD_PLIST_PATH} and {HOMEBREW_LAUNCHD_PLIST_PATH}): one"
+            " runs, the other waits in standby",
+            fix="keep one: `sudo brew services stop dmnc`, or `sudo dmnc service uninstall` for dmnc's own",
+        )
+    if standby is not None:
+        return CheckResult(
+            "coexistence",
+            Verdict.WARN,
+            f"the running dmnc waits in standby: {standby}",
+            fix="stop what the standby reason names; dmnc takes over by itself once it is gone",
+        )
+    launchd = " and docker-mac-net-connect's launchd service is not installed" if platform == "darwin" else ""
+    return CheckResult("coexistence", Verdict.PASS, f"no other interface holds the tunnel addresses{launchd}")

@@ -33,6 +33,7 @@ from dmnc.docker.models import Network
 from dmnc.doctor.checks import (
     CheckResult,
     Verdict,
+    coexistence_check,
     dns_resolve_check,
     dns_server_check,
     docker_answers_check,
@@ -67,12 +68,13 @@ from dmnc.routes import (
     open_route_manager,
 )
 from dmnc.routes.policy import HostNetwork, HostState
+from dmnc.supervisor.conflicts import both_dmnc_daemons, interface_address_conflicts, launchd_conflicts
 from dmnc.supervisor.host_watch import read_host_dns_servers
-from dmnc.supervisor.supervisor import TUNNEL_NETWORKS
+from dmnc.supervisor.supervisor import TUNNEL_HOST_ADDRESSES, TUNNEL_NETWORKS
 from dmnc.tunnel.udp import DEFAULT_LISTEN_ADDRESSES, UdpEndpoint, UdpError
 from dmnc.vm.errors import VmSetupError
 from dmnc.vm.params import DEFAULT_INTERFACE
-from dmnc.vm.result import KernelWireGuardMissing, KernelWireGuardPresent
+from dmnc.vm.result import ForeignInterface, KernelWireGuardMissing, KernelWireGuardPresent
 from dmnc.vm.runner import VmSetupRunner, default_setup_image
 from dmnc.vm.shims import route_info
 
@@ -114,6 +116,7 @@ class _Facts:
     routes: list[InstalledRoute] | None = None
     kernel_outcome: KernelWireGuardPresent | KernelWireGuardMissing | None = None
     firewall_driver: str = ""
+    status_unreadable: str | None = None  # a control socket answered, but not with a status
 
 
 async def run_doctor(settings: DoctorSettings, report: Report) -> list[CheckResult]:
@@ -170,6 +173,7 @@ async def _checks_without_docker(settings: DoctorSettings, facts: _Facts, add: R
     for name in ("setup-image", "vm-wireguard", "docker-firewall"):
         add(skipped(name, "needs Docker"))
     add(handshake_check(facts.snapshot, facts.not_running, _local_address_toward_vm(facts.snapshot)))
+    add(await _coexistence(settings, facts))
     add(skipped("route-conflicts", "needs Docker (its network list)"))
     add(installed_routes_check(facts.snapshot, facts.not_running))
     add(path_check(facts.snapshot, facts.not_running))
@@ -186,6 +190,7 @@ async def _checks_with_docker(settings: DoctorSettings, docker: DockerClient, fa
     add(await _vm_wireguard(settings, docker, facts))
     add(_docker_firewall(facts))
     add(handshake_check(facts.snapshot, facts.not_running, _local_address_toward_vm(facts.snapshot)))
+    add(await _coexistence(settings, facts))
     add(await _route_conflicts(settings, docker, facts))
     add(installed_routes_check(facts.snapshot, facts.not_running))
     add(path_check(facts.snapshot, facts.not_running))
@@ -203,6 +208,7 @@ async def _read_status(settings: DoctorSettings, facts: _Facts) -> None:
         facts.not_running = f"dmnc is not running (no service on {path}); start it: sudo dmnc"
     except ControlError as error:
         facts.not_running = f"cannot read the running dmnc's status: {error}"
+        facts.status_unreadable = facts.not_running
 
 
 def _local_address_toward_vm(snapshot: StatusSnapshot | None) -> str | None:
@@ -257,7 +263,8 @@ async def _vm_wireguard(settings: DoctorSettings, docker: DockerClient, facts: _
         outcome = await runner.check_kernel()
     except (VmSetupError, DockerError) as error:
         return kernel_test_failed_check(error)
-    facts.kernel_outcome = outcome
+    if not isinstance(outcome, ForeignInterface):  # another tool's chip0: the check saw nothing of Docker's firewall
+        facts.kernel_outcome = outcome
     return kernel_check(outcome)
 
 
@@ -265,14 +272,44 @@ def _docker_firewall(facts: _Facts) -> CheckResult:
     return docker_firewall_check(facts.kernel_outcome, DEFAULT_INTERFACE, facts.firewall_driver)
 
 
+async def _coexistence(settings: DoctorSettings, facts: _Facts) -> CheckResult:
+    """Another program holding the tunnel addresses (by interface, dmnc's own TUN left out), docker-mac-net-connect's
+    launchd service, both dmnc services (macOS), and the running dmnc's own standby reason."""
+    loopback = _loopback(settings)
+    tunnel = facts.snapshot.tunnel.interface if facts.snapshot is not None else None
+    darwin = settings.platform == "darwin"
+    try:
+        with trio.fail_after(STEP_TIMEOUT_S):
+            _, host_networks = await _list_routes(tunnel or loopback, loopback)
+            conflicts = interface_address_conflicts(host_networks, TUNNEL_HOST_ADDRESSES)
+            if darwin:
+                conflicts += await trio.to_thread.run_sync(launchd_conflicts)
+            both = darwin and await trio.to_thread.run_sync(both_dmnc_daemons)
+    except trio.TooSlowError:
+        return timeout_check("coexistence", STEP_TIMEOUT_S)
+    except RouteError as error:
+        return CheckResult("coexistence", Verdict.FAIL, f"cannot read this host's interface addresses: {error}")
+    return coexistence_check(
+        conflicts,
+        both_dmnc_services=both,
+        standby=None if facts.snapshot is None else facts.snapshot.standby,
+        platform=settings.platform,
+        own_tunnel_unknown=facts.status_unreadable,
+    )
+
+
+def _loopback(settings: DoctorSettings) -> str:
+    """An interface that surely exists, for a route manager when no dmnc is running: nothing is then dmnc's."""
+    return "lo0" if settings.platform == "darwin" else "lo"
+
+
 async def _route_conflicts(settings: DoctorSettings, docker: DockerClient, facts: _Facts) -> CheckResult:
     try:
         facts.networks = await docker.list_networks()
     except DockerError as error:
         return route_facts_missing_check("list Docker networks", error)
-    # The manager marks routes through this interface as dmnc's own; without a running dmnc nothing is ours, and
-    # any interface that surely exists (loopback) will do.
-    loopback = "lo0" if settings.platform == "darwin" else "lo"
+    # The manager marks routes through this interface as dmnc's own; without a running dmnc nothing is ours.
+    loopback = _loopback(settings)
     tunnel = facts.snapshot.tunnel.interface if facts.snapshot is not None else None
     try:
         with trio.fail_after(STEP_TIMEOUT_S):

@@ -14,6 +14,10 @@ and raw_input drops what does not fit without setting an error (bsd/net/raw_usrr
 no else branch), so recv never reports ENOBUFS. The monitor socket therefore asks for a large buffer, and the
 event stream asks for a resync every MONITOR_RESYNC_INTERVAL_S, which a lost message waits for at most.
 
+After installing, the reconciler asks the kernel which route it really uses for an address in each subnet
+(`shadow_of`: RTM_GET on a fresh routing socket, as `route -n get`): a route the overlap rules do not list, such
+as a host route another tunnel left behind, is reported as shadowing dmnc's.
+
 The OS calls sit behind `RoutingTransport`, so the manager's logic is tested on Linux against a fake kernel that
 speaks the same bytes; the real transport is exercised by the macOS CI workflow.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import ipaddress
 import os
 import socket
 from collections import Counter
@@ -32,8 +37,10 @@ from typing import Protocol
 
 import trio
 
+from dmnc.logsetup import printable
 from dmnc.routes import pfroute
 from dmnc.routes.manager import (
+    Address,
     Destination,
     InstalledRoute,
     InterfaceNotFoundError,
@@ -44,6 +51,8 @@ from dmnc.routes.manager import (
     RouteExistsError,
     RouteOperationError,
     RouteResult,
+    Shadow,
+    probe_address,
 )
 
 # bsd/sys/sysctl.h and bsd/net/route.h: {CTL_NET, PF_ROUTE, 0, AF_UNSPEC, NET_RT_DUMP, 0} dumps every route.
@@ -59,6 +68,9 @@ MONITOR_SOCKET_BUFFER_BYTES = 1 << 20
 # Overflow is silent on xnu (see the module docstring): the monitor asks for a full pass this often, whatever
 # it received meanwhile. One pass is one sysctl dump.
 MONITOR_RESYNC_INTERVAL_S = 20.0
+# xnu answers an RTM_GET inside the write itself (bsd/net/rtsock.c route_output queues the reply before returning),
+# so the reply is already waiting when send returns; this bounds only a reply that never comes.
+LOOKUP_TIMEOUT_S = 2.0
 
 
 class MessageSource(Protocol):
@@ -85,7 +97,19 @@ class RoutingTransport(Protocol):
         """A second routing socket that receives every routing message; raises OSError."""
         ...
 
+    def open_lookup(self) -> LookupSocket:
+        """A fresh routing socket for one RTM_GET and its reply; raises OSError."""
+        ...
+
     def close(self) -> None: ...
+
+
+class LookupSocket(MessageSource, Protocol):
+    """A routing socket that is written to and read from: the reply to an RTM_GET comes back on it."""
+
+    async def send(self, message: bytes) -> None:
+        """Write one message; the kernel's refusal (ESRCH: no route at all) arrives as OSError."""
+        ...
 
 
 def _routing_socket() -> socket.socket:
@@ -104,6 +128,15 @@ class _RoutingSocket:
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(self.socket)
 
+    async def send(self, message: bytes) -> None:
+        while True:
+            try:
+                self.socket.send(message)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self.socket)
+            else:
+                return
+
     def close(self) -> None:
         self.socket.close()
 
@@ -119,13 +152,7 @@ class DarwinRoutingTransport:
         self._libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
     async def send(self, message: bytes) -> None:
-        while True:
-            try:
-                self._requests.socket.send(message)
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(self._requests.socket)
-            else:
-                return
+        await self._requests.send(message)
 
     async def dump(self) -> bytes:
         return await trio.to_thread.run_sync(self._dump_blocking)
@@ -136,6 +163,11 @@ class DarwinRoutingTransport:
 
     def open_monitor(self) -> MessageSource:
         return open_monitor_socket(_routing_socket)
+
+    def open_lookup(self) -> LookupSocket:
+        # A fresh socket per lookup: it queues only what arrives after it opened, so the reply cannot be lost to a
+        # buffer full of older messages (xnu drops silently on overflow, see the module docstring).
+        return _RoutingSocket(_routing_socket())
 
     def close(self) -> None:
         self._requests.socket.close()
@@ -252,9 +284,13 @@ class DarwinRouteManager(NextHopTable):
     async def aclose(self) -> None:
         self._transport.close()
 
-    def _message(self, message_type: int, destination: Destination) -> bytes:
+    def _take_seq(self) -> int:
         seq = self._next_seq
         self._next_seq = self._next_seq % 0x7FFFFFFF + 1
+        return seq
+
+    def _message(self, message_type: int, destination: Destination) -> bytes:
+        seq = self._take_seq()
         next_hop = self._next_hops.get(destination.version)
         return pfroute.encode_route_message(
             route_message(message_type, destination, self._interface_index, next_hop, pid=self._pid, seq=seq)
@@ -325,6 +361,57 @@ class DarwinRouteManager(NextHopTable):
 
     async def list_ours(self) -> list[InstalledRoute]:
         return [route for route in await self.list_routes() if route.ours]
+
+    async def lookup(self, address: Address) -> pfroute.RouteLookup | None:
+        """The route the kernel uses for `address` (RTM_GET, as `route -n get`); None when it has none (ESRCH), or
+        when no reply came within LOOKUP_TIMEOUT_S or the kernel dropped it (ENOBUFS)."""
+        seq = self._take_seq()
+        request = pfroute.encode_lookup_request(address, pid=self._pid, seq=seq)
+        target = ipaddress.ip_network(address)
+        try:
+            lookup_socket = self._transport.open_lookup()
+        except OSError as error:
+            raise _failure("open routing socket", None, error) from error
+        try:
+            with trio.move_on_after(LOOKUP_TIMEOUT_S):
+                try:
+                    await lookup_socket.send(request)
+                except OSError as error:
+                    if error.errno == errno.ESRCH:
+                        return None
+                    raise _failure("look up the route to", target, error) from error
+                while True:
+                    try:
+                        data = await lookup_socket.receive()
+                    except OSError as error:
+                        if error.errno == errno.ENOBUFS:
+                            return None
+                        raise _failure("look up the route to", target, error) from error
+                    reply = pfroute.decode_lookup_reply_untrusted(
+                        data, pid=self._pid, seq=seq, drops=self._dropped, warnings=self._warnings
+                    )
+                    if reply is not None:
+                        return reply
+            return None
+        finally:
+            lookup_socket.close()
+
+    async def shadow_of(self, destination: Destination) -> Shadow | None:
+        """ShadowCheck: the route the kernel really uses for an address in `destination`, when it does not go
+        through dmnc's utun (a more specific route, such as a host route another tunnel left behind); None when
+        it does, or when the kernel names no interface."""
+        answer = await self.lookup(probe_address(destination))
+        if answer is None or answer.interface_index == self._interface_index:
+            return None
+        if answer.interface_name is None and answer.interface_index == 0:
+            return None
+        route = answer.route
+        if answer.interface_name is not None:
+            interface = printable(answer.interface_name)
+        else:
+            interface = _interface_name(answer.interface_index)
+        gateway = f" (gateway {route.gateway})" if route.gateway is not None else ""
+        return Shadow(None, None, f"{route.destination} via {interface}{gateway}")
 
     @asynccontextmanager
     async def monitor(self) -> AsyncIterator[AsyncIterator[RouteEvent]]:

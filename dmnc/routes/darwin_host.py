@@ -47,8 +47,6 @@ RTM_DELADDR = 0xD
 # bsd/net/if.h: ifa_msghdr, 20 bytes: msglen, version, type, addrs, flags, index, (2 pad), metric.
 IFA_MSGHDR = struct.Struct("=HBBiiHxxi")
 IFF_POINTOPOINT = 0x10
-# bsd/net/if_dl.h: sockaddr_dl: len, family, index, type, nlen, alen, slen, then the name.
-SOCKADDR_DL_NAME_OFFSET = 8
 SYSCTL_ATTEMPTS = 3
 # `scutil --dns` answers at once; a hung one must not hold up the host-state feed.
 SCUTIL_TIMEOUT_SECONDS = 5.0
@@ -109,13 +107,13 @@ def _interface_untrusted(message: bytes) -> tuple[int, int, str]:
     _length, _version, _type, addrs, flags, index = pfroute.IF_MSGHDR.unpack_from(message)
     sockaddrs = _sockaddrs(message[pfroute.IF_MSGHDR_LENGTH :], addrs)
     link = sockaddrs.get(pfroute.RTA_IFP, b"")
-    if len(link) < SOCKADDR_DL_NAME_OFFSET or link[1] != pfroute.AF_LINK:
+    if len(link) < pfroute.SOCKADDR_DL_NAME_OFFSET or link[1] != pfroute.AF_LINK:
         raise _Malformed("interface message without its link address")
-    name_length = link[5]
-    name = link[SOCKADDR_DL_NAME_OFFSET : SOCKADDR_DL_NAME_OFFSET + name_length]
-    if len(name) != name_length:
-        raise _Malformed("interface name overruns its link address")
-    return int(index), int(flags), name.decode("ascii", errors="replace")
+    try:
+        name = pfroute.link_name_untrusted(link)
+    except pfroute.MalformedMessageError as error:
+        raise _Malformed(str(error)) from error
+    return int(index), int(flags), name
 
 
 def _address_untrusted(

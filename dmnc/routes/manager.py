@@ -97,14 +97,18 @@ class RouteEvent:
 
 @dataclass(frozen=True, slots=True)
 class Shadow:
-    """The kernel's own answer for an address inside a subnet dmnc routes: a policy rule sends it to another table,
-    where another route wins (Tailscale's exit node: rule 5270 -> table 52, holding a default route)."""
+    """The kernel's own answer for an address inside a subnet dmnc routes, when it is not dmnc's route. Linux: a
+    policy rule sends it to another table, where another route wins (Tailscale's exit node: rule 5270 -> table 52,
+    holding a default route). macOS has one table: another route wins there (`table` None), such as a host route
+    another tunnel left behind."""
 
     rule_priority: int | None  # None when no rule naming the table was found (it changed meanwhile)
-    table: int
+    table: int | None  # None: the only table there is (macOS)
     route: str  # the route the kernel picked, as `describe()` shows routes
 
     def describe(self) -> str:
+        if self.table is None:
+            return f"shadowed by {self.route}"
         rule = f"rule {self.rule_priority}" if self.rule_priority is not None else "a rule"
         return f"shadowed by {rule} -> table {self.table} ({self.route})"
 
@@ -201,7 +205,8 @@ class RouteManager(Protocol):
 
 @runtime_checkable
 class ShadowCheck(Protocol):
-    """A manager that can ask the kernel which route it really uses (Linux: RTM_GETROUTE, as `ip route get`)."""
+    """A manager that can ask the kernel which route it really uses (Linux: RTM_GETROUTE, as `ip route get`; macOS:
+    RTM_GET, as `route -n get`)."""
 
     async def shadow_of(self, destination: Destination) -> Shadow | None:
         """How a policy rule sends `destination` past dmnc's route, or None when the kernel uses dmnc's interface

@@ -354,3 +354,86 @@ def decode_interface_index_untrusted(data: bytes, drops: Counter[str] | None = N
 def _count(drops: Counter[str] | None, reason: str) -> None:
     if drops is not None:
         drops[reason] += 1
+
+
+# RTM_GET: which route the kernel really uses for an address, as `route -n get ADDRESS` asks (network_cmds
+# route.c rtmsg: RTA_DST plus an empty AF_LINK sockaddr as RTA_IFP). xnu's route_output (bsd/net/rtsock.c, case
+# RTM_GET and its `report:` path) looks the destination up without a netmask (the best match, the unscoped table
+# as for any unbound socket), writes the route's DST, GATEWAY, NETMASK and GENMASK into the reply and, only when
+# the request carried RTA_IFP or RTA_IFA, the interface's link address (RTA_IFP, a sockaddr_dl with its name), the
+# route's source address (RTA_IFA) and the interface index into rtm_index. The reply keeps the request's pid and
+# seq, gains RTF_DONE, and is echoed to the sending socket too (routing sockets are SO_USELOOPBACK).
+RTF_DONE = 0x40
+SOCKADDR_DL_NAME_LENGTH_OFFSET = 5  # bsd/net/if_dl.h sockaddr_dl: len, family, index(2), type, nlen, alen, slen
+SOCKADDR_DL_NAME_OFFSET = 8  # sdl_data: the name, then the link-layer address
+
+
+@dataclass(frozen=True, slots=True)
+class RouteLookup:
+    """The kernel's answer to an RTM_GET: the route it picked, on which interface (index and name)."""
+
+    route: RouteSocketMessage  # interface_index is the interface the kernel sends through (rtm_index)
+    interface_name: str | None  # from RTA_IFP; None when the reply named no interface
+
+    @property
+    def interface_index(self) -> int:
+        return self.route.interface_index
+
+
+def encode_lookup_request(address: Address, *, pid: int, seq: int) -> bytes:
+    """The RTM_GET for `address` (see above), byte for byte what `route -n get ADDRESS` writes."""
+    sockaddrs = encode_sockaddr_inet(address) + encode_sockaddr_dl(0)
+    header = RT_MSGHDR.pack(
+        RT_MSGHDR.size + len(sockaddrs),
+        RTM_VERSION,
+        RTM_GET,
+        0,
+        RTF_UP | RTF_HOST | RTF_STATIC,  # route(8)'s flags for a host lookup; xnu's lookup does not read them
+        RTA_DST | RTA_IFP,
+        pid,
+        seq,
+        0,
+        0,
+        0,
+        *([0] * 14),
+    )
+    return header + sockaddrs
+
+
+def decode_lookup_reply_untrusted(
+    data: bytes, *, pid: int, seq: int, drops: Counter[str] | None = None, warnings: RepeatedWarnings | None = None
+) -> RouteLookup | None:
+    """The answer to our RTM_GET `seq` from process `pid`; None for any other message (the lookup socket also
+    receives every other process's routing messages), for a refused lookup (rtm_errno), and, counted and logged,
+    for a malformed reply."""
+    message = decode_route_message_untrusted(data, drops, warnings)
+    if message is None or message.message_type != RTM_GET or message.pid != pid or message.seq != seq:
+        return None
+    if message.errno:
+        return None
+    try:
+        name = _interface_name_untrusted(data)
+    except MalformedMessageError as error:
+        _count(drops, "malformed")
+        logger.warning("routing socket: dropped a lookup reply: %s", error)
+        return None
+    return RouteLookup(message, name)
+
+
+def _interface_name_untrusted(data: bytes) -> str | None:
+    """The interface name in an already decoded route message's RTA_IFP sockaddr_dl, if it has one."""
+    addrs = RT_MSGHDR.unpack_from(data)[5]
+    link = _sockaddrs_untrusted(data[RT_MSGHDR.size :], addrs).get(RTA_IFP)
+    if link is None or len(link) < SOCKADDR_DL_NAME_OFFSET or link[1] != AF_LINK:
+        return None
+    return link_name_untrusted(link) or None
+
+
+def link_name_untrusted(link: bytes) -> str:
+    """The interface name in a sockaddr_dl of at least SOCKADDR_DL_NAME_OFFSET bytes (sdl_nlen bytes of sdl_data);
+    raises MalformedMessageError when the name overruns the sockaddr."""
+    name_length = link[SOCKADDR_DL_NAME_LENGTH_OFFSET]
+    name = link[SOCKADDR_DL_NAME_OFFSET : SOCKADDR_DL_NAME_OFFSET + name_length]
+    if len(name) != name_length:
+        raise MalformedMessageError("interface name overruns its link address")
+    return name.decode("ascii", errors="replace")

@@ -35,6 +35,7 @@ from dmnc.routes.manager import (
     RouteResult,
     Shadow,
     ShadowCheck,
+    probe_address,
     route_in_place,
 )
 from dmnc.routes.policy import (
@@ -133,6 +134,12 @@ SHADOW_FIX = (
     "the route is in the main table, but that rule is evaluated before it: turn off what installed the rule (a VPN's "
     "exit node or full tunnel), or let the main table win for this subnet with `ip rule add to SUBNET lookup main "
     "pref N`, N smaller than that rule's priority"
+)
+# macOS: one table, so the winner is a more specific route there that the overlap rules do not list (a host route
+# or a clone another tunnel left behind, such as docker-mac-net-connect's to 10.33.33.2).
+SINGLE_TABLE_SHADOW_FIX = (
+    "`route -n get ADDRESS` shows the route the kernel uses instead: stop the program that added it (another VPN or "
+    "tunnel, docker-mac-net-connect), or delete that route (`sudo route -n delete` with its destination)"
 )
 
 
@@ -296,7 +303,8 @@ class RouteReconciler:
                     decision = DECISION_GIVEN_UP
                 elif installed and wanted.subnet in self._shadowed:
                     installed = False
-                    reason = f"{self._shadowed[wanted.subnet].describe()}; {shadow_fix(wanted.subnet)}"
+                    shadow = self._shadowed[wanted.subnet]
+                    reason = f"{shadow.describe()}; {shadow_fix(wanted.subnet, shadow)}"
                     decision = DECISION_SHADOWED
                 elif wanted.subnet in self._install_failures and not installed:
                     reason = f"could not install: {self._install_failures[wanted.subnet]}"
@@ -514,7 +522,7 @@ class RouteReconciler:
                     destination,
                     self._manager.interface,
                     shadow.describe(),
-                    shadow_fix(destination),
+                    shadow_fix(destination, shadow),
                 )
         for destination in self._shadowed.keys() - shadowed.keys():
             logger.info("route %s dev %s is used again", destination, self._manager.interface)
@@ -617,9 +625,10 @@ class RouteReconciler:
             self._hooks.after_delete([outcome.destination for outcome in deleted if outcome.error is None])
 
 
-def shadow_fix(subnet: Destination) -> str:
+def shadow_fix(subnet: Destination, shadow: Shadow) -> str:
     """What a user can do about a shadowed route of `subnet`."""
-    return SHADOW_FIX.replace("SUBNET", str(subnet))
+    fix = SHADOW_FIX if shadow.table is not None else SINGLE_TABLE_SHADOW_FIX
+    return fix.replace("SUBNET", str(subnet)).replace("ADDRESS", str(probe_address(subnet)))
 
 
 def _reason(error: RouteError) -> str:

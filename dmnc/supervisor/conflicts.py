@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dmnc.control import EventBroadcaster
+from dmnc.logsetup import printable
+from dmnc.routes.policy import HostNetwork
 from dmnc.supervisor.log import announce
 from dmnc.system_service import HOMEBREW_LAUNCHD_PLIST_PATH, LAUNCHD_PLIST_PATH
 
@@ -108,15 +110,26 @@ def host_address_conflicts(
     addresses: Iterable[IPAddress], *, is_local: Callable[[IPAddress], bool] = address_is_local
 ) -> list[Conflict]:
     """The tunnel's host addresses that an interface already holds (before dmnc created its own)."""
+    return [_tunnel_address_conflict("another interface", address) for address in addresses if is_local(address)]
+
+
+def interface_address_conflicts(networks: Iterable[HostNetwork], addresses: Iterable[IPAddress]) -> list[Conflict]:
+    """The tunnel's host addresses on an interface in `networks`, naming it: `networks` are the host's interface
+    addresses with dmnc's own TUN left out (dmnc.routes.host_address_source), so a running dmnc is no conflict."""
+    wanted = [ipaddress.ip_network(address) for address in addresses]
     return [
-        Conflict(
-            f"another interface already holds the tunnel address {address}: another dmnc (with a control socket of its"
-            " own) or docker-mac-net-connect",
-            f"stop that program first ({STOP_DOCKER_MAC_NET_CONNECT}, or `ip addr` / `ifconfig` shows which)",
-        )
-        for address in addresses
-        if is_local(address)
+        _tunnel_address_conflict(f"interface {printable(network.interface)}", network.network.network_address)
+        for network in networks
+        if network.network in wanted
     ]
+
+
+def _tunnel_address_conflict(holder: str, address: IPAddress) -> Conflict:
+    return Conflict(
+        f"{holder} already holds the tunnel address {address}: another dmnc (with a control socket of its own) or"
+        " docker-mac-net-connect",
+        f"stop that program first ({STOP_DOCKER_MAC_NET_CONNECT}, or `ip addr` / `ifconfig` shows which)",
+    )
 
 
 def launchctl_finds(label: str) -> bool:

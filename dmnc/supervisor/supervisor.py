@@ -225,8 +225,8 @@ class Supervisor:
                 return await bind_control_socket(self.config.control_socket)
             except ControlSocketBusy as error:
                 if not self.as_service:
-                    raise ServiceError(f"another dmnc is already running ({error})") from error
-                standby.enter(f"another dmnc is already running ({error}): only one dmnc service should be installed")
+                    raise ServiceError(str(error)) from error  # it says "another dmnc is already running: ..."
+                standby.enter(f"{error}: only one dmnc service should be installed")
             except ControlError as error:
                 raise ServiceError(str(error)) from error
             await trio.sleep(STANDBY_RECHECK_S)

@@ -35,7 +35,14 @@ class ForeignInterfaceError(VmSetupError):
     def __init__(self, interface: str) -> None:
         super().__init__(
             f"the VM already has an interface {interface} that is not dmnc's (docker-mac-net-connect's?); dmnc left"
-            f" it untouched. Stop that tool (sudo brew services stop docker-mac-net-connect), then restart Docker"
-            f" or delete it: docker run --rm --net=host --cap-add NET_ADMIN alpine ip link del {interface}"
+            f" it untouched. {foreign_interface_remedy(interface)}"
         )
         self.interface = interface
+
+
+def foreign_interface_remedy(interface: str) -> str:
+    """How a user frees the VM interface another tool holds."""
+    return (
+        "Stop that tool (sudo brew services stop docker-mac-net-connect), then restart Docker or delete it: docker"
+        f" run --rm --net=host --cap-add NET_ADMIN alpine ip link del {interface}"
+    )

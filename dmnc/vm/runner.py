@@ -178,15 +178,16 @@ class VmSetupRunner:
             raise SetupResultError(f"the setup script answered {outcome!r} to a teardown request")
         return outcome
 
-    async def check_kernel(self) -> KernelWireGuardPresent | KernelWireGuardMissing:
+    async def check_kernel(self) -> KernelWireGuardPresent | KernelWireGuardMissing | ForeignInterface:
         """Whether the VM kernel can create WireGuard links, tested in a one-shot container that changes nothing
-        lasting. Uses the setup image as it is: a missing image is a SetupImageError, never a build or pull."""
+        lasting; ForeignInterface first when the VM's interface is another tool's. Uses the setup image as it is: a
+        missing image is a SetupImageError, never a build or pull."""
         try:
             image_id = await self._image_id(self.image)
         except NotFound:
             raise SetupImageError(f"the setup image {self.image} is not in the VM") from None
         outcome = await self._run_one_shot(image_id, TeardownParams(), ScriptMode.CHECK)
-        if not isinstance(outcome, KernelWireGuardPresent | KernelWireGuardMissing):
+        if not isinstance(outcome, KernelWireGuardPresent | KernelWireGuardMissing | ForeignInterface):
             raise SetupResultError(f"the setup script answered {outcome!r} to a kernel check")
         return outcome
 

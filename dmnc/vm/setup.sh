@@ -13,7 +13,8 @@
 #              the rules, print the result, then wait for wireguard-go.
 #   teardown   remove chip0 and every rule setup added (from both iptables backends), print the result, exit.
 #   check      test whether the VM kernel can create a WireGuard link (a temporary one, deleted at once; chip0 and
-#              the rules are not touched), print `mode=kernel-ok` or `mode=kernel-missing`, exit. Takes only --nonce.
+#              the rules are not touched), print `mode=kernel-ok` or `mode=kernel-missing`, exit; `mode=foreign`
+#              first when chip0 exists and is not dmnc's. Takes only --nonce.
 #
 # Every mode requires:
 #   --nonce HEX                  dmnc's nonce for this run, 32 lowercase hex digits, echoed in the result line so
@@ -53,7 +54,7 @@
 #   dmnc-setup-result v1 nonce=HEX mode=removed kernel=RELEASE
 #   dmnc-setup-result v1 nonce=HEX mode=kernel-ok kernel=RELEASE
 #   dmnc-setup-result v1 nonce=HEX mode=foreign interface=NAME kernel=RELEASE
-# mode=foreign (setup, userspace, teardown): NAME exists and is not dmnc's (interface_owner below); nothing was
+# mode=foreign (setup, userspace, teardown, check): NAME exists and is not dmnc's (interface_owner below); nothing was
 # changed, neither the interface nor any rule.
 # IPv6 endpoints are written [ADDR]:PORT; ipv6=off means an IPv4-only tunnel (no IPv6 addresses were asked for, or
 # the VM has IPv6 disabled). Every failure prints one line `dmnc-setup: error: ...` on stderr and
@@ -586,12 +587,15 @@ refuse_foreign_interface() {
             note "$IFACE is dmnc 0.1's (from before the ownership mark): marking it as dmnc's"
             mark_interface
             ;;
-        *)
-            note "$IFACE exists and is not dmnc's (another tool's, e.g. docker-mac-net-connect): left untouched"
-            printf '%s mode=foreign interface=%s kernel=%s\n' "$RESULT_PREFIX" "$IFACE" "$KERNEL_RELEASE"
-            exit 0
-            ;;
+        *) report_foreign_interface ;;
     esac
+}
+
+# report_foreign_interface: the `foreign` result for $IFACE, and exit having changed nothing.
+report_foreign_interface() {
+    note "$IFACE exists and is not dmnc's (another tool's, e.g. docker-mac-net-connect): left untouched"
+    printf '%s mode=foreign interface=%s kernel=%s\n' "$RESULT_PREFIX" "$IFACE" "$KERNEL_RELEASE"
+    exit 0
 }
 
 # mark_interface: puts dmnc's mark on $IFACE; an interface dmnc created but could not mark is deleted again, or
@@ -1224,6 +1228,10 @@ remove_nft_table() {
 # be chip0. `ip link add` failing for any reason but permissions means no kernel WireGuard, as in run_setup.
 run_check() {
     require_tool ip
+    # Another tool's chip0 (docker-mac-net-connect's) would make every setup refuse: doctor names it from here.
+    if [ -n "$(link_details)" ] && [ "$(interface_owner)" = foreign ]; then
+        report_foreign_interface
+    fi
     check_iface="dmncchk$$"
     add_err=$(ip link add dev "$check_iface" type wireguard 2>&1) || {
         case $add_err in

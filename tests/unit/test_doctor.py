@@ -390,6 +390,7 @@ async def test_without_docker_every_docker_check_is_skipped_and_docker_fails(tmp
         ("vm-wireguard", Verdict.SKIP),
         ("docker-firewall", Verdict.SKIP),
         ("handshake", Verdict.SKIP),
+        ("coexistence", Verdict.PASS),
         ("route-conflicts", Verdict.SKIP),
         ("routes", Verdict.SKIP),
         ("path", Verdict.SKIP),

@@ -121,6 +121,7 @@ def test_without_dmnc_doctor_checks_docker_image_and_kernel_and_leaves_nothing(s
         "vm-wireguard",
         "docker-firewall",
         "handshake",
+        "coexistence",
         "route-conflicts",
         "routes",
         "path",
@@ -139,6 +140,7 @@ def test_without_dmnc_doctor_checks_docker_image_and_kernel_and_leaves_nothing(s
     assert "has no WireGuard: dmnc runs chip0 in a wireguard-go container" in checks["vm-wireguard"]
     assert checks["docker-firewall"].startswith("PASS docker-firewall: Docker's firewall is iptables")
     assert checks["handshake"].startswith("SKIP handshake: dmnc is not running")
+    assert checks["coexistence"] == "PASS coexistence: no other interface holds the tunnel addresses"
     assert checks["route-conflicts"].startswith("PASS route-conflicts: ")
     assert checks["path"].startswith("SKIP path: dmnc is not running")
     assert checks["dns"].startswith("SKIP dns: dmnc is not running")
@@ -174,6 +176,8 @@ def test_with_dmnc_running_doctor_sees_its_port_and_handshake_and_reaches_a_prob
         assert checks["handshake"].startswith("PASS handshake: last handshake ")
         assert checks["routes"].startswith("PASS routes: 1 container subnet(s) routed through dmnc")
         assert "(userspace WireGuard)" in checks["handshake"]
+        # dmnc's own TUN holds 10.33.33.1 now: that is no conflict.
+        assert checks["coexistence"] == "PASS coexistence: no other interface holds the tunnel addresses"
         assert checks["probe"].startswith("PASS probe: reached a container at 172.30.253.2 on the new network")
         assert completed.returncode == 0
         assert containers_and_networks(service_lab) == before

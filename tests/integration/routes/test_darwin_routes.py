@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from dmnc.routes import open_route_manager
+from dmnc.routes import add_route, delete_route, open_route_manager
+from dmnc.routes.darwin import DarwinRouteManager
 from dmnc.routes.policy import NetworkInfo, PolicyConfig
 from dmnc.routes.reconcile import RouteReconciler
 from tests.conftest import require_root
@@ -65,3 +66,22 @@ async def test_route_deleted_with_route_delete_is_restored_within_a_second(utun:
                 await trio.sleep(0.01)
         await reconciler.withdraw()
         nursery.cancel_scope.cancel()
+
+
+async def test_the_kernel_lookup_names_the_utun_of_a_routed_subnet_and_nothing_shadows_it(utun: str) -> None:
+    subnet = net("172.31.252.0/24")
+    async with open_route_manager(utun) as manager:
+        assert isinstance(manager, DarwinRouteManager)
+        await add_route(manager, subnet)
+        try:
+            answer = await manager.lookup(ipaddress.ip_address("172.31.252.1"))
+            assert answer is not None
+            assert (answer.route.destination, answer.interface_name) == (subnet, utun), route_get("172.31.252.1")
+            assert await manager.shadow_of(subnet) is None
+            # Outside it the runner's default route answers, through another interface: that is what a shadow is.
+            shadow = await manager.shadow_of(net("172.31.253.0/24"))
+            assert shadow is not None, route_get("172.31.253.1")
+            assert shadow.describe().startswith("shadowed by 0.0.0.0/"), shadow  # the default route
+            assert f"via {utun}" not in shadow.describe()
+        finally:
+            await delete_route(manager, subnet)

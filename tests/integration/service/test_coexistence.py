@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.integration.doctor.test_doctor_lab import doctor, lines_by_check
 from tests.lab.netns import Netns
 from tests.lab.service_lab import (
     EXIT_TIMEOUT_S,
@@ -105,3 +106,18 @@ def test_as_a_service_dmnc_waits_in_standby_says_why_and_takes_over_once_the_sta
         assert dmnc.log().count("standby: another interface already holds") == 1  # reported once, not per check
         assert dmnc.stop() == 0
     assert "Traceback" not in dmnc.log()
+
+
+def test_doctor_names_both_sides_of_the_stand_in_and_touches_nothing(service_lab: ServiceLab) -> None:
+    with stand_in(service_lab):
+        before = vm_interface_state(service_lab)
+        completed = doctor(service_lab)
+        coexistence = lines_by_check(completed.stdout)["coexistence"]
+        assert coexistence.startswith(
+            f"FAIL coexistence: interface {HOST_STAND_IN} already holds the tunnel address 10.33.33.1: "
+        )
+        assert "\n  fix: stop that program first (sudo brew services stop docker-mac-net-connect" in coexistence
+        vm_interface = lines_by_check(completed.stdout)["vm-wireguard"]
+        assert vm_interface.startswith(f"FAIL vm-wireguard: the VM already has an interface {VM_INTERFACE} that is")
+        assert completed.returncode == 1
+        assert vm_interface_state(service_lab) == before

@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import os
 import socket
+import struct
 
 import pytest
 import trio
@@ -23,6 +24,7 @@ from dmnc.routes import (
     pfroute,
 )
 from dmnc.routes.darwin import (
+    LOOKUP_TIMEOUT_S,
     MONITOR_RESYNC_INTERVAL_S,
     MONITOR_SOCKET_BUFFER_BYTES,
     DarwinRouteManager,
@@ -50,6 +52,38 @@ class FakeMonitorSource:
         self.send.close()
 
 
+class FakeLookupSocket:
+    """A routing socket for one RTM_GET: the reply is queued as the write returns, after another process's message
+    (a fresh routing socket receives everybody's), as xnu's route_output does (bsd/net/rtsock.c)."""
+
+    def __init__(self, xnu: FakeXnu) -> None:
+        self._xnu = xnu
+        self.send_channel, self.receive_channel = trio.open_memory_channel[bytes](10)
+        self.closed = False
+
+    async def send(self, data: bytes) -> None:
+        await trio.lowlevel.checkpoint()
+        self._xnu.lookups.append(data)
+        reply = self._xnu.answer_lookup(data)
+        unrelated = pfroute.RouteSocketMessage(pfroute.RTM_ADD, net("198.51.100.0/24"), 0x803, 4, 4, pid=OTHER_PID)
+        self.send_channel.send_nowait(pfroute.encode_route_message(unrelated))
+        if reply is not None:
+            self.send_channel.send_nowait(reply)
+
+    async def receive(self) -> bytes:
+        return await self.receive_channel.receive()
+
+    def close(self) -> None:
+        self.closed = True
+        self._xnu.lookup_sockets_open -= 1
+
+
+def link_sockaddr(index: int, name: str) -> bytes:
+    """An interface's link address as RTA_IFP carries it (bsd/net/if_dl.h sockaddr_dl, 20 bytes for a utun)."""
+    encoded = name.encode()
+    return bytes([20, pfroute.AF_LINK, index & 0xFF, index >> 8, 0xFF, len(encoded), 0, 0]) + encoded.ljust(12, b"\0")
+
+
 class FakeXnu:
     """One route per destination, like xnu's non-scoped table; echoes every change to all monitors with the
     route's own flags and index (route_output's `report:` path)."""
@@ -61,6 +95,55 @@ class FakeXnu:
         self.dump_error: OSError | None = None
         self.refuse: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, int] = {}  # destination -> errno of write
         self.closed = False
+        self.lookups: list[bytes] = []
+        self.lookup_sockets_open = 0
+        self.silent_lookups = False  # the reply never comes
+        self.interface_names = {UTUN_INDEX: "utun20", 3: "utun3", 4: "en0"}
+
+    def open_lookup(self) -> FakeLookupSocket:
+        self.lookup_sockets_open += 1
+        return FakeLookupSocket(self)
+
+    def answer_lookup(self, data: bytes) -> bytes | None:
+        """The reply to an RTM_GET: the longest unscoped match, with RTA_IFP naming its interface; OSError(ESRCH)
+        when nothing matches."""
+        header = pfroute.RT_MSGHDR.unpack_from(data)
+        assert header[2] == pfroute.RTM_GET
+        assert header[5] == pfroute.RTA_DST | pfroute.RTA_IFP
+        request = pfroute.decode_route_message_untrusted(data)
+        assert request is not None
+        assert request.destination is not None
+        address = request.destination.network_address
+        matches = [
+            route
+            for route in self.table.values()
+            if route.destination is not None
+            and route.destination.version == address.version
+            and address in route.destination
+            and not route.flags & pfroute.RTF_IFSCOPE
+        ]
+        if not matches:
+            raise OSError(errno.ESRCH, os.strerror(errno.ESRCH))
+        if self.silent_lookups:
+            return None
+        best = max(matches, key=lambda route: route.destination.prefixlen if route.destination else -1)
+        reply = pfroute.encode_route_message(
+            pfroute.RouteSocketMessage(
+                pfroute.RTM_GET,
+                best.destination,
+                best.flags | pfroute.RTF_DONE,
+                best.interface_index,
+                best.gateway_interface,
+                best.gateway,
+                pid=header[6],
+                seq=header[7],
+            )
+        )
+        ifp = link_sockaddr(best.interface_index, self.interface_names.get(best.interface_index, ""))
+        patched = bytearray(reply + ifp)
+        struct.pack_into("=H", patched, 0, len(patched))
+        struct.pack_into("=i", patched, 12, struct.unpack_from("=i", reply, 12)[0] | pfroute.RTA_IFP)
+        return bytes(patched)
 
     def _echo(self, message_type: int, route: pfroute.RouteSocketMessage, pid: int) -> None:
         echoed = pfroute.RouteSocketMessage(
@@ -395,3 +478,77 @@ async def test_scoped_routes_of_other_interfaces_are_no_overlaps(
     assert status.routed == {net("172.20.5.0/24")}
     assert status.overlaps == ()
     assert xnu.table[net("172.20.5.0/24")].interface_index == UTUN_INDEX
+
+
+async def test_the_kernel_answers_through_our_utun_so_nothing_is_shadowed(
+    xnu: FakeXnu, manager: DarwinRouteManager
+) -> None:
+    await add_route(manager, net("172.30.5.0/24"))
+    answer = await manager.lookup(ipaddress.ip_address("172.30.5.1"))
+    assert answer is not None
+    assert (answer.interface_index, answer.interface_name) == (UTUN_INDEX, "utun20")
+    assert await manager.shadow_of(net("172.30.5.0/24")) is None
+    assert xnu.lookup_sockets_open == 0
+
+
+async def test_a_route_the_overlap_rules_do_not_list_shadows_ours_and_status_says_so(
+    xnu: FakeXnu, manager: DarwinRouteManager, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A host route another tunnel left behind (a clone: derived, so not listed as an overlap) wins for the probe
+    # address: only the kernel's own answer shows it.
+    reconciler = RouteReconciler(manager, PolicyConfig())
+    await nursery.start(reconciler.run)
+    leftover = pfroute.RouteSocketMessage(
+        pfroute.RTM_GET, net("172.30.5.1/32"), 0x803 | pfroute.RTF_HOST | pfroute.RTF_WASCLONED, 3, 3
+    )
+    xnu.table[net("172.30.5.1/32")] = leftover
+    with caplog.at_level(logging.WARNING, logger="dmnc.routes.reconcile"):
+        reconciler.set_networks([NetworkInfo("app", "id-app", "bridge", "local", False, {}, (net("172.30.5.0/24"),))])
+        await reconciler.settled()
+    assert xnu.table[net("172.30.5.0/24")].interface_index == UTUN_INDEX
+    [subnet] = reconciler.status().subnets
+    assert subnet.decision == "shadowed"
+    assert subnet.reason is not None
+    assert subnet.reason.startswith("shadowed by 172.30.5.1/32 via utun3; `route -n get 172.30.5.1` shows the route")
+    assert "ip rule" not in subnet.reason
+    assert any("is not used: shadowed by 172.30.5.1/32 via utun3" in record.message for record in caplog.records)
+
+    del xnu.table[net("172.30.5.1/32")]
+    reconciler.trigger()
+    await reconciler.settled()
+    [subnet] = reconciler.status().subnets
+    assert subnet.decision == "routed"
+
+
+async def test_an_ip_gateway_is_named_in_the_shadow(xnu: FakeXnu, manager: DarwinRouteManager) -> None:
+    xnu.table[net("172.30.5.0/25")] = pfroute.RouteSocketMessage(
+        pfroute.RTM_GET, net("172.30.5.0/25"), 0x803, 4, gateway=ipaddress.ip_address("192.168.1.1")
+    )
+    shadow = await manager.shadow_of(net("172.30.5.0/24"))
+    assert shadow is not None
+    assert shadow.describe() == "shadowed by 172.30.5.0/25 via en0 (gateway 192.168.1.1)"
+
+
+async def test_no_route_at_all_is_no_answer(xnu: FakeXnu, manager: DarwinRouteManager) -> None:
+    assert await manager.lookup(ipaddress.ip_address("fd77:5::1")) is None
+    assert await manager.shadow_of(net("fd77:5::/64")) is None
+    assert xnu.lookup_sockets_open == 0
+
+
+async def test_a_reply_that_never_comes_is_no_answer_after_the_lookup_timeout(
+    xnu: FakeXnu, manager: DarwinRouteManager, autojump_clock: trio.testing.MockClock
+) -> None:
+    await add_route(manager, net("172.30.5.0/24"))
+    xnu.silent_lookups = True
+    start = trio.current_time()
+    assert await manager.lookup(ipaddress.ip_address("172.30.5.1")) is None
+    assert trio.current_time() - start == pytest.approx(LOOKUP_TIMEOUT_S)
+    assert xnu.lookup_sockets_open == 0
+
+
+async def test_each_lookup_uses_a_sequence_number_of_its_own(xnu: FakeXnu, manager: DarwinRouteManager) -> None:
+    await add_route(manager, net("172.30.5.0/24"))
+    for _ in range(2):
+        await manager.lookup(ipaddress.ip_address("172.30.5.1"))
+    seqs = [pfroute.RT_MSGHDR.unpack_from(request)[7] for request in xnu.lookups]
+    assert len(set(seqs)) == 2

@@ -17,6 +17,7 @@ from dmnc.docker.errors import ApiError, ConnectionLost, NotFound, OperationFail
 from dmnc.docker.models import ContainerInfo, ContainerState, CreatedContainer, ImageInfo, ProgressMessage
 from dmnc.docker.streams import OutputChunk, StreamKind
 from dmnc.vm import (
+    ForeignInterface,
     ForeignInterfaceError,
     KernelWireGuardMissing,
     KernelWireGuardPresent,
@@ -413,6 +414,11 @@ async def test_kernel_check_runs_the_check_mode_in_a_host_network_container_and_
 async def test_kernel_check_reports_a_kernel_without_wireguard() -> None:
     engine = engine_with_image(one_shot(KERNEL_MISSING))
     assert await VmSetupRunner(engine).check_kernel() == KernelWireGuardMissing("5.10")
+
+
+async def test_kernel_check_reports_another_tools_interface() -> None:
+    engine = engine_with_image(one_shot(FOREIGN))
+    assert await VmSetupRunner(engine).check_kernel() == ForeignInterface("chip0", "5.10")
 
 
 async def test_kernel_check_never_builds_or_pulls_a_missing_image() -> None:
