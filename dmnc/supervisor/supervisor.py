@@ -69,13 +69,14 @@ from dmnc.supervisor.parts import SHUTDOWN_BUDGET_S, RunningParts
 from dmnc.supervisor.peer_subnets import VmPeerSubnets
 from dmnc.supervisor.snapshot import ServiceStatus
 from dmnc.supervisor.vm_keeper import VmKeeper, stale_after_warning
-from dmnc.tun import DEFAULT_MTU, TunAddress, TunDevice, TunError, open_tun
+from dmnc.tun import TunAddress, TunDevice, TunError, open_tun
 from dmnc.tunnel.datapath import Tunnel
 from dmnc.tunnel.flowfilter import FlowFilter
 from dmnc.tunnel.udp import DEFAULT_LISTEN_ADDRESSES, UdpEndpoint, UdpError
 from dmnc.vm.errors import ForeignInterfaceError
 from dmnc.vm.params import DEFAULT_HOST_ADDRESS, DEFAULT_HOST_ADDRESS6, DEFAULT_VM_ADDRESS, DEFAULT_VM_ADDRESS6
 from dmnc.wireguard import Device, encode_key, generate_private_key
+from dmnc.wireguard.constants import DEFAULT_MTU
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
