@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from tests.bench.bench_tunnel import iperf, iperf_server, ping_rtts, rounds_arguments
+from tests.bench.filtered_wg_up import FILTERED_WG_UP
 from tests.integration.tunnel.peers import DMNC_ADDRESS, WGGO_ADDRESS, dmnc_and_wireguard_go, dmnc_command
 from tests.lab.netns import Netns, wait_for_ping
 
 GOAL = 0.10  # issue 14: the filter costs at most 10 % of throughput and latency
-FILTERED_RUNNER = (sys.executable, "-m", "tests.bench.filtered_wg_up")
 
 
 # Each measurement: (host namespace, VM namespace, seconds) -> {metric: value}.
@@ -96,7 +96,7 @@ def main() -> int:
     args = rounds_arguments(__doc__.splitlines()[0], seconds=5, rounds=5, json_name="bench_flowfilter.json")
     with (
         dmnc_setup("filter off", tuple(dmnc_command()), filtered=False) as off,
-        dmnc_setup("filter on", FILTERED_RUNNER, filtered=True) as on,
+        dmnc_setup("filter on", FILTERED_WG_UP, filtered=True) as on,
     ):
         for round_number in range(args.rounds):
             # ABBA: each measurement alternates which setup goes first, so a trend in the load favours neither.

@@ -22,6 +22,9 @@ from dmnc.tunnel.datapath import Tunnel
 from dmnc.tunnel.flowfilter import FlowFilter
 from dmnc.wireguard.conffile import load_conffile
 
+# What runs `wg up` this way, in place of `dmnc_command()` (tests/integration/tunnel/peers.py `dmnc_runner`).
+FILTERED_WG_UP = (sys.executable, "-m", "tests.bench.filtered_wg_up")
+
 
 def filtered_tunnel_class(host_addresses: Sequence[bytes]) -> type[Tunnel]:
     class FilteredTunnel(Tunnel):
