@@ -54,14 +54,14 @@ class SetupImageBuildError(RuntimeError):
     """A host binary the lab setup image needs is missing, or `ldd` failed on one."""
 
 
-def _host_binary(name: str) -> Path:
+def host_binary(name: str) -> Path:
     found = shutil.which(name)
     if found is None:
         raise SetupImageBuildError(f"`{name}` is not installed (tests/lab/install.sh installs the lab tools)")
     return Path(found).resolve()
 
 
-def _shared_libraries(binary: Path) -> set[str]:
+def shared_libraries(binary: Path) -> set[str]:
     """Absolute paths of the libraries (and the loader) `binary` loads, as `ldd` prints them."""
     result = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -81,7 +81,7 @@ def setup_rootfs_tar() -> bytes:
     symlinks: dict[str, str] = {}
     binaries: list[Path] = []
     for name, image_path in TOOLS.items():
-        binary = _host_binary(name)
+        binary = host_binary(name)
         files[image_path] = binary
         binaries.append(binary)
     for multi, names in XTABLES_NAMES.items():
@@ -91,7 +91,7 @@ def setup_rootfs_tar() -> bytes:
         files[str(extension)] = extension
         binaries.append(extension)
     for binary in binaries:
-        for library in _shared_libraries(binary):
+        for library in shared_libraries(binary):
             files.setdefault(library, Path(library).resolve())
     files["/etc/protocols"] = Path("/etc/protocols")
     files["/etc/nsswitch.conf"] = NSSWITCH
