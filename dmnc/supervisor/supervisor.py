@@ -53,7 +53,7 @@ from dmnc.dns.service import DnsService
 from dmnc.errors import first_of
 from dmnc.logsetup import setup_logging
 from dmnc.routes import RouteError, host_address_source, open_route_manager
-from dmnc.routes.policy import HostState, Skipped
+from dmnc.routes.policy import HostState, Skipped, VmIpv6
 from dmnc.routes.reconcile import RouteReconciler
 from dmnc.supervisor.conflicts import (
     STANDBY_RECHECK_S,
@@ -263,7 +263,8 @@ class Supervisor:
                     routes = RouteReconciler(
                         manager, self.config.routes, on_withdrawn=self._route_withdrawn, hooks=peer_subnets
                     )
-                    routes.set_host_state(HostState(tunnel=TUNNEL_NETWORKS))
+                    # No IPv6 route until the VM setup says whether the VM has IPv6 (host_watch passes it on).
+                    routes.set_host_state(HostState(tunnel=TUNNEL_NETWORKS, vm_ipv6=VmIpv6.UNKNOWN))
                     parts = RunningParts(tun, udp, device, tunnel, routes, peer_subnets)
                     await self._run_parts(parts, control, task_status)
             finally:
