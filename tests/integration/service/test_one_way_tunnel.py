@@ -41,6 +41,10 @@ HOST_UDP_PORT = 5514
 CONTAINER_UDP_PORT = 7  # the echo service (RFC 862)
 # A dual-stack network for the UDP exchanges, so both IP versions' fragments are exercised.
 UDP_SUBNETS = ("172.31.32.0/24", "fd77:32::/64")
+# A dual-stack network whose containers probe the host's IPv6 tunnel address (the default bridge has no IPv6).
+PROBE_NETWORK, PROBE_SUBNETS = "e2e-probe", ("172.31.33.0/24", "fd77:33::/64")
+NOTHING_REACHED = {"tcp": False, "udp": False, "ping": False}
+ONLY_ALLOWED_REACHED = {"tcp": True, "udp": True, "ping": False}
 # Answers of both sizes must arrive: one datagram fits the tunnel, the other is split into IP fragments.
 UDP_SIZES = (64, 3 * DEFAULT_MTU)
 # socat(1): an echo service answering each datagram from its own process, which exits after 1 s of idleness.
@@ -110,22 +114,39 @@ def one_way_lab(service_lab: ServiceLab) -> Iterator[ServiceLab]:
             service_lab.host.processes.remove(server)
 
 
-def probe_from_container(lab: ServiceLab) -> dict[str, bool]:
-    """From a fresh container on the default bridge: can it reach the host's services through the tunnel?"""
-    script = (
-        f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {HOST_TUNNEL_ADDRESS} {HOST_HTTP_PORT} | grep -q {HOST_PAGE}"
-        " && echo tcp-reached;"
-        f" echo udp-probe | socat -t 3 -T 3 - UDP4:{HOST_TUNNEL_ADDRESS}:{HOST_UDP_PORT} | grep -q udp-probe"
-        " && echo udp-reached;"
-        f" ping -c 1 -W 3 {HOST_TUNNEL_ADDRESS} >/dev/null && echo ping-reached; echo done"
+def probe_from_containers(lab: ServiceLab) -> dict[str, dict[str, bool]]:
+    """From fresh containers: can they reach the host's services through the tunnel, at the host's IPv4 tunnel
+    address (from the default bridge) and at its IPv6 one (from the dual-stack network PROBE_NETWORK, which the
+    test creates)?"""
+    # An answer that reaches the container needs the host's route to it: IPv6 routes come once the VM said it has
+    # IPv6, after the IPv4 ones.
+    wait_until(
+        lambda: PROBE_SUBNETS[1] in lab.host.run(["ip", "-6", "route", "show"]).stdout,
+        HTTP_TIMEOUT_S,
+        f"the host's route to {PROBE_SUBNETS[1]}",
     )
-    output = run_container(lab, script)
+    return {
+        "IPv4": probe_from_container(lab, HOST_TUNNEL_ADDRESS, f"UDP4:{HOST_TUNNEL_ADDRESS}", None),
+        "IPv6": probe_from_container(lab, HOST_TUNNEL_ADDRESS6, f"UDP6:[{HOST_TUNNEL_ADDRESS6}]", PROBE_NETWORK),
+    }
+
+
+def probe_from_container(lab: ServiceLab, address: str, socat_udp: str, network: str | None) -> dict[str, bool]:
+    script = (
+        f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {address} {HOST_HTTP_PORT} | grep -q {HOST_PAGE}"
+        " && echo tcp-reached;"
+        f" echo udp-probe | socat -t 3 -T 3 - {socat_udp}:{HOST_UDP_PORT} | grep -q udp-probe && echo udp-reached;"
+        f" ping -c 1 -W 3 {address} >/dev/null && echo ping-reached; echo done"
+    )
+    output = run_container(lab, script, network)
     assert "done" in output, output
     return {kind: f"{kind}-reached" in output for kind in ("tcp", "udp", "ping")}
 
 
-def run_container(lab: ServiceLab, script: str) -> str:
+def run_container(lab: ServiceLab, script: str, network: str | None = None) -> str:
     body: dict[str, Any] = {"Image": SOCAT_IMAGE, "Cmd": ["sh", "-c", script]}
+    if network is not None:
+        body["HostConfig"] = {"NetworkMode": network}
     created = lab.engine_request("POST", "/containers/create", json=body).json()
     lab.engine_request("POST", f"/containers/{created['Id']}/start")
     lab.engine_request("POST", f"/containers/{created['Id']}/wait")
@@ -153,15 +174,16 @@ def host_ipv6_state(lab: ServiceLab) -> tuple[str, str]:
 
 
 def test_the_host_reaches_containers_and_containers_do_not_reach_the_host(one_way_lab: ServiceLab) -> None:
+    create_network(one_way_lab, PROBE_NETWORK, *PROBE_SUBNETS)
     web = start_web_container(one_way_lab)
     with running_dmnc(one_way_lab) as dmnc:
         http_get(one_way_lab, web)
-        assert probe_from_container(one_way_lab) == {"tcp": False, "udp": False, "ping": False}
+        assert probe_from_containers(one_way_lab) == {"IPv4": NOTHING_REACHED, "IPv6": NOTHING_REACHED}
         # Without the VM's rules dmnc's own filter holds the door, counts and says what to do.
         flush_vm_firewall(one_way_lab)
-        assert probe_from_container(one_way_lab) == {"tcp": False, "udp": False, "ping": False}
+        assert probe_from_containers(one_way_lab) == {"IPv4": NOTHING_REACHED, "IPv6": NOTHING_REACHED}
         dropped = drops(one_way_lab)
-        assert dropped.get("inbound_not_allowed", 0) >= 4, dropped
+        assert dropped.get("inbound_not_allowed", 0) >= 8, dropped
         for port in (str(HOST_HTTP_PORT), f"{HOST_UDP_PORT}/udp"):
             advice = f"use `--allow-inbound {port}` or host.docker.internal"
             dmnc.wait_for_log(f"container→host connection to port {port} dropped; {advice}")
@@ -171,13 +193,14 @@ def test_the_host_reaches_containers_and_containers_do_not_reach_the_host(one_wa
 
 
 def test_an_allowed_inbound_port_is_reachable_and_the_others_are_not(one_way_lab: ServiceLab) -> None:
+    create_network(one_way_lab, PROBE_NETWORK, *PROBE_SUBNETS)
     web = start_web_container(one_way_lab)
     allowed = ("--allow-inbound", str(HOST_HTTP_PORT), "--allow-inbound", f"{HOST_UDP_PORT}/udp")
     with running_dmnc(one_way_lab, *allowed) as dmnc:
         http_get(one_way_lab, web)
-        assert probe_from_container(one_way_lab) == {"tcp": True, "udp": True, "ping": False}
+        assert probe_from_containers(one_way_lab) == {"IPv4": ONLY_ALLOWED_REACHED, "IPv6": ONLY_ALLOWED_REACHED}
         flush_vm_firewall(one_way_lab)
-        assert probe_from_container(one_way_lab) == {"tcp": True, "udp": True, "ping": False}
+        assert probe_from_containers(one_way_lab) == {"IPv4": ONLY_ALLOWED_REACHED, "IPv6": ONLY_ALLOWED_REACHED}
         assert dmnc.stop() == 0
     assert vm_leftovers(one_way_lab) == []
 
