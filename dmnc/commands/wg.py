@@ -2,8 +2,9 @@
 
 `wg up` runs the tunnel from a standard WireGuard config file (see dmnc.wireguard.conffile) until SIGTERM/SIGINT, so
 dmnc can be checked against any WireGuard peer and benchmarked with identical configs. It prints one `ready` line once
-the interface is up and the UDP port bound; SIGUSR1 prints the per-peer counters as one JSON line; SIGHUP re-reads the
-file's peers like `wg syncconf` (a `reloaded ...` line; [Interface] changes need a restart).
+the interface is up and the UDP port bound; SIGUSR1 prints the per-peer counters, the device's and the I/O layer's
+drops and the flow filter's (null without one) as one JSON line; SIGHUP re-reads the file's peers like `wg syncconf`
+(a `reloaded ...` line; [Interface] changes need a restart).
 `--rekey-after-time SECONDS` shortens REKEY_AFTER_TIME (whitepaper 6.1, 120 s) so tests and experiments see a rekey
 in seconds; it must lie in (0, REJECT_AFTER_TIME]. A bad value exits 2 with one line, like any usage error.
 `genkey` and `pubkey` behave like wg(8): pubkey reads a private key on stdin.
@@ -25,7 +26,7 @@ import trio
 
 from dmnc.errors import leaf_exceptions
 from dmnc.routes import Destination, RouteError, RouteManager, open_route_manager
-from dmnc.tun import DEFAULT_MTU, TunAddress, TunDevice, TunError, open_tun
+from dmnc.tun import TunAddress, TunDevice, TunError, open_tun
 from dmnc.tunnel.datapath import Tunnel
 from dmnc.tunnel.udp import UdpEndpoint, UdpError
 from dmnc.wireguard import (
@@ -40,6 +41,7 @@ from dmnc.wireguard import (
     public_key,
 )
 from dmnc.wireguard.conffile import ConfFileError, PeerSection, WireGuardConfig, load_conffile
+from dmnc.wireguard.constants import DEFAULT_MTU
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2  # argparse's status for a bad command line, which a bad flag value is
@@ -147,7 +149,9 @@ def peer_config(peer: PeerSection, filename: str) -> PeerConfig:
 
 
 def status_line(tunnel: Tunnel, tun: TunDevice) -> str:
-    """Per-peer counters as one JSON object (keys base64), for SIGUSR1 and tests."""
+    """Per-peer counters as one JSON object (keys base64), for SIGUSR1 and tests. `filter_drops` holds the flow
+    filter's drops by reason, named in lower case as `dmnc status` shows them, or null when the tunnel runs without
+    a filter (plain `wg up` has none)."""
     peers = {
         encode_key(key): {
             "endpoint": list(stats.endpoint) if stats.endpoint is not None else None,
@@ -176,6 +180,11 @@ def status_line(tunnel: Tunnel, tun: TunDevice) -> str:
                 "tun_write_failed": counters.tun_write_failed,
                 "handshake_queue_full": counters.handshake_queue_full,
             },
+            "filter_drops": (
+                None
+                if tunnel.flow_filter is None
+                else {reason.name.lower(): count for reason, count in tunnel.flow_filter.drops.items()}
+            ),
         }
     )
 

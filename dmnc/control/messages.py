@@ -21,7 +21,8 @@ null means "not known yet" (no handshake so far, Docker not reached, VM not set 
 rule, what it found and the fix, e.g. it overlaps a VPN route) and its `decision` (schema 2) names the outcome:
 "routed", "pending", "install-failed", "given-up", "shadowed", or the policy rule that left it out
 (`SkipReason.decision` in dmnc/routes/policy.py: "not-private", "special-purpose", "taken", "overlap",
-"vm-no-ipv6" for an IPv6 subnet while the VM has IPv6 disabled, ...). `dns` (schema 2) is null with --no-dns; its
+"vm-no-ipv6" for an IPv6 subnet while the VM has IPv6 disabled, "vm-ipv6-unknown" before its setup said, ...).
+`dns` (schema 2) is null with --no-dns; its
 `port` is null when no listener could be opened (then `problem` says why), `host_resolver` says how the host's
 resolver was pointed at dmnc or why not, `drops` counts queries dropped (rate limits, malformed) and answers that
 could not be sent. `standby` (schema 3) is null while dmnc runs its tunnel; as a service that found another program

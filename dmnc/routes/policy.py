@@ -18,6 +18,8 @@ order, per network and then per subnet:
 - a macvlan/ipvlan subnet only when the VM has a shim to reach it (dmnc.vm.shims: its containers are out of the
   VM's own reach otherwise);
 - IPv6 subnets only while the VM has IPv6 (its setup reports `ipv6=on|off`): with it off the tunnel is IPv4-only;
+  until the setup has said, no new IPv6 route is added (and none is withdrawn), so a VM without IPv6 never sees
+  one come and go;
 - only private ranges, unless `--route-allow` admits more;
 - a subnet that overlaps a route dmnc does not own (a LAN, a VPN) is skipped, naming both routes, unless
   `--route-over` covers it (or the deprecated `--force-routes`). Routes of prefix length 0 or 1 are default routes
@@ -233,6 +235,14 @@ class HostNetwork:
     network: Destination
 
 
+class VmIpv6(enum.Enum):
+    """Whether the VM's end of the tunnel carries IPv6, as the VM setup reports it (`ipv6=on|off`)."""
+
+    ON = "on"
+    OFF = "off"
+    UNKNOWN = "unknown"  # no setup result yet
+
+
 @dataclass(frozen=True, slots=True)
 class HostState:
     """The host's own traffic, which no container route may capture, and what the tunnel carries. Gathered by
@@ -242,9 +252,9 @@ class HostState:
     networks: tuple[HostNetwork, ...] = ()
     vm_endpoint: Address | None = None  # where the VM's UDP packets come from
     dns_servers: tuple[Address, ...] = ()
-    # False once the VM setup reported `ipv6=off` (the VM has IPv6 disabled): the tunnel is IPv4-only and nothing
-    # in the VM answers an IPv6 packet. True while unknown (no setup yet), as before the VM told.
-    vm_ipv6: bool = True
+    # OFF once the VM setup reported `ipv6=off`: the tunnel is IPv4-only and nothing in the VM answers an IPv6
+    # packet. The service starts at UNKNOWN; ON by default for whoever evaluates without a VM (doctor's checks).
+    vm_ipv6: VmIpv6 = VmIpv6.ON
 
 
 class SkipReason(enum.Enum):
@@ -265,6 +275,7 @@ class SkipReason(enum.Enum):
     VM_ENDPOINT = "the VM's UDP endpoint"
     DNS_SERVER = "this host's DNS server"
     VM_NO_IPV6 = "the Docker VM has IPv6 disabled"
+    VM_IPV6_UNKNOWN = "waiting for the VM setup to say whether the VM has IPv6"
     NO_SHIM = "a macvlan/ipvlan network the VM cannot reach"
     NOT_PRIVATE = "not a private range"
     OVERLAP = "overlaps a route dmnc does not own"
@@ -494,7 +505,9 @@ def evaluate(
             skipped.extend(Skipped(network.name, subnet, reason, detail, fix) for subnet in subnets)
             continue
         for subnet in network.subnets:
-            skip = _subnet_skip(network, subnet, config, host)
+            skip = _subnet_skip(network, subnet, config, host) or _vm_ipv6_pending(
+                network, subnet, host, already_routed
+            )
             if skip is None:
                 clashes = [route for route in conflicting if _overlaps(subnet, route.destination)]
                 over = config.force or any(_within(subnet, cidr) for cidr in config.over)
@@ -556,8 +569,18 @@ def _unreachable_in_vm(network: NetworkInfo, subnet: Destination, host: HostStat
     if no_shim := network.no_shim.get(subnet):
         detail, fix = no_shim
         return Skipped(network.name, subnet, SkipReason.NO_SHIM, detail, fix)
-    if subnet.version == 6 and not host.vm_ipv6:
+    if subnet.version == 6 and host.vm_ipv6 is VmIpv6.OFF:
         return Skipped(network.name, subnet, SkipReason.VM_NO_IPV6, VM_NO_IPV6_DETAIL, VM_NO_IPV6_FIX)
+    return None
+
+
+def _vm_ipv6_pending(
+    network: NetworkInfo, subnet: Destination, host: HostState, already_routed: Collection[Destination]
+) -> Skipped | None:
+    """A new IPv6 route waits while the VM's IPv6 is unknown: a VM without it would see the route withdrawn a
+    moment later. One already installed stays until the VM says."""
+    if subnet.version == 6 and host.vm_ipv6 is VmIpv6.UNKNOWN and subnet not in already_routed:
+        return Skipped(network.name, subnet, SkipReason.VM_IPV6_UNKNOWN, fix="none needed: decided once it is set up")
     return None
 
 

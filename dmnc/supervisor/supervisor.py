@@ -54,7 +54,7 @@ from dmnc.dns.service import DnsService
 from dmnc.errors import first_of
 from dmnc.logsetup import setup_logging
 from dmnc.routes import RouteError, host_address_source, open_route_manager
-from dmnc.routes.policy import HostState, Skipped
+from dmnc.routes.policy import HostState, Skipped, VmIpv6
 from dmnc.routes.reconcile import RouteReconciler
 from dmnc.supervisor.conflicts import (
     STANDBY_RECHECK_S,
@@ -71,13 +71,14 @@ from dmnc.supervisor.path_keeper import PathKeeper
 from dmnc.supervisor.peer_subnets import VmPeerSubnets
 from dmnc.supervisor.snapshot import ServiceStatus
 from dmnc.supervisor.vm_keeper import VmKeeper, stale_after_warning
-from dmnc.tun import DEFAULT_MTU, TunAddress, TunDevice, TunError, open_tun
+from dmnc.tun import TunAddress, TunDevice, TunError, open_tun
 from dmnc.tunnel.datapath import Tunnel
 from dmnc.tunnel.flowfilter import FlowFilter
 from dmnc.tunnel.udp import DEFAULT_LISTEN_ADDRESSES, UdpEndpoint, UdpError
 from dmnc.vm.errors import ForeignInterfaceError
 from dmnc.vm.params import DEFAULT_HOST_ADDRESS, DEFAULT_HOST_ADDRESS6, DEFAULT_VM_ADDRESS, DEFAULT_VM_ADDRESS6
 from dmnc.wireguard import Device, encode_key, generate_private_key
+from dmnc.wireguard.constants import DEFAULT_MTU
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -265,7 +266,8 @@ class Supervisor:
                     routes = RouteReconciler(
                         manager, self.config.routes, on_withdrawn=self._route_withdrawn, hooks=peer_subnets
                     )
-                    routes.set_host_state(HostState(tunnel=TUNNEL_NETWORKS))
+                    # No IPv6 route until the VM setup says whether the VM has IPv6 (host_watch passes it on).
+                    routes.set_host_state(HostState(tunnel=TUNNEL_NETWORKS, vm_ipv6=VmIpv6.UNKNOWN))
                     parts = RunningParts(tun, udp, device, tunnel, routes, peer_subnets)
                     await self._run_parts(parts, control, task_status)
             finally:

@@ -26,6 +26,7 @@ from dmnc.docker.client import DockerClient
 from dmnc.docker.errors import DockerError
 from dmnc.logsetup import printable
 from dmnc.routes.manager import Address
+from dmnc.routes.policy import VmIpv6
 from dmnc.supervisor.backoff import Backoff
 from dmnc.supervisor.conflicts import StandbyReport
 from dmnc.supervisor.log import announce, logger
@@ -218,9 +219,11 @@ class VmKeeper:
         return self._standby.reason
 
     @property
-    def carries_ipv6(self) -> bool:
-        """False once the VM side reported IPv6 off; True while no setup has said (routes stay as before it)."""
-        return self._side is None or self._side.ipv6
+    def carries_ipv6(self) -> VmIpv6:
+        """Whether the VM side carries IPv6, as its setup reported; UNKNOWN before the first setup."""
+        if self._side is None:
+            return VmIpv6.UNKNOWN
+        return VmIpv6.ON if self._side.ipv6 else VmIpv6.OFF
 
     def set_up_again(self) -> None:
         """The VM side's parameters changed (SIGHUP: --allow-inbound): run the setup again as soon as Docker is

@@ -10,11 +10,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from dmnc.tun._device import DEFAULT_MTU, TunAddress, TunDevice, TunError
+from dmnc.tun._device import TunAddress, TunDevice, TunError
 from dmnc.tun.darwin import open_utun
 from dmnc.tun.linux import open_linux_tun
+from dmnc.wireguard.constants import DEFAULT_MTU
 
-__all__ = ["DEFAULT_MTU", "TunAddress", "TunDevice", "TunError", "open_tun"]
+__all__ = ["TunAddress", "TunDevice", "TunError", "open_tun"]
 
 _OPENERS: dict[str, Callable[..., TunDevice]] = {"linux": open_linux_tun, "darwin": open_utun}
 

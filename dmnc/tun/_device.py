@@ -6,9 +6,6 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Protocol
 
-# dmnc's tunnel MTU: 1500 minus the 80 bytes of WireGuard-over-IPv6 overhead, as wg-quick(8) picks.
-DEFAULT_MTU = 1420
-
 
 class TunError(Exception):
     """Opening, configuring, reading or writing a TUN device failed; the message names the device and the cause."""

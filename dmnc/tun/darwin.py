@@ -21,7 +21,8 @@ import socket
 import struct
 from collections.abc import Sequence
 
-from dmnc.tun._device import DEFAULT_MTU, TunAddress, TunError
+from dmnc.tun._device import TunAddress, TunError
+from dmnc.wireguard.constants import DEFAULT_MTU
 
 # bsd/sys/socket.h, bsd/sys/sys_domain.h, bsd/net/if_utun.h
 AF_SYSTEM = 32

@@ -16,8 +16,9 @@ from collections import Counter
 from collections.abc import Sequence
 
 from dmnc import netlink
-from dmnc.tun._device import DEFAULT_MTU, TunAddress, TunError
+from dmnc.tun._device import TunAddress, TunError
 from dmnc.tun.rtnetlink import encode_add_address, encode_link_settings, encode_no_link_local
+from dmnc.wireguard.constants import DEFAULT_MTU
 
 TUN_CLONE_DEVICE = "/dev/net/tun"
 TUNSETIFF = 0x400454CA

@@ -21,6 +21,7 @@ from dmnc.tunnel.flowfilter import InboundPort
 from dmnc.vm.assets import setup_script
 from dmnc.vm.errors import SetupParamsError
 from dmnc.vm.shims import SHIM_LINK_PREFIX, Shim
+from dmnc.wireguard.constants import DEFAULT_MTU
 
 # Names the Docker VMs give the host: Docker Desktop, Lima (Colima, Rancher Desktop), Podman machine.
 DEFAULT_ENDPOINT_CANDIDATES = ("host.docker.internal", "host.lima.internal", "host.containers.internal")
@@ -30,8 +31,6 @@ DEFAULT_HOST_ADDRESS = ipaddress.IPv4Address("10.33.33.1")
 DEFAULT_VM_ADDRESS = ipaddress.IPv4Address("10.33.33.2")
 DEFAULT_HOST_ADDRESS6 = ipaddress.IPv6Address("fd33:33:33::1")
 DEFAULT_VM_ADDRESS6 = ipaddress.IPv6Address("fd33:33:33::2")
-# WireGuard's usual MTU: 1500 minus 80 bytes of IPv6 + UDP + WireGuard overhead (wg-quick's default).
-DEFAULT_MTU = 1420
 # IPv4 hosts must accept 576-byte datagrams (RFC 791); IPv6 links need at least 1280 (RFC 8200 section 5).
 MIN_MTU_IPV4 = 576
 MIN_MTU_IPV6 = 1280

@@ -224,14 +224,23 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def write_round_samples(path: Path, *, seconds: int, rounds: int, samples: dict[str, dict[str, list[float]]]) -> None:
-    """An interleaved-rounds benchmark's raw samples (by setup, then metric) as JSON, with the machine's load."""
-    report = {
+def write_round_samples(
+    path: Path,
+    *,
+    seconds: int,
+    rounds: int,
+    samples: dict[str, dict[str, list[float]]],
+    extra: dict[str, object] | None = None,
+) -> None:
+    """An interleaved-rounds benchmark's raw samples (by setup, then metric) as JSON, with the machine's load and
+    whatever `extra` the benchmark adds."""
+    report: dict[str, object] = {
         "seconds": seconds,
         "rounds": rounds,
         "cpus": os.cpu_count(),
         "load_average_at_end": os.getloadavg(),
         "samples": samples,
+        **(extra or {}),
     }
     path.write_text(json.dumps(report, indent=2) + "\n")
 

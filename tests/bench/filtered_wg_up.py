@@ -3,7 +3,8 @@
 The service (dmnc.supervisor) builds its Tunnel with a FlowFilter for the host's tunnel addresses; `dmnc wg up`
 builds one without. This runner makes `wg up` build it the service's way, for the [Interface] addresses of its
 config file, so a benchmark can compare the data path with and without the filter and nothing else different.
-The product has no switch for this: the substitution happens here, in the benchmark's own process.
+The product has no switch for this: the substitution happens here, in the benchmark's own process. SIGUSR1's status
+line shows the filter's drops (`filter_drops`).
 
 Run as `python -m tests.bench.filtered_wg_up wg up CONFIG [wg up flags]`, from the repository root.
 """
@@ -14,13 +15,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import trio
-
 from dmnc import cli
 from dmnc.commands import wg
 from dmnc.tunnel.datapath import Tunnel
 from dmnc.tunnel.flowfilter import FlowFilter
 from dmnc.wireguard.conffile import load_conffile
+
+# What runs `wg up` this way, in place of `dmnc_command()` (tests/integration/tunnel/peers.py `dmnc_runner`).
+FILTERED_WG_UP = (sys.executable, "-m", "tests.bench.filtered_wg_up")
 
 
 def filtered_tunnel_class(host_addresses: Sequence[bytes]) -> type[Tunnel]:
@@ -29,15 +31,6 @@ def filtered_tunnel_class(host_addresses: Sequence[bytes]) -> type[Tunnel]:
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, flow_filter=FlowFilter(host_addresses), **kwargs)
-
-        async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            try:
-                await super().run(task_status=task_status)
-            finally:
-                # A benchmark of replies only should drop nothing but its own probes: show what was dropped.
-                assert self.flow_filter is not None
-                drops = {reason.name.lower(): count for reason, count in self.flow_filter.drops.items()}
-                print(f"filtered_wg_up: flow filter drops {drops}", file=sys.stderr)
 
     return FilteredTunnel
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import socket
 
-from dmnc.tun._device import DEFAULT_MTU, TunError
+from dmnc.tun._device import TunError
+from dmnc.wireguard.constants import DEFAULT_MTU
 
 _MAX_PACKET = 65535
 

@@ -201,11 +201,12 @@ def rootfs_tar(files: Mapping[str, Path | bytes], symlinks: Mapping[str, str] | 
     return buffer.getvalue()
 
 
-def busybox_rootfs_tar() -> bytes:
-    """/bin/busybox plus a /bin symlink for each of its applets (sh, echo, cat, sleep, nc, ...)."""
+def busybox_rootfs_tar(extra_files: Mapping[str, Path | bytes] | None = None) -> bytes:
+    """/bin/busybox plus a /bin symlink for each of its applets (sh, echo, cat, sleep, nc, ...), and `extra_files`
+    (paths in the image -> host files or contents, as for `rootfs_tar`)."""
     applets = subprocess.run([str(BUSYBOX_PATH), "--list"], check=True, capture_output=True, text=True).stdout.split()
     symlinks = {f"/bin/{applet}": "busybox" for applet in applets if applet != "busybox"}
-    return rootfs_tar({"/bin/busybox": BUSYBOX_PATH}, symlinks)
+    return rootfs_tar({"/bin/busybox": BUSYBOX_PATH, **(extra_files or {})}, symlinks)
 
 
 def import_image(socket_path: Path, rootfs: bytes, reference: str) -> str:

@@ -15,6 +15,8 @@ packages=(
     nftables
     # DNS lab test (tests/integration/service/test_dns.py): dig; bench (tests/bench/bench_dns.py): dnsmasq as reference
     dnsutils dnsmasq-base
+    # UDP echo services and clients in containers and the host namespace (tests/lab/socat_image.py)
+    socat
 )
 
 missing=()

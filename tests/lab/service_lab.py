@@ -448,7 +448,15 @@ def start_web_container_dual_stack(lab: ServiceLab, network: str | None = None) 
     """A busybox httpd serving PAGE, on `network` (default bridge when None); returns its IPv4 and IPv6 addresses
     (the IPv6 one empty on a network without IPv6, as the engine reports it)."""
     command = f"mkdir -p /www && echo {PAGE} > /www/index.html && exec httpd -f -p 80 -h /www"
-    body: dict[str, Any] = {"Image": BUSYBOX_REFERENCE, "Cmd": ["sh", "-c", command]}
+    return start_container(lab, command, network)
+
+
+def start_container(
+    lab: ServiceLab, command: str, network: str | None = None, image: str = BUSYBOX_REFERENCE
+) -> tuple[str, str]:
+    """A container of `image` running `sh -c command` on `network` (default bridge when None); returns its IPv4 and
+    IPv6 addresses (the IPv6 one empty on a network without IPv6, as the engine reports it)."""
+    body: dict[str, Any] = {"Image": image, "Cmd": ["sh", "-c", command]}
     if network is not None:
         body["HostConfig"] = {"NetworkMode": network}
     created = lab.engine_request("POST", "/containers/create", json=body).json()

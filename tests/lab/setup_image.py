@@ -55,7 +55,7 @@ class SetupImageBuildError(RuntimeError):
     """A host binary the lab setup image needs is missing, or `ldd` failed on one."""
 
 
-def _host_binary(name: str) -> Path:
+def host_binary(name: str) -> Path:
     found = shutil.which(name)
     if found is None:
         raise SetupImageBuildError(f"`{name}` is not installed (tests/lab/install.sh installs the lab tools)")
@@ -82,7 +82,7 @@ def setup_rootfs_tar() -> bytes:
     symlinks: dict[str, str] = {}
     binaries: list[Path] = []
     for name, image_path in TOOLS.items():
-        binary = _host_binary(name)
+        binary = host_binary(name)
         files[image_path] = binary
         binaries.append(binary)
     for multi, names in XTABLES_NAMES.items():

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +17,12 @@ from dmnc.commands.wg import (
     load_peers_for_reload,
     peer_config,
     reload_peers,
+    status_line,
     timing_from_flag,
 )
+from dmnc.tunnel.datapath import Tunnel
+from dmnc.tunnel.flowfilter import FlowFilter
+from dmnc.tunnel.udp import UdpEndpoint
 from dmnc.wireguard import (
     Device,
     PeerConfig,
@@ -28,6 +34,7 @@ from dmnc.wireguard import (
     public_key,
 )
 from dmnc.wireguard.conffile import ConfFileError, PeerSection, load_conffile
+from tests.fakes.tun import FakeTun
 
 
 def dmnc(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -127,3 +134,37 @@ def test_reload_refuses_interface_changes(tmp_path: Path) -> None:
     path.write_text(f"[Interface]\nPrivateKey = {key}\nListenPort = 51821\n")
     with pytest.raises(ConfFileError, match=r"\[Interface\] changed: restart to apply it"):
         load_peers_for_reload(str(path), running)
+
+
+HOST_TUNNEL_IP = ipaddress.IPv4Address("10.33.33.1")
+VM_TUNNEL_IP = ipaddress.IPv4Address("10.33.33.2")
+
+
+def tcp_syn_from_the_vm(port: int) -> bytes:
+    """An IPv4 TCP SYN (RFC 9293 section 3.1, flags byte 0x02) from the VM to `port` on the host's tunnel address."""
+    tcp = struct.pack(">HHIIBBHHH", 40000, port, 0, 0, 5 << 4, 0x02, 65535, 0, 0)
+    header = struct.pack(
+        ">BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, VM_TUNNEL_IP.packed, HOST_TUNNEL_IP.packed
+    )
+    return header + tcp
+
+
+@pytest.mark.parametrize("filtered", [True, False])
+def test_the_status_line_shows_the_flow_filters_drops_by_reason_or_null_without_a_filter(filtered: bool) -> None:
+    flow_filter = FlowFilter([HOST_TUNNEL_IP.packed]) if filtered else None
+    tun, udp = FakeTun(), UdpEndpoint.open(0, ["127.0.0.1"])
+    try:
+        device = Device(generate_private_key(os.urandom), rng=os.urandom, wall_offset=0)
+        tunnel = Tunnel(device, tun, udp, flow_filter=flow_filter)
+        if flow_filter is not None:
+            for port in (22, 8088):
+                assert not flow_filter.inbound(tcp_syn_from_the_vm(port), 0.0)
+            assert not flow_filter.inbound(b"\x45", 0.0)
+        status = json.loads(status_line(tunnel, tun))
+    finally:
+        udp.close()
+        tun.close()
+    expected = {"inbound_not_allowed": 2, "unparsable_packet": 1} if filtered else None
+    assert status["filter_drops"] == expected
+    assert status["interface"] == tun.name
+    assert status["port"] == udp.port

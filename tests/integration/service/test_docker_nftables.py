@@ -18,6 +18,7 @@ import pytest
 from tests.integration.doctor.test_doctor_lab import doctor
 from tests.integration.service.test_one_way_tunnel import (  # noqa: F401 (one_way_lab is a fixture)
     HOST_HTTP_PORT,
+    HOST_TUNNEL_ADDRESS,
     drops,
     flush_vm_firewall,
     one_way_lab,
@@ -85,6 +86,11 @@ def unmarked(service_lab: ServiceLab) -> Iterator[ServiceLab]:
         yield service_lab
 
 
+def probe_ipv4(lab: ServiceLab) -> dict[str, bool]:
+    """Can a container on the default bridge reach the host's services at its IPv4 tunnel address?"""
+    return probe_from_container(lab, HOST_TUNNEL_ADDRESS, f"UDP4:{HOST_TUNNEL_ADDRESS}", None)
+
+
 def dmnc_table(lab: ServiceLab) -> str:
     return lab.vm.run(["nft", "list", "table", "inet", VM_NFT_TABLE], check=False).stdout
 
@@ -103,7 +109,7 @@ def test_the_host_reaches_a_container_through_the_mark_and_containers_do_not_rea
         assert 'iifname "chip0" meta mark set meta mark & 0xfffffffe | 0x00000002' in table, table
         # The one-way rules hold in nftables alone: without the iptables chain, dmnc's own filter sees nothing.
         flush_vm_firewall(marked)
-        assert probe_from_container(marked) == {"tcp": False, "ping": False}
+        assert probe_ipv4(marked) == {"tcp": False, "udp": False, "ping": False}
         assert drops(marked).get("inbound_not_allowed", 0) == 0, drops(marked)
         http_get(marked, web)  # replies still pass
         assert dmnc.stop(signal.SIGTERM) == 0
@@ -117,7 +123,7 @@ def test_an_allowed_inbound_port_passes_dmncs_nftables_table(marked: ServiceLab)
         dmnc.wait_for_log("VM side ready")
         assert f"tcp dport {HOST_HTTP_PORT} ct state new accept" in dmnc_table(marked)
         flush_vm_firewall(marked)
-        assert probe_from_container(marked)["tcp"] is True
+        assert probe_ipv4(marked)["tcp"] is True
         assert dmnc.stop(signal.SIGTERM) == 0
     assert vm_leftovers(marked) == []
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,8 +20,9 @@ from dmnc.vm.params import DEFAULT_HOST_ADDRESS6
 from tests.conftest import dmnc_command
 from tests.integration.doctor.test_doctor_lab import doctor
 from tests.integration.service.test_uninstall import uninstall
-from tests.lab.netns import Netns
+from tests.lab.netns import Netns, stop_process
 from tests.lab.service_lab import (
+    VM_ADDRESS,
     ServiceLab,
     create_network,
     dmnc_routes,
@@ -39,9 +41,11 @@ pytestmark = pytest.mark.lab
 SUBNET4 = "172.31.31.0/24"
 SUBNET6 = "fd77:31::/64"
 # dmnc passes the VM's `ipv6=off` to the route policy within one host-state check (ENDPOINT_CHECK_SECONDS, 2 s) of
-# the VM side being ready; until then it does not know and routes the IPv6 subnet as before. The bound is for a
-# loaded machine.
+# the VM side being ready; until then it adds no IPv6 route (decision vm-ipv6-unknown). The bound is for a loaded
+# machine.
 DECISION_TIMEOUT_S = 30.0
+# A route only this test adds and deletes, so it knows the route monitor is listening once the monitor reports it.
+MONITOR_MARKER = "198.51.100.0/24"
 IPV6_SCOPES = ("all", "default")
 IPV6_RULE_SAVERS = ("ip6tables-nft-save", "ip6tables-legacy-save")
 UNINSTALL_SETUP_TAG = "dmnc-setup:ipv6-uninstall-test"
@@ -124,6 +128,29 @@ def test_uninstall_after_a_crash_removes_the_ipv6_route_and_rules_in_the_vm_like
     assert vm_leftovers(service_lab) == []
 
 
+@contextlib.contextmanager
+def route_monitor(lab: ServiceLab) -> Iterator[Callable[[], str]]:
+    """`ip monitor route` in the host namespace, listening before this yields; yields a reader of what it has
+    reported so far."""
+    output = lab.workdir / "route-monitor.log"
+    with output.open("wb") as sink:
+        monitor = lab.host.popen(["ip", "-o", "monitor", "route"], stdout=sink, stderr=subprocess.STDOUT)
+    gateway = VM_ADDRESS.split("/", maxsplit=1)[0]
+
+    def marker_reported() -> bool:
+        # Added and deleted each time: a route added before the monitor subscribed is reported by the next round.
+        lab.host.run(["ip", "route", "add", MONITOR_MARKER, "via", gateway])
+        lab.host.run(["ip", "route", "del", MONITOR_MARKER])
+        return MONITOR_MARKER in output.read_text()
+
+    try:
+        wait_until(marker_reported, 10.0, "the route monitor to report a route")
+        yield output.read_text
+    finally:
+        stop_process(monitor)
+        lab.host.processes.remove(monitor)
+
+
 def route_of(status: dict[str, Any], subnet: str) -> dict[str, Any] | None:
     return next((route for route in status["routes"] if route["subnet"] == subnet), None)
 
@@ -133,7 +160,11 @@ def test_a_vm_with_ipv6_disabled_keeps_ipv4_and_status_and_doctor_say_why_ipv6_i
 ) -> None:
     create_network(service_lab, "e2e-dual", SUBNET4, SUBNET6)
     address4, _address6 = start_web_container_dual_stack(service_lab, "e2e-dual")
-    with ipv6_disabled(service_lab.vm), running_dmnc(service_lab, "--path", "tunnel") as dmnc:
+    with (
+        ipv6_disabled(service_lab.vm),
+        route_monitor(service_lab) as monitored,
+        running_dmnc(service_lab, "--path", "tunnel") as dmnc,
+    ):
         http_get(service_lab, address4)
         dmnc.wait_for_log("IPv4 only: the VM has IPv6 disabled")
         wait_until(
@@ -149,8 +180,11 @@ def test_a_vm_with_ipv6_disabled_keeps_ipv4_and_status_and_doctor_say_why_ipv6_i
         assert ipv6_route is not None
         assert ipv6_route["installed"] is False
         assert ipv6_route["reason"].startswith("the Docker VM has IPv6 disabled: the tunnel carries IPv4 only")
-        # Nothing could answer, so there is no host route into the tunnel for it.
+        # Nothing could answer, so there is no host route into the tunnel for it, and there never was one: dmnc
+        # waited for the VM's answer before adding any IPv6 route.
         assert SUBNET6 not in service_lab.host.run(["ip", "-6", "route", "show", "table", "main"]).stdout
+        assert SUBNET6 not in monitored()
+        assert SUBNET4 in monitored()
 
         text = service_lab.host.run(
             [*dmnc_command(), "status", "--control-socket", str(service_lab.control_socket)]

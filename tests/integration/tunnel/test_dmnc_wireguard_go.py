@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from tests.bench.filtered_wg_up import FILTERED_WG_UP
 from tests.conftest import require_root, require_tools
 from tests.integration.tunnel.peers import (
     DMNC_ADDRESS,
@@ -74,6 +75,19 @@ def test_wireguard_go_initiates_the_handshake_and_ping_works_both_ways() -> None
         peer = topology.dmnc.peer_status(topology.wggo_public_key)
         assert peer["handshakes"] == 1
         assert peer["endpoint"] == [str(topology.link.right_address.ip), 51821]
+
+
+def test_sigusr1_shows_the_flow_filters_drops_when_wg_up_runs_with_one() -> None:
+    with dmnc_and_wireguard_go(dmnc_runner=FILTERED_WG_UP) as topology:
+        assert wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5)
+        # (Other reasons may count the interfaces' own multicast chatter meanwhile.)
+        assert topology.dmnc.status()["filter_drops"].get("inbound_not_allowed", 0) == 0
+        # The VM's echo requests start no flow of the host's: the door drops each one and counts it.
+        assert ping_count(topology, from_dmnc=False, count=3) == 0
+        assert topology.dmnc.status()["filter_drops"]["inbound_not_allowed"] == 3
+    with dmnc_and_wireguard_go() as topology:
+        assert wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5)
+        assert topology.dmnc.status()["filter_drops"] is None
 
 
 def test_100_megabyte_tcp_transfer_arrives_intact() -> None:

@@ -1,5 +1,6 @@
 """The route policy with a VM that has IPv6 disabled (issue 12): its IPv6 subnets get no host route, each with the
-decision `vm-no-ipv6`, the reason and the fix; its IPv4 subnets are decided as if the VM had IPv6."""
+decision `vm-no-ipv6`, the reason and the fix; its IPv4 subnets are decided as if the VM had IPv6. Until the VM setup
+has said (`VmIpv6.UNKNOWN`), no IPv6 route is added and none is withdrawn."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dmnc.routes.policy import HostState, NetworkInfo, PolicyConfig, SkipReason, evaluate
+from dmnc.routes import Destination
+from dmnc.routes.policy import HostState, NetworkInfo, PolicyConfig, SkipReason, VmIpv6, evaluate
 
 net = ipaddress.ip_network
-NO_IPV6 = HostState(vm_ipv6=False)
+NO_IPV6 = HostState(vm_ipv6=VmIpv6.OFF)
+NOT_YET_KNOWN = HostState(vm_ipv6=VmIpv6.UNKNOWN)
 # Property tests take no time limit: a loaded CI machine must not fail them (speed lives in tests/bench).
 untimed = settings(deadline=None)
 
@@ -40,11 +43,41 @@ def test_an_ipv6_only_network_gets_no_route_while_the_vm_has_no_ipv6_and_one_whe
     only6 = network("v6only", "fd5e:7a3b:1c2d::/64")
 
     assert evaluate([only6], PolicyConfig(), host=NO_IPV6).desired == frozenset()
-    assert evaluate([only6], PolicyConfig(), host=HostState(vm_ipv6=True)).desired == {net("fd5e:7a3b:1c2d::/64")}
+    assert evaluate([only6], PolicyConfig(), host=HostState(vm_ipv6=VmIpv6.ON)).desired == {net("fd5e:7a3b:1c2d::/64")}
 
 
-def test_a_vm_not_heard_from_yet_counts_as_carrying_ipv6() -> None:
-    assert HostState().vm_ipv6 is True
+def test_without_a_vm_to_ask_the_policy_assumes_ipv6() -> None:
+    assert HostState().vm_ipv6 is VmIpv6.ON
+
+
+def test_before_the_vm_says_a_new_ipv6_subnet_waits_and_ipv4_does_not() -> None:
+    result = evaluate([network("web", "172.31.31.0/24", "fd77:31::/64")], PolicyConfig(), host=NOT_YET_KNOWN)
+
+    assert result.desired == {net("172.31.31.0/24")}
+    (skipped,) = result.skipped
+    assert (skipped.subnet, skipped.reason) == (net("fd77:31::/64"), SkipReason.VM_IPV6_UNKNOWN)
+    assert skipped.reason.decision == "vm-ipv6-unknown"
+    assert skipped.describe() == (
+        "waiting for the VM setup to say whether the VM has IPv6; none needed: decided once it is set up"
+    )
+
+
+def test_before_the_vm_says_an_installed_ipv6_route_stays() -> None:
+    subnets = [net("172.31.31.0/24"), net("fd77:31::/64")]
+    result = evaluate([network("web", *map(str, subnets))], PolicyConfig(), already_routed=subnets, host=NOT_YET_KNOWN)
+
+    assert result.desired == set(subnets)
+    assert result.skipped == ()
+
+
+def test_a_vm_without_ipv6_never_gets_a_new_ipv6_route_on_the_way_to_saying_so() -> None:
+    # The service's sequence: unknown until the setup result, then what the VM said. Each pass routes what the
+    # previous one installed (already_routed); the IPv6 subnet must never be among them.
+    networks = [network("web", "172.31.31.0/24", "fd77:31::/64")]
+    installed: frozenset[Destination] = frozenset()
+    for state in (NOT_YET_KNOWN, NOT_YET_KNOWN, NO_IPV6):
+        installed = evaluate(networks, PolicyConfig(), already_routed=installed, host=state).desired
+        assert installed == {net("172.31.31.0/24")}
 
 
 def test_rules_the_user_chose_come_first_and_the_never_list_before_the_vm() -> None:
@@ -79,3 +112,29 @@ def test_without_ipv6_in_the_vm_no_ipv6_subnet_is_routed_and_ipv4_decisions_do_n
         if skip.reason is SkipReason.VM_NO_IPV6:
             assert skip.subnet is not None
             assert skip.subnet.version == 6
+
+
+@untimed
+@given(
+    st.lists(st.lists(subnets4 | subnets6, min_size=1, max_size=3), max_size=6),
+    st.lists(subnets4 | subnets6, max_size=6),
+)
+def test_an_unknown_vm_adds_exactly_no_new_ipv6_route_and_decides_the_rest_as_a_vm_with_ipv6(
+    networks_subnets: list[list[ipaddress.IPv4Network | ipaddress.IPv6Network]],
+    routed: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> None:
+    networks = [network(f"n{index}", *map(str, subnets)) for index, subnets in enumerate(networks_subnets)]
+    # Routes of an earlier pass: some of the networks' subnets, and subnets no network has any more.
+    already_routed = {subnet for subnets in networks_subnets for subnet in subnets[:1]} | set(routed)
+
+    unknown = evaluate(networks, PolicyConfig(), already_routed=already_routed, host=NOT_YET_KNOWN)
+    with_ipv6 = evaluate(networks, PolicyConfig(), already_routed=already_routed, host=HostState())
+
+    assert unknown.desired == {
+        subnet for subnet in with_ipv6.desired if subnet.version == 4 or subnet in already_routed
+    }
+    for skip in unknown.skipped:
+        if skip.reason is SkipReason.VM_IPV6_UNKNOWN:
+            assert skip.subnet is not None
+            assert skip.subnet.version == 6
+            assert skip.subnet not in already_routed

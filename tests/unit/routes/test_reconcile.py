@@ -18,7 +18,15 @@ from hypothesis import strategies as st
 
 from dmnc.routes import Destination, RouteEvent, RouteOperationError
 from dmnc.routes.manager import NextHop, Shadow
-from dmnc.routes.policy import FORCE_ROUTES_DEPRECATION, HostState, NetworkInfo, PolicyConfig, Skipped, SkipReason
+from dmnc.routes.policy import (
+    FORCE_ROUTES_DEPRECATION,
+    HostState,
+    NetworkInfo,
+    PolicyConfig,
+    Skipped,
+    SkipReason,
+    VmIpv6,
+)
 from dmnc.routes.reconcile import (
     DECISION_SHADOWED,
     MAX_RESTORES,
@@ -575,6 +583,25 @@ async def test_host_state_change_withdraws_a_route_and_reports_it_once(
     reconciler.set_host_state(HostState())
     await reconciler.settled()
     assert await ours(fake) == {net("10.99.0.0/16"), net("172.20.0.0/16")}
+
+
+@pytest.mark.parametrize("vm_ipv6", [VmIpv6.ON, VmIpv6.OFF])
+async def test_an_ipv6_route_waits_for_the_vm_to_say_and_is_never_added_then_withdrawn(
+    fake: FakeRouteManager, reconciler: RouteReconciler, vm_ipv6: VmIpv6, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="dmnc.routes.reconcile"):
+        reconciler.set_host_state(HostState(vm_ipv6=VmIpv6.UNKNOWN))
+        reconciler.set_networks([network("a", "172.20.0.0/16", "fd00:a::/64")])
+        await reconciler.settled()
+        assert await ours(fake) == {net("172.20.0.0/16")}
+        statuses = {status.subnet: status for status in reconciler.status().subnets}
+        assert statuses[net("fd00:a::/64")].decision == "vm-ipv6-unknown"
+        reconciler.set_host_state(HostState(vm_ipv6=vm_ipv6))
+        await reconciler.settled()
+    expected = {net("172.20.0.0/16"), net("fd00:a::/64")} if vm_ipv6 is VmIpv6.ON else {net("172.20.0.0/16")}
+    assert await ours(fake) == expected
+    assert all(kind == "add" for kind, _ in fake.batches), fake.batches
+    assert caplog.records == []  # nothing was withdrawn
 
 
 async def test_subnet_routed_by_dmnc_0_1_and_left_out_now_warns_once_naming_the_option(

@@ -14,7 +14,7 @@ import trio.testing
 
 from dmnc.routes.hoststate import ADDRESS_REREAD_SECONDS, DNS_REREAD_SECONDS
 from dmnc.routes.manager import Address, RouteError
-from dmnc.routes.policy import HostNetwork, HostState, PolicyConfig
+from dmnc.routes.policy import HostNetwork, HostState, PolicyConfig, VmIpv6
 from dmnc.routes.reconcile import RouteReconciler
 from dmnc.supervisor.host_watch import ENDPOINT_CHECK_SECONDS, vm_endpoint_address, watch_host_state
 from dmnc.supervisor.vm_keeper import VmKeeper
@@ -39,8 +39,10 @@ class Vm:
     side: Side | None
 
     @property
-    def carries_ipv6(self) -> bool:
-        return self.side is None or self.side.ipv6
+    def carries_ipv6(self) -> VmIpv6:
+        if self.side is None:
+            return VmIpv6.UNKNOWN
+        return VmIpv6.ON if self.side.ipv6 else VmIpv6.OFF
 
 
 class RecordingReconciler(RouteReconciler):
@@ -74,7 +76,7 @@ async def test_dns_is_reread_periodically_and_the_endpoint_followed(autojump_clo
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_host_state, routes, cast(VmKeeper, vm), TUNNEL, read_dns)
         await trio.sleep(1)
-        assert routes.states == [HostState(tunnel=TUNNEL, dns_servers=dns[-1])]
+        assert routes.states == [HostState(tunnel=TUNNEL, dns_servers=dns[-1], vm_ipv6=VmIpv6.UNKNOWN)]
         vm.side = Side(Peer(("192.168.65.3", 51820)))
         await trio.sleep(ENDPOINT_CHECK_SECONDS)
         assert routes.states[-1].vm_endpoint == ipaddress.ip_address("192.168.65.3")
@@ -97,8 +99,7 @@ async def test_a_vm_side_without_ipv6_reaches_the_route_policy(autojump_clock: t
         vm.side = Side(Peer(None), ipv6=False)
         await trio.sleep(ENDPOINT_CHECK_SECONDS)
         nursery.cancel_scope.cancel()
-    # Not known before the setup: routed as before it.
-    assert [state.vm_ipv6 for state in routes.states] == [True, False]
+    assert [state.vm_ipv6 for state in routes.states] == [VmIpv6.UNKNOWN, VmIpv6.OFF]
 
 
 class FakeAddresses:

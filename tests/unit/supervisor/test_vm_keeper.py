@@ -16,6 +16,7 @@ from dmnc.config import Config
 from dmnc.control import EventBroadcaster
 from dmnc.docker.client import DockerClient
 from dmnc.docker.models import IpamConfig, Network
+from dmnc.routes.policy import VmIpv6
 from dmnc.supervisor import vm_keeper
 from dmnc.supervisor.vm_keeper import (
     FIRST_HANDSHAKE_GRACE_S,
@@ -158,13 +159,13 @@ async def test_a_vm_side_without_ipv6_is_known_as_ipv4_only_and_says_so(
 ) -> None:
     events = EventBroadcaster()
     keeper = keeper_with([Config()], events)
-    before_setup = keeper.carries_ipv6  # not known yet: routes stay as they were
+    before_setup = keeper.carries_ipv6  # not known yet: no new IPv6 route
     with events.subscribe() as subscription:
         await keep_for_a_moment(keeper)
         ready = subscription.receive.receive_nowait()
     assert keeper.side is not None
     assert keeper.side.ipv6 is False
-    assert (before_setup, keeper.carries_ipv6) == (True, False)
+    assert (before_setup, keeper.carries_ipv6) == (VmIpv6.UNKNOWN, VmIpv6.OFF)
     assert ready.kind == "vm.ready"
     assert ready.message.endswith("; IPv4 only: the VM has IPv6 disabled")
 
