@@ -1,0 +1,123 @@
+"""Encoded answers, kept per query shape so a repeated question costs a dictionary lookup instead of dnspython.
+
+Parsing a query and encoding its answer with dnspython costs about 150 us of the thread the tunnel's data path
+shares; a resolver asks the same few questions again and again. An answer depends on nothing but the query's octets,
+the transport (the UDP size limit) and the zone, so the cache is keyed by the query's octets and the transport and
+emptied whenever the zone changes. Two octets of a query do not shape its answer beyond being echoed, and are left
+out of the key and written back into the cached answer:
+
+- the ID (RFC 1035 section 4.1.1: copied into the answer);
+- the letter case of the question name: names match case-insensitively (RFC 4343) and the answer echoes the question
+  as asked, which resolvers that randomise the case (draft-vixie-dnsext-dns0x20) check. The question is the first
+  name of the answer and every later name is a compression pointer into it or written in our own (lower) case, so
+  only the question's octets carry the asker's case.
+
+Only the simple, common shape is cached: one question whose name is written out in full (no compression pointer) and
+a query and answer small enough that the cache's size stays bounded. Everything else takes the full path every time.
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# RFC 1035 section 4.1.1: the header is six 16-bit fields; the question section starts right after it.
+HEADER_OCTETS = 12
+QDCOUNT_OFFSET = 4
+ID_OCTETS = 2
+# RFC 1035 section 4.1.4: a label's length octet with the two top bits set starts a compression pointer (and 01/10
+# are reserved, RFC 6891 section 5): either way not a plain label.
+LABEL_TYPE_MASK = 0xC0
+# Answers kept at most; the least recently used goes first. Each entry is at most one query plus one answer.
+MAX_CACHED_ANSWERS = 1024
+# Queries longer than this are not cached: real ones are well under 300 octets (a 255-octet name, a question, an OPT
+# record with a cookie), and the cache's memory stays below MAX_CACHED_ANSWERS * (this + MAX_CACHED_ANSWER_OCTETS).
+MAX_CACHED_QUERY_OCTETS = 512
+# Answers longer than this (large TCP answers) are not cached: the common UDP answer size limit (answer.py).
+MAX_CACHED_ANSWER_OCTETS = 1232
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    """An answer as first encoded, and the outcomes it counted (they are counted again at every hit)."""
+
+    wire: bytes
+    outcomes: tuple[str, ...]
+
+
+def question_name_end(wire: bytes) -> int | None:
+    """Where the question name ends (the offset after its root label) in a one-question message whose name is
+    written out in full; None for any other message."""
+    if len(wire) <= HEADER_OCTETS or wire[QDCOUNT_OFFSET : QDCOUNT_OFFSET + 2] != b"\x00\x01":
+        return None
+    offset = HEADER_OCTETS
+    while offset < len(wire):
+        length = wire[offset]
+        if length == 0:
+            return offset + 1
+        if length & LABEL_TYPE_MASK:
+            return None
+        offset += 1 + length
+    return None
+
+
+def cache_key(wire: bytes, *, tcp: bool) -> tuple[bytes, int] | None:
+    """The key of a query's answer and the end of its question name, or None for a query that is not cached.
+
+    The key is the query without its ID and with its question name in lower case (ASCII only, as RFC 4343 and
+    dnspython compare names), behind one octet for the transport. Length octets are below 64 and never change."""
+    if len(wire) > MAX_CACHED_QUERY_OCTETS:
+        return None
+    end = question_name_end(wire)
+    if end is None:
+        return None
+    transport = b"T" if tcp else b"U"
+    return transport + wire[ID_OCTETS:HEADER_OCTETS] + wire[HEADER_OCTETS:end].lower() + wire[end:], end
+
+
+def answer_fits(answer: bytes, query: bytes, question_end: int) -> bool:
+    """Whether `answer` can be cached for `query`: it is small enough and echoes the query's one question name
+    octet for octet at the same place (so `patched` writes the next asker's name exactly over it)."""
+    return (
+        len(answer) <= MAX_CACHED_ANSWER_OCTETS
+        and answer[QDCOUNT_OFFSET : QDCOUNT_OFFSET + 2] == b"\x00\x01"
+        and answer[HEADER_OCTETS:question_end] == query[HEADER_OCTETS:question_end]
+    )
+
+
+def patched(cached: bytes, query: bytes, question_end: int) -> bytes:
+    """The cached answer with this query's ID and question name (its letter case) written in."""
+    header_after_id = cached[ID_OCTETS:HEADER_OCTETS]
+    return query[:ID_OCTETS] + header_after_id + query[HEADER_OCTETS:question_end] + cached[question_end:]
+
+
+class AnswerCache:
+    """Encoded answers by `cache_key`, at most `capacity`, least recently used dropped first."""
+
+    def __init__(self, capacity: int = MAX_CACHED_ANSWERS) -> None:
+        self._capacity = capacity
+        self._entries: dict[bytes, CachedAnswer] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: bytes) -> CachedAnswer | None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            self.misses += 1
+            return None
+        self._entries[key] = entry  # re-inserted: dict order is then least recently used first
+        self.hits += 1
+        return entry
+
+    def put(self, key: bytes, entry: CachedAnswer) -> None:
+        if self._capacity <= 0:
+            return
+        if key not in self._entries and len(self._entries) >= self._capacity:
+            del self._entries[next(iter(self._entries))]
+        self._entries[key] = entry
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
