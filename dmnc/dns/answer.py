@@ -2,9 +2,10 @@
 
 dmnc is authoritative for one domain and nothing else (RFC 1035 section 4.3.1: it never recurses, so RA is clear):
 
-- a known name: its A/AAAA records, AA set, TTL `RECORD_TTL_S` (short: containers come and go), always in the
-  table's (sorted) order, so that one question always gets the same octets and can be answered from the cache;
-  clients order several addresses themselves anyway (RFC 6724 section 6);
+- a known name: its A/AAAA records, AA set, TTL `RECORD_TTL_S` (short: containers come and go). Several addresses
+  come in the table's (sorted) order rotated by the query's ID: the first address differs from query to query, as
+  with Docker's embedded DNS, which shuffles them, so clients that take the first spread over a service's
+  containers; and the answer is still a function of the query's octets alone, so it can come from the cache;
 - a name that exists without the asked type (IPv4-only container asked for AAAA, a network's name): NOERROR with an
   empty answer and the SOA in the authority section, "NODATA" (RFC 2308 section 2.2). NXDOMAIN there would tell
   resolvers the whole name is gone (RFC 8020) and they would stop asking for its A record too;
@@ -44,9 +45,11 @@ from dmnc.dns.answer_cache import (
     MAX_CACHED_ANSWERS,
     AnswerCache,
     CachedAnswer,
+    address_runs,
     answer_fits,
     cache_key,
     patched,
+    rotated,
 )
 from dmnc.dns.names import IPAddress, NameTable
 
@@ -120,7 +123,8 @@ class Responder:
         if len(wire) < HEADER.size:
             self.outcomes["dropped_malformed"] += 1
             return None
-        if HEADER.unpack_from(wire)[1] & QR_BIT:
+        query_id, flags = HEADER.unpack_from(wire)[:2]
+        if flags & QR_BIT:
             self.outcomes["dropped_response"] += 1
             return None
         keyed = cache_key(wire, tcp=tcp)
@@ -132,11 +136,12 @@ class Responder:
         cached = self.cache.get(key)
         if cached is not None:
             self.outcomes.update(cached.outcomes)
-            return patched(cached.wire, wire, question_end)
+            return rotated(patched(cached.wire, wire, question_end), cached.runs, query_id)
         answer, outcomes = self._encode(wire, tcp=tcp)
         self.outcomes.update(outcomes)
-        if answer_fits(answer, wire, question_end):
-            self.cache.put(key, CachedAnswer(answer, outcomes))
+        runs = address_runs(answer, question_end) if answer_fits(answer, wire, question_end) else None
+        if runs is not None:
+            self.cache.put(key, CachedAnswer(rotated(answer, runs, query_id, undo=True), outcomes, runs))
         return answer
 
     def _encode(self, wire: bytes, *, tcp: bool) -> tuple[bytes, tuple[str, ...]]:
@@ -168,7 +173,7 @@ class Responder:
         if question.name == zone.domain and question.rdtype in (dns.rdatatype.SOA, dns.rdatatype.ANY):
             response.answer.append(zone.soa)
         for rdtype in _address_types(question.rdtype):
-            rrset = _address_rrset(question.name, rdtype, addresses)
+            rrset = _address_rrset(question.name, rdtype, addresses, query.id)
             if rrset is not None:
                 response.answer.append(rrset)
         if not response.answer:
@@ -231,15 +236,18 @@ def _address_types(qtype: dns.rdatatype.RdataType) -> tuple[dns.rdatatype.RdataT
 
 
 def _address_rrset(
-    name: dns.name.Name, rdtype: dns.rdatatype.RdataType, addresses: tuple[IPAddress, ...]
+    name: dns.name.Name, rdtype: dns.rdatatype.RdataType, addresses: tuple[IPAddress, ...], query_id: int
 ) -> dns.rrset.RRset | None:
     version = 4 if rdtype == dns.rdatatype.A else 6
+    chosen = [address for address in addresses if address.version == version]
+    if not chosen:
+        return None
+    first = query_id % len(chosen)  # see `answer_cache.rotated`: the same order the cache gives
+    rdata_class = dns.rdtypes.IN.A.A if version == 4 else dns.rdtypes.IN.AAAA.AAAA
     rrset = dns.rrset.RRset(name, dns.rdataclass.IN, rdtype)
-    for address in addresses:
-        if address.version == version:
-            rdata_class = dns.rdtypes.IN.A.A if version == 4 else dns.rdtypes.IN.AAAA.AAAA
-            rrset.add(rdata_class(dns.rdataclass.IN, rdtype, str(address)), RECORD_TTL_S)
-    return rrset if rrset else None
+    for address in chosen[first:] + chosen[:first]:
+        rrset.add(rdata_class(dns.rdataclass.IN, rdtype, str(address)), RECORD_TTL_S)
+    return rrset
 
 
 def _header_only_formerr(query_id: int, flags: int) -> bytes:

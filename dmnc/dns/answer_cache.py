@@ -6,7 +6,8 @@ the transport (the UDP size limit) and the zone, so the cache is keyed by the qu
 emptied whenever the zone changes. Two octets of a query do not shape its answer beyond being echoed, and are left
 out of the key and written back into the cached answer:
 
-- the ID (RFC 1035 section 4.1.1: copied into the answer);
+- the ID (RFC 1035 section 4.1.1: copied into the answer). It also picks which of several addresses comes first
+  (answer.py); the cache keeps the records in the order of ID 0 and rotates them for each asker (`rotated`);
 - the letter case of the question name: names match case-insensitively (RFC 4343) and the answer echoes the question
   as asked, which resolvers that randomise the case (draft-vixie-dnsext-dns0x20) check. The question is the first
   name of the answer and every later name is a compression pointer into it or written in our own (lower) case, so
@@ -25,6 +26,13 @@ from dataclasses import dataclass
 HEADER_OCTETS = 12
 QDCOUNT_OFFSET = 4
 ID_OCTETS = 2
+ANCOUNT_OFFSET = 6
+# RFC 1035 section 4.1.2: QTYPE and QCLASS follow the question name.
+QUESTION_TYPE_CLASS_OCTETS = 4
+# RFC 1035 section 4.1.3: TYPE, CLASS, TTL and RDLENGTH follow a record's name.
+RR_FIXED_OCTETS = 10
+# A (RFC 1035 section 3.2.2) and AAAA (RFC 3596 section 2.1).
+ADDRESS_TYPES = frozenset({1, 28})
 # RFC 1035 section 4.1.4: a label's length octet with the two top bits set starts a compression pointer (and 01/10
 # are reserved, RFC 6891 section 5): either way not a plain label.
 LABEL_TYPE_MASK = 0xC0
@@ -38,11 +46,27 @@ MAX_CACHED_ANSWER_OCTETS = 1232
 
 
 @dataclass(frozen=True)
+class AddressRun:
+    """The records of one A or AAAA RRset in an encoded answer: `count` records of `size` octets from `start`."""
+
+    start: int
+    count: int
+    size: int
+    rdtype: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.count * self.size
+
+
+@dataclass(frozen=True)
 class CachedAnswer:
-    """An answer as first encoded, and the outcomes it counted (they are counted again at every hit)."""
+    """An answer with its address records in the order of query ID 0 (see `rotated`), where they are, and the
+    outcomes it counted (they are counted again at every hit)."""
 
     wire: bytes
     outcomes: tuple[str, ...]
+    runs: tuple[AddressRun, ...] = ()
 
 
 def question_name_end(wire: bytes) -> int | None:
@@ -83,6 +107,65 @@ def answer_fits(answer: bytes, query: bytes, question_end: int) -> bool:
         and answer[QDCOUNT_OFFSET : QDCOUNT_OFFSET + 2] == b"\x00\x01"
         and answer[HEADER_OCTETS:question_end] == query[HEADER_OCTETS:question_end]
     )
+
+
+def address_runs(answer: bytes, question_end: int) -> tuple[AddressRun, ...] | None:
+    """Where the A and AAAA RRsets of several records lie in an answer's answer section (after one question ending
+    at `question_end`); None when the section is not the shape dmnc writes (then the answer is not cached)."""
+    offset = question_end + QUESTION_TYPE_CLASS_OCTETS
+    runs: list[AddressRun] = []
+    for _ in range(int.from_bytes(answer[ANCOUNT_OFFSET : ANCOUNT_OFFSET + 2], "big")):
+        start = offset
+        name_end = _name_end(answer, offset)
+        if name_end is None or name_end + RR_FIXED_OCTETS > len(answer):
+            return None
+        rdtype = int.from_bytes(answer[name_end : name_end + 2], "big")
+        rdlength = int.from_bytes(answer[name_end + RR_FIXED_OCTETS - 2 : name_end + RR_FIXED_OCTETS], "big")
+        offset = name_end + RR_FIXED_OCTETS + rdlength
+        if offset > len(answer):
+            return None
+        if rdtype not in ADDRESS_TYPES:
+            continue
+        size = offset - start
+        last = runs[-1] if runs else None
+        if last is not None and last.rdtype == rdtype and last.end == start:
+            if last.size != size:
+                return None
+            runs[-1] = AddressRun(last.start, last.count + 1, size, rdtype)
+        else:
+            runs.append(AddressRun(start, 1, size, rdtype))
+    return tuple(run for run in runs if run.count > 1)
+
+
+def rotated(answer: bytes, runs: tuple[AddressRun, ...], query_id: int, *, undo: bool = False) -> bytes:
+    """The answer with each run's records rotated to start at record `query_id % count`, the order answer.py gives
+    a query with that ID (or, with `undo`, rotated back from it to the order of ID 0)."""
+    parts: list[bytes] = []
+    position = 0
+    for run in runs:
+        first = query_id % run.count
+        if undo:
+            first = (run.count - first) % run.count
+        split = run.start + first * run.size
+        parts += [answer[position : run.start], answer[split : run.end], answer[run.start : split]]
+        position = run.end
+    parts.append(answer[position:])
+    return b"".join(parts)
+
+
+def _name_end(message: bytes, offset: int) -> int | None:
+    """The offset after the (possibly compressed) name at `offset`; None when it runs off the end or uses a
+    reserved label type."""
+    while offset < len(message):
+        length = message[offset]
+        if length == 0:
+            return offset + 1
+        if length & LABEL_TYPE_MASK == LABEL_TYPE_MASK:
+            return offset + 2
+        if length & LABEL_TYPE_MASK:
+            return None
+        offset += 1 + length
+    return None
 
 
 def patched(cached: bytes, query: bytes, question_end: int) -> bytes:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import ipaddress
 
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
 import dns.opcode
 import dns.rdatatype
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from dmnc.dns.answer import Responder, Zone
@@ -19,8 +20,10 @@ from dmnc.dns.answer_cache import (
     MAX_CACHED_QUERY_OCTETS,
     AnswerCache,
     CachedAnswer,
+    address_runs,
     cache_key,
     question_name_end,
+    rotated,
 )
 from dmnc.dns.domain import parse_domain
 from dmnc.dns.names import (
@@ -37,6 +40,8 @@ REACHABLE = Reachability(
     frozenset({ipaddress.ip_network("172.16.0.0/12"), ipaddress.ip_network("fd00:dead::/64")}), ipv6=True
 )
 WORDS = ["web", "Web_1", "api", "shop", "db.v2", "big", "svc", "bridge"]
+# Few container names, so that generated questions often name one.
+CONTAINER_NAMES = ["web", "Web_1", "api"]
 ADDRESSES = [ipaddress.ip_address(f"172.20.0.{index}") for index in range(2, 40)] + [
     ipaddress.ip_address(f"fd00:dead::{index:x}") for index in range(2, 10)
 ]
@@ -55,6 +60,15 @@ def other_case(wire: bytes, flips: list[bool]) -> bytes:
     return wire[:HEADER_OCTETS] + bytes(name) + wire[end:]
 
 
+def question_labels(wire: bytes) -> tuple[bytes, ...]:
+    """The question name's labels under the domain, or () when there is none."""
+    try:
+        name = dns.message.from_wire(wire).question[0].name
+    except (dns.exception.DNSException, IndexError, ValueError, UnicodeError):
+        return ()
+    return name.relativize(DOMAIN).labels if name.is_subdomain(DOMAIN) and name != DOMAIN else ()
+
+
 def with_id(wire: bytes, query_id: int) -> bytes:
     return query_id.to_bytes(2, "big") + wire[2:]
 
@@ -68,18 +82,31 @@ containers = st.lists(
             networks,
         ),
         st.integers(0, 10**6),
-        st.sampled_from(WORDS),
+        st.sampled_from(CONTAINER_NAMES),
         st.dictionaries(
-            st.sampled_from(WORDS), st.lists(st.sampled_from(ADDRESSES), max_size=40).map(tuple), max_size=3
+            st.sampled_from(WORDS),
+            st.lists(st.sampled_from(ADDRESSES), min_size=1, max_size=24).map(tuple),
+            min_size=1,
+            max_size=3,
         ),
         st.none() | st.tuples(st.sampled_from(WORDS), st.sampled_from(WORDS)),
     ),
-    max_size=8,
+    max_size=6,
 )
-query_names = st.lists(st.sampled_from([*WORDS, "nosuch", "MY-app"]), max_size=3).flatmap(
-    lambda labels: st.sampled_from(
-        [".".join([*labels, "dmnc.internal"]), ".".join([*labels, "DMNC.Internal"]), ".".join([*labels, "example.com"])]
-    )
+query_names = st.one_of(
+    # A container's name, or its name on a network: the questions with records, most worth caching right.
+    st.tuples(st.sampled_from(CONTAINER_NAMES), st.sampled_from(["", ".bridge", ".web", ".api"])).map(
+        lambda parts: f"{parts[0]}{parts[1]}.dmnc.internal"
+    ),
+    st.lists(st.sampled_from([*WORDS, "nosuch", "MY-app"]), max_size=3).flatmap(
+        lambda labels: st.sampled_from(
+            [
+                ".".join([*labels, "dmnc.internal"]),
+                ".".join([*labels, "DMNC.Internal"]),
+                ".".join([*labels, "example.com"]),
+            ]
+        )
+    ),
 )
 
 
@@ -117,6 +144,7 @@ def test_a_cached_answer_is_byte_identical_to_the_uncached_one(
     first_case, second_case = cases
     zone = Zone(DOMAIN, build_table(endpoints, REACHABLE))
     cached, uncached = Responder(zone), Responder(zone, cache_size=0)
+    event(f"{len(zone.table.lookup(question_labels(query)) or ())} addresses")
     # Another asker's version of the same question (other ID, other case) fills the cache first.
     earlier = with_id(other_case(query, first_case), first_id)
     assert cached.respond(earlier, tcp=tcp) == uncached.respond(earlier, tcp=tcp)
@@ -227,3 +255,34 @@ def test_the_soa_and_answers_stay_lower_case_whatever_the_question_case() -> Non
     assert end is not None
     assert upper_answer[end:] == lower_answer[end:]
     assert dns.message.from_wire(upper_answer).authority[0].rdtype == dns.rdatatype.SOA
+
+
+def test_several_addresses_start_at_the_one_the_query_id_picks_cached_or_not() -> None:
+    three = tuple(ADDRESSES[:3])
+    table = build_table([ContainerEndpoints("1", "web", networks={"n": three})], REACHABLE)
+    cached, uncached = Responder(Zone(DOMAIN, table)), Responder(Zone(DOMAIN, table), cache_size=0)
+    query = dns.message.make_query("web.dmnc.internal", "A").to_wire()
+    firsts = []
+    for query_id in (5, 0, 1, 2, 3):
+        for responder in (cached, uncached):
+            answer = responder.respond(with_id(query, query_id))
+            assert answer is not None
+            firsts.append((responder is cached, dns.message.from_wire(answer).answer[0][0].to_text()))
+    assert [first for is_cached, first in firsts if is_cached] == [str(three[index]) for index in (2, 0, 1, 2, 0)]
+    assert [first for is_cached, first in firsts if not is_cached] == [str(three[index]) for index in (2, 0, 1, 2, 0)]
+    assert cached.cache.hits == 4
+
+
+@given(containers, queries(), st.integers(0, 0xFFFF))
+def test_rotating_address_records_and_back_gives_the_answer_again(
+    endpoints: list[ContainerEndpoints], query: bytes, query_id: int
+) -> None:
+    answer = Responder(Zone(DOMAIN, build_table(endpoints, REACHABLE)), cache_size=0).respond(query, tcp=True)
+    end = question_name_end(query)
+    if answer is None or end is None:
+        return
+    runs = address_runs(answer, end)
+    if runs is None:
+        return
+    assert rotated(rotated(answer, runs, query_id), runs, query_id, undo=True) == answer
+    assert all(run.count > 1 for run in runs)
