@@ -72,17 +72,9 @@ class CachedAnswer:
 def question_name_end(wire: bytes) -> int | None:
     """Where the question name ends (the offset after its root label) in a one-question message whose name is
     written out in full; None for any other message."""
-    if len(wire) <= HEADER_OCTETS or wire[QDCOUNT_OFFSET : QDCOUNT_OFFSET + 2] != b"\x00\x01":
+    if wire[QDCOUNT_OFFSET : QDCOUNT_OFFSET + 2] != b"\x00\x01":
         return None
-    offset = HEADER_OCTETS
-    while offset < len(wire):
-        length = wire[offset]
-        if length == 0:
-            return offset + 1
-        if length & LABEL_TYPE_MASK:
-            return None
-        offset += 1 + length
-    return None
+    return _name_end(wire, HEADER_OCTETS, pointer_allowed=False)
 
 
 def cache_key(wire: bytes, *, tcp: bool) -> tuple[bytes, int] | None:
@@ -153,14 +145,14 @@ def rotated(answer: bytes, runs: tuple[AddressRun, ...], query_id: int, *, undo:
     return b"".join(parts)
 
 
-def _name_end(message: bytes, offset: int) -> int | None:
-    """The offset after the (possibly compressed) name at `offset`; None when it runs off the end or uses a
-    reserved label type."""
+def _name_end(message: bytes, offset: int, *, pointer_allowed: bool = True) -> int | None:
+    """The offset after the name at `offset` (ending in a compression pointer when `pointer_allowed`); None when it
+    runs off the end or uses a reserved label type."""
     while offset < len(message):
         length = message[offset]
         if length == 0:
             return offset + 1
-        if length & LABEL_TYPE_MASK == LABEL_TYPE_MASK:
+        if length & LABEL_TYPE_MASK == LABEL_TYPE_MASK and pointer_allowed:
             return offset + 2
         if length & LABEL_TYPE_MASK:
             return None
