@@ -4,8 +4,9 @@ dmnc is authoritative for one domain and nothing else (RFC 1035 section 4.3.1: i
 
 - a known name: its A/AAAA records, AA set, TTL `RECORD_TTL_S` (short: containers come and go). Several addresses
   come in the table's (sorted) order rotated by the query's ID: the first address differs from query to query, as
-  with Docker's embedded DNS, which shuffles them, so clients that take the first spread over a service's
-  containers; and the answer is still a function of the query's octets alone, so it can come from the cache;
+  with Docker's embedded DNS, which shuffles them (moby's libnetwork/resolver.go, shuffleAddr), so clients that take
+  the first spread over a service's containers; and the answer is still a function of the query's octets alone, so
+  it can come from the cache;
 - a name that exists without the asked type (IPv4-only container asked for AAAA, a network's name): NOERROR with an
   empty answer and the SOA in the authority section, "NODATA" (RFC 2308 section 2.2). NXDOMAIN there would tell
   resolvers the whole name is gone (RFC 8020) and they would stop asking for its A record too;
