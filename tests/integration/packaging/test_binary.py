@@ -240,7 +240,8 @@ def test_frozen_binary_answers_container_names(detached_binary: Path, service_la
         assert (nodata.status, nodata.answers, nodata.authority_types) == ("NOERROR", [], ["SOA"])
         assert dig(service_lab, f"nosuch.{DOMAIN}").status == "NXDOMAIN"
         assert dig(service_lab, "example.com").status == "REFUSED"
+        # jeepney ran: the resolved integration configured the link or says why it could not (no system bus here).
         host_resolver = status_json(service_lab)["dns"]["host_resolver"]
-        assert "module" not in host_resolver, host_resolver
+        assert "systemd-resolved" in host_resolver, host_resolver
         assert dmnc.stop() == 0
     assert "Traceback" not in dmnc.log()
