@@ -3,15 +3,17 @@
 Parsing a query and encoding its answer with dnspython costs about 150 us of the thread the tunnel's data path
 shares; a resolver asks the same few questions again and again. An answer depends on nothing but the query's octets,
 the transport (the UDP size limit) and the zone, so the cache is keyed by the query's octets and the transport and
-emptied whenever the zone changes. Two octets of a query do not shape its answer beyond being echoed, and are left
-out of the key and written back into the cached answer:
+emptied whenever the zone changes. Three parts of a query shape its answer only by being echoed, or not at all; they
+are left out of the key, and the first two are written back into the cached answer:
 
 - the ID (RFC 1035 section 4.1.1: copied into the answer). It also picks which of several addresses comes first
   (answer.py); the cache keeps the records in the order of ID 0 and rotates them for each asker (`rotated`);
 - the letter case of the question name: names match case-insensitively (RFC 4343) and the answer echoes the question
   as asked, which resolvers that randomise the case (draft-vixie-dnsext-dns0x20) check. The question is the first
   name of the answer and every later name is a compression pointer into it or written in our own (lower) case, so
-  only the question's octets carry the asker's case.
+  only the question's octets carry the asker's case;
+- the value of a DNS cookie (RFC 7873), new in every query from resolvers that send one: dmnc answers without
+  cookies, so only the option's length counts (`_cookie_blanked`).
 
 Only the simple, common shape is cached: one question whose name is written out in full (no compression pointer) and
 a query and answer small enough that the cache's size stays bounded. Everything else takes the full path every time.
@@ -31,6 +33,13 @@ ANCOUNT_OFFSET = 6
 QUESTION_TYPE_CLASS_OCTETS = 4
 # RFC 1035 section 4.1.3: TYPE, CLASS, TTL and RDLENGTH follow a record's name.
 RR_FIXED_OCTETS = 10
+# RFC 6891 section 6.1.2: the OPT record's owner is the root (one zero octet) and its TYPE 41; NAME, TYPE, CLASS,
+# TTL and RDLENGTH take 11 octets; each option is OPTION-CODE, OPTION-LENGTH (two octets each) and its value.
+OPT_OWNER_AND_TYPE = b"\x00\x00\x29"
+OPT_FIXED_OCTETS = 11
+OPTION_HEADER_OCTETS = 4
+# RFC 7873 section 4: the COOKIE option's code.
+COOKIE_OPTION = 10
 # A (RFC 1035 section 3.2.2) and AAAA (RFC 3596 section 2.1).
 ADDRESS_TYPES = frozenset({1, 28})
 # RFC 1035 section 4.1.4: a label's length octet with the two top bits set starts a compression pointer (and 01/10
@@ -80,15 +89,46 @@ def question_name_end(wire: bytes) -> int | None:
 def cache_key(wire: bytes, *, tcp: bool) -> tuple[bytes, int] | None:
     """The key of a query's answer and the end of its question name, or None for a query that is not cached.
 
-    The key is the query without its ID and with its question name in lower case (ASCII only, as RFC 4343 and
-    dnspython compare names), behind one octet for the transport. Length octets are below 64 and never change."""
+    The key is the query without its ID, with its question name in lower case (ASCII only, as RFC 4343 and
+    dnspython compare names) and its cookie blanked (`_cookie_blanked`), behind one octet for the transport. Length
+    octets are below 64 and never change."""
     if len(wire) > MAX_CACHED_QUERY_OCTETS:
         return None
     end = question_name_end(wire)
     if end is None:
         return None
     transport = b"T" if tcp else b"U"
-    return transport + wire[ID_OCTETS:HEADER_OCTETS] + wire[HEADER_OCTETS:end].lower() + wire[end:], end
+    rest = _cookie_blanked(wire, end)
+    return transport + wire[ID_OCTETS:HEADER_OCTETS] + wire[HEADER_OCTETS:end].lower() + rest, end
+
+
+def _cookie_blanked(wire: bytes, question_end: int) -> bytes:
+    """The query after its question name, with the value of any COOKIE option (RFC 7873 section 4) of its one OPT
+    record (RFC 6891 section 6.1.2) zeroed; unchanged when the rest is not exactly the question's type and class and
+    one OPT record.
+
+    A resolver that sends cookies (dig, BIND) sends a new client cookie with every query, which would make every
+    one a miss. dmnc never answers with a cookie, so the value shapes nothing in the answer; its length does (a
+    malformed cookie is FORMERR) and is kept."""
+    rest = wire[question_end:]
+    opt = question_end + QUESTION_TYPE_CLASS_OCTETS
+    options = opt + OPT_FIXED_OCTETS
+    if (
+        wire[ANCOUNT_OFFSET:HEADER_OCTETS] != b"\x00\x00\x00\x00\x00\x01"  # ANCOUNT 0, NSCOUNT 0, ARCOUNT 1
+        or wire[opt : opt + len(OPT_OWNER_AND_TYPE)] != OPT_OWNER_AND_TYPE
+        or options + int.from_bytes(wire[options - 2 : options], "big") != len(wire)
+    ):
+        return rest
+    blanked = bytearray(rest)
+    position = options
+    while position + OPTION_HEADER_OCTETS <= len(wire):
+        code = int.from_bytes(wire[position : position + 2], "big")
+        value_start = position + OPTION_HEADER_OCTETS
+        value_end = value_start + int.from_bytes(wire[position + 2 : value_start], "big")
+        if code == COOKIE_OPTION and value_end <= len(wire):
+            blanked[value_start - question_end : value_end - question_end] = bytes(value_end - value_start)
+        position = value_end
+    return bytes(blanked)
 
 
 def answer_fits(answer: bytes, query: bytes, question_end: int) -> bool:

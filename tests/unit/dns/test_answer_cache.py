@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import ipaddress
 
+import dns.edns
 import dns.exception
 import dns.flags
 import dns.message
 import dns.name
 import dns.opcode
 import dns.rdatatype
+import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
@@ -69,6 +71,12 @@ def question_labels(wire: bytes) -> tuple[bytes, ...]:
     return name.relativize(DOMAIN).labels if name.is_subdomain(DOMAIN) and name != DOMAIN else ()
 
 
+def web_responder(*, cache_size: int = 1024) -> Responder:
+    """A responder for one container, `web`, with one address."""
+    table = build_table([ContainerEndpoints("1", "web", networks={"n": (ADDRESSES[0],)})], REACHABLE)
+    return Responder(Zone(DOMAIN, table), cache_size=cache_size)
+
+
 def with_id(wire: bytes, query_id: int) -> bytes:
     return query_id.to_bytes(2, "big") + wire[2:]
 
@@ -111,50 +119,88 @@ query_names = st.one_of(
 
 
 @st.composite
-def queries(draw: st.DrawFn) -> bytes:
-    query = dns.message.make_query(
-        draw(query_names),
-        draw(st.sampled_from(RDTYPES)),
-        use_edns=draw(st.sampled_from([False, 0, 1])),
-        payload=draw(st.sampled_from([0, 512, 1232, 4096])),
-        want_dnssec=draw(st.booleans()),
+def query_twins(draw: st.DrawFn) -> tuple[bytes, bytes]:
+    """A query and its twin from another asker: the same but for the value of its cookie, if it has one."""
+    name, rdtype = draw(query_names), draw(st.sampled_from(RDTYPES))
+    use_edns = draw(st.sampled_from([False, 0, 1]))
+    payload = draw(st.sampled_from([0, 512, 1232, 4096]))
+    want_dnssec, clear_rd = draw(st.booleans()), draw(st.booleans())
+    flags = draw(st.sampled_from([0, dns.flags.CD, dns.flags.AD]))
+    opcode = draw(st.sampled_from([dns.opcode.QUERY, dns.opcode.QUERY, dns.opcode.STATUS]))
+    # RFC 7873 section 4: a client cookie of 8 octets and a server cookie of none or 8 to 32; other lengths too.
+    cookie_length = draw(st.none() | st.sampled_from([8, 16, 40, 7, 12, 41]))
+    padded = draw(st.booleans())
+    # An option whose value dnspython checks (client subnet, RFC 7871 section 6): its value must stay in the key. A
+    # valid one (192.0.2.0/24), and of the same length a /8 with too many address octets and an unknown family.
+    subnet = draw(
+        st.none()
+        | st.sampled_from(
+            [b"\x00\x01\x18\x00\xc0\x00\x02", b"\x00\x01\x08\x00\xc0\x00\x02", b"\x00\x05\x18\x00\xc0\x00\x02"]
+        )
     )
-    if draw(st.booleans()):
-        query.flags &= ~dns.flags.RD
-    query.flags |= draw(st.sampled_from([0, dns.flags.CD, dns.flags.AD]))
-    query.set_opcode(draw(st.sampled_from([dns.opcode.QUERY, dns.opcode.QUERY, dns.opcode.STATUS])))
-    wire = query.to_wire()
     # Some octets changed anywhere, as a careless or hostile client would.
-    for position, value in draw(st.lists(st.tuples(st.integers(2, 80), st.integers(0, 255)), max_size=2)):
-        if position < len(wire):
-            wire = wire[:position] + bytes([value]) + wire[position + 1 :]
-    return wire
+    flips = draw(st.lists(st.tuples(st.integers(2, 90), st.integers(0, 255)), max_size=2))
+
+    def build(cookie: bytes) -> bytes:
+        options: list[dns.edns.Option] = []
+        if cookie_length is not None:
+            options.append(dns.edns.GenericOption(dns.edns.OptionType.COOKIE, cookie))
+        if padded:
+            options.append(dns.edns.GenericOption(dns.edns.OptionType.PADDING, b""))
+        if subnet is not None:
+            options.append(dns.edns.GenericOption(dns.edns.OptionType.ECS, subnet))
+        query = dns.message.make_query(
+            name, rdtype, use_edns=use_edns, payload=payload, want_dnssec=want_dnssec, options=options or None
+        )
+        if clear_rd:
+            query.flags &= ~dns.flags.RD
+        query.flags |= flags
+        query.set_opcode(opcode)
+        wire = query.to_wire()
+        for position, value in flips:
+            if position < len(wire):
+                wire = wire[:position] + bytes([value]) + wire[position + 1 :]
+        return wire
+
+    length = cookie_length or 0
+    return build(draw(st.binary(min_size=length, max_size=length))), build(
+        draw(st.binary(min_size=length, max_size=length))
+    )
+
+
+queries = query_twins().map(lambda twins: twins[0])
 
 
 @given(
     containers,
-    queries(),
+    st.lists(query_twins(), min_size=1, max_size=4),
     st.tuples(st.lists(st.booleans(), max_size=40), st.lists(st.booleans(), max_size=40)),
     st.integers(0, 0xFFFF),
     st.booleans(),
 )
 def test_a_cached_answer_is_byte_identical_to_the_uncached_one(
-    endpoints: list[ContainerEndpoints], query: bytes, cases: tuple[list[bool], list[bool]], first_id: int, tcp: bool
+    endpoints: list[ContainerEndpoints],
+    questions: list[tuple[bytes, bytes]],
+    cases: tuple[list[bool], list[bool]],
+    first_id: int,
+    tcp: bool,
 ) -> None:
+    """Several questions through one cache: a hit is the answer, and no two different questions share an entry."""
     first_case, second_case = cases
     zone = Zone(DOMAIN, build_table(endpoints, REACHABLE))
     cached, uncached = Responder(zone), Responder(zone, cache_size=0)
-    event(f"{len(zone.table.lookup(question_labels(query)) or ())} addresses")
-    # Another asker's version of the same question (other ID, other case) fills the cache first.
-    earlier = with_id(other_case(query, first_case), first_id)
-    assert cached.respond(earlier, tcp=tcp) == uncached.respond(earlier, tcp=tcp)
-    later = other_case(query, second_case)
-    assert cached.respond(later, tcp=tcp) == uncached.respond(later, tcp=tcp)
+    for query, twin in questions:
+        event(f"{len(zone.table.lookup(question_labels(query)) or ())} addresses")
+        # Another asker's version of the same question (other ID, case and cookie) fills the cache first.
+        earlier = with_id(other_case(twin, first_case), first_id)
+        assert cached.respond(earlier, tcp=tcp) == uncached.respond(earlier, tcp=tcp)
+        later = other_case(query, second_case)
+        assert cached.respond(later, tcp=tcp) == uncached.respond(later, tcp=tcp)
     assert cached.outcomes == uncached.outcomes
     assert len(uncached.cache) == 0
 
 
-@given(containers, containers, queries(), st.booleans())
+@given(containers, containers, queries, st.booleans())
 def test_a_new_zone_is_never_answered_from_the_old_one(
     before: list[ContainerEndpoints], after: list[ContainerEndpoints], query: bytes, tcp: bool
 ) -> None:
@@ -176,8 +222,7 @@ def test_any_octets_are_keyed_or_refused_without_raising(wire: bytes, tcp: bool)
 
 
 def test_a_repeated_question_is_a_hit_whatever_its_id_and_case() -> None:
-    table = build_table([ContainerEndpoints("1", "web", networks={"n": (ADDRESSES[0],)})], REACHABLE)
-    responder = Responder(Zone(DOMAIN, table))
+    responder = web_responder()
     first = dns.message.make_query("web.dmnc.internal", "A")
     first.id = 1
     second = dns.message.make_query("wEB.DMNC.internal", "A")
@@ -244,8 +289,7 @@ def test_a_zero_capacity_cache_keeps_nothing() -> None:
 
 def test_the_soa_and_answers_stay_lower_case_whatever_the_question_case() -> None:
     """What makes patching only the question safe: every other name is a pointer into it or our own lower case."""
-    table = build_table([ContainerEndpoints("1", "web", networks={"n": (ADDRESSES[0],)})], REACHABLE)
-    responder = Responder(Zone(DOMAIN, table), cache_size=0)
+    responder = web_responder(cache_size=0)
     upper = dns.message.make_query("WEB.DMNC.INTERNAL", "AAAA").to_wire()
     lower = upper[:HEADER_OCTETS] + upper[HEADER_OCTETS:].lower()
     upper_answer, lower_answer = responder.respond(upper), responder.respond(lower)
@@ -273,7 +317,7 @@ def test_several_addresses_start_at_the_one_the_query_id_picks_cached_or_not() -
     assert cached.cache.hits == 4
 
 
-@given(containers, queries(), st.integers(0, 0xFFFF))
+@given(containers, queries, st.integers(0, 0xFFFF))
 def test_rotating_address_records_and_back_gives_the_answer_again(
     endpoints: list[ContainerEndpoints], query: bytes, query_id: int
 ) -> None:
@@ -286,3 +330,33 @@ def test_rotating_address_records_and_back_gives_the_answer_again(
         return
     assert rotated(rotated(answer, runs, query_id), runs, query_id, undo=True) == answer
     assert all(run.count > 1 for run in runs)
+
+
+def query_with_option(code: dns.edns.OptionType, value: bytes) -> bytes:
+    option = dns.edns.GenericOption(code, value)
+    return dns.message.make_query("web.dmnc.internal", "A", options=[option]).to_wire()
+
+
+@pytest.mark.parametrize(
+    ("code", "first", "second", "hits", "outcomes"),
+    [
+        # A new client cookie: the same answer, so a hit.
+        (dns.edns.OptionType.COOKIE, b"12345678", b"abcdefgh", 1, {"noerror": 2}),
+        # A valid client subnet (192.0.2.0/24), then an invalid one of the same length (a /8 with three address
+        # octets): other options' values stay in the key.
+        (
+            dns.edns.OptionType.ECS,
+            b"\x00\x01\x18\x00\xc0\x00\x02",
+            b"\x00\x01\x08\x00\xc0\x00\x02",
+            0,
+            {"noerror": 1, "formerr": 1},
+        ),
+    ],
+)
+def test_only_the_cookie_value_is_left_out_of_the_key(
+    code: dns.edns.OptionType, first: bytes, second: bytes, hits: int, outcomes: dict[str, int]
+) -> None:
+    responder = web_responder()
+    assert responder.respond(query_with_option(code, first)) is not None
+    assert responder.respond(query_with_option(code, second)) is not None
+    assert (responder.cache.hits, responder.outcomes) == (hits, outcomes)
