@@ -2,7 +2,11 @@
 
 dmnc is authoritative for one domain and nothing else (RFC 1035 section 4.3.1: it never recurses, so RA is clear):
 
-- a known name: its A/AAAA records, AA set, TTL `RECORD_TTL_S` (short: containers come and go);
+- a known name: its A/AAAA records, AA set, TTL `RECORD_TTL_S` (short: containers come and go). Several addresses
+  come in the table's (sorted) order rotated by the query's ID: the first address differs from query to query, as
+  with Docker's embedded DNS, which shuffles them (moby's libnetwork/resolver.go, shuffleAddr), so clients that take
+  the first spread over a service's containers; and the answer is still a function of the query's octets alone, so
+  it can come from the cache;
 - a name that exists without the asked type (IPv4-only container asked for AAAA, a network's name): NOERROR with an
   empty answer and the SOA in the authority section, "NODATA" (RFC 2308 section 2.2). NXDOMAIN there would tell
   resolvers the whole name is gone (RFC 8020) and they would stop asking for its A record too;
@@ -38,6 +42,16 @@ import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
 import dns.rrset
 
+from dmnc.dns.answer_cache import (
+    MAX_CACHED_ANSWERS,
+    AnswerCache,
+    CachedAnswer,
+    address_runs,
+    answer_fits,
+    cache_key,
+    patched,
+    rotated,
+)
 from dmnc.dns.names import IPAddress, NameTable
 
 # A few seconds: a resolver re-asks soon after a container restarts with a new address, and a query flood from one
@@ -82,13 +96,28 @@ class Zone:
 
 
 class Responder:
-    """Answers queries for one zone at a time (`zone` is replaced as the containers change); counts outcomes."""
+    """Answers queries for one zone at a time (`zone` is replaced as the containers change); counts outcomes.
 
-    def __init__(self, zone: Zone) -> None:
-        self.zone = zone
+    Answers are cached encoded (`answer_cache`): a repeated question costs a lookup instead of parsing and encoding,
+    and a new zone empties the cache. Answering stays on the calling thread: it is pure Python, so under CPython's
+    global interpreter lock a worker thread would take the same time from the data path, plus the hand-over.
+    """
+
+    def __init__(self, zone: Zone, *, cache_size: int = MAX_CACHED_ANSWERS) -> None:
+        self._zone = zone
+        self.cache = AnswerCache(cache_size)
         self.outcomes: Counter[str] = Counter()
         """Answers by outcome (noerror, nodata, nxdomain, refused, formerr, notimp, badvers, truncated) and drops
         (dropped_malformed, dropped_response)."""
+
+    @property
+    def zone(self) -> Zone:
+        return self._zone
+
+    @zone.setter
+    def zone(self, zone: Zone) -> None:
+        self._zone = zone
+        self.cache.clear()
 
     def respond(self, wire: bytes, *, tcp: bool = False) -> bytes | None:
         """The answer to the query `wire`, or None when it is dropped."""
@@ -99,40 +128,59 @@ class Responder:
         if flags & QR_BIT:
             self.outcomes["dropped_response"] += 1
             return None
+        keyed = cache_key(wire, tcp=tcp)
+        if keyed is None:
+            answer, outcomes = self._encode(wire, tcp=tcp)
+            self.outcomes.update(outcomes)
+            return answer
+        key, question_end = keyed
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.outcomes.update(cached.outcomes)
+            return rotated(patched(cached.wire, wire, question_end), cached.runs, query_id)
+        answer, outcomes = self._encode(wire, tcp=tcp)
+        self.outcomes.update(outcomes)
+        runs = address_runs(answer, question_end) if answer_fits(answer, wire, question_end) else None
+        if runs is not None:
+            self.cache.put(key, CachedAnswer(rotated(answer, runs, query_id, undo=True), outcomes, runs))
+        return answer
+
+    def _encode(self, wire: bytes, *, tcp: bool) -> tuple[bytes, tuple[str, ...]]:
+        """The answer to a query (not a response, at least a header long) and the outcomes to count for it."""
         try:
             query = dns.message.from_wire(wire)
         except (dns.exception.DNSException, ValueError, UnicodeError, IndexError, struct.error):
             # dnspython reports a malformed message as a FormError mostly, but as other DNSException subclasses
             # (BadEDNS, name errors, TrailingJunk) or ValueError for some record data too.
-            self.outcomes["formerr"] += 1
-            return _header_only_formerr(query_id, flags)
+            query_id, flags = HEADER.unpack_from(wire)[:2]
+            return _header_only_formerr(query_id, flags), ("formerr",)
         return self._answer(query, tcp=tcp)
 
-    def _answer(self, query: dns.message.Message, *, tcp: bool) -> bytes:
+    def _answer(self, query: dns.message.Message, *, tcp: bool) -> tuple[bytes, tuple[str, ...]]:
         response = dns.message.make_response(query, our_payload=OUR_UDP_PAYLOAD)
         response.flags &= ~dns.flags.RA
         refusal = self._refusal(query)
         if refusal is not None:
             if refusal[0] == dns.rcode.BADVERS:
                 response.use_edns(0, 0, OUR_UDP_PAYLOAD)
-            return self._finish(response, query, *refusal, tcp=tcp)
+            return _finish(response, query, *refusal, tcp=tcp)
         question = query.question[0]
         zone = self.zone
         response.flags |= dns.flags.AA
         addresses = zone.table.lookup(question.name.relativize(zone.domain).labels)
         if addresses is None:
             response.authority.append(zone.soa)
-            return self._finish(response, query, dns.rcode.NXDOMAIN, "nxdomain", tcp=tcp)
+            return _finish(response, query, dns.rcode.NXDOMAIN, "nxdomain", tcp=tcp)
         if question.name == zone.domain and question.rdtype in (dns.rdatatype.SOA, dns.rdatatype.ANY):
             response.answer.append(zone.soa)
         for rdtype in _address_types(question.rdtype):
-            rrset = _address_rrset(question.name, rdtype, addresses)
+            rrset = _address_rrset(question.name, rdtype, addresses, query.id)
             if rrset is not None:
                 response.answer.append(rrset)
         if not response.answer:
             response.authority.append(zone.soa)
-            return self._finish(response, query, dns.rcode.NOERROR, "nodata", tcp=tcp)
-        return self._finish(response, query, dns.rcode.NOERROR, "noerror", tcp=tcp)
+            return _finish(response, query, dns.rcode.NOERROR, "nodata", tcp=tcp)
+        return _finish(response, query, dns.rcode.NOERROR, "noerror", tcp=tcp)
 
     def _refusal(self, query: dns.message.Message) -> tuple[dns.rcode.Rcode, str] | None:
         """The error rcode (and outcome name) for a query that gets no records, None for one to look up."""
@@ -151,26 +199,26 @@ class Responder:
             return dns.rcode.REFUSED, "refused"
         return None
 
-    def _finish(
-        self,
-        response: dns.message.Message,
-        query: dns.message.Message,
-        rcode: dns.rcode.Rcode,
-        outcome: str,
-        *,
-        tcp: bool,
-    ) -> bytes:
-        response.set_rcode(rcode)
-        self.outcomes[outcome] += 1
-        limit = MAX_TCP_MESSAGE if tcp else _udp_limit(query)
-        try:
-            return response.to_wire(max_size=limit)
-        except dns.exception.TooBig:
-            self.outcomes["truncated"] += 1
-            response.answer.clear()
-            response.authority.clear()
-            response.flags |= dns.flags.TC
-            return response.to_wire(max_size=limit)
+
+def _finish(
+    response: dns.message.Message,
+    query: dns.message.Message,
+    rcode: dns.rcode.Rcode,
+    outcome: str,
+    *,
+    tcp: bool,
+) -> tuple[bytes, tuple[str, ...]]:
+    response.set_rcode(rcode)
+    limit = MAX_TCP_MESSAGE if tcp else _udp_limit(query)
+    try:
+        # dnspython shuffles the records of an RRset by default; answers list addresses in the table's order, so
+        # one query always gets the same octets and a cached answer is the answer.
+        return response.to_wire(max_size=limit, want_shuffle=False), (outcome,)
+    except dns.exception.TooBig:
+        response.answer.clear()
+        response.authority.clear()
+        response.flags |= dns.flags.TC
+        return response.to_wire(max_size=limit, want_shuffle=False), (outcome, "truncated")
 
 
 def _udp_limit(query: dns.message.Message) -> int:
@@ -189,15 +237,18 @@ def _address_types(qtype: dns.rdatatype.RdataType) -> tuple[dns.rdatatype.RdataT
 
 
 def _address_rrset(
-    name: dns.name.Name, rdtype: dns.rdatatype.RdataType, addresses: tuple[IPAddress, ...]
+    name: dns.name.Name, rdtype: dns.rdatatype.RdataType, addresses: tuple[IPAddress, ...], query_id: int
 ) -> dns.rrset.RRset | None:
     version = 4 if rdtype == dns.rdatatype.A else 6
+    chosen = [address for address in addresses if address.version == version]
+    if not chosen:
+        return None
+    first = query_id % len(chosen)  # see `answer_cache.rotated`: the same order the cache gives
+    rdata_class = dns.rdtypes.IN.A.A if version == 4 else dns.rdtypes.IN.AAAA.AAAA
     rrset = dns.rrset.RRset(name, dns.rdataclass.IN, rdtype)
-    for address in addresses:
-        if address.version == version:
-            rdata_class = dns.rdtypes.IN.A.A if version == 4 else dns.rdtypes.IN.AAAA.AAAA
-            rrset.add(rdata_class(dns.rdataclass.IN, rdtype, str(address)), RECORD_TTL_S)
-    return rrset if rrset else None
+    for address in chosen[first:] + chosen[:first]:
+        rrset.add(rdata_class(dns.rdataclass.IN, rdtype, str(address)), RECORD_TTL_S)
+    return rrset
 
 
 def _header_only_formerr(query_id: int, flags: int) -> bytes:

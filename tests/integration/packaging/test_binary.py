@@ -26,8 +26,18 @@ from dmnc.cli import COMMAND_MODULES
 from dmnc.system_service import LAUNCHD_LABEL, ServiceSpec, launchd_plist, systemd_unit
 from dmnc.wireguard.keys import decode_key, encode_key, public_key
 from tests.conftest import require_lab, require_root, require_tools
+from tests.integration.service.test_dns import DOMAIN, FIRST_ANSWER_TIMEOUT_S, dig, start_named_web
 from tests.lab.dockerd import running_dockerd
-from tests.lab.service_lab import ServiceLab, dmnc_routes, http_get, running_dmnc, start_web_container
+from tests.lab.service_lab import (
+    ServiceLab,
+    create_network,
+    dmnc_routes,
+    http_get,
+    running_dmnc,
+    start_web_container,
+    status_json,
+)
+from tests.lab.wait import wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -171,6 +181,10 @@ def test_frozen_binary_carries_package_data_and_compiled_libraries(frozen_build:
     assert "certifi/cacert.pem" in contents
     for module in ("trio", "trio_websocket", "httpx", "anyio._backends._trio", "nacl.bindings", *COMMAND_MODULES):
         assert module in contents, f"module {module} is missing"
+    # dnspython imports its record types by name when it reads or writes one; jeepney's trio I/O talks to resolved.
+    dns_modules = ("dns.message", "dns.rdtypes.IN.A", "dns.rdtypes.IN.AAAA", "dns.rdtypes.ANY.SOA")
+    for module in (*dns_modules, "jeepney", "jeepney.io.trio", "dmnc.dns.resolved", "dmnc.dns.answer_cache"):
+        assert module in contents, f"module {module} is missing"
 
 
 def test_frozen_binary_makes_and_derives_wireguard_keys(detached_binary: Path) -> None:
@@ -208,4 +222,26 @@ def test_frozen_binary_reaches_a_container_by_ip(detached_binary: Path, own_serv
         assert dmnc.stop() == 0
     print(f"frozen binary: container answered {seconds:.1f} s after the first try")
     assert dmnc_routes(own_service_lab) == []
+    assert "Traceback" not in dmnc.log()
+
+
+def test_frozen_binary_answers_container_names(detached_binary: Path, service_lab: ServiceLab) -> None:
+    """dnspython (record types imported by name at run time) and jeepney (the systemd-resolved link, which finds no
+    bus in the lab and says so) inside the frozen binary: `dmnc run` answers a container's name over UDP and TCP."""
+    require_tools("dig")
+    create_network(service_lab, "frozen-dns", "172.31.10.0/24")
+    address = start_named_web(service_lab, "frozendns", "frozen-dns")
+    name = f"frozendns.{DOMAIN}"
+    with running_dmnc(service_lab, "--path", "tunnel", command=[str(detached_binary)]) as dmnc:
+        wait_until(lambda: dig(service_lab, name).answers == [address], FIRST_ANSWER_TIMEOUT_S, "name resolved")
+        over_tcp = dig(service_lab, name, tcp=True)
+        assert (over_tcp.status, over_tcp.answers) == ("NOERROR", [address])
+        nodata = dig(service_lab, name, "AAAA")
+        assert (nodata.status, nodata.answers, nodata.authority_types) == ("NOERROR", [], ["SOA"])
+        assert dig(service_lab, f"nosuch.{DOMAIN}").status == "NXDOMAIN"
+        assert dig(service_lab, "example.com").status == "REFUSED"
+        # jeepney ran: the resolved integration configured the link or says why it could not (no system bus here).
+        host_resolver = status_json(service_lab)["dns"]["host_resolver"]
+        assert "systemd-resolved" in host_resolver, host_resolver
+        assert dmnc.stop() == 0
     assert "Traceback" not in dmnc.log()

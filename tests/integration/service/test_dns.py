@@ -103,6 +103,8 @@ def test_containers_by_name_over_udp_and_tcp_and_gone_after_removal(dns_lab: Ser
         print(f"start to first DNS answer: {time.monotonic() - started:.1f} s")
 
         assert dig(dns_lab, f"webdns.e2e-dns.{DOMAIN}").answers == [web_address]
+        # Asked again in other letter case: answered from the answer cache, the question echoed as asked.
+        assert dig(dns_lab, f"WebDNS.{DOMAIN.upper()}").answers == [web_address]
         wait_until(lambda: dig(dns_lab, f"api.shop.{DOMAIN}").answers == [api_address], 30, "api.shop resolved")
         over_tcp = dig(dns_lab, f"api.shop.{DOMAIN}", tcp=True)
         assert (over_tcp.status, over_tcp.answers) == ("NOERROR", [api_address])
