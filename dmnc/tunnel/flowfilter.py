@@ -43,6 +43,12 @@ _LENGTH_IN_8_OCTETS = (_HOP_BY_HOP, _ROUTING, _DESTINATION_OPTIONS)
 # More extension headers than this in one packet: treated as unparsable (RFC 8200 section 4.1 lists at most one of
 # each, destination options twice).
 _MAX_EXTENSION_HEADERS = 8
+# The fast paths: IPv4 (RFC 791 section 3.1) version 4 with a 5-word header, the first octet of 224.0.0.0/4
+# (multicast, then 240.0.0.0/4 reserved and the limited broadcast), and the shortest packet they take: an IPv4
+# header plus a TCP header (RFC 9293 section 3.1); UDP datagrams shorter than that take the general path.
+_IPV4_NO_OPTIONS = 0x45
+_IPV4_MULTICAST_FIRST_OCTET = 224
+_FAST_PATH_MIN_SIZE = 40
 # RFC 9293 section 3.1: control bits in header byte 13.
 _TCP_SYN, _TCP_ACK = 0x02, 0x10
 # ICMP (RFC 792, RFC 1256) and ICMPv6 (RFC 4443, RFC 4861) types.
@@ -154,8 +160,28 @@ class FlowFilter:
         if now >= self._next_sweep:
             self._sweep(now)
         size = len(packet)
+        if (
+            size >= _FAST_PATH_MIN_SIZE
+            and packet[0] == _IPV4_NO_OPTIONS
+            and packet[16] < _IPV4_MULTICAST_FIRST_OCTET
+            and not (packet[6] & 0x3F or packet[7])
+        ):
+            protocol = packet[9]
+            if protocol in (TCP, UDP):
+                # The bulk of what the host sends, inlined: what judge_outbound does for it.
+                key = (protocol, packet[12:16], packet[16:20], packet[20:22], packet[22:24])
+                if now != self._newest_at or key != self._newest:
+                    self._remember(key, now)
+                return True
+        return self.judge_outbound(packet, now)
+
+    def judge_outbound(self, packet: bytes, now: float) -> bool:
+        """`outbound` without its fast path: the full treatment of every kind of packet (tests compare the two)."""
+        if now >= self._next_sweep:
+            self._sweep(now)
+        size = len(packet)
         if size >= 20 and packet[0] >> 4 == 4:
-            if packet[16] >= 224:  # 224.0.0.0/4 multicast, 240.0.0.0/4 reserved and the limited broadcast
+            if packet[16] >= _IPV4_MULTICAST_FIRST_OCTET:
                 self.drops[FilterDrop.OUTBOUND_MULTICAST] += 1
                 return False
         elif size >= 40 and packet[0] >> 4 == 6 and packet[24] == 0xFF:  # ff00::/8 (RFC 4291 section 2.7)
@@ -168,8 +194,37 @@ class FlowFilter:
 
     # VM -> host
 
-    def inbound(self, packet: bytes, now: float) -> bool:  # noqa: PLR0911  # one return per verdict, on the hot path
+    def inbound(self, packet: bytes, now: float) -> bool:
         """A packet the VM sent, decrypted: True to write it to the TUN, False to drop it (counted)."""
+        if now >= self._next_sweep:
+            self._sweep(now)
+        # The bulk of what the VM sends, inlined: a reply of a live TCP or UDP flow in an IPv4 packet without options
+        # or fragmentation, to a host address. It passes exactly when `judge_inbound` would pass it; anything else,
+        # and any packet this does not pass, gets the full judgement there.
+        if (
+            len(packet) >= _FAST_PATH_MIN_SIZE
+            and packet[0] == _IPV4_NO_OPTIONS
+            and packet[16] < _IPV4_MULTICAST_FIRST_OCTET
+            and not (packet[6] & 0x3F or packet[7])
+        ):
+            protocol = packet[9]
+            if (protocol == TCP and packet[33] & (_TCP_SYN | _TCP_ACK) != _TCP_SYN) or protocol == UDP:
+                destination = packet[16:20]
+                if destination in self._host_addresses:
+                    key = (protocol, destination, packet[12:16], packet[22:24], packet[20:22])
+                    if now == self._newest_at and key == self._newest:
+                        return True
+                    flows = self._flows
+                    expiry = flows.get(key)
+                    if expiry is not None and expiry >= now:
+                        flows[key] = now + (TCP_IDLE_S if protocol == TCP else DATAGRAM_IDLE_S)
+                        flows.move_to_end(key)
+                        self._newest, self._newest_at = key, now
+                        return True
+        return self.judge_inbound(packet, now)
+
+    def judge_inbound(self, packet: bytes, now: float) -> bool:  # noqa: PLR0911  # one return per verdict
+        """`inbound` without its fast path: the full judgement of every kind of packet (tests compare the two)."""
         if now >= self._next_sweep:
             self._sweep(now)
         size = len(packet)
@@ -183,7 +238,7 @@ class FlowFilter:
         header = (packet[0] & 0x0F) * 4
         if header < 20 or size < header:
             return self._drop(FilterDrop.UNPARSABLE_PACKET)
-        if packet[16] >= 224:
+        if packet[16] >= _IPV4_MULTICAST_FIRST_OCTET:
             return self._drop(FilterDrop.MULTICAST_OR_BROADCAST)
         destination = packet[16:20]
         if destination not in self._host_addresses:

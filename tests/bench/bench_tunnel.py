@@ -4,21 +4,25 @@ Same topology for all three (two namespaces, one veth): iperf3 TCP in both direc
 the dmnc process's peak RSS and CPU use while it carries traffic. Prints a table with ratios to wireguard-go and
 writes JSON. Run as root from the repository root:
 
-    .venv/bin/python -m tests.bench.bench_tunnel [--seconds 10] [--rounds 3] [--json PATH]
+    .venv/bin/python -m tests.bench.bench_tunnel [--seconds 10] [--rounds 3] [--json PATH] [--baseline REV]
 
-Figures drift between runs and machines; compare the ratios of one run.
+Figures drift between runs and machines; compare the ratios of one run. `--baseline REV` adds a fourth topology
+running dmnc from git revision REV (exported to a temporary directory), so a change to the data path is measured
+before and after in the same run, interleaved.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import re
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,7 +30,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.integration.tunnel.peers import DMNC_ADDRESS, WGGO_ADDRESS, WGGO_PORT, dmnc_and_wireguard_go
+from tests.integration.tunnel.peers import (
+    DMNC_ADDRESS,
+    REPOSITORY,
+    WGGO_ADDRESS,
+    WGGO_PORT,
+    dmnc_and_wireguard_go,
+)
 from tests.lab.netns import Netns, stop_process, two_namespaces, wait_for_ping
 from tests.lab.wggo import WgPeer, wg_genkey, wg_pubkey, wireguard_go
 
@@ -190,12 +200,26 @@ def wireguard_go_pair_setup() -> Iterator[Setup]:
 
 
 @contextlib.contextmanager
-def dmnc_setup() -> Iterator[Setup]:
-    with dmnc_and_wireguard_go() as topology:
+def dmnc_setup(name: str = "dmnc<->wireguard-go", runner: list[str] | None = None) -> Iterator[Setup]:
+    with dmnc_and_wireguard_go(dmnc_runner=runner) as topology:
         if not wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5):
-            raise RuntimeError("dmnc <-> wireguard-go: no ping through the tunnel")
+            raise RuntimeError(f"{name}: no ping through the tunnel")
         assert topology.dmnc.process is not None
-        yield Setup("dmnc<->wireguard-go", topology.left, topology.right, WGGO_ADDRESS, topology.dmnc.process.pid)
+        yield Setup(name, topology.left, topology.right, WGGO_ADDRESS, topology.dmnc.process.pid)
+
+
+@contextlib.contextmanager
+def baseline_dmnc_setup(revision: str) -> Iterator[Setup]:
+    """dmnc as of git `revision`: its package exported to a temporary directory, put first on sys.path."""
+    with tempfile.TemporaryDirectory(prefix="dmnc-baseline-") as source:
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", revision, "dmnc"], cwd=REPOSITORY, check=True, capture_output=True
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(source, filter="data")
+        bootstrap = f"import runpy, sys; sys.path.insert(0, {source!r}); runpy.run_module('dmnc', run_name='__main__')"
+        with dmnc_setup(f"dmnc@{revision}<->wireguard-go", [sys.executable, "-c", bootstrap]) as setup:
+            yield setup
 
 
 def ratio(value: float, reference: float) -> str:
@@ -224,9 +248,13 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def rounds_arguments(description: str, *, seconds: int, rounds: int, json_name: str) -> argparse.Namespace:
-    """The command line of an interleaved-rounds lab benchmark: --seconds, --rounds, --json."""
+def rounds_arguments(
+    description: str, *, seconds: int, rounds: int, json_name: str, baseline: bool = False
+) -> argparse.Namespace:
+    """The command line of an interleaved-rounds lab benchmark: --seconds, --rounds, --json (and --baseline)."""
     parser = argparse.ArgumentParser(description=description)
+    if baseline:
+        parser.add_argument("--baseline", metavar="REV", help="also measure dmnc as of this git revision")
     parser.add_argument("--seconds", type=int, default=seconds, help="iperf3 duration per measurement and round")
     parser.add_argument("--rounds", type=int, default=rounds, help="measurement rounds, topologies interleaved")
     parser.add_argument(
@@ -239,11 +267,13 @@ def rounds_arguments(description: str, *, seconds: int, rounds: int, json_name: 
 
 
 def main() -> int:
-    args = rounds_arguments(__doc__.splitlines()[0], seconds=10, rounds=3, json_name="bench_tunnel.json")
+    args = rounds_arguments(__doc__.splitlines()[0], seconds=10, rounds=3, json_name="bench_tunnel.json", baseline=True)
     with contextlib.ExitStack() as stack:
-        # All three stay up for the whole run and are measured in turn, round after round, so a burst of other
-        # load on the machine hits them alike instead of skewing one of them.
+        # All stay up for the whole run and are measured in turn, round after round, so a burst of other load on the
+        # machine hits them alike instead of skewing one of them.
         setups = [stack.enter_context(factory()) for factory in (veth_setup, wireguard_go_pair_setup, dmnc_setup)]
+        if args.baseline is not None:
+            setups.append(stack.enter_context(baseline_dmnc_setup(args.baseline)))
         samples: dict[str, list[Sample]] = {setup.name: [] for setup in setups}
         for round_number in range(args.rounds):
             for setup in setups:
@@ -251,6 +281,7 @@ def main() -> int:
                 print(f"round {round_number + 1}/{args.rounds}: {setup.name} done", file=sys.stderr)
         results = [summarize(setup, samples[setup.name]) for setup in setups]
     report: dict[str, Any] = {
+        "baseline": args.baseline,
         "seconds": args.seconds,
         "rounds": args.rounds,
         "cpus": os.cpu_count(),

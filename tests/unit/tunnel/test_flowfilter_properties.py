@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmnc.tunnel.flowfilter import DATAGRAM_IDLE_S, FlowFilter
-from tests.unit.tunnel.packets import CONTAINER4, CONTAINER6, HOST4, HOST6, icmp, packed, tcp, udp
+from tests.unit.tunnel.packets import ACK, CONTAINER4, CONTAINER6, HOST4, HOST6, SYN, icmp, packed, tcp, udp
 
 MAX_FLOWS, MAX_FRAGMENTS = 8, 4
 
@@ -75,3 +75,50 @@ def test_replies_of_the_newest_host_flow_are_delivered(
     assert flows.outbound(build(host, host_port, container, remote_port), now)
     assert flows.inbound(build(container, remote_port, host, host_port), now + delay)
     assert flows.inbound(build(container, remote_port, host, host_port), now + 2 * delay)
+
+
+few_ports = st.sampled_from([1, 2])
+
+
+@st.composite
+def bulk_packets(draw: st.DrawFn) -> bytes:
+    """The fast paths' kind of packet (IPv4 TCP, or UDP long enough), with arbitrary bytes over a random span."""
+    host, container = HOST4, CONTAINER4
+    # Few ports, so the VM's packets often belong to a flow the host started (or to its reverse).
+    sport, dport = draw(few_ports), draw(few_ports)
+    flags = draw(st.sampled_from([SYN, ACK, SYN | ACK, 0xFF, 0]))
+    data = bytes(draw(st.integers(0, 40)))
+    packet = draw(
+        st.sampled_from(
+            [
+                tcp(host, sport, container, dport, flags),
+                udp(host, sport, container, dport, data),
+                tcp(container, dport, host, sport, flags),
+                udp(container, dport, host, sport, data),
+            ]
+        )
+    )
+    start = draw(st.integers(0, len(packet)))
+    junk = draw(st.binary(max_size=4))
+    return packet[:start] + junk + packet[start + len(junk) :]
+
+
+# Repeated packets at one `now` exercise the newest-flow shortcuts; gaps past the idle limit exercise expiry.
+fast_path_steps = st.lists(
+    st.tuples(st.booleans(), st.one_of(bulk_packets(), plausible_packets()), st.sampled_from([0.0, 1.0, 200.0])),
+    max_size=60,
+)
+
+
+@given(fast_path_steps)
+@settings(max_examples=400, deadline=None)
+def test_fast_paths_agree_with_the_full_judgement(traffic: list[tuple[bool, bytes, float]]) -> None:
+    fast, full, now = make_filter(), make_filter(), 0.0
+    for outbound, packet, gap in traffic:
+        now += gap
+        if outbound:
+            assert fast.outbound(packet, now) == full.judge_outbound(packet, now)
+        else:
+            assert fast.inbound(packet, now) == full.judge_inbound(packet, now)
+        assert fast.drops == full.drops
+        assert fast.flow_count == full.flow_count
