@@ -71,7 +71,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="iperf3 and sampling duration per direction")
     parser.add_argument("--top", type=int, default=15, help="functions listed per thread")
-    parser.add_argument("--native", action="store_true", help="include C frames (libsodium, syscalls)")
+    parser.add_argument(
+        "--native", action="store_true", help="include C frames (libsodium, syscalls); stops dmnc per sample"
+    )
     parser.add_argument("--raw", type=Path, help="also keep py-spy's raw stacks in this directory")
     args = parser.parse_args()
     spy = py_spy()
@@ -85,8 +87,9 @@ def main() -> int:
                 direction = "reverse (wireguard-go sends, dmnc writes the TUN)" if reverse else "forward (dmnc sends)"
                 output = Path(scratch) / f"{'reverse' if reverse else 'forward'}.txt"
                 argv = [spy, "record", "--pid", str(pid), "--duration", str(args.seconds), "--rate"]
-                argv += [str(SAMPLES_PER_SECOND), "--format", "raw", "--threads", "--idle", "--nonblocking"]
-                argv += ["--output", str(output), *(["--native"] if args.native else [])]
+                argv += [str(SAMPLES_PER_SECOND), "--format", "raw", "--threads", "--idle", "--output", str(output)]
+                # C frames need the process stopped per sample, which slows it; Python frames are read without.
+                argv += ["--native"] if args.native else ["--nonblocking"]
                 sampler = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 try:
                     mbps = iperf(topology.left, WGGO_ADDRESS, args.seconds, reverse=reverse)
