@@ -96,13 +96,16 @@ def iperf_server(namespace: Netns) -> Iterator[None]:
         stop_process(server)
 
 
-def iperf(client: Netns, server_address: str, seconds: int, *, reverse: bool, udp: bool = False) -> float:
-    """TCP (or UDP: unlimited rate, `UDP_LENGTH`-byte datagrams) throughput in Mbit/s measured by the receiver."""
+def iperf(
+    client: Netns, server_address: str, seconds: int, *, reverse: bool, udp: bool = False, mbps: int = 0
+) -> float:
+    """TCP (or UDP: `UDP_LENGTH`-byte datagrams at `mbps`, 0 unlimited) throughput in Mbit/s measured by the
+    receiver."""
     argv = ["iperf3", "--client", server_address, "--port", str(IPERF_PORT), "--time", str(seconds), "--json"]
     if reverse:
         argv.append("--reverse")
     if udp:
-        argv += ["--udp", "--bitrate", "0", "--length", str(UDP_LENGTH)]
+        argv += ["--udp", "--bitrate", f"{mbps}M" if mbps else "0", "--length", str(UDP_LENGTH)]
     report = json.loads(client.run(argv, timeout=seconds + 30).stdout)
     bits_per_second: float = report["end"]["sum_received"]["bits_per_second"]
     return bits_per_second / 1e6
@@ -222,6 +225,11 @@ def baseline_dmnc_setup(revision: str) -> Iterator[Setup]:
             yield setup
 
 
+def cpu_seconds_per_gigabyte(cpu_percent: float | None, mbps: float) -> float | None:
+    """dmnc's CPU time per GB carried: its cost, which other load on the machine changes less than its speed."""
+    return None if cpu_percent is None or not mbps else cpu_percent / 100 * 8000 / mbps
+
+
 def ratio(value: float, reference: float) -> str:
     return f"{value / reference:.2f}x" if reference else "-"
 
@@ -230,7 +238,7 @@ def table(results: list[Result]) -> str:
     reference = next(result for result in results if result.name.startswith("wireguard-go"))
     lines = [
         f"{'':30} {'fwd Mbit/s':>11} {'ratio':>6} {'rev Mbit/s':>11} {'ratio':>6} {'p50 ms':>7} {'ratio':>6} "
-        f"{'p99 ms':>7} {'RSS MB':>7} {'CPU% f/r':>10}"
+        f"{'p99 ms':>7} {'RSS MB':>7} {'CPU% f/r':>10} {'CPU s/GB f/r':>13}"
     ]
     for result in results:
         cpu = (
@@ -239,11 +247,14 @@ def table(results: list[Result]) -> str:
             else "-"
         )
         rss = f"{result.dmnc_peak_rss_mb:.1f}" if result.dmnc_peak_rss_mb is not None else "-"
+        forward_cost = cpu_seconds_per_gigabyte(result.dmnc_cpu_percent_forward, result.forward_mbps)
+        reverse_cost = cpu_seconds_per_gigabyte(result.dmnc_cpu_percent_reverse, result.reverse_mbps)
+        cost = f"{forward_cost:.2f}/{reverse_cost:.2f}" if forward_cost and reverse_cost else "-"
         lines.append(
             f"{result.name:30} {result.forward_mbps:11.0f} {ratio(result.forward_mbps, reference.forward_mbps):>6} "
             f"{result.reverse_mbps:11.0f} {ratio(result.reverse_mbps, reference.reverse_mbps):>6} "
             f"{result.rtt_p50_ms:7.3f} {ratio(result.rtt_p50_ms, reference.rtt_p50_ms):>6} "
-            f"{result.rtt_p99_ms:7.3f} {rss:>7} {cpu:>10}"
+            f"{result.rtt_p99_ms:7.3f} {rss:>7} {cpu:>10} {cost:>13}"
         )
     return "\n".join(lines)
 

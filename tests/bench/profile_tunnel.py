@@ -6,7 +6,7 @@ included, while iperf3 runs; the summary lists, per thread, the share of its sam
 (self) and below it (total). "idle" frames (epoll_wait, a blocking queue get) show how much of the time a thread
 waits. Run as root from the repository root:
 
-    .venv/bin/python -m tests.bench.profile_tunnel [--seconds 10] [--top 15] [--native] [--raw DIR]
+    .venv/bin/python -m tests.bench.profile_tunnel [--seconds 10] [--top 15] [--udp-mbps N] [--native] [--raw DIR]
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="iperf3 and sampling duration per direction")
     parser.add_argument("--top", type=int, default=15, help="functions listed per thread")
+    parser.add_argument("--udp-mbps", type=int, help="UDP at this rate instead of TCP as fast as it goes")
     parser.add_argument(
         "--native", action="store_true", help="include C frames (libsodium, syscalls); stops dmnc per sample"
     )
@@ -92,7 +93,14 @@ def main() -> int:
                 argv += ["--native"] if args.native else ["--nonblocking"]
                 sampler = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 try:
-                    mbps = iperf(topology.left, WGGO_ADDRESS, args.seconds, reverse=reverse)
+                    mbps = iperf(
+                        topology.left,
+                        WGGO_ADDRESS,
+                        args.seconds,
+                        reverse=reverse,
+                        udp=args.udp_mbps is not None,
+                        mbps=args.udp_mbps or 0,
+                    )
                 finally:
                     sampler.wait(timeout=args.seconds + 60)
                 print(f"== {direction}: {mbps:.0f} Mbit/s while sampled")
