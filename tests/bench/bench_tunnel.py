@@ -111,6 +111,19 @@ def iperf(
     return bits_per_second / 1e6
 
 
+def cost_per_packet_us(
+    client: Netns, server: Netns, server_address: str, pid: int, *, mbps: int, seconds: int, reverse: bool
+) -> float:
+    """CPU microseconds process `pid` (dmnc) spends per datagram delivered while iperf3 sends UDP at `mbps` one
+    way: the data path's cost at a rate it easily carries, which other load on the machine moves less than speed."""
+    with iperf_server(server):
+        before = cpu_seconds(pid)
+        delivered_mbps = iperf(client, server_address, seconds, reverse=reverse, udp=True, mbps=mbps)
+        spent = cpu_seconds(pid) - before
+    packets = delivered_mbps * 1e6 * seconds / (UDP_LENGTH * 8)
+    return spent / packets * 1e6 if packets else float("nan")
+
+
 def ping_rtts(client: Netns, address: str) -> tuple[float, float]:
     result = client.run(["ping", "-n", "-c", str(PING_COUNT), "-i", PING_INTERVAL, address], timeout=60)
     rtts = [float(match) for match in re.findall(r"time=([0-9.]+) ms", result.stdout)]

@@ -16,26 +16,14 @@ import contextlib
 import statistics
 import sys
 
-from tests.bench.bench_tunnel import (
-    UDP_LENGTH,
-    Setup,
-    baseline_dmnc_setup,
-    cpu_seconds,
-    dmnc_setup,
-    iperf,
-    iperf_server,
-)
+from tests.bench.bench_tunnel import UDP_LENGTH, Setup, baseline_dmnc_setup, cost_per_packet_us, dmnc_setup
 
 
-def cost_per_packet_us(setup: Setup, mbps: int, seconds: int, *, reverse: bool) -> float:
-    """dmnc's CPU microseconds per datagram delivered while iperf3 sends UDP at `mbps` one way."""
+def setup_cost(setup: Setup, mbps: int, seconds: int, *, reverse: bool) -> float:
     assert setup.dmnc_pid is not None
-    with iperf_server(setup.right):
-        before = cpu_seconds(setup.dmnc_pid)
-        delivered_mbps = iperf(setup.left, setup.right_address, seconds, reverse=reverse, udp=True, mbps=mbps)
-        spent = cpu_seconds(setup.dmnc_pid) - before
-    packets = delivered_mbps * 1e6 * seconds / (UDP_LENGTH * 8)
-    return spent / packets * 1e6 if packets else float("nan")
+    return cost_per_packet_us(
+        setup.left, setup.right, setup.right_address, setup.dmnc_pid, mbps=mbps, seconds=seconds, reverse=reverse
+    )
 
 
 def main() -> int:
@@ -52,9 +40,7 @@ def main() -> int:
         for round_number in range(args.rounds):
             for setup in (now, base) if round_number % 2 == 0 else (base, now):
                 for reverse in (False, True):
-                    costs[setup.name, reverse].append(
-                        cost_per_packet_us(setup, args.mbps, args.seconds, reverse=reverse)
-                    )
+                    costs[setup.name, reverse].append(setup_cost(setup, args.mbps, args.seconds, reverse=reverse))
             print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
     print(f"dmnc CPU us per {UDP_LENGTH}-byte UDP datagram at {args.mbps} Mbit/s, medians of {args.rounds} rounds")
     print(f"{'':10} {'now':>8} {args.baseline[:12]:>12} {'now/base':>9}")
