@@ -20,7 +20,9 @@ solicitations, MLD, which Linux sends even from `::`) never leaves it.
 
 Memory is bounded: at most `max_flows` flows and `max_fragments` fragment trains, each table kept in order of
 last use, the oldest evicted first; entries carry their own expiry and are swept from the old end. Headers are read
-with plain indexing (only the fixed fields needed, no struct unpacking of whole headers): this runs per packet.
+with plain indexing (only the fixed fields needed, no struct unpacking of whole headers): this runs per packet. The
+bulk of the traffic, IPv4 TCP and UDP without options or fragments, takes a fast path inlined in `outbound` and
+`inbound`; `judge_outbound` and `judge_inbound` are the full rules, and the fast paths decide as they would.
 """
 
 from __future__ import annotations
