@@ -21,8 +21,9 @@ solicitations, MLD, which Linux sends even from `::`) never leaves it.
 Memory is bounded: at most `max_flows` flows and `max_fragments` fragment trains, each table kept in order of
 last use, the oldest evicted first; entries carry their own expiry and are swept from the old end. Headers are read
 with plain indexing (only the fixed fields needed, no struct unpacking of whole headers): this runs per packet. The
-bulk of the traffic, IPv4 TCP and UDP without options or fragments, takes a fast path inlined in `outbound` and
-`inbound`; `judge_outbound` and `judge_inbound` are the full rules, and the fast paths decide as they would.
+bulk of the traffic, TCP and UDP in IPv4 without options or fragments and in IPv6 without extension headers, takes a
+fast path inlined in `outbound` and `inbound`; `judge_outbound` and `judge_inbound` are the full rules, and the
+fast paths decide as they would.
 """
 
 from __future__ import annotations
@@ -46,11 +47,14 @@ _LENGTH_IN_8_OCTETS = (_HOP_BY_HOP, _ROUTING, _DESTINATION_OPTIONS)
 # each, destination options twice).
 _MAX_EXTENSION_HEADERS = 8
 # The fast paths: IPv4 (RFC 791 section 3.1) version 4 with a 5-word header, the first octet of 224.0.0.0/4
-# (multicast, then 240.0.0.0/4 reserved and the limited broadcast), and the shortest packet they take: an IPv4
-# header plus a TCP header (RFC 9293 section 3.1); UDP datagrams shorter than that take the general path.
+# (multicast, then 240.0.0.0/4 reserved and the limited broadcast), IPv6's ff00::/8 (RFC 4291 section 2.7), and the
+# shortest packets they take: an IPv4 or IPv6 header plus a TCP header (RFC 9293 section 3.1); UDP datagrams shorter
+# than that take the general path.
 _IPV4_NO_OPTIONS = 0x45
 _IPV4_MULTICAST_FIRST_OCTET = 224
+_IPV6_MULTICAST_FIRST_OCTET = 0xFF
 _FAST_PATH_MIN_SIZE = 40
+_FAST_PATH_MIN_SIZE_IPV6 = 60
 # RFC 9293 section 3.1: control bits in header byte 13.
 _TCP_SYN, _TCP_ACK = 0x02, 0x10
 # ICMP (RFC 792, RFC 1256) and ICMPv6 (RFC 4443, RFC 4861) types.
@@ -161,17 +165,25 @@ class FlowFilter:
         """A packet from the host's TUN: True to send it on (its flow remembered), False to drop it (counted)."""
         if now >= self._next_sweep:
             self._sweep(now)
+        # The bulk of what the host sends, inlined: TCP or UDP, unicast, in IPv4 without options or fragmentation or
+        # IPv6 without extension headers; what judge_outbound does for it.
         size = len(packet)
-        if (
-            size >= _FAST_PATH_MIN_SIZE
-            and packet[0] == _IPV4_NO_OPTIONS
-            and packet[16] < _IPV4_MULTICAST_FIRST_OCTET
-            and not (packet[6] & 0x3F or packet[7])
-        ):
-            protocol = packet[9]
-            if protocol in (TCP, UDP):
-                # The bulk of what the host sends, inlined: what judge_outbound does for it.
-                key = (protocol, packet[12:16], packet[16:20], packet[20:22], packet[22:24])
+        if size >= _FAST_PATH_MIN_SIZE:
+            first = packet[0]
+            key: FlowKey | None = None
+            if first == _IPV4_NO_OPTIONS:
+                protocol = packet[9]
+                if (
+                    protocol in (TCP, UDP)
+                    and packet[16] < _IPV4_MULTICAST_FIRST_OCTET
+                    and not (packet[6] & 0x3F or packet[7])
+                ):
+                    key = (protocol, packet[12:16], packet[16:20], packet[20:22], packet[22:24])
+            elif first >> 4 == 6 and size >= _FAST_PATH_MIN_SIZE_IPV6:
+                protocol = packet[6]
+                if protocol in (TCP, UDP) and packet[24] != _IPV6_MULTICAST_FIRST_OCTET:
+                    key = (protocol, packet[8:24], packet[24:40], packet[40:42], packet[42:44])
+            if key is not None:
                 if now != self._newest_at or key != self._newest:
                     self._remember(key, now)
                 return True
@@ -200,29 +212,37 @@ class FlowFilter:
         """A packet the VM sent, decrypted: True to write it to the TUN, False to drop it (counted)."""
         if now >= self._next_sweep:
             self._sweep(now)
-        # The bulk of what the VM sends, inlined: a reply of a live TCP or UDP flow in an IPv4 packet without options
-        # or fragmentation, to a host address. It passes exactly when `judge_inbound` would pass it; anything else,
-        # and any packet this does not pass, gets the full judgement there.
-        if (
-            len(packet) >= _FAST_PATH_MIN_SIZE
-            and packet[0] == _IPV4_NO_OPTIONS
-            and packet[16] < _IPV4_MULTICAST_FIRST_OCTET
-            and not (packet[6] & 0x3F or packet[7])
-        ):
-            protocol = packet[9]
-            if (protocol == TCP and packet[33] & (_TCP_SYN | _TCP_ACK) != _TCP_SYN) or protocol == UDP:
-                destination = packet[16:20]
-                if destination in self._host_addresses:
-                    key = (protocol, destination, packet[12:16], packet[22:24], packet[20:22])
-                    if now == self._newest_at and key == self._newest:
-                        return True
-                    flows = self._flows
-                    expiry = flows.get(key)
-                    if expiry is not None and expiry >= now:
-                        flows[key] = now + (TCP_IDLE_S if protocol == TCP else DATAGRAM_IDLE_S)
-                        flows.move_to_end(key)
-                        self._newest, self._newest_at = key, now
-                        return True
+        # The bulk of what the VM sends, inlined: a reply of a live TCP or UDP flow to a host address, in IPv4 without
+        # options or fragmentation or IPv6 without extension headers. It passes exactly when `judge_inbound` would
+        # pass it; anything else, and any packet this does not pass, gets the full judgement there.
+        size = len(packet)
+        if size >= _FAST_PATH_MIN_SIZE:
+            first = packet[0]
+            key: FlowKey | None = None
+            if first == _IPV4_NO_OPTIONS:
+                protocol = packet[9]
+                if (
+                    (protocol == UDP or (protocol == TCP and packet[33] & (_TCP_SYN | _TCP_ACK) != _TCP_SYN))
+                    and packet[16] < _IPV4_MULTICAST_FIRST_OCTET
+                    and not (packet[6] & 0x3F or packet[7])
+                ):
+                    key = (protocol, packet[16:20], packet[12:16], packet[22:24], packet[20:22])
+            elif first >> 4 == 6 and size >= _FAST_PATH_MIN_SIZE_IPV6:
+                protocol = packet[6]
+                if (protocol == UDP or (protocol == TCP and packet[53] & (_TCP_SYN | _TCP_ACK) != _TCP_SYN)) and packet[
+                    24
+                ] != _IPV6_MULTICAST_FIRST_OCTET:
+                    key = (protocol, packet[24:40], packet[8:24], packet[42:44], packet[40:42])
+            if key is not None and key[1] in self._host_addresses:
+                if now == self._newest_at and key == self._newest:
+                    return True
+                flows = self._flows
+                expiry = flows.get(key)
+                if expiry is not None and expiry >= now:
+                    flows[key] = now + (TCP_IDLE_S if key[0] == TCP else DATAGRAM_IDLE_S)
+                    flows.move_to_end(key)
+                    self._newest, self._newest_at = key, now
+                    return True
         return self.judge_inbound(packet, now)
 
     def judge_inbound(self, packet: bytes, now: float) -> bool:  # noqa: PLR0911  # one return per verdict
