@@ -165,28 +165,12 @@ class FlowFilter:
         """A packet from the host's TUN: True to send it on (its flow remembered), False to drop it (counted)."""
         if now >= self._next_sweep:
             self._sweep(now)
-        # The bulk of what the host sends, inlined: TCP or UDP, unicast, in IPv4 without options or fragmentation or
-        # IPv6 without extension headers; what judge_outbound does for it.
-        size = len(packet)
-        if size >= _FAST_PATH_MIN_SIZE:
-            first = packet[0]
-            key: FlowKey | None = None
-            if first == _IPV4_NO_OPTIONS:
-                protocol = packet[9]
-                if (
-                    protocol in (TCP, UDP)
-                    and packet[16] < _IPV4_MULTICAST_FIRST_OCTET
-                    and not (packet[6] & 0x3F or packet[7])
-                ):
-                    key = (protocol, packet[12:16], packet[16:20], packet[20:22], packet[22:24])
-            elif first >> 4 == 6 and size >= _FAST_PATH_MIN_SIZE_IPV6:
-                protocol = packet[6]
-                if protocol in (TCP, UDP) and packet[24] != _IPV6_MULTICAST_FIRST_OCTET:
-                    key = (protocol, packet[8:24], packet[24:40], packet[40:42], packet[42:44])
-            if key is not None:
-                if now != self._newest_at or key != self._newest:
-                    self._remember(key, now)
-                return True
+        # The bulk of what the host sends takes a fast path: what judge_outbound would do for it.
+        key = bulk_flow_key(packet, False)
+        if key is not None:
+            if now != self._newest_at or key != self._newest:
+                self._remember(key, now)
+            return True
         return self.judge_outbound(packet, now)
 
     def judge_outbound(self, packet: bytes, now: float) -> bool:
@@ -212,37 +196,19 @@ class FlowFilter:
         """A packet the VM sent, decrypted: True to write it to the TUN, False to drop it (counted)."""
         if now >= self._next_sweep:
             self._sweep(now)
-        # The bulk of what the VM sends, inlined: a reply of a live TCP or UDP flow to a host address, in IPv4 without
-        # options or fragmentation or IPv6 without extension headers. It passes exactly when `judge_inbound` would
-        # pass it; anything else, and any packet this does not pass, gets the full judgement there.
-        size = len(packet)
-        if size >= _FAST_PATH_MIN_SIZE:
-            first = packet[0]
-            key: FlowKey | None = None
-            if first == _IPV4_NO_OPTIONS:
-                protocol = packet[9]
-                if (
-                    (protocol == UDP or (protocol == TCP and packet[33] & (_TCP_SYN | _TCP_ACK) != _TCP_SYN))
-                    and packet[16] < _IPV4_MULTICAST_FIRST_OCTET
-                    and not (packet[6] & 0x3F or packet[7])
-                ):
-                    key = (protocol, packet[16:20], packet[12:16], packet[22:24], packet[20:22])
-            elif first >> 4 == 6 and size >= _FAST_PATH_MIN_SIZE_IPV6:
-                protocol = packet[6]
-                if (protocol == UDP or (protocol == TCP and packet[53] & (_TCP_SYN | _TCP_ACK) != _TCP_SYN)) and packet[
-                    24
-                ] != _IPV6_MULTICAST_FIRST_OCTET:
-                    key = (protocol, packet[24:40], packet[8:24], packet[42:44], packet[40:42])
-            if key is not None and key[1] in self._host_addresses:
-                if now == self._newest_at and key == self._newest:
-                    return True
-                flows = self._flows
-                expiry = flows.get(key)
-                if expiry is not None and expiry >= now:
-                    flows[key] = now + (TCP_IDLE_S if key[0] == TCP else DATAGRAM_IDLE_S)
-                    flows.move_to_end(key)
-                    self._newest, self._newest_at = key, now
-                    return True
+        # The bulk of what the VM sends takes a fast path: a reply of a live flow to a host address passes here exactly
+        # when `judge_inbound` would pass it; anything else, and any packet this does not pass, is judged in full there.
+        key = bulk_flow_key(packet, True)
+        if key is not None and key[1] in self._host_addresses:
+            if now == self._newest_at and key == self._newest:
+                return True
+            flows = self._flows
+            expiry = flows.get(key)
+            if expiry is not None and expiry >= now:
+                flows[key] = now + (TCP_IDLE_S if key[0] == TCP else DATAGRAM_IDLE_S)
+                flows.move_to_end(key)
+                self._newest, self._newest_at = key, now
+                return True
         return self.judge_inbound(packet, now)
 
     def judge_inbound(self, packet: bytes, now: float) -> bool:  # noqa: PLR0911  # one return per verdict
@@ -409,6 +375,34 @@ def _sweep_table(table: OrderedDict[_Key, float], now: float) -> None:
         if table[key] >= now:
             return
         del table[key]
+
+
+def bulk_flow_key(packet: bytes, reply: bool) -> FlowKey | None:  # noqa: PLR0911  # one None per way to lack a flow
+    """The flow of the bulk of the traffic, the fast paths' kind of packet: TCP or UDP to a unicast address, in IPv4
+    without options or fragmentation or in IPv6 without extension headers. A packet from the host, or with `reply` one
+    from the VM (its flow named the host's way round; a SYN without ACK is no reply). None for anything else."""
+    size = len(packet)
+    if size < _FAST_PATH_MIN_SIZE:
+        return None
+    first = packet[0]
+    if first == _IPV4_NO_OPTIONS:
+        if packet[16] >= _IPV4_MULTICAST_FIRST_OCTET or packet[6] & 0x3F or packet[7]:
+            return None
+        protocol, transport = packet[9], 20
+        source, destination = packet[12:16], packet[16:20]
+    elif first >> 4 == 6 and size >= _FAST_PATH_MIN_SIZE_IPV6 and packet[24] != _IPV6_MULTICAST_FIRST_OCTET:
+        protocol, transport = packet[6], 40
+        source, destination = packet[8:24], packet[24:40]
+    else:
+        return None
+    if protocol == TCP:
+        if reply and packet[transport + 13] & (_TCP_SYN | _TCP_ACK) == _TCP_SYN:
+            return None
+    elif protocol != UDP:
+        return None
+    if reply:
+        return (protocol, destination, source, packet[transport + 2 : transport + 4], packet[transport : transport + 2])
+    return (protocol, source, destination, packet[transport : transport + 2], packet[transport + 2 : transport + 4])
 
 
 def outbound_flow_key(packet: bytes, start: int) -> FlowKey | None:  # noqa: PLR0911  # one None per way to lack a flow
