@@ -20,7 +20,10 @@ solicitations, MLD, which Linux sends even from `::`) never leaves it.
 
 Memory is bounded: at most `max_flows` flows and `max_fragments` fragment trains, each table kept in order of
 last use, the oldest evicted first; entries carry their own expiry and are swept from the old end. Headers are read
-with plain indexing (only the fixed fields needed, no struct unpacking of whole headers): this runs per packet.
+with plain indexing (only the fixed fields needed, no struct unpacking of whole headers): this runs per packet. The
+bulk of the traffic, TCP and UDP in IPv4 without options or fragments and in IPv6 without extension headers, takes a
+fast path inlined in `outbound` and `inbound`; `judge_outbound` and `judge_inbound` are the full rules, and the
+fast paths decide as they would.
 """
 
 from __future__ import annotations
@@ -43,6 +46,15 @@ _LENGTH_IN_8_OCTETS = (_HOP_BY_HOP, _ROUTING, _DESTINATION_OPTIONS)
 # More extension headers than this in one packet: treated as unparsable (RFC 8200 section 4.1 lists at most one of
 # each, destination options twice).
 _MAX_EXTENSION_HEADERS = 8
+# The fast paths: IPv4 (RFC 791 section 3.1) version 4 with a 5-word header, the first octet of 224.0.0.0/4
+# (multicast, then 240.0.0.0/4 reserved and the limited broadcast), IPv6's ff00::/8 (RFC 4291 section 2.7), and the
+# shortest packets they take: an IPv4 or IPv6 header plus a TCP header (RFC 9293 section 3.1); UDP datagrams shorter
+# than that take the general path.
+_IPV4_NO_OPTIONS = 0x45
+_IPV4_MULTICAST_FIRST_OCTET = 224
+_IPV6_MULTICAST_FIRST_OCTET = 0xFF
+_FAST_PATH_MIN_SIZE = 40
+_FAST_PATH_MIN_SIZE_IPV6 = 60
 # RFC 9293 section 3.1: control bits in header byte 13.
 _TCP_SYN, _TCP_ACK = 0x02, 0x10
 # ICMP (RFC 792, RFC 1256) and ICMPv6 (RFC 4443, RFC 4861) types.
@@ -153,9 +165,21 @@ class FlowFilter:
         """A packet from the host's TUN: True to send it on (its flow remembered), False to drop it (counted)."""
         if now >= self._next_sweep:
             self._sweep(now)
+        # The bulk of what the host sends takes a fast path: what judge_outbound would do for it.
+        key = bulk_flow_key(packet, False)
+        if key is not None:
+            if now != self._newest_at or key != self._newest:
+                self._remember(key, now)
+            return True
+        return self.judge_outbound(packet, now)
+
+    def judge_outbound(self, packet: bytes, now: float) -> bool:
+        """`outbound` without its fast path: the full treatment of every kind of packet (tests compare the two)."""
+        if now >= self._next_sweep:
+            self._sweep(now)
         size = len(packet)
         if size >= 20 and packet[0] >> 4 == 4:
-            if packet[16] >= 224:  # 224.0.0.0/4 multicast, 240.0.0.0/4 reserved and the limited broadcast
+            if packet[16] >= _IPV4_MULTICAST_FIRST_OCTET:
                 self.drops[FilterDrop.OUTBOUND_MULTICAST] += 1
                 return False
         elif size >= 40 and packet[0] >> 4 == 6 and packet[24] == 0xFF:  # ff00::/8 (RFC 4291 section 2.7)
@@ -168,8 +192,27 @@ class FlowFilter:
 
     # VM -> host
 
-    def inbound(self, packet: bytes, now: float) -> bool:  # noqa: PLR0911  # one return per verdict, on the hot path
+    def inbound(self, packet: bytes, now: float) -> bool:
         """A packet the VM sent, decrypted: True to write it to the TUN, False to drop it (counted)."""
+        if now >= self._next_sweep:
+            self._sweep(now)
+        # The bulk of what the VM sends takes a fast path: a reply of a live flow to a host address passes here exactly
+        # when `judge_inbound` would pass it; anything else, and any packet this does not pass, is judged in full there.
+        key = bulk_flow_key(packet, True)
+        if key is not None and key[1] in self._host_addresses:
+            if now == self._newest_at and key == self._newest:
+                return True
+            flows = self._flows
+            expiry = flows.get(key)
+            if expiry is not None and expiry >= now:
+                flows[key] = now + (TCP_IDLE_S if key[0] == TCP else DATAGRAM_IDLE_S)
+                flows.move_to_end(key)
+                self._newest, self._newest_at = key, now
+                return True
+        return self.judge_inbound(packet, now)
+
+    def judge_inbound(self, packet: bytes, now: float) -> bool:  # noqa: PLR0911  # one return per verdict
+        """`inbound` without its fast path: the full judgement of every kind of packet (tests compare the two)."""
         if now >= self._next_sweep:
             self._sweep(now)
         size = len(packet)
@@ -183,7 +226,7 @@ class FlowFilter:
         header = (packet[0] & 0x0F) * 4
         if header < 20 or size < header:
             return self._drop(FilterDrop.UNPARSABLE_PACKET)
-        if packet[16] >= 224:
+        if packet[16] >= _IPV4_MULTICAST_FIRST_OCTET:
             return self._drop(FilterDrop.MULTICAST_OR_BROADCAST)
         destination = packet[16:20]
         if destination not in self._host_addresses:
@@ -332,6 +375,34 @@ def _sweep_table(table: OrderedDict[_Key, float], now: float) -> None:
         if table[key] >= now:
             return
         del table[key]
+
+
+def bulk_flow_key(packet: bytes, reply: bool) -> FlowKey | None:  # noqa: PLR0911  # one None per way to lack a flow
+    """The flow of the bulk of the traffic, the fast paths' kind of packet: TCP or UDP to a unicast address, in IPv4
+    without options or fragmentation or in IPv6 without extension headers. A packet from the host, or with `reply` one
+    from the VM (its flow named the host's way round; a SYN without ACK is no reply). None for anything else."""
+    size = len(packet)
+    if size < _FAST_PATH_MIN_SIZE:
+        return None
+    first = packet[0]
+    if first == _IPV4_NO_OPTIONS:
+        if packet[16] >= _IPV4_MULTICAST_FIRST_OCTET or packet[6] & 0x3F or packet[7]:
+            return None
+        protocol, transport = packet[9], 20
+        source, destination = packet[12:16], packet[16:20]
+    elif first >> 4 == 6 and size >= _FAST_PATH_MIN_SIZE_IPV6 and packet[24] != _IPV6_MULTICAST_FIRST_OCTET:
+        protocol, transport = packet[6], 40
+        source, destination = packet[8:24], packet[24:40]
+    else:
+        return None
+    if protocol == TCP:
+        if reply and packet[transport + 13] & (_TCP_SYN | _TCP_ACK) == _TCP_SYN:
+            return None
+    elif protocol != UDP:
+        return None
+    if reply:
+        return (protocol, destination, source, packet[transport + 2 : transport + 4], packet[transport : transport + 2])
+    return (protocol, source, destination, packet[transport : transport + 2], packet[transport + 2 : transport + 4])
 
 
 def outbound_flow_key(packet: bytes, start: int) -> FlowKey | None:  # noqa: PLR0911  # one None per way to lack a flow

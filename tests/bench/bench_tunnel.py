@@ -4,21 +4,25 @@ Same topology for all three (two namespaces, one veth): iperf3 TCP in both direc
 the dmnc process's peak RSS and CPU use while it carries traffic. Prints a table with ratios to wireguard-go and
 writes JSON. Run as root from the repository root:
 
-    .venv/bin/python -m tests.bench.bench_tunnel [--seconds 10] [--rounds 3] [--json PATH]
+    .venv/bin/python -m tests.bench.bench_tunnel [--seconds 10] [--rounds 3] [--json PATH] [--baseline REV]
 
-Figures drift between runs and machines; compare the ratios of one run.
+Figures drift between runs and machines; compare the ratios of one run. `--baseline REV` adds a fourth topology
+running dmnc from git revision REV (exported to a temporary directory), so a change to the data path is measured
+before and after in the same run, interleaved.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import re
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,7 +30,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.integration.tunnel.peers import DMNC_ADDRESS, WGGO_ADDRESS, WGGO_PORT, dmnc_and_wireguard_go
+from tests.integration.tunnel.peers import (
+    DMNC_ADDRESS,
+    REPOSITORY,
+    WGGO_ADDRESS,
+    WGGO_PORT,
+    dmnc_and_wireguard_go,
+)
 from tests.lab.netns import Netns, stop_process, two_namespaces, wait_for_ping
 from tests.lab.wggo import WgPeer, wg_genkey, wg_pubkey, wireguard_go
 
@@ -86,16 +96,32 @@ def iperf_server(namespace: Netns) -> Iterator[None]:
         stop_process(server)
 
 
-def iperf(client: Netns, server_address: str, seconds: int, *, reverse: bool, udp: bool = False) -> float:
-    """TCP (or UDP: unlimited rate, `UDP_LENGTH`-byte datagrams) throughput in Mbit/s measured by the receiver."""
+def iperf(
+    client: Netns, server_address: str, seconds: int, *, reverse: bool, udp: bool = False, mbps: int = 0
+) -> float:
+    """TCP (or UDP: `UDP_LENGTH`-byte datagrams at `mbps`, 0 unlimited) throughput in Mbit/s measured by the
+    receiver."""
     argv = ["iperf3", "--client", server_address, "--port", str(IPERF_PORT), "--time", str(seconds), "--json"]
     if reverse:
         argv.append("--reverse")
     if udp:
-        argv += ["--udp", "--bitrate", "0", "--length", str(UDP_LENGTH)]
+        argv += ["--udp", "--bitrate", f"{mbps}M" if mbps else "0", "--length", str(UDP_LENGTH)]
     report = json.loads(client.run(argv, timeout=seconds + 30).stdout)
     bits_per_second: float = report["end"]["sum_received"]["bits_per_second"]
     return bits_per_second / 1e6
+
+
+def cost_per_packet_us(
+    client: Netns, server: Netns, server_address: str, pid: int, *, mbps: int, seconds: int, reverse: bool
+) -> float:
+    """CPU microseconds process `pid` (dmnc) spends per datagram delivered while iperf3 sends UDP at `mbps` one
+    way: the data path's cost at a rate it easily carries, which other load on the machine moves less than speed."""
+    with iperf_server(server):
+        before = cpu_seconds(pid)
+        delivered_mbps = iperf(client, server_address, seconds, reverse=reverse, udp=True, mbps=mbps)
+        spent = cpu_seconds(pid) - before
+    packets = delivered_mbps * 1e6 * seconds / (UDP_LENGTH * 8)
+    return spent / packets * 1e6 if packets else float("nan")
 
 
 def ping_rtts(client: Netns, address: str) -> tuple[float, float]:
@@ -190,12 +216,31 @@ def wireguard_go_pair_setup() -> Iterator[Setup]:
 
 
 @contextlib.contextmanager
-def dmnc_setup() -> Iterator[Setup]:
-    with dmnc_and_wireguard_go() as topology:
+def dmnc_setup(name: str = "dmnc<->wireguard-go", runner: list[str] | None = None) -> Iterator[Setup]:
+    with dmnc_and_wireguard_go(dmnc_runner=runner) as topology:
         if not wait_for_ping(topology.left, WGGO_ADDRESS, timeout=5):
-            raise RuntimeError("dmnc <-> wireguard-go: no ping through the tunnel")
+            raise RuntimeError(f"{name}: no ping through the tunnel")
         assert topology.dmnc.process is not None
-        yield Setup("dmnc<->wireguard-go", topology.left, topology.right, WGGO_ADDRESS, topology.dmnc.process.pid)
+        yield Setup(name, topology.left, topology.right, WGGO_ADDRESS, topology.dmnc.process.pid)
+
+
+@contextlib.contextmanager
+def baseline_dmnc_setup(revision: str) -> Iterator[Setup]:
+    """dmnc as of git `revision`: its package exported to a temporary directory, put first on sys.path."""
+    with tempfile.TemporaryDirectory(prefix="dmnc-baseline-") as source:
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", revision, "dmnc"], cwd=REPOSITORY, check=True, capture_output=True
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(source, filter="data")
+        bootstrap = f"import runpy, sys; sys.path.insert(0, {source!r}); runpy.run_module('dmnc', run_name='__main__')"
+        with dmnc_setup(f"dmnc@{revision}<->wireguard-go", [sys.executable, "-c", bootstrap]) as setup:
+            yield setup
+
+
+def cpu_seconds_per_gigabyte(cpu_percent: float | None, mbps: float) -> float | None:
+    """dmnc's CPU time per GB carried: its cost, which other load on the machine changes less than its speed."""
+    return None if cpu_percent is None or not mbps else cpu_percent / 100 * 8000 / mbps
 
 
 def ratio(value: float, reference: float) -> str:
@@ -206,7 +251,7 @@ def table(results: list[Result]) -> str:
     reference = next(result for result in results if result.name.startswith("wireguard-go"))
     lines = [
         f"{'':30} {'fwd Mbit/s':>11} {'ratio':>6} {'rev Mbit/s':>11} {'ratio':>6} {'p50 ms':>7} {'ratio':>6} "
-        f"{'p99 ms':>7} {'RSS MB':>7} {'CPU% f/r':>10}"
+        f"{'p99 ms':>7} {'RSS MB':>7} {'CPU% f/r':>10} {'CPU s/GB f/r':>13}"
     ]
     for result in results:
         cpu = (
@@ -215,11 +260,14 @@ def table(results: list[Result]) -> str:
             else "-"
         )
         rss = f"{result.dmnc_peak_rss_mb:.1f}" if result.dmnc_peak_rss_mb is not None else "-"
+        forward_cost = cpu_seconds_per_gigabyte(result.dmnc_cpu_percent_forward, result.forward_mbps)
+        reverse_cost = cpu_seconds_per_gigabyte(result.dmnc_cpu_percent_reverse, result.reverse_mbps)
+        cost = f"{forward_cost:.2f}/{reverse_cost:.2f}" if forward_cost and reverse_cost else "-"
         lines.append(
             f"{result.name:30} {result.forward_mbps:11.0f} {ratio(result.forward_mbps, reference.forward_mbps):>6} "
             f"{result.reverse_mbps:11.0f} {ratio(result.reverse_mbps, reference.reverse_mbps):>6} "
             f"{result.rtt_p50_ms:7.3f} {ratio(result.rtt_p50_ms, reference.rtt_p50_ms):>6} "
-            f"{result.rtt_p99_ms:7.3f} {rss:>7} {cpu:>10}"
+            f"{result.rtt_p99_ms:7.3f} {rss:>7} {cpu:>10} {cost:>13}"
         )
     return "\n".join(lines)
 
@@ -245,9 +293,13 @@ def write_round_samples(
     path.write_text(json.dumps(report, indent=2) + "\n")
 
 
-def rounds_arguments(description: str, *, seconds: int, rounds: int, json_name: str) -> argparse.Namespace:
-    """The command line of an interleaved-rounds lab benchmark: --seconds, --rounds, --json."""
+def rounds_arguments(
+    description: str, *, seconds: int, rounds: int, json_name: str, baseline: bool = False
+) -> argparse.Namespace:
+    """The command line of an interleaved-rounds lab benchmark: --seconds, --rounds, --json (and --baseline)."""
     parser = argparse.ArgumentParser(description=description)
+    if baseline:
+        parser.add_argument("--baseline", metavar="REV", help="also measure dmnc as of this git revision")
     parser.add_argument("--seconds", type=int, default=seconds, help="iperf3 duration per measurement and round")
     parser.add_argument("--rounds", type=int, default=rounds, help="measurement rounds, topologies interleaved")
     parser.add_argument(
@@ -260,11 +312,13 @@ def rounds_arguments(description: str, *, seconds: int, rounds: int, json_name: 
 
 
 def main() -> int:
-    args = rounds_arguments(__doc__.splitlines()[0], seconds=10, rounds=3, json_name="bench_tunnel.json")
+    args = rounds_arguments(__doc__.splitlines()[0], seconds=10, rounds=3, json_name="bench_tunnel.json", baseline=True)
     with contextlib.ExitStack() as stack:
-        # All three stay up for the whole run and are measured in turn, round after round, so a burst of other
-        # load on the machine hits them alike instead of skewing one of them.
+        # All stay up for the whole run and are measured in turn, round after round, so a burst of other load on the
+        # machine hits them alike instead of skewing one of them.
         setups = [stack.enter_context(factory()) for factory in (veth_setup, wireguard_go_pair_setup, dmnc_setup)]
+        if args.baseline is not None:
+            setups.append(stack.enter_context(baseline_dmnc_setup(args.baseline)))
         samples: dict[str, list[Sample]] = {setup.name: [] for setup in setups}
         for round_number in range(args.rounds):
             for setup in setups:
@@ -272,6 +326,7 @@ def main() -> int:
                 print(f"round {round_number + 1}/{args.rounds}: {setup.name} done", file=sys.stderr)
         results = [summarize(setup, samples[setup.name]) for setup in setups]
     report: dict[str, Any] = {
+        "baseline": args.baseline,
         "seconds": args.seconds,
         "rounds": args.rounds,
         "cpus": os.cpu_count(),

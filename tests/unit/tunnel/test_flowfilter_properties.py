@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmnc.tunnel.flowfilter import DATAGRAM_IDLE_S, FlowFilter
-from tests.unit.tunnel.packets import CONTAINER4, CONTAINER6, HOST4, HOST6, icmp, packed, tcp, udp
+from tests.unit.tunnel.packets import ACK, CONTAINER4, CONTAINER6, HOST4, HOST6, SYN, icmp, packed, tcp, udp
 
 MAX_FLOWS, MAX_FRAGMENTS = 8, 4
 
@@ -75,3 +76,50 @@ def test_replies_of_the_newest_host_flow_are_delivered(
     assert flows.outbound(build(host, host_port, container, remote_port), now)
     assert flows.inbound(build(container, remote_port, host, host_port), now + delay)
     assert flows.inbound(build(container, remote_port, host, host_port), now + 2 * delay)
+
+
+few_ports = st.sampled_from([1, 1, 2])  # mostly one port: most packets meet a flow
+
+
+@st.composite
+def bulk_steps(draw: st.DrawFn, host: str, container: str) -> tuple[bool, bytes]:
+    """(outbound, packet): the fast paths' kind of packet (TCP, or UDP long enough) in its own direction, with
+    arbitrary bytes over a random span."""
+    # Few ports and flags, so the VM's packets often meet a flow the host started: as its reply or as a new SYN.
+    sport, dport = draw(few_ports), draw(few_ports)
+    flags = draw(st.sampled_from([SYN, SYN, ACK, SYN | ACK, 0xFF, 0]))
+    data = bytes(draw(st.integers(0, 40)))
+    outbound = draw(st.booleans())
+    source, destination, source_port, destination_port = (
+        (host, container, sport, dport) if outbound else (container, host, dport, sport)
+    )
+    packet = draw(
+        st.sampled_from(
+            [
+                tcp(source, source_port, destination, destination_port, flags),
+                udp(source, source_port, destination, destination_port, data),
+            ]
+        )
+    )
+    start = draw(st.integers(0, len(packet)))
+    junk = draw(st.binary(max_size=4))
+    return outbound, packet[:start] + junk + packet[start + len(junk) :]
+
+
+@pytest.mark.parametrize(("host", "container"), [(HOST4, CONTAINER4), (HOST6, CONTAINER6)])
+@given(data=st.data())
+@settings(max_examples=400, deadline=None)
+def test_fast_paths_agree_with_the_full_judgement(host: str, container: str, data: st.DataObject) -> None:
+    # Repeated packets at one `now` exercise the newest-flow shortcuts; gaps past the idle limit exercise expiry.
+    gaps = st.sampled_from([0.0, 1.0, 200.0])
+    any_step = st.tuples(st.booleans(), plausible_packets())
+    traffic = data.draw(st.lists(st.tuples(st.one_of(bulk_steps(host, container), any_step), gaps), max_size=60))
+    fast, full, now = make_filter(), make_filter(), 0.0
+    for (outbound, packet), gap in traffic:
+        now += gap
+        if outbound:
+            assert fast.outbound(packet, now) == full.judge_outbound(packet, now)
+        else:
+            assert fast.inbound(packet, now) == full.judge_inbound(packet, now)
+        assert fast.drops == full.drops
+        assert fast.flow_count == full.flow_count
