@@ -1,10 +1,8 @@
 """Docker's nftables firewall backend end to end, through the real `dmnc` and a real dockerd (issue 15, part 2).
 
-Docker Engine 29's backend cannot run here (the lab's engine is 20.10), so its drop rules are added with `nft` in the
-VM namespace, as the lab adds Docker 28's raw drops with iptables: a table `ip docker-bridges` whose forward chain
-sends packets towards docker0 into a per-bridge chain that accepts replies, the accepted mark when the daemon has
-one, traffic from the bridge itself, and drops the rest ("UNPUBLISHED PORT DROP"), as moby's nftablesdoc shows it.
-An iptables ACCEPT (dmnc's DOCKER-USER rule, still in place here) does not override that drop: only the mark does.
+Docker Engine 29's backend cannot run here (the lab's engine is 20.10), so its drop rules for docker0 are emulated
+with `nft` in the VM namespace (tests/lab/docker_nftables.py). An iptables ACCEPT (dmnc's DOCKER-USER rule, still in
+place here) does not override that drop: only the mark does.
 """
 
 from __future__ import annotations
@@ -25,6 +23,7 @@ from tests.integration.service.test_one_way_tunnel import (  # noqa: F401 (one_w
     probe_from_container,
 )
 from tests.integration.service.test_uninstall import uninstall
+from tests.lab.docker_nftables import load_docker_rules, unload_docker_rules
 from tests.lab.service_lab import (
     VM_NFT_TABLE,
     ServiceLab,
@@ -37,39 +36,15 @@ from tests.lab.setup_image import LAB_SETUP_IMAGE
 
 pytestmark = pytest.mark.lab
 
-# Docker 29's rule for `--bridge-accept-fwmark=0x2/0x3`, with a mask so that dmnc's mark must keep the other bits.
-ACCEPT_MARK_RULE = 'meta mark & 0x00000003 == 0x00000002 counter accept comment "ALLOW FW MARK"'
-DOCKER_RULES = """table ip docker-bridges {{
-  chain filter-FORWARD {{
-    type filter hook forward priority filter; policy accept;
-    oifname "{bridge}" jump filter-forward-in__{bridge}
-  }}
-  chain filter-forward-in__{bridge} {{
-    ct state established,related counter accept
-    {accept_mark}
-    iifname "{bridge}" counter accept comment "ICC"
-    counter drop comment "UNPUBLISHED PORT DROP"
-  }}
-}}
-"""
-
-
-def docker_rules(bridge: str, *, accept_mark: bool) -> str:
-    """Docker 29's nftables rules for one bridge (moby's nftablesdoc), with or without an accepted mark."""
-    return DOCKER_RULES.format(bridge=bridge, accept_mark=ACCEPT_MARK_RULE if accept_mark else "")
-
-
 UNREACHABLE_TRY_S = "3"
 
 
 def emulate_docker_nftables(lab: ServiceLab, *, accept_mark: bool) -> Iterator[None]:
-    rules = lab.workdir / "docker-bridges.nft"
-    rules.write_text(docker_rules("docker0", accept_mark=accept_mark), encoding="utf-8")
-    lab.vm.run(["nft", "-f", str(rules)])
+    load_docker_rules(lab.vm, lab.workdir, "docker0", accept_mark=accept_mark)
     try:
         yield
     finally:
-        lab.vm.run(["nft", "delete", "table", "ip", "docker-bridges"], check=False)
+        unload_docker_rules(lab.vm)
 
 
 @pytest.fixture
