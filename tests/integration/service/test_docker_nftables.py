@@ -14,6 +14,12 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.doctor.test_doctor_lab import doctor
+from tests.integration.service.test_direct_path import (
+    DIRECT_VM_IP,
+    PATH_CHANGE_TIMEOUT_S,
+    ipv4_path,
+    kernel_route_to,
+)
 from tests.integration.service.test_one_way_tunnel import (  # noqa: F401 (one_way_lab is a fixture)
     HOST_HTTP_PORT,
     HOST_TUNNEL_ADDRESS,
@@ -23,8 +29,9 @@ from tests.integration.service.test_one_way_tunnel import (  # noqa: F401 (one_w
     probe_from_container,
 )
 from tests.integration.service.test_uninstall import uninstall
-from tests.lab.docker_nftables import load_docker_rules, unload_docker_rules
+from tests.lab.docker_nftables import load_docker_rules, rule_counter, unload_docker_rules
 from tests.lab.service_lab import (
+    DIRECT_HOST_ADDRESS,
     VM_NFT_TABLE,
     ServiceLab,
     http_get,
@@ -33,6 +40,7 @@ from tests.lab.service_lab import (
     vm_leftovers,
 )
 from tests.lab.setup_image import LAB_SETUP_IMAGE
+from tests.lab.wait import wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -135,3 +143,29 @@ def test_uninstall_removes_dmncs_table_that_a_killed_dmnc_left(unmarked: Service
     assert "VM side: removed chip0" in result.stdout
     assert dmnc_table(unmarked) == ""
     assert vm_leftovers(unmarked) == []
+
+
+DIRECT_HOST_IP = DIRECT_HOST_ADDRESS.split("/", maxsplit=1)[0]
+
+
+def test_the_host_reaches_a_container_over_the_direct_link_through_the_mark(marked: ServiceLab) -> None:
+    web = start_web_container(marked)
+    vm_interface = marked.direct_interfaces[1]
+    with running_dmnc(marked, "--path", "auto") as dmnc:
+        dmnc.wait_for_log("VM side ready")
+        wait_until(lambda: ipv4_path(marked)["path"] == "direct", PATH_CHANGE_TIMEOUT_S, "the direct path")
+        wait_until(lambda: f"via {DIRECT_VM_IP}" in kernel_route_to(marked, web), 10, "the route via the VM's address")
+        table = dmnc_table(marked)
+        assert f'iifname "{vm_interface}" ip saddr {DIRECT_HOST_IP} meta mark set' in table, table
+        before = rule_counter(marked.vm, "ip", "docker0", "ALLOW FW MARK")
+        http_get(marked, web)  # past Docker's (emulated) drop, by the mark: no packet through the tunnel
+        assert rule_counter(marked.vm, "ip", "docker0", "ALLOW FW MARK") > before
+        # Towards the host on the direct link dmnc's filter sees nothing; the nftables table alone holds the door.
+        flush_vm_firewall(marked)
+        nothing = {"tcp": False, "udp": False, "ping": False}
+        assert probe_from_container(marked, DIRECT_HOST_IP, f"UDP4:{DIRECT_HOST_IP}", None) == nothing
+        http_get(marked, web)  # replies still pass
+        assert dmnc.stop(signal.SIGTERM) == 0
+    assert dmnc_table(marked) == ""
+    assert vm_leftovers(marked) == []
+    assert "Traceback" not in dmnc.log()
