@@ -1192,8 +1192,8 @@ apply_nft_table() {
         return 0
     fi
     if [ "$DOCKER_NFT" = unmarked ]; then
-        note "Docker uses its nftables firewall without bridge-accept-fwmark: its rules drop the tunnel's packets" \
-            "to containers on bridge networks (dmnc doctor names the daemon setting)"
+        note "Docker uses its nftables firewall without bridge-accept-fwmark: its rules drop the packets of the" \
+            "tunnel and of direct links to containers on bridge networks (dmnc doctor names the daemon setting)"
     fi
     # shellcheck disable=SC2016 # $1 belongs to the inner shell
     must "nft -f (table inet $NFT_TABLE)" sh -c 'printf "%s\n" "$1" | nft -f -' load-table "$(nft_table_text)"
