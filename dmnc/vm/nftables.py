@@ -5,7 +5,8 @@ live in base chains of its own tables (`ip docker-bridges`, `ip6 docker-bridges`
 and an accept in another table does not override them (Docker docs, "Docker with nftables", migrating DOCKER-USER).
 Two daemon and network settings let packets through (the same page, and Docker's "Packet filtering and firewalls"):
 - the daemon option `bridge-accept-fwmark`: Docker accepts forwarded packets carrying that mark; the setup script
-  reads the mark from Docker's rules and sets it on what arrives through chip0, in its own table `inet dmnc`;
+  reads the mark from Docker's rules and sets it on what arrives through chip0 (and from the host's address on a
+  direct link), in its own table `inet dmnc`;
 - the network option `com.docker.network.bridge.trusted_host_interfaces`: Docker's raw-PREROUTING rule that drops
   direct access to containers with published ports (on gateway mode `nat`) spares these interfaces. No mark lifts it.
 """
@@ -31,7 +32,8 @@ class DockerNftables(enum.Enum):
     """The VM's Docker runs its nftables firewall backend."""
 
     MARKED = "marked"
-    """The daemon accepts a firewall mark (`bridge-accept-fwmark`): dmnc marks the tunnel's packets with it."""
+    """The daemon accepts a firewall mark (`bridge-accept-fwmark`): dmnc marks the tunnel's packets with it (and the
+    host's on a direct link)."""
     UNMARKED = "unmarked"
     """No mark is accepted: Docker's rules drop the tunnel's packets to containers on bridge networks."""
 

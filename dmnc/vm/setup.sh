@@ -1024,6 +1024,8 @@ direct_links() {
         case $dl_dev in
             '' | *[!A-Za-z0-9_.-]* | [.-]* | lo | "$IFACE" | "$SHIM_PREFIX"* | docker* | br-*) continue ;;
         esac
+        # The name and both addresses reach iptables and nft's input (nft_direct_rules): nothing unchecked does.
+        [ "${#dl_dev}" -le 15 ] || continue
         is_ip_literal "$dl_src" || continue
         case $dl_host in
             *:*) [ "$TUNNEL6" = on ] || continue ;;
@@ -1085,6 +1087,7 @@ teardown_direct() {
     done
 }
 
+# apply_direct: runs before apply_nft_table, which gives DIRECT_LINKS the same rules in nftables.
 apply_direct() {
     DIRECT_LINKS=$(direct_links)
     direct_rules "$IPT" 4
@@ -1112,8 +1115,9 @@ direct_result_field() {
 # nftables an accept ends only its own base chain, the packet still meets every other one (Docker docs, "Docker with
 # nftables", migrating DOCKER-USER). What does help is a firewall mark the daemon was told to accept
 # (`bridge-accept-fwmark`), set before Docker's chains see the packet. So dmnc keeps a table of its own, `inet dmnc`:
-# it marks what arrives on the tunnel with that mark (when the daemon has one), and carries the one-way rules
-# (to_host_rules, from_shim_rules), whose DOCKER-USER jumps no longer run. Without the mark, status and doctor name
+# it marks what arrives on the tunnel, and from the host's address on a direct link, with that mark (when the daemon
+# has one), and carries the one-way rules (to_host_rules, from_shim_rules, direct_rules), whose DOCKER-USER jumps no
+# longer run. Without the mark, status and doctor name
 # the daemon setting.
 
 # docker_nft_state: DOCKER_NFT becomes none (no Docker nftables table, or no `nft` here), marked (the daemon accepts
@@ -1188,8 +1192,8 @@ apply_nft_table() {
         return 0
     fi
     if [ "$DOCKER_NFT" = unmarked ]; then
-        note "Docker uses its nftables firewall without bridge-accept-fwmark: its rules drop the tunnel's packets" \
-            "to containers on bridge networks (dmnc doctor names the daemon setting)"
+        note "Docker uses its nftables firewall without bridge-accept-fwmark: its rules drop the packets of the" \
+            "tunnel and of direct links to containers on bridge networks (dmnc doctor names the daemon setting)"
     fi
     # shellcheck disable=SC2016 # $1 belongs to the inner shell
     must "nft -f (table inet $NFT_TABLE)" sh -c 'printf "%s\n" "$1" | nft -f -' load-table "$(nft_table_text)"
@@ -1199,12 +1203,14 @@ apply_nft_table() {
 # look for it; the one-way rules run in forward at priority filter - 1, before Docker's own forward chain (nft(8),
 # CHAINS: the standard priority names). Docker's raw-PREROUTING drops (direct access to containers with published
 # ports) run at priority raw and ignore marks: only the network option trusted_host_interfaces lifts those (doctor).
-# Interface names, ports and the mark were checked above: no other text gets into nft's input.
+# Interface names, addresses, ports and the mark were checked above (the direct links' in direct_links): no other
+# text gets into nft's input.
 nft_table_text() {
     printf 'table inet %s\ndelete table inet %s\ntable inet %s {\n' "$NFT_TABLE" "$NFT_TABLE" "$NFT_TABLE"
     printf '  chain prerouting {\n    type filter hook prerouting priority mangle; policy accept;\n'
     if [ "$DOCKER_NFT" = marked ]; then
         printf '    iifname "%s" meta mark set meta mark & %s | %s\n' "$IFACE" "$NFT_MARK_KEEP" "$NFT_MARK_VALUE"
+        nft_direct_rules prerouting
     fi
     printf '  }\n  chain forward {\n    type filter hook forward priority filter - 1; policy accept;\n'
     printf '    oifname "%s" ct state established,related accept\n' "$IFACE"
@@ -1212,9 +1218,45 @@ nft_table_text() {
         printf '    oifname "%s" %s dport %s ct state new accept\n' "$IFACE" "${inbound#*/}" "${inbound%/*}"
     done
     printf '    oifname "%s" drop\n' "$IFACE"
+    nft_direct_rules forward
     printf '    iifname "%s*" ct state established,related accept\n' "$SHIM_PREFIX"
     printf '    iifname "%s*" drop\n' "$SHIM_PREFIX"
     printf '  }\n}\n'
+}
+
+# nft_direct_rules prerouting|forward: the direct links' share of the table, the same rules as direct_rules gives
+# them in iptables, whose DOCKER-USER jump no longer runs: from the host's address on the link the mark (prerouting),
+# towards it only replies and the --allow-inbound ports (forward). IPv4 links always, IPv6 ones only with the
+# tunnel's IPv6 half, as apply_direct. The masquerade of what comes from the host stays in iptables (direct_rules):
+# iptables' nat chains (iptables-nft's `ip nat` table or legacy's) and Docker's nftables nat chains all hook
+# postrouting at priority srcnat, and the kernel runs every registered nat chain of a new connection until one binds
+# a mapping (nf_nat_inet_fn, net/netfilter/nf_nat_core.c; nft(8), NAT statements). Docker's masquerades only its
+# containers' own sources, so dmnc's MASQUERADE still binds the host's connections. Filter verdicts do not combine
+# that way (an accept ends only its own base chain), which is why the filter rules, unlike NAT, are repeated here.
+# The interface names and addresses come from direct_links, which checked them (name characters, is_ip_literal).
+nft_direct_rules() {
+    for nd_link in ${DIRECT_LINKS:-}; do
+        nd_interface=${nd_link%%/*}
+        nd_host=${nd_link##*/}
+        case $nd_host in
+            *:*)
+                [ "${TUNNEL6:-off}" = on ] || continue
+                nd_family=ip6
+                ;;
+            *) nd_family=ip ;;
+        esac
+        if [ "$1" = prerouting ]; then
+            printf '    iifname "%s" %s saddr %s meta mark set meta mark & %s | %s\n' "$nd_interface" "$nd_family" \
+                "$nd_host" "$NFT_MARK_KEEP" "$NFT_MARK_VALUE"
+            continue
+        fi
+        nd_match=$(printf 'oifname "%s" %s daddr %s' "$nd_interface" "$nd_family" "$nd_host")
+        printf '    %s ct state established,related accept\n' "$nd_match"
+        for inbound in $ALLOW_INBOUND; do
+            printf '    %s %s dport %s ct state new accept\n' "$nd_match" "${inbound#*/}" "${inbound%/*}"
+        done
+        printf '    %s drop\n' "$nd_match"
+    done
 }
 
 # remove_nft_table: deletes `inet dmnc` when it exists.

@@ -20,9 +20,9 @@ import tempfile
 from pathlib import Path
 
 from tests.bench.bench_tunnel import iperf, iperf_server, ping_rtts, rounds_arguments, write_round_samples
-from tests.integration.service.test_docker_nftables import docker_rules
 from tests.integration.vm.containerlab import CONTAINER_ADDRESS
 from tests.integration.vm.test_ipv6_vm_side import Lab, open_lab, start_vm_side, stop_vm_side
+from tests.lab.docker_nftables import docker_rules
 from tests.lab.netns import wait_for_ping
 
 STATES = ("iptables", "nftables")

@@ -1,10 +1,8 @@
 """Docker's nftables firewall backend end to end, through the real `dmnc` and a real dockerd (issue 15, part 2).
 
-Docker Engine 29's backend cannot run here (the lab's engine is 20.10), so its drop rules are added with `nft` in the
-VM namespace, as the lab adds Docker 28's raw drops with iptables: a table `ip docker-bridges` whose forward chain
-sends packets towards docker0 into a per-bridge chain that accepts replies, the accepted mark when the daemon has
-one, traffic from the bridge itself, and drops the rest ("UNPUBLISHED PORT DROP"), as moby's nftablesdoc shows it.
-An iptables ACCEPT (dmnc's DOCKER-USER rule, still in place here) does not override that drop: only the mark does.
+Docker Engine 29's backend cannot run here (the lab's engine is 20.10), so its drop rules for docker0 are emulated
+with `nft` in the VM namespace (tests/lab/docker_nftables.py). An iptables ACCEPT (dmnc's DOCKER-USER rule, still in
+place here) does not override that drop: only the mark does.
 """
 
 from __future__ import annotations
@@ -16,6 +14,12 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.doctor.test_doctor_lab import doctor
+from tests.integration.service.test_direct_path import (
+    DIRECT_VM_IP,
+    PATH_CHANGE_TIMEOUT_S,
+    ipv4_path,
+    kernel_route_to,
+)
 from tests.integration.service.test_one_way_tunnel import (  # noqa: F401 (one_way_lab is a fixture)
     HOST_HTTP_PORT,
     HOST_TUNNEL_ADDRESS,
@@ -25,7 +29,9 @@ from tests.integration.service.test_one_way_tunnel import (  # noqa: F401 (one_w
     probe_from_container,
 )
 from tests.integration.service.test_uninstall import uninstall
+from tests.lab.docker_nftables import load_docker_rules, rule_counter, unload_docker_rules
 from tests.lab.service_lab import (
+    DIRECT_HOST_ADDRESS,
     VM_NFT_TABLE,
     ServiceLab,
     http_get,
@@ -34,42 +40,19 @@ from tests.lab.service_lab import (
     vm_leftovers,
 )
 from tests.lab.setup_image import LAB_SETUP_IMAGE
+from tests.lab.wait import wait_until
 
 pytestmark = pytest.mark.lab
-
-# Docker 29's rule for `--bridge-accept-fwmark=0x2/0x3`, with a mask so that dmnc's mark must keep the other bits.
-ACCEPT_MARK_RULE = 'meta mark & 0x00000003 == 0x00000002 counter accept comment "ALLOW FW MARK"'
-DOCKER_RULES = """table ip docker-bridges {{
-  chain filter-FORWARD {{
-    type filter hook forward priority filter; policy accept;
-    oifname "{bridge}" jump filter-forward-in__{bridge}
-  }}
-  chain filter-forward-in__{bridge} {{
-    ct state established,related counter accept
-    {accept_mark}
-    iifname "{bridge}" counter accept comment "ICC"
-    counter drop comment "UNPUBLISHED PORT DROP"
-  }}
-}}
-"""
-
-
-def docker_rules(bridge: str, *, accept_mark: bool) -> str:
-    """Docker 29's nftables rules for one bridge (moby's nftablesdoc), with or without an accepted mark."""
-    return DOCKER_RULES.format(bridge=bridge, accept_mark=ACCEPT_MARK_RULE if accept_mark else "")
-
 
 UNREACHABLE_TRY_S = "3"
 
 
 def emulate_docker_nftables(lab: ServiceLab, *, accept_mark: bool) -> Iterator[None]:
-    rules = lab.workdir / "docker-bridges.nft"
-    rules.write_text(docker_rules("docker0", accept_mark=accept_mark), encoding="utf-8")
-    lab.vm.run(["nft", "-f", str(rules)])
+    load_docker_rules(lab.vm, lab.workdir, "docker0", accept_mark=accept_mark)
     try:
         yield
     finally:
-        lab.vm.run(["nft", "delete", "table", "ip", "docker-bridges"], check=False)
+        unload_docker_rules(lab.vm)
 
 
 @pytest.fixture
@@ -160,3 +143,29 @@ def test_uninstall_removes_dmncs_table_that_a_killed_dmnc_left(unmarked: Service
     assert "VM side: removed chip0" in result.stdout
     assert dmnc_table(unmarked) == ""
     assert vm_leftovers(unmarked) == []
+
+
+DIRECT_HOST_IP = DIRECT_HOST_ADDRESS.split("/", maxsplit=1)[0]
+
+
+def test_the_host_reaches_a_container_over_the_direct_link_through_the_mark(marked: ServiceLab) -> None:
+    web = start_web_container(marked)
+    vm_interface = marked.direct_interfaces[1]
+    with running_dmnc(marked, "--path", "auto") as dmnc:
+        dmnc.wait_for_log("VM side ready")
+        wait_until(lambda: ipv4_path(marked)["path"] == "direct", PATH_CHANGE_TIMEOUT_S, "the direct path")
+        wait_until(lambda: f"via {DIRECT_VM_IP}" in kernel_route_to(marked, web), 10, "the route via the VM's address")
+        table = dmnc_table(marked)
+        assert f'iifname "{vm_interface}" ip saddr {DIRECT_HOST_IP} meta mark set' in table, table
+        before = rule_counter(marked.vm, "ip", "docker0", "ALLOW FW MARK")
+        http_get(marked, web)  # past Docker's (emulated) drop, by the mark: no packet through the tunnel
+        assert rule_counter(marked.vm, "ip", "docker0", "ALLOW FW MARK") > before
+        # Towards the host on the direct link dmnc's filter sees nothing; the nftables table alone holds the door.
+        flush_vm_firewall(marked)
+        nothing = {"tcp": False, "udp": False, "ping": False}
+        assert probe_from_container(marked, DIRECT_HOST_IP, f"UDP4:{DIRECT_HOST_IP}", None) == nothing
+        http_get(marked, web)  # replies still pass
+        assert dmnc.stop(signal.SIGTERM) == 0
+    assert dmnc_table(marked) == ""
+    assert vm_leftovers(marked) == []
+    assert "Traceback" not in dmnc.log()
