@@ -204,14 +204,33 @@ is_ip_literal() {
             esac
             return 0
             ;;
-        *.*.*.*)
-            case $1 in
-                *[!0-9.]*) return 1 ;;
-            esac
-            return 0
-            ;;
+        *.*.*.*) is_ipv4_literal "$1" ;;
+        *) return 1 ;;
     esac
-    return 1
+}
+
+# is_ipv4_literal TEXT: four decimal octets 0-255 without leading zeros, the form Python's ipaddress writes. Anything
+# else (010.1.1.1, which inet_aton(3) reads as octal, or 1.2.3.999) would be read differently by ip, iptables and nft,
+# or make `nft -f` fail halfway through a setup.
+is_ipv4_literal() {
+    case $1 in
+        *[!0-9.]* | .* | *. | *..*) return 1 ;;
+    esac
+    iv_ifs=$IFS
+    IFS=.
+    set -f
+    # shellcheck disable=SC2086 # splitting on dots is the point
+    set -- $1
+    set +f
+    IFS=$iv_ifs
+    [ $# -eq 4 ] || return 1
+    for iv_octet in "$@"; do
+        case $iv_octet in
+            0) ;;
+            0* | ????*) return 1 ;;
+        esac
+        [ "$iv_octet" -le 255 ] || return 1
+    done
 }
 
 # 16 random bytes from dmnc (Python's secrets.token_hex), lowercase hex: nothing else may reach the result line.

@@ -116,3 +116,13 @@ def test_a_missing_or_malformed_nonce_is_a_usage_error(empty_namespace: Netns, n
     assert completed.returncode == USAGE_ERROR, completed.stderr
     assert "--nonce" in completed.stderr
     assert "dmnc-setup-result" not in completed.stdout
+
+
+@pytest.mark.parametrize("address", ["010.1.1.1", "1.2.3.256", "1.2.3", "1.2.3.4.5", "1..3.4", "1.2.3.4.", "1.2.3.0x1"])
+def test_an_ipv4_address_not_in_canonical_dotted_decimal_is_a_usage_error(empty_namespace: Netns, address: str) -> None:
+    # Built by hand: SetupParams holds ipaddress objects, which never print such text.
+    params = SetupParams(bytes(32), 51820, endpoint="192.0.2.1")
+    command = [*script_command(params, ScriptMode.SETUP, nonce=LAB_NONCE), "--host-address", address]
+    completed = empty_namespace.run(command, check=False, timeout=30)
+    assert completed.returncode == USAGE_ERROR, completed.stderr
+    assert f"invalid --host-address '{address}'" in completed.stderr
