@@ -116,4 +116,17 @@ async def watch_host_state(
                 )
             )
             with trio.move_on_after(ENDPOINT_CHECK_SECONDS):
-                await watch.changed.wait()
+                # A finished VM setup is news at once: its IPv6 state decides the IPv6 routes (issue 12's start).
+                await _first_of(watch.changed.wait, vm.wait_side_set)
+
+
+async def _first_of(*waits: Callable[[], Awaitable[None]]) -> None:
+    """Until the first of `waits` returns; the others are cancelled."""
+    async with trio.open_nursery() as nursery:
+
+        async def wait_then_stop(wait: Callable[[], Awaitable[None]]) -> None:
+            await wait()
+            nursery.cancel_scope.cancel()
+
+        for wait in waits:
+            nursery.start_soon(wait_then_stop, wait)

@@ -203,6 +203,7 @@ class VmKeeper:
         self._events = events
         self._health = VmHealth()
         self._side: VmSide | None = None
+        self._side_set = trio.Event()
         self._stale = trio.Event()
         self._docker_activity = trio.Event()
         self._reconfigure = False
@@ -217,6 +218,10 @@ class VmKeeper:
     def standby(self) -> str | None:
         """Why the VM side waits (a foreign VM interface, as a service), None otherwise."""
         return self._standby.reason
+
+    async def wait_side_set(self) -> None:
+        """Until the next setup of the VM side completes: its IPv6 state, endpoint and links may be new."""
+        await self._side_set.wait()
 
     @property
     def carries_ipv6(self) -> VmIpv6:
@@ -349,6 +354,8 @@ class VmKeeper:
             peer, result.vm_public_key, result.mode.value, result.endpoint_name, result.ipv6, result.direct_links
         )
         self._health.set_up(now)
+        self._side_set.set()
+        self._side_set = trio.Event()
         self._stale = trio.Event()
         self._report_failed_shims(result.shims_failed)
         if result.docker_nftables is DockerNftables.UNMARKED:

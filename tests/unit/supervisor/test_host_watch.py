@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import trio
@@ -37,6 +37,16 @@ class Side:
 @dataclass
 class Vm:
     side: Side | None
+    side_set: trio.Event = field(default_factory=trio.Event)
+
+    async def wait_side_set(self) -> None:
+        await self.side_set.wait()
+
+    def set_side(self, side: Side) -> None:
+        """As VmKeeper does when a setup completes: the side, then the news."""
+        self.side = side
+        self.side_set.set()
+        self.side_set = trio.Event()
 
     @property
     def carries_ipv6(self) -> VmIpv6:
@@ -100,6 +110,21 @@ async def test_a_vm_side_without_ipv6_reaches_the_route_policy(autojump_clock: t
         await trio.sleep(ENDPOINT_CHECK_SECONDS)
         nursery.cancel_scope.cancel()
     assert [state.vm_ipv6 for state in routes.states] == [VmIpv6.UNKNOWN, VmIpv6.OFF]
+
+
+async def test_a_finished_vm_setup_reaches_the_route_policy_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    async def read_dns() -> tuple[Address, ...]:
+        return ()
+
+    routes = RecordingReconciler()
+    vm = Vm(None)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_host_state, routes, cast(VmKeeper, vm), TUNNEL, read_dns)
+        await trio.sleep(0.5)
+        vm.set_side(Side(Peer(None), ipv6=True))
+        await trio.sleep(0.01)  # far less than ENDPOINT_CHECK_SECONDS: the finished setup wakes the watch
+        assert routes.states[-1].vm_ipv6 is VmIpv6.ON
+        nursery.cancel_scope.cancel()
 
 
 class FakeAddresses:
