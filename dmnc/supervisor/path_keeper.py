@@ -38,6 +38,8 @@ from dmnc.vm.params import MAX_DIRECT_HOSTS
 # One probe round a second; a probe waits this long for its answer. With PROBE_FRESH_S (dmnc.supervisor.path) a
 # dead next hop is left within about three seconds, a vanished host address at the next round.
 PROBE_INTERVAL_S = 1.0
+# Said when `--path auto` (the default) first moves a family off the tunnel: 0.1 always used the tunnel.
+UPGRADE_HINT = "; `--path tunnel` keeps the routes in the tunnel, as dmnc 0.1 did"
 PROBE_ANSWER_WITHIN_S = 1.0
 
 
@@ -152,7 +154,7 @@ class PathKeeper:
         async with trio.open_nursery() as nursery:
             for target in targets:
                 nursery.start_soon(self._probe, target)
-        self._apply(choose_paths(option, candidates, self._probes, trio.current_time()))
+        self._apply(choose_paths(option, candidates, self._probes, trio.current_time()), option)
         self._ask_vm_for_new_hosts()
         return self._choices
 
@@ -161,13 +163,15 @@ class PathKeeper:
         outcome = await self._prober(target, PROBE_ANSWER_WITHIN_S, self._identifier, self._sequence)
         self._probes[target] = ProbeResult(target, outcome.answered, trio.current_time(), outcome.detail)
 
-    def _apply(self, choices: tuple[PathChoice, ...]) -> None:
+    def _apply(self, choices: tuple[PathChoice, ...], option: PathOption) -> None:
         for before, after in zip(self._choices, choices, strict=True):
             family = f"IPv{after.version}"
             if before.next_hop != after.next_hop:
                 where = "through the tunnel" if after.next_hop is None else f"direct {after.next_hop.describe()}"
                 level = logging.WARNING if after.problem else logging.INFO
-                announce(self._events, "path.changed", f"{family} routes go {where}: {after.reason}", level)
+                # New in this release and the default: whoever relied on the tunnel learns how to keep it.
+                keep = UPGRADE_HINT if after.next_hop is not None and option is PathOption.AUTO else ""
+                announce(self._events, "path.changed", f"{family} routes go {where}: {after.reason}{keep}", level)
             elif before.reason != after.reason:
                 logger.debug("%s path unchanged (%s): %s", family, after.kind.value, after.reason)
             self._routes.set_next_hop(after.version, after.next_hop)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 
+import pytest
 import trio
 import trio.testing
 
@@ -13,7 +15,7 @@ from dmnc.routes.policy import HostNetwork, NetworkInfo, PolicyConfig
 from dmnc.routes.reconcile import RouteReconciler
 from dmnc.supervisor.echo_probe import EchoOutcome
 from dmnc.supervisor.path import PROBE_FRESH_S, PathKind, ProbeTarget
-from dmnc.supervisor.path_keeper import PathKeeper
+from dmnc.supervisor.path_keeper import UPGRADE_HINT, PathKeeper
 from dmnc.supervisor.vm_keeper import VmSide
 from dmnc.vm.result import DirectLink
 from dmnc.wireguard import PeerStats
@@ -125,3 +127,15 @@ async def test_a_new_host_address_sets_the_vm_side_up_again_once(autojump_clock:
         await trio.sleep(5)
         assert vm.setups_asked == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_going_direct_by_default_names_the_option_that_keeps_the_tunnel(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    for option, hinted in ((PathOption.AUTO, True), (PathOption.DIRECT, False)):
+        caplog.clear()
+        paths, *_ = keeper(FakeAddresses(SHARED), FakeProber(), Config(path=option))
+        assert (await paths.decide())[0].kind is PathKind.DIRECT
+        [moved] = [record.getMessage() for record in caplog.records if "IPv4 routes go direct" in record.getMessage()]
+        assert moved.endswith(UPGRADE_HINT) is hinted, moved
