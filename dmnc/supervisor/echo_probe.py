@@ -42,7 +42,7 @@ class EchoOutcome:
     detail: str = ""  # why not
 
 
-def _checksum(data: bytes) -> int:
+def internet_checksum(data: bytes) -> int:
     """The Internet checksum (RFC 1071)."""
     if len(data) % 2:
         data += b"\0"
@@ -59,7 +59,7 @@ def echo_request(version: int, identifier: int, sequence: int) -> bytes:
     unsummed = ECHO_HEADER.pack(kind, 0, 0, identifier, sequence) + PAYLOAD
     if version == 6:
         return unsummed
-    return ECHO_HEADER.pack(kind, 0, _checksum(unsummed), identifier, sequence) + PAYLOAD
+    return ECHO_HEADER.pack(kind, 0, internet_checksum(unsummed), identifier, sequence) + PAYLOAD
 
 
 def is_echo_reply_untrusted(data: bytes, version: int, identifier: int, sequence: int) -> bool:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import struct
 
-from tests.integration.tunnel.tun_ping_responder import echo_reply, internet_checksum
+from dmnc.supervisor.echo_probe import internet_checksum
+from tests.integration.tunnel.tun_ping_responder import echo_reply
 
 
 def test_echo_reply_of_the_responder_script_is_valid_icmp() -> None:

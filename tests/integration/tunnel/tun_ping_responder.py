@@ -19,6 +19,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script from CI: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
+from dmnc.supervisor.echo_probe import internet_checksum
 from dmnc.tun import TunAddress, TunDevice, open_tun
 
 # RFC 5737 TEST-NET-2: nothing on a test machine routes it, so the only path to the peer is the TUN.
@@ -28,16 +29,6 @@ PINGS = 3
 ICMP_ECHO_REQUEST = 8
 ICMP_ECHO_REPLY = 0
 IPPROTO_ICMP = 1
-
-
-def internet_checksum(data: bytes) -> int:
-    """RFC 1071 one's complement sum of 16-bit words."""
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def echo_reply(packet: bytes) -> bytes | None:
