@@ -406,6 +406,16 @@ class DarwinRouteManager(NextHopTable):
         if answer.interface_name is None and answer.interface_index == 0:
             return None
         route = answer.route
+        # On the direct path dmnc's own route goes via the family's next hop on another interface, and the reply's
+        # rtm_index names that interface: the kernel uses dmnc's route when it picked that route itself.
+        next_hop = self._next_hops.get(destination.version)
+        if (
+            next_hop is not None
+            and route.destination == destination
+            and route.flags & pfroute.RTF_PROTO1
+            and route.gateway == next_hop.gateway
+        ):
+            return None
         if answer.interface_name is not None:
             interface = printable(answer.interface_name)
         else:
