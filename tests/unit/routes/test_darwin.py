@@ -574,3 +574,28 @@ async def test_our_own_direct_path_route_is_not_a_shadow(xnu: FakeXnu, manager: 
         pfroute.RTM_GET, net("172.30.5.0/25"), 0x803, bridge_index, gateway=ipaddress.ip_address("192.168.64.7")
     )
     assert await manager.shadow_of(net("172.30.5.0/24")) is not None
+
+
+async def test_another_dmnc_processes_interface_route_is_not_ours_and_stays(
+    xnu: FakeXnu, manager: DarwinRouteManager, nursery: trio.Nursery
+) -> None:
+    # `dmnc wg up` on macOS adds its interface routes the same way, RTF_PROTO1 through its own utun (commands/wg.py,
+    # interface_routes): the mark names dmnc, not this service, so such a route is neither listed as ours nor
+    # removed by this service's reconciler.
+    wg_up = pfroute.RouteSocketMessage(
+        pfroute.RTM_GET, net("10.99.0.0/24"), pfroute.DMNC_ROUTE_FLAGS, 3, gateway_interface=3
+    )
+    xnu.table[net("10.99.0.0/24")] = wg_up
+    assert [route.destination for route in await manager.list_ours()] == []
+    reconciler = RouteReconciler(manager, PolicyConfig())
+    await nursery.start(reconciler.run)
+    reconciler.set_networks([NetworkInfo("app", "id-app", "bridge", "local", False, {}, (net("172.30.5.0/24"),))])
+    await reconciler.settled()
+    assert xnu.table[net("10.99.0.0/24")] == wg_up
+    assert [route.destination for route in await manager.list_ours()] == [net("172.30.5.0/24")]
+    # dmnc's own direct-path route goes via a gateway on another interface and is ours all the same.
+    manager.set_next_hop(4, NextHop(ipaddress.ip_address("192.168.64.2"), "bridge100"))
+    reconciler.trigger()
+    await reconciler.settled()
+    [ours] = await manager.list_ours()
+    assert ours.gateway == ipaddress.ip_address("192.168.64.2")
