@@ -66,11 +66,12 @@ def link_rewritten(changed: dict[str, tuple[str, object]], domain: str, addresse
     if servers is None:
         return False
     ours = {_server(address) for address in addresses}
-    # jeepney reads `ay` as bytes; an entry of another shape names no server of dmnc's.
+    # jeepney reads `ay` as bytes and decodes by the sender's own signature, so an entry may hold anything (a
+    # list is unhashable); an entry of another shape than (int, bytes, ...) names no server of dmnc's.
     theirs = {
         (entry[0], entry[1])
         for entry in _list(servers[1])
-        if isinstance(entry, tuple) and len(entry) >= 2 and isinstance(entry[1], bytes)
+        if isinstance(entry, tuple) and len(entry) >= 2 and isinstance(entry[0], int) and isinstance(entry[1], bytes)
     }
     return not ours <= theirs
 

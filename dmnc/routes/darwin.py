@@ -3,7 +3,8 @@
 Routes are what `route -n add -net SUBNET -interface utunN -proto1` installs: RTF_UP|RTF_STATIC|RTF_PROTO1, the
 gateway an AF_LINK sockaddr naming the utun by index. On the direct path they are what `route -n add -net SUBNET
 GATEWAY -proto1` installs instead: RTF_GATEWAY too, the gateway an AF_INET/AF_INET6 sockaddr (the VM's address on
-bridge100). RTF_PROTO1 alone marks a route as dmnc's, whichever way it goes.
+bridge100). RTF_PROTO1 marks a route as dmnc's: a gateway route whichever way it goes, an interface route only
+through this utun (`dmnc wg up` marks its own utun's routes the same way).
 xnu's RTM_DELETE does not match on flags, so a delete first checks in a fresh table dump that the route is ours.
 The table is read with sysctl(NET_RT_DUMP); changes are read from a second routing socket, where every message
 carries the pid that caused it (rtm_pid).
@@ -346,7 +347,11 @@ class DarwinRouteManager(NextHopTable):
             destination=message.destination,
             interface=_interface_name(index),
             interface_index=index,
-            ours=bool(message.flags & pfroute.RTF_PROTO1),
+            # RTF_PROTO1 marks dmnc's routes, but `dmnc wg up` marks its interface routes through its own utun the
+            # same way (commands/wg.py): of the interface routes only those through this utun are this service's;
+            # a gateway route (the direct path, which only the service adds) is its own whichever interface it uses.
+            ours=bool(message.flags & pfroute.RTF_PROTO1)
+            and (index == self._interface_index or message.gateway is not None),
             gateway=message.gateway,
         )
 
@@ -406,6 +411,16 @@ class DarwinRouteManager(NextHopTable):
         if answer.interface_name is None and answer.interface_index == 0:
             return None
         route = answer.route
+        # On the direct path dmnc's own route goes via the family's next hop on another interface, and the reply's
+        # rtm_index names that interface: the kernel uses dmnc's route when it picked that route itself.
+        next_hop = self._next_hops.get(destination.version)
+        if (
+            next_hop is not None
+            and route.destination == destination
+            and route.flags & pfroute.RTF_PROTO1
+            and route.gateway == next_hop.gateway
+        ):
+            return None
         if answer.interface_name is not None:
             interface = printable(answer.interface_name)
         else:

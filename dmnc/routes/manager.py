@@ -27,8 +27,9 @@ class InstalledRoute:
     destination: Destination
     interface: str  # name, or "if#N" when the index no longer resolves
     interface_index: int
-    # Carries dmnc's mark (Linux: its protocol number; macOS: RTF_PROTO1). The mark alone decides: a direct-path
-    # route goes via a gateway on another interface and is dmnc's all the same.
+    # Carries dmnc's mark (Linux: its protocol number; macOS: RTF_PROTO1): a direct-path route goes via a gateway on
+    # another interface and is dmnc's all the same. macOS also asks an interface route to go through the manager's
+    # utun, as `dmnc wg up` marks its own utun's routes with RTF_PROTO1 too.
     ours: bool
     gateway: Address | None = None
 

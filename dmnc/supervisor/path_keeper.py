@@ -24,6 +24,7 @@ from dmnc.supervisor.echo_probe import EchoOutcome, probe_echo
 from dmnc.supervisor.log import announce, logger
 from dmnc.supervisor.path import (
     IP_VERSIONS,
+    PROBE_FRESH_S,
     PathChoice,
     ProbeResult,
     ProbeTarget,
@@ -161,7 +162,13 @@ class PathKeeper:
     async def _probe(self, target: ProbeTarget) -> None:
         self._sequence = (self._sequence + 1) & 0xFFFF
         outcome = await self._prober(target, PROBE_ANSWER_WITHIN_S, self._identifier, self._sequence)
-        self._probes[target] = ProbeResult(target, outcome.answered, trio.current_time(), outcome.detail)
+        now = trio.current_time()
+        previous = self._probes.get(target)
+        if not outcome.answered and previous is not None and previous.answered and now - previous.at <= PROBE_FRESH_S:
+            # The chooser goes by the last answer within PROBE_FRESH_S (dmnc.supervisor.path): a lost echo (ICMP is
+            # best-effort, RFC 792) keeps it until it is that old, so one loss does not move every route and back.
+            return
+        self._probes[target] = ProbeResult(target, outcome.answered, now, outcome.detail)
 
     def _apply(self, choices: tuple[PathChoice, ...], option: PathOption) -> None:
         for before, after in zip(self._choices, choices, strict=True):

@@ -54,3 +54,8 @@ values = st.recursive(
 )
 def test_any_values_a_sender_puts_in_the_signal_give_an_answer(changed: dict[str, tuple[str, object]]) -> None:
     assert isinstance(link_rewritten(changed, DOMAIN, ADDRESSES), bool)
+
+
+def test_a_server_entry_whose_family_is_a_list_is_no_server_of_ours() -> None:
+    # jeepney decodes by the signal's own signature: a sender can put a list where the family goes.
+    assert link_rewritten({"DNS": ("a(aiay)", [([2], b"\x7f\0\0\1")])}, DOMAIN, ADDRESSES)

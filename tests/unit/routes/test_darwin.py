@@ -30,6 +30,7 @@ from dmnc.routes.darwin import (
     DarwinRouteManager,
     open_monitor_socket,
 )
+from dmnc.routes.manager import NextHop
 from dmnc.routes.policy import NetworkInfo, PolicyConfig
 from dmnc.routes.reconcile import RouteReconciler
 
@@ -552,3 +553,49 @@ async def test_each_lookup_uses_a_sequence_number_of_its_own(xnu: FakeXnu, manag
         await manager.lookup(ipaddress.ip_address("172.30.5.1"))
     seqs = [pfroute.RT_MSGHDR.unpack_from(request)[7] for request in xnu.lookups]
     assert len(set(seqs)) == 2
+
+
+async def test_our_own_direct_path_route_is_not_a_shadow(xnu: FakeXnu, manager: DarwinRouteManager) -> None:
+    # On the direct path dmnc's route goes via the VM's address on bridge100, and xnu's RTM_GET names that
+    # interface in rtm_index (bsd/net/rtsock.c, the `report:` path with RTA_IFP asked for): it is dmnc's route
+    # all the same, not one that shadows it.
+    bridge_index, gateway = 9, ipaddress.ip_address("192.168.64.2")
+    xnu.interface_names[bridge_index] = "bridge100"
+    manager.set_next_hop(4, NextHop(gateway, "bridge100"))
+    await add_route(manager, net("172.30.5.0/24"))
+    installed = xnu.table[net("172.30.5.0/24")]
+    assert installed.gateway == gateway
+    xnu.table[net("172.30.5.0/24")] = pfroute.RouteSocketMessage(
+        pfroute.RTM_GET, installed.destination, installed.flags, bridge_index, gateway=gateway
+    )
+    assert await manager.shadow_of(net("172.30.5.0/24")) is None
+    # Another program's route via the same interface still shadows ours.
+    xnu.table[net("172.30.5.0/25")] = pfroute.RouteSocketMessage(
+        pfroute.RTM_GET, net("172.30.5.0/25"), 0x803, bridge_index, gateway=ipaddress.ip_address("192.168.64.7")
+    )
+    assert await manager.shadow_of(net("172.30.5.0/24")) is not None
+
+
+async def test_another_dmnc_processes_interface_route_is_not_ours_and_stays(
+    xnu: FakeXnu, manager: DarwinRouteManager, nursery: trio.Nursery
+) -> None:
+    # `dmnc wg up` on macOS adds its interface routes the same way, RTF_PROTO1 through its own utun (commands/wg.py,
+    # interface_routes): the mark names dmnc, not this service, so such a route is neither listed as ours nor
+    # removed by this service's reconciler.
+    wg_up = pfroute.RouteSocketMessage(
+        pfroute.RTM_GET, net("10.99.0.0/24"), pfroute.DMNC_ROUTE_FLAGS, 3, gateway_interface=3
+    )
+    xnu.table[net("10.99.0.0/24")] = wg_up
+    assert [route.destination for route in await manager.list_ours()] == []
+    reconciler = RouteReconciler(manager, PolicyConfig())
+    await nursery.start(reconciler.run)
+    reconciler.set_networks([NetworkInfo("app", "id-app", "bridge", "local", False, {}, (net("172.30.5.0/24"),))])
+    await reconciler.settled()
+    assert xnu.table[net("10.99.0.0/24")] == wg_up
+    assert [route.destination for route in await manager.list_ours()] == [net("172.30.5.0/24")]
+    # dmnc's own direct-path route goes via a gateway on another interface and is ours all the same.
+    manager.set_next_hop(4, NextHop(ipaddress.ip_address("192.168.64.2"), "bridge100"))
+    reconciler.trigger()
+    await reconciler.settled()
+    [ours] = await manager.list_ours()
+    assert ours.gateway == ipaddress.ip_address("192.168.64.2")

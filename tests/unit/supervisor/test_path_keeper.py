@@ -139,3 +139,21 @@ async def test_going_direct_by_default_names_the_option_that_keeps_the_tunnel(
         assert (await paths.decide())[0].kind is PathKind.DIRECT
         [moved] = [record.getMessage() for record in caplog.records if "IPv4 routes go direct" in record.getMessage()]
         assert moved.endswith(UPGRADE_HINT) is hinted, moved
+
+
+async def test_one_missed_answer_keeps_the_direct_path_while_the_last_answer_is_fresh(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # path.py: a family goes direct on "an answer from the VM's address within PROBE_FRESH_S". One lost echo
+    # (an ICMP packet is best-effort, RFC 792) must not move every route to the tunnel and back a second later.
+    addresses, prober = FakeAddresses(SHARED), FakeProber()
+    paths, _, _, _ = keeper(addresses, prober)
+    assert (await paths.decide())[0].kind is PathKind.DIRECT
+    last_answer = trio.current_time()
+    prober.answering = False
+    assert (await paths.decide())[0].kind is PathKind.DIRECT
+    while paths.choices[0].kind is PathKind.DIRECT:
+        assert trio.current_time() - last_answer <= PROBE_FRESH_S
+        await paths.decide()
+    assert trio.current_time() - last_answer <= PROBE_FRESH_S + 1.5
+    assert paths.status()[0].reason == "192.168.106.2 via bridge100 did not answer the probe (no answer)"
