@@ -7,6 +7,9 @@ A family goes direct only when all of these hold for one link the VM setup repor
 rules, SetupResult.direct_links):
 - the host holds that link's host address on a non-tunnel interface, and a connected subnet there contains the
   VM's address (the kernel reaches it without a gateway);
+- that interface holds none of the host's default routes: it is not the host's uplink (its LAN or Wi-Fi, as when a
+  VM is bridged onto it), where container traffic would cross a network others share, unencrypted, and where the
+  VM's rules, which trust the host by its address, would trust whoever claims it;
 - the VM's address is none of the tunnel's and lies in no subnet dmnc routes (the VM's address is never routed
   through itself);
 - a probe through that interface got an answer from the VM's address within PROBE_FRESH_S.
@@ -17,11 +20,11 @@ Otherwise the family stays on (or falls back to) the tunnel, with the reason. `-
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from dmnc.config import PathOption
-from dmnc.routes.manager import Address, Destination, NextHop
+from dmnc.routes.manager import Address, Destination, InstalledRoute, NextHop
 from dmnc.routes.policy import HostNetwork
 from dmnc.vm.result import DirectLink
 
@@ -88,15 +91,14 @@ def examine_link(
     tunnel_interface: str,
     tunnel_networks: Iterable[Destination],
     routed: Iterable[Destination],
+    uplinks: Collection[str] = frozenset(),
 ) -> Candidate:
-    """Whether the host reaches `link`'s VM address directly, and through which interface."""
+    """Whether the host reaches `link`'s VM address directly, and through which interface (`uplinks`: the
+    interfaces of the host's default routes, see `uplink_interfaces`)."""
     vm, host = link.vm_address, link.host_address
-    if any(vm in network for network in tunnel_networks):
-        return Candidate(link, None, f"the VM address {vm} is one of the tunnel's")
-    if any(vm in subnet for subnet in routed):
-        return Candidate(link, None, f"the VM address {vm} lies in a subnet dmnc routes, so it cannot be the next hop")
-    if any(network.network.num_addresses == 1 and network.network.network_address == vm for network in networks):
-        return Candidate(link, None, f"the VM address {vm} is one of the host's own")
+    unusable = _unusable_vm_address(vm, networks, tunnel_networks, routed)
+    if unusable is not None:
+        return Candidate(link, None, unusable)
     host_interfaces = {
         network.interface
         for network in networks
@@ -106,6 +108,15 @@ def examine_link(
     }
     if not host_interfaces:
         return Candidate(link, None, f"the host no longer has the address {host} the VM shares a link with")
+    if host_interfaces <= set(uplinks):
+        on = ", ".join(sorted(host_interfaces))
+        return Candidate(
+            link,
+            None,
+            f"the VM shares {on} with the host, and {on} holds the host's default route (its LAN): container traffic"
+            " stays in the encrypted tunnel",
+        )
+    host_interfaces -= set(uplinks)
     for interface in sorted(host_interfaces):
         connected = [
             network
@@ -122,6 +133,19 @@ def examine_link(
     )
 
 
+def _unusable_vm_address(
+    vm: Address, networks: Sequence[HostNetwork], tunnel_networks: Iterable[Destination], routed: Iterable[Destination]
+) -> str | None:
+    """Why the VM's address can never be a next hop, or None."""
+    if any(vm in network for network in tunnel_networks):
+        return f"the VM address {vm} is one of the tunnel's"
+    if any(vm in subnet for subnet in routed):
+        return f"the VM address {vm} lies in a subnet dmnc routes, so it cannot be the next hop"
+    if any(network.network.num_addresses == 1 and network.network.network_address == vm for network in networks):
+        return f"the VM address {vm} is one of the host's own"
+    return None
+
+
 def examine_links(
     links: Iterable[DirectLink],
     networks: Sequence[HostNetwork],
@@ -129,13 +153,28 @@ def examine_links(
     tunnel_interface: str,
     tunnel_networks: Sequence[Destination] = (),
     routed: Sequence[Destination] = (),
+    uplinks: Collection[str] = frozenset(),
 ) -> tuple[Candidate, ...]:
     """Every reported link, examined (`examine_link`), in a stable order."""
     ordered = sorted(links, key=lambda link: (link.vm_address.version, str(link.vm_address), link.vm_interface))
     return tuple(
-        examine_link(link, networks, tunnel_interface=tunnel_interface, tunnel_networks=tunnel_networks, routed=routed)
+        examine_link(
+            link,
+            networks,
+            tunnel_interface=tunnel_interface,
+            tunnel_networks=tunnel_networks,
+            routed=routed,
+            uplinks=uplinks,
+        )
         for link in ordered
     )
+
+
+def uplink_interfaces(routes: Iterable[InstalledRoute]) -> frozenset[str]:
+    """The interfaces that hold a default route (prefix length 0) of another program's: the host's way out (LAN,
+    Wi-Fi, a VPN). A VM link is never one of them (a host-only or shared network such as macOS's bridge100 has the
+    host as its router), unless the VM is bridged onto the host's own LAN."""
+    return frozenset(route.interface for route in routes if route.destination.prefixlen == 0 and not route.ours)
 
 
 def probe_targets(candidates: Iterable[Candidate]) -> tuple[ProbeTarget, ...]:
@@ -191,15 +230,22 @@ def choose_paths(
 
 
 def direct_host_addresses(
-    networks: Iterable[HostNetwork], *, tunnel_interface: str, tunnel_networks: Sequence[Destination], limit: int
+    networks: Iterable[HostNetwork],
+    *,
+    tunnel_interface: str,
+    tunnel_networks: Sequence[Destination],
+    limit: int,
+    uplinks: Collection[str] = frozenset(),
 ) -> tuple[Address, ...]:
     """The host's own addresses the VM setup may look for shared links with (SetupParams.direct_hosts): every
-    address of a non-tunnel interface but loopback, link-local and the tunnel's, at most `limit`, IPv4 first."""
+    address of a non-tunnel interface but the uplinks' (the VM never opens its side to the host's LAN address),
+    loopback, link-local and the tunnel's, at most `limit`, IPv4 first."""
     found: set[Address] = set()
     for network in networks:
         address = network.network.network_address
         if (
             network.interface == tunnel_interface
+            or network.interface in uplinks
             or network.network.num_addresses != 1
             or address.is_loopback
             or address.is_link_local

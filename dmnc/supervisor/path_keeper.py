@@ -32,6 +32,7 @@ from dmnc.supervisor.path import (
     direct_host_addresses,
     examine_links,
     probe_targets,
+    uplink_interfaces,
 )
 from dmnc.supervisor.vm_keeper import VmSide
 from dmnc.vm.params import MAX_DIRECT_HOSTS
@@ -96,6 +97,7 @@ class PathKeeper:
         self._tunnel_networks = tunnel_networks
         self._prober = prober
         self._networks: tuple[HostNetwork, ...] = ()
+        self._uplinks: frozenset[str] = frozenset()
         self._probes: dict[ProbeTarget, ProbeResult] = {}
         self._choices: tuple[PathChoice, ...] = tuple(PathChoice(v, None, "not decided yet") for v in IP_VERSIONS)
         self._identifier = os.getpid() & 0xFFFF
@@ -119,6 +121,7 @@ class PathKeeper:
             tunnel_interface=self._tunnel_interface,
             tunnel_networks=self._tunnel_networks,
             limit=MAX_DIRECT_HOSTS,
+            uplinks=self._uplinks,
         )
 
     def wake(self) -> None:
@@ -141,6 +144,7 @@ class PathKeeper:
     async def decide(self) -> tuple[PathChoice, ...]:
         """One round: read the host's addresses, probe the candidates, choose, move the routes."""
         await self._read_networks()
+        await self._read_uplinks()
         option = self._config().path
         side = self._vm.side
         candidates = examine_links(
@@ -149,6 +153,7 @@ class PathKeeper:
             tunnel_interface=self._tunnel_interface,
             tunnel_networks=self._tunnel_networks,
             routed=tuple(self._routes.status().routed),
+            uplinks=self._uplinks,
         )
         targets = probe_targets(candidates) if option is not PathOption.TUNNEL else ()
         self._probes = {target: result for target, result in self._probes.items() if target in targets}
@@ -190,7 +195,11 @@ class PathKeeper:
         wanted = self.direct_hosts()
         asked_for = self._asked_for or ()
         nothing_new = not set(wanted) - set(asked_for) and (bool(wanted) or not asked_for)
-        if self._vm.side is None or nothing_new:
+        side = self._vm.side
+        # A link the VM opened for a host address no longer offered (now the host's uplink, or gone) must close.
+        opened_unwanted = side is not None and bool({link.host_address for link in side.direct_links} - set(wanted))
+        already_asked = self._asked_for is not None and set(self._asked_for) == set(wanted)
+        if side is None or (nothing_new and not (opened_unwanted and not already_asked)):
             return
         self._asked_for = wanted
         logger.info("the host's addresses changed: setting the VM side up again to look for shared links")
@@ -203,6 +212,15 @@ class PathKeeper:
             self._networks = await self._addresses.host_networks()
         except RouteError as error:
             logger.warning("could not read the host's addresses for the direct path: %s", error)
+
+    async def _read_uplinks(self) -> None:
+        """The interfaces of the host's default routes, from the routing table (the last ones kept on an error)."""
+        try:
+            routes = await self._routes.manager.list_routes()
+        except RouteError as error:
+            logger.warning("could not read the host's routes for the direct path: %s", error)
+            return
+        self._uplinks = uplink_interfaces(routes)
 
     async def _follow_addresses(self) -> None:
         if self._addresses is None:

@@ -7,7 +7,7 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dmnc.routes.manager import NextHop
+from dmnc.routes.manager import InstalledRoute, NextHop
 from dmnc.routes.policy import HostNetwork
 from dmnc.supervisor.path import (
     PROBE_FRESH_S,
@@ -21,6 +21,7 @@ from dmnc.supervisor.path import (
     direct_host_addresses,
     examine_links,
     probe_targets,
+    uplink_interfaces,
 )
 from dmnc.vm.result import DirectLink
 
@@ -129,6 +130,30 @@ def test_the_vm_is_offered_the_hosts_own_addresses_but_not_loopback_link_local_o
     )
 
 
+def test_a_link_on_the_hosts_uplink_is_no_candidate_and_its_address_is_not_offered_to_the_vm() -> None:
+    # A VM bridged onto the host's LAN (en0 holds the default route): the link is shared, but others share it too.
+    lan = DirectLink("eth1", ip("192.168.1.20"), ip("192.168.1.10"))
+    uplinks = uplink_interfaces([InstalledRoute(net("0.0.0.0/0"), "en0", 4, ours=False, gateway=ip("192.168.1.1"))])
+    assert uplinks == {"en0"}
+    [candidate] = examine_links([lan], COLIMA, tunnel_interface=TUNNEL, uplinks=uplinks)
+    assert candidate.target is None
+    assert candidate.rejected is not None
+    assert "en0 holds the host's default route (its LAN)" in candidate.rejected
+    assert examine_links([COL0], COLIMA, tunnel_interface=TUNNEL, uplinks=uplinks)[0].target == TARGET
+    hosts = direct_host_addresses(COLIMA, tunnel_interface=TUNNEL, tunnel_networks=(), limit=16, uplinks=uplinks)
+    assert hosts == (ip("192.168.106.1"),)
+
+
+def test_only_other_programs_default_routes_make_an_uplink() -> None:
+    routes = [
+        InstalledRoute(net("::/0"), "wlan0", 3, ours=False, gateway=ip("fe80::1")),
+        InstalledRoute(net("0.0.0.0/1"), "utun3", 9, ours=False),  # a VPN's half: not a default route's interface
+        InstalledRoute(net("0.0.0.0/0"), TUNNEL, 7, ours=True),  # dmnc's own, should it ever route one
+        InstalledRoute(net("192.168.106.0/24"), "bridge100", 5, ours=False),
+    ]
+    assert uplink_interfaces(routes) == {"wlan0"}
+
+
 addresses4 = st.ip_addresses(v=4, network="10.0.0.0/16")
 addresses6 = st.ip_addresses(v=6, network="fd00::/120")
 links = st.one_of(
@@ -171,16 +196,18 @@ def shared_links(draw: st.DrawFn) -> tuple[list[DirectLink], list[HostNetwork]]:
     routed_subnets,
     st.sampled_from(PathOption),
     st.lists(st.tuples(st.booleans(), st.floats(0, 10)), max_size=4),
+    st.frozensets(st.sampled_from(["bridge100", "en0"])),
 )
 def test_a_direct_choice_is_always_a_fresh_answered_on_link_address_outside_everything_dmnc_routes(
     reported_and_networks: tuple[list[DirectLink], list[HostNetwork]],
     routed: list[ipaddress.IPv4Network],
     option: PathOption,
     answers: list[tuple[bool, float]],
+    uplinks: frozenset[str],
 ) -> None:
     reported, networks = reported_and_networks
     examined = examine_links(
-        reported, networks, tunnel_interface=TUNNEL, tunnel_networks=TUNNEL_NETWORKS, routed=routed
+        reported, networks, tunnel_interface=TUNNEL, tunnel_networks=TUNNEL_NETWORKS, routed=routed, uplinks=uplinks
     )
     targets = probe_targets(examined)
     probes = {target: ProbeResult(target, ok, NOW - age) for target, (ok, age) in zip(targets, answers, strict=False)}
@@ -193,6 +220,7 @@ def test_a_direct_choice_is_always_a_fresh_answered_on_link_address_outside_ever
         assert option is not PathOption.TUNNEL
         assert hop.gateway.version == choice.version
         assert hop.interface != TUNNEL
+        assert hop.interface not in uplinks
         assert not any(hop.gateway in subnet for subnet in [*routed, *TUNNEL_NETWORKS])
         assert any(
             n.interface == hop.interface and hop.gateway in n.network and n.network.num_addresses > 1 for n in networks

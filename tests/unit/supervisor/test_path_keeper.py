@@ -157,3 +157,20 @@ async def test_one_missed_answer_keeps_the_direct_path_while_the_last_answer_is_
         await paths.decide()
     assert trio.current_time() - last_answer <= PROBE_FRESH_S + 1.5
     assert paths.status()[0].reason == "192.168.106.2 via bridge100 did not answer the probe (no answer)"
+
+
+async def test_a_shared_link_that_becomes_the_hosts_uplink_gives_up_the_direct_path(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    paths, manager, _, vm = keeper(FakeAddresses(SHARED), FakeProber())
+    assert (await paths.decide())[0].kind is PathKind.DIRECT
+    assert paths.direct_hosts() == (ip("192.168.106.1"),)
+    setups_before = vm.setups_asked
+    manager.install_other(net("0.0.0.0/0"), "bridge100", 5, gateway=ip("192.168.106.254"))
+    ipv4, _ = await paths.decide()
+    assert ipv4.kind is PathKind.TUNNEL
+    assert "holds the host's default route" in ipv4.reason
+    assert paths.direct_hosts() == ()
+    # The VM still has the link open for the host's address there: one new setup closes it, not one per round.
+    await paths.decide()
+    assert vm.setups_asked == setups_before + 1
