@@ -107,7 +107,13 @@ class OffloadThread(Generic[_Batch]):
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._failed = trio.Event()
         self._error: TunError | UdpError | None = None
-        self._busy = False  # the thread is inside handle(); written by the thread, read by submit
+        # Counters each written by one thread only (reading an int is atomic under the GIL): batches queued (by
+        # submit), taken from the queue and finished (by the thread). A flag set after `get()` left a window in
+        # which submit saw an empty queue and an idle thread while the thread held a batch: the small batch then
+        # ran inline beside it, out of order and concurrently.
+        self._queued = 0
+        self._taken = 0
+        self._finished = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -118,10 +124,10 @@ class OffloadThread(Generic[_Batch]):
         Waking the thread costs more than a packet (futex wake, a halted vCPU on VMs): a ping or a lone ACK goes
         faster inline. Only when idle, so batches still leave in submission order.
         """
-        pending = self._queue.qsize()
-        if small and not pending and not self._busy:
+        if small and self._finished == self._queued:
             self._handle(batch)
-        elif pending < MAX_PENDING_BATCHES:
+        elif self._queued - self._taken < MAX_PENDING_BATCHES:
+            self._queued += 1
             self._queue.put(batch)
         else:
             self._overflow(batch)
@@ -139,7 +145,7 @@ class OffloadThread(Generic[_Batch]):
     def _run(self) -> None:
         handle = self._handle
         while (batch := self._queue.get()) is not None:
-            self._busy = True
+            self._taken += 1
             try:
                 handle(batch)
             except (TunError, UdpError) as error:
@@ -148,7 +154,7 @@ class OffloadThread(Generic[_Batch]):
                     self._token.run_sync_soon(self._failed.set)
                 return
             finally:
-                self._busy = False
+                self._finished += 1
 
 
 class Tunnel:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 
 import pytest
@@ -65,6 +66,40 @@ async def test_a_busy_thread_queues_small_batches_too_and_drops_past_the_bound()
         assert [batch for batch, _ in recorder.handled] == list(range(MAX_PENDING_BATCHES + 1))
     finally:
         recorder.release.set()
+        offload.stop()
+
+
+class GatedQueue(queue.SimpleQueue[int | None]):
+    """Holds the thread just after it took a batch, before it handles it: the moment a flag set after `get()` missed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.took = threading.Event()
+        self.gate = threading.Event()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> int | None:
+        batch = super().get(block, timeout)
+        if batch is not None:
+            self.took.set()
+            self.gate.wait(WAIT_S)
+        return batch
+
+
+async def test_a_small_batch_never_runs_inline_while_the_thread_holds_one_it_has_just_taken() -> None:
+    recorder = Recorder()
+    offload = OffloadThread("offload-test", recorder.handle, recorder.overflow, trio.lowlevel.current_trio_token())
+    gated = GatedQueue()
+    offload._queue = gated  # the test holds the thread between taking and handling a batch
+    offload.start()
+    try:
+        offload.submit(0)
+        assert gated.took.wait(WAIT_S)  # the queue is empty again, and the thread has not begun batch 0
+        offload.submit(1, small=True)
+        gated.gate.set()
+        wait_until(lambda: len(recorder.handled) == 2, WAIT_S, "both batches")
+        assert recorder.handled == [(0, "offload-test"), (1, "offload-test")]
+    finally:
+        gated.gate.set()
         offload.stop()
 
 
